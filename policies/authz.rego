@@ -1,0 +1,202 @@
+# FinOptiAgents gateway authorization.
+#
+# Entry points:
+#   data.finopti.authz.decision  {"allow": bool, "reason": string, "status": 200 | 401 | 403}
+#   data.finopti.authz.allow     bool (what APISIX's `opa` plugin reads)
+#
+# Input: the document APISIX's `opa` plugin sends (`request.{method,path,headers,...}`, `route.name`
+# with `with_route`), plus an optional `finopti` object that the local gateway adds:
+#   {"user": email | null, "groups": [..], "source": service | null, "route": name, "listener": "edge" | "mesh"}
+# Where a `finopti` field is absent (APISIX), the value comes from the headers instead:
+#   user <- x-user-email, groups <- x-user-groups (comma separated), source <- x-finopti-source,
+#   route <- input.route.name, listener <- x-finopti-listener (optional).
+#
+# Data: data.finopti.roles (data.json) and data.finopti.routes (routes.json, generated from mesh.yaml).
+#
+# Written in Rego v1 syntax that both OPA 1.x and regorus accept: keep it to plain builtins.
+package finopti.authz
+
+import rego.v1
+
+# ---------------------------------------------------------------- the request
+
+fin := input.finopti if is_object(input.finopti)
+else := {}
+
+headers := input.request.headers if is_object(input.request.headers)
+else := {}
+
+method := input.request.method if is_string(input.request.method)
+else := ""
+
+path := input.request.path if is_string(input.request.path)
+else := ""
+
+# A header as a string, "" when absent. A repeated header arrives from APISIX as an array:
+# treated as absent, so an ambiguous identity never counts.
+header(name) := v if {
+	v := headers[name]
+	is_string(v)
+} else := ""
+
+user := u if {
+	u := object.get(fin, "user", header("x-user-email"))
+	is_string(u)
+	u != ""
+} else := null
+
+group_list := g if {
+	g := object.get(fin, "groups", split(header("x-user-groups"), ","))
+	is_array(g)
+} else := []
+
+groups := {trim_space(g) |
+	some g in group_list
+	is_string(g)
+	trim_space(g) != ""
+}
+
+source := s if {
+	s := object.get(fin, "source", header("x-finopti-source"))
+	is_string(s)
+	s != ""
+} else := null
+
+apisix_route := input.route.name if is_string(input.route.name)
+else := null
+
+route := r if {
+	r := object.get(fin, "route", apisix_route)
+	is_string(r)
+	r != ""
+} else := null
+
+listener := l if {
+	l := object.get(fin, "listener", header("x-finopti-listener"))
+	is_string(l)
+	l != ""
+} else := null
+
+route_info := data.finopti.routes[route]
+
+# ---------------------------------------------------------------- roles
+
+roles contains r if some r in data.finopti.roles.users[user]
+
+roles contains r if {
+	some g in groups
+	some r in data.finopti.roles.groups[g]
+}
+
+# ---------------------------------------------------------------- what each route needs
+
+# The sign-in page: anyone, even anonymous.
+public_routes := {"ui"}
+
+# Any role at all is enough here; the agents behind check the finer permissions.
+any_role_routes := {"ask", "orchestrator"}
+
+route_roles := {
+	"gcloud-tools": {"gcloud_admin", "finops_viewer"},
+	"monitoring-agent": {"observability_admin"},
+	"monitoring-tools": {"observability_admin"},
+	"logstore": {"observability_admin"},
+}
+
+read_actions := {
+	"list_instances", "describe_instance", "list_disks", "list_buckets",
+	"find_idle_instances", "rightsizing_recommendations", "estimate_monthly_cost",
+}
+
+write_actions := {"start_instance", "stop_instance", "resize_instance", "delete_instance"}
+
+# /gcloud-agent/v1/actions/<action>, nothing more.
+requested_action := m[0][1] if {
+	route == "gcloud-agent"
+	m := regex.find_all_string_submatch_n(`^/gcloud-agent/v1/actions/([a-z_]+)$`, path, 1)
+}
+
+action := requested_action if requested_action in (read_actions | write_actions)
+
+needed_roles := route_roles[route]
+
+needed_roles := {"gcloud_admin", "finops_viewer"} if action in read_actions
+
+needed_roles := {"gcloud_admin"} if action in write_actions
+
+granting_roles := roles if route in any_role_routes
+
+granting_roles := roles & needed_roles if not route in any_role_routes
+
+# ---------------------------------------------------------------- sentences
+
+activity := sprintf("run %s on gcloud-agent", [action]) if action
+
+activity := sprintf("call route '%s'", [route]) if not action
+
+role_phrase := sprintf("role %s", [r]) if {
+	count(needed_roles) == 1
+	some r in needed_roles
+} else := sprintf("one of the roles %s", [concat(", ", sort([r | some r in needed_roles]))])
+
+caller := sprintf("service '%s'", [source]) if source != null
+else := "an unidentified caller (no client certificate)"
+
+# ---------------------------------------------------------------- the decision
+
+grant := sprintf("route '%s' is public", [route]) if route in public_routes
+
+grant := sprintf("user %s may %s with role %s", [user, activity, roles_text]) if {
+	not route in public_routes
+	user != null
+	count(granting_roles) > 0
+	roles_text := concat(", ", sort([r | some r in granting_roles]))
+}
+
+# The first reason that applies wins, so a caller is told the most basic problem first.
+denial := {"status": 403, "reason": msg} if {
+	not route_info
+	route == null
+	msg := sprintf("no route matches path '%s'", [path])
+} else := {"status": 403, "reason": msg} if {
+	not route_info
+	msg := sprintf("route '%s' is not known to the policy", [route])
+} else := {"status": 403, "reason": msg} if {
+	listener != null
+	listener != route_info.listener
+	msg := sprintf("route '%s' is not served on the %s listener", [route, listener])
+} else := {"status": 403, "reason": msg} if {
+	# Mesh routes: the calling service (from its SPIFFE id) must be one the route expects.
+	route_info.listener == "mesh"
+	not source in object.get(route_info, "allowed_callers", [])
+	msg := sprintf("%s may not call route '%s'", [caller, route])
+} else := {"status": 401, "reason": msg} if {
+	not route in public_routes
+	user == null
+	msg := sprintf("sign-in required to call route '%s'", [route])
+} else := {"status": 403, "reason": msg} if {
+	not route in public_routes
+	count(roles) == 0
+	msg := sprintf("user %s has no role", [user])
+} else := {"status": 403, "reason": msg} if {
+	route == "gcloud-agent"
+	not action
+	msg := sprintf("'%s' is not a known gcloud-agent action", [path])
+} else := {"status": 403, "reason": msg} if {
+	not grant
+	needed_roles
+	msg := sprintf("user %s needs %s to %s", [user, role_phrase, activity])
+} else := {"status": 403, "reason": msg} if {
+	not grant
+	msg := sprintf("no rule allows %s", [activity])
+}
+
+default decision := {"allow": false, "status": 403, "reason": "denied by default"}
+
+decision := {"allow": false, "status": denial.status, "reason": denial.reason} if denial
+
+decision := {"allow": true, "status": 200, "reason": grant} if not denial
+
+default allow := false
+
+allow := decision.allow

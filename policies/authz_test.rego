@@ -1,0 +1,176 @@
+# Unit tests for finopti.authz, run by `finopti policy test` (and by `opa test policies/`).
+# They use the real role and route data (data.json, routes.json), so a data change that breaks
+# the access matrix fails here.
+package finopti.authz_test
+
+import data.finopti.authz
+import rego.v1
+
+agent_path := "/gcloud-agent/v1/actions/"
+
+# Input as the local gateway builds it: APISIX's shape plus the `finopti` object.
+local(user, groups, route, path, listener, source) := {
+	"type": "http",
+	"request": {"method": "POST", "path": path, "headers": {}},
+	"finopti": {"user": user, "groups": groups, "source": source, "route": route, "listener": listener},
+}
+
+edge(user, route, path) := local(user, [], route, path, "edge", null)
+
+mesh(user, source, route, path) := local(user, [], route, path, "mesh", source)
+
+# Input as APISIX's `opa` plugin sends it: no `finopti`, identity in headers, route from with_route.
+apisix(user, groups, source, route, path) := {
+	"type": "http",
+	"request": {
+		"method": "POST", "path": path, "scheme": "https", "host": "finopti.local", "port": 9443,
+		"query": {}, "headers": {"x-user-email": user, "x-user-groups": groups, "x-finopti-source": source},
+	},
+	"var": {"remote_addr": "10.0.0.7"},
+	"route": {"name": route},
+}
+
+test_sign_in_page_is_public if {
+	d := authz.decision with input as edge(null, "ui", "/")
+	d == {"allow": true, "status": 200, "reason": "route 'ui' is public"}
+}
+
+test_anonymous_ask_needs_sign_in if {
+	d := authz.decision with input as edge(null, "ask", "/api/ask")
+	d.allow == false
+	d.status == 401
+}
+
+test_viewer_may_ask if {
+	authz.allow with input as edge("bob@finopti.dev", "ask", "/api/ask")
+}
+
+test_user_without_role_may_not_ask if {
+	d := authz.decision with input as edge("dave@finopti.dev", "ask", "/api/ask")
+	d.status == 403
+	d.reason == "user dave@finopti.dev has no role"
+}
+
+test_viewer_may_list_instances if {
+	authz.allow with input as mesh("bob@finopti.dev", "orchestrator", "gcloud-agent", concat("", [agent_path, "list_instances"]))
+}
+
+test_viewer_may_not_stop_instance if {
+	d := authz.decision with input as mesh("bob@finopti.dev", "orchestrator", "gcloud-agent", concat("", [agent_path, "stop_instance"]))
+	d.status == 403
+	contains(d.reason, "bob@finopti.dev")
+	contains(d.reason, "gcloud_admin")
+	contains(d.reason, "stop_instance")
+}
+
+test_admin_may_stop_instance if {
+	authz.allow with input as mesh("alice@finopti.dev", "orchestrator", "gcloud-agent", concat("", [agent_path, "stop_instance"]))
+}
+
+test_every_read_action_for_viewer_and_admin if {
+	every a in authz.read_actions {
+		every u in ["bob@finopti.dev", "alice@finopti.dev"] {
+			authz.allow with input as mesh(u, "orchestrator", "gcloud-agent", concat("", [agent_path, a]))
+		}
+	}
+}
+
+test_every_mutating_action_needs_admin if {
+	every a in authz.write_actions {
+		authz.allow with input as mesh("alice@finopti.dev", "orchestrator", "gcloud-agent", concat("", [agent_path, a]))
+		not authz.allow with input as mesh("bob@finopti.dev", "orchestrator", "gcloud-agent", concat("", [agent_path, a]))
+	}
+}
+
+test_unknown_action_is_denied if {
+	d := authz.decision with input as mesh("alice@finopti.dev", "orchestrator", "gcloud-agent", concat("", [agent_path, "drop_database"]))
+	d.status == 403
+	not authz.allow with input as mesh("alice@finopti.dev", "orchestrator", "gcloud-agent", "/gcloud-agent/v1/actions/list_instances/../delete_instance")
+}
+
+test_wrong_caller_is_named if {
+	d := authz.decision with input as mesh("alice@finopti.dev", "gcloud-agent", "orchestrator", "/orchestrator/v1/ask")
+	d.status == 403
+	d.reason == "service 'gcloud-agent' may not call route 'orchestrator'"
+}
+
+test_mesh_call_without_source_is_denied if {
+	d := authz.decision with input as mesh("alice@finopti.dev", null, "orchestrator", "/orchestrator/v1/ask")
+	d.status == 403
+}
+
+test_mesh_routes_check_callers_before_users if {
+	# Anonymous, and from the wrong service: the caller problem is reported.
+	d := authz.decision with input as mesh(null, "ui", "gcloud-tools", "/gcloud-tools/mcp")
+	d.status == 403
+	contains(d.reason, "service 'ui'")
+}
+
+test_gcloud_tools_for_admin_and_viewer_only if {
+	authz.allow with input as mesh("alice@finopti.dev", "gcloud-agent", "gcloud-tools", "/gcloud-tools/mcp")
+	authz.allow with input as mesh("bob@finopti.dev", "gcloud-agent", "gcloud-tools", "/gcloud-tools/mcp")
+	not authz.allow with input as mesh("carol@finopti.dev", "gcloud-agent", "gcloud-tools", "/gcloud-tools/mcp")
+}
+
+test_observability_routes_need_observability_admin if {
+	authz.allow with input as mesh("carol@finopti.dev", "orchestrator", "monitoring-agent", "/monitoring-agent/v1/ask")
+	authz.allow with input as mesh("carol@finopti.dev", "monitoring-agent", "monitoring-tools", "/monitoring-tools/mcp")
+	authz.allow with input as mesh("carol@finopti.dev", "cli", "logstore", "/logstore/v1/query")
+	authz.allow with input as mesh("carol@finopti.dev", "ui", "logstore", "/logstore/v1/query")
+	d := authz.decision with input as mesh("alice@finopti.dev", "orchestrator", "monitoring-agent", "/monitoring-agent/v1/ask")
+	d.status == 403
+	contains(d.reason, "observability_admin")
+}
+
+test_erin_holds_both_admin_roles if {
+	authz.allow with input as mesh("erin@finopti.dev", "orchestrator", "gcloud-agent", concat("", [agent_path, "delete_instance"]))
+	authz.allow with input as mesh("erin@finopti.dev", "cli", "logstore", "/logstore/v1/query")
+}
+
+test_user_without_role_is_denied_everywhere if {
+	guarded := {name: r | some name, r in data.finopti.routes; not name in authz.public_routes}
+	count(guarded) > 5
+	every name, r in guarded {
+		# Called from a service the route accepts, so only the user's missing role can deny.
+		src := object.get(r, "allowed_callers", [null])[0]
+		d := authz.decision with input as local("dave@finopti.dev", [], name, r.path_prefix, r.listener, src)
+		d.reason == "user dave@finopti.dev has no role"
+		d.status == 403
+	}
+}
+
+test_roles_from_groups if {
+	authz.allow with input as local("x@corp.example", ["sre"], "monitoring-tools", "/monitoring-tools/mcp", "mesh", "monitoring-agent")
+	not authz.allow with input as local("x@corp.example", ["finops-viewers"], "monitoring-tools", "/monitoring-tools/mcp", "mesh", "monitoring-agent")
+}
+
+test_mesh_route_not_served_on_edge if {
+	d := authz.decision with input as edge("erin@finopti.dev", "logstore", "/logstore/v1/query")
+	d.status == 403
+}
+
+test_unknown_route_is_denied if {
+	d := authz.decision with input as edge("alice@finopti.dev", "admin", "/admin")
+	d.allow == false
+	d.status == 403
+}
+
+test_apisix_shape_gives_same_decisions if {
+	authz.allow with input as apisix("bob@finopti.dev", "", "orchestrator", "gcloud-agent", concat("", [agent_path, "list_instances"]))
+	d := authz.decision with input as apisix("bob@finopti.dev", "", "orchestrator", "gcloud-agent", concat("", [agent_path, "stop_instance"]))
+	d == authz.decision with input as mesh("bob@finopti.dev", "orchestrator", "gcloud-agent", concat("", [agent_path, "stop_instance"]))
+	w := authz.decision with input as apisix("alice@finopti.dev", "", "gcloud-agent", "orchestrator", "/orchestrator/v1/ask")
+	w.reason == "service 'gcloud-agent' may not call route 'orchestrator'"
+	authz.allow with input as apisix("x@corp.example", "finops-viewers, sre", "monitoring-agent", "monitoring-tools", "/m")
+}
+
+test_apisix_anonymous_ask_needs_sign_in if {
+	d := authz.decision with input as {"request": {"path": "/api/ask", "headers": {}}, "route": {"name": "ask"}}
+	d.status == 401
+}
+
+test_repeated_identity_header_is_ignored if {
+	inp := {"request": {"path": "/api/ask", "headers": {"x-user-email": ["alice@finopti.dev", "dave@finopti.dev"]}}, "route": {"name": "ask"}}
+	d := authz.decision with input as inp
+	d.status == 401
+}

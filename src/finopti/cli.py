@@ -1,0 +1,199 @@
+"""`finopti`: a thin command line over the platform library."""
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from finopti.errors import FinoptiError, PlatformStateError
+from finopti.idp import DevIdentityProvider
+from finopti.mesh.envoy import render_envoy
+from finopti.mesh.model import load_mesh
+from finopti.paths import state_dir
+
+app = typer.Typer(help="FinOptiAgents: a FinOps assistant behind a strict service mesh.", no_args_is_help=True)
+render_app = typer.Typer(help="Render configuration from mesh.yaml without starting anything.")
+app.add_typer(render_app, name="render")
+
+console = Console()
+err = Console(stderr=True)
+
+MeshOption = Annotated[Path, typer.Option("--mesh", "-m", help="The mesh spec.", envvar="FINOPTI_MESH")]
+PolicyOption = Annotated[Path, typer.Option("--policies", help="Rego policies and role data.")]
+
+
+def _fail(exc: FinoptiError) -> None:
+    err.print(f"[bold red]error:[/] {exc}", highlight=False)
+    raise typer.Exit(exc.exit_code)
+
+
+@app.command()
+def up(
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Return once healthy; stop with `finopti down`.")]
+    = False,
+    mesh: MeshOption = Path("mesh.yaml"),
+    policies: PolicyOption = Path("policies"),
+) -> None:
+    """Render configs from mesh.yaml, start the gateway and every service, wait until all are healthy."""
+    from finopti import platform
+
+    state = state_dir()
+    console.print(f"starting FinOptiAgents from [bold]{mesh}[/] (state in {state.root})")
+    started = time.monotonic()
+    try:
+        rt = platform.up(
+            mesh, policies, state,
+            on_healthy=lambda name, t: console.print(f"  [green]✓[/] {name:<20} healthy after {t:4.1f}s"),
+        )
+    except FinoptiError as exc:
+        _fail(exc)
+    console.print(f"[bold green]all healthy[/] in {time.monotonic() - started:.1f}s")
+    console.print(f"  chat UI      {rt.edge_url}/")
+    console.print(f"  ask API      {rt.edge_url}/api/ask")
+    console.print(f"  mesh         {rt.mesh_url}  (east-west, services only)")
+    console.print(f"  gateway admin {rt.admin_url}")
+    console.print(f"  logs         {state.logs}")
+    if detach:
+        console.print("running in the background; stop it with [bold]finopti down[/]")
+        return
+    console.print("press Ctrl-C to stop")
+    stop = {"requested": False}
+
+    def request_stop(*_):
+        stop["requested"] = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    while not stop["requested"] and platform.supervisor_pid(state):
+        time.sleep(0.3)
+    console.print("stopping…")
+    count = platform.down(state)
+    console.print(f"stopped {count} processes")
+
+
+@app.command()
+def down() -> None:
+    """Stop every process of the platform started from this state dir."""
+    from finopti import platform
+
+    count = platform.down(state_dir())
+    console.print(f"stopped {count} processes" if count else "the platform was not running")
+
+
+@app.command()
+def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+    """Each component with its state (healthy / starting / down), pid and address."""
+    from finopti import platform
+
+    try:
+        statuses = platform.platform_status(state_dir())
+    except FinoptiError as exc:
+        _fail(exc)
+    if as_json:
+        print(json.dumps({"components": [s.__dict__ for s in statuses]}, indent=2))
+        return
+    table = Table("component", "state", "pid", "address")
+    colours = {"healthy": "green", "starting": "yellow", "down": "red"}
+    for s in statuses:
+        table.add_row(s.name, f"[{colours[s.state]}]{s.state}[/]", str(s.pid or "-"), s.address)
+    console.print(table)
+    if any(s.state != "healthy" for s in statuses):
+        raise typer.Exit(1)
+
+
+@app.command()
+def token(
+    email: str,
+    groups: Annotated[str, typer.Option("--groups", help="Comma-separated groups.")] = "",
+    ttl: Annotated[int | None, typer.Option(help="Lifetime in seconds.")] = None,
+    mesh: MeshOption = Path("mesh.yaml"),
+) -> None:
+    """Print a JWT for EMAIL from the local development identity provider."""
+    try:
+        spec = load_mesh(mesh)
+    except FinoptiError as exc:
+        _fail(exc)
+    idp = DevIdentityProvider(state_dir().idp, spec.identity)
+    print(idp.issue(email, [g for g in groups.split(",") if g], ttl))
+
+
+@app.command()
+def ask(
+    prompt: str,
+    user: Annotated[str, typer.Option("--user", "-u", help="Ask as this development user (email).")],
+    groups: Annotated[str, typer.Option("--groups", help="Comma-separated groups for the token.")] = "",
+    project: Annotated[str | None, typer.Option(help="Cloud project to ask about.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole answer as JSON.")] = False,
+) -> None:
+    """Send PROMPT through the gateway's edge as USER and print the answer."""
+    from finopti.platform import Runtime
+
+    state = state_dir()
+    try:
+        rt = Runtime.load(state)
+        spec = load_mesh(rt.mesh_file)
+    except FinoptiError as exc:
+        _fail(exc)
+    jwt_token = DevIdentityProvider(state.idp, spec.identity).issue(user, [g for g in groups.split(",") if g])
+    body: dict = {"prompt": prompt}
+    if project:
+        body["project"] = project
+    try:
+        response = httpx.post(
+            f"{rt.edge_url}/api/ask", json=body, headers={"authorization": f"Bearer {jwt_token}"}, timeout=60
+        )
+    except httpx.HTTPError as exc:
+        _fail(PlatformStateError(f"cannot reach the gateway at {rt.edge_url}: {exc}"))
+    try:
+        payload = response.json()
+    except ValueError:
+        payload = {"error": "bad_gateway_response", "message": response.text[:500], "status": response.status_code}
+    if as_json:
+        print(json.dumps(payload, indent=2))
+        raise typer.Exit(0 if response.is_success else 1)
+    if not response.is_success:
+        err.print(f"[bold red]{response.status_code}[/] {payload.get('message', payload)}", highlight=False)
+        for capability in payload.get("capabilities", []):
+            err.print(f"  • {capability}")
+        raise typer.Exit(1)
+    console.print(payload.get("answer", ""))
+    console.print(
+        f"[dim]agent {payload.get('agent')} · action {payload.get('action')} · trace {payload.get('trace_id')}[/]"
+    )
+
+
+@render_app.command("envoy")
+def render_envoy_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Directory to write the Envoy configuration to.")],
+    mesh: MeshOption = Path("mesh.yaml"),
+) -> None:
+    """Write the Envoy bootstrap and xDS files (ports as declared; 0 becomes a placeholder)."""
+    from finopti.platform import gateway_runtime, plan_placeholder_runtime, write_envoy_files
+
+    try:
+        spec = load_mesh(mesh)
+    except FinoptiError as exc:
+        _fail(exc)
+    out = out.resolve()
+    rt = plan_placeholder_runtime(spec, mesh)
+    state = state_dir()
+    grt = gateway_runtime(state, rt)
+    grt = grt.__class__(**{**grt.__dict__, "xds_dir": out / "xds"})
+    documents = render_envoy(spec, grt)
+    write_envoy_files(documents, out, out / "xds")
+    console.print(f"wrote {len(documents)} files to {out}")
+
+
+def main() -> None:
+    try:
+        app()
+    except FinoptiError as exc:  # a library error that a command did not catch
+        err.print(f"[bold red]error:[/] {exc}")
+        sys.exit(exc.exit_code)

@@ -1,0 +1,311 @@
+"""SandboxCloud: a small, offline, GCP-like cloud kept in one SQLite file.
+
+The tool servers call these methods instead of real GCP APIs. Every method returns
+plain JSON-serialisable data and raises NotFound / InvalidArgument (both
+SandboxError) with a message that can be shown as-is.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Mapping
+from pathlib import Path
+
+from . import analysis
+from .catalog import DEFAULT_PROJECT, HOURS_PER_MONTH, METRICS, SANDBOX_NOW_TS, ZONES, iso
+from .errors import InvalidArgument, SandboxError
+from .seed import SCHEMA, build_plan, write_plan
+from .store import (
+    bucket_dict,
+    disk_dict,
+    get_instance,
+    instance_summary,
+    load_prices,
+    transaction,
+)
+from .validation import (
+    check_choice,
+    check_days,
+    check_int,
+    check_name,
+    check_percent,
+    check_state,
+    check_zone,
+    parse_label,
+)
+
+METRIC_NAMES = tuple(m["name"] for m in METRICS)
+GROUP_BY = ("instance", "label", "total")
+
+
+def default_db_path(env: Mapping[str, str] = os.environ) -> Path:
+    """Where the services keep the sandbox: $FINOPTI_HOME/sandbox.db (FINOPTI_HOME defaults to ./.finopti)."""
+    return Path(env.get("FINOPTI_HOME") or ".finopti") / "sandbox.db"
+
+
+class SandboxCloud:
+    """One sandbox project stored at `db_path`; the file is created and seeded on first use.
+
+    Safe to share between threads: every call opens its own short-lived connection.
+    """
+
+    def __init__(self, db_path: Path | str, project: str = DEFAULT_PROJECT) -> None:
+        self.db_path = Path(db_path)
+        self.project = project
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        self._open_or_seed()
+
+    # -- setup -----------------------------------------------------------------------------------
+
+    def _open_or_seed(self) -> None:
+        try:
+            self._create_and_seed()
+        except sqlite3.DatabaseError as exc:  # e.g. some other file at that path
+            raise SandboxError(
+                f"{self.db_path} is not a usable sandbox database ({exc}); delete it to get a fresh seed."
+            ) from exc
+
+    def _create_and_seed(self) -> None:
+        conn = sqlite3.connect(self.db_path, timeout=30)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")  # persistent: readers never block the writer
+        finally:
+            conn.close()
+        # Under the write lock, so two processes opening a fresh file seed it only once.
+        with transaction(self.db_path, write=True) as conn:
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            if conn.execute("SELECT 1 FROM meta WHERE key = 'seeded'").fetchone() is None:
+                write_plan(conn, build_plan())
+
+    # -- catalogue -------------------------------------------------------------------------------
+
+    def list_zones(self) -> list[dict]:
+        with transaction(self.db_path) as conn:
+            counts = dict(conn.execute("SELECT zone, COUNT(*) FROM instances GROUP BY zone").fetchall())
+        return [
+            {"name": zone, "region": region, "instances": counts.get(zone, 0)}
+            for zone, region in ZONES.items()
+        ]
+
+    def list_machine_types(self) -> list[dict]:
+        with transaction(self.db_path) as conn:
+            prices = load_prices(conn)
+        return [
+            {
+                "name": m.name,
+                "series": m.series,
+                "downsize_to": m.smaller,
+                "upsize_to": m.larger,
+                "vcpus": m.vcpus,
+                "memory_gb": m.memory_gb,
+                "hourly_usd": m.hourly_usd,
+                "monthly_usd": prices.monthly_compute(m.name),
+            }
+            for m in prices.machine_types.values()
+        ]
+
+    def price_table(self) -> dict:
+        """Every price the sandbox charges; the basis of all cost figures."""
+        with transaction(self.db_path) as conn:
+            prices = load_prices(conn)
+        return {
+            "currency": "USD",
+            "hours_per_month": HOURS_PER_MONTH,
+            "machine_types_per_hour": {m.name: m.hourly_usd for m in prices.machine_types.values()},
+            "disks_per_gb_month": dict(prices.disk_per_gb_month),
+            "storage_per_gb_month": dict(prices.storage_per_gb_month),
+        }
+
+    def list_metrics(self) -> list[dict]:
+        return [dict(m) for m in METRICS]
+
+    # -- instances -------------------------------------------------------------------------------
+
+    def list_instances(
+        self, zone: str | None = None, state: str | None = None, label: str | None = None
+    ) -> list[dict]:
+        where, args = [], []
+        if zone is not None:
+            where.append("zone = ?")
+            args.append(check_zone(zone))
+        if state is not None:
+            where.append("state = ?")
+            args.append(check_state(state))
+        key_value = parse_label(label) if label is not None else None
+        sql = (
+            "SELECT * FROM instances" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY name"
+        )
+        with transaction(self.db_path) as conn:
+            rows = conn.execute(sql, args).fetchall()
+        found = [instance_summary(row) for row in rows]
+        if key_value:
+            found = [i for i in found if i["labels"].get(key_value[0]) == key_value[1]]
+        return found
+
+    def describe_instance(self, name: str) -> dict:
+        name = check_name("instance name", name)
+        with transaction(self.db_path) as conn:
+            row = get_instance(conn, name)
+            prices = load_prices(conn)
+            disks = conn.execute(
+                "SELECT * FROM disks WHERE attached_to = ? ORDER BY boot DESC, name", (name,)
+            )
+            disk_list = [disk_dict(d, prices) for d in disks]
+        machine = prices.machine_types[row["machine_type"]]
+        running = row["state"] == "RUNNING"
+        return {
+            **instance_summary(row),
+            "project": self.project,
+            "region": ZONES[row["zone"]],
+            "vcpus": machine.vcpus,
+            "memory_gb": machine.memory_gb,
+            "hourly_price_usd": machine.hourly_usd,
+            "monthly_compute_usd": prices.monthly_compute(machine.name) if running else 0.0,
+            "monthly_disks_usd": round(sum(d["monthly_cost_usd"] for d in disk_list), 2),
+            "disks": disk_list,
+            "last_start": iso(row["last_start"]),
+            "last_stop": iso(row["last_stop"]),
+            "last_resize": iso(row["last_resize"]),
+        }
+
+    def start_instance(self, name: str) -> dict:
+        return self._set_state(check_name("instance name", name), "RUNNING")
+
+    def stop_instance(self, name: str) -> dict:
+        return self._set_state(check_name("instance name", name), "TERMINATED")
+
+    def _set_state(self, name: str, target: str) -> dict:
+        with transaction(self.db_path, write=True) as conn:
+            row = get_instance(conn, name)
+            previous = row["state"]
+            if previous != target:
+                column = "last_start" if target == "RUNNING" else "last_stop"
+                conn.execute(
+                    f"UPDATE instances SET state = ?, {column} = ? WHERE name = ?",
+                    (target, SANDBOX_NOW_TS, name),
+                )
+        verb = "started" if target == "RUNNING" else "stopped"
+        changed = previous != target
+        message = (
+            f"instance {name} {verb}" if changed else f"instance {name} was already {target}; nothing to do"
+        )
+        return {
+            "name": name,
+            "zone": row["zone"],
+            "previous_state": previous,
+            "state": target,
+            "changed": changed,
+            "message": message,
+        }
+
+    def resize_instance(self, name: str, machine_type: str) -> dict:
+        name = check_name("instance name", name)
+        with transaction(self.db_path, write=True) as conn:
+            row = get_instance(conn, name)
+            prices = load_prices(conn)
+            if not isinstance(machine_type, str) or machine_type not in prices.machine_types:
+                raise InvalidArgument(
+                    f"unknown machine type {machine_type!r}; valid machine types: "
+                    f"{', '.join(prices.machine_types)}."
+                )
+            if row["state"] != "TERMINATED":
+                raise InvalidArgument(
+                    f"instance {name} is {row['state']}; stop it before changing its machine "
+                    "type (GCP only resizes TERMINATED instances)."
+                )
+            previous = row["machine_type"]
+            if previous != machine_type:
+                conn.execute(
+                    "UPDATE instances SET machine_type = ?, last_resize = ? WHERE name = ?",
+                    (machine_type, SANDBOX_NOW_TS, name),
+                )
+        changed = previous != machine_type
+        return {
+            "name": name,
+            "zone": row["zone"],
+            "previous_machine_type": previous,
+            "machine_type": machine_type,
+            "changed": changed,
+            "monthly_compute_change_usd": round(
+                prices.monthly_compute(machine_type) - prices.monthly_compute(previous), 2
+            ),
+            "message": f"instance {name} resized from {previous} to {machine_type}"
+            if changed
+            else f"instance {name} already is {machine_type}; nothing to do",
+        }
+
+    def delete_instance(self, name: str) -> dict:
+        name = check_name("instance name", name)
+        with transaction(self.db_path, write=True) as conn:
+            row = get_instance(conn, name)
+            disks = conn.execute(
+                "SELECT name, boot FROM disks WHERE attached_to = ? ORDER BY name", (name,)
+            ).fetchall()
+            boot = [d["name"] for d in disks if d["boot"]]
+            detached = [d["name"] for d in disks if not d["boot"]]
+            # Like GCP's default auto-delete: the boot disk goes, data disks stay (now unattached).
+            conn.execute("DELETE FROM disks WHERE attached_to = ? AND boot = 1", (name,))
+            conn.execute("UPDATE disks SET attached_to = NULL WHERE attached_to = ?", (name,))
+            conn.execute("DELETE FROM samples WHERE instance = ?", (name,))
+            conn.execute("DELETE FROM instances WHERE name = ?", (name,))
+        return {
+            "name": name,
+            "zone": row["zone"],
+            "deleted": True,
+            "deleted_disks": boot,
+            "detached_disks": detached,
+            "message": f"deleted {name} and its boot disk; {len(detached)} data disk(s) now unattached",
+        }
+
+    # -- disks and buckets -----------------------------------------------------------------------
+
+    def list_disks(self, unattached_only: bool = False, zone: str | None = None) -> list[dict]:
+        where, args = [], []
+        if unattached_only:
+            where.append("attached_to IS NULL")
+        if zone is not None:
+            where.append("zone = ?")
+            args.append(check_zone(zone))
+        sql = "SELECT * FROM disks" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY name"
+        with transaction(self.db_path) as conn:
+            prices = load_prices(conn)
+            return [disk_dict(row, prices) for row in conn.execute(sql, args)]
+
+    def list_buckets(self) -> list[dict]:
+        with transaction(self.db_path) as conn:
+            prices = load_prices(conn)
+            return [bucket_dict(row, prices) for row in conn.execute("SELECT * FROM buckets ORDER BY name")]
+
+    # -- analyses --------------------------------------------------------------------------------
+
+    def find_idle_instances(self, cpu_threshold: float = 5.0, days: int = 7) -> list[dict]:
+        threshold, days = check_percent("cpu_threshold", cpu_threshold), check_days(days)
+        with transaction(self.db_path) as conn:
+            return analysis.idle_instances(conn, load_prices(conn), threshold, days)
+
+    def rightsizing_recommendations(self, days: int = 14) -> list[dict]:
+        days = check_days(days)
+        with transaction(self.db_path) as conn:
+            return analysis.rightsizing(conn, load_prices(conn), days)
+
+    def estimate_monthly_cost(self, group_by: str = "total", label_key: str = "team") -> dict:
+        group_by = check_choice("group_by", group_by, GROUP_BY)
+        if group_by == "label":
+            label_key = check_name("label_key", label_key)
+        with transaction(self.db_path) as conn:
+            return analysis.monthly_cost(conn, load_prices(conn), group_by, label_key)
+
+    def query_time_series(self, instance: str, metric: str, days: int = 1, step_hours: int = 1) -> dict:
+        instance = check_name("instance name", instance)
+        metric = check_choice("metric", metric, METRIC_NAMES)
+        days = check_days(days)
+        step_hours = check_int("step_hours", step_hours, 1, days * 24)
+        with transaction(self.db_path) as conn:
+            get_instance(conn, instance)  # NotFound for unknown names rather than an empty series
+            return analysis.time_series(conn, instance, metric, days, step_hours)
+
+    def __repr__(self) -> str:
+        return f"SandboxCloud({str(self.db_path)!r}, project={self.project!r})"

@@ -1,0 +1,308 @@
+"""Render the mesh to Envoy: a bootstrap plus listener, cluster and route files that Envoy watches
+(file-based xDS), so `finopti mesh apply` can change them on a running gateway.
+
+A pure function of the model and the runtime facts (ports, file paths); only the CLI writes files.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from finopti.mesh.model import MeshSpec, Route
+
+HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+JWT_AUTHN = "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication"
+JWT_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig"
+
+# Identity headers only the gateway may set; anything a client sends under these names is dropped.
+IDENTITY_HEADERS = ("x-user-email", "x-user-groups", "x-finopti-source", "x-jwt-payload")
+JWT_PROVIDER = "finopti-idp"
+JWT_REQUIREMENT = "user"
+
+
+@dataclass(frozen=True)
+class GatewayRuntime:
+    """Facts the renderer needs that only exist once the platform starts."""
+
+    edge_host: str
+    edge_port: int
+    mesh_host: str
+    mesh_port: int
+    admin_port: int
+    service_ports: dict[str, dict[str, int]]  # service -> version -> port
+    jwks_path: Path
+    xds_dir: Path
+
+
+def cluster_name(service: str, version: str) -> str:
+    return f"{service}.{version}"
+
+
+def render_envoy(spec: MeshSpec, rt: GatewayRuntime) -> dict[str, dict]:
+    """File name -> Envoy resource document."""
+    return {
+        "bootstrap.yaml": _bootstrap(rt),
+        "lds.yaml": {"resources": [_listener("edge", spec, rt), _listener("mesh", spec, rt)]},
+        "cds.yaml": {"resources": _clusters(spec, rt)},
+        "rds-edge.yaml": {"resources": [_route_config("edge", spec)]},
+        "rds-mesh.yaml": {"resources": [_route_config("mesh", spec)]},
+    }
+
+
+def _file_source(rt: GatewayRuntime, name: str) -> dict:
+    return {
+        "resource_api_version": "V3",
+        "path_config_source": {"path": str(rt.xds_dir / name), "watched_directory": {"path": str(rt.xds_dir)}},
+    }
+
+
+def _bootstrap(rt: GatewayRuntime) -> dict:
+    return {
+        "node": {"id": "finopti-gateway", "cluster": "finopti"},
+        "admin": {"address": _address("127.0.0.1", rt.admin_port)},
+        "dynamic_resources": {
+            "lds_config": _file_source(rt, "lds.yaml"),
+            "cds_config": _file_source(rt, "cds.yaml"),
+        },
+        "static_resources": {"clusters": [_trace_sink(rt)]},
+        "overload_manager": {
+            "resource_monitors": [
+                {
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.resource_monitors."
+                        "downstream_connections.v3.DownstreamConnectionsConfig",
+                        "max_active_downstream_connections": 10000,
+                    },
+                }
+            ]
+        },
+    }
+
+
+def _trace_sink(rt: GatewayRuntime) -> dict:
+    # Envoy's OpenTelemetry tracer needs an exporter; sampling is 0%, so nothing is ever sent. The tracer
+    # is there to create and continue W3C `traceparent` and to put %TRACE_ID% in the access log.
+    return _static_cluster("trace-sink", "127.0.0.1", rt.admin_port)
+
+
+def _address(host: str, port: int) -> dict:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _static_cluster(name: str, host: str, port: int) -> dict:
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _address(host, port)}}]}],
+        },
+    }
+
+
+def _clusters(spec: MeshSpec, rt: GatewayRuntime) -> list[dict]:
+    clusters = []
+    for service in spec.services:
+        for version in service.versions:
+            cluster = _static_cluster(cluster_name(service.name, version), "127.0.0.1",
+                                      rt.service_ports[service.name][version])
+            cluster["@type"] = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+            clusters.append(cluster)
+    return clusters
+
+
+def _access_log(listener: str) -> list[dict]:
+    fields = {
+        "ts": "%START_TIME(%Y-%m-%dT%H:%M:%S.%3fZ)%",
+        "level": "info",
+        "service": "gateway",
+        "message": "access",
+        "listener": listener,
+        "method": "%REQ(:METHOD)%",
+        "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+        "route": "%ROUTE_NAME%",
+        "upstream_service": "%UPSTREAM_CLUSTER%",
+        "upstream_host": "%UPSTREAM_HOST%",
+        "status": "%RESPONSE_CODE%",
+        "response_flags": "%RESPONSE_FLAGS%",
+        "response_code_details": "%RESPONSE_CODE_DETAILS%",
+        "duration_ms": "%DURATION%",
+        "upstream_duration_ms": "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%",
+        "bytes_received": "%BYTES_RECEIVED%",
+        "bytes_sent": "%BYTES_SENT%",
+        "request_id": "%REQ(X-REQUEST-ID)%",
+        "trace_id": "%TRACE_ID%",
+        "user": "%REQ(X-USER-EMAIL)%",
+        "user_agent": "%REQ(USER-AGENT)%",
+    }
+    return [
+        {
+            "name": "envoy.access_loggers.stdout",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+                "log_format": {"json_format": fields},
+            },
+        }
+    ]
+
+
+def _local_replies() -> dict:
+    """Errors the gateway answers itself become JSON like every service's errors."""
+
+    def mapper(code: int, error: str, message: str | None = None) -> dict:
+        m: dict = {
+            "filter": {"status_code_filter": {"comparison": {"op": "EQ", "value": {
+                "default_value": code, "runtime_key": f"finopti.local_reply.{code}"}}}},
+        }
+        if message:
+            m["body"] = {"inline_string": message}
+        m["body_format_override"] = {"json_format": {**_reply_fields(), "error": error}}
+        return m
+
+    return {
+        "mappers": [
+            mapper(401, "unauthorized"),
+            mapper(404, "not_found", "no route matches this path"),
+            mapper(413, "payload_too_large", "request body is larger than the gateway accepts"),
+            mapper(503, "unavailable"),
+            mapper(504, "timeout", "the backend did not answer in time"),
+        ],
+        "body_format": {"json_format": {**_reply_fields(), "error": "gateway_error"}},
+    }
+
+
+def _reply_fields() -> dict:
+    return {
+        "message": "%LOCAL_REPLY_BODY%",
+        "status": "%RESPONSE_CODE%",
+        "reason": "%RESPONSE_CODE_DETAILS%",
+        "request_id": "%REQ(X-REQUEST-ID)%",
+        "trace_id": "%TRACE_ID%",
+    }
+
+
+def _http_filters(spec: MeshSpec, rt: GatewayRuntime) -> list[dict]:
+    return [
+        {
+            "name": "finopti.strip_identity",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+                "mutations": {"request_mutations": [{"remove": h} for h in IDENTITY_HEADERS]},
+            },
+        },
+        {
+            "name": "envoy.filters.http.jwt_authn",
+            "typed_config": {
+                "@type": JWT_AUTHN,
+                "providers": {
+                    JWT_PROVIDER: {
+                        "issuer": spec.identity.issuer,
+                        "audiences": [spec.identity.audience],
+                        "local_jwks": {"filename": str(rt.jwks_path)},
+                        # The token travels on so each mesh hop is authorized for the same user.
+                        "forward": True,
+                        "claim_to_headers": [
+                            {"header_name": "x-user-email", "claim_name": "email"},
+                            {"header_name": "x-user-groups", "claim_name": "groups"},
+                        ],
+                    }
+                },
+                "requirement_map": {JWT_REQUIREMENT: {"provider_name": JWT_PROVIDER}},
+            },
+        },
+        {
+            "name": "envoy.filters.http.buffer",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+                "max_request_bytes": spec.gateway.max_request_bytes,
+            },
+        },
+        {
+            "name": "envoy.filters.http.router",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+        },
+    ]
+
+
+def _listener(name: str, spec: MeshSpec, rt: GatewayRuntime) -> dict:
+    host, port = (rt.edge_host, rt.edge_port) if name == "edge" else (rt.mesh_host, rt.mesh_port)
+    hcm = {
+        "@type": HCM,
+        "stat_prefix": name,
+        "generate_request_id": True,
+        "preserve_external_request_id": True,
+        "use_remote_address": name == "edge",
+        "tracing": {
+            "random_sampling": {"value": 0},
+            "provider": {
+                "name": "envoy.tracers.opentelemetry",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
+                    "service_name": "gateway",
+                    "http_service": {
+                        "http_uri": {"uri": "http://127.0.0.1/v1/traces", "cluster": "trace-sink",
+                                     "timeout": "1s"},
+                    },
+                },
+            },
+        },
+        "rds": {"route_config_name": name, "config_source": _file_source(rt, f"rds-{name}.yaml")},
+        "access_log": _access_log(name),
+        "local_reply_config": _local_replies(),
+        "http_filters": _http_filters(spec, rt),
+    }
+    return {
+        "@type": "type.googleapis.com/envoy.config.listener.v3.Listener",
+        "name": name,
+        "address": _address(host, port),
+        "filter_chains": [
+            {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+        ],
+    }
+
+
+def _route_config(listener: str, spec: MeshSpec) -> dict:
+    return {
+        "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+        "name": listener,
+        "virtual_hosts": [
+            {
+                "name": listener,
+                "domains": ["*"],
+                "routes": [_route(route, spec) for route in _most_specific_first(spec.routes_on(listener))],
+            }
+        ],
+    }
+
+
+def _most_specific_first(routes: list[Route]) -> list[Route]:
+    # Envoy takes the first match; exact paths and longer prefixes must come before shorter ones.
+    return sorted(routes, key=lambda r: (not r.exact, -len(r.path)))
+
+
+def _route(route: Route, spec: MeshSpec) -> dict:
+    service = spec.service(route.backend)
+    policy = spec.effective_policy(route)
+    action: dict = {}
+    if len(service.versions) == 1:
+        action["cluster"] = cluster_name(service.name, service.versions[0])
+    else:
+        # Until a canary policy says otherwise, traffic goes to the first version.
+        action["weighted_clusters"] = {"clusters": [
+            {"name": cluster_name(service.name, v), "weight": 100 if i == 0 else 0}
+            for i, v in enumerate(service.versions)
+        ]}
+    if route.rewrite is not None:
+        action["prefix_rewrite"] = route.rewrite
+    action["timeout"] = f"{policy.timeout if policy.timeout is not None else 15}s"
+    match = {"path": route.path} if route.exact else {"prefix": route.path}
+    per_filter = (
+        {"disabled": True} if route.auth == "anonymous" else {"requirement_name": JWT_REQUIREMENT}
+    )
+    return {
+        "name": route.name,
+        "match": match,
+        "route": action,
+        "typed_per_filter_config": {"envoy.filters.http.jwt_authn": {"@type": JWT_PER_ROUTE, **per_filter}},
+    }

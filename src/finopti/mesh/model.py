@@ -1,0 +1,189 @@
+"""The typed model of `mesh.yaml`: what the mesh is, in words free of any data plane's vocabulary.
+
+Renderers (Envoy, APISIX, process manager) take a validated `MeshSpec` and return data.
+"""
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from finopti.errors import MeshSpecError
+
+NAME_PATTERN = r"^[a-z][a-z0-9-]{0,40}$"
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: object) -> float:
+    """'300ms', '2s', '1.5m' or a number of seconds -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as '300ms' or '2s'")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value).strip())
+        if not match:
+            raise ValueError(f"expected a duration such as '300ms' or '2s', got {value!r}")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RoutePolicy(Strict):
+    """Per-route traffic policy; services give defaults, routes override them."""
+
+    timeout: Duration | None = Field(default=None, description="whole request, including retries")
+
+
+class Service(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    entrypoint: str = Field(pattern=r"^[\w.]+:\w+$", description="module:factory returning an ASGI app")
+    health: str = Field(default="/healthz", pattern=r"^/")
+    versions: list[str] = Field(default=["v1"], min_length=1)
+    policy: RoutePolicy = RoutePolicy()
+
+    @model_validator(mode="after")
+    def _unique_versions(self) -> "Service":
+        if len(set(self.versions)) != len(self.versions):
+            raise ValueError(f"versions of service '{self.name}' repeat: {self.versions}")
+        return self
+
+
+class Route(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    listener: Literal["edge", "mesh"]
+    path: str = Field(pattern=r"^/", description="path prefix the route matches")
+    exact: bool = Field(default=False, description="match the path exactly instead of as a prefix")
+    rewrite: str | None = Field(default=None, pattern=r"^/", description="replaces the matched prefix")
+    backend: str
+    auth: Literal["required", "anonymous"] = "required"
+    allowed_callers: list[str] | None = Field(
+        default=None, description="services that may call this mesh route; None means any service"
+    )
+    policy: RoutePolicy = RoutePolicy()
+
+
+class Listener(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port at start")
+
+
+class Gateway(Strict):
+    edge: Listener = Listener(port=8080)
+    mesh: Listener = Listener()
+    max_request_bytes: int = Field(default=1024 * 1024, gt=0)
+
+
+class Identity(Strict):
+    issuer: str = "https://idp.finopti.local"
+    audience: str = "finopti"
+    token_ttl: Duration = 3600.0
+
+
+class MeshSpec(Strict):
+    gateway: Gateway = Gateway()
+    identity: Identity = Identity()
+    services: list[Service] = Field(min_length=1)
+    routes: list[Route] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check_references(self) -> "MeshSpec":
+        _no_duplicates("services", [s.name for s in self.services])
+        _no_duplicates("routes", [r.name for r in self.routes])
+        _no_duplicates("routes (listener + path)", [f"{r.listener} {r.path}" for r in self.routes])
+        names = {s.name for s in self.services}
+        for index, route in enumerate(self.routes):
+            if route.backend not in names:
+                raise _FieldError(
+                    ("routes", index, "backend"),
+                    f"unknown service '{route.backend}' (known: {', '.join(sorted(names))})",
+                )
+            for caller in route.allowed_callers or []:
+                if caller not in names and caller not in EXTERNAL_CALLERS:
+                    raise _FieldError(
+                        ("routes", index, "allowed_callers"), f"unknown caller '{caller}'"
+                    )
+        return self
+
+    def service(self, name: str) -> Service:
+        for service in self.services:
+            if service.name == name:
+                return service
+        raise KeyError(name)
+
+    def routes_on(self, listener: str) -> list[Route]:
+        return [r for r in self.routes if r.listener == listener]
+
+    def effective_policy(self, route: Route) -> RoutePolicy:
+        """The route's policy with unset fields taken from its backend service's defaults."""
+        defaults = self.service(route.backend).policy.model_dump(exclude_none=True)
+        return RoutePolicy(**{**defaults, **route.policy.model_dump(exclude_none=True)})
+
+
+# Callers that are not platform services but hold a mesh identity (operators' tools, Prometheus).
+EXTERNAL_CALLERS = {"cli", "prometheus"}
+
+
+class _FieldError(ValueError):
+    """A cross-field problem that knows which field it is about."""
+
+    def __init__(self, loc: tuple, message: str):
+        super().__init__(message)
+        self.loc = loc
+        self.message = message
+
+
+def _no_duplicates(what: str, names: list[str]) -> None:
+    seen: set[str] = set()
+    for index, name in enumerate(names):
+        if name in seen:
+            field = what.split(" ")[0]
+            raise _FieldError((field, index, "name"), f"duplicate in {what}: '{name}'")
+        seen.add(name)
+
+
+def _format_loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def load_mesh(path: Path | str) -> MeshSpec:
+    """Read and validate a mesh file; every problem names the file and the field path."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise MeshSpecError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise MeshSpecError(f"{path}: not valid YAML: {exc}") from None
+    return parse_mesh(raw, source=str(path))
+
+
+def parse_mesh(raw: object, source: str = "mesh.yaml") -> MeshSpec:
+    if not isinstance(raw, dict):
+        raise MeshSpecError(f"{source}: expected a mapping at the top level")
+    try:
+        return MeshSpec.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            ctx_error = (err.get("ctx") or {}).get("error")
+            if isinstance(ctx_error, _FieldError):
+                problems.append(f"{_format_loc(ctx_error.loc)}: {ctx_error.message}")
+            else:
+                message = err["msg"].removeprefix("Value error, ")
+                problems.append(f"{_format_loc(tuple(err['loc']))}: {message}")
+        raise MeshSpecError(f"{source}: invalid mesh spec:\n  " + "\n  ".join(problems)) from None

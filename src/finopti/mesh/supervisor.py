@@ -1,0 +1,101 @@
+"""Render the platform's processes to a supervisord configuration (start, restart with backoff, logs)."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from finopti.mesh.model import MeshSpec
+
+LOG_MAX_BYTES = "20MB"
+LOG_BACKUPS = 3
+
+
+@dataclass(frozen=True)
+class ProcessRuntime:
+    state_dir: Path
+    logs_dir: Path
+    socket_path: Path
+    pidfile: Path
+    python: str
+    envoy: str
+    envoy_bootstrap: Path
+    mesh_url: str
+    service_ports: dict[str, dict[str, int]]
+    policy_dir: Path
+
+
+def component_name(service: str, version: str, first_version: str) -> str:
+    """`gcloud-agent` for the first version, `gcloud-agent-v2` for the others."""
+    return service if version == first_version else f"{service}-{version}"
+
+
+def components(spec: MeshSpec) -> list[tuple[str, str, str]]:
+    """(component, service, version) for every service process, in mesh.yaml order."""
+    return [
+        (component_name(s.name, v, s.versions[0]), s.name, v) for s in spec.services for v in s.versions
+    ]
+
+
+def _program(name: str, command: str, rt: ProcessRuntime, environment: dict[str, str] | None = None) -> str:
+    lines = [
+        f"[program:{name}]",
+        f"command={command}",
+        f"directory={rt.state_dir}",
+        "autostart=true",
+        "autorestart=true",
+        "startsecs=1",
+        "startretries=20",
+        "stopsignal=TERM",
+        "stopwaitsecs=10",
+        "stopasgroup=true",
+        "killasgroup=true",
+        f"stdout_logfile={rt.logs_dir / (name + '.log')}",
+        f"stdout_logfile_maxbytes={LOG_MAX_BYTES}",
+        f"stdout_logfile_backups={LOG_BACKUPS}",
+    ]
+    if name == "gateway":
+        # Envoy's access log is JSON on stdout; its own diagnostics go to a separate file.
+        lines += [
+            f"stderr_logfile={rt.logs_dir / 'gateway.err.log'}",
+            f"stderr_logfile_maxbytes={LOG_MAX_BYTES}",
+            f"stderr_logfile_backups={LOG_BACKUPS}",
+        ]
+    else:
+        lines.append("redirect_stderr=true")
+    if environment:
+        env = ",".join(f'{k}="{v}"' for k, v in environment.items())
+        lines.append(f"environment={env}")
+    return "\n".join(lines)
+
+
+def render_supervisor(spec: MeshSpec, rt: ProcessRuntime) -> str:
+    sections = [
+        "; Rendered by finopti from mesh.yaml; do not edit.",
+        f"[unix_http_server]\nfile={rt.socket_path}\nchmod=0700",
+        "[supervisord]\n"
+        f"logfile={rt.logs_dir / 'supervisord.log'}\n"
+        f"pidfile={rt.pidfile}\n"
+        f"childlogdir={rt.logs_dir}\n"
+        "logfile_maxbytes=5MB\nlogfile_backups=2\nloglevel=info\nnodaemon=false\nsilent=true",
+        "[rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
+        f"[supervisorctl]\nserverurl=unix://{rt.socket_path}",
+        _program(
+            "gateway",
+            f"{rt.envoy} -c {rt.envoy_bootstrap} --log-level warn --file-flush-interval-msec 200 --base-id-path {rt.state_dir / 'envoy.base-id'}"
+            " --use-dynamic-base-id",
+            rt,
+        ),
+    ]
+    for component, service_name, version in components(spec):
+        service = spec.service(service_name)
+        env = {
+            "FINOPTI_SERVICE": service.name,
+            "FINOPTI_VERSION": version,
+            "FINOPTI_PORT": str(rt.service_ports[service.name][version]),
+            "FINOPTI_ENTRYPOINT": service.entrypoint,
+            "FINOPTI_MESH_URL": rt.mesh_url,
+            "FINOPTI_HOME": str(rt.state_dir),
+            "FINOPTI_POLICY_DIR": str(rt.policy_dir),
+            "PYTHONUNBUFFERED": "1",
+        }
+        sections.append(_program(component, f"{rt.python} -m finopti.services.runner", rt, env))
+    return "\n\n".join(sections) + "\n"

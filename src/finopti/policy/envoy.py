@@ -1,0 +1,144 @@
+"""Turn what Envoy's HTTP ext_authz sends into the policy input.
+
+The input is the document Apache APISIX's `opa` plugin sends (so the same .rego runs behind either
+gateway) plus a ``finopti`` object with what the local gateway knows for sure:
+
+    {"type": "http",
+     "request": {"method", "path", "headers", "query", "scheme", "host", "port"},
+     "var": {"remote_addr", "server_port", "timestamp"},
+     "route": {"name": route},
+     "finopti": {"user", "groups", "source", "route", "listener"}}
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, unquote
+
+from finopti.pki import identity_from_spiffe
+
+# Credentials never enter the input: the policy needs the verified identity headers, not tokens,
+# and inputs end up in logs and in OPA's decision log.
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key"})
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    listener: str  # "edge" | "mesh"
+    path_prefix: str
+
+
+def load_route_table(policy_dir: Path) -> list[Route]:
+    """Routes from ``routes.json`` (``{"finopti": {"routes": {name: {listener, path_prefix}}}}``)."""
+    doc = json.loads((Path(policy_dir) / "routes.json").read_text())
+    routes = doc.get("finopti", {}).get("routes", {})
+    return [Route(name, r["listener"], r["path_prefix"]) for name, r in routes.items()]
+
+
+def match_route(routes: list[Route | dict], listener: str | None, path: str) -> str | None:
+    """Name of the route serving ``path`` on ``listener``: the longest matching prefix wins.
+
+    Envoy takes the first route that matches, so the gateway config must list routes longest
+    prefix first for the two to agree. Matching is on the path without its query string.
+    """
+    path = path.split("?", 1)[0]
+    best: Route | None = None
+    for r in routes:
+        route = r if isinstance(r, Route) else Route(r["name"], r["listener"], r["path_prefix"])
+        if listener and route.listener != listener:
+            continue
+        longer = best is None or len(route.path_prefix) > len(best.path_prefix)
+        if longer and path.startswith(route.path_prefix):
+            best = route
+    return best.name if best else None
+
+
+def _split_outside_quotes(text: str, sep: str) -> list[str]:
+    parts, current, quoted = [], [], False
+    for ch in text:
+        if ch == '"':
+            quoted = not quoted
+        if ch == sep and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current))
+    return parts
+
+
+def source_from_xfcc(value: str | None) -> str | None:
+    """Calling service from ``x-forwarded-client-cert`` (``By=..;Hash=..;URI=spiffe://finopti.local/svc/<name>``).
+
+    The mesh listener sets the header itself (SANITIZE_SET), so it holds one element, for the
+    direct peer; if there are several, the last one (appended by the nearest proxy) counts.
+    Anything that is not exactly a mesh SPIFFE id gives ``None``.
+    """
+    if not value:
+        return None
+    element = _split_outside_quotes(value, ",")[-1]
+    for pair in _split_outside_quotes(element, ";"):
+        key, _, raw = pair.strip().partition("=")
+        if key.strip().lower() == "uri":
+            return identity_from_spiffe(unquote(raw.strip().strip('"')))
+    return None
+
+
+def _query_args(query: str) -> dict:
+    """Like APISIX (ngx.req.get_uri_args): a repeated argument becomes a list."""
+    args = parse_qs(query, keep_blank_values=True)
+    return {k: v[0] if len(v) == 1 else v for k, v in args.items()}
+
+
+def _host_port(host: str, scheme: str) -> tuple[str, int]:
+    name, sep, port = host.rpartition(":")
+    if sep and port.isdigit():  # "[::1]" has no port: its tail "1]" is not all digits
+        return name, int(port)
+    return host, 443 if scheme == "https" else 80
+
+
+def build_input_from_envoy(
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    route_name: str | None,
+    listener: str,
+    source: str | None,
+) -> dict:
+    """Policy input for one request as Envoy's ext_authz saw it (``path`` may carry a query)."""
+    headers = {k.lower(): v for k, v in headers.items() if k.lower() not in SECRET_HEADERS}
+    path_only, _, query = path.partition("?")
+    scheme = headers.get("x-forwarded-proto", "https" if listener == "mesh" else "http")
+    host, port = _host_port(headers.get("host", headers.get(":authority", "")), scheme)
+    user = headers.get("x-user-email") or None
+    groups = [g.strip() for g in headers.get("x-user-groups", "").split(",") if g.strip()]
+    forwarded_for = headers.get("x-forwarded-for", "")
+    return {
+        "type": "http",
+        "request": {
+            "method": method.upper(),
+            "path": path_only or "/",
+            "headers": headers,
+            "query": _query_args(query),
+            "scheme": scheme,
+            "host": host,
+            "port": port,
+        },
+        "var": {
+            "remote_addr": forwarded_for.split(",")[0].strip() or None,
+            "server_port": port,
+            "timestamp": int(time.time()),
+        },
+        "route": {"name": route_name},
+        "finopti": {
+            "user": user,
+            "groups": groups,
+            "source": source,
+            "route": route_name,
+            "listener": listener,
+        },
+    }

@@ -1,0 +1,56 @@
+"""What both agents are made of: actions exposed as `POST /v1/actions/<action>` (so the gateway's policy
+sees what is asked), each served by a tool on the agent's own tool server, reached over MCP via the mesh."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Body, FastAPI, HTTPException
+
+from finopti.services.common import ServiceSettings, create_service_app
+from finopti.services.mcp_tools import ToolError, call_tool
+
+ERROR_STATUS = {"NotFound": 404, "InvalidArgument": 400}
+
+
+@dataclass(frozen=True)
+class Action:
+    tool: str
+    description: str
+    summarize: Callable[[Any, dict], str]
+
+
+def create_agent_app(
+    settings: ServiceSettings, title: str, tool_route: str, actions: dict[str, Action]
+) -> FastAPI:
+    app = create_service_app(settings, title)
+    tools_url = f"{settings.mesh_url.rstrip('/')}/{tool_route}/mcp"
+
+    @app.get("/v1/actions")
+    async def list_actions() -> dict:
+        return {"agent": settings.service, "actions": {n: a.description for n, a in actions.items()}}
+
+    @app.post("/v1/actions/{action}")
+    async def run_action(action: str, arguments: dict[str, Any] = Body(default_factory=dict)) -> dict:
+        spec = actions.get(action)
+        if spec is None:
+            raise HTTPException(
+                404, {"error": "unknown_action", "message": f"{settings.service} has no action '{action}'",
+                      "actions": sorted(actions)},
+            )
+        args = {k: v for k, v in arguments.items() if v is not None}
+        try:
+            data = await call_tool(tools_url, spec.tool, args)
+        except ToolError as exc:
+            status = ERROR_STATUS.get(exc.kind, 502)
+            raise HTTPException(status, {"error": exc.kind, "message": exc.message}) from None
+        return {
+            "agent": settings.service,
+            "version": settings.version,
+            "action": action,
+            "arguments": args,
+            "summary": spec.summarize(data, args),
+            "data": data,
+        }
+
+    return app

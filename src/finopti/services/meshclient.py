@@ -1,0 +1,20 @@
+"""The only way a service calls another: through the gateway's mesh listener, carrying the request's
+trace context, request id and the end user's token. No retries or breakers here: the gateway owns them."""
+
+import httpx
+
+from finopti.telemetry import outgoing_headers
+
+
+async def _add_context(request: httpx.Request) -> None:
+    for name, value in outgoing_headers().items():
+        request.headers.setdefault(name, value)
+
+
+def mesh_client(mesh_url: str, timeout: float = 30.0) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=mesh_url, timeout=timeout, event_hooks={"request": [_add_context]})
+
+
+def mesh_headers() -> dict[str, str]:
+    """Headers for clients that are not httpx-based (the MCP client)."""
+    return outgoing_headers()

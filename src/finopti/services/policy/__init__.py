@@ -1,0 +1,1 @@
+"""Policy service: ext_authz for the gateway and an OPA-compatible data API."""

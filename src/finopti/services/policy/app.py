@@ -1,0 +1,163 @@
+"""The policy service: Envoy's HTTP ext_authz backend and a small OPA-compatible REST API.
+
+- ``ANY /authz/<original path>``: Envoy's ext_authz (``path_prefix: /authz``) with the original
+  method and the allowed headers, plus ``x-finopti-listener: edge|mesh``. 200 allows; otherwise
+  the decision's status (401/403) with a JSON error body, which Envoy relays to the client.
+- ``POST /v1/data/<path>`` with ``{"input": ...}``: ``{"result": ..., "decision_id": ...}`` as OPA
+  answers, so tools written for OPA (and APISIX's ``opa`` plugin) can ask this service too.
+
+Every decision is logged as one line on the ``finopti.decision`` logger, never with credentials.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from finopti.policy import (
+    UNDEFINED,
+    Decision,
+    PolicyEngine,
+    PolicyError,
+    build_input_from_envoy,
+    load_route_table,
+    match_route,
+    source_from_xfcc,
+)
+from finopti.services.common import create_service_app, error_body
+
+decision_log = logging.getLogger("finopti.decision")
+
+AUTHZ_PREFIX = "/authz"
+LISTENERS = {"edge", "mesh"}
+METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+ERRORS = {401: "unauthorized", 403: "forbidden"}
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+def trace_id_from(traceparent: str | None) -> str | None:
+    """The 32-hex trace id of a W3C ``traceparent`` (``00-<trace>-<span>-<flags>``)."""
+    match = _TRACEPARENT.match((traceparent or "").strip().lower())
+    return match.group(1) if match and set(match.group(1)) != {"0"} else None
+
+
+def _original_path(request: Request) -> str:
+    # The raw path, as Envoy matched it (a decoded %2F would move segment boundaries), plus query.
+    raw = request.scope.get("raw_path") or request.url.path.encode()
+    path = raw.decode("latin-1")[len(AUTHZ_PREFIX) :] or "/"
+    query = request.url.query
+    return f"{path}?{query}" if query else path
+
+
+def _identity(policy_input: Any) -> dict:
+    """user/source/route/listener for the log line, from `finopti` or APISIX's shape."""
+    if not isinstance(policy_input, dict):
+        return {"user": None, "source": None, "route": None, "listener": None}
+    fin = policy_input.get("finopti") if isinstance(policy_input.get("finopti"), dict) else {}
+    request = policy_input.get("request") if isinstance(policy_input.get("request"), dict) else {}
+    headers = request.get("headers") if isinstance(request.get("headers"), dict) else {}
+    route = policy_input.get("route") if isinstance(policy_input.get("route"), dict) else {}
+    return {
+        "user": fin.get("user", headers.get("x-user-email")),
+        "source": fin.get("source", headers.get("x-finopti-source")),
+        "route": fin.get("route", route.get("name")),
+        "listener": fin.get("listener", headers.get("x-finopti-listener")),
+    }
+
+
+def _log_decision(request: Request, decision_id: str, started: float, policy_input: Any, **fields) -> None:
+    decision_log.info(
+        "authz decision",
+        extra={
+            "event": "authz_decision",
+            "decision_id": decision_id,
+            "trace_id": trace_id_from(request.headers.get("traceparent")),
+            "request_id": request.headers.get("x-request-id"),
+            **_identity(policy_input),
+            **fields,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+        },
+    )
+
+
+def create_app(settings) -> FastAPI:
+    policy_dir = Path(getattr(settings, "policy_dir", Path("policies")))
+    engine = PolicyEngine(policy_dir)
+    # The route table comes from mesh.yaml when the platform passes it, else from routes.json.
+    routes = getattr(settings, "routes", None) or load_route_table(policy_dir)
+
+    app = create_service_app(settings, title="FinOptiAgents policy")
+    app.state.engine = engine
+
+    @app.api_route(AUTHZ_PREFIX + "/{path:path}", methods=METHODS, include_in_schema=False)
+    async def check(request: Request, path: str) -> Response:
+        started = time.perf_counter()
+        decision_id = str(uuid.uuid4())
+        headers = dict(request.headers)
+        listener = headers.get("x-finopti-listener")
+        listener = listener if listener in LISTENERS else None  # unknown listener: no route, deny
+        original = _original_path(request)
+        # Only the mesh listener sets x-forwarded-client-cert from a verified client certificate.
+        source = source_from_xfcc(headers.get("x-forwarded-client-cert")) if listener == "mesh" else None
+        route = match_route(routes, listener, original) if listener else None
+        policy_input = build_input_from_envoy(request.method, original, headers, route, listener, source)
+        decision: Decision = engine.decide(policy_input)
+        _log_decision(
+            request,
+            decision_id,
+            started,
+            policy_input,
+            allow=decision.allow,
+            reason=decision.reason,
+            status=decision.status,
+        )
+        reply_headers = {
+            "x-finopti-authz": "allow" if decision.allow else "deny",
+            "x-finopti-decision-id": decision_id,
+        }
+        if decision.allow:
+            return Response(status_code=200, headers=reply_headers)
+        if decision.status == 401:
+            reply_headers["www-authenticate"] = 'Bearer realm="finopti"'
+        error = ERRORS.get(decision.status, "policy_error")
+        body = error_body(decision.status, error, decision.reason, decision_id=decision_id)
+        return JSONResponse(body, decision.status, headers=reply_headers)
+
+    @app.post("/v1/data", include_in_schema=False)
+    @app.post("/v1/data/{path:path}", include_in_schema=False)
+    async def data_api(request: Request, path: str = "") -> JSONResponse:
+        started = time.perf_counter()
+        decision_id = str(uuid.uuid4())
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw.strip() else {}
+            if not isinstance(body, dict):
+                raise ValueError("body must be a JSON object")
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            message = f"request body is not valid JSON: {exc}"
+            return JSONResponse(error_body(400, "bad_request", message, code="invalid_parameter"), 400)
+        policy_input = body.get("input", UNDEFINED)
+        try:
+            result = engine.query(path, policy_input)
+        except PolicyError as exc:
+            return JSONResponse(error_body(500, "policy_error", str(exc), code="internal_error"), 500)
+        fields: dict[str, Any] = {"query": path}
+        if isinstance(result, dict) and {"allow", "reason", "status"} <= result.keys():
+            fields.update(allow=result["allow"], reason=result["reason"], status=result["status"])
+        elif isinstance(result, bool):
+            fields["allow"] = result
+        logged_input = None if policy_input is UNDEFINED else policy_input
+        _log_decision(request, decision_id, started, logged_input, **fields)
+        if result is UNDEFINED:  # OPA leaves "result" out when the document is undefined
+            return JSONResponse({"decision_id": decision_id})
+        return JSONResponse({"result": result, "decision_id": decision_id})
+
+    return app

@@ -1,0 +1,65 @@
+"""Per-request context (trace, request id, caller's identity) and the headers that carry it onward.
+
+The gateway creates `traceparent` and `x-request-id` at the edge; every service continues them so one
+request has one trace id on every hop. The end user's token travels with the calls a service makes, so
+the gateway authorizes each hop for the same user.
+"""
+
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+_propagator = TraceContextTextMapPropagator()
+# Spans are only used for ids and propagation here; the gateway's access log records the hops.
+_provider = TracerProvider()
+tracer = _provider.get_tracer("finopti")
+
+
+@dataclass
+class RequestContext:
+    request_id: str = ""
+    authorization: str = ""
+    user: str = ""
+    groups: list[str] = field(default_factory=list)
+
+
+_current: ContextVar[RequestContext] = ContextVar("finopti_request", default=RequestContext())
+
+
+def current_request() -> RequestContext:
+    return _current.get()
+
+
+def set_request(ctx: RequestContext):
+    return _current.set(ctx)
+
+
+def reset_request(token) -> None:
+    _current.reset(token)
+
+
+def extract_trace(headers: dict[str, str]):
+    return _propagator.extract(carrier=headers)
+
+
+def trace_ids() -> tuple[str, str]:
+    """(trace_id, span_id) of the current span as hex, or empty strings outside a request."""
+    span_context = trace.get_current_span().get_span_context()
+    if not span_context.is_valid:
+        return "", ""
+    return format(span_context.trace_id, "032x"), format(span_context.span_id, "016x")
+
+
+def outgoing_headers() -> dict[str, str]:
+    """Headers for a call made while serving a request: trace context, request id, user's token."""
+    headers: dict[str, str] = {}
+    _propagator.inject(headers)
+    ctx = current_request()
+    if ctx.request_id:
+        headers["x-request-id"] = ctx.request_id
+    if ctx.authorization:
+        headers["authorization"] = ctx.authorization
+    return headers

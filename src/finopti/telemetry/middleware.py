@@ -1,0 +1,91 @@
+"""ASGI middleware every service uses: continue the trace, remember the caller, log and count requests."""
+
+import logging
+import time
+import uuid
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from prometheus_client import Counter, Histogram
+
+from finopti.telemetry.context import RequestContext, extract_trace, reset_request, set_request, tracer
+
+log = logging.getLogger("finopti.request")
+
+REQUESTS = Counter(
+    "finopti_requests_total", "Requests served", ["service", "version", "route", "method", "status"]
+)
+ERRORS = Counter("finopti_request_errors_total", "Requests answered 5xx", ["service", "version", "route"])
+LATENCY = Histogram(
+    "finopti_request_duration_seconds",
+    "Time to answer a request",
+    ["service", "version", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+# Probes and scrapes are not traffic: no log line, no metric.
+QUIET_PATHS = {"/healthz", "/metrics"}
+
+
+def _route_template(scope: dict) -> str:
+    route = scope.get("route")
+    return getattr(route, "path", None) or scope.get("path", "")
+
+
+class TelemetryMiddleware:
+    def __init__(self, app, service: str, version: str):
+        self.app = app
+        self.service = service
+        self.version = version
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] in QUIET_PATHS:
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        groups = [g for g in headers.get("x-user-groups", "").split(",") if g]
+        ctx = RequestContext(
+            request_id=headers.get("x-request-id") or str(uuid.uuid4()),
+            authorization=headers.get("authorization", ""),
+            user=headers.get("x-user-email", ""),
+            groups=groups,
+        )
+        request_token = set_request(ctx)
+        otel_token = otel_context.attach(extract_trace(headers))
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_status(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            with tracer.start_as_current_span(f"{scope['method']} {scope['path']}", kind=trace.SpanKind.SERVER):
+                try:
+                    await self.app(scope, receive, send_with_status)
+                finally:
+                    self._record(scope, status, time.perf_counter() - started)
+        finally:
+            otel_context.detach(otel_token)
+            reset_request(request_token)
+
+    def _record(self, scope: dict, status: int, seconds: float) -> None:
+        route = _route_template(scope)
+        REQUESTS.labels(self.service, self.version, route, scope["method"], str(status)).inc()
+        LATENCY.labels(self.service, self.version, route).observe(seconds)
+        if status >= 500:
+            ERRORS.labels(self.service, self.version, route).inc()
+        log.log(
+            logging.ERROR if status >= 500 else logging.INFO,
+            "request completed",
+            extra={
+                "event": "request_completed",
+                "method": scope["method"],
+                "path": scope["path"],
+                "route": route,
+                "status": status,
+                "duration_ms": round(seconds * 1000, 2),
+            },
+        )
