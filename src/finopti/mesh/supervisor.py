@@ -80,8 +80,10 @@ def render_supervisor(spec: MeshSpec, rt: ProcessRuntime) -> str:
         f"[supervisorctl]\nserverurl=unix://{rt.socket_path}",
         _program(
             "gateway",
-            f"{rt.envoy} -c {rt.envoy_bootstrap} --log-level warn --file-flush-interval-msec 200 --base-id-path {rt.state_dir / 'envoy.base-id'}"
-            " --use-dynamic-base-id",
+            # Flush the access log every 200 ms (default 10 s) so a request is in the log right after it;
+            # a dynamic base id lets two platforms (two test runs) share one machine.
+            f"{rt.envoy} -c {rt.envoy_bootstrap} --log-level warn --file-flush-interval-msec 200"
+            f" --use-dynamic-base-id --base-id-path {rt.state_dir / 'envoy.base-id'}",
             rt,
         ),
     ]

@@ -26,11 +26,12 @@ class RequestContext:
     groups: list[str] = field(default_factory=list)
 
 
-_current: ContextVar[RequestContext] = ContextVar("finopti_request", default=RequestContext())
+_current: ContextVar[RequestContext | None] = ContextVar("finopti_request", default=None)
+_NO_REQUEST = RequestContext()
 
 
 def current_request() -> RequestContext:
-    return _current.get()
+    return _current.get() or _NO_REQUEST
 
 
 def set_request(ctx: RequestContext):

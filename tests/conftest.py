@@ -1,0 +1,103 @@
+"""Shared fixtures: one running platform per test session (real Envoy, real service processes)."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from finopti.idp import DevIdentityProvider
+from finopti.mesh.model import load_mesh
+from finopti.paths import StateDir
+from finopti.platform import Runtime
+from finopti.ports import free_port
+
+REPO = Path(__file__).resolve().parent.parent
+FINOPTI = str(Path(sys.executable).with_name("finopti"))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true", help="rewrite golden files from the renderers")
+
+
+@pytest.fixture
+def update_golden(request) -> bool:
+    return request.config.getoption("--update-golden")
+
+
+def run_cli(*args: str, home: Path, edge_port: int | None = None, timeout: float = 120,
+            check: bool = False) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FINOPTI_HOME": str(home), "COLUMNS": "200"}
+    if edge_port is not None:
+        env["FINOPTI_EDGE_PORT"] = str(edge_port)
+    result = subprocess.run([FINOPTI, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        command = " ".join(args)
+        raise AssertionError(f"finopti {command} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@dataclass
+class Platform:
+    home: Path
+    edge_port: int
+
+    @property
+    def state(self) -> StateDir:
+        return StateDir(self.home)
+
+    @property
+    def runtime(self) -> Runtime:
+        return Runtime.load(self.state)
+
+    @property
+    def edge(self) -> str:
+        return self.runtime.edge_url
+
+    def cli(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
+        return run_cli(*args, home=self.home, edge_port=self.edge_port, **kwargs)
+
+    def token(self, email: str, groups: list[str] | None = None, ttl: float | None = None) -> str:
+        return DevIdentityProvider(self.state.idp, load_mesh(REPO / "mesh.yaml").identity).issue(email, groups, ttl)
+
+    def headers(self, email: str = "alice@finopti.dev") -> dict[str, str]:
+        return {"authorization": f"Bearer {self.token(email)}"}
+
+    def ask(self, prompt: str, user: str = "alice@finopti.dev") -> httpx.Response:
+        return httpx.post(f"{self.edge}/api/ask", json={"prompt": prompt}, headers=self.headers(user), timeout=60)
+
+    def log_lines(self, component: str) -> list[dict]:
+        lines = []
+        for line in (self.state.logs / f"{component}.log").read_text().splitlines():
+            try:
+                lines.append(json.loads(line))
+            except ValueError:
+                continue
+        return lines
+
+    def wait_for_log(self, component: str, predicate, timeout: float = 5.0) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [line for line in self.log_lines(component) if predicate(line)]
+            if found or time.monotonic() > deadline:
+                return found
+            time.sleep(0.1)
+
+
+def start_platform(home: Path) -> Platform:
+    port = free_port()
+    run_cli("up", "--detach", home=home, edge_port=port, check=True)
+    return Platform(home=home, edge_port=port)
+
+
+@pytest.fixture(scope="session")
+def platform(tmp_path_factory) -> Platform:
+    """The platform shared by every test that does not break it."""
+    plat = start_platform(tmp_path_factory.mktemp("platform"))
+    yield plat
+    plat.cli("down")

@@ -1,0 +1,70 @@
+"""Starting and stopping: refusals with clear messages, and nothing left behind (issue 2)."""
+
+import os
+import socket
+
+import psutil
+import pytest
+import yaml
+from conftest import REPO, run_cli, start_platform
+
+from finopti.platform import platform_pids
+from finopti.ports import free_port
+
+
+def _broken_mesh(tmp_path, mutate) -> str:
+    raw = yaml.safe_load((REPO / "mesh.yaml").read_text())
+    mutate(raw)
+    path = tmp_path / "mesh.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda raw: raw["routes"][1].update(backend="billing-agent"),
+         "routes[1].backend: unknown service 'billing-agent'"),
+        (lambda raw: raw["routes"].append({**raw["routes"][1], "path": "/other"}), "duplicate in routes: 'ask'"),
+        (lambda raw: raw["gateway"]["edge"].update(port="eighty"), "gateway.edge.port"),
+        (lambda raw: raw["services"][0].update(colour="blue"), "services[0].colour"),
+    ],
+    ids=["unknown-backend", "duplicate-route", "bad-type", "unknown-field"],
+)
+def test_broken_mesh_fails_up_naming_the_field(tmp_path, mutate, expected):
+    mesh = _broken_mesh(tmp_path, mutate)
+    result = run_cli("up", "--detach", "--mesh", mesh, home=tmp_path / "state", edge_port=free_port())
+    assert result.returncode != 0
+    assert mesh in result.stderr and expected in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_mesh_file_is_named(tmp_path):
+    result = run_cli("up", "--mesh", str(tmp_path / "nope.yaml"), home=tmp_path / "state")
+    assert result.returncode != 0 and "nope.yaml: file not found" in result.stderr
+
+
+def test_taken_edge_port_is_reported_with_owner(tmp_path):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = run_cli("up", "--detach", home=tmp_path / "state", edge_port=port)
+    assert result.returncode != 0
+    assert f"port {port}" in result.stderr and "already in use" in result.stderr
+    assert f"(pid {os.getpid()})" in result.stderr  # the owner: this test process
+
+
+@pytest.mark.timeout(180)
+def test_second_up_refuses_and_down_leaves_nothing(tmp_path):
+    plat = start_platform(tmp_path / "state")
+    pids = platform_pids(plat.state)
+    assert len(pids) >= 8  # supervisord, the gateway and every service
+    again = plat.cli("up", "--detach")
+    assert again.returncode != 0 and "already running" in again.stderr
+    down = plat.cli("down", check=True)
+    assert "stopped" in down.stdout
+    assert not [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+    assert plat.cli("down").stdout.strip() == "the platform was not running"
+    status = plat.cli("status")
+    assert status.returncode != 0 and "not running" in status.stderr
