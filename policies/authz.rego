@@ -2,7 +2,8 @@
 #
 # Entry points:
 #   data.finopti.authz.decision  {"allow": bool, "reason": string, "status": 200 | 401 | 403}
-#   data.finopti.authz.allow     bool (what APISIX's `opa` plugin reads)
+#   data.finopti.authz.allow     bool
+#   data.finopti.authz           for APISIX's `opa` plugin (`policy: finopti/authz`): `allow`, `reason`, `status_code`
 #
 # Input: the document APISIX's `opa` plugin sends (`request.{method,path,headers,...}`, `route.name`
 # with `with_route`), plus an optional `finopti` object that the local gateway adds:
@@ -20,22 +21,23 @@ import rego.v1
 
 # ---------------------------------------------------------------- the request
 
-fin := input.finopti if is_object(input.finopti)
-else := {}
+fin := input.finopti if {
+	is_object(input.finopti)
+} else := {}
 
-headers := input.request.headers if is_object(input.request.headers)
-else := {}
+# Not named `headers`: APISIX would send a package-level `headers` back to the client.
+request_headers := input.request.headers if {
+	is_object(input.request.headers)
+} else := {}
 
-method := input.request.method if is_string(input.request.method)
-else := ""
-
-path := input.request.path if is_string(input.request.path)
-else := ""
+path := input.request.path if {
+	is_string(input.request.path)
+} else := ""
 
 # A header as a string, "" when absent. A repeated header arrives from APISIX as an array:
 # treated as absent, so an ambiguous identity never counts.
 header(name) := v if {
-	v := headers[name]
+	v := request_headers[name]
 	is_string(v)
 } else := ""
 
@@ -62,8 +64,9 @@ source := s if {
 	s != ""
 } else := null
 
-apisix_route := input.route.name if is_string(input.route.name)
-else := null
+apisix_route := input.route.name if {
+	is_string(input.route.name)
+} else := null
 
 route := r if {
 	r := object.get(fin, "route", apisix_route)
@@ -90,8 +93,8 @@ roles contains r if {
 
 # ---------------------------------------------------------------- what each route needs
 
-# The sign-in page: anyone, even anonymous.
-public_routes := {"ui"}
+# Routes anyone may use, even anonymous (the sign-in page): `auth: anonymous` in mesh.yaml.
+public_routes := {name | some name, r in data.finopti.routes; r.auth == "anonymous"}
 
 # Any role at all is enough here; the agents behind check the finer permissions.
 any_role_routes := {"ask", "orchestrator"}
@@ -139,8 +142,23 @@ role_phrase := sprintf("role %s", [r]) if {
 	some r in needed_roles
 } else := sprintf("one of the roles %s", [concat(", ", sort([r | some r in needed_roles]))])
 
-caller := sprintf("service '%s'", [source]) if source != null
-else := "an unidentified caller (no client certificate)"
+# Mesh routes: the calling service (from its SPIFFE id) must be known, and one the route lists in
+# allowed_callers; a route without allowed_callers takes any mesh service (as mesh.yaml defines it).
+caller_denied if {
+	route_info.listener == "mesh"
+	source == null
+}
+
+caller_denied if {
+	route_info.listener == "mesh"
+	callers := object.get(route_info, "allowed_callers", null)
+	callers != null
+	not source in callers
+}
+
+caller := sprintf("service '%s'", [source]) if {
+	source != null
+} else := "an unidentified caller (no client certificate)"
 
 # ---------------------------------------------------------------- the decision
 
@@ -166,9 +184,7 @@ denial := {"status": 403, "reason": msg} if {
 	listener != route_info.listener
 	msg := sprintf("route '%s' is not served on the %s listener", [route, listener])
 } else := {"status": 403, "reason": msg} if {
-	# Mesh routes: the calling service (from its SPIFFE id) must be one the route expects.
-	route_info.listener == "mesh"
-	not source in object.get(route_info, "allowed_callers", [])
+	caller_denied
 	msg := sprintf("%s may not call route '%s'", [caller, route])
 } else := {"status": 401, "reason": msg} if {
 	not route in public_routes
@@ -200,3 +216,9 @@ decision := {"allow": true, "status": 200, "reason": grant} if not denial
 default allow := false
 
 allow := decision.allow
+
+# For APISIX's `opa` plugin with `policy: finopti/authz`: it reads `allow`, and on a deny answers
+# with `status_code` and `reason`.
+reason := decision.reason
+
+status_code := decision.status

@@ -99,6 +99,17 @@ test_mesh_call_without_source_is_denied if {
 	d.status == 403
 }
 
+test_route_without_allowed_callers_takes_any_mesh_service if {
+	routes := {"audit": {"listener": "mesh", "path_prefix": "/audit/"}}
+	authz.allow with input as mesh("alice@finopti.dev", "cli", "audit", "/audit/x")
+		with data.finopti.routes as routes
+		with data.finopti.authz.route_roles as {"audit": {"gcloud_admin"}}
+	d := authz.decision with input as mesh("alice@finopti.dev", null, "audit", "/audit/x")
+		with data.finopti.routes as routes
+	d.status == 403
+	contains(d.reason, "unidentified caller")
+}
+
 test_mesh_routes_check_callers_before_users if {
 	# Anonymous, and from the wrong service: the caller problem is reported.
 	d := authz.decision with input as mesh(null, "ui", "gcloud-tools", "/gcloud-tools/mcp")
@@ -173,4 +184,13 @@ test_repeated_identity_header_is_ignored if {
 	inp := {"request": {"path": "/api/ask", "headers": {"x-user-email": ["alice@finopti.dev", "dave@finopti.dev"]}}, "route": {"name": "ask"}}
 	d := authz.decision with input as inp
 	d.status == 401
+}
+
+test_apisix_package_document_is_a_custom_response if {
+	# APISIX configured with `policy: finopti/authz` reads allow, status_code and reason.
+	doc := authz with input as apisix(null, "", null, "ask", "/api/ask")
+	doc.allow == false
+	doc.status_code == 401
+	doc.reason == "sign-in required to call route 'ask'"
+	not doc.headers
 }

@@ -17,7 +17,7 @@ fi
 echo "installing Debian packages: ${want[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq >/dev/null 2>&1 || true
-apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null 2>&1 \
+apt-get install -y -qq -o DPkg::Lock::Timeout=300 --no-install-recommends "${want[@]}" >/dev/null 2>&1 \
   || echo "warning: apt-get install ${want[*]} failed; continuing without it" >&2
 # The Debian prometheus package starts a system service on :9090; the platform runs its own.
 if command -v systemctl >/dev/null 2>&1; then systemctl stop prometheus >/dev/null 2>&1 || true; fi

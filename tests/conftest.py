@@ -80,11 +80,12 @@ class Platform:
                 continue
         return lines
 
-    def wait_for_log(self, component: str, predicate, timeout: float = 5.0) -> list[dict]:
+    def wait_for_log(self, component: str, predicate, until=bool, timeout: float = 5.0) -> list[dict]:
+        """Lines of a component's log matching `predicate`, polled until `until(lines)` holds or time is up."""
         deadline = time.monotonic() + timeout
         while True:
             found = [line for line in self.log_lines(component) if predicate(line)]
-            if found or time.monotonic() > deadline:
+            if until(found) or time.monotonic() > deadline:
                 return found
             time.sleep(0.1)
 

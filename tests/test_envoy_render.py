@@ -10,6 +10,7 @@ from conftest import REPO
 from finopti.idp import generate_key, jwks_for
 from finopti.mesh.envoy import render_envoy
 from finopti.mesh.model import load_mesh
+from finopti.pki import ensure_pki
 from finopti.platform import GatewayRuntime, envoy_binary, plan_placeholder_runtime
 
 GOLDEN = Path(__file__).parent / "golden" / "envoy"
@@ -21,7 +22,7 @@ def _render() -> dict[str, dict]:
     grt = GatewayRuntime(
         edge_host=rt.edge_host, edge_port=8080, mesh_host=rt.mesh_host, mesh_port=rt.mesh_port,
         admin_port=rt.admin_port, service_ports=rt.service_ports,
-        jwks_path=Path("/state/idp/jwks.json"), xds_dir=Path("/state/gateway/xds"),
+        jwks_path=Path("/state/idp/jwks.json"), xds_dir=Path("/state/gateway/xds"), pki_dir=Path("/state/pki"),
     )
     return render_envoy(spec, grt)
 
@@ -41,6 +42,8 @@ def test_envoy_rendering_matches_golden_files(update_golden):
 def test_real_envoy_accepts_the_rendered_config(tmp_path):
     """Inline the watched xDS files into one static bootstrap and let Envoy validate every resource."""
     docs = _render()
+    ensure_pki(tmp_path / "pki", ["gateway"])
+    docs = json.loads(json.dumps(docs).replace("/state/pki", str(tmp_path / "pki")))
     jwks = tmp_path / "jwks.json"
     jwks.write_text(json.dumps(jwks_for(generate_key())))
     routes = {r["name"]: r for name in ("rds-edge.yaml", "rds-mesh.yaml") for r in docs[name]["resources"]}

@@ -45,10 +45,11 @@ def test_ask_lists_instances_of_one_zone_only(platform):
 def test_one_trace_id_on_every_hop(platform):
     answer = platform.ask(f"list instances in {ZONE}").json()
     trace_id, request_id = answer["trace_id"], answer["request_id"]
-    hops = platform.wait_for_log("gateway", lambda line: line.get("trace_id") == trace_id)
-    routes = {(h["listener"], h["route"]) for h in hops}
     # edge -> orchestrator, orchestrator -> gcloud-agent, gcloud-agent -> gcloud-tools: each through the gateway.
-    assert {("edge", "ask"), ("mesh", "gcloud-agent"), ("mesh", "gcloud-tools")} <= routes
+    expected = {("edge", "ask"), ("mesh", "gcloud-agent"), ("mesh", "gcloud-tools")}
+    hops = platform.wait_for_log("gateway", lambda line: line.get("trace_id") == trace_id,
+                                 until=lambda found: expected <= {(h["listener"], h["route"]) for h in found})
+    assert expected <= {(h["listener"], h["route"]) for h in hops}
     assert {h["request_id"] for h in hops} == {request_id}
     for service in ("orchestrator", "gcloud-agent", "gcloud-tools"):
         lines = platform.wait_for_log(service, lambda line: line.get("trace_id") == trace_id)

@@ -6,10 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from finopti.mesh.model import load_mesh
 from finopti.policy import (
     UNDEFINED,
     PolicyEngine,
     PolicyError,
+    Route,
+    as_route,
     build_input_from_envoy,
     load_route_table,
     match_route,
@@ -154,9 +157,7 @@ def test_roles_from_groups(engine):
         "zoe@corp.example", "monitoring-tools", "/monitoring-tools/mcp", "mesh", "monitoring-agent", ["sre"]
     )
     assert engine.decide(sre).allow
-    ops = apisix_input(
-        "zoe@corp.example", "gcloud-agent", AGENT + "delete_instance", "orchestrator", "finops-admins"
-    )
+    ops = apisix_input("zoe@corp.example", "gcloud-agent", AGENT + "delete_instance", "orchestrator", "finops-admins")
     assert engine.decide(ops).allow
     viewers = apisix_input(
         "zoe@corp.example", "gcloud-agent", AGENT + "delete_instance", "orchestrator", "finops-viewers"
@@ -169,11 +170,20 @@ def test_no_role_user_is_denied_everywhere(engine):
         if route.name == "ui":
             continue
         source = (engine.query(f"finopti/routes/{route.name}/allowed_callers") or [None])[0]
-        decision = engine.decide(
-            local_input("dave@finopti.dev", route.name, route.path_prefix, route.listener, source)
-        )
+        decision = engine.decide(local_input("dave@finopti.dev", route.name, route.path_prefix, route.listener, source))
         assert (decision.allow, decision.status) == (False, 403), route
         assert decision.reason == "user dave@finopti.dev has no role"
+
+
+def test_package_document_is_an_apisix_custom_response(engine):
+    # APISIX's `opa` plugin with `policy: finopti/authz` reads allow / status_code / reason, and would
+    # send a `headers` member back to the client: there must be none.
+    doc = engine.query(
+        "finopti/authz", apisix_input("bob@finopti.dev", "gcloud-agent", AGENT + "stop_instance", "orchestrator")
+    )
+    assert (doc["allow"], doc["status_code"]) == (False, 403)
+    assert "gcloud_admin" in doc["reason"]
+    assert "headers" not in doc
 
 
 def test_deny_by_default(engine):
@@ -200,14 +210,10 @@ def test_decisions_from_many_threads(engine):
         try:
             for _ in range(20):
                 assert (
-                    engine.decide(
-                        local_input("alice@finopti.dev", "gcloud-agent", AGENT + "stop_instance")
-                    ).allow
+                    engine.decide(local_input("alice@finopti.dev", "gcloud-agent", AGENT + "stop_instance")).allow
                     is False
                 )
-                ok = local_input(
-                    "alice@finopti.dev", "gcloud-agent", AGENT + "stop_instance", source="orchestrator"
-                )
+                ok = local_input("alice@finopti.dev", "gcloud-agent", AGENT + "stop_instance", source="orchestrator")
                 assert engine.decide(ok).allow
         except BaseException as exc:  # noqa: BLE001 - report any failure from the thread
             errors.append(exc)
@@ -227,9 +233,7 @@ def test_reload_picks_up_changes_and_keeps_old_policy_on_error(tmp_path: Path):
     ask = local_input("dave@finopti.dev", "ask", "/api/ask", "edge")
     assert not eng.decide(ask).allow
     (tmp_path / "data.json").write_text(
-        (tmp_path / "data.json")
-        .read_text()
-        .replace('"dave@finopti.dev": []', '"dave@finopti.dev": ["finops_viewer"]')
+        (tmp_path / "data.json").read_text().replace('"dave@finopti.dev": []', '"dave@finopti.dev": ["finops_viewer"]')
     )
     eng.reload()
     assert eng.decide(ask).allow
@@ -240,16 +244,12 @@ def test_reload_picks_up_changes_and_keeps_old_policy_on_error(tmp_path: Path):
 
 
 def test_extra_data_overrides_files():
-    eng = PolicyEngine(
-        POLICY_DIR, extra_data={"finopti": {"roles": {"users": {"dave@finopti.dev": ["gcloud_admin"]}}}}
-    )
+    eng = PolicyEngine(POLICY_DIR, extra_data={"finopti": {"roles": {"users": {"dave@finopti.dev": ["gcloud_admin"]}}}})
     decision = eng.decide(
         local_input("dave@finopti.dev", "gcloud-agent", AGENT + "delete_instance", "mesh", "orchestrator")
     )
     assert decision.allow
-    assert eng.decide(
-        local_input("bob@finopti.dev", "ask", "/api/ask", "edge")
-    ).allow  # the rest of the file stays
+    assert eng.decide(local_input("bob@finopti.dev", "ask", "/api/ask", "edge")).allow  # the rest of the file stays
 
 
 def test_missing_policy_dir_is_an_error(tmp_path: Path):
@@ -268,17 +268,28 @@ def test_source_from_xfcc():
     assert source_from_xfcc(f"{XFCC.format('ui')},{XFCC.format('cli')}") == "cli"
 
 
-def test_match_route_longest_prefix_per_listener():
+def test_match_route_like_envoy():
     routes = load_route_table(POLICY_DIR)
     assert match_route(routes, "edge", "/") == "ui"
     assert match_route(routes, "edge", "/api/ask?q=1") == "ask"
-    assert (
-        match_route(routes, "edge", "/gcloud-agent/v1/actions/list_instances") == "ui"
-    )  # edge serves the UI
+    assert match_route(routes, "edge", "/index.html") is None  # ui is an exact route
+    assert match_route(routes, "edge", "/gcloud-agent/v1/actions/list_instances") is None
     assert match_route(routes, "mesh", "/gcloud-agent/v1/actions/list_instances") == "gcloud-agent"
     assert match_route(routes, "mesh", "/elsewhere") is None
-    as_dicts = [{"name": r.name, "listener": r.listener, "path_prefix": r.path_prefix} for r in routes]
-    assert match_route(as_dicts, "mesh", "/logstore/v1/query") == "logstore"
+    assert match_route(routes, None, "/logstore/v1/query") == "logstore"
+    nested = [Route("a", "mesh", "/a/"), Route("ab", "mesh", "/a/b/"), Route("a-root", "mesh", "/a/", exact=True)]
+    assert [match_route(nested, "mesh", p) for p in ("/a/", "/a/x", "/a/b/c")] == ["a-root", "a", "ab"]
+
+
+def test_route_table_agrees_with_mesh_yaml():
+    # routes.json is rendered from mesh.yaml: every mesh.yaml route must be there, identical.
+    spec = load_mesh(POLICY_DIR.parent / "mesh.yaml")
+    data = PolicyEngine(POLICY_DIR).query("finopti/routes")
+    for route in spec.routes:
+        assert as_route(route) == as_route({"name": route.name, **data[route.name]})
+        assert data[route.name].get("allowed_callers") == route.allowed_callers, route.name
+        assert data[route.name].get("auth", "required") == route.auth, route.name
+        assert match_route(spec.routes, route.listener, route.path) == route.name
 
 
 def test_build_input_from_envoy_shape():

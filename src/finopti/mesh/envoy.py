@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from finopti.mesh.model import MeshSpec, Route
+from finopti.pki import TRUST_DOMAIN
 
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 JWT_AUTHN = "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication"
@@ -31,6 +32,8 @@ class GatewayRuntime:
     service_ports: dict[str, dict[str, int]]  # service -> version -> port
     jwks_path: Path
     xds_dir: Path
+    pki_dir: Path  # mesh CA and the gateway's certificate (see finopti.pki)
+    cert_version: str = ""  # changes on rotation, so Envoy reloads the certificate files
 
 
 def cluster_name(service: str, version: str) -> str:
@@ -101,13 +104,81 @@ def _static_cluster(name: str, host: str, port: int) -> dict:
     }
 
 
+def _tls_files(rt: GatewayRuntime) -> dict:
+    return {
+        "tls_certificates": [{
+            "certificate_chain": {"filename": str(rt.pki_dir / "gateway.crt")},
+            "private_key": {"filename": str(rt.pki_dir / "gateway.key")},
+        }],
+    }
+
+
+def _spiffe(name: str) -> str:
+    return f"spiffe://{TRUST_DOMAIN}/svc/{name}"
+
+
+def _upstream_tls(rt: GatewayRuntime, service: str) -> dict:
+    """The gateway presents its identity to the service and checks the service is who it should be."""
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "common_tls_context": {
+                **_tls_files(rt),
+                "validation_context": {
+                    "trusted_ca": {"filename": str(rt.pki_dir / "ca.crt")},
+                    "match_typed_subject_alt_names": [
+                        {"san_type": "URI", "matcher": {"exact": _spiffe(service)}}
+                    ],
+                },
+            },
+        },
+    }
+
+
+def _downstream_tls(rt: GatewayRuntime) -> dict:
+    """The mesh listener only talks to clients holding a certificate from the mesh CA."""
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            "require_client_certificate": True,
+            "common_tls_context": {
+                **_tls_files(rt),
+                "validation_context": {
+                    "trusted_ca": {"filename": str(rt.pki_dir / "ca.crt")},
+                    "match_typed_subject_alt_names": [
+                        {"san_type": "URI", "matcher": {"prefix": f"spiffe://{TRUST_DOMAIN}/svc/"}}
+                    ],
+                },
+            },
+        },
+    }
+
+
 def _clusters(spec: MeshSpec, rt: GatewayRuntime) -> list[dict]:
     clusters = []
     for service in spec.services:
         for version in service.versions:
-            cluster = _static_cluster(cluster_name(service.name, version), "127.0.0.1",
-                                      rt.service_ports[service.name][version])
-            cluster["@type"] = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+            cluster = {
+                "@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+                **_static_cluster(cluster_name(service.name, version), "127.0.0.1",
+                                  rt.service_ports[service.name][version]),
+                "transport_socket": _upstream_tls(rt, service.name),
+                # Active health checks tell `finopti status` (through the admin API) whether each service
+                # answers, without any client other than the gateway talking to services.
+                "health_checks": [{
+                    "timeout": "1s",
+                    "interval": "1s",
+                    "no_traffic_interval": "1s",
+                    "unhealthy_threshold": 2,
+                    "healthy_threshold": 1,
+                    "http_health_check": {"path": service.health},
+                }],
+                # Envoy's default (50%) keeps sending to a lone unhealthy host ("panic"); we want a fast 503.
+                "common_lb_config": {"healthy_panic_threshold": {"value": 0.0}},
+                "metadata": {"filter_metadata": {"finopti": {"cert_version": rt.cert_version}}},
+            }
             clusters.append(cluster)
     return clusters
 
@@ -134,6 +205,7 @@ def _access_log(listener: str) -> list[dict]:
         "request_id": "%REQ(X-REQUEST-ID)%",
         "trace_id": "%TRACE_ID%",
         "user": "%REQ(X-USER-EMAIL)%",
+        "source": "%DOWNSTREAM_PEER_URI_SAN%",
         "user_agent": "%REQ(USER-AGENT)%",
     }
     return [
@@ -233,6 +305,10 @@ def _listener(name: str, spec: MeshSpec, rt: GatewayRuntime) -> dict:
         "generate_request_id": True,
         "preserve_external_request_id": True,
         "use_remote_address": name == "edge",
+        # On the mesh listener the caller's verified SPIFFE id travels as x-forwarded-client-cert (URI=...),
+        # replacing anything the client sent; the edge strips the header.
+        "forward_client_cert_details": "SANITIZE_SET" if name == "mesh" else "SANITIZE",
+        **({"set_current_client_cert_details": {"uri": True}} if name == "mesh" else {}),
         "tracing": {
             "random_sampling": {"value": 0},
             "provider": {
@@ -252,13 +328,15 @@ def _listener(name: str, spec: MeshSpec, rt: GatewayRuntime) -> dict:
         "local_reply_config": _local_replies(),
         "http_filters": _http_filters(spec, rt),
     }
+    chain: dict = {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+    if name == "mesh":
+        chain["transport_socket"] = _downstream_tls(rt)
     return {
         "@type": "type.googleapis.com/envoy.config.listener.v3.Listener",
         "name": name,
         "address": _address(host, port),
-        "filter_chains": [
-            {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
-        ],
+        "filter_chains": [chain],
+        "metadata": {"filter_metadata": {"finopti": {"cert_version": rt.cert_version}}},
     }
 
 

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from finopti.mesh.model import MeshSpec
+from finopti.meshtls import TRUST_BUNDLE
 
 LOG_MAX_BYTES = "20MB"
 LOG_BACKUPS = 3
@@ -21,6 +22,7 @@ class ProcessRuntime:
     mesh_url: str
     service_ports: dict[str, dict[str, int]]
     policy_dir: Path
+    pki_dir: Path
 
 
 def component_name(service: str, version: str, first_version: str) -> str:
@@ -97,6 +99,10 @@ def render_supervisor(spec: MeshSpec, rt: ProcessRuntime) -> str:
             "FINOPTI_MESH_URL": rt.mesh_url,
             "FINOPTI_HOME": str(rt.state_dir),
             "FINOPTI_POLICY_DIR": str(rt.policy_dir),
+            "FINOPTI_TLS_CERT": str(rt.pki_dir / f"{service.name}.crt"),
+            "FINOPTI_TLS_KEY": str(rt.pki_dir / f"{service.name}.key"),
+            "FINOPTI_TLS_CALLERS": str(rt.pki_dir / TRUST_BUNDLE),
+            "FINOPTI_MESH_CA": str(rt.pki_dir / "ca.crt"),
             "PYTHONUNBUFFERED": "1",
         }
         sections.append(_program(component, f"{rt.python} -m finopti.services.runner", rt, env))

@@ -6,6 +6,7 @@ The same .rego files run unchanged on OPA behind Apache APISIX's `opa` plugin.
 from finopti.policy.engine import DECISION_RULE, UNDEFINED, Decision, PolicyEngine, PolicyError
 from finopti.policy.envoy import (
     Route,
+    as_route,
     build_input_from_envoy,
     load_route_table,
     match_route,
@@ -21,6 +22,7 @@ __all__ = [
     "PolicyError",
     "Route",
     "TestResult",
+    "as_route",
     "build_input_from_envoy",
     "load_route_table",
     "match_route",

@@ -1,10 +1,11 @@
 """Evaluate the gateway's Rego policies in-process with regorus.
 
 A regorus ``Engine`` is pinned to the thread that created it (pyo3 "unsendable": using or even
-cloning it from another thread panics), so neither a shared engine behind a lock nor cloning a
-shared engine works. Each thread builds its own engine from the parsed-once sources and keeps it
-until ``reload()`` bumps the generation; per call we ``clone()`` that thread's pristine engine so
-no input or evaluation state leaks from one decision into the next.
+cloning it from another thread panics), so neither one engine behind a lock nor cloning a shared
+engine works. Each thread builds its own engine from sources read once, and keeps it until
+``reload()`` bumps the generation. Per call we ``clone()`` that engine (about 1 us, policy shared)
+so no input or evaluation state leaks between decisions; reusing it with ``set_input`` was measured
+no faster (both about 0.4 ms for a full decision), parsing per call about 2.7 ms.
 """
 
 from __future__ import annotations
@@ -143,7 +144,11 @@ class PolicyEngine:
         if getattr(local, "generation", None) != self._generation:
             with self._lock:
                 policies, data, generation = self._policies, self._data, self._generation
-            local.engine, local.generation = new_engine(policies, data), generation
+            engine = new_engine(policies, data)
+            # regorus prepares a policy on its first evaluation and a clone inherits that; a clone of
+            # an unprepared engine would redo it on every call (measured: 790 us vs 370 us a decision).
+            engine.eval_query("true")
+            local.engine, local.generation = engine, generation
         return local.engine
 
     def _engine_with(self, input: Any) -> regorus.Engine:
@@ -170,7 +175,7 @@ class PolicyEngine:
     def decide(self, input: dict) -> Decision:
         """The authorization decision for one request; any malfunction denies (fail closed)."""
         try:
-            # eval_rule is ~20% faster than eval_query; None means undefined (-> malformed below).
+            # eval_rule is ~30% faster than eval_query; None means undefined (-> malformed below).
             result = to_json_value(self._engine_with(input).eval_rule(DECISION_RULE))
         except Exception as exc:
             return Decision(False, f"policy error: {error_text(exc)}", 500, None)

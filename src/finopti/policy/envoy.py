@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from finopti.pki import identity_from_spiffe
@@ -30,31 +32,38 @@ class Route:
     name: str
     listener: str  # "edge" | "mesh"
     path_prefix: str
+    exact: bool = False  # match the whole path, not a prefix
+
+
+def as_route(r: Any) -> Route:
+    """A Route from a Route, a routes.json-style dict, or mesh.yaml's model (``path``, ``exact``)."""
+    if isinstance(r, Route):
+        return r
+    get = r.get if isinstance(r, dict) else lambda key, default=None: getattr(r, key, default)
+    return Route(get("name"), get("listener"), get("path_prefix") or get("path"), bool(get("exact", False)))
 
 
 def load_route_table(policy_dir: Path) -> list[Route]:
-    """Routes from ``routes.json`` (``{"finopti": {"routes": {name: {listener, path_prefix}}}}``)."""
+    """Routes from ``routes.json``: ``{"finopti": {"routes": {name: {listener, path_prefix, exact}}}}``."""
     doc = json.loads((Path(policy_dir) / "routes.json").read_text())
     routes = doc.get("finopti", {}).get("routes", {})
-    return [Route(name, r["listener"], r["path_prefix"]) for name, r in routes.items()]
+    return [as_route({"name": name, **r}) for name, r in routes.items()]
 
 
-def match_route(routes: list[Route | dict], listener: str | None, path: str) -> str | None:
-    """Name of the route serving ``path`` on ``listener``: the longest matching prefix wins.
+def match_route(routes: Iterable[Any], listener: str | None, path: str) -> str | None:
+    """Name of the route serving ``path`` on ``listener``, chosen as the gateway's Envoy does.
 
-    Envoy takes the first route that matches, so the gateway config must list routes longest
-    prefix first for the two to agree. Matching is on the path without its query string.
+    The gateway lists exact routes first, then prefixes longest first, and Envoy takes the first
+    match; the same order here keeps the policy's route the one Envoy forwards to. Matching is on
+    the path without its query string.
     """
     path = path.split("?", 1)[0]
-    best: Route | None = None
-    for r in routes:
-        route = r if isinstance(r, Route) else Route(r["name"], r["listener"], r["path_prefix"])
-        if listener and route.listener != listener:
-            continue
-        longer = best is None or len(route.path_prefix) > len(best.path_prefix)
-        if longer and path.startswith(route.path_prefix):
-            best = route
-    return best.name if best else None
+    candidates = [as_route(r) for r in routes]
+    candidates = [r for r in candidates if not listener or r.listener == listener]
+    for route in sorted(candidates, key=lambda r: (not r.exact, -len(r.path_prefix))):
+        if path == route.path_prefix if route.exact else path.startswith(route.path_prefix):
+            return route.name
+    return None
 
 
 def _split_outside_quotes(text: str, sep: str) -> list[str]:

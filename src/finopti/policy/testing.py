@@ -7,6 +7,7 @@ starts with ``test_`` is evaluated on its own; it passes only when its value is 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,3 +92,14 @@ def _run_one(engine: regorus.Engine, name: str) -> TestResult:
     else:
         error = None if value is True else ("undefined" if value is None else f"returned {value!r}")
     return TestResult(name, error is None, error, round((time.perf_counter() - started) * 1000, 2))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m finopti.policy [policy_dir]``: one line per test, then the totals."""
+    args = sys.argv[1:] if argv is None else argv
+    results = run_policy_tests(Path(args[0] if args else "policies"))
+    for r in results:
+        print(f"{'PASS' if r.passed else 'FAIL'} {r.name}" + (f": {r.error}" if r.error else ""))
+    failed = sum(not r.passed for r in results)
+    print(f"{len(results) - failed} passed, {failed} failed")
+    return 1 if failed or not results else 0

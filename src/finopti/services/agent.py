@@ -20,11 +20,18 @@ class Action:
     summarize: Callable[[Any, dict], str]
 
 
+def _root_cause(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"
+
+
 def create_agent_app(
     settings: ServiceSettings, title: str, tool_route: str, actions: dict[str, Action]
 ) -> FastAPI:
     app = create_service_app(settings, title)
     tools_url = f"{settings.mesh_url.rstrip('/')}/{tool_route}/mcp"
+    mesh_tls = settings.mesh_ssl()
 
     @app.get("/v1/actions")
     async def list_actions() -> dict:
@@ -40,10 +47,14 @@ def create_agent_app(
             )
         args = {k: v for k, v in arguments.items() if v is not None}
         try:
-            data = await call_tool(tools_url, spec.tool, args)
+            data = await call_tool(tools_url, spec.tool, args, verify=mesh_tls)
         except ToolError as exc:
             status = ERROR_STATUS.get(exc.kind, 502)
             raise HTTPException(status, {"error": exc.kind, "message": exc.message}) from None
+        except Exception as exc:  # the MCP client wraps transport failures in exception groups
+            raise HTTPException(
+                502, {"error": "tool_server_unavailable", "message": f"{tool_route}: {_root_cause(exc)}"}
+            ) from None
         return {
             "agent": settings.service,
             "version": settings.version,

@@ -26,6 +26,19 @@ class ServiceSettings(BaseSettings):
     mesh_url: str = "http://127.0.0.1:8081"
     home: Path = Path(".finopti")
     policy_dir: Path = Path("policies")
+    # mTLS (set by the platform; unset in in-process tests): our identity, who may call us, the mesh CA.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_callers: Path | None = None
+    mesh_ca: Path | None = None
+
+    def mesh_ssl(self):
+        """The client TLS context for calls to the gateway's mesh listener, or True (system default)."""
+        if not (self.tls_cert and self.tls_key and self.mesh_ca):
+            return True
+        from finopti.meshtls import client_context
+
+        return client_context(self.tls_cert, self.tls_key, self.mesh_ca)
 
 
 def error_body(status: int, error: str, message: str, **details) -> dict:

@@ -5,9 +5,11 @@ import contextlib
 import functools
 import json
 import re
+import ssl
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 from fastapi import FastAPI
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamablehttp_client
@@ -66,10 +68,22 @@ def reports_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-async def call_tool(url: str, tool: str, arguments: dict[str, Any], timeout: float = 20.0) -> Any:
-    """Call one tool over MCP (streamable HTTP) at `url`, carrying the request's trace and identity."""
+def _client_factory(verify: ssl.SSLContext | bool) -> Callable[..., httpx.AsyncClient]:
+    def factory(headers=None, timeout=None, auth=None) -> httpx.AsyncClient:
+        return httpx.AsyncClient(headers=headers, timeout=timeout, auth=auth, verify=verify)
+
+    return factory
+
+
+async def call_tool(
+    url: str, tool: str, arguments: dict[str, Any], verify: ssl.SSLContext | bool = True, timeout: float = 20.0
+) -> Any:
+    """Call one tool over MCP (streamable HTTP) at `url`, carrying the request's trace and identity;
+    `verify` is the caller's mesh TLS context."""
     async with (
-        streamablehttp_client(url, headers=mesh_headers(), timeout=timeout) as (read, write, _),
+        streamablehttp_client(
+            url, headers=mesh_headers(), timeout=timeout, httpx_client_factory=_client_factory(verify)
+        ) as (read, write, _),
         ClientSession(read, write) as session,
     ):
         await session.initialize()

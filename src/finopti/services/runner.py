@@ -7,6 +7,7 @@ import sys
 
 import uvicorn
 
+from finopti.meshtls import server_context
 from finopti.services.common import ServiceSettings
 from finopti.telemetry import configure_logging
 
@@ -23,7 +24,12 @@ def main() -> None:
         sys.exit("finopti.services.runner: FINOPTI_ENTRYPOINT and FINOPTI_PORT must be set")
     configure_logging(settings.service, settings.version)
     app = load_factory(entrypoint)(settings)
-    uvicorn.run(app, host="127.0.0.1", port=settings.port, log_config=None, access_log=False)
+    config = uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_config=None, access_log=False)
+    config.load()
+    if settings.tls_cert and settings.tls_key and settings.tls_callers:
+        # uvicorn cannot pin callers itself; swap in our context after it loaded its own settings.
+        config.ssl = server_context(settings.tls_cert, settings.tls_key, settings.tls_callers)
+    uvicorn.Server(config).run()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,71 @@
+"""Helpers the benchmarks share: a throwaway platform and a fixed-concurrency HTTP load."""
+
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from finopti.paths import StateDir
+from finopti.platform import Runtime
+from finopti.ports import free_port
+
+REPO = Path(__file__).resolve().parent.parent
+FINOPTI = str(Path(sys.executable).with_name("finopti"))
+
+
+@contextmanager
+def running_platform():
+    """Start a platform in a temporary state dir; yields (state, runtime, seconds to healthy)."""
+    home = Path(tempfile.mkdtemp(prefix="finopti-bench-"))
+    env = {**os.environ, "FINOPTI_HOME": str(home), "FINOPTI_EDGE_PORT": str(free_port())}
+    started = time.perf_counter()
+    subprocess.run([FINOPTI, "up", "--detach"], cwd=REPO, env=env, check=True, capture_output=True)
+    elapsed = time.perf_counter() - started
+    state = StateDir(home)
+    try:
+        yield state, Runtime.load(state), elapsed, env
+    finally:
+        subprocess.run([FINOPTI, "down"], cwd=REPO, env=env, capture_output=True)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+async def _load(url: str, total: int, concurrency: int, client_kwargs: dict, headers: dict) -> tuple[list[float], float]:
+    latencies: list[float] = []
+    counter = iter(range(total))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=30, **client_kwargs) as client:
+
+        async def worker():
+            for _ in counter:
+                t0 = time.perf_counter()
+                response = await client.get(url, headers=headers)
+                latencies.append(time.perf_counter() - t0)
+                response.raise_for_status()
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - started
+    return latencies, wall
+
+
+def load(url: str, total: int = 2000, concurrency: int = 8, headers: dict | None = None, **client_kwargs) -> dict:
+    latencies, wall = asyncio.run(_load(url, total, concurrency, client_kwargs, headers or {}))
+    ms = [v * 1000 for v in latencies]
+    return {
+        "requests": total,
+        "concurrency": concurrency,
+        "p50_ms": round(statistics.median(ms), 2),
+        "p99_ms": round(percentile(ms, 99), 2),
+        "rps": round(total / wall, 1),
+    }
