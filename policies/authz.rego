@@ -104,6 +104,7 @@ route_roles := {
 	"monitoring-agent": {"observability_admin"},
 	"monitoring-tools": {"observability_admin"},
 	"logstore": {"observability_admin"},
+	"policy": {"observability_admin", "gcloud_admin"},
 }
 
 read_actions := {

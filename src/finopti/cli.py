@@ -22,8 +22,8 @@ app = typer.Typer(help="FinOptiAgents: a FinOps assistant behind a strict servic
 render_app = typer.Typer(help="Render configuration from mesh.yaml without starting anything.")
 app.add_typer(render_app, name="render")
 
-console = Console()
-err = Console(stderr=True)
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 MeshOption = Annotated[Path, typer.Option("--mesh", "-m", help="The mesh spec.", envvar="FINOPTI_MESH")]
 PolicyOption = Annotated[Path, typer.Option("--policies", help="Rego policies and role data.")]

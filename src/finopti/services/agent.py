@@ -5,6 +5,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 from fastapi import Body, FastAPI, HTTPException
 
 from finopti.services.common import ServiceSettings, create_service_app
@@ -20,10 +21,25 @@ class Action:
     summarize: Callable[[Any, dict], str]
 
 
-def _root_cause(exc: BaseException) -> str:
+def _root_cause(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
-    return f"{type(exc).__name__}: {exc}"
+    return exc
+
+
+def _mesh_failure(tool_route: str, exc: BaseException) -> HTTPException:
+    """A failed MCP call: the gateway's answer (a policy denial, an open circuit) keeps its status."""
+    cause = _root_cause(exc)
+    if isinstance(cause, httpx.HTTPStatusError):
+        status = cause.response.status_code
+        try:
+            body = cause.response.json()
+        except (ValueError, httpx.ResponseNotRead):
+            body = {}
+        message = body.get("message") or f"{tool_route} answered {status}"
+        return HTTPException(status, {**body, "error": body.get("error", "tool_call_failed"), "message": message})
+    return HTTPException(502, {"error": "tool_server_unavailable",
+                               "message": f"{tool_route}: {type(cause).__name__}: {cause}"})
 
 
 def create_agent_app(
@@ -52,9 +68,7 @@ def create_agent_app(
             status = ERROR_STATUS.get(exc.kind, 502)
             raise HTTPException(status, {"error": exc.kind, "message": exc.message}) from None
         except Exception as exc:  # the MCP client wraps transport failures in exception groups
-            raise HTTPException(
-                502, {"error": "tool_server_unavailable", "message": f"{tool_route}: {_root_cause(exc)}"}
-            ) from None
+            raise _mesh_failure(tool_route, exc) from None
         return {
             "agent": settings.service,
             "version": settings.version,

@@ -1,0 +1,142 @@
+"""The platform's three dashboards, declared once; Grafana and the built-in console render these."""
+
+from finopti.dashboards.model import Dashboard, LogQuery, MetricQuery, Panel, Variable
+
+OVERVIEW_UID = "finopti-overview"
+TRACE_VIEW_UID = "finopti-trace-view"
+DEBUG_CONSOLE_UID = "finopti-debug-console"
+
+# The gateway answers these itself; they are in listener metrics, not in route or service metrics.
+_GATEWAY_OWN = "401 (token), 404 (no route), 413, 429 (rate limit), 503 (fault, no healthy upstream)"
+
+SERVICE = Variable("service", "label_values", "service", selector="finopti_requests_total")
+VERSION = Variable("version", "label_values", "version", selector='finopti_requests_total{service=~"$service"}')
+ROUTE = Variable("route", "label_values", "route", selector="envoy_vhost_route_upstream_rq_total")
+TRACE_ID = Variable("trace_id", "text", "trace id", multi=False)
+LOG_SERVICE = Variable("service", "label_values", "service", values_from="logs", selector='{job="finopti"}')
+LEVEL = Variable("level", "custom", "level", options=("debug", "info", "warning", "error", "critical"))
+TEXT = Variable("text", "text", "text (regex)", multi=False)
+
+
+def _quantiles(metric: str, selector: str, legend: str) -> tuple[MetricQuery, ...]:
+    return tuple(
+        MetricQuery(f"{metric}:{q}{{{selector}}}", f"{legend} {q}") for q in ("p50", "p95", "p99")
+    )
+
+
+ROUTE_SEL = 'route=~"$route"'
+SERVICE_SEL = 'service=~"$service",version=~"$version"'
+
+overview = Dashboard(
+    uid=OVERVIEW_UID,
+    title="FinOptiAgents — Platform Overview",
+    description="RED per mesh route (gateway) and per service (its own metrics), resilience, canary split.",
+    variables=(SERVICE, VERSION, ROUTE),
+    panels=(
+        Panel("Requests per route", "timeseries",
+              (MetricQuery(f"sum by (listener, route) (finopti:route_requests:rate1m{{{ROUTE_SEL}}})",
+                           "{{listener}} {{route}}"),),
+              unit="reqps", description="Requests the gateway sent upstream on each mesh route.",
+              expected_empty_reason="No traffic on these routes in the window, or the Envoy routes lack "
+              "stat_prefix (per-route stats)."),
+        Panel("Error ratio per route", "timeseries",
+              (MetricQuery(f"finopti:route_errors:ratio_rate1m{{{ROUTE_SEL}}}", "{{listener}} {{route}}"),),
+              unit="percentunit",
+              description=f"5xx answered by the backend / upstream requests. Gateway's own answers ({_GATEWAY_OWN}) "
+              "are under 'Gateway answers by class'.",
+              expected_empty_reason="A route without traffic in the last minute has no ratio."),
+        Panel("Latency per route (upstream)", "timeseries",
+              _quantiles("finopti:route_latency_seconds", ROUTE_SEL, "{{route}}"), unit="s",
+              expected_empty_reason="No upstream request on these routes in the last minute."),
+        Panel("Requests per service", "timeseries",
+              (MetricQuery(f"sum by (service, version) (finopti:service_requests:rate1m{{{SERVICE_SEL}}})",
+                           "{{service}} {{version}}"),),
+              unit="reqps", description="Requests each service served (its own /metrics; probes excluded).",
+              expected_empty_reason="No request reached these services in the window."),
+        Panel("Error ratio per service", "timeseries",
+              (MetricQuery(f"finopti:service_errors:ratio_rate1m{{{SERVICE_SEL}}}", "{{service}} {{version}}"),),
+              unit="percentunit", expected_empty_reason="A service without traffic in the last minute has no ratio."),
+        Panel("Latency per service", "timeseries",
+              _quantiles("finopti:service_latency_seconds", SERVICE_SEL, "{{service}} {{version}}"), unit="s",
+              expected_empty_reason="No request reached these services in the last minute."),
+        Panel("Gateway answers by class", "timeseries",
+              (MetricQuery('sum by (listener, envoy_response_code_class) '
+                           '(rate(envoy_http_downstream_rq_xx{listener=~"edge|mesh"}[1m]))',
+                           "{{listener}} {{envoy_response_code_class}}xx"),),
+              unit="reqps", width=24,
+              description=f"Every request per listener, including the gateway's own answers: {_GATEWAY_OWN}."),
+        Panel("Retries", "stat",
+              (MetricQuery('sum(increase(envoy_cluster_upstream_rq_retry{service=~"$service"}[$__range]))'),),
+              unit="short", width=6,
+              expected_empty_reason="0 unless a route has a retry policy and an upstream attempt failed."),
+        Panel("Circuit-breaker ejections", "stat",
+              (MetricQuery('sum(increase(envoy_cluster_outlier_detection_ejections_enforced_total'
+                           '{service=~"$service"}[$__range]))', "ejections"),
+               MetricQuery('sum(increase(envoy_cluster_upstream_rq_pending_overflow{service=~"$service"}[$__range]))',
+                           "overflows")),
+              unit="short", width=6,
+              expected_empty_reason="0 unless outlier detection ejected a backend or a circuit breaker overflowed."),
+        Panel("Rate-limited", "stat",
+              (MetricQuery('sum(increase(envoy_http_local_rate_limit_rate_limited'
+                           '{envoy_local_http_ratelimit_prefix=~"finopti_ratelimit.*"}[$__range]))'),),
+              unit="short", width=6,
+              expected_empty_reason="0 while no client exceeds the local rate limit; empty until the gateway "
+              "has a local rate limit with stat_prefix finopti_ratelimit."),
+        Panel("Fault-injected", "stat",
+              (MetricQuery('sum(increase(envoy_http_fault_aborts_injected{listener=~"edge|mesh"}[$__range]))',
+                           "aborts"),
+               MetricQuery('sum(increase(envoy_http_fault_delays_injected{listener=~"edge|mesh"}[$__range]))',
+                           "delays")),
+              unit="short", width=6,
+              expected_empty_reason="0 unless a fault-injection experiment is active; empty until the gateway "
+              "has the fault filter."),
+        Panel("Canary split by version", "timeseries",
+              (MetricQuery('sum by (service, version) (finopti:upstream_requests:rate1m{service=~"$service"}) '
+                           '/ ignoring (version) group_left '
+                           'sum by (service) (finopti:upstream_requests:rate1m{service=~"$service"})',
+                           "{{service}} {{version}}"),),
+              unit="percentunit", description="Share of each backend's gateway traffic per version.",
+              expected_empty_reason="Only one series (100%) per service while it has a single version; "
+              "empty for services without traffic."),
+        Panel("Top error messages", "table",
+              (LogQuery(services=("$service",), level="error|critical", top_by=("service", "message")),),
+              description="Error lines in the window, counted by service and message.",
+              expected_empty_reason="No component logged an error in the window."),
+    ),
+)
+
+trace_view = Dashboard(
+    uid=TRACE_VIEW_UID,
+    title="FinOptiAgents — Trace View",
+    description="Everything one request did: the log lines of every component and the gateway's hops.",
+    variables=(TRACE_ID,),
+    time_from="now-6h",
+    refresh="",
+    panels=(
+        Panel("Gateway hops", "table", (LogQuery(services=("gateway",), trace_var="trace_id"),), width=24,
+              columns=("ts", "listener", "method", "path", "route", "upstream_service", "status",
+                       "response_flags", "duration_ms", "upstream_duration_ms", "user"),
+              expected_empty_reason="Empty until a trace id is entered, or when the trace is older than the "
+              "window."),
+        Panel("Logs of the trace", "logs", (LogQuery(trace_var="trace_id"),), width=24,
+              expected_empty_reason="Empty until a trace id is entered, or when the trace is older than the "
+              "window."),
+    ),
+)
+
+debug_console = Dashboard(
+    uid=DEBUG_CONSOLE_UID,
+    title="FinOptiAgents — Debug Console",
+    description="Live log stream of every component, filtered by service, level and text.",
+    variables=(LOG_SERVICE, LEVEL, TEXT),
+    time_from="now-15m",
+    refresh="5s",
+    panels=(
+        Panel("Live logs", "logs", (LogQuery(services=("$service",), level="$level", text="$text"),), width=24,
+              expected_empty_reason="Nothing logged in the window matches the filters."),
+    ),
+)
+
+
+def dashboards() -> tuple[Dashboard, ...]:
+    return (overview, trace_view, debug_console)

@@ -1,0 +1,63 @@
+"""Times as the log pipeline reads and writes them: nanoseconds since the epoch, RFC 3339 text, durations."""
+
+import calendar
+import re
+import time
+from datetime import UTC, datetime, timedelta
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_second_cache: dict[str, int] = {}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def parse_since(text: str) -> float:
+    """`15m`, `1h30m`, `2d`, `90s`, `500ms` or a bare number of seconds -> seconds."""
+    text = text.strip().lower()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"invalid duration {text!r} (expected e.g. 30s, 15m, 1h30m, 2d)")
+    return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+
+
+def rfc3339_ns(text: str) -> int:
+    """`2026-11-26T12:07:55.548Z` -> ns. The services' and Envoy's format takes a cached fast path:
+    the collector converts every line's timestamp, so this is on the hot path."""
+    if len(text) >= 20 and text[-1] == "Z" and text[10] == "T" and text[19] == ".":
+        second = text[:19]
+        base = _second_cache.get(second)
+        if base is None:
+            base = calendar.timegm(time.strptime(second, "%Y-%m-%dT%H:%M:%S"))
+            if len(_second_cache) > 4096:
+                _second_cache.clear()
+            _second_cache[second] = base
+        fraction = text[20:-1]
+        if fraction.isdigit() and len(fraction) <= 9:
+            return base * 1_000_000_000 + int(fraction.ljust(9, "0"))
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp()) * 1_000_000_000 + parsed.microsecond * 1000
+
+
+def parse_time(text: str) -> int:
+    """A query bound: RFC 3339, or a Unix timestamp in s, ms, µs or ns (told apart by magnitude, as Loki does)."""
+    text = text.strip()
+    try:
+        number = float(text)
+    except ValueError:
+        return rfc3339_ns(text)
+    for limit, factor in ((1e11, 1e9), (1e14, 1e6), (1e17, 1e3)):
+        if abs(number) < limit:
+            return int(number * factor)
+    return int(number)
+
+
+def ns_to_rfc3339(ns: int) -> str:
+    """ns -> `2026-11-26T12:07:55.548123Z` (microseconds: what a person and a JSON client need)."""
+    moment = _EPOCH + timedelta(microseconds=ns // 1000)
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
