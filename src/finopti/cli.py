@@ -21,6 +21,10 @@ from finopti.paths import state_dir
 app = typer.Typer(help="FinOptiAgents: a FinOps assistant behind a strict service mesh.", no_args_is_help=True)
 render_app = typer.Typer(help="Render configuration from mesh.yaml without starting anything.")
 app.add_typer(render_app, name="render")
+policy_app = typer.Typer(help="The Rego policies in policies/.")
+app.add_typer(policy_app, name="policy")
+pki_app = typer.Typer(help="The mesh's certificates (mTLS identities).")
+app.add_typer(pki_app, name="pki")
 
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -189,6 +193,70 @@ def render_envoy_cmd(
     documents = render_envoy(spec, grt)
     write_envoy_files(documents, out, out / "xds")
     console.print(f"wrote {len(documents)} files to {out}")
+
+
+@app.command("verify-mesh")
+def verify_mesh_cmd(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+    """Probe the running platform: prove that no service can be reached around the gateway."""
+    from finopti.verify import as_json as checks_json
+    from finopti.verify import verify_mesh
+
+    try:
+        checks = verify_mesh(state_dir())
+    except FinoptiError as exc:
+        _fail(exc)
+    if as_json:
+        print(checks_json(checks))
+    else:
+        table = Table("#", "check", "result", "detail")
+        for c in checks:
+            table.add_row(str(c.number), c.name, "[green]pass[/]" if c.passed else "[bold red]FAIL[/]", c.detail)
+        console.print(table)
+    if not all(c.passed for c in checks):
+        raise typer.Exit(1)
+
+
+@policy_app.command("test")
+def policy_test(policies: PolicyOption = Path("policies")) -> None:
+    """Run the Rego unit tests (`test_` rules in `*_test.rego`) beside the policies."""
+    from finopti.policy import run_policy_tests
+
+    results = run_policy_tests(policies)
+    for r in results:
+        mark = "[green]PASS[/]" if r.passed else "[bold red]FAIL[/]"
+        console.print(f"{mark} {r.name}" + (f"  [dim]{r.error}[/]" if r.error else ""))
+    failed = sum(not r.passed for r in results)
+    console.print(f"{len(results) - failed} passed, {failed} failed")
+    if failed or not results:
+        raise typer.Exit(1)
+
+
+@pki_app.command("rotate")
+def pki_rotate() -> None:
+    """Re-issue every service and gateway certificate and roll them out without stopping the platform."""
+    from finopti.rotation import rotate_certificates
+
+    try:
+        rotated = rotate_certificates(state_dir(), progress=lambda msg: console.print(f"  {msg}"))
+    except FinoptiError as exc:
+        _fail(exc)
+    console.print(f"rotated {len(rotated)} certificates")
+
+
+@pki_app.command("show")
+def pki_show(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+    """Each mesh identity with its SPIFFE id, serial and expiry."""
+    from finopti.pki import cert_info
+
+    state = state_dir()
+    infos = [cert_info(p) for p in sorted(state.pki.glob("*.crt"))]
+    if as_json:
+        print(json.dumps(infos, indent=2, default=str))
+        return
+    table = Table("file", "spiffe id", "serial", "expires")
+    for i in infos:
+        table.add_row(Path(i["path"]).name, i["spiffe_id"] or "(CA)", i["serial"][:16], str(i["not_after"]))
+    console.print(table)
 
 
 def main() -> None:

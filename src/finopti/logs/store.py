@@ -211,7 +211,8 @@ class LogStore:
                     for j, value in enumerate(values):
                         rows.append(self._row(next_id, stream, value, i, j))
                         next_id += 1
-                conn.executemany("INSERT INTO logs(id, ts, stream, tkey, rkey, meta, line) VALUES (?,?,?,?,?,?,?)", rows)
+                conn.executemany("INSERT INTO logs(id, ts, stream, tkey, rkey, meta, line) VALUES (?,?,?,?,?,?,?)",
+                                 rows)
                 conn.execute(f"INSERT INTO logs_fts(rowid, message) SELECT id, {MESSAGE_SQL} FROM logs WHERE id >= ?",
                              (first,))
                 if delivery is not None:

@@ -18,6 +18,7 @@ JWT_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.
 IDENTITY_HEADERS = ("x-user-email", "x-user-groups", "x-finopti-source", "x-jwt-payload")
 JWT_PROVIDER = "finopti-idp"
 JWT_REQUIREMENT = "user"
+JWT_FAILURE_KEY = "jwt_failure"
 
 
 @dataclass(frozen=True)
@@ -233,8 +234,16 @@ def _local_replies() -> dict:
         m["body_format_override"] = {"json_format": {**_reply_fields(), "error": error}}
         return m
 
+    # jwt_authn answers 403 for a token with the wrong audience; any token failure is a 401 for us.
+    jwt_refused = mapper(403, "unauthorized")
+    jwt_refused["filter"] = {"and_filter": {"filters": [jwt_refused["filter"], {"metadata_filter": {
+        "matcher": {"filter": "envoy.filters.http.jwt_authn", "path": [{"key": JWT_FAILURE_KEY}],
+                    "value": {"present_match": True}},
+        "match_if_key_not_found": False}}]}}
+    jwt_refused["status_code"] = 401
     return {
         "mappers": [
+            jwt_refused,
             mapper(400, "bad_request"),
             mapper(401, "unauthorized"),
             mapper(404, "not_found", "no route matches this path"),
@@ -309,6 +318,7 @@ def _http_filters(spec: MeshSpec, rt: GatewayRuntime, listener: str) -> list[dic
                         "local_jwks": {"filename": str(rt.jwks_path)},
                         # The token travels on so each mesh hop is authorized for the same user.
                         "forward": True,
+                        "failed_status_in_metadata": JWT_FAILURE_KEY,
                         "claim_to_headers": [
                             {"header_name": "x-user-email", "claim_name": "email"},
                             {"header_name": "x-user-groups", "claim_name": "groups"},

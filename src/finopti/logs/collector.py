@@ -1,0 +1,470 @@
+"""The local Promtail: tail every `*.log` of the logs directory and push the lines to a Loki push API.
+
+- Each line keeps its original text. Stream labels are only `job="finopti"`, `service` and `level`: few
+  streams, as Loki wants. `trace_id`, `span_id`, `request_id`, `user`, `route` (and `component`, the file's
+  name, when it differs from the service) travel as per-line structured metadata: unbounded values as labels
+  would make a stream per request.
+- Lines are batched (by count, bytes or age, or as soon as the files are read to their end) and pushed by a
+  sender thread while the next batch is read. A batch that fails is retried with exponential backoff, for
+  as long as the receiver is down; positions advance only once a push has succeeded.
+- Positions (file -> inode and offset, in `positions.json`) are written atomically after every push and on
+  shutdown. The embedded log store also records them in the transaction that stores the batch, with a batch
+  sequence number: a batch retried after a lost answer is stored once, and a collector killed between a push
+  and its positions file resumes from the store's record. Nothing is lost or repeated across a SIGKILL.
+
+`python -m finopti.logs.collector` runs it; environment:
+FINOPTI_HOME (logs in $FINOPTI_HOME/logs, positions in $FINOPTI_HOME/collector-positions.json),
+FINOPTI_LOKI_URL (a Loki to push to) else FINOPTI_LOGSTORE_URL (the embedded store), FINOPTI_PORT (/metrics,
+/healthz), FINOPTI_SERVICE (this process's name, default `collector`: its own log file is not collected),
+FINOPTI_COLLECTOR_EXCLUDE (more component names to skip, comma-separated), FINOPTI_COLLECTOR_NAME (how the
+store knows this collector; default host:logs dir).
+"""
+
+import json
+import logging
+import os
+import queue
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from finopti.logs.tail import FileTail, Position
+from finopti.logs.times import rfc3339_ns
+
+log = logging.getLogger("finopti.collector")
+
+PUSH_PATH = "/loki/api/v1/push"
+JOB = "finopti"
+METADATA_KEYS = ("trace_id", "span_id", "request_id", "user", "route")
+_LEVELS = {"warn": "warning", "err": "error", "crit": "critical", "fatal": "critical", "dbg": "debug"}
+_GUESS = re.compile(r"\b(debug|info|warn|warning|err|error|crit|critical|fatal)\b", re.IGNORECASE)
+
+
+def normalize_level(level: object) -> str:
+    text = str(level or "info").lower()
+    return _LEVELS.get(text, text)
+
+
+def service_of(component: str) -> str:
+    """The service a non-JSON line belongs to: `gateway.err` (Envoy's diagnostics) -> `gateway`."""
+    return component.removesuffix(".err")
+
+
+@dataclass
+class ParseStats:
+    not_json: int = 0
+    invalid_utf8: int = 0
+    empty: int = 0
+
+
+def parse_line(raw: bytes, component: str, now_ns: int, stats: ParseStats) -> tuple[tuple[str, str], list] | None:
+    """A raw line -> ((service, level), [ts_ns, line, metadata?]) for the push body; None for an empty line."""
+    if raw.endswith(b"\r"):
+        raw = raw[:-1]
+    if not raw.strip():
+        stats.empty += 1
+        return None
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        text = raw.decode(errors="replace")
+        stats.invalid_utf8 += 1
+    obj = None
+    if text[0] == "{":
+        try:
+            obj = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    if not isinstance(obj, dict):
+        stats.not_json += 1
+        guess = _GUESS.search(text, 0, 200)
+        service = service_of(component)
+        level = normalize_level(guess[1]) if guess else "info"
+        meta = {"component": component} if component != service else None
+        return (service, level), ([str(now_ns), text, meta] if meta else [str(now_ns), text])
+    service = obj.get("service")
+    service = service if isinstance(service, str) and service else service_of(component)
+    ts = obj.get("ts")
+    try:
+        ts_ns = rfc3339_ns(ts) if isinstance(ts, str) else now_ns
+    except ValueError:
+        ts_ns = now_ns
+    meta = {k: str(obj[k]) for k in METADATA_KEYS if obj.get(k)}
+    if component != service:
+        meta["component"] = component
+    return (service, normalize_level(obj.get("level"))), [str(ts_ns), text, meta] if meta else [str(ts_ns), text]
+
+
+@dataclass
+class Batch:
+    seq: int = 0
+    streams: dict[tuple[str, str], list] = field(default_factory=dict)
+    lines: int = 0
+    bytes: int = 0
+    positions: dict[str, Position] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+
+    def body(self) -> bytes:
+        streams = [
+            {"stream": {"job": JOB, "service": service, "level": level}, "values": values}
+            for (service, level), values in self.streams.items()
+        ]
+        return orjson.dumps({"streams": streams})
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry):
+        self.registry = registry
+        self.read = Counter("finopti_collector_lines_read_total", "Lines read from log files", registry=registry)
+        self.pushed = Counter("finopti_collector_lines_pushed_total", "Lines accepted by the receiver",
+                              registry=registry)
+        self.rejected = Counter("finopti_collector_lines_rejected_total", "Lines not pushed, by reason",
+                                ["reason"], registry=registry)
+        self.unstructured = Counter("finopti_collector_lines_unstructured_total",
+                                    "Lines pushed as plain text, by reason (not_json, invalid_utf8)", ["reason"],
+                                    registry=registry)
+        self.push_errors = Counter("finopti_collector_push_errors_total", "Failed push attempts, by reason",
+                                   ["reason"], registry=registry)
+        self.push_seconds = Histogram("finopti_collector_push_seconds", "Time of one push request",
+                                      buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+                                      registry=registry)
+        self.batch_latency = Histogram("finopti_collector_batch_latency_seconds",
+                                       "From a batch's first line read to its push accepted",
+                                       buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+                                       registry=registry)
+        self.files = Gauge("finopti_collector_files", "Log files followed", registry=registry)
+        self.rotations = Counter("finopti_collector_rotations_total", "Rotations followed", registry=registry)
+        self.truncations = Counter("finopti_collector_truncations_total", "Truncations seen", registry=registry)
+
+
+def push_base(url: str) -> str:
+    """A Loki base URL; a full push URL is accepted too."""
+    url = url.rstrip("/")
+    return url[: -len(PUSH_PATH)] if url.endswith(PUSH_PATH) else url
+
+
+class Collector:
+    def __init__(
+        self,
+        logs_dir: Path,
+        positions_path: Path,
+        url: str,
+        *,
+        name: str | None = None,
+        exclude: set[str] | None = None,
+        batch_lines: int = 5000,
+        batch_bytes: int = 1 << 20,
+        batch_wait: float = 0.2,
+        poll_interval: float = 0.05,
+        max_line_bytes: int = 256 * 1024,
+        max_backoff: float = 4.0,
+        shutdown_timeout: float = 5.0,
+        registry: CollectorRegistry | None = None,
+    ):
+        self.logs_dir = Path(logs_dir).resolve()  # positions are keyed by absolute path
+        self.positions_path = Path(positions_path)
+        self.base_url = push_base(url)
+        self.name = name or f"{socket.gethostname()}:{self.logs_dir.resolve()}"
+        self.exclude = exclude or set()
+        self.batch_lines, self.batch_bytes, self.batch_wait = batch_lines, batch_bytes, batch_wait
+        self.poll_interval, self.max_line_bytes = poll_interval, max_line_bytes
+        self.max_backoff, self.shutdown_timeout = max_backoff, shutdown_timeout
+        self.metrics = Metrics(registry or CollectorRegistry())
+        self.tails: dict[str, FileTail] = {}
+        self.committed: dict[str, Position] = {}  # where every pushed line of each file ends
+        self.committed_seq = 0
+        self.next_seq = 1
+        self.batch = Batch()
+        self.stats = ParseStats()
+        self.queue: queue.Queue[Batch | None] = queue.Queue(maxsize=2)
+        self.stopping = threading.Event()
+        self.abandon = threading.Event()  # stop retrying: shutdown deadline passed
+        self.receiver_up = True
+        self.last_push: float | None = None
+        self.ready = threading.Event()
+        self._client = httpx.Client(timeout=httpx.Timeout(30.0, connect=2.0))
+
+    # --- positions ----------------------------------------------------------------------------------------
+
+    def _load_positions(self) -> tuple[int, dict[str, Position]]:
+        try:
+            doc = json.loads(self.positions_path.read_text())
+            return int(doc.get("seq", 0)), {p: (v["inode"], v["offset"]) for p, v in doc["positions"].items()}
+        except FileNotFoundError:
+            return 0, {}
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring unreadable positions file %s: %s", self.positions_path, exc)
+            return 0, {}
+
+    def _receiver_positions(self) -> tuple[int, dict[str, Position]] | None:
+        """What the embedded store recorded for us; None from a receiver without that record (a real Loki).
+        Waits while the receiver is down: nothing could be pushed anyway."""
+        delay = 0.1
+        while not self.stopping.is_set():
+            try:
+                r = self._client.get(f"{self.base_url}/api/collector/positions", params={"collector": self.name},
+                                     timeout=5.0)
+                if r.status_code == 200:
+                    doc = r.json()
+                    return int(doc["seq"]), {p: tuple(v) for p, v in doc["positions"].items()}
+                if r.status_code < 500:
+                    return None
+            except httpx.HTTPError:
+                pass
+            self.receiver_up = False
+            self.stopping.wait(delay)
+            delay = min(delay * 2, self.max_backoff)
+        return None
+
+    def _save_positions(self) -> None:
+        doc = {
+            "seq": self.committed_seq,
+            "positions": {p: {"inode": i, "offset": o} for p, (i, o) in self.committed.items()},
+        }
+        tmp = self.positions_path.with_name(self.positions_path.name + ".tmp")
+        tmp.write_text(json.dumps(doc, indent=1))
+        os.replace(tmp, self.positions_path)
+
+    def restore(self) -> None:
+        seq, positions = self._load_positions()
+        remote = self._receiver_positions()
+        if remote is not None and remote[0] > seq:
+            log.info("resuming from the log store's record (batch %d, local file had %d)", remote[0], seq)
+            seq, positions = remote
+        self.committed_seq, self.committed = seq, dict(positions)
+        self.next_seq = max(seq, remote[0] if remote else 0) + 1
+
+    # --- reading ------------------------------------------------------------------------------------------
+
+    def scan(self) -> None:
+        """Follow new `*.log` files; forget ones that are gone and fully read."""
+        present = {str(p): p for p in self.logs_dir.glob("*.log") if p.name[:-4] not in self.exclude}
+        for key, path in present.items():
+            if key not in self.tails:
+                tail = FileTail(path, self.max_line_bytes)
+                if tail.open(self.committed.get(key)):
+                    self.tails[key] = tail
+        for key in [k for k, t in self.tails.items() if k not in present and t.idle]:
+            self.tails.pop(key).close()
+        self.metrics.files.set(len(self.tails))
+
+    def _read(self, key: str, tail: FileTail, now_ns: int) -> bool:
+        component = tail.path.name[:-4]
+        progressed = False
+        for _ in range(8):  # then the next file: one busy file does not starve the others
+            lines, end = tail.read(self.batch_lines - self.batch.lines)
+            if end is None:
+                break
+            progressed = True
+            batch, stats = self.batch, self.stats
+            for raw in lines:
+                parsed = parse_line(raw, component, now_ns, stats)
+                if parsed is not None:
+                    batch.streams.setdefault(parsed[0], []).append(parsed[1])
+                    batch.lines += 1
+                    batch.bytes += len(raw)
+            batch.positions[key] = end
+            self.metrics.read.inc(len(lines))
+            if batch.lines >= self.batch_lines or batch.bytes >= self.batch_bytes:
+                self.flush()
+        return progressed
+
+    def _count(self) -> None:
+        stats, m = self.stats, self.metrics
+        for reason, n in (("empty", stats.empty),):
+            if n:
+                m.rejected.labels(reason).inc(n)
+        for reason, n in (("not_json", stats.not_json), ("invalid_utf8", stats.invalid_utf8)):
+            if n:
+                m.unstructured.labels(reason).inc(n)
+        self.stats = ParseStats()
+        for tail in self.tails.values():
+            for value, counter in ((tail.too_long, m.rejected.labels("too_long")), (tail.rotations, m.rotations),
+                                   (tail.truncations, m.truncations)):
+                if value:
+                    counter.inc(value)
+            tail.too_long = tail.rotations = tail.truncations = 0
+
+    def flush(self) -> None:
+        if not self.batch.lines and not self.batch.positions:
+            return
+        self._count()
+        batch, self.batch = self.batch, Batch()
+        batch.seq = self.next_seq
+        self.next_seq += 1
+        self._put(batch)
+
+    def _put(self, item: Batch | None) -> None:
+        """Hand over to the sender; blocks while two batches wait (the reader slows to the receiver's pace),
+        until the shutdown deadline: an abandoned batch is read again by the next run."""
+        while not self.abandon.is_set():
+            try:
+                self.queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def run(self) -> None:
+        """Collect until stop(); then push what was read, within shutdown_timeout, and save positions."""
+        self.restore()
+        sender = threading.Thread(target=self._send_loop, name="collector-sender", daemon=True)
+        sender.start()
+        self.ready.set()
+        last_scan = 0.0
+        try:
+            while not self.stopping.is_set():
+                if time.monotonic() - last_scan >= 1.0:
+                    self.scan()
+                    last_scan = time.monotonic()
+                now_ns = time.time_ns()
+                progressed = False
+                for key, tail in list(self.tails.items()):
+                    progressed |= self._read(key, tail, now_ns)
+                # Flush when caught up (low latency when quiet) or when the batch is old (steady trickle).
+                if not progressed or time.monotonic() - self.batch.started >= self.batch_wait:
+                    self.flush()
+                if not progressed:
+                    self.stopping.wait(self.poll_interval)
+        finally:
+            self.stop()
+            self.flush()
+            self._put(None)
+            sender.join(self.shutdown_timeout + 1)
+            self._save_positions()
+            for tail in self.tails.values():
+                tail.close()
+            self._client.close()
+
+    def stop(self) -> None:
+        """Stop reading; what was read is pushed if the receiver takes it within shutdown_timeout."""
+        if not self.stopping.is_set():
+            self.stopping.set()
+            timer = threading.Timer(self.shutdown_timeout, self.abandon.set)
+            timer.daemon = True
+            timer.start()
+
+    # --- pushing ------------------------------------------------------------------------------------------
+
+    def _send_loop(self) -> None:
+        while (batch := self.queue.get()) is not None:
+            if batch.lines and not self._push(batch):
+                return  # abandoned at shutdown: positions stay at the last pushed batch
+            self.committed.update(batch.positions)
+            self.committed_seq = batch.seq
+            self.metrics.batch_latency.observe(time.monotonic() - batch.started)
+            try:
+                self._save_positions()
+            except OSError as exc:
+                log.error("cannot write positions file %s: %s", self.positions_path, exc)
+
+    def _push(self, batch: Batch) -> bool:
+        body = batch.body()
+        positions = {**self.committed, **batch.positions}
+        headers = {
+            "content-type": "application/json",
+            "x-finopti-collector": self.name,
+            "x-finopti-seq": str(batch.seq),
+            "x-finopti-positions": json.dumps(positions, separators=(",", ":")),
+        }
+        delay = 0.1
+        while True:
+            started = time.perf_counter()
+            try:
+                r = self._client.post(self.base_url + PUSH_PATH, content=body, headers=headers)
+                self.metrics.push_seconds.observe(time.perf_counter() - started)
+                if r.status_code < 300:
+                    self.metrics.pushed.inc(batch.lines)
+                    self.receiver_up, self.last_push = True, time.time()
+                    return True
+                if r.status_code != 429 and r.status_code < 500:
+                    # The receiver will never take this batch (Loki: line too long, too old...): retrying
+                    # would block every later line. Dropped and counted, as Promtail does.
+                    self.metrics.push_errors.labels(f"http_{r.status_code}").inc()
+                    self.metrics.rejected.labels("refused_by_receiver").inc(batch.lines)
+                    log.error("receiver refused a batch of %d lines: %s %s", batch.lines, r.status_code, r.text[:500])
+                    return True
+                reason = f"http_{r.status_code}"
+            except httpx.HTTPError as exc:
+                reason = type(exc).__name__
+            self.metrics.push_errors.labels(reason).inc()
+            if self.receiver_up:
+                log.warning("push failed (%s); retrying with backoff", reason)
+            self.receiver_up = False
+            if self.abandon.wait(delay):
+                return False
+            delay = min(delay * 2, self.max_backoff)
+
+    def health(self) -> dict:
+        return {
+            "status": "ok" if self.receiver_up else "degraded",
+            "service": "collector",
+            "receiver": self.base_url,
+            "receiver_up": self.receiver_up,
+            "files": len(self.tails),
+            "batches_waiting": self.queue.qsize(),
+            "last_push_seconds_ago": round(time.time() - self.last_push, 3) if self.last_push else None,
+        }
+
+
+def serve_http(collector: Collector, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
+    """/metrics (Prometheus) and /healthz on a background thread."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server API
+            path = self.path.split("?")[0]
+            if path == "/metrics":
+                body, ctype, status = generate_latest(collector.metrics.registry), CONTENT_TYPE_LATEST, 200
+            elif path == "/healthz":
+                body, ctype, status = orjson.dumps(collector.health()), "application/json", 200
+            else:
+                body, ctype, status = b'{"error": "not_found", "status": 404}', "application/json", 404
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:  # probes and scrapes are not worth a line
+            pass
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="collector-http", daemon=True).start()
+    return server
+
+
+def main() -> None:
+    from finopti.telemetry import configure_logging
+
+    service = os.environ.get("FINOPTI_SERVICE", "collector")
+    configure_logging(service, os.environ.get("FINOPTI_VERSION", "v1"))
+    home = Path(os.environ.get("FINOPTI_HOME", ".finopti"))
+    url = os.environ.get("FINOPTI_LOKI_URL") or os.environ.get("FINOPTI_LOGSTORE_URL")
+    if not url:
+        sys.exit("finopti.logs.collector: set FINOPTI_LOGSTORE_URL (the log store) or FINOPTI_LOKI_URL")
+    exclude = {service} | {c.strip() for c in os.environ.get("FINOPTI_COLLECTOR_EXCLUDE", "").split(",") if c.strip()}
+    (home / "logs").mkdir(parents=True, exist_ok=True)
+    collector = Collector(home / "logs", home / "collector-positions.json", url,
+                          name=os.environ.get("FINOPTI_COLLECTOR_NAME"), exclude=exclude)
+    server = serve_http(collector, int(os.environ.get("FINOPTI_PORT", "0")))
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: collector.stop())
+    log.info("collecting %s -> %s", home / "logs", collector.base_url,
+             extra={"event": "collector_started", "port": server.server_address[1]})
+    collector.run()
+    server.shutdown()
+    log.info("collector stopped", extra={"event": "collector_stopped"})
+
+
+if __name__ == "__main__":
+    main()

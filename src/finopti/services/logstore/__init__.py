@@ -1,0 +1,1 @@
+"""The log store service (the embedded Loki): see app.py."""

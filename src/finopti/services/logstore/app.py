@@ -1,0 +1,276 @@
+"""The log store service: a Loki-compatible push API and the platform's log query API over `LogStore`.
+
+- `POST /loki/api/v1/push`: Loki's JSON body (gzip allowed) or protobuf + snappy (what Promtail sends).
+  The collector adds `X-Finopti-Collector`, `X-Finopti-Seq` and `X-Finopti-Positions` so a batch it
+  retries is stored once (see `LogStore.push`).
+- `GET /loki/api/v1/labels`, `GET /loki/api/v1/label/{name}/values`: for Grafana's label browser.
+- `GET /api/logs`, `GET /api/logs/tail` (Server-Sent Events), `GET /api/traces/{trace_id}`, `GET /api/stats`,
+  `GET /api/collector/positions?collector=`.
+
+Every path is relative to the app, with no redirects, so the gateway can mount it under `/logs/`.
+Settings (environment): FINOPTI_LOGSTORE_RETENTION (`7d`), FINOPTI_LOGSTORE_MAX_BYTES (`1GiB`),
+FINOPTI_LOGSTORE_RETENTION_INTERVAL (`60s`, how often retention runs).
+"""
+
+import asyncio
+import contextlib
+import gzip
+import logging
+import os
+import re
+import time
+
+import orjson
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from prometheus_client import Counter, Gauge, Histogram
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import QueryParams
+
+from finopti.logs.lokipb import decode_push
+from finopti.logs.store import MAX_LIMIT, Delivery, LogQuery, LogStore, PushError
+from finopti.logs.times import parse_since, parse_time
+from finopti.services.common import ServiceSettings, create_service_app
+from finopti.telemetry.middleware import QUIET_PATHS
+
+log = logging.getLogger("finopti.logstore")
+
+PUSH_PATH = "/loki/api/v1/push"
+# Each push logging a "request completed" line would feed the collector a line per push, forever.
+QUIET_PATHS.add(PUSH_PATH)
+
+LINES = Counter("finopti_logstore_lines_ingested_total", "Log lines stored")
+DUPLICATES = Counter("finopti_logstore_duplicate_batches_total", "Pushed batches already stored (retries)")
+REJECTED = Counter("finopti_logstore_push_rejected_total", "Push requests refused as invalid")
+PUSH_SECONDS = Histogram(
+    "finopti_logstore_push_seconds", "Time to store one push request",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+RETAINED_BYTES = Gauge("finopti_logstore_bytes", "Bytes of the database in use")
+RETENTION_DELETED = Counter("finopti_logstore_retention_deleted_total", "Lines removed by retention")
+
+QUERY_PARAMS = {"start", "end", "since", "service", "level", "trace_id", "request_id", "q", "limit", "direction"}
+_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+_SIZE = re.compile(r"^(\d+)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib)?$", re.IGNORECASE)
+SSE_KEEPALIVE_SECONDS = 15.0
+
+
+def parse_size(text: str) -> int:
+    """`1GiB`, `512MiB`, `1048576` -> bytes (K/M/G are powers of 1024 either way)."""
+    match = _SIZE.match(text.strip())
+    if not match:
+        raise ValueError(f"invalid size {text!r} (expected e.g. 1GiB, 512MiB, 1048576)")
+    unit = (match[2] or "b").lower()[0]
+    return int(match[1]) * {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[unit]
+
+
+def bad_request(param: str, problem: str) -> HTTPException:
+    message = f"invalid query parameter '{param}': {problem}"
+    return HTTPException(400, detail={"error": "bad_request", "message": message, "param": param})
+
+
+def log_query(params: QueryParams, *, default_limit: int = 100) -> LogQuery:
+    """Query string -> LogQuery; a 400 naming the parameter for anything it cannot use."""
+    unknown = sorted(set(params) - QUERY_PARAMS)
+    if unknown:
+        raise bad_request(unknown[0], f"unknown parameter (known: {', '.join(sorted(QUERY_PARAMS))})")
+    q = LogQuery(limit=default_limit)
+    for name in ("start", "end"):
+        if params.get(name):
+            try:
+                setattr(q, name, parse_time(params[name]))
+            except (ValueError, OverflowError):
+                raise bad_request(name, "expected RFC 3339 (2026-11-26T12:00:00Z) or a Unix timestamp") from None
+    if params.get("since"):
+        try:
+            q.start = time.time_ns() - int(parse_since(params["since"]) * 1e9)
+        except ValueError as exc:
+            raise bad_request("since", str(exc)) from None
+    if q.start is not None and q.end is not None and q.start >= q.end:
+        raise bad_request("end", "must be after start")
+    q.services = [s for s in params.getlist("service") if s]
+    q.levels = [s.lower() for s in params.getlist("level") if s]
+    for name in ("trace_id", "request_id"):
+        value = params.get(name)
+        if value is not None and not _ID.match(value):
+            raise bad_request(name, "expected an id of letters, digits, '-', '_', '.' or ':' (at most 128)")
+        setattr(q, name, value or None)
+    q.text = params.get("q") or None
+    if "limit" in params:
+        try:
+            q.limit = int(params["limit"])
+        except ValueError:
+            raise bad_request("limit", "expected an integer") from None
+        if not 1 <= q.limit <= MAX_LIMIT:
+            raise bad_request("limit", f"must be between 1 and {MAX_LIMIT}")
+    q.direction = params.get("direction", "backward")
+    if q.direction not in ("backward", "forward"):
+        raise bad_request("direction", "expected 'backward' (newest first) or 'forward'")
+    return q
+
+
+def json_streams(body: bytes) -> list[tuple[dict, list]]:
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise PushError(f"body is not valid JSON: {exc}") from None
+    streams = doc.get("streams") if isinstance(doc, dict) else None
+    if not isinstance(streams, list):
+        raise PushError("expected {\"streams\": [{\"stream\": {labels}, \"values\": [[ts_ns, line], ...]}]}")
+    out = []
+    for i, stream in enumerate(streams):
+        labels = stream.get("stream") if isinstance(stream, dict) else None
+        values = stream.get("values") if isinstance(stream, dict) else None
+        if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+            raise PushError(f"streams[{i}].stream: expected an object of string labels")
+        if not isinstance(values, list):
+            raise PushError(f"streams[{i}].values: expected a list of [ts_ns, line] entries")
+        out.append((labels, values))
+    return out
+
+
+def delivery_from(request: Request) -> Delivery | None:
+    collector = request.headers.get("x-finopti-collector")
+    if not collector:
+        return None
+    try:
+        seq = int(request.headers["x-finopti-seq"])
+        positions = orjson.loads(request.headers.get("x-finopti-positions", "{}"))
+    except (KeyError, ValueError) as exc:
+        raise PushError(f"x-finopti-seq / x-finopti-positions headers: {exc}") from None
+    return Delivery(collector, seq, positions)
+
+
+def create_app(settings: ServiceSettings) -> FastAPI:
+    store = LogStore(
+        settings.home / "logstore.db",
+        retention_seconds=parse_since(os.environ.get("FINOPTI_LOGSTORE_RETENTION", "7d")),
+        max_bytes=parse_size(os.environ.get("FINOPTI_LOGSTORE_MAX_BYTES", "1GiB")),
+    )
+    retention_interval = parse_since(os.environ.get("FINOPTI_LOGSTORE_RETENTION_INTERVAL", "60s"))
+    app = create_service_app(settings, "FinOpti log store")
+    app.router.redirect_slashes = False  # a redirect would carry an absolute path, wrong behind /logs/
+    app.state.store = store
+    app.state.arrived = asyncio.Event()
+
+    async def retention_loop() -> None:
+        while True:
+            try:
+                RETENTION_DELETED.inc(await run_in_threadpool(store.enforce_retention))
+                RETAINED_BYTES.set(await run_in_threadpool(store.used_bytes))
+            except Exception:
+                log.exception("retention failed")
+            await asyncio.sleep(retention_interval)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI):
+        task = asyncio.create_task(retention_loop())
+        try:
+            yield
+        finally:
+            task.cancel()
+            store.close()
+
+    app.router.lifespan_context = lifespan
+
+    @app.post(PUSH_PATH)
+    async def push(request: Request) -> Response:
+        started = time.perf_counter()
+        body = await request.body()
+        try:
+            if request.headers.get("content-encoding", "").lower() == "gzip":
+                body = gzip.decompress(body)
+            if "protobuf" in request.headers.get("content-type", ""):
+                streams = decode_push(body)
+            else:
+                streams = json_streams(body)
+            stored = await run_in_threadpool(store.push, streams, delivery_from(request))
+        except (PushError, ValueError, OSError, IndexError) as exc:
+            REJECTED.inc()
+            message = str(exc) if isinstance(exc, PushError) else f"invalid push body: {exc}"
+            return JSONResponse({"error": "bad_request", "message": message, "status": 400}, 400)
+        if stored:
+            LINES.inc(stored)
+            app.state.arrived.set()  # wake every live tail
+            app.state.arrived = asyncio.Event()
+        elif sum(len(values) for _, values in streams):
+            DUPLICATES.inc()
+        PUSH_SECONDS.observe(time.perf_counter() - started)
+        return Response(status_code=204)
+
+    @app.get("/loki/api/v1/labels")
+    async def labels() -> dict:
+        return {"status": "success", "data": await run_in_threadpool(store.labels)}
+
+    @app.get("/loki/api/v1/label/{name}/values")
+    async def label_values(name: str) -> dict:
+        return {"status": "success", "data": await run_in_threadpool(store.label_values, name)}
+
+    @app.get("/api/logs")
+    async def logs(request: Request) -> Response:
+        q = log_query(request.query_params)
+        lines = await run_in_threadpool(store.query, q)
+        return Response(orjson.dumps({"lines": lines}), media_type="application/json")
+
+    @app.get("/api/logs/tail")
+    async def tail(request: Request) -> StreamingResponse:
+        """New lines as Server-Sent Events (`id:` is the row id; `Last-Event-ID` resumes after it).
+        With start or since, the lines stored since then come first."""
+        q = log_query(request.query_params, default_limit=1000)
+        resume = request.headers.get("last-event-id", "")
+        if resume.isdigit():
+            after = int(resume)
+        elif q.start is not None:
+            after = 0
+        else:
+            after = await run_in_threadpool(store.last_id)
+
+        async def events():
+            nonlocal after
+            yield ": tailing\n\n"  # headers and a first byte now, so clients and proxies see the stream open
+            quiet_since = time.monotonic()
+            while not await request.is_disconnected():
+                arrived = app.state.arrived  # before the query, so a push during it is not missed
+                lines = await run_in_threadpool(store.since, after, q)
+                for line in lines:
+                    after = line["id"]
+                    yield f"id: {after}\ndata: {orjson.dumps(line).decode()}\n\n"
+                if lines:
+                    quiet_since = time.monotonic()
+                    if len(lines) == q.limit:
+                        continue
+                elif time.monotonic() - quiet_since > SSE_KEEPALIVE_SECONDS:
+                    quiet_since = time.monotonic()
+                    yield ": keepalive\n\n"
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(arrived.wait(), timeout=1.0)
+
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+    @app.get("/api/traces/{trace_id}")
+    async def trace(trace_id: str) -> Response:
+        if not _ID.match(trace_id):
+            raise HTTPException(400, detail={"error": "bad_request", "param": "trace_id",
+                                             "message": "invalid path parameter 'trace_id': expected a trace id"})
+        result = await run_in_threadpool(store.trace, trace_id)
+        if not result["lines"]:
+            raise HTTPException(404, detail={"error": "not_found", "message": f"no log lines for trace {trace_id}"})
+        return Response(orjson.dumps(result), media_type="application/json")
+
+    @app.get("/api/stats")
+    async def stats() -> dict:
+        return await run_in_threadpool(store.stats)
+
+    @app.get("/api/collector/positions")
+    async def collector_positions(collector: str = "") -> dict:
+        if not collector:
+            raise bad_request("collector", "required: the collector's name")
+        delivered = await run_in_threadpool(store.delivered, collector)
+        return {"collector": collector, "seq": delivered.seq if delivered else 0,
+                "positions": delivered.positions if delivered else {}}
+
+    return app
+
+
+__all__ = ["create_app", "log_query", "parse_size"]
