@@ -40,7 +40,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
-async def _load(url: str, total: int, concurrency: int, client_kwargs: dict, headers: dict) -> tuple[list[float], float]:
+async def _load(
+    url: str, total: int, concurrency: int, client_kwargs: dict, headers: dict
+) -> tuple[list[float], float]:
     latencies: list[float] = []
     counter = iter(range(total))
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
