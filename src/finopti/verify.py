@@ -99,7 +99,9 @@ def _plain_refused(port: int) -> bool:
 def check_no_certificate(probe: Probe) -> tuple[bool, str]:
     no_cert = ssl.create_default_context(cafile=str(probe.pki / "ca.crt"))
     ports = _service_ports(probe)
-    open_ports = [c for c, (_, port) in ports.items() if not (_plain_refused(port) and _handshake_refused(port, no_cert))]
+    open_ports = [
+        c for c, (_, port) in ports.items() if not (_plain_refused(port) and _handshake_refused(port, no_cert))
+    ]
     if open_ports:
         return False, f"answered without a client certificate: {', '.join(open_ports)}"
     return True, f"{len(ports)} service ports refuse plain HTTP and TLS without a certificate"
