@@ -35,6 +35,9 @@ class GatewayRuntime:
     xds_dir: Path
     pki_dir: Path  # mesh CA and the gateway's certificate (see finopti.pki)
     cert_version: str = ""  # changes on rotation, so Envoy reloads the certificate files
+    # Both on for the platform; a benchmark turns them off to measure what they cost.
+    mtls: bool = True
+    authz: bool = True
 
 
 def cluster_name(service: str, version: str) -> str:
@@ -165,7 +168,7 @@ def _clusters(spec: MeshSpec, rt: GatewayRuntime) -> list[dict]:
                 "@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
                 **_static_cluster(cluster_name(service.name, version), "127.0.0.1",
                                   rt.service_ports[service.name][version]),
-                "transport_socket": _upstream_tls(rt, service.name),
+                **({"transport_socket": _upstream_tls(rt, service.name)} if rt.mtls else {}),
                 # Active health checks tell `finopti status` (through the admin API) whether each service
                 # answers, without any client other than the gateway talking to services.
                 "health_checks": [{
@@ -336,7 +339,7 @@ def _http_filters(spec: MeshSpec, rt: GatewayRuntime, listener: str) -> list[dic
                 "max_request_bytes": spec.gateway.max_request_bytes,
             },
         },
-        _ext_authz(listener),
+        *([_ext_authz(listener)] if rt.authz else []),
         {
             "name": "envoy.filters.http.router",
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
@@ -379,7 +382,7 @@ def _listener(name: str, spec: MeshSpec, rt: GatewayRuntime) -> dict:
         "merge_slashes": True,
     }
     chain: dict = {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
-    if name == "mesh":
+    if name == "mesh" and rt.mtls:
         chain["transport_socket"] = _downstream_tls(rt)
     return {
         "@type": "type.googleapis.com/envoy.config.listener.v3.Listener",
