@@ -97,9 +97,22 @@ roles contains r if {
 public_routes := {name | some name, r in data.finopti.routes; r.auth == "anonymous"}
 
 # Any role at all is enough here; the agents behind check the finer permissions.
-any_role_routes := {"ask", "orchestrator"}
+any_role_routes := {"ask", "orchestrator"} | {name |
+	some name, info in data.finopti.routes
+	is_array(info.roles)
+	"*" in info.roles
+}
 
-route_roles := {
+# Roles a route declares in mesh.yaml (`roles:`) take precedence over the built-in table below.
+declared_route_roles := {name: {r | some r in info.roles} |
+	some name, info in data.finopti.routes
+	is_array(info.roles)
+	not "*" in info.roles
+}
+
+route_roles := object.union(builtin_route_roles, declared_route_roles)
+
+builtin_route_roles := {
 	"gcloud-tools": {"gcloud_admin", "finops_viewer"},
 	"monitoring-agent": {"observability_admin"},
 	"monitoring-tools": {"observability_admin"},

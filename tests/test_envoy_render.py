@@ -4,6 +4,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import REPO
 
@@ -14,11 +15,12 @@ from finopti.pki import ensure_pki
 from finopti.platform import GatewayRuntime, envoy_binary, plan_placeholder_runtime
 
 GOLDEN = Path(__file__).parent / "golden" / "envoy"
+MESHES = {"platform": REPO / "mesh.yaml", "traffic": REPO / "tests" / "fixtures" / "traffic-mesh.yaml"}
 
 
-def _render() -> dict[str, dict]:
-    spec = load_mesh(REPO / "mesh.yaml")
-    rt = plan_placeholder_runtime(spec, REPO / "mesh.yaml")
+def _render(mesh: str = "platform") -> dict[str, dict]:
+    spec = load_mesh(MESHES[mesh])
+    rt = plan_placeholder_runtime(spec, MESHES[mesh])
     grt = GatewayRuntime(
         edge_host=rt.edge_host, edge_port=8080, mesh_host=rt.mesh_host, mesh_port=rt.mesh_port,
         admin_port=rt.admin_port, service_ports=rt.service_ports,
@@ -27,21 +29,24 @@ def _render() -> dict[str, dict]:
     return render_envoy(spec, grt)
 
 
-def test_envoy_rendering_matches_golden_files(update_golden):
+@pytest.mark.parametrize("mesh", sorted(MESHES))
+def test_envoy_rendering_matches_golden_files(update_golden, mesh):
     """Regenerate with `pytest tests/test_envoy_render.py --update-golden` and review the diff."""
-    documents = _render()
+    documents = _render(mesh)
+    golden = GOLDEN / mesh
     if update_golden:
-        GOLDEN.mkdir(parents=True, exist_ok=True)
+        golden.mkdir(parents=True, exist_ok=True)
         for name, doc in documents.items():
-            (GOLDEN / name).write_text(yaml.safe_dump(doc, sort_keys=False))
-    assert sorted(p.name for p in GOLDEN.glob("*.yaml")) == sorted(documents)
+            (golden / name).write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert sorted(p.name for p in golden.glob("*.yaml")) == sorted(documents)
     for name, doc in documents.items():
-        assert yaml.safe_load((GOLDEN / name).read_text()) == doc, f"{name} differs from tests/golden/envoy/{name}"
+        assert yaml.safe_load((golden / name).read_text()) == doc, f"{name} differs from {golden / name}"
 
 
-def test_real_envoy_accepts_the_rendered_config(tmp_path):
+@pytest.mark.parametrize("mesh", sorted(MESHES))
+def test_real_envoy_accepts_the_rendered_config(tmp_path, mesh):
     """Inline the watched xDS files into one static bootstrap and let Envoy validate every resource."""
-    docs = _render()
+    docs = _render(mesh)
     ensure_pki(tmp_path / "pki", ["gateway"])
     docs = json.loads(json.dumps(docs).replace("/state/pki", str(tmp_path / "pki")))
     jwks = tmp_path / "jwks.json"

@@ -27,6 +27,11 @@ class StateDir:
         return self.root / "pki"
 
     @property
+    def policy(self) -> Path:
+        """The policy service's bundle: the Rego and data it evaluates, routes from the running mesh."""
+        return self.root / "policy"
+
+    @property
     def runtime_file(self) -> Path:
         """Ports and settings chosen by the running platform."""
         return self.root / "runtime.json"

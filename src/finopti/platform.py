@@ -20,6 +20,7 @@ from finopti.errors import PlatformStateError, StartupError
 from finopti.idp import DevIdentityProvider
 from finopti.mesh.envoy import GatewayRuntime, cluster_name, render_envoy
 from finopti.mesh.model import MeshSpec, load_mesh
+from finopti.mesh.policy_data import render_route_data
 from finopti.mesh.supervisor import ProcessRuntime, components, render_supervisor
 from finopti.meshtls import PLATFORM_IDENTITIES, TRUST_BUNDLE, write_callers_bundle
 from finopti.paths import StateDir
@@ -164,16 +165,33 @@ def write_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+class _PlainDumper(yaml.SafeDumper):
+    """No `&id001` anchors: every fragment is written out where it is used."""
+
+    def ignore_aliases(self, data) -> bool:
+        return True
+
+
 def write_envoy_files(documents: dict[str, dict], out_dir: Path, xds_dir: Path) -> None:
     """The bootstrap goes in out_dir, the watched xDS files in xds_dir."""
     for name, doc in documents.items():
         target = out_dir / name if name == "bootstrap.yaml" else xds_dir / name
-        write_atomically(target, yaml.safe_dump(doc, sort_keys=False))
+        write_atomically(target, yaml.dump(doc, Dumper=_PlainDumper, sort_keys=False))
+
+
+def render_policy_bundle(spec: MeshSpec, source: Path, target: Path) -> None:
+    """The policy service's directory: the Rego and role data from `source`, and the route table of
+    the mesh.yaml actually running (so a changed mesh.yaml and its policy never disagree)."""
+    target.mkdir(parents=True, exist_ok=True)
+    for path in sorted(source.glob("*.rego")) + [source / "data.json"]:
+        write_atomically(target / path.name, path.read_text())
+    write_atomically(target / "routes.json", json.dumps(render_route_data(spec), indent=2) + "\n")
 
 
 def render_platform(spec: MeshSpec, state: StateDir, rt: Runtime) -> None:
     DevIdentityProvider(state.idp, spec.identity).ensure()
     ensure_mesh_pki(spec, state)
+    render_policy_bundle(spec, Path(rt.policy_dir), state.policy)
     grt = gateway_runtime(state, rt)
     write_envoy_files(render_envoy(spec, grt), state.gateway, grt.xds_dir)
     process_rt = ProcessRuntime(
@@ -186,7 +204,7 @@ def render_platform(spec: MeshSpec, state: StateDir, rt: Runtime) -> None:
         envoy_bootstrap=state.gateway / "bootstrap.yaml",
         mesh_url=rt.mesh_url,
         service_ports=rt.service_ports,
-        policy_dir=Path(rt.policy_dir),
+        policy_dir=state.policy,
         pki_dir=state.pki,
     )
     write_atomically(state.supervisor_conf, render_supervisor(spec, process_rt))

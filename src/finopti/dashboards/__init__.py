@@ -4,7 +4,7 @@ from finopti.dashboards.catalog import DEBUG_CONSOLE_UID, OVERVIEW_UID, TRACE_VI
 from finopti.dashboards.console import console_model
 from finopti.dashboards.grafana import LOKI_UID, PROMETHEUS_UID, grafana_dashboard, render_grafana
 from finopti.dashboards.logql import logql
-from finopti.dashboards.model import Dashboard, LogQuery, MetricQuery, Panel, Variable
+from finopti.dashboards.model import Dashboard, LogQuery, MetricQuery, Panel, Variable, interpolate
 
 __all__ = [
     "DEBUG_CONSOLE_UID",
@@ -20,6 +20,7 @@ __all__ = [
     "console_model",
     "dashboards",
     "grafana_dashboard",
+    "interpolate",
     "logql",
     "render_grafana",
 ]

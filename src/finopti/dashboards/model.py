@@ -8,6 +8,8 @@ Variables are referenced as `$name` inside queries. A multi-value variable stand
 (`a|b`), "all" for `.*`; `$__range` is the dashboard's time window (e.g. `1h`).
 """
 
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -75,3 +77,18 @@ class Dashboard:
     refresh: str = "30s"
     time_from: str = "now-1h"
     tags: tuple[str, ...] = field(default=("finopti",))
+
+
+def interpolate(query: str, values: Mapping[str, str | Sequence[str]]) -> str:
+    """Replace `$name` as Grafana does: one value as is, several as a regex alternation `(a|b)`.
+
+    Names without a value stay as they are, so a caller sees what it did not fill in."""
+
+    def value(match: re.Match) -> str:
+        name = match.group(1)
+        if name not in values:
+            return match.group(0)
+        v = values[name]
+        return v if isinstance(v, str) else "(" + "|".join(v) + ")"
+
+    return re.sub(r"\$(\w+)", value, query)

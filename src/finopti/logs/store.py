@@ -95,8 +95,47 @@ class Delivery:
     positions: dict = field(default_factory=dict)
 
 
-def _key(row_id: int, value: str) -> int:
-    return ((row_id >> BLOCK_BITS) << 32) | zlib.crc32(value.encode())
+def _rows(first_id: int, stream: int, values: list) -> list[tuple]:
+    """Loki values -> rows; the hot loop of ingest, so without checks: bad input raises and `_explain` says why."""
+    rows = []
+    crc32, shift = zlib.crc32, BLOCK_BITS
+    for row_id, value in enumerate(values, first_id):
+        meta = value[2] if len(value) == 3 else None
+        line = value[1]
+        if line.__class__ is not str:
+            raise TypeError("line")
+        if meta:
+            block = (row_id >> shift) << 32
+            trace_id, request_id = meta.get("trace_id"), meta.get("request_id")
+            rows.append((
+                row_id, int(value[0]), stream,
+                block | crc32(trace_id.encode()) if trace_id else None,
+                block | crc32(request_id.encode()) if request_id else None,
+                orjson.dumps(meta).decode(), line,
+            ))
+        elif len(value) in (2, 3):
+            rows.append((row_id, int(value[0]), stream, None, None, None, line))
+        else:
+            raise ValueError("bad entry")
+    return rows
+
+
+def _explain(i: int, values: object) -> None:
+    if not isinstance(values, list):
+        raise PushError(f"streams[{i}].values: expected a list")
+    for j, value in enumerate(values):
+        where = f"streams[{i}].values[{j}]"
+        if not isinstance(value, list | tuple) or len(value) not in (2, 3):
+            raise PushError(f"{where}: expected [timestamp_ns, line] or [timestamp_ns, line, metadata]")
+        try:
+            int(value[0])
+        except (TypeError, ValueError):
+            raise PushError(f"{where}[0]: timestamp must be an integer of nanoseconds as a string") from None
+        if not isinstance(value[1], str):
+            raise PushError(f"{where}[1]: line must be a string")
+        meta = value[2] if len(value) == 3 else None
+        if meta is not None and (not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values())):
+            raise PushError(f"{where}[2]: structured metadata must be an object of strings")
 
 
 def stream_service_level(labels: dict[str, str]) -> tuple[str, str]:
@@ -106,12 +145,12 @@ def stream_service_level(labels: dict[str, str]) -> tuple[str, str]:
 
 
 def fts_query(text: str) -> str | None:
-    """What a person types -> an FTS5 phrase: the words in order, the last one as a prefix
-    (`request compl` finds "request completed"). Quoting every word keeps FTS5 syntax out of reach."""
-    words = [w for w in "".join(c if c.isalnum() else " " for c in text).split() if w]
+    """What a person types -> an FTS5 phrase: the words in order (`us-central1-a` is the phrase
+    "us central1 a"); a trailing `*` makes the last word a prefix. Quoting keeps FTS5 syntax out of reach."""
+    words = "".join(c if c.isalnum() else " " for c in text).split()
     if not words:
         return None
-    return '"' + " ".join(words) + '"*'
+    return '"' + " ".join(words) + '"' + ("*" if text.rstrip().endswith("*") else "")
 
 
 def row_to_line(row: tuple) -> dict:
@@ -204,13 +243,14 @@ class LogStore:
                     if known is not None and delivery.seq <= known[0]:
                         conn.execute("ROLLBACK")
                         return 0
-                first = next_id = self._next_id
+                first = self._next_id
                 rows = []
                 for i, (labels, values) in enumerate(streams):
-                    stream = self._stream_id(labels)
-                    for j, value in enumerate(values):
-                        rows.append(self._row(next_id, stream, value, i, j))
-                        next_id += 1
+                    try:
+                        rows += _rows(self._next_id + len(rows), self._stream_id(labels), values)
+                    except (TypeError, ValueError, IndexError, AttributeError):
+                        _explain(i, values)  # raises a PushError naming the bad entry
+                        raise
                 conn.executemany("INSERT INTO logs(id, ts, stream, tkey, rkey, meta, line) VALUES (?,?,?,?,?,?,?)",
                                  rows)
                 conn.execute(f"INSERT INTO logs_fts(rowid, message) SELECT id, {MESSAGE_SQL} FROM logs WHERE id >= ?",
@@ -226,32 +266,8 @@ class LogStore:
                 conn.execute("ROLLBACK")
                 self._streams.clear()  # a rolled-back stream row must be looked up again
                 raise
-            self._next_id = next_id
+            self._next_id = first + len(rows)
             return len(rows)
-
-    @staticmethod
-    def _row(row_id: int, stream: int, value, i: int, j: int) -> tuple:
-        where = f"streams[{i}].values[{j}]"
-        if not isinstance(value, list | tuple) or len(value) not in (2, 3):
-            raise PushError(f"{where}: expected [timestamp_ns, line] or [timestamp_ns, line, metadata]")
-        try:
-            ts = int(value[0])
-        except (TypeError, ValueError):
-            raise PushError(f"{where}[0]: timestamp must be an integer of nanoseconds as a string") from None
-        line = value[1]
-        if not isinstance(line, str):
-            raise PushError(f"{where}[1]: line must be a string")
-        meta = value[2] if len(value) == 3 else None
-        if meta is not None and not isinstance(meta, dict):
-            raise PushError(f"{where}[2]: structured metadata must be an object of strings")
-        tkey = rkey = None
-        if meta:
-            trace_id, request_id = meta.get("trace_id"), meta.get("request_id")
-            if trace_id:
-                tkey = _key(row_id, str(trace_id))
-            if request_id:
-                rkey = _key(row_id, str(request_id))
-        return row_id, ts, stream, tkey, rkey, orjson.dumps(meta).decode() if meta else None, line
 
     def delivered(self, collector: str) -> Delivery | None:
         row = self._reader().execute("SELECT seq, positions FROM collectors WHERE name = ?", (collector,)).fetchone()
@@ -261,7 +277,8 @@ class LogStore:
 
     def _key_list(self, value: str) -> str:
         """Every block's key for an id, as a JSON array for `IN (SELECT value FROM json_each(?))`."""
-        low, high = self._reader().execute("SELECT min(id), max(id) FROM logs").fetchone()
+        # Two subqueries: each is one B-tree step, where `min(id), max(id)` together would scan the table.
+        low, high = self._reader().execute("SELECT (SELECT min(id) FROM logs), (SELECT max(id) FROM logs)").fetchone()
         if low is None:
             return "[]"
         crc = zlib.crc32(value.encode())
@@ -294,11 +311,6 @@ class LogStore:
             if value:
                 where.append(f"l.{column} IN (SELECT value FROM json_each(?)) AND json_extract(l.meta, '$.{name}') = ?")
                 params += [self._key_list(value), value]
-        if q.text:
-            match = fts_query(q.text)
-            if match:
-                where.append("l.id IN (SELECT rowid FROM logs_fts WHERE logs_fts MATCH ?)")
-                params.append(match)
         return where, params
 
     def query(self, q: LogQuery) -> list[dict]:
@@ -307,11 +319,23 @@ class LogStore:
             return []
         where, params = built
         order = "DESC" if q.direction == "backward" else "ASC"
-        sql = (
-            "SELECT l.id, l.ts, s.service, s.level, l.meta, l.line FROM logs l JOIN streams s ON s.id = l.stream"
-            f" WHERE {' AND '.join(where) or '1'} ORDER BY l.ts {order}, l.id {order} LIMIT ?"
-        )
-        rows = self._reader().execute(sql, [*params, min(q.limit, MAX_LIMIT)]).fetchall()
+        limit = min(q.limit, MAX_LIMIT)
+        select = "SELECT l.id, l.ts, s.service, s.level, l.meta, l.line"
+        if q.text:
+            match = fts_query(q.text)
+            if match is None:
+                return []
+            # Driven by the full-text index in arrival (row id) order, which streams and stops at `limit`;
+            # ordering all matches by time first would materialise every match of a common word. Lines arrive
+            # in time order but for the odd late one, so the page is the newest (or oldest) arrivals, by time.
+            sql = (f"{select} FROM logs_fts f JOIN logs l ON l.id = f.rowid JOIN streams s ON s.id = l.stream"
+                   f" WHERE logs_fts MATCH ? {''.join(' AND ' + w for w in where)} ORDER BY f.rowid {order} LIMIT ?")
+            rows = self._reader().execute(sql, [match, *params, limit]).fetchall()
+            rows.sort(key=lambda r: (r[1], r[0]), reverse=order == "DESC")
+        else:
+            sql = (f"{select} FROM logs l JOIN streams s ON s.id = l.stream"
+                   f" WHERE {' AND '.join(where) or '1'} ORDER BY l.ts {order}, l.id {order} LIMIT ?")
+            rows = self._reader().execute(sql, [*params, limit]).fetchall()
         return [row_to_line(r) for r in rows]
 
     def last_id(self) -> int:
@@ -323,9 +347,15 @@ class LogStore:
         if built is None:
             return []
         where, params = built
+        if q.text:
+            match = fts_query(q.text)
+            if match is None:
+                return []
+            where.append("l.id IN (SELECT rowid FROM logs_fts WHERE logs_fts MATCH ? AND rowid > ?)")
+            params += [match, after_id]
         sql = (
             "SELECT l.id, l.ts, s.service, s.level, l.meta, l.line FROM logs l JOIN streams s ON s.id = l.stream"
-            f" WHERE l.id > ? AND {' AND '.join(where) or '1'} ORDER BY l.id LIMIT ?"
+            f" WHERE l.id > ? {''.join(' AND ' + w for w in where)} ORDER BY l.id LIMIT ?"
         )
         return [row_to_line(r) for r in self._reader().execute(sql, [after_id, *params, min(q.limit, MAX_LIMIT)])]
 

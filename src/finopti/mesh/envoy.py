@@ -7,7 +7,19 @@ A pure function of the model and the runtime facts (ports, file paths); only the
 from dataclasses import dataclass
 from pathlib import Path
 
-from finopti.mesh.model import MeshSpec, Route
+from finopti.mesh.envoy_traffic import (
+    FAULT_FILTER,
+    RATE_LIMIT_FILTER,
+    SAFE_METHODS,
+    circuit_breakers,
+    fault_filter,
+    outlier_detection,
+    rate_limit_filter,
+    retry_policy,
+    route_fault,
+    route_rate_limit,
+)
+from finopti.mesh.model import MeshSpec, Route, RoutePolicy
 from finopti.pki import TRUST_DOMAIN
 
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -19,6 +31,7 @@ IDENTITY_HEADERS = ("x-user-email", "x-user-groups", "x-finopti-source", "x-jwt-
 JWT_PROVIDER = "finopti-idp"
 JWT_REQUIREMENT = "user"
 JWT_FAILURE_KEY = "jwt_failure"
+DEFAULT_TIMEOUT = 15.0
 
 
 @dataclass(frozen=True)
@@ -160,6 +173,17 @@ def _downstream_tls(rt: GatewayRuntime) -> dict:
     }
 
 
+def _backend_protection(spec: MeshSpec, service: str):
+    """(circuit breaker, retry budget %) for a service's clusters. Envoy keeps both per backend cluster,
+    so the service's policy or, failing that, the first route to it with one decides."""
+    policies = [spec.service(service).policy] + [
+        spec.effective_policy(r) for r in spec.routes if r.backend == service
+    ]
+    breaker = next((p.circuit_breaker for p in policies if p.circuit_breaker is not None), None)
+    budget = next((p.retries.budget_percent for p in policies if p.retries is not None), None)
+    return breaker, budget
+
+
 def _clusters(spec: MeshSpec, rt: GatewayRuntime) -> list[dict]:
     clusters = []
     for service in spec.services:
@@ -183,6 +207,11 @@ def _clusters(spec: MeshSpec, rt: GatewayRuntime) -> list[dict]:
                 "common_lb_config": {"healthy_panic_threshold": {"value": 0.0}},
                 "metadata": {"filter_metadata": {"finopti": {"cert_version": rt.cert_version}}},
             }
+            breaker, budget = _backend_protection(spec, service.name)
+            if breaker is not None:
+                cluster["outlier_detection"] = outlier_detection(breaker)
+            if breaker is not None or budget is not None:
+                cluster["circuit_breakers"] = circuit_breakers(breaker, budget)
             clusters.append(cluster)
     return clusters
 
@@ -253,10 +282,22 @@ def _local_replies() -> dict:
             mapper(413, "payload_too_large", "request body is larger than the gateway accepts"),
             mapper(429, "rate_limited", "too many requests; retry after the time in Retry-After"),
             mapper(502, "bad_gateway"),
+            _flagged(mapper(503, "circuit_open", "circuit open: the backend is taken out after consecutive "
+                            "failures; retry later"), "UH"),
+            _flagged(mapper(503, "overloaded", "too many requests in flight to the backend"), "UO"),
+            _flagged(mapper(503, "fault_injected", "fault injected by the gateway"), "FI"),
             mapper(503, "unavailable"),
             mapper(504, "timeout", "the backend did not answer in time"),
         ],
     }
+
+
+def _flagged(mapper: dict, flag: str) -> dict:
+    """Narrow a mapper to local replies carrying an Envoy response flag (UH: no healthy host, i.e. the
+    circuit is open; UO: overflow; FI: injected fault)."""
+    mapper["filter"] = {"and_filter": {"filters": [
+        mapper["filter"], {"response_flag_filter": {"flags": [flag]}}]}}
+    return mapper
 
 
 def _reply_fields() -> dict:
@@ -340,6 +381,9 @@ def _http_filters(spec: MeshSpec, rt: GatewayRuntime, listener: str) -> list[dic
             },
         },
         *([_ext_authz(listener)] if rt.authz else []),
+        # Only authorized requests spend tokens or meet injected faults.
+        rate_limit_filter(),
+        fault_filter(),
         {
             "name": "envoy.filters.http.router",
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
@@ -401,7 +445,7 @@ def _route_config(listener: str, spec: MeshSpec) -> dict:
             {
                 "name": listener,
                 "domains": ["*"],
-                "routes": [_route(route, spec) for route in _most_specific_first(spec.routes_on(listener))],
+                "routes": [e for route in _most_specific_first(spec.routes_on(listener)) for e in _routes(route, spec)],
             }
         ],
     }
@@ -412,28 +456,57 @@ def _most_specific_first(routes: list[Route]) -> list[Route]:
     return sorted(routes, key=lambda r: (not r.exact, -len(r.path)))
 
 
-def _route(route: Route, spec: MeshSpec) -> dict:
+def _routes(route: Route, spec: MeshSpec) -> list[dict]:
+    """One mesh.yaml route becomes up to a few Envoy routes, tried in order: a pinned version per canary
+    header value, then (when retries are on and the route is not marked idempotent) safe methods with the
+    full retry policy before the other methods with retries only where nothing reached the backend."""
     service = spec.service(route.backend)
     policy = spec.effective_policy(route)
-    action: dict = {}
-    if len(service.versions) == 1:
-        action["cluster"] = cluster_name(service.name, service.versions[0])
-    else:
-        # Until a canary policy says otherwise, traffic goes to the first version.
-        action["weighted_clusters"] = {"clusters": [
-            {"name": cluster_name(service.name, v), "weight": 100 if i == 0 else 0}
-            for i, v in enumerate(service.versions)
-        ]}
+    targets: list[tuple[list[dict], dict]] = []
+    if policy.canary is not None:
+        for version in policy.canary.weights:
+            header = [{"name": policy.canary.pin_header, "string_match": {"exact": version}}]
+            targets.append((header, {"cluster": cluster_name(service.name, version)}))
+    targets.append(([], _split(service.name, service.versions, policy)))
+    entries = []
+    for headers, target in targets:
+        split_by_method = policy.retries is not None and policy.idempotent is None
+        if split_by_method:
+            safe = [{"name": ":method", "string_match": {"safe_regex": {"regex": "|".join(SAFE_METHODS)}}}]
+            entries.append(_route_entry(route, spec, policy, headers + safe, target, mutations=False))
+        entries.append(_route_entry(route, spec, policy, headers, target, mutations=split_by_method))
+    return entries
+
+
+def _split(service: str, versions: list[str], policy: RoutePolicy) -> dict:
+    if len(versions) == 1:
+        return {"cluster": cluster_name(service, versions[0])}
+    weights = policy.canary.weights if policy.canary else {versions[0]: 100}
+    # Envoy wants every weighted cluster listed; versions without a weight get none of the traffic.
+    return {"weighted_clusters": {"clusters": [
+        {"name": cluster_name(service, v), "weight": weights.get(v, 0)} for v in versions
+    ]}}
+
+
+def _route_entry(route: Route, spec: MeshSpec, policy: RoutePolicy, headers: list[dict], target: dict,
+                 mutations: bool) -> dict:
+    match: dict = {"path": route.path} if route.exact else {"prefix": route.path}
+    if headers:
+        match["headers"] = headers
+    action: dict = dict(target)
     if route.rewrite is not None:
         action["prefix_rewrite"] = route.rewrite
-    action["timeout"] = f"{policy.timeout if policy.timeout is not None else 15}s"
-    match = {"path": route.path} if route.exact else {"prefix": route.path}
-    per_filter = (
-        {"disabled": True} if route.auth == "anonymous" else {"requirement_name": JWT_REQUIREMENT}
-    )
-    return {
-        "name": route.name,
-        "match": match,
-        "route": action,
-        "typed_per_filter_config": {"envoy.filters.http.jwt_authn": {"@type": JWT_PER_ROUTE, **per_filter}},
-    }
+    action["timeout"] = f"{policy.timeout if policy.timeout is not None else DEFAULT_TIMEOUT}s"
+    if policy.retries is not None:
+        retry = retry_policy(policy.retries, policy.per_try_timeout, mutations=mutations)
+        if retry:
+            action["retry_policy"] = retry
+    per_filter: dict = {"envoy.filters.http.jwt_authn": {
+        "@type": JWT_PER_ROUTE,
+        **({"disabled": True} if route.auth == "anonymous" else {"requirement_name": JWT_REQUIREMENT}),
+    }}
+    if policy.fault is not None:
+        per_filter[FAULT_FILTER] = route_fault(policy.fault)
+    if policy.rate_limit is not None:
+        per_filter[RATE_LIMIT_FILTER] = route_rate_limit(policy.rate_limit)
+    return {"name": route.name, "match": match, "route": action, "typed_per_filter_config": per_filter}

@@ -13,7 +13,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from finopti.errors import MeshSpecError
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,40}$"
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+_DURATION = re.compile(r"^(-?\d+(?:\.\d+)?)(ms|s|m|h)$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
@@ -40,10 +40,110 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+RETRY_CONDITIONS = ("connect-failure", "reset", "refused-stream", "502", "503", "504")
+# Conditions where nothing reached the backend, so even a mutating request may be sent again.
+SAFE_FOR_MUTATIONS = ("connect-failure", "refused-stream")
+
+
+class Backoff(Strict):
+    base: Duration = 0.025
+    max: Duration = 0.25
+
+
+class Retries(Strict):
+    attempts: int = Field(default=2, ge=1, le=10, description="retries after the first try")
+    conditions: list[Literal["connect-failure", "reset", "refused-stream", "502", "503", "504"]] = Field(
+        default=["connect-failure", "refused-stream", "503"]
+    )
+    backoff: Backoff = Backoff()
+    budget_percent: float = Field(
+        default=20.0, gt=0, le=100, description="retries in flight, as a share of active requests"
+    )
+
+
+class CircuitBreaker(Strict):
+    consecutive_failures: int = Field(default=5, ge=1, description="5xx or connect errors in a row that open it")
+    open_for: Duration = Field(default=10.0, description="first open period; it grows with each trip")
+    max_open: Duration = Field(default=300.0, description="the longest open period")
+    max_requests: int = Field(default=1024, ge=1, description="concurrent requests to the backend")
+    max_pending: int = Field(default=1024, ge=1, description="requests waiting for a connection")
+
+
+class RateLimit(Strict):
+    requests: int = Field(ge=1, description="tokens per window (the bucket size)")
+    per: Duration = Field(default=60.0, description="window in which the tokens refill")
+    key: Literal["user", "caller"] = Field(default="user", description="one bucket per user or per calling service")
+
+    @model_validator(mode="after")
+    def _positive_window(self) -> "RateLimit":
+        if self.per <= 0:
+            raise ValueError("per must be a positive duration")
+        return self
+
+
+class Canary(Strict):
+    weights: dict[str, int] = Field(description="version -> percent of traffic; they sum to 100")
+    pin_header: str = Field(default="x-canary", pattern=r"^[a-z0-9-]+$", description="header value pins a version")
+
+    @model_validator(mode="after")
+    def _sum_100(self) -> "Canary":
+        if any(w < 0 for w in self.weights.values()):
+            raise ValueError("weights cannot be negative")
+        if sum(self.weights.values()) != 100:
+            raise ValueError(f"weights must sum to 100, got {sum(self.weights.values())}")
+        return self
+
+
+class FaultDelay(Strict):
+    duration: Duration
+    percent: float = Field(default=100.0, ge=0, le=100)
+
+
+class FaultAbort(Strict):
+    status: int = Field(ge=200, le=599)
+    percent: float = Field(default=100.0, ge=0, le=100)
+
+
+class HeaderMatch(Strict):
+    name: str = Field(pattern=r"^[a-z0-9-]+$")
+    value: str
+
+
+class Fault(Strict):
+    delay: FaultDelay | None = None
+    abort: FaultAbort | None = None
+    header: HeaderMatch | None = Field(default=None, description="only requests carrying this header")
+
+    @model_validator(mode="after")
+    def _something(self) -> "Fault":
+        if self.delay is None and self.abort is None:
+            raise ValueError("a fault needs a delay, an abort or both")
+        return self
+
+
 class RoutePolicy(Strict):
-    """Per-route traffic policy; services give defaults, routes override them."""
+    """Traffic policy; services give defaults, routes override them field by field."""
 
     timeout: Duration | None = Field(default=None, description="whole request, including retries")
+    per_try_timeout: Duration | None = None
+    idempotent: bool | None = Field(
+        default=None,
+        description="true: every method may be retried; false: never retry; unset: only GET/HEAD/OPTIONS "
+        "are retried on a response, other methods only when nothing reached the backend",
+    )
+    retries: Retries | None = None
+    circuit_breaker: CircuitBreaker | None = None
+    rate_limit: RateLimit | None = None
+    canary: Canary | None = None
+    fault: Fault | None = None
+
+    @model_validator(mode="after")
+    def _coherent(self) -> "RoutePolicy":
+        if self.retries is not None and self.idempotent is False:
+            raise _FieldError(("retries",), "retries are not allowed on a route marked idempotent: false")
+        if self.timeout is not None and self.per_try_timeout is not None and self.per_try_timeout > self.timeout:
+            raise _FieldError(("per_try_timeout",), "per_try_timeout cannot exceed timeout")
+        return self
 
 
 class Service(Strict):
@@ -70,6 +170,9 @@ class Route(Strict):
     auth: Literal["required", "anonymous"] = "required"
     allowed_callers: list[str] | None = Field(
         default=None, description="services that may call this mesh route; None means any service"
+    )
+    roles: list[str] | None = Field(
+        default=None, description="roles that may use this route ('*': any role); unset: the policy's own rules"
     )
     policy: RoutePolicy = RoutePolicy()
 
@@ -114,7 +217,21 @@ class MeshSpec(Strict):
                     raise _FieldError(
                         ("routes", index, "allowed_callers"), f"unknown caller '{caller}'"
                     )
+            self._check_canary(("routes", index, "policy", "canary"), route.policy, route.backend)
+        for index, service in enumerate(self.services):
+            self._check_canary(("services", index, "policy", "canary"), service.policy, service.name)
         return self
+
+    def _check_canary(self, loc: tuple, policy: RoutePolicy, service_name: str) -> None:
+        if policy.canary is None:
+            return
+        versions = self.service(service_name).versions
+        for version in policy.canary.weights:
+            if version not in versions:
+                raise _FieldError(
+                    (*loc, "weights", version),
+                    f"unknown version '{version}' of service '{service_name}' (versions: {', '.join(versions)})",
+                )
 
     def service(self, name: str) -> Service:
         for service in self.services:
@@ -128,7 +245,7 @@ class MeshSpec(Strict):
     def effective_policy(self, route: Route) -> RoutePolicy:
         """The route's policy with unset fields taken from its backend service's defaults."""
         defaults = self.service(route.backend).policy.model_dump(exclude_none=True)
-        return RoutePolicy(**{**defaults, **route.policy.model_dump(exclude_none=True)})
+        return RoutePolicy.model_validate({**defaults, **route.policy.model_dump(exclude_none=True)})
 
 
 # Callers that are not platform services but hold a mesh identity (operators' tools, Prometheus).
@@ -181,8 +298,8 @@ def parse_mesh(raw: object, source: str = "mesh.yaml") -> MeshSpec:
         problems = []
         for err in exc.errors():
             ctx_error = (err.get("ctx") or {}).get("error")
-            if isinstance(ctx_error, _FieldError):
-                problems.append(f"{_format_loc(ctx_error.loc)}: {ctx_error.message}")
+            if isinstance(ctx_error, _FieldError):  # its loc is relative to the model that raised it
+                problems.append(f"{_format_loc(tuple(err['loc']) + ctx_error.loc)}: {ctx_error.message}")
             else:
                 message = err["msg"].removeprefix("Value error, ")
                 problems.append(f"{_format_loc(tuple(err['loc']))}: {message}")

@@ -13,5 +13,7 @@ def render_route_data(spec: MeshSpec) -> dict:
             entry["auth"] = route.auth
         if route.allowed_callers is not None:
             entry["allowed_callers"] = list(route.allowed_callers)
+        if route.roles is not None:
+            entry["roles"] = list(route.roles)
         routes[route.name] = entry
     return {"finopti": {"routes": routes}}

@@ -36,6 +36,12 @@ class ScrapeTargets:
     gateway_admin: str  # host:port of Envoy's admin listener
     services: dict[str, dict[str, str]]  # service -> version -> host:port
 
+    @classmethod
+    def local(cls, admin_port: int, service_ports: dict[str, dict[str, int]]) -> "ScrapeTargets":
+        """Everything on 127.0.0.1, from the ports the platform chose (Runtime.service_ports)."""
+        return cls(f"127.0.0.1:{admin_port}",
+                   {s: {v: f"127.0.0.1:{p}" for v, p in versions.items()} for s, versions in service_ports.items()})
+
 
 def render_prometheus_config(
     spec: MeshSpec,

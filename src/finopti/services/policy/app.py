@@ -88,11 +88,42 @@ def _log_decision(request: Request, decision_id: str, started: float, policy_inp
     )
 
 
+class PolicyDirWatcher:
+    """Reload the policies and the route table when a file in the directory changes (`finopti mesh
+    apply` rewrites routes.json), looking at most once a second so a decision costs no extra I/O."""
+
+    def __init__(self, policy_dir: Path, engine: PolicyEngine, routes: list | None):
+        self.policy_dir = policy_dir
+        self.engine = engine
+        self.fixed_routes = routes
+        self.routes = routes or load_route_table(policy_dir)
+        self._snapshot = self._stat()
+        self._checked = time.monotonic()
+
+    def _stat(self) -> dict[str, float]:
+        return {p.name: p.stat().st_mtime for p in self.policy_dir.iterdir() if p.suffix in (".rego", ".json")}
+
+    def refresh(self) -> None:
+        if time.monotonic() - self._checked < 1.0:
+            return
+        self._checked = time.monotonic()
+        snapshot = self._stat()
+        if snapshot == self._snapshot:
+            return
+        try:
+            self.engine.reload()
+            self.routes = self.fixed_routes or load_route_table(self.policy_dir)
+            self._snapshot = snapshot
+            decision_log.info("policies reloaded", extra={"event": "policy_reload"})
+        except (PolicyError, OSError, ValueError) as exc:  # keep deciding with the old policy
+            decision_log.error("policy reload failed, keeping the previous policy: %s", exc)
+
+
 def create_app(settings) -> FastAPI:
     policy_dir = Path(getattr(settings, "policy_dir", Path("policies")))
     engine = PolicyEngine(policy_dir)
     # The route table comes from mesh.yaml when the platform passes it, else from routes.json.
-    routes = getattr(settings, "routes", None) or load_route_table(policy_dir)
+    watcher = PolicyDirWatcher(policy_dir, engine, getattr(settings, "routes", None))
 
     app = create_service_app(settings, title="FinOptiAgents policy")
     app.state.engine = engine
@@ -107,7 +138,8 @@ def create_app(settings) -> FastAPI:
         original = _original_path(request)
         # Only the mesh listener sets x-forwarded-client-cert from a verified client certificate.
         source = source_from_xfcc(headers.get("x-forwarded-client-cert")) if listener == "mesh" else None
-        route = match_route(routes, listener, original) if listener else None
+        watcher.refresh()
+        route = match_route(watcher.routes, listener, original) if listener else None
         policy_input = build_input_from_envoy(request.method, original, headers, route, listener, source)
         decision: Decision = engine.decide(policy_input)
         _log_decision(

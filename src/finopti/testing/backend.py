@@ -1,0 +1,54 @@
+"""A backend whose failures the caller controls and whose hits it counts.
+
+`/echo` is the traffic endpoint (any method); `/control`, `/hits` and `/reset` are for the test harness,
+which calls them directly with the gateway's certificate so they never count as traffic."""
+
+import asyncio
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from finopti.services.common import ServiceSettings, create_service_app
+
+
+class Control(BaseModel):
+    fail_next: int = Field(default=0, ge=0, description="answer this many requests with fail_status")
+    fail_always: bool = False
+    fail_status: int = Field(default=503, ge=400, le=599)
+    delay_ms: int = Field(default=0, ge=0)
+
+
+def create_app(settings: ServiceSettings) -> FastAPI:
+    app = create_service_app(settings, "test backend")
+    state = {"control": Control(), "hits": {}}
+
+    @app.api_route("/echo", methods=["GET", "POST", "PUT", "DELETE"])
+    @app.api_route("/echo/{rest:path}", methods=["GET", "POST", "PUT", "DELETE"])
+    async def echo(rest: str = "") -> JSONResponse:
+        state["hits"]["echo"] = state["hits"].get("echo", 0) + 1
+        control: Control = state["control"]
+        if control.delay_ms:
+            await asyncio.sleep(control.delay_ms / 1000)
+        if control.fail_always or control.fail_next > 0:
+            if control.fail_next > 0:
+                state["control"] = control.model_copy(update={"fail_next": control.fail_next - 1})
+            return JSONResponse({"error": "injected by the test", "version": settings.version},
+                                control.fail_status)
+        return JSONResponse({"service": settings.service, "version": settings.version, "path": rest})
+
+    @app.post("/control")
+    async def set_control(control: Control) -> dict:
+        state["control"] = control
+        return control.model_dump()
+
+    @app.get("/hits")
+    async def hits() -> dict:
+        return {"version": settings.version, **state["hits"]}
+
+    @app.post("/reset")
+    async def reset() -> dict:
+        state.update(control=Control(), hits={})
+        return {"reset": True}
+
+    return app

@@ -1,0 +1,341 @@
+"""The collector in-process against a real HTTP receiver that records every push: what it pushes (labels,
+structured metadata, original lines), robustness to bad lines, retries, rotation and truncation."""
+
+import json
+import os
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from finopti.logs.collector import Collector, parse_line, ParseStats, serve_http
+from finopti.logs.tail import FileTail
+
+
+class Receiver:
+    """A Loki push endpoint on a real socket: records every accepted push; `fail_with` answers errors instead."""
+
+    def __init__(self):
+        self.pushes: list[dict] = []
+        self.fail_with: int | None = None
+        self.attempts = 0
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers["content-length"]))
+                with receiver.lock:
+                    receiver.attempts += 1
+                    status = receiver.fail_with or 204
+                    if status == 204:
+                        receiver.pushes.append({"headers": dict(self.headers), "body": orjson.loads(body)})
+                self.send_response(status)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def do_GET(self):  # noqa: N802 - a real Loki has no /api/collector/positions
+                self.send_response(404)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def streams(self) -> list[dict]:
+        with self.lock:
+            return [s for p in self.pushes for s in p["body"]["streams"]]
+
+    def entries(self) -> list[tuple[dict, list]]:
+        return [(s["stream"], v) for s in self.streams() for v in s["values"]]
+
+    def lines(self) -> list[str]:
+        return [v[1] for _, v in self.entries()]
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.server.shutdown()
+
+
+class Running:
+    def __init__(self, collector: Collector):
+        self.collector = collector
+        self.thread = threading.Thread(target=collector.run, daemon=True)
+        self.thread.start()
+        assert collector.ready.wait(10)
+
+    def stop(self) -> None:
+        self.collector.stop()
+        self.thread.join(15)
+        assert not self.thread.is_alive()
+
+
+def start(tmp_path: Path, url: str, **kwargs) -> Running:
+    logs = tmp_path / "logs"
+    logs.mkdir(exist_ok=True)
+    kwargs.setdefault("poll_interval", 0.02)
+    kwargs.setdefault("max_backoff", 0.5)
+    return Running(Collector(logs, tmp_path / "positions.json", url, name="test", **kwargs))
+
+
+def wait_for(predicate, timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def metric(collector: Collector, name: str, **labels) -> float:
+    for family in text_string_to_metric_families(httpx.get(collector_metrics_url(collector)).text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
+
+
+_servers: dict[int, str] = {}
+
+
+def collector_metrics_url(collector: Collector) -> str:
+    if id(collector) not in _servers:
+        server = serve_http(collector, 0)
+        _servers[id(collector)] = f"http://127.0.0.1:{server.server_address[1]}/metrics"
+    return _servers[id(collector)]
+
+
+def service_line(service: str, message: str, **fields) -> str:
+    return json.dumps({"ts": "2026-11-26T12:07:55.548Z", "level": "info", "service": service, "version": "v1",
+                       "message": message, **fields})
+
+
+def test_parse_line():
+    stats = ParseStats()
+    line = service_line("gcloud-agent", "done", trace_id="ab" * 16, span_id="cd" * 8, request_id="r-1",
+                        user="bob@finopti.dev", route="/v1/actions/{action}", status=200, version="v2")
+    (service, level), value = parse_line(line.encode(), "gcloud-agent-v2", 0, stats)
+    assert (service, level) == ("gcloud-agent", "info")
+    assert value == ["1795694875548000000", line, {
+        "trace_id": "ab" * 16, "span_id": "cd" * 8, "request_id": "r-1", "user": "bob@finopti.dev",
+        "route": "/v1/actions/{action}", "component": "gcloud-agent-v2"}]
+    # Empty ids (logged outside a request) are not metadata.
+    (_, _), value = parse_line(service_line("ui", "up", trace_id="", user="").encode(), "ui", 0, stats)
+    assert len(value) == 2
+    # Envoy's diagnostics and supervisord: plain text, level guessed, time of reading.
+    (service, level), value = parse_line(b"[2026-11-26 12:08:17.666][7258][warning][main] caught SIGTERM",
+                                         "gateway.err", 42, stats)
+    assert (service, level) == ("gateway", "warning") and value[0] == "42" and value[2] == {"component": "gateway.err"}
+    assert parse_line(b"2026-11-26 12:07:43,954 CRIT Supervisor running", "supervisord", 0, stats)[0] == (
+        "supervisord", "critical")
+    assert parse_line(b'{"broken": ', "ui", 0, stats)[0] == ("ui", "info")
+    assert parse_line(b"caf\xe9 \xff\xfe", "ui", 0, stats)[1][1] == "caf\ufffd \ufffd\ufffd"
+    assert parse_line(b"   ", "ui", 0, stats) is None
+    assert (stats.not_json, stats.invalid_utf8, stats.empty) == (4, 1, 1)
+
+
+def test_pushes_labels_and_structured_metadata_never_ids_as_labels(tmp_path, receiver):
+    running = start(tmp_path, receiver.url)
+    lines = [
+        service_line("gcloud-tools", "request completed", trace_id=f"{i:032x}", span_id=f"{i:016x}",
+                     request_id=f"req-{i}", user="bob@finopti.dev", route="/mcp", event="request_completed",
+                     status=200, duration_ms=2.6, level="error" if i % 3 == 0 else "info")
+        for i in range(30)
+    ]
+    (tmp_path / "logs" / "gcloud-tools.log").write_text("\n".join(lines) + "\n")
+    (tmp_path / "logs" / "supervisord.log").write_text("2026-11-26 12:07:43,954 INFO spawned: 'ui'\n")
+    wait_for(lambda: len(receiver.lines()) == 31, what="31 lines pushed")
+    running.stop()
+
+    for stream in receiver.streams():
+        assert set(stream["stream"]) == {"job", "service", "level"}, stream["stream"]
+        assert stream["stream"]["job"] == "finopti"
+    entries = receiver.entries()
+    assert {(s["service"], s["level"]) for s, _ in entries} == {
+        ("gcloud-tools", "info"), ("gcloud-tools", "error"), ("supervisord", "info")}
+    pushed = {v[1]: v for _, v in entries}
+    for i, line in enumerate(lines):
+        assert pushed[line][2] == {"trace_id": f"{i:032x}", "span_id": f"{i:016x}", "request_id": f"req-{i}",
+                                   "user": "bob@finopti.dev", "route": "/mcp"}  # the original line, unchanged
+    headers = receiver.pushes[0]["headers"]
+    assert headers["x-finopti-collector"] == "test" and int(headers["x-finopti-seq"]) >= 1
+
+
+def test_bad_lines_do_not_stop_the_pipeline(tmp_path, receiver):
+    running = start(tmp_path, receiver.url, max_line_bytes=256 * 1024)
+    collector = running.collector
+    log = tmp_path / "logs" / "ui.log"
+    with open(log, "wb") as f:
+        f.write(service_line("ui", "before").encode() + b"\n")
+        f.write(b'{"ts": "2026-11-26T12:07:55.548Z", "message": "cut short\n')  # invalid JSON
+        f.write(b"x" * (1 << 20) + b"\n")  # 1 MiB: over the line limit
+        f.write(b"\x00\x01binary \xff\xfe bytes\n")
+        f.write(b"\n")  # empty
+        f.write(service_line("ui", "after").encode() + b"\n")
+        f.write(b'{"message": "half written')  # no newline yet: waits
+    wait_for(lambda: len(receiver.lines()) == 4, what="4 lines")
+    time.sleep(0.2)
+    assert len(receiver.lines()) == 4
+    with open(log, "ab") as f:
+        f.write(b' at last"}\n')
+    wait_for(lambda: len(receiver.lines()) == 5, what="the completed last line")
+    lines = receiver.lines()
+    assert json.loads(lines[0])["message"] == "before"
+    assert lines[1] == '{"ts": "2026-11-26T12:07:55.548Z", "message": "cut short'
+    assert lines[2] == "\x00\x01binary \ufffd\ufffd bytes"
+    assert json.loads(lines[3])["message"] == "after"
+    assert lines[4] == '{"message": "half written at last"}'
+    assert metric(collector, "finopti_collector_lines_rejected_total", reason="too_long") == 1
+    assert metric(collector, "finopti_collector_lines_rejected_total", reason="empty") == 1
+    assert metric(collector, "finopti_collector_lines_unstructured_total", reason="not_json") == 2
+    assert metric(collector, "finopti_collector_lines_unstructured_total", reason="invalid_utf8") == 1
+    assert metric(collector, "finopti_collector_lines_pushed_total") == 5
+    health = httpx.get(collector_metrics_url(collector).replace("/metrics", "/healthz")).json()
+    assert health["status"] == "ok" and health["files"] == 1
+    running.stop()
+
+
+def test_receiver_errors_are_retried_without_loss_or_duplicates(tmp_path, receiver):
+    receiver.fail_with = 503
+    running = start(tmp_path, receiver.url)
+    log = tmp_path / "logs" / "orchestrator.log"
+    with open(log, "a") as f:
+        for i in range(2000):
+            f.write(service_line("orchestrator", f"line {i}") + "\n")
+    wait_for(lambda: receiver.attempts >= 3, what="retries")
+    assert metric(running.collector, "finopti_collector_push_errors_total", reason="http_503") >= 3
+    assert httpx.get(collector_metrics_url(running.collector).replace("/metrics", "/healthz")).json()[
+        "receiver_up"] is False
+    receiver.fail_with = None
+    wait_for(lambda: len(receiver.lines()) == 2000, what="every line after recovery")
+    running.stop()
+    assert [json.loads(line)["message"] for line in receiver.lines()] == [f"line {i}" for i in range(2000)]
+
+
+def test_a_refused_batch_is_dropped_and_counted(tmp_path, receiver):
+    receiver.fail_with = 400
+    running = start(tmp_path, receiver.url)
+    (tmp_path / "logs" / "ui.log").write_text(service_line("ui", "refused") + "\n")
+    wait_for(lambda: metric(running.collector, "finopti_collector_lines_rejected_total",
+                            reason="refused_by_receiver") == 1, what="the refusal counted")
+    receiver.fail_with = None
+    with open(tmp_path / "logs" / "ui.log", "a") as f:
+        f.write(service_line("ui", "accepted") + "\n")
+    wait_for(lambda: len(receiver.lines()) == 1, what="the next line")
+    running.stop()
+    assert json.loads(receiver.lines()[0])["message"] == "accepted"
+
+
+def test_restart_resumes_from_positions(tmp_path, receiver):
+    log = tmp_path / "logs" / "ui.log"
+    running = start(tmp_path, receiver.url)
+    log.write_text("".join(service_line("ui", f"a{i}") + "\n" for i in range(100)))
+    wait_for(lambda: len(receiver.lines()) == 100)
+    running.stop()
+    positions = json.loads((tmp_path / "positions.json").read_text())
+    assert positions["positions"][str(log.resolve())] == {"inode": os.stat(log).st_ino, "offset": log.stat().st_size}
+    with open(log, "a") as f:
+        f.write(service_line("ui", "while down") + "\n")
+    running = start(tmp_path, receiver.url)
+    wait_for(lambda: len(receiver.lines()) == 101)
+    time.sleep(0.3)
+    running.stop()
+    assert len(receiver.lines()) == 101 and json.loads(receiver.lines()[-1])["message"] == "while down"
+
+
+def test_own_log_is_not_collected_and_new_files_are(tmp_path, receiver):
+    running = start(tmp_path, receiver.url, exclude={"collector"})
+    (tmp_path / "logs" / "collector.log").write_text(service_line("collector", "mine") + "\n")
+    time.sleep(0.3)
+    (tmp_path / "logs" / "late-comer.log").write_text(service_line("late-comer", "hello") + "\n")
+    wait_for(lambda: len(receiver.lines()) == 1, timeout=5)
+    time.sleep(0.3)
+    running.stop()
+    assert json.loads(receiver.lines()[0])["service"] == "late-comer"
+
+
+# --- FileTail: rotation and truncation, without a collector -------------------------------------------------
+
+
+def read_all(tail: FileTail) -> list[bytes]:
+    out = []
+    while True:
+        lines, end = tail.read(1000)
+        if end is None:
+            return out
+        out += lines
+
+
+def test_tail_follows_rotation_and_joins_a_split_line(tmp_path):
+    log = tmp_path / "x.log"
+    log.write_bytes(b"one\ntwo\nthr")
+    tail = FileTail(log, 1024)
+    assert tail.open(None)
+    assert read_all(tail) == [b"one", b"two"]
+    os.rename(log, tmp_path / "x.log.1")  # supervisord rotates mid-line
+    log.write_bytes(b"ee\nfour\n")
+    assert read_all(tail) == [b"three", b"four"]
+    assert tail.rotations == 1 and (tail.inode, tail.offset) == (os.stat(log).st_ino, 8)
+
+
+def test_tail_follows_truncation(tmp_path):
+    log = tmp_path / "x.log"
+    log.write_bytes(b"a\nb\n")
+    tail = FileTail(log, 1024)
+    tail.open(None)
+    assert read_all(tail) == [b"a", b"b"]
+    log.write_bytes(b"c\n")  # truncated and rewritten
+    assert read_all(tail) == [b"c"]
+    assert tail.truncations == 1
+
+
+def test_tail_resumes_in_a_rotated_file(tmp_path):
+    """Down while the file rotated twice: finish the old inode, then the newer rotated file, then the file."""
+    log = tmp_path / "x.log"
+    log.write_bytes(b"1\n2\n")
+    saved = (os.stat(log).st_ino, 2)  # line "1" was pushed
+    os.rename(tmp_path / "x.log", tmp_path / "x.log.1")
+    (tmp_path / "x.log").write_bytes(b"3\n")
+    os.rename(tmp_path / "x.log.1", tmp_path / "x.log.2")
+    os.rename(tmp_path / "x.log", tmp_path / "x.log.1")
+    (tmp_path / "x.log").write_bytes(b"4\n")
+    tail = FileTail(log, 1024)
+    tail.open(saved)
+    assert read_all(tail) == [b"2", b"3", b"4"]
+
+
+def test_tail_skips_a_line_too_long_without_holding_it(tmp_path):
+    log = tmp_path / "x.log"
+    log.write_bytes(b"short\n" + b"y" * 3000 + b"\nafter\n")
+    tail = FileTail(log, 100)
+    tail.open(None)
+    lines = []
+    while True:
+        got, end = tail.read(1000)
+        assert len(tail.buffer) <= 100
+        if end is None:
+            break
+        lines += got
+    assert lines == [b"short", b"after"] and tail.too_long == 1
+
+
+def test_tail_hands_back_what_does_not_fit(tmp_path):
+    log = tmp_path / "x.log"
+    log.write_bytes(b"".join(b"%d\n" % i for i in range(10)))
+    tail = FileTail(log, 100)
+    tail.open(None)
+    lines, end = tail.read(3)
+    assert lines == [b"0", b"1", b"2"] and end == (os.stat(log).st_ino, 6)
+    assert read_all(tail) == [b"%d" % i for i in range(3, 10)]
