@@ -42,6 +42,9 @@ def run_cli(*args: str, home: Path, edge_port: int | None = None, timeout: float
     return result
 
 
+_TOKENS: dict[Path, dict[tuple, str]] = {}
+
+
 @dataclass
 class Platform:
     home: Path
@@ -63,7 +66,13 @@ class Platform:
         return run_cli(*args, home=self.home, edge_port=self.edge_port, **kwargs)
 
     def token(self, email: str, groups: list[str] | None = None, ttl: float | None = None) -> str:
-        return DevIdentityProvider(self.state.idp, load_mesh(REPO / "mesh.yaml").identity).issue(email, groups, ttl)
+        """A fresh token per (user, groups) is made once per test session: signing is slow enough to skew
+        timing-sensitive tests."""
+        key = (email, tuple(groups or ()), ttl)
+        if key not in _TOKENS.setdefault(self.home, {}):
+            idp = DevIdentityProvider(self.state.idp, load_mesh(REPO / "mesh.yaml").identity)
+            _TOKENS[self.home][key] = idp.issue(email, groups, ttl)
+        return _TOKENS[self.home][key]
 
     def headers(self, email: str = "alice@finopti.dev") -> dict[str, str]:
         return {"authorization": f"Bearer {self.token(email)}"}

@@ -25,6 +25,12 @@ policy_app = typer.Typer(help="The Rego policies in policies/.")
 app.add_typer(policy_app, name="policy")
 pki_app = typer.Typer(help="The mesh's certificates (mTLS identities).")
 app.add_typer(pki_app, name="pki")
+mesh_app = typer.Typer(help="Routes and policies of the running platform.")
+app.add_typer(mesh_app, name="mesh")
+fault_app = typer.Typer(help="Fault-injection drills, applied live.")
+app.add_typer(fault_app, name="fault")
+canary_app = typer.Typer(help="Canary weights, applied live.")
+app.add_typer(canary_app, name="canary")
 
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -257,6 +263,104 @@ def pki_show(as_json: Annotated[bool, typer.Option("--json", help="Machine-reada
     for i in infos:
         table.add_row(Path(i["path"]).name, i["spiffe_id"] or "(CA)", i["serial"][:16], str(i["not_after"]))
     console.print(table)
+
+
+@mesh_app.command("apply")
+def mesh_apply(
+    mesh: Annotated[Path | None, typer.Option("--mesh", "-m", help="Default: the running one.")] = None,
+) -> None:
+    """Re-read mesh.yaml, validate it, and update the running gateway live (no restart)."""
+    from finopti.live import apply_mesh
+
+    try:
+        spec = apply_mesh(state_dir(), mesh)
+    except FinoptiError as exc:
+        _fail(exc)
+    console.print(f"applied: {len(spec.routes)} routes live on the gateway")
+
+
+@mesh_app.command("show")
+def mesh_show(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+    """The effective policy of every route (mesh.yaml, service defaults and drills combined)."""
+    from finopti.live import effective_spec, policy_table
+
+    try:
+        rows = policy_table(effective_spec(state_dir()))
+    except FinoptiError as exc:
+        _fail(exc)
+    if as_json:
+        print(json.dumps({"routes": rows}, indent=2))
+        return
+    table = Table("route", "listener", "path", "backend", "policy")
+    for row in rows:
+        policy = "; ".join(f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in row["policy"].items())
+        table.add_row(row["route"], row["listener"], row["path"], row["backend"], policy or "-")
+    console.print(table)
+
+
+@fault_app.command("inject")
+def fault_inject(
+    route: str,
+    delay: Annotated[str | None, typer.Option(help="Fixed delay, e.g. 300ms or 2s.")] = None,
+    abort: Annotated[int | None, typer.Option(help="HTTP status to answer instead, e.g. 503.")] = None,
+    percent: Annotated[float, typer.Option(help="Share of requests affected (0-100).")] = 100.0,
+    header: Annotated[str | None, typer.Option(help="Only requests with this header, as name=value.")] = None,
+) -> None:
+    """Inject a delay and/or an abort on ROUTE, live."""
+    from finopti.live import inject_fault
+
+    if delay is None and abort is None:
+        _fail(FinoptiError("give --delay, --abort or both"))
+    fault: dict = {}
+    if delay is not None:
+        fault["delay"] = {"duration": delay, "percent": percent}
+    if abort is not None:
+        fault["abort"] = {"status": abort, "percent": percent}
+    if header is not None:
+        name, sep, value = header.partition("=")
+        if not sep:
+            _fail(FinoptiError(f"--header must be name=value, got {header!r}"))
+        fault["header"] = {"name": name.strip().lower(), "value": value.strip()}
+    try:
+        inject_fault(state_dir(), route, fault)
+    except FinoptiError as exc:
+        _fail(exc)
+    console.print(f"fault on route {route}: {json.dumps(fault)}")
+
+
+@fault_app.command("clear")
+def fault_clear(route: Annotated[str | None, typer.Argument(help="Default: every route.")] = None) -> None:
+    """Remove injected faults (on ROUTE, or everywhere)."""
+    from finopti.live import clear_faults
+
+    try:
+        clear_faults(state_dir(), route)
+    except FinoptiError as exc:
+        _fail(exc)
+    console.print(f"faults cleared on {route or 'every route'}")
+
+
+@canary_app.command("set")
+def canary_set(
+    service: str,
+    weights: Annotated[list[str], typer.Argument(help="version=percent, e.g. v2=10 (the rest: first version).")],
+    pin_header: Annotated[str, typer.Option(help="Header whose value pins a version.")] = "x-canary",
+) -> None:
+    """Split SERVICE's traffic between its versions, live."""
+    from finopti.live import set_canary
+
+    parsed: dict[str, int] = {}
+    for item in weights:
+        version, sep, value = item.partition("=")
+        if not sep or not value.strip().isdigit():
+            _fail(FinoptiError(f"weights are version=percent, got {item!r}"))
+        parsed[version.strip()] = int(value)
+    try:
+        spec = set_canary(state_dir(), service, parsed, pin_header)
+    except FinoptiError as exc:
+        _fail(exc)
+    canary = next(spec.effective_policy(r).canary for r in spec.routes if r.backend == service)
+    console.print(f"canary for {service}: {canary.weights} (pin with header {canary.pin_header})")
 
 
 def main() -> None:

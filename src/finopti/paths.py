@@ -32,6 +32,11 @@ class StateDir:
         return self.root / "policy"
 
     @property
+    def running_mesh(self) -> Path:
+        """The mesh.yaml the platform runs now (as last started or applied), without drills."""
+        return self.root / "mesh.running.yaml"
+
+    @property
     def runtime_file(self) -> Path:
         """Ports and settings chosen by the running platform."""
         return self.root / "runtime.json"

@@ -352,6 +352,8 @@ def up(
     state.ensure()
     rt = plan_runtime(spec, mesh_file, policy_dir)
     render_platform(spec, state, rt)
+    write_atomically(state.running_mesh, yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True)))
+    (state.root / "overrides.json").unlink(missing_ok=True)  # drills end with the platform
     rt.save(state)
     start_supervisor(state)
     try:

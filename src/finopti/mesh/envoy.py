@@ -398,6 +398,8 @@ def _listener(name: str, spec: MeshSpec, rt: GatewayRuntime) -> dict:
         "stat_prefix": name,
         "generate_request_id": True,
         "preserve_external_request_id": True,
+        # Clients get the request id back, so a problem report can name the request.
+        "always_set_request_id_in_response": True,
         "use_remote_address": name == "edge",
         # On the mesh listener the caller's verified SPIFFE id travels as x-forwarded-client-cert (URI=...),
         # replacing anything the client sent; the edge strips the header.

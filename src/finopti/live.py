@@ -1,0 +1,168 @@
+"""Change a running platform without restarting it: `finopti mesh apply`, faults and canary drills.
+
+Drills (faults, canary weights) are kept as overrides in the state dir, on top of mesh.yaml, so a later
+`mesh apply` keeps them until `finopti fault clear`. Everything goes to Envoy through its watched files
+(a live xDS update) and to the policy service through its bundle (reloaded on change)."""
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+from finopti.errors import MeshSpecError, PlatformStateError
+from finopti.mesh.envoy import render_envoy
+from finopti.mesh.model import MeshSpec, RoutePolicy, load_mesh, parse_mesh
+from finopti.paths import StateDir
+from finopti.platform import Runtime, gateway_runtime, render_policy_bundle, write_atomically, write_envoy_files
+
+OVERRIDES = "overrides.json"
+
+
+def _overrides_file(state: StateDir) -> Path:
+    return state.root / OVERRIDES
+
+
+def load_overrides(state: StateDir) -> dict:
+    try:
+        return json.loads(_overrides_file(state).read_text())
+    except FileNotFoundError:
+        return {"faults": {}, "canary": {}}
+
+
+def save_overrides(state: StateDir, overrides: dict) -> None:
+    write_atomically(_overrides_file(state), json.dumps(overrides, indent=2))
+
+
+def with_overrides(spec: MeshSpec, overrides: dict, source: str) -> MeshSpec:
+    """mesh.yaml plus the drills; validated again so a bad drill is refused like a bad file."""
+    raw = spec.model_dump(mode="json", exclude_none=True)
+    for route in raw["routes"]:
+        policy = route.setdefault("policy", {})
+        if route["name"] in overrides.get("faults", {}):
+            policy["fault"] = overrides["faults"][route["name"]]
+        if route["backend"] in overrides.get("canary", {}):
+            policy["canary"] = overrides["canary"][route["backend"]]
+    return parse_mesh(raw, source=f"{source} + drills in {OVERRIDES}")
+
+
+def _same_processes(old: MeshSpec, new: MeshSpec) -> None:
+    def processes(spec: MeshSpec) -> dict:
+        return {s.name: (tuple(s.versions), s.entrypoint, s.health) for s in spec.services}
+
+    before, after = processes(old), processes(new)
+    if before != after:
+        changed = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
+        raise PlatformStateError(
+            f"services changed ({', '.join(changed)}): `mesh apply` changes routes and policies live; "
+            "new or changed services need `finopti down` and `finopti up`"
+        )
+
+
+def _routes_revision(spec: MeshSpec) -> str:
+    import hashlib
+
+    return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:12]
+
+
+def apply_mesh(state: StateDir, mesh_file: Path | None = None, wait: float = 10.0) -> MeshSpec:
+    """Validate and push mesh.yaml (plus drills) to the running gateway and policy service."""
+    rt = Runtime.load(state)
+    mesh_file = Path(mesh_file or rt.mesh_file).resolve()
+    running = load_mesh(state.running_mesh) if state.running_mesh.exists() else load_mesh(rt.mesh_file)
+    base = load_mesh(mesh_file)
+    _same_processes(running, base)
+    spec = with_overrides(base, load_overrides(state), str(mesh_file))
+    render_policy_bundle(spec, Path(rt.policy_dir), state.policy)
+    grt = gateway_runtime(state, rt)
+    write_envoy_files(render_envoy(spec, grt), state.gateway, grt.xds_dir)
+    write_atomically(state.running_mesh, yaml.safe_dump(base.model_dump(mode="json", exclude_none=True)))
+    if str(mesh_file) != rt.mesh_file:
+        rt.mesh_file = str(mesh_file)
+        rt.save(state)
+    _wait_for_gateway(rt, spec, wait)
+    return spec
+
+
+def _wait_for_gateway(rt: Runtime, spec: MeshSpec, timeout: float) -> None:
+    """Until Envoy's config dump holds every route of the new spec (file watches are fast, not instant)."""
+    deadline = time.monotonic() + timeout
+    expected = {f'"name": "{r.name}"' for r in spec.routes}
+    while time.monotonic() < deadline:
+        try:
+            dump = httpx.get(f"{rt.admin_url}/config_dump?resource=dynamic_route_configs", timeout=2).text
+        except httpx.HTTPError:
+            dump = ""
+        if all(name in dump for name in expected):
+            time.sleep(0.3)  # let the policy service notice its new route table too
+            return
+        time.sleep(0.1)
+    raise PlatformStateError(f"the gateway did not load the new routes within {timeout:.0f}s")
+
+
+def effective_spec(state: StateDir) -> MeshSpec:
+    rt = Runtime.load(state)
+    base = load_mesh(state.running_mesh) if state.running_mesh.exists() else load_mesh(rt.mesh_file)
+    return with_overrides(base, load_overrides(state), rt.mesh_file)
+
+
+def inject_fault(state: StateDir, route: str, fault: dict) -> MeshSpec:
+    spec = effective_spec(state)
+    if route not in {r.name for r in spec.routes}:
+        raise MeshSpecError(f"no route named '{route}' (routes: {', '.join(r.name for r in spec.routes)})")
+    overrides = load_overrides(state)
+    previous = json.loads(json.dumps(overrides))
+    overrides.setdefault("faults", {})[route] = fault
+    return _apply_drill(state, overrides, previous)
+
+
+def clear_faults(state: StateDir, route: str | None = None) -> MeshSpec:
+    overrides = load_overrides(state)
+    previous = json.loads(json.dumps(overrides))
+    if route is None:
+        overrides["faults"] = {}
+    else:
+        overrides.setdefault("faults", {}).pop(route, None)
+    return _apply_drill(state, overrides, previous)
+
+
+def set_canary(state: StateDir, service: str, weights: dict[str, int], pin_header: str = "x-canary") -> MeshSpec:
+    spec = effective_spec(state)
+    try:
+        versions = spec.service(service).versions
+    except KeyError:
+        raise MeshSpecError(f"no service named '{service}'") from None
+    given = sum(weights.values())
+    remainder = versions[0]
+    if remainder not in weights and given <= 100:
+        weights = {remainder: 100 - given, **weights}  # the rest goes to the first (stable) version
+    overrides = load_overrides(state)
+    previous = json.loads(json.dumps(overrides))
+    overrides.setdefault("canary", {})[service] = {"weights": weights, "pin_header": pin_header}
+    return _apply_drill(state, overrides, previous)
+
+
+def _apply_drill(state: StateDir, overrides: dict, previous: dict) -> MeshSpec:
+    save_overrides(state, overrides)
+    try:
+        return apply_mesh(state)
+    except Exception:
+        save_overrides(state, previous)  # a refused drill leaves nothing behind
+        raise
+
+
+def policy_table(spec: MeshSpec) -> list[dict]:
+    """The effective policy of every route, for `finopti mesh show`."""
+    rows = []
+    for route in spec.routes:
+        policy: RoutePolicy = spec.effective_policy(route)
+        rows.append({
+            "route": route.name,
+            "listener": route.listener,
+            "path": route.path,
+            "backend": route.backend,
+            "allowed_callers": route.allowed_callers,
+            "policy": policy.model_dump(mode="json", exclude_none=True),
+        })
+    return rows

@@ -1,0 +1,248 @@
+"""Traffic control at the gateway (issue 4), proved against the real Envoy with backends whose failures
+the tests control and whose hits they count."""
+
+import asyncio
+import shutil
+import statistics
+import time
+
+import httpx
+import pytest
+from conftest import REPO, Platform, run_cli
+
+from finopti.meshtls import client_context
+from finopti.ports import free_port
+
+TRAFFIC_MESH = REPO / "tests" / "fixtures" / "traffic-mesh.yaml"
+
+
+@pytest.fixture(scope="module")
+def traffic(tmp_path_factory) -> Platform:
+    home = tmp_path_factory.mktemp("traffic")
+    mesh = home / "mesh.yaml"
+    shutil.copy(TRAFFIC_MESH, mesh)  # a copy: the apply test edits it
+    port = free_port()
+    run_cli("up", "--detach", "--mesh", str(mesh), home=home, edge_port=port, check=True)
+    plat = Platform(home=home, edge_port=port)
+    yield plat
+    plat.cli("down")
+
+
+class Backend:
+    """Direct access to a test backend with the gateway's certificate: control and hit counts, never traffic."""
+
+    def __init__(self, platform: Platform, service: str, version: str = "v1"):
+        pki = platform.state.pki
+        self.client = httpx.Client(
+            base_url=f"https://127.0.0.1:{platform.runtime.service_ports[service][version]}",
+            verify=client_context(pki / "gateway.crt", pki / "gateway.key", pki / "ca.crt"), timeout=10)
+        self.client.post("/reset").raise_for_status()
+
+    def control(self, **settings) -> None:
+        self.client.post("/control", json=settings).raise_for_status()
+
+    @property
+    def hits(self) -> int:
+        return self.client.get("/hits").json().get("echo", 0)
+
+
+def _stat(platform: Platform, name: str) -> int:
+    stats = httpx.get(f"{platform.runtime.admin_url}/stats", params={"filter": f"^{name}$"}).text
+    for line in stats.splitlines():
+        key, _, value = line.partition(": ")
+        if key == name:
+            return int(value)
+    return 0
+
+
+def _get(platform: Platform, path: str, user: str = "alice@finopti.dev", **kwargs) -> httpx.Response:
+    return httpx.get(f"{platform.edge}{path}", headers={"authorization": f"Bearer {platform.token(user)}",
+                                                         **kwargs.pop("headers", {})}, timeout=30, **kwargs)
+
+
+async def _many(platform: Platform, path: str, count: int, concurrency: int = 8, headers: dict | None = None,
+                method: str = "GET") -> list[httpx.Response]:
+    token = platform.token("alice@finopti.dev")
+    results: list[httpx.Response] = []
+    todo = iter(range(count))
+    async with httpx.AsyncClient(timeout=30, headers={"authorization": f"Bearer {token}", **(headers or {})}) as c:
+        async def worker():
+            for _ in todo:
+                results.append(await c.request(method, f"{platform.edge}{path}"))
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return results
+
+
+def test_get_failing_once_succeeds_after_one_retry(traffic):
+    backend = Backend(traffic, "flaky")
+    retries_before = _stat(traffic, "cluster.flaky.v1.upstream_rq_retry")
+    backend.control(fail_next=1, fail_status=503)
+    response = _get(traffic, "/retry/x")
+    assert response.status_code == 200
+    assert backend.hits == 2  # the failure and the retry
+    assert _stat(traffic, "cluster.flaky.v1.upstream_rq_retry") == retries_before + 1
+
+
+def test_mutating_post_failing_is_not_retried(traffic):
+    backend = Backend(traffic, "flaky")
+    backend.control(fail_next=1, fail_status=503)
+    response = httpx.post(f"{traffic.edge}/retry/x", json={}, headers={
+        "authorization": f"Bearer {traffic.token('alice@finopti.dev')}"})
+    assert response.status_code == 503
+    assert backend.hits == 1
+
+
+@pytest.mark.timeout(120)
+def test_circuit_opens_after_consecutive_failures_and_closes_after_recovery(traffic):
+    backend = Backend(traffic, "breaker")
+    ejections_before = _stat(traffic, "cluster.breaker.v1.outlier_detection.ejections_enforced_total")
+    backend.control(fail_always=True, fail_status=500)
+    for _ in range(5):  # consecutive_failures: 5
+        assert _get(traffic, "/breaker/x").status_code == 500
+    # Envoy decides the ejection on the 5th failure on its main thread, then hands the new host set to its
+    # worker threads: the circuit is open for every request a few milliseconds later.
+    deadline = time.monotonic() + 2
+    while _stat(traffic, "cluster.breaker.v1.outlier_detection.ejections_enforced_total") == ejections_before:
+        assert time.monotonic() < deadline, "the circuit did not open after 5 consecutive failures"
+        time.sleep(0.02)
+    time.sleep(0.2)
+    hits_when_opened = backend.hits
+    assert hits_when_opened == 5
+    responses = asyncio.run(_many(traffic, "/breaker/x", 50, concurrency=1))  # well within the open period
+    for response in responses:
+        assert response.status_code == 503
+        assert response.json()["error"] == "circuit_open"
+    assert backend.hits == hits_when_opened  # not one request reached the backend
+    assert _stat(traffic, "cluster.breaker.v1.outlier_detection.ejections_enforced_total") == ejections_before + 1
+    backend.control()  # recovered
+    deadline = time.monotonic() + 30  # open_for is 5 s; the gateway re-checks every second
+    while time.monotonic() < deadline:
+        if _get(traffic, "/breaker/x").status_code == 200:
+            break
+        time.sleep(0.25)
+    else:
+        pytest.fail("traffic did not flow again after the backend recovered")
+    assert backend.hits > hits_when_opened
+
+
+def test_rate_limit_is_per_user(traffic):
+    limited_before = _stat(traffic, "finopti_ratelimit.http_local_rate_limit.rate_limited")
+    codes = [_get(traffic, "/limited/x", user="carol@finopti.dev").status_code for _ in range(6)]
+    assert codes == [200] * 5 + [429]
+    refused = _get(traffic, "/limited/x", user="carol@finopti.dev")
+    assert refused.status_code == 429
+    assert int(refused.headers["retry-after"]) > 0
+    assert refused.json()["error"] == "rate_limited"
+    assert _get(traffic, "/limited/x", user="bob@finopti.dev").status_code == 200  # same window, other user
+    assert _stat(traffic, "finopti_ratelimit.http_local_rate_limit.rate_limited") >= limited_before + 2
+
+
+@pytest.mark.timeout(180)
+def test_canary_split_and_pin_header(traffic):
+    responses = asyncio.run(_many(traffic, "/canary/x", 2000))
+    assert all(r.status_code == 200 for r in responses)
+    share = sum(r.json()["version"] == "v2" for r in responses) / len(responses)
+    assert 0.07 <= share <= 0.13, share
+    pinned = asyncio.run(_many(traffic, "/canary/x", 100, headers={"x-canary": "v2"}))
+    assert {r.json()["version"] for r in pinned} == {"v2"}
+    stats = {v: _stat(traffic, f"cluster.canary.{v}.upstream_rq_200") for v in ("v1", "v2")}
+    assert stats["v2"] >= 100 + 0.07 * 2000 and stats["v1"] >= 0.87 * 2000
+
+
+def _gateway_durations(platform: Platform, request_ids: set[str]) -> list[int]:
+    lines = platform.wait_for_log("gateway", lambda line: line.get("request_id") in request_ids,
+                                  until=lambda found: len(found) == len(request_ids))
+    return [line["duration_ms"] for line in lines]
+
+
+@pytest.mark.timeout(180)
+def test_fault_delay_abort_and_clear(traffic):
+    baseline = _timed(traffic, 10)
+    traffic.cli("fault", "inject", "fault", "--delay", "300ms", "--percent", "100", check=True)
+    delayed = _timed(traffic, 10)
+    # Every request took 300 ms more, seen by the client and by the gateway's own clock.
+    assert min(t for t, _ in delayed) >= 0.3
+    before = _gateway_durations(traffic, {rid for _, rid in baseline})
+    after = _gateway_durations(traffic, {rid for _, rid in delayed})
+    assert min(after) >= 300 and statistics.median(after) - statistics.median(before) >= 290, (before, after)
+    assert _stat(traffic, "http.edge.fault.delays_injected") >= 10
+    traffic.cli("fault", "inject", "fault", "--abort", "503", "--percent", "50", check=True)
+    responses = asyncio.run(_many(traffic, "/fault/x", 1000))
+    failed = sum(r.status_code == 503 for r in responses) / len(responses)
+    assert 0.40 <= failed <= 0.60, failed
+    assert {r.status_code for r in responses} == {200, 503}
+    assert _stat(traffic, "http.edge.fault.aborts_injected") >= 400
+    shown = traffic.cli("mesh", "show", "--json", check=True).stdout
+    assert '"abort"' in shown
+    traffic.cli("fault", "clear", "fault", check=True)
+    assert all(r.status_code == 200 for r in asyncio.run(_many(traffic, "/fault/x", 100)))
+    cleared = _gateway_durations(traffic, {rid for _, rid in _timed(traffic, 5)})
+    assert max(cleared) < 300
+
+
+def _timed(platform: Platform, count: int) -> list[tuple[float, str]]:
+    """(seconds, request id) of `count` requests as the client saw them."""
+    out = []
+    for _ in range(count):
+        started = time.perf_counter()
+        response = _get(platform, "/fault/x")
+        assert response.status_code == 200
+        out.append((time.perf_counter() - started, response.headers["x-request-id"]))
+    return out
+
+
+async def _steady_load(platform: Platform, path: str, rate: int, seconds: float) -> list[int]:
+    """`rate` requests per second for `seconds`, each on its own schedule; returns the status codes."""
+    token = platform.token("alice@finopti.dev")
+    statuses: list[int] = []
+    async with httpx.AsyncClient(timeout=10, headers={"authorization": f"Bearer {token}"},
+                                 limits=httpx.Limits(max_connections=64)) as client:
+        async def one():
+            try:
+                statuses.append((await client.get(f"{platform.edge}{path}")).status_code)
+            except httpx.HTTPError:
+                statuses.append(0)
+        tasks, started = [], time.monotonic()
+        for i in range(int(rate * seconds)):
+            delay = started + i / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one()))
+        await asyncio.gather(*tasks)
+    return statuses
+
+
+@pytest.mark.timeout(180)
+def test_mesh_apply_under_load_drops_nothing(traffic):
+    mesh = traffic.home / "mesh.yaml"
+
+    async def scenario():
+        load = asyncio.create_task(_steady_load(traffic, "/steady/x", rate=200, seconds=10))
+        await asyncio.sleep(5)
+        text = mesh.read_text().replace(
+            "  - {name: steady, listener: edge",
+            "  - {name: added, listener: edge, path: /added/, rewrite: /echo/, backend: steady, roles: ['*']}\n"
+            "  - {name: steady, listener: edge")
+        mesh.write_text(text)
+        applied = await asyncio.to_thread(traffic.cli, "mesh", "apply", "--mesh", str(mesh))
+        return await load, applied
+
+    statuses, applied = asyncio.run(scenario())
+    assert applied.returncode == 0, applied.stderr
+    assert len(statuses) == 2000
+    failed = [s for s in statuses if s != 200]
+    assert not failed, f"{len(failed)} failed requests: {sorted(set(failed))}"
+    assert _get(traffic, "/added/x").status_code == 200  # the change is in effect
+
+
+def test_apply_refuses_a_broken_mesh_and_keeps_the_running_one(traffic, tmp_path):
+    broken = tmp_path / "mesh.yaml"
+    broken.write_text((traffic.home / "mesh.yaml").read_text().replace("backend: steady", "backend: ghost", 1))
+    result = traffic.cli("mesh", "apply", "--mesh", str(broken))
+    assert result.returncode != 0 and "unknown service 'ghost'" in result.stderr
+    assert _get(traffic, "/steady/x").status_code == 200
+
+
+def test_canary_set_validates_versions(traffic):
+    result = traffic.cli("canary", "set", "canary", "v9=10")
+    assert result.returncode != 0 and "unknown version 'v9'" in result.stderr
