@@ -177,6 +177,7 @@ def ask(
     console.print(
         f"[dim]agent {payload.get('agent')} · action {payload.get('action')} · trace {payload.get('trace_id')}[/]"
     )
+    console.print(f"[dim]see the request's lifecycle: finopti trace {payload.get('trace_id')}[/]")
 
 
 @render_app.command("envoy")
@@ -361,6 +362,101 @@ def canary_set(
         _fail(exc)
     canary = next(spec.effective_policy(r).canary for r in spec.routes if r.backend == service)
     console.print(f"canary for {service}: {canary.weights} (pin with header {canary.pin_header})")
+
+
+UserOption = Annotated[
+    str, typer.Option("--user", "-u", envvar="FINOPTI_USER", help="Read as this user (needs observability_admin).")
+]
+
+
+def _log_api(user: str):
+    """(edge URL, headers) for the log API: read through the gateway like any user, as `user`."""
+    from finopti.platform import Runtime
+
+    state = state_dir()
+    rt = Runtime.load(state)
+    jwt_token = DevIdentityProvider(state.idp, load_mesh(rt.mesh_file).identity).issue(user)
+    return rt.edge_url, {"authorization": f"Bearer {jwt_token}"}
+
+
+def _log_params(service: list[str] | None, level: str | None, trace: str | None, grep: str | None,
+                since: str | None, limit: int) -> list[tuple[str, str]]:
+    from finopti.logs.times import parse_since
+
+    params: list[tuple[str, str]] = [("service", s) for s in service or []]
+    for key, value in (("level", level), ("trace_id", trace), ("q", grep)):
+        if value:
+            params.append((key, value))
+    if since:
+        params.append(("start", str(int((time.time() - parse_since(since)) * 1e9))))
+    params.append(("limit", str(limit)))
+    return params
+
+
+@app.command()
+def logs(
+    service: Annotated[list[str] | None, typer.Option("--service", "-s", help="Only these services.")] = None,
+    level: Annotated[str | None, typer.Option("--level", "-l", help="Only this level (info, error, ...).")] = None,
+    trace: Annotated[str | None, typer.Option("--trace", help="Only this trace id.")] = None,
+    grep: Annotated[str | None, typer.Option("--grep", help="Full-text search in the message.")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="How far back, e.g. 15m, 2h.")] = "15m",
+    limit: Annotated[int, typer.Option("-n", help="How many lines.")] = 100,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Raw JSON lines.")] = False,
+    user: UserOption = "carol@finopti.dev",
+) -> None:
+    """Search every process's logs (oldest first), or follow them live."""
+    from finopti.logs.cli_support import format_line
+
+    try:
+        edge, headers = _log_api(user)
+        params = _log_params(service, level, trace, grep, since, limit)
+    except (FinoptiError, ValueError) as exc:
+        _fail(exc if isinstance(exc, FinoptiError) else FinoptiError(str(exc)))
+    color = console.is_terminal and not as_json
+
+    def show(line: dict) -> None:
+        print(json.dumps(line) if as_json else format_line(line, color))
+
+    if follow:
+        try:
+            with httpx.stream("GET", f"{edge}/api/logs/tail", params=params, headers=headers, timeout=None) as r:
+                if not r.is_success:
+                    r.read()
+                    _fail(FinoptiError(f"{r.status_code}: {r.text[:300]}"))
+                for raw in r.iter_lines():
+                    if raw.startswith("data:"):
+                        show(json.loads(raw[5:]))
+        except KeyboardInterrupt:
+            return
+        return
+    response = httpx.get(f"{edge}/api/logs", params=params + [("direction", "backward")], headers=headers, timeout=30)
+    if not response.is_success:
+        _fail(FinoptiError(f"{response.status_code}: {response.json().get('message', response.text[:300])}"))
+    for line in reversed(response.json()["lines"]):
+        show(line)
+
+
+@app.command()
+def trace(
+    trace_id: str,
+    as_json: Annotated[bool, typer.Option("--json", help="The whole trace as JSON.")] = False,
+    user: UserOption = "carol@finopti.dev",
+) -> None:
+    """A request's lifecycle: each hop in order with service, route, status, duration and its log lines."""
+    from finopti.logs.cli_support import render_trace
+
+    try:
+        edge, headers = _log_api(user)
+    except FinoptiError as exc:
+        _fail(exc)
+    response = httpx.get(f"{edge}/api/traces/{trace_id}", headers=headers, timeout=30)
+    if not response.is_success:
+        _fail(FinoptiError(f"{response.status_code}: {response.json().get('message', response.text[:300])}"))
+    if as_json:
+        print(json.dumps(response.json(), indent=2))
+    else:
+        console.print(render_trace(response.json()))
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ from finopti.pki import MeshPki
 # Who may open a connection to a service: the gateway (all traffic) and Prometheus (scrapes /metrics).
 SERVICE_CALLERS = ("gateway", "prometheus")
 TRUST_BUNDLE = "service-callers.pem"
-PLATFORM_IDENTITIES = ("gateway", "prometheus", "cli")
+PLATFORM_IDENTITIES = ("gateway", "prometheus", "cli", "collector")
 
 
 def server_context(cert: Path, key: Path, callers_bundle: Path) -> ssl.SSLContext:

@@ -21,8 +21,16 @@ from finopti.idp import DevIdentityProvider
 from finopti.mesh.envoy import GatewayRuntime, cluster_name, render_envoy
 from finopti.mesh.model import MeshSpec, load_mesh
 from finopti.mesh.policy_data import render_route_data
-from finopti.mesh.supervisor import ProcessRuntime, components, render_supervisor
+from finopti.mesh.supervisor import AuxProgram, ProcessRuntime, components, render_supervisor
 from finopti.meshtls import PLATFORM_IDENTITIES, TRUST_BUNDLE, write_callers_bundle
+from finopti.observability import (
+    ScrapeTargets,
+    ScrapeTls,
+    prometheus_command,
+    render_alert_rules,
+    render_prometheus_config,
+    render_recording_rules,
+)
 from finopti.paths import StateDir
 from finopti.pki import MeshPki, PkiError, cert_info, ensure_pki
 from finopti.ports import ensure_free, free_port
@@ -42,6 +50,8 @@ class Runtime:
     service_ports: dict[str, dict[str, int]]
     mesh_file: str
     policy_dir: str
+    # Platform processes that are not mesh services: name -> loopback port (collector, prometheus).
+    aux_ports: dict[str, int] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
 
     @property
@@ -99,6 +109,7 @@ def plan_runtime(spec: MeshSpec, mesh_file: Path, policy_dir: Path) -> Runtime:
         service_ports={s.name: {v: free_port() for v in s.versions} for s in spec.services},
         mesh_file=str(mesh_file.resolve()),
         policy_dir=str(policy_dir.resolve()),
+        aux_ports={"collector": free_port(), **({"prometheus": free_port()} if prometheus_binary() else {})},
     )
 
 
@@ -115,6 +126,49 @@ def plan_placeholder_runtime(spec: MeshSpec, mesh_file: Path) -> Runtime:
         mesh_file=str(mesh_file.resolve()),
         policy_dir="policies",
     )
+
+
+def prometheus_binary() -> str | None:
+    return shutil.which("prometheus")
+
+
+def _aux_programs(spec: MeshSpec, state: StateDir, rt: Runtime) -> tuple[AuxProgram, ...]:
+    tls = {
+        "FINOPTI_TLS_CERT": str(state.pki / "collector.crt"),
+        "FINOPTI_TLS_KEY": str(state.pki / "collector.key"),
+        "FINOPTI_MESH_CA": str(state.pki / "ca.crt"),
+    }
+    programs = [AuxProgram("collector", f"{sys.executable} -m finopti.logs.collector", {
+        "FINOPTI_SERVICE": "collector",
+        "FINOPTI_HOME": str(state.root),
+        "FINOPTI_PORT": str(rt.aux_ports["collector"]),
+        # Logs reach the store through the gateway like any other call (a real Loki: FINOPTI_LOKI_URL).
+        "FINOPTI_LOGSTORE_URL": f"{rt.mesh_url}/logstore",
+        **({"FINOPTI_LOKI_URL": os.environ["FINOPTI_LOKI_URL"]} if os.environ.get("FINOPTI_LOKI_URL") else {}),
+        **tls,
+        "PYTHONUNBUFFERED": "1",
+    })]
+    if "prometheus" in rt.aux_ports:
+        command = prometheus_command(state.root / "prometheus" / "prometheus.yml", state.root / "prometheus" / "data",
+                                     listen=f"127.0.0.1:{rt.aux_ports['prometheus']}")
+        command[0] = prometheus_binary() or "prometheus"
+        programs.append(AuxProgram("prometheus", " ".join(command), {}))
+    return tuple(programs)
+
+
+def render_prometheus(spec: MeshSpec, state: StateDir, rt: Runtime) -> None:
+    """Scrape config and rules, rendered from the mesh; Prometheus scrapes with its own mesh identity."""
+    directory = state.root / "prometheus"
+    targets = ScrapeTargets.local(rt.admin_port, rt.service_ports)
+    tls = ScrapeTls(state.pki / "ca.crt", state.pki / "prometheus.crt", state.pki / "prometheus.key")
+    files = {
+        "recording_rules.yml": render_recording_rules(spec, interval="5s"),
+        "alert_rules.yml": render_alert_rules(spec, interval="5s"),
+    }
+    config = render_prometheus_config(spec, targets, tls=tls, rule_files=[str(directory / f) for f in files],
+                                      scrape_interval="5s", evaluation_interval="5s")
+    for name, doc in {"prometheus.yml": config, **files}.items():
+        write_atomically(directory / name, yaml.safe_dump(doc, sort_keys=False))
 
 
 def envoy_binary() -> str:
@@ -206,7 +260,10 @@ def render_platform(spec: MeshSpec, state: StateDir, rt: Runtime) -> None:
         service_ports=rt.service_ports,
         policy_dir=state.policy,
         pki_dir=state.pki,
+        aux=_aux_programs(spec, state, rt),
     )
+    if "prometheus" in rt.aux_ports:
+        render_prometheus(spec, state, rt)
     write_atomically(state.supervisor_conf, render_supervisor(spec, process_rt))
 
 
@@ -276,10 +333,23 @@ def service_health(rt: Runtime) -> dict[str, bool]:
     return health
 
 
+AUX_HEALTH = {"collector": "/healthz", "prometheus": "/-/ready"}
+
+
+def aux_healthy(rt: Runtime, name: str) -> bool:
+    """The collector and Prometheus serve plain HTTP on loopback (they are not mesh services)."""
+    try:
+        return httpx.get(f"http://127.0.0.1:{rt.aux_ports[name]}{AUX_HEALTH[name]}", timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def component_addresses(spec: MeshSpec, rt: Runtime) -> dict[str, str]:
     out = {"gateway": f"{rt.edge_host}:{rt.edge_port}"}
     for component, service, version in components(spec):
         out[component] = f"127.0.0.1:{rt.service_ports[service][version]}"
+    for name, port in rt.aux_ports.items():
+        out[name] = f"127.0.0.1:{port}"
     return out
 
 
@@ -294,6 +364,8 @@ def platform_status(state: StateDir) -> list[ComponentStatus]:
             processes = {}
     healthy = service_health(rt) if processes else {}
     healthy["gateway"] = bool(processes) and gateway_ready(rt)
+    for name in rt.aux_ports:
+        healthy[name] = bool(processes) and aux_healthy(rt, name)
     clusters = {component: cluster_name(service, version) for component, service, version in components(spec)}
     statuses = []
     for name, address in component_addresses(spec, rt).items():

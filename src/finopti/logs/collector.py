@@ -47,10 +47,14 @@ PUSH_PATH = "/loki/api/v1/push"
 JOB = "finopti"
 METADATA_KEYS = ("trace_id", "span_id", "request_id", "user", "route")
 _LEVELS = {"warn": "warning", "err": "error", "crit": "critical", "fatal": "critical", "dbg": "debug"}
+_KNOWN_LEVELS = {name: name for name in ("debug", "info", "warning", "error", "critical")}
 _GUESS = re.compile(r"\b(debug|info|warn|warning|err|error|crit|critical|fatal)\b", re.IGNORECASE)
 
 
 def normalize_level(level: object) -> str:
+    known = _KNOWN_LEVELS.get(level)  # type: ignore[arg-type]
+    if known is not None:
+        return known
     text = str(level or "info").lower()
     return _LEVELS.get(text, text)
 
@@ -68,9 +72,36 @@ class ParseStats:
 
 
 def parse_line(raw: bytes, component: str, now_ns: int, stats: ParseStats) -> tuple[tuple[str, str], list] | None:
-    """A raw line -> ((service, level), [ts_ns, line, metadata?]) for the push body; None for an empty line."""
-    if raw.endswith(b"\r"):
+    """A raw line -> ((service, level), [ts_ns, line, metadata?]) for the push body; None for an empty line.
+    The hot path of the collector: a JSON object line is parsed once and never re-encoded."""
+    if raw[-1:] == b"\r":
         raw = raw[:-1]
+    obj = None
+    if raw[:1] == b"{":
+        try:
+            obj = orjson.loads(raw)  # also checks the bytes are UTF-8
+        except orjson.JSONDecodeError:
+            pass
+    if obj.__class__ is not dict:
+        return _parse_text(raw, component, now_ns, stats)
+    text = raw.decode()
+    service = obj.get("service")
+    if service.__class__ is not str or not service:
+        service = service_of(component)
+    ts = obj.get("ts")
+    try:
+        ts_ns = rfc3339_ns(ts) if ts.__class__ is str else now_ns
+    except ValueError:
+        ts_ns = now_ns
+    get = obj.get
+    meta = {k: v if v.__class__ is str else str(v) for k in METADATA_KEYS if (v := get(k))}
+    if component != service:
+        meta["component"] = component
+    return (service, normalize_level(get("level"))), [str(ts_ns), text, meta] if meta else [str(ts_ns), text]
+
+
+def _parse_text(raw: bytes, component: str, now_ns: int, stats: ParseStats) -> tuple[tuple[str, str], list] | None:
+    """A line that is not a JSON object: kept as it is, its level guessed, timed when read."""
     if not raw.strip():
         stats.empty += 1
         return None
@@ -79,30 +110,12 @@ def parse_line(raw: bytes, component: str, now_ns: int, stats: ParseStats) -> tu
     except UnicodeDecodeError:
         text = raw.decode(errors="replace")
         stats.invalid_utf8 += 1
-    obj = None
-    if text[0] == "{":
-        try:
-            obj = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            pass
-    if not isinstance(obj, dict):
-        stats.not_json += 1
-        guess = _GUESS.search(text, 0, 200)
-        service = service_of(component)
-        level = normalize_level(guess[1]) if guess else "info"
-        meta = {"component": component} if component != service else None
-        return (service, level), ([str(now_ns), text, meta] if meta else [str(now_ns), text])
-    service = obj.get("service")
-    service = service if isinstance(service, str) and service else service_of(component)
-    ts = obj.get("ts")
-    try:
-        ts_ns = rfc3339_ns(ts) if isinstance(ts, str) else now_ns
-    except ValueError:
-        ts_ns = now_ns
-    meta = {k: str(obj[k]) for k in METADATA_KEYS if obj.get(k)}
-    if component != service:
-        meta["component"] = component
-    return (service, normalize_level(obj.get("level"))), [str(ts_ns), text, meta] if meta else [str(ts_ns), text]
+    stats.not_json += 1
+    guess = _GUESS.search(text, 0, 200)
+    service = service_of(component)
+    level = normalize_level(guess[1]) if guess else "info"
+    meta = {"component": component} if component != service else None
+    return (service, level), ([str(now_ns), text, meta] if meta else [str(now_ns), text])
 
 
 @dataclass
@@ -147,6 +160,16 @@ class Metrics:
         self.truncations = Counter("finopti_collector_truncations_total", "Truncations seen", registry=registry)
 
 
+def _mesh_tls():
+    """The collector's mesh identity when the platform gives it one: it pushes through the gateway."""
+    cert, key, ca = (os.environ.get(f"FINOPTI_{n}") for n in ("TLS_CERT", "TLS_KEY", "MESH_CA"))
+    if not (cert and key and ca):
+        return True
+    from finopti.meshtls import client_context
+
+    return client_context(Path(cert), Path(key), Path(ca))
+
+
 def push_base(url: str) -> str:
     """A Loki base URL; a full push URL is accepted too."""
     url = url.rstrip("/")
@@ -166,6 +189,7 @@ class Collector:
         batch_bytes: int = 1 << 20,
         batch_wait: float = 0.2,
         poll_interval: float = 0.05,
+        scan_interval: float = 0.25,
         max_line_bytes: int = 256 * 1024,
         max_backoff: float = 4.0,
         shutdown_timeout: float = 5.0,
@@ -177,7 +201,7 @@ class Collector:
         self.name = name or f"{socket.gethostname()}:{self.logs_dir.resolve()}"
         self.exclude = exclude or set()
         self.batch_lines, self.batch_bytes, self.batch_wait = batch_lines, batch_bytes, batch_wait
-        self.poll_interval, self.max_line_bytes = poll_interval, max_line_bytes
+        self.poll_interval, self.scan_interval, self.max_line_bytes = poll_interval, scan_interval, max_line_bytes
         self.max_backoff, self.shutdown_timeout = max_backoff, shutdown_timeout
         self.metrics = Metrics(registry or CollectorRegistry())
         self.tails: dict[str, FileTail] = {}
@@ -192,7 +216,7 @@ class Collector:
         self.receiver_up = True
         self.last_push: float | None = None
         self.ready = threading.Event()
-        self._client = httpx.Client(timeout=httpx.Timeout(30.0, connect=2.0))
+        self._client = httpx.Client(timeout=httpx.Timeout(30.0, connect=2.0), verify=_mesh_tls())
 
     # --- positions ----------------------------------------------------------------------------------------
 
@@ -323,7 +347,7 @@ class Collector:
         last_scan = 0.0
         try:
             while not self.stopping.is_set():
-                if time.monotonic() - last_scan >= 1.0:
+                if time.monotonic() - last_scan >= self.scan_interval:
                     self.scan()
                     last_scan = time.monotonic()
                 now_ns = time.time_ns()

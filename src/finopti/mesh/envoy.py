@@ -20,6 +20,7 @@ from finopti.mesh.envoy_traffic import (
     route_rate_limit,
 )
 from finopti.mesh.model import MeshSpec, Route, RoutePolicy
+from finopti.observability.envoy_stats import envoy_stats_config, route_stat_prefix
 from finopti.pki import TRUST_DOMAIN
 
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -84,6 +85,8 @@ def _bootstrap(rt: GatewayRuntime) -> dict:
             "cds_config": _file_source(rt, "cds.yaml"),
         },
         "static_resources": {"clusters": [_trace_sink(rt)]},
+        # Cluster names carry the version after a dot; this keeps it a label instead of part of metric names.
+        "stats_config": envoy_stats_config(),
         "overload_manager": {
             "resource_monitors": [
                 {
@@ -511,4 +514,6 @@ def _route_entry(route: Route, spec: MeshSpec, policy: RoutePolicy, headers: lis
         per_filter[FAULT_FILTER] = route_fault(policy.fault)
     if policy.rate_limit is not None:
         per_filter[RATE_LIMIT_FILTER] = route_rate_limit(policy.rate_limit)
-    return {"name": route.name, "match": match, "route": action, "typed_per_filter_config": per_filter}
+    return {"name": route.name, "match": match, "route": action, "typed_per_filter_config": per_filter,
+            # Per-route request, error and latency stats (envoy_vhost_route_* in Prometheus).
+            "stat_prefix": route_stat_prefix(route)}

@@ -249,7 +249,7 @@ class MeshSpec(Strict):
 
 
 # Callers that are not platform services but hold a mesh identity (operators' tools, Prometheus).
-EXTERNAL_CALLERS = {"cli", "prometheus"}
+EXTERNAL_CALLERS = {"cli", "prometheus", "collector"}
 
 
 class _FieldError(ValueError):

@@ -11,6 +11,15 @@ LOG_BACKUPS = 3
 
 
 @dataclass(frozen=True)
+class AuxProgram:
+    """A platform process that is not a mesh service (the log collector, Prometheus)."""
+
+    name: str
+    command: str
+    environment: dict[str, str]
+
+
+@dataclass(frozen=True)
 class ProcessRuntime:
     state_dir: Path
     logs_dir: Path
@@ -23,6 +32,7 @@ class ProcessRuntime:
     service_ports: dict[str, dict[str, int]]
     policy_dir: Path
     pki_dir: Path
+    aux: tuple[AuxProgram, ...] = ()
 
 
 def component_name(service: str, version: str, first_version: str) -> str:
@@ -109,4 +119,6 @@ def render_supervisor(spec: MeshSpec, rt: ProcessRuntime) -> str:
             "PYTHONUNBUFFERED": "1",
         }
         sections.append(_program(component, f"{rt.python} -m finopti.services.runner", rt, env))
+    for program in rt.aux:
+        sections.append(_program(program.name, program.command, rt, program.environment))
     return "\n\n".join(sections) + "\n"
