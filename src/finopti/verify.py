@@ -139,7 +139,7 @@ def check_source_routes(probe: Probe) -> tuple[bool, str]:
             continue
         for caller in callers:
             pairs += 1
-            response = probe.mesh_get(caller, f"{route.path}healthz")
+            response = probe.mesh_get(caller, route.path if route.exact else f"{route.path}healthz")
             refused = _caller_refused(response)
             allowed = caller in route.allowed_callers
             if allowed and (refused or response.status_code in (401, 503)):
