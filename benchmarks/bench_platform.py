@@ -9,6 +9,7 @@ import json
 import psutil
 
 from benchmarks.common import load, running_platform
+from finopti.meshtls import client_context
 from finopti.platform import platform_pids
 
 
@@ -28,10 +29,14 @@ def main() -> None:
             processes = len(platform_pids(state))
             rss = sum(psutil.Process(pid).memory_info().rss for pid in platform_pids(state))
             ui_port = rt.service_ports["ui"]["v1"]
-            load(f"http://127.0.0.1:{ui_port}/", total=200)  # warm-up
-            direct = load(f"http://127.0.0.1:{ui_port}/", args.requests, args.concurrency)
+            # Only the gateway may talk to a service: the direct calls present the gateway's certificate.
+            pki = state.pki
+            tls = {"verify": client_context(pki / "gateway.crt", pki / "gateway.key", pki / "ca.crt")}
+            direct_url = f"https://127.0.0.1:{ui_port}/"
+            load(direct_url, total=200, **tls)  # warm-up
+            direct = load(direct_url, args.requests, args.concurrency, **tls)
             edge = load(f"{rt.edge_url}/", args.requests, args.concurrency)
-            direct_again = load(f"http://127.0.0.1:{ui_port}/", args.requests, args.concurrency)
+            direct_again = load(direct_url, args.requests, args.concurrency, **tls)
 
     print(json.dumps({
         "cold_up_to_healthy_s": start_times,

@@ -459,6 +459,12 @@ def trace(
         console.print(render_trace(response.json()))
 
 
+from finopti.deploy.commands import render_compose_cmd, verify_compose_cmd  # noqa: E402
+
+render_app.command("compose")(render_compose_cmd)
+app.command("verify-compose")(verify_compose_cmd)
+
+
 def main() -> None:
     try:
         app()

@@ -24,7 +24,9 @@ def main() -> None:
         sys.exit("finopti.services.runner: FINOPTI_ENTRYPOINT and FINOPTI_PORT must be set")
     configure_logging(settings.service, settings.version)
     app = load_factory(entrypoint)(settings)
-    config = uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_config=None, access_log=False)
+    # FINOPTI_HOST: 127.0.0.1 locally; the compose bundle sets 0.0.0.0 so the gateway container can reach it.
+    host = os.environ.get("FINOPTI_HOST", "127.0.0.1")
+    config = uvicorn.Config(app, host=host, port=settings.port, log_config=None, access_log=False)
     config.load()
     if settings.tls_cert and settings.tls_key and settings.tls_callers:
         # uvicorn cannot pin callers itself; swap in our context after it loaded its own settings.

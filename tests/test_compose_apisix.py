@@ -1,0 +1,276 @@
+"""The APISIX rendering: valid for APISIX 3.18's own schemas, and the semantic twin of the Envoy rendering
+(every policy of mesh.yaml appears in both, with the same numbers)."""
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO
+
+from finopti.deploy.apisix import (
+    RATE_LIMIT_KEYS,
+    apisix_yaml_text,
+    render_apisix_yaml,
+    render_config_yaml,
+    upstream_id,
+)
+from finopti.deploy.compose import render_compose_bundle
+from finopti.deploy.topology import LISTENERS, plan
+from finopti.deploy.validate import load_apisix_schemas, validate_apisix, validate_apisix_text, validate_compose_schema
+from finopti.deploy.verify import check_compose
+from finopti.mesh.envoy import DEFAULT_TIMEOUT, render_envoy
+from finopti.mesh.envoy_traffic import FAULT_FILTER, RATE_LIMIT_FILTER
+from finopti.mesh.model import MeshSpec, load_mesh, parse_mesh
+from finopti.platform import GatewayRuntime
+
+SCHEMAS = Path(os.environ.get("FINOPTI_APISIX_SCHEMAS", REPO.parent / "shared" / "apisix" / "schema.json"))
+needs_schemas = pytest.mark.skipif(
+    not SCHEMAS.is_file(),
+    reason=f"APISIX 3.18 schemas not found at {SCHEMAS} (copy of ../shared/apisix; FINOPTI_APISIX_SCHEMAS moves it)",
+)
+
+
+def _fault_variant() -> MeshSpec:
+    """The traffic fixture with a fault on its `fault` route: delay and abort, only for a header."""
+    raw = yaml.safe_load((REPO / "tests" / "fixtures" / "traffic-mesh.yaml").read_text())
+    fault = next(r for r in raw["routes"] if r["name"] == "fault")
+    fault["policy"] = {"fault": {"delay": {"duration": "250ms", "percent": 50},
+                                 "abort": {"status": 503, "percent": 12.5},
+                                 "header": {"name": "x-finopti-fault", "value": "on"}}}
+    raw["routes"].append({"name": "slow-write", "listener": "edge", "path": "/slow/", "rewrite": "/echo/",
+                          "backend": "flaky", "roles": ["*"],
+                          "policy": {"timeout": "8s", "idempotent": True,
+                                     "retries": {"attempts": 3, "conditions": ["reset", "502", "504"]}}})
+    return parse_mesh(raw, source="fault variant")
+
+
+MESHES = {
+    "platform": lambda: load_mesh(REPO / "mesh.yaml"),
+    "traffic": lambda: load_mesh(REPO / "tests" / "fixtures" / "traffic-mesh.yaml"),
+    "fault-variant": _fault_variant,
+}
+
+
+@pytest.fixture(scope="module")
+def schemas() -> dict:
+    return load_apisix_schemas(SCHEMAS)
+
+
+# --- APISIX's schemas ---------------------------------------------------------------------------------
+
+
+@needs_schemas
+@pytest.mark.parametrize("mesh", sorted(MESHES))
+def test_apisix_yaml_validates_against_apisix_schemas(schemas, mesh):
+    spec = MESHES[mesh]()
+    topo = plan(spec)
+    enabled = render_config_yaml(spec, topo)["plugins"]
+    assert validate_apisix_text(apisix_yaml_text(render_apisix_yaml(spec, topo)), schemas, enabled) == []
+
+
+@needs_schemas
+def test_the_committed_apisix_yaml_validates(schemas):
+    bundle = REPO / "deploy" / "compose" / "apisix"
+    enabled = yaml.safe_load((bundle / "config.yaml").read_text())["plugins"]
+    assert validate_apisix_text((bundle / "apisix.yaml").read_text(), schemas, enabled) == []
+
+
+@needs_schemas
+def test_the_validator_catches_what_apisix_would_refuse(schemas):
+    spec = MESHES["traffic"]()
+    doc = render_apisix_yaml(spec, plan(spec))
+    limited = next(r for r in doc["routes"] if r["id"] == "limited")
+    limited["plugins"]["limit-count"]["count"] = 0
+    limited["plugins"]["fault-injection"] = {"abort": {"http_status": 503, "percentage": 12.5}}
+    doc["upstreams"][0]["timeout"] = {"connect": 1}
+    doc["routes"][0]["upstream_id"] = "nowhere"
+    problems = "\n".join(validate_apisix(doc, schemas, enabled_plugins=["limit-count"]))
+    for expected in ("routes[limited]/plugins/limit-count/count", "percentage: 12.5 is not of type 'integer'",
+                     "plugin 'fault-injection' is not enabled", "'send' is a required property",
+                     "upstream 'nowhere' is not defined"):
+        assert expected in problems
+    assert validate_apisix_text("routes: []\n", schemas) == ["apisix.yaml does not end with the line '#END'"]
+
+
+@needs_schemas
+def test_defaults_are_filled_before_conditional_schemas_like_apisix_does(schemas):
+    """limit-count's redis fields are required only `if policy == redis`: without defaults filled in first,
+    a plain local limit would wrongly need them."""
+    route = {"id": "r", "uri": "/r", "upstream": {"nodes": {"a:1": 1}},
+             "plugins": {"limit-count": {"count": 1, "time_window": 1}}}
+    assert validate_apisix({"routes": [route]}, schemas) == []
+    route["plugins"]["limit-count"]["policy"] = "redis"
+    assert any("redis_host" in p for p in validate_apisix({"routes": [route]}, schemas))
+
+
+@pytest.mark.parametrize("mesh", ["traffic", "fault-variant"])
+def test_bundles_of_other_meshes_are_valid_compose_files_and_isolated(mesh):
+    files = render_compose_bundle(MESHES[mesh](), REPO)
+    compose = yaml.safe_load(files["docker-compose.yml"])
+    assert validate_compose_schema(compose) == []
+    assert check_compose(compose) == []
+    assert {"canary-v1", "canary-v2"} <= set(compose["services"])
+
+
+# --- parity with Envoy -----------------------------------------------------------------------------------
+
+
+def _envoy(spec: MeshSpec) -> dict[str, dict]:
+    port = iter(range(20000, 30000))
+    rt = GatewayRuntime(
+        edge_host="127.0.0.1", edge_port=8080, mesh_host="127.0.0.1", mesh_port=8081, admin_port=9901,
+        service_ports={s.name: {v: next(port) for v in s.versions} for s in spec.services},
+        jwks_path=Path("/s/jwks.json"), xds_dir=Path("/s/xds"), pki_dir=Path("/s/pki"),
+    )
+    return render_envoy(spec, rt)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.3f}s"
+
+
+def _check_route(spec: MeshSpec, route, envoy: dict, apisix: dict, config: dict) -> set[str]:
+    """Assert one route's policies in both renderings; return the policy kinds it exercised."""
+    policy = spec.effective_policy(route)
+    service = spec.service(route.backend)
+    listener = "rds-edge.yaml" if route.listener == "edge" else "rds-mesh.yaml"
+    entries = [e for e in envoy[listener]["resources"][0]["virtual_hosts"][0]["routes"] if e["name"] == route.name]
+    clusters = {c["name"]: c for c in envoy["cds.yaml"]["resources"]}
+    a_route = next(r for r in apisix["routes"] if r["id"] == route.name)
+    plugins = a_route["plugins"]
+    upstreams = {u["id"]: u for u in apisix["upstreams"] if u["id"].startswith(f"{route.name}.{service.name}.")}
+    assert entries and len(upstreams) == len(service.versions)
+    assert a_route["name"] == route.name  # the name the policy reads, like Envoy's route name
+    assert a_route["vars"] == [["server_port", "==", str(LISTENERS[route.listener])]]
+    seen = set()
+
+    # Timeouts: Envoy's route timeout covers retries; APISIX bounds tries by `timeout`, retries by retry_timeout.
+    total = policy.timeout or DEFAULT_TIMEOUT
+    per_try = policy.per_try_timeout or total
+    assert all(e["route"]["timeout"] == f"{total}s" for e in entries)
+    for up in upstreams.values():
+        assert up["timeout"]["read"] == up["timeout"]["send"] == per_try
+        assert up.get("retry_timeout", total) == total
+    seen |= {"timeout"} if policy.timeout else set()
+    if policy.per_try_timeout:
+        seen.add("per_try_timeout")
+        assert any(e["route"].get("retry_policy", {}).get("per_try_timeout") == _seconds(per_try) for e in entries)
+
+    if policy.retries:
+        seen.add("retries")
+        retry = next(e["route"]["retry_policy"] for e in entries if "retry_policy" in e["route"])
+        assert retry["num_retries"] == policy.retries.attempts
+        assert all(u["retries"] == policy.retries.attempts for u in upstreams.values())
+        codes = [c for c in policy.retries.conditions if c.isdigit()]
+        assert sorted(retry.get("retriable_status_codes", [])) == sorted(int(c) for c in codes)
+        next_upstream = config["nginx_config"]["http_server_location_configuration_snippet"]
+        assert all(f"http_{c}" in next_upstream for c in codes)
+    else:
+        assert all(u["retries"] == 0 for u in upstreams.values())
+        assert all("retry_policy" not in e["route"] for e in entries)
+
+    if policy.circuit_breaker:
+        seen.add("circuit_breaker")
+        cb = policy.circuit_breaker
+        for version in service.versions:
+            cluster = clusters[f"{service.name}.{version}"]
+            assert cluster["outlier_detection"]["consecutive_5xx"] == cb.consecutive_failures
+            assert cluster["outlier_detection"]["max_ejection_time"] == _seconds(cb.max_open)
+            threshold = cluster["circuit_breakers"]["thresholds"][0]
+            assert (threshold["max_requests"], threshold["max_pending_requests"]) == (cb.max_requests, cb.max_pending)
+        breaker = plugins["api-breaker"]
+        assert breaker["unhealthy"]["failures"] == cb.consecutive_failures
+        assert breaker["max_breaker_sec"] == round(cb.max_open) and breaker["break_response_code"] == 503
+        assert (plugins["limit-conn"]["conn"], plugins["limit-conn"]["burst"]) == (cb.max_requests, cb.max_pending)
+    else:
+        assert "api-breaker" not in plugins and "limit-conn" not in plugins
+
+    if policy.rate_limit:
+        seen.add("rate_limit")
+        rl = policy.rate_limit
+        for e in entries:
+            envoy_rl = e["typed_per_filter_config"][RATE_LIMIT_FILTER]
+            bucket = envoy_rl["descriptors"][0]["token_bucket"]
+            assert (bucket["max_tokens"], bucket["fill_interval"]) == (rl.requests, _seconds(rl.per))
+            assert envoy_rl["descriptors"][0]["entries"][0]["key"] == rl.key
+        count = plugins["limit-count"]
+        assert (count["count"], count["time_window"], count["rejected_code"]) == (rl.requests, round(rl.per), 429)
+        assert count["key"] == RATE_LIMIT_KEYS[rl.key]
+        assert plugins["response-rewrite"]["headers"]["set"]["retry-after"] == str(round(rl.per))
+    else:
+        assert "limit-count" not in plugins and all(RATE_LIMIT_FILTER not in e["typed_per_filter_config"]
+                                                    for e in entries)
+
+    if policy.canary:
+        seen.add("canary")
+        weights = policy.canary.weights
+        split = next(e["route"]["weighted_clusters"]["clusters"] for e in entries
+                     if "weighted_clusters" in e["route"])
+        assert {c["name"]: c["weight"] for c in split if c["weight"]} == {
+            f"{service.name}.{v}": w for v, w in weights.items() if w}
+        pinned = {h["string_match"]["exact"] for e in entries for h in e["match"].get("headers", [])
+                  if h["name"] == policy.canary.pin_header}
+        assert pinned == set(weights)
+        rules = plugins["traffic-split"]["rules"]
+        default = rules[-1]["weighted_upstreams"]
+        assert {w["upstream_id"]: w["weight"] for w in default} == {
+            upstream_id(route.name, service.name, v): w for v, w in weights.items()}
+        pins = {r["match"][0]["vars"][0][2]: r["weighted_upstreams"][0]["upstream_id"] for r in rules[:-1]}
+        assert pins == {v: upstream_id(route.name, service.name, v) for v in weights}
+        assert all(r["match"][0]["vars"][0][0] == "http_" + policy.canary.pin_header.replace("-", "_")
+                   for r in rules[:-1])
+    else:
+        assert "traffic-split" not in plugins
+
+    if policy.fault:
+        seen.add("fault")
+        f = policy.fault
+        envoy_fault = entries[0]["typed_per_filter_config"][FAULT_FILTER]
+        injection = plugins["fault-injection"]
+        if f.delay:
+            assert envoy_fault["delay"]["fixed_delay"] == _seconds(f.delay.duration)
+            assert envoy_fault["delay"]["percentage"]["numerator"] == round(f.delay.percent * 10_000)
+            assert injection["delay"]["duration"] == f.delay.duration
+            assert injection["delay"]["percentage"] == int(f.delay.percent + 0.5)
+        if f.abort:
+            assert envoy_fault["abort"]["http_status"] == injection["abort"]["http_status"] == f.abort.status
+            assert injection["abort"]["percentage"] == int(f.abort.percent + 0.5)
+        if f.header:
+            assert envoy_fault["headers"] == [{"name": f.header.name, "string_match": {"exact": f.header.value}}]
+            for part in ("delay", "abort"):
+                if part in injection:
+                    assert injection[part]["vars"] == [[["http_" + f.header.name.replace("-", "_"), "==",
+                                                         f.header.value]]]
+    else:
+        assert "fault-injection" not in plugins
+
+    # Authentication and rewrites.
+    jwt = entries[0]["typed_per_filter_config"]["envoy.filters.http.jwt_authn"]
+    assert ("jwt-auth" in plugins) == (route.auth == "required") == ("requirement_name" in jwt)
+    if route.rewrite is not None:
+        assert all(e["route"]["prefix_rewrite"] == route.rewrite for e in entries)
+        rewrite = plugins["proxy-rewrite"]
+        assert rewrite.get("uri") == route.rewrite or rewrite["regex_uri"][1] == route.rewrite + "$1"
+    return seen
+
+
+@pytest.mark.parametrize("mesh", sorted(MESHES))
+def test_every_policy_renders_to_both_envoy_and_apisix(mesh):
+    spec = MESHES[mesh]()
+    topo = plan(spec)
+    envoy, apisix, config = _envoy(spec), render_apisix_yaml(spec, topo), render_config_yaml(spec, topo)
+    seen = set()
+    for route in spec.routes:
+        seen |= _check_route(spec, route, envoy, apisix, config)
+    # Gateway-wide: the body limit, and the same policy for every route (ext_authz / opa, same Rego).
+    hcm = envoy["lds.yaml"]["resources"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    buffer = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.buffer")
+    assert buffer["typed_config"]["max_request_bytes"] == config["nginx_config"]["http"]["client_max_body_size"]
+    assert apisix["plugin_configs"][0]["plugins"]["opa"]["policy"] == "finopti/authz"
+    assert all(r.get("plugin_config_id") == "finopti-gateway" for r in apisix["routes"]
+               if not r["id"].startswith("metrics."))
+    if mesh == "fault-variant":  # together the meshes exercise every kind of policy
+        assert seen >= {"timeout", "per_try_timeout", "retries", "circuit_breaker", "rate_limit", "canary", "fault"}
+    if mesh == "platform":
+        assert "timeout" in seen
