@@ -56,6 +56,9 @@ def up(
 
     state = state_dir()
     console.print(f"starting FinOptiAgents from [bold]{mesh}[/] (state in {state.root})")
+    if platform.prometheus_binary() is None:
+        console.print("[yellow]note:[/] no `prometheus` binary found (Debian package `prometheus`; `make up` "
+                      "installs it where apt-get exists): running without metrics history")
     started = time.monotonic()
     try:
         rt = platform.up(
@@ -69,7 +72,9 @@ def up(
     console.print(f"  ask API      {rt.edge_url}/api/ask")
     console.print(f"  mesh         {rt.mesh_url}  (east-west, services only)")
     console.print(f"  gateway admin {rt.admin_url}")
-    console.print(f"  logs         {state.logs}")
+    console.print(f"  logs         {state.logs}  (finopti logs, finopti trace ID)")
+    if "prometheus" in rt.aux_ports:
+        console.print(f"  prometheus   http://127.0.0.1:{rt.aux_ports['prometheus']}")
     if detach:
         console.print("running in the background; stop it with [bold]finopti down[/]")
         return
