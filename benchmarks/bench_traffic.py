@@ -47,10 +47,14 @@ def main() -> None:
         breaker.post("/control", json={"fail_always": True, "fail_status": 500}).raise_for_status()
         for _ in range(5):
             httpx.get(f"{rt.edge_url}/breaker/x", headers=headers)
-        time.sleep(0.3)
+        deadline = time.monotonic() + 5
+        while "ejections_active: 1" not in httpx.get(
+                f"{rt.admin_url}/stats", params={"filter": "breaker.v1.outlier_detection.ejections_active"}).text:
+            assert time.monotonic() < deadline, "the circuit did not open"
+            time.sleep(0.02)
         samples = []
         with httpx.Client(headers=headers) as client:
-            for _ in range(args.requests):
+            for _ in range(min(args.requests, 500)):  # well inside the 5 s open period
                 t0 = time.perf_counter()
                 response = client.get(f"{rt.edge_url}/breaker/x")
                 samples.append((time.perf_counter() - t0) * 1000)
