@@ -25,6 +25,7 @@ def _render(mesh: str = "platform") -> dict[str, dict]:
         edge_host=rt.edge_host, edge_port=8080, mesh_host=rt.mesh_host, mesh_port=rt.mesh_port,
         admin_port=rt.admin_port, service_ports=rt.service_ports,
         jwks_path=Path("/state/idp/jwks.json"), xds_dir=Path("/state/gateway/xds"), pki_dir=Path("/state/pki"),
+        external_ports={"prometheus": rt.aux_ports["prometheus"]},
     )
     return render_envoy(spec, grt)
 

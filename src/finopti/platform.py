@@ -125,6 +125,7 @@ def plan_placeholder_runtime(spec: MeshSpec, mesh_file: Path) -> Runtime:
         service_ports={s.name: {v: next(port) for v in s.versions} for s in spec.services},
         mesh_file=str(mesh_file.resolve()),
         policy_dir="policies",
+        aux_ports={"collector": 9080, "prometheus": 9090},
     )
 
 
@@ -208,6 +209,7 @@ def gateway_runtime(state: StateDir, rt: Runtime) -> GatewayRuntime:
         xds_dir=state.gateway / "xds",
         pki_dir=state.pki,
         cert_version=cert_version(state),
+        external_ports={name: port for name, port in rt.aux_ports.items() if name == "prometheus"},
     )
 
 

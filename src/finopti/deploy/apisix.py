@@ -313,7 +313,9 @@ def metrics_path(service: str, version: str) -> str:
 
 def render_apisix_yaml(spec: MeshSpec, topo: Topology) -> dict:
     routes, upstreams = [], []
-    for route in spec.routes:
+    # Routes to local-only components (the console's Prometheus proxy) have no place in compose, where
+    # Grafana reads Prometheus itself.
+    for route in [r for r in spec.routes if not spec.is_external(r.backend)]:
         r, ups = render_route(spec, topo, route)
         routes.append(r)
         upstreams.extend(ups)

@@ -4,7 +4,7 @@
 A pure function of the model and the runtime facts (ports, file paths); only the CLI writes files.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from finopti.mesh.envoy_traffic import (
@@ -48,6 +48,7 @@ class GatewayRuntime:
     jwks_path: Path
     xds_dir: Path
     pki_dir: Path  # mesh CA and the gateway's certificate (see finopti.pki)
+    external_ports: dict[str, int] = field(default_factory=dict)  # e.g. prometheus -> its loopback port
     cert_version: str = ""  # changes on rotation, so Envoy reloads the certificate files
     # Both on for the platform; a benchmark turns them off to measure what they cost.
     mtls: bool = True
@@ -216,6 +217,11 @@ def _clusters(spec: MeshSpec, rt: GatewayRuntime) -> list[dict]:
             if breaker is not None or budget is not None:
                 cluster["circuit_breakers"] = circuit_breakers(breaker, budget)
             clusters.append(cluster)
+    for name in spec.external:
+        # A platform component on loopback that speaks plain HTTP (Prometheus): no mesh identity to check.
+        if name in rt.external_ports:
+            clusters.append({"@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+                             **_static_cluster(name, "127.0.0.1", rt.external_ports[name])})
     return clusters
 
 
@@ -465,8 +471,10 @@ def _routes(route: Route, spec: MeshSpec) -> list[dict]:
     """One mesh.yaml route becomes up to a few Envoy routes, tried in order: a pinned version per canary
     header value, then (when retries are on and the route is not marked idempotent) safe methods with the
     full retry policy before the other methods with retries only where nothing reached the backend."""
-    service = spec.service(route.backend)
     policy = spec.effective_policy(route)
+    if spec.is_external(route.backend):
+        return [_route_entry(route, spec, policy, [], {"cluster": route.backend}, mutations=False)]
+    service = spec.service(route.backend)
     targets: list[tuple[list[dict], dict]] = []
     if policy.canary is not None:
         for version in policy.canary.weights:

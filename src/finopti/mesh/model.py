@@ -198,6 +198,9 @@ class MeshSpec(Strict):
     gateway: Gateway = Gateway()
     identity: Identity = Identity()
     services: list[Service] = Field(min_length=1)
+    # Platform components that are not mesh services but may back a route (e.g. prometheus, for the
+    # console's charts); the platform knows their addresses at start.
+    external: list[Literal["prometheus"]] = Field(default=[])
     routes: list[Route] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -207,6 +210,8 @@ class MeshSpec(Strict):
         _no_duplicates("routes (listener + path)", [f"{r.listener} {r.path}" for r in self.routes])
         names = {s.name for s in self.services}
         for index, route in enumerate(self.routes):
+            if self.is_external(route.backend):
+                continue
             if route.backend not in names:
                 raise _FieldError(
                     ("routes", index, "backend"),
@@ -242,8 +247,13 @@ class MeshSpec(Strict):
     def routes_on(self, listener: str) -> list[Route]:
         return [r for r in self.routes if r.listener == listener]
 
+    def is_external(self, backend: str) -> bool:
+        return backend in self.external
+
     def effective_policy(self, route: Route) -> RoutePolicy:
         """The route's policy with unset fields taken from its backend service's defaults."""
+        if self.is_external(route.backend):
+            return route.policy
         defaults = self.service(route.backend).policy.model_dump(exclude_none=True)
         return RoutePolicy.model_validate({**defaults, **route.policy.model_dump(exclude_none=True)})
 
