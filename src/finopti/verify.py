@@ -183,8 +183,14 @@ def check_identity_headers_stripped(probe: Probe) -> tuple[bool, str]:
     if response.status_code != 200:
         return False, f"request failed: {response.status_code}"
     request_id = response.json()["request_id"]
-    seen = {line.get("user") for c in ("orchestrator", "gcloud-agent") for line in probe.log(c)
-            if line.get("request_id") == request_id}
+
+    def users_seen() -> set:
+        return {line.get("user") for c in ("orchestrator", "gcloud-agent") for line in probe.log(c)
+                if line.get("request_id") == request_id}
+
+    # A service logs its request line just after answering: give the log a moment to catch up.
+    _wait_until(lambda: len(users_seen()) > 0 and all(users_seen()), 5)
+    seen = users_seen()
     return seen == {PROBE_USER}, f"services saw user(s) {sorted(u or '' for u in seen)}"
 
 
