@@ -13,7 +13,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from finopti.logs.collector import Collector, parse_line, ParseStats, serve_http
+from finopti.logs.collector import Collector, ParseStats, parse_line, serve_http
 from finopti.logs.tail import FileTail
 
 
@@ -36,7 +36,8 @@ class Receiver:
                     receiver.attempts += 1
                     status = receiver.fail_with or 204
                     if status == 204:
-                        receiver.pushes.append({"headers": dict(self.headers), "body": orjson.loads(body)})
+                        receiver.pushes.append({"headers": dict(self.headers), "body": orjson.loads(body),
+                                                "size": len(body)})
                 self.send_response(status)
                 self.send_header("content-length", "0")
                 self.end_headers()
@@ -147,6 +148,7 @@ def test_parse_line():
 
 
 def test_pushes_labels_and_structured_metadata_never_ids_as_labels(tmp_path, receiver):
+    started_ns = time.time_ns()
     running = start(tmp_path, receiver.url)
     lines = [
         service_line("gcloud-tools", "request completed", trace_id=f"{i:032x}", span_id=f"{i:016x}",
@@ -170,7 +172,8 @@ def test_pushes_labels_and_structured_metadata_never_ids_as_labels(tmp_path, rec
         assert pushed[line][2] == {"trace_id": f"{i:032x}", "span_id": f"{i:016x}", "request_id": f"req-{i}",
                                    "user": "bob@finopti.dev", "route": "/mcp"}  # the original line, unchanged
     headers = receiver.pushes[0]["headers"]
-    assert headers["x-finopti-collector"] == "test" and int(headers["x-finopti-seq"]) >= 1
+    # Batch numbers come from the clock: a run that cannot read the store's record never reuses one.
+    assert headers["x-finopti-collector"] == "test" and int(headers["x-finopti-seq"]) >= started_ns
 
 
 def test_bad_lines_do_not_stop_the_pipeline(tmp_path, receiver):
@@ -207,15 +210,16 @@ def test_bad_lines_do_not_stop_the_pipeline(tmp_path, receiver):
     running.stop()
 
 
-def test_receiver_errors_are_retried_without_loss_or_duplicates(tmp_path, receiver):
-    receiver.fail_with = 503
+@pytest.mark.parametrize("status", [503, 429, 403])  # 403: the gateway while its policy service restarts
+def test_receiver_errors_are_retried_without_loss_or_duplicates(tmp_path, receiver, status):
+    receiver.fail_with = status
     running = start(tmp_path, receiver.url)
     log = tmp_path / "logs" / "orchestrator.log"
     with open(log, "a") as f:
         for i in range(2000):
             f.write(service_line("orchestrator", f"line {i}") + "\n")
     wait_for(lambda: receiver.attempts >= 3, what="retries")
-    assert metric(running.collector, "finopti_collector_push_errors_total", reason="http_503") >= 3
+    assert metric(running.collector, "finopti_collector_push_errors_total", reason=f"http_{status}") >= 3
     assert httpx.get(collector_metrics_url(running.collector).replace("/metrics", "/healthz")).json()[
         "receiver_up"] is False
     receiver.fail_with = None
@@ -255,6 +259,34 @@ def test_restart_resumes_from_positions(tmp_path, receiver):
     assert len(receiver.lines()) == 101 and json.loads(receiver.lines()[-1])["message"] == "while down"
 
 
+def test_push_bodies_stay_under_the_limit(tmp_path, receiver):
+    """A gateway refuses bodies over its limit (1 MiB) and that cannot be retried: batches are cut before."""
+    running = start(tmp_path, receiver.url, batch_bytes=50_000)
+    lines = [service_line("ui", f"line {i} " + "\"quoted\" " * (i % 40), trace_id=f"{i:032x}") for i in range(3000)]
+    (tmp_path / "logs" / "ui.log").write_text("\n".join(lines) + "\n")
+    wait_for(lambda: len(receiver.lines()) == 3000, what="3000 lines")
+    running.stop()
+    assert receiver.lines() == lines
+    assert max(p["size"] for p in receiver.pushes) <= 50_000
+    assert len(receiver.pushes) > 20
+
+
+def test_lines_caused_by_our_own_pushes_are_dropped(tmp_path, receiver):
+    """Each push makes the gateway and the policy service log a line; pushing those would never stop."""
+    running = start(tmp_path, receiver.url)
+    (tmp_path / "logs" / "gateway.log").write_text("\n".join([
+        json.dumps({"service": "gateway", "message": "access", "route": "logstore-push",
+                    "request_id": "finopti-collector-0b6c4f"}),
+        json.dumps({"service": "gateway", "message": "access", "route": "ask", "request_id": "6a1e"}),
+    ]) + "\n")
+    wait_for(lambda: len(receiver.lines()) == 1, what="the other line")
+    time.sleep(0.3)
+    running.stop()
+    assert json.loads(receiver.lines()[0])["route"] == "ask"
+    assert metric(running.collector, "finopti_collector_lines_rejected_total", reason="own_traffic") == 1
+    assert all(p["headers"]["x-request-id"].startswith("finopti-collector-") for p in receiver.pushes)
+
+
 def test_own_log_is_not_collected_and_new_files_are(tmp_path, receiver):
     running = start(tmp_path, receiver.url, exclude={"collector"})
     (tmp_path / "logs" / "collector.log").write_text(service_line("collector", "mine") + "\n")
@@ -272,7 +304,7 @@ def test_own_log_is_not_collected_and_new_files_are(tmp_path, receiver):
 def read_all(tail: FileTail) -> list[bytes]:
     out = []
     while True:
-        lines, end = tail.read(1000)
+        lines, _, end = tail.read(1000)
         if end is None:
             return out
         out += lines
@@ -323,7 +355,7 @@ def test_tail_skips_a_line_too_long_without_holding_it(tmp_path):
     tail.open(None)
     lines = []
     while True:
-        got, end = tail.read(1000)
+        got, _, end = tail.read(1000)
         assert len(tail.buffer) <= 100
         if end is None:
             break
@@ -336,6 +368,6 @@ def test_tail_hands_back_what_does_not_fit(tmp_path):
     log.write_bytes(b"".join(b"%d\n" % i for i in range(10)))
     tail = FileTail(log, 100)
     tail.open(None)
-    lines, end = tail.read(3)
-    assert lines == [b"0", b"1", b"2"] and end == (os.stat(log).st_ino, 6)
+    lines, ends, end = tail.read(3)
+    assert lines == [b"0", b"1", b"2"] and ends == [2, 4, 6] and end == (os.stat(log).st_ino, 6)
     assert read_all(tail) == [b"%d" % i for i in range(3, 10)]

@@ -196,6 +196,7 @@ def test_push_json_gzip_and_protobuf(server):
     (b'{"streams": [{"stream": {}, "values": [["x", "line"]]}]}', "streams[0].values[0][0]"),
     (b'{"streams": [{"stream": {}, "values": [["1", 2]]}]}', "streams[0].values[0][1]"),
     (b'{"streams": [{"stream": {}, "values": [["1", "a", {"trace_id": 5}]]}]}', "streams[0].values[0][2]"),
+    (b'{"streams": [{"stream": {}, "values": [["99999999999999999999999", "a"]]}]}', "invalid push body"),
 ])
 def test_bad_push_is_a_400_naming_the_field(server, body, problem):
     r = httpx.post(f"{server}/loki/api/v1/push", content=body, headers={"content-type": "application/json"})
@@ -223,9 +224,10 @@ def test_bad_query_params_are_400s_naming_them(server, params, param):
 
 def test_query_api_over_http(server):
     trace_id = uuid.uuid4().hex
+    spec = [("orchestrator", "asked", "info"), ("gcloud-agent", "boom", "error"),
+            ("ui", "idle instances found", "info")]
     streams = [entry(T0 + i * MS, svc, msg, level=lvl, trace_id=trace_id, request_id="r-1")
-               for i, (svc, msg, lvl) in enumerate([("orchestrator", "asked", "info"), ("gcloud-agent", "boom", "error"),
-                                                    ("ui", "idle instances found", "info")])]
+               for i, (svc, msg, lvl) in enumerate(spec)]
     assert push_entries(server, *streams).status_code == 204
     get = lambda **p: [m for m in messages(httpx.get(f"{server}/api/logs", params=p).json()["lines"])]  # noqa: E731
     assert get() == ["idle instances found", "boom", "asked"]
@@ -291,6 +293,9 @@ def test_trace_waterfall(server):
         gateway(5, "mesh", "/gcloud-agent/v1/actions/list_instances", "gcloud-agent", "gcloud-agent.v1", 30, 502, t),
         gateway(0, "edge", "/api/ask", "ask", "orchestrator.v1", 40, 502, t),
         entry(T0 + 1 * MS, "orchestrator", "parsed intent", trace_id=t, request_id="req-1", version="v1"),
+        # The gateway's ext_authz call for the gcloud-agent hop, logged by the policy service.
+        entry(T0 + 6 * MS, "policy", "authz decision", trace_id=t, request_id="req-1", event="authz_decision",
+              listener="mesh", route="gcloud-agent", allow=True),
         entry(T0 + 13 * MS, "gcloud-tools", "listing", trace_id=t, request_id="req-1", version="v1"),
         completed(16.5, "gcloud-tools", "/mcp", "/mcp", 200, 4.1, t),
         entry(T0 + 22 * MS, "gcloud-tools", "sandbox exploded", level="error", trace_id=t, request_id="req-1",
@@ -304,7 +309,7 @@ def test_trace_waterfall(server):
     trace = httpx.get(f"{server}/api/traces/{t}").json()
     assert trace["trace_id"] == t
     assert [line["ts_ns"] for line in trace["lines"]] == sorted(line["ts_ns"] for line in trace["lines"])
-    assert len(trace["lines"]) == 11
+    assert len(trace["lines"]) == 12
     hops = trace["hops"]
     assert [(h["listener"], h["service"], h["status"], h["depth"]) for h in hops] == [
         ("edge", "orchestrator", 502, 0), ("mesh", "gcloud-agent", 502, 1),
@@ -316,7 +321,7 @@ def test_trace_waterfall(server):
                                  "status": 502, "duration_ms": 29.0}
     assert [messages(h["lines"]) for h in hops] == [
         ["parsed intent", "request completed"],
-        ["request completed"],
+        ["authz decision", "request completed"],
         ["listing", "request completed"],
         ["sandbox exploded", "request completed"],
     ]

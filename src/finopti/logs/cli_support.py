@@ -35,7 +35,7 @@ def _value(key: str, value: object) -> str:
     return text if len(text) <= MAX_VALUE else text[: MAX_VALUE - 1] + "…"
 
 
-def format_line(line: dict, color: bool) -> str:
+def format_line(line: dict, color: bool, show_trace: bool = True) -> str:
     """`12:07:55.548 gcloud-tools  INFO  request completed  route=/mcp status=200 duration_ms=2.6ms  trace=7b9d9a84`
     for a line of the query API (`{ts, service, level, line, metadata}`)."""
     level = str(line.get("level") or "info").lower()
@@ -57,7 +57,7 @@ def format_line(line: dict, color: bool) -> str:
     ]
     if fields:
         parts.append(_paint(fields, "2", color))
-    if trace_id:
+    if trace_id and show_trace:
         parts.append(_paint(f"trace={str(trace_id)[:8]}", "35", color))
     return " ".join(parts)
 
@@ -94,7 +94,7 @@ def _hop_label(hop: dict, total_ms: float) -> Text:
 
 def _line_text(line: dict) -> Text:
     level = str(line.get("level") or "info").lower()
-    text = Text(format_line(line, color=False))
+    text = Text(format_line(line, color=False, show_trace=False))
     text.stylize("bold red" if level in ERROR_LEVELS else LEVEL_STYLES.get(level, "") or "dim")
     return text
 
@@ -109,13 +109,23 @@ def render_trace(trace: dict) -> Group:
     title.append(f"  {total:g} ms · {len(hops)} hop{'s' if len(hops) != 1 else ''} · ")
     title.append(f"{errors} error{'s' if errors != 1 else ''}", style="bold red" if errors else "green")
     tree = Tree(title)
-    parents: list[Tree] = [tree]  # parents[d] is where a hop of depth d goes
-    for hop in hops:
-        depth = min(int(hop.get("depth", 0)), len(parents) - 1)
-        node = parents[depth].add(_hop_label(hop, total))
-        for line in hop.get("lines", []):
-            node.add(_line_text(line))
-        parents = parents[: depth + 1] + [node]
+    # A hop's children: the hops it encloses and its service's lines, in time order.
+    children: dict[int, list[tuple[int, int, int | dict]]] = {-1: []}
+    stack: list[int] = []  # indexes of the open hops, by depth
+    for i, hop in enumerate(hops):
+        depth = min(int(hop.get("depth", 0)), len(stack))
+        stack = stack[:depth] + [i]
+        children[stack[-2] if len(stack) > 1 else -1].append((hop["start_ns"], 0, i))
+        children[i] = [(line["ts_ns"], 1, line) for line in hop.get("lines", [])]
+
+    def add(node: Tree, key: int) -> None:
+        for _, kind, item in sorted(children[key], key=lambda c: (c[0], c[1])):
+            if kind == 0:
+                add(node.add(_hop_label(hops[item], total)), item)
+            else:
+                node.add(_line_text(item))
+
+    add(tree, -1)
     unattached = trace.get("unattached") or []
     if unattached:
         other = tree.add(Text("lines outside any hop", style="dim"))

@@ -20,6 +20,7 @@ FINOPTI_COLLECTOR_EXCLUDE (more component names to skip, comma-separated), FINOP
 store knows this collector; default host:logs dir).
 """
 
+import functools
 import json
 import logging
 import os
@@ -30,6 +31,7 @@ import socket
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -44,7 +46,11 @@ from finopti.logs.times import rfc3339_ns
 log = logging.getLogger("finopti.collector")
 
 PUSH_PATH = "/loki/api/v1/push"
+DROP_STATUSES = {400, 413, 422}
 JOB = "finopti"
+# Our pushes carry request ids with this prefix; the lines they cause (the gateway's access line, the policy
+# service's decision) are dropped, or each push would produce lines to push: a loop that never idles.
+OWN_REQUEST_PREFIX = "finopti-collector-"
 METADATA_KEYS = ("trace_id", "span_id", "request_id", "user", "route")
 _LEVELS = {"warn": "warning", "err": "error", "crit": "critical", "fatal": "critical", "dbg": "debug"}
 _KNOWN_LEVELS = {name: name for name in ("debug", "info", "warning", "error", "critical")}
@@ -69,10 +75,12 @@ class ParseStats:
     not_json: int = 0
     invalid_utf8: int = 0
     empty: int = 0
+    own: int = 0
 
 
 def parse_line(raw: bytes, component: str, now_ns: int, stats: ParseStats) -> tuple[tuple[str, str], list] | None:
-    """A raw line -> ((service, level), [ts_ns, line, metadata?]) for the push body; None for an empty line.
+    """A raw line -> ((service, level), [ts_ns, line, metadata?]) for the push body; None for a line to skip
+    (empty, or caused by our own pushes).
     The hot path of the collector: a JSON object line is parsed once and never re-encoded."""
     if raw[-1:] == b"\r":
         raw = raw[:-1]
@@ -84,6 +92,10 @@ def parse_line(raw: bytes, component: str, now_ns: int, stats: ParseStats) -> tu
             pass
     if obj.__class__ is not dict:
         return _parse_text(raw, component, now_ns, stats)
+    request_id = obj.get("request_id")
+    if request_id.__class__ is str and request_id.startswith(OWN_REQUEST_PREFIX):
+        stats.own += 1
+        return None
     text = raw.decode()
     service = obj.get("service")
     if service.__class__ is not str or not service:
@@ -120,19 +132,25 @@ def _parse_text(raw: bytes, component: str, now_ns: int, stats: ParseStats) -> t
 
 @dataclass
 class Batch:
+    """Entries already encoded, so `bytes` is the push body's size: a gateway in front of the receiver refuses
+    bodies over its limit (1 MiB), and such a refusal cannot be retried."""
+
     seq: int = 0
-    streams: dict[tuple[str, str], list] = field(default_factory=dict)
+    streams: dict[tuple[str, str], list[bytes]] = field(default_factory=dict)
     lines: int = 0
-    bytes: int = 0
+    bytes: int = len(b'{"streams":[]}')
     positions: dict[str, Position] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
 
     def body(self) -> bytes:
-        streams = [
-            {"stream": {"job": JOB, "service": service, "level": level}, "values": values}
-            for (service, level), values in self.streams.items()
-        ]
-        return orjson.dumps({"streams": streams})
+        streams = (_stream_head(key) + b",".join(entries) + b"]}" for key, entries in self.streams.items())
+        return b'{"streams":[' + b",".join(streams) + b"]}"
+
+
+@functools.cache
+def _stream_head(key: tuple[str, str]) -> bytes:
+    service, level = key
+    return b'{"stream":' + orjson.dumps({"job": JOB, "service": service, "level": level}) + b',"values":['
 
 
 class Metrics:
@@ -186,7 +204,7 @@ class Collector:
         name: str | None = None,
         exclude: set[str] | None = None,
         batch_lines: int = 5000,
-        batch_bytes: int = 1 << 20,
+        batch_bytes: int = 1_000_000,
         batch_wait: float = 0.2,
         poll_interval: float = 0.05,
         scan_interval: float = 0.25,
@@ -207,7 +225,7 @@ class Collector:
         self.tails: dict[str, FileTail] = {}
         self.committed: dict[str, Position] = {}  # where every pushed line of each file ends
         self.committed_seq = 0
-        self.next_seq = 1
+        self.next_seq = 0
         self.batch = Batch()
         self.stats = ParseStats()
         self.queue: queue.Queue[Batch | None] = queue.Queue(maxsize=2)
@@ -216,6 +234,7 @@ class Collector:
         self.receiver_up = True
         self.last_push: float | None = None
         self.ready = threading.Event()
+        self._positions_lock = threading.Lock()
         self._client = httpx.Client(timeout=httpx.Timeout(30.0, connect=2.0), verify=_mesh_tls())
 
     # --- positions ----------------------------------------------------------------------------------------
@@ -242,6 +261,10 @@ class Collector:
                     doc = r.json()
                     return int(doc["seq"]), {p: tuple(v) for p, v in doc["positions"].items()}
                 if r.status_code < 500:
+                    if r.status_code != 404:  # 404: a real Loki, which keeps no such record
+                        log.warning("cannot read the receiver's record of our positions (%s %s): resuming from %s; "
+                                    "the last batch before a crash may be pushed twice", r.status_code,
+                                    r.text[:200], self.positions_path)
                     return None
             except httpx.HTTPError:
                 pass
@@ -251,6 +274,10 @@ class Collector:
         return None
 
     def _save_positions(self) -> None:
+        with self._positions_lock:  # the sender after each push, run() at shutdown
+            self._write_positions()
+
+    def _write_positions(self) -> None:
         doc = {
             "seq": self.committed_seq,
             "positions": {p: {"inode": i, "offset": o} for p, (i, o) in self.committed.items()},
@@ -266,7 +293,7 @@ class Collector:
             log.info("resuming from the log store's record (batch %d, local file had %d)", remote[0], seq)
             seq, positions = remote
         self.committed_seq, self.committed = seq, dict(positions)
-        self.next_seq = max(seq, remote[0] if remote else 0) + 1
+        self.next_seq = max(seq, remote[0] if remote else 0)
 
     # --- reading ------------------------------------------------------------------------------------------
 
@@ -284,19 +311,33 @@ class Collector:
 
     def _read(self, key: str, tail: FileTail, now_ns: int) -> bool:
         component = tail.path.name[:-4]
+        stats, dumps, limit = self.stats, orjson.dumps, self.batch_bytes
         progressed = False
         for _ in range(8):  # then the next file: one busy file does not starve the others
-            lines, end = tail.read(self.batch_lines - self.batch.lines)
+            lines, ends, end = tail.read(self.batch_lines - self.batch.lines)
             if end is None:
                 break
             progressed = True
-            batch, stats = self.batch, self.stats
-            for raw in lines:
+            batch, previous_end = self.batch, None
+            for raw, line_end in zip(lines, ends, strict=True):
                 parsed = parse_line(raw, component, now_ns, stats)
                 if parsed is not None:
-                    batch.streams.setdefault(parsed[0], []).append(parsed[1])
+                    stream, value = parsed
+                    entry = dumps(value)
+                    entries = batch.streams.get(stream)
+                    size = len(entry) + 1 + (0 if entries is not None else len(_stream_head(stream)) + 3)
+                    if batch.bytes + size > limit and batch.lines:
+                        if previous_end is not None:  # else the previous read's end, already set
+                            batch.positions[key] = (end[0], previous_end)
+                        self.flush()
+                        batch, entries = self.batch, None
+                        size = len(entry) + 1 + len(_stream_head(stream)) + 3
+                    if entries is None:
+                        entries = batch.streams[stream] = []
+                    entries.append(entry)
+                    batch.bytes += size
                     batch.lines += 1
-                    batch.bytes += len(raw)
+                previous_end = line_end
             batch.positions[key] = end
             self.metrics.read.inc(len(lines))
             if batch.lines >= self.batch_lines or batch.bytes >= self.batch_bytes:
@@ -305,7 +346,7 @@ class Collector:
 
     def _count(self) -> None:
         stats, m = self.stats, self.metrics
-        for reason, n in (("empty", stats.empty),):
+        for reason, n in (("empty", stats.empty), ("own_traffic", stats.own)):
             if n:
                 m.rejected.labels(reason).inc(n)
         for reason, n in (("not_json", stats.not_json), ("invalid_utf8", stats.invalid_utf8)):
@@ -324,8 +365,9 @@ class Collector:
             return
         self._count()
         batch, self.batch = self.batch, Batch()
-        batch.seq = self.next_seq
-        self.next_seq += 1
+        # Numbered from the clock, so a run that could not read the store's record still never reuses a number
+        # the store has seen (it would take a new batch for a retried one and drop it).
+        batch.seq = self.next_seq = max(time.time_ns(), self.next_seq + 1)
         self._put(batch)
 
     def _put(self, item: Batch | None) -> None:
@@ -396,6 +438,8 @@ class Collector:
         positions = {**self.committed, **batch.positions}
         headers = {
             "content-type": "application/json",
+            "user-agent": "finopti-collector",
+            "x-request-id": f"{OWN_REQUEST_PREFIX}{uuid.uuid4()}",
             "x-finopti-collector": self.name,
             "x-finopti-seq": str(batch.seq),
             "x-finopti-positions": json.dumps(positions, separators=(",", ":")),
@@ -410,15 +454,17 @@ class Collector:
                     self.metrics.pushed.inc(batch.lines)
                     self.receiver_up, self.last_push = True, time.time()
                     return True
-                if r.status_code != 429 and r.status_code < 500:
+                if r.status_code in DROP_STATUSES:
                     # The receiver will never take this batch (Loki: line too long, too old...): retrying
-                    # would block every later line. Dropped and counted, as Promtail does.
+                    # would block every later line. Dropped and counted, as Promtail does. Other answers
+                    # (401/403 while the policy service restarts, 404 while a route is missing, 429, 5xx)
+                    # are retried: they say nothing about the batch.
                     self.metrics.push_errors.labels(f"http_{r.status_code}").inc()
                     self.metrics.rejected.labels("refused_by_receiver").inc(batch.lines)
                     log.error("receiver refused a batch of %d lines: %s %s", batch.lines, r.status_code, r.text[:500])
                     return True
                 reason = f"http_{r.status_code}"
-            except httpx.HTTPError as exc:
+            except Exception as exc:  # whatever it is, the batch must not be lost: retry
                 reason = type(exc).__name__
             self.metrics.push_errors.labels(reason).inc()
             if self.receiver_up:
@@ -479,7 +525,11 @@ def main() -> None:
     exclude = {service} | {c.strip() for c in os.environ.get("FINOPTI_COLLECTOR_EXCLUDE", "").split(",") if c.strip()}
     (home / "logs").mkdir(parents=True, exist_ok=True)
     collector = Collector(home / "logs", home / "collector-positions.json", url,
-                          name=os.environ.get("FINOPTI_COLLECTOR_NAME"), exclude=exclude)
+                          name=os.environ.get("FINOPTI_COLLECTOR_NAME"), exclude=exclude,
+                          batch_bytes=int(os.environ.get("FINOPTI_COLLECTOR_BATCH_BYTES", "1000000")))
+    # The reader thread is CPU-bound; with the default 5 ms switch interval the sender waited that long for
+    # the GIL at each step of a push, and the store sat idle meanwhile.
+    sys.setswitchinterval(0.0005)
     server = serve_http(collector, int(os.environ.get("FINOPTI_PORT", "0")))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: collector.stop())

@@ -55,7 +55,7 @@ class FileTail:
             return None
 
     def _use(self, fh: BinaryIO, offset: int) -> None:
-        if self.fh is not None:
+        if self.fh is not None and self.fh is not fh:
             self.fh.close()
         self.fh, self.inode, self.offset = fh, os.fstat(fh.fileno()).st_ino, offset
         fh.seek(offset)
@@ -91,12 +91,12 @@ class FileTail:
         """Everything readable has been read, and nothing is waiting for a newline."""
         return not self.pending and not self.buffer
 
-    def _check_file(self) -> None:
+    def _check_file(self) -> bool:
         """At the end of the file: has it been rotated or truncated?"""
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
-            return  # renamed and not re-created yet (or deleted): keep reading what we have
+            return False  # renamed and not re-created yet (or deleted): keep reading what we have
         if st.st_ino != self.inode:
             # Renamed away. If it rotated more than once since, the newer rotated files come first.
             chain = rotated_siblings(self.path)
@@ -104,23 +104,28 @@ class FileTail:
             newer = chain[inodes.index(self.inode) + 1:] if self.inode in inodes else []
             self.pending = [f for f in map(self._open, [*newer, self.path]) if f is not None]
             self.rotations += 1
-        elif st.st_size < self.offset:
+            return True
+        if st.st_size < self.offset:
             self._use(self.fh, 0)
             self.buffer, self.discarding = b"", False
             self.truncations += 1
+            return True
+        return False
 
-    def read(self, max_lines: int) -> tuple[list[bytes], Position | None]:
-        """Up to `max_lines` complete lines (without their newline) and the position just after the last line
-        consumed (skipped too-long lines count as consumed). (_, None): nothing new is complete."""
+    def read(self, max_lines: int) -> tuple[list[bytes], list[int], Position | None]:
+        """Up to `max_lines` complete lines (without their newline), the offset just after each (all in the file
+        of `self.inode`), and the position just after the last line consumed (skipped too-long lines count as
+        consumed). (_, _, None): nothing new is complete."""
         lines: list[bytes] = []
+        ends: list[int] = []
         end: Position | None = None
         while self.fh is not None and not lines and end is None:
             data = self.fh.read(CHUNK)
             if not data:
-                if not self.pending:
-                    self._check_file()
-                if not self.pending:
+                if not self.pending and not self._check_file():
                     break
+                if not self.pending:
+                    continue  # truncated: read again from 0
                 # Whatever was written to the old file before the switch has been read above; on to the next.
                 if not self.fh.read(1):
                     self._use(self.pending.pop(0), 0)
@@ -144,6 +149,7 @@ class FileTail:
                     self.too_long += 1
                     continue
                 lines.append(part)
+                ends.append(cursor)
                 if len(lines) >= max_lines and cursor < self.offset:
                     self.fh.seek(cursor)  # give the rest back: the next read starts after this line
                     self.offset, rest = cursor, b""
@@ -155,4 +161,4 @@ class FileTail:
             if len(self.buffer) > self.max_line_bytes:
                 self.buffer, self.discarding = b"", True
                 self.too_long += 1
-        return lines, end
+        return lines, ends, end

@@ -27,17 +27,19 @@ def parse_since(text: str) -> float:
 def rfc3339_ns(text: str) -> int:
     """`2026-11-26T12:07:55.548Z` -> ns. The services' and Envoy's format takes a cached fast path:
     the collector converts every line's timestamp, so this is on the hot path."""
-    if len(text) >= 20 and text[-1] == "Z" and text[10] == "T" and text[19] == ".":
-        second = text[:19]
-        base = _second_cache.get(second)
+    if len(text) == 24 and text[19] == "." and text[23] == "Z":
+        base = _second_cache.get(text[:19])
         if base is None:
-            base = calendar.timegm(time.strptime(second, "%Y-%m-%dT%H:%M:%S"))
+            try:
+                base = calendar.timegm(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S"))
+            except ValueError:
+                base = -1
             if len(_second_cache) > 4096:
                 _second_cache.clear()
-            _second_cache[second] = base
-        fraction = text[20:-1]
-        if fraction.isdigit() and len(fraction) <= 9:
-            return base * 1_000_000_000 + int(fraction.ljust(9, "0"))
+            _second_cache[text[:19]] = base
+        millis = text[20:23]
+        if base >= 0 and millis.isdigit():
+            return base * 1_000_000_000 + int(millis) * 1_000_000
     parsed = datetime.fromisoformat(text)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)

@@ -1,6 +1,6 @@
 """A trace's waterfall from its log lines: one hop per gateway access entry (Envoy logs every hop, its `ts`
 is when the request started), joined with the `request_completed` event and the other lines of the service
-that served it."""
+that served it, and with the policy service's lines that authorized it."""
 
 ERROR_LEVELS = {"error", "critical", "fatal"}
 # Envoy's timestamps and durations are whole milliseconds (truncated); a service line of a hop may fall
@@ -60,6 +60,17 @@ def _serves(hop: dict, entry: dict, start_ns: int, end_ns: int) -> bool:
     return hop["start_ns"] - SLACK_NS <= start_ns and end_ns <= hop["end_ns"] + SLACK_NS
 
 
+def _authorizes(hop: dict, entry: dict) -> bool:
+    """A line of the gateway's ext_authz call for this hop: the policy service's decision (same listener and
+    route) or its request_completed (path `/authz` + the hop's path)."""
+    obj = entry["line"] if isinstance(entry["line"], dict) else {}
+    if not hop["start_ns"] - SLACK_NS <= entry["ts_ns"] <= hop["end_ns"] + SLACK_NS:
+        return False
+    if obj.get("event") == "authz_decision":
+        return obj.get("route") == hop["route"] and obj.get("listener") == hop["listener"]
+    return obj.get("path") == "/authz" + str(hop["path"] or "").split("?")[0]
+
+
 def build_trace(trace_id: str, lines: list[dict]) -> dict:
     """`lines` in time order -> {"trace_id", "start", "duration_ms", "lines", "hops", "errors"}."""
     hops = sorted((_hop(e) for e in lines if _is_access(e)), key=lambda h: (h["start_ns"], -h["duration_ms"]))
@@ -84,12 +95,14 @@ def build_trace(trace_id: str, lines: list[dict]) -> dict:
             hop["lines"].append(entry)
             entry["_hop"] = True
 
-    # Every other service line goes under the latest-started hop to that service that was open at the time.
+    # Every other service line goes under the latest-started hop to that service that was open at the time;
+    # the authorization of a hop goes under that hop.
     unattached = []
     for entry in others:
         if entry.pop("_hop", False):
             continue
         candidates = [h for h in hops if _serves(h, entry, entry["ts_ns"], entry["ts_ns"])]
+        candidates = candidates or [h for h in hops if _authorizes(h, entry)]
         if candidates:
             max(candidates, key=lambda h: h["start_ns"])["lines"].append(entry)
         else:

@@ -185,7 +185,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             else:
                 streams = json_streams(body)
             stored = await run_in_threadpool(store.push, streams, delivery_from(request))
-        except (PushError, ValueError, OSError, IndexError) as exc:
+        except (PushError, ValueError, OSError, IndexError, OverflowError) as exc:
             REJECTED.inc()
             message = str(exc) if isinstance(exc, PushError) else f"invalid push body: {exc}"
             return JSONResponse({"error": "bad_request", "message": message, "status": 400}, 400)

@@ -1,0 +1,231 @@
+"""Log pipeline benchmark: the collector and the log store as real processes, as supervisord runs them.
+
+1. ingest: LINES lines (default 1,000,000) of platform-like traffic written to six log files, then the collector
+   started: lines/s until all are queryable.
+2. emit-to-queryable latency: lines appended one at a time while a live tail (SSE) is open: p50/p99.
+3. with the lines stored: trace lookup (GET /api/traces/{id}), text search (GET /api/logs?q=), filters.
+4. store size per million lines.
+
+    .venv/bin/python benchmarks/bench_logs.py [--lines 1000000]
+"""
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import orjson
+import psutil
+
+from finopti.ports import free_port
+
+SERVICES = ["orchestrator", "gcloud-agent", "gcloud-tools", "monitoring-agent", "monitoring-tools"]
+WORDS = ["instances", "zone", "us-central1-a", "idle", "cpu", "bucket", "disk", "price", "quota", "label"]
+
+
+def iso(ns: int) -> str:
+    seconds, rest = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{rest // 1_000_000:03d}Z"
+
+
+def trace_lines(t0: int, rng: random.Random, marker: str | None = None) -> dict[str, list[bytes]]:
+    """One request's lines: an edge hop, mesh hops, each service's own lines and request_completed."""
+    trace_id, request_id = uuid.uuid4().hex, str(uuid.uuid4())
+    out: dict[str, list[bytes]] = {}
+    agent, tools = rng.choice([("gcloud-agent", "gcloud-tools"), ("monitoring-agent", "monitoring-tools")])
+    hops = [("edge", "orchestrator", "/api/ask", 0, 40), ("mesh", agent, f"/{agent}/v1/actions/list", 2, 30)]
+    hops += [("mesh", tools, f"/{tools}/mcp", 5 + 6 * i, 5) for i in range(rng.randint(1, 3))]
+    for listener, service, path, start_ms, duration in hops:
+        start = t0 + start_ms * 1_000_000
+        out.setdefault("gateway", []).append(orjson.dumps({
+            "ts": iso(start), "level": "info", "service": "gateway", "message": "access", "listener": listener,
+            "method": "POST", "path": path, "route": service, "upstream_service": f"{service}.v1",
+            "upstream_host": "127.0.0.1:40000", "status": 200, "response_flags": "-",
+            "response_code_details": "via_upstream", "duration_ms": duration, "upstream_duration_ms": str(duration),
+            "bytes_received": 100, "bytes_sent": 2000, "request_id": request_id, "trace_id": trace_id,
+            "user": "bob@finopti.dev", "user_agent": "python-httpx/0.28.1"}))
+        common = {"level": "info", "service": service, "version": "v1", "trace_id": trace_id,
+                  "span_id": uuid.uuid4().hex[:16], "request_id": request_id, "user": "bob@finopti.dev"}
+        words = " ".join(rng.sample(WORDS, 3))
+        message = f"{marker} {words}" if marker else f"handling {words}"
+        out.setdefault(service, []).append(orjson.dumps({"ts": iso(start + 1_000_000), **common, "message": message}))
+        out[service].append(orjson.dumps({
+            "ts": iso(start + (duration - 1) * 1_000_000), **common, "message": "request completed",
+            "event": "request_completed", "method": "POST", "path": path.split("/", 2)[-1], "route": "/x",
+            "status": 200, "duration_ms": duration - 1.5}))
+    return out
+
+
+def write_corpus(logs: Path, total: int) -> tuple[int, list[str]]:
+    rng = random.Random(7)
+    files = {name: open(logs / f"{name}.log", "ab") for name in ["gateway", *SERVICES]}  # noqa: SIM115
+    written, traces, t = 0, [], time.time_ns() - 3600 * 1_000_000_000
+    while written < total:
+        lines = trace_lines(t, rng)
+        for name, chunk in lines.items():
+            files[name].write(b"\n".join(chunk) + b"\n")
+            written += len(chunk)
+        if rng.random() < 0.001:
+            traces.append(orjson.loads(lines["gateway"][0])["trace_id"])
+        t += 3_000_000
+    for f in files.values():
+        f.close()
+    return written, traces
+
+
+def start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(args, env={**os.environ, **env}, stdout=open(log, "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115
+
+
+def wait_http(url: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def pushed_lines(port: int) -> float:
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    except httpx.ConnectError:  # not listening yet
+        return 0.0
+    for line in text.splitlines():
+        if line.startswith("finopti_collector_lines_pushed_total "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def timed(fn, repeat: int) -> float:
+    """Median seconds of fn over repeat runs."""
+    samples = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t)
+    return statistics.median(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument("--keep", action="store_true", help="keep the temporary FINOPTI_HOME")
+    opts = parser.parse_args()
+    home = Path(tempfile.mkdtemp(prefix="bench-logs-"))
+    logs = home / "logs"
+    logs.mkdir()
+    store_port, collector_port = free_port(), free_port()
+    store_url = f"http://127.0.0.1:{store_port}"
+    procs = []
+    try:
+        t = time.perf_counter()
+        total, traces = write_corpus(logs, opts.lines)
+        size = sum(p.stat().st_size for p in logs.glob("*.log"))
+        print(f"corpus: {total:,} lines, {size / 2**20:.0f} MiB in 6 files ({time.perf_counter() - t:.1f} s to write)")
+
+        # The store's own log goes elsewhere: this measures the corpus only.
+        base = {"FINOPTI_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+        procs.append(start([sys.executable, "-m", "finopti.services.runner"], {
+            **base, "FINOPTI_SERVICE": "logstore", "FINOPTI_PORT": str(store_port),
+            "FINOPTI_ENTRYPOINT": "finopti.services.logstore.app:create_app"}, home / "logstore.out"))
+        wait_http(f"{store_url}/healthz")
+        began = time.perf_counter()
+        procs.append(start([sys.executable, "-m", "finopti.logs.collector"], {
+            **base, "FINOPTI_SERVICE": "collector", "FINOPTI_PORT": str(collector_port),
+            "FINOPTI_LOGSTORE_URL": store_url}, home / "collector.out"))
+        stored = 0
+        while stored < total:  # acknowledged by the store = committed = queryable
+            time.sleep(0.1)
+            stored = pushed_lines(collector_port)
+            if time.perf_counter() - began > 600:
+                raise RuntimeError(f"only {stored} of {total} lines stored after 600 s")
+        elapsed = time.perf_counter() - began
+        load = os.getloadavg()[0]
+        cpu = {name: psutil.Process(p.pid).cpu_times() for name, p in zip(("store", "collector"), procs, strict=True)}
+        print(f"ingest (collector + store, from collector start): {total / elapsed:,.0f} lines/s "
+              f"({total:,} lines in {elapsed:.1f} s; CPU per line: "
+              + ", ".join(f"{name} {(c.user + c.system) / total * 1e6:.1f} µs" for name, c in cpu.items())
+              + f"; machine: {os.cpu_count()} CPUs, load average {load:.1f} at the end)")
+
+        # Latency: one line at a time, while a live tail is open.
+        arrived: dict[str, float] = {}
+        ready = threading.Event()
+
+        def tail() -> None:
+            with httpx.stream("GET", f"{store_url}/api/logs/tail", params={"service": "latency"},
+                              timeout=httpx.Timeout(5, read=None)) as r:
+                ready.set()
+                for line in r.iter_lines():
+                    if line.startswith("data: "):
+                        arrived[orjson.loads(line[6:])["line"]["message"]] = time.perf_counter()
+                        if len(arrived) >= 200:
+                            return
+
+        threading.Thread(target=tail, daemon=True).start()
+        ready.wait(10)
+        time.sleep(0.5)
+        sent: dict[str, float] = {}
+        with open(logs / "latency.log", "ab", buffering=0) as f:
+            for i in range(200):
+                marker = f"latency-{i}"
+                sent[marker] = time.perf_counter()
+                f.write(orjson.dumps({"ts": iso(time.time_ns()), "level": "info", "service": "latency",
+                                      "message": marker}) + b"\n")
+                time.sleep(random.uniform(0.01, 0.04))
+        deadline = time.monotonic() + 10
+        while len(arrived) < 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        latencies = sorted((arrived[m] - sent[m]) * 1000 for m in sent if m in arrived)
+        p50 = statistics.median(latencies)
+        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+        print(f"emit-to-queryable latency ({len(latencies)} lines, via the live tail): "
+              f"p50 {p50:.0f} ms, p99 {p99:.0f} ms")
+
+        client = httpx.Client(base_url=store_url, timeout=60)
+        stats = client.get("/api/stats").json()
+        n = stats["lines"]
+        trace = random.Random(1).choice(traces)
+        hops = len(client.get(f"/api/traces/{trace}").json()["hops"])
+        t_trace = timed(lambda: client.get(f"/api/traces/{random.choice(traces)}").raise_for_status(), 20)
+        t_request = timed(lambda: client.get("/api/logs", params={"request_id": str(uuid.uuid4())}), 20)
+        t_rare = timed(lambda: client.get("/api/logs", params={"q": "latency-17"}).raise_for_status(), 10)
+        t_common = timed(lambda: client.get("/api/logs", params={"q": "idle cpu", "limit": 100}), 10)
+        t_service = timed(lambda: client.get("/api/logs", params={"service": "gcloud-tools", "limit": 100}), 10)
+        t_level = timed(lambda: client.get("/api/logs", params={"level": "error", "limit": 100}), 10)
+        print(f"with {n:,} lines stored (medians over HTTP):")
+        print(f"  trace lookup /api/traces/{{id}} ({hops} hops): {t_trace * 1000:.1f} ms")
+        print(f"  request id lookup (absent id):           {t_request * 1000:.1f} ms")
+        print(f"  text search, rare phrase:                {t_rare * 1000:.1f} ms")
+        print(f"  text search, common words (100 newest):  {t_common * 1000:.1f} ms")
+        print(f"  service filter (100 newest):             {t_service * 1000:.1f} ms")
+        print(f"  level=error (none stored):               {t_level * 1000:.1f} ms")
+        db = (home / "logstore.db").stat().st_size
+        wal = sum(p.stat().st_size for p in home.glob("logstore.db-wal"))
+        print(f"store size: {db / 2**20:.0f} MiB for {n:,} lines = {db / n * 1e6 / 2**20:.0f} MiB per million lines "
+              f"(+ {wal / 2**20:.0f} MiB write-ahead log; the log files: {size / total * 1e6 / 2**20:.0f} MiB "
+              "per million)")
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+            p.wait(15)
+        if opts.keep:
+            print(f"kept {home}")
+        else:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
