@@ -12,6 +12,10 @@ from finopti.platform import platform_pids
 from finopti.ports import free_port
 
 
+def _route(raw: dict, name: str) -> dict:
+    return next(r for r in raw["routes"] if r["name"] == name)
+
+
 def _broken_mesh(tmp_path, mutate) -> str:
     raw = yaml.safe_load((REPO / "mesh.yaml").read_text())
     mutate(raw)
@@ -25,7 +29,7 @@ def _broken_mesh(tmp_path, mutate) -> str:
     [
         (lambda raw: raw["routes"][1].update(backend="billing-agent"),
          "routes[1].backend: unknown service 'billing-agent'"),
-        (lambda raw: raw["routes"].append({**raw["routes"][1], "path": "/other"}), "duplicate in routes: 'ask'"),
+        (lambda raw: raw["routes"].append({**_route(raw, "ask"), "path": "/other"}), "duplicate in routes: 'ask'"),
         (lambda raw: raw["gateway"]["edge"].update(port="eighty"), "gateway.edge.port"),
         (lambda raw: raw["services"][0].update(colour="blue"), "services[0].colour"),
     ],
