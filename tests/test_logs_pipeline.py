@@ -7,6 +7,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -190,3 +191,25 @@ def test_store_outage_loses_nothing(pipeline):
     assert pipeline.seqs_by_service()["epsilon"] == list(range(2_000)) + list(range(6_000))
     metrics = httpx.get(f"http://127.0.0.1:{pipeline.collector_port}/metrics").text
     assert "finopti_collector_push_errors_total" in metrics and 'reason="ConnectError"' in metrics
+
+
+def test_store_stops_promptly_with_a_live_tail_open(pipeline):
+    """supervisord stops the store with SIGTERM: an open SSE tail must not hold uvicorn's graceful shutdown."""
+    pipeline.start_store()
+    opened = threading.Event()
+
+    def tail() -> None:
+        try:
+            with httpx.stream("GET", f"{pipeline.store_url}/api/logs/tail", timeout=httpx.Timeout(5, read=30)) as r:
+                opened.set()
+                for _ in r.iter_lines():
+                    pass
+        except httpx.HTTPError:
+            pass
+
+    threading.Thread(target=tail, daemon=True).start()
+    assert opened.wait(10)
+    started = time.monotonic()
+    pipeline.store.popen.send_signal(signal.SIGTERM)
+    pipeline.store.popen.wait(10)
+    assert time.monotonic() - started < 5

@@ -4,22 +4,26 @@
   streams, as Loki wants. `trace_id`, `span_id`, `request_id`, `user`, `route` (and `component`, the file's
   name, when it differs from the service) travel as per-line structured metadata: unbounded values as labels
   would make a stream per request.
-- Lines are batched (by count, bytes or age, or as soon as the files are read to their end) and pushed by a
-  sender thread while the next batch is read. A batch that fails is retried with exponential backoff, for
-  as long as the receiver is down; positions advance only once a push has succeeded.
-- Positions (file -> inode and offset, in `positions.json`) are written atomically after every push and on
-  shutdown. The embedded log store also records them in the transaction that stores the batch, with a batch
-  sequence number: a batch retried after a lost answer is stored once, and a collector killed between a push
-  and its positions file resumes from the store's record. Nothing is lost or repeated across a SIGKILL.
+- Lines are batched (by count, push-body bytes or age, or as soon as the files are read to their end) and
+  pushed by two sender threads (two pushes in flight; the store keeps them in order) while the next batch is
+  read. A batch that fails is retried with exponential backoff, for as long as the receiver is down;
+  positions advance only once a push, and every push before it, has succeeded.
+- Positions (file -> inode and offset, in `collector-positions.json`) are written atomically after each push
+  (at most every 0.5 s when the store keeps the record below) and on shutdown. The embedded log store also
+  records them in the transaction that stores the batch, with a batch number: a batch retried after a lost
+  answer is stored once, and a collector killed between a push and its positions file resumes from the
+  store's record. Nothing is lost or repeated across a SIGKILL.
 
 `python -m finopti.logs.collector` runs it; environment:
 FINOPTI_HOME (logs in $FINOPTI_HOME/logs, positions in $FINOPTI_HOME/collector-positions.json),
 FINOPTI_LOKI_URL (a Loki to push to) else FINOPTI_LOGSTORE_URL (the embedded store), FINOPTI_PORT (/metrics,
 /healthz), FINOPTI_SERVICE (this process's name, default `collector`: its own log file is not collected),
 FINOPTI_COLLECTOR_EXCLUDE (more component names to skip, comma-separated), FINOPTI_COLLECTOR_NAME (how the
-store knows this collector; default host:logs dir).
+store knows this collector; default host:logs dir), FINOPTI_COLLECTOR_BATCH_BYTES (push body limit, 1000000),
+FINOPTI_TLS_CERT / FINOPTI_TLS_KEY / FINOPTI_MESH_CA (its mesh identity, to push through the gateway).
 """
 
+import collections
 import functools
 import json
 import logging
@@ -47,6 +51,7 @@ log = logging.getLogger("finopti.collector")
 
 PUSH_PATH = "/loki/api/v1/push"
 DROP_STATUSES = {400, 413, 422}
+EMPTY_BODY = b'{"streams":[]}'
 JOB = "finopti"
 # Our pushes carry request ids with this prefix; the lines they cause (the gateway's access line, the policy
 # service's decision) are dropped, or each push would produce lines to push: a loop that never idles.
@@ -141,6 +146,9 @@ class Batch:
     bytes: int = len(b'{"streams":[]}')
     positions: dict[str, Position] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
+    prev: int = 0  # the pushed batch sent before this one
+    sent_positions: str = "{}"  # every file's position once this batch and all before it are stored
+    done: bool = False
 
     def body(self) -> bytes:
         streams = (_stream_head(key) + b",".join(entries) + b"]}" for key, entries in self.streams.items())
@@ -211,6 +219,7 @@ class Collector:
         max_line_bytes: int = 256 * 1024,
         max_backoff: float = 4.0,
         shutdown_timeout: float = 5.0,
+        in_flight: int = 2,
         registry: CollectorRegistry | None = None,
     ):
         self.logs_dir = Path(logs_dir).resolve()  # positions are keyed by absolute path
@@ -234,8 +243,20 @@ class Collector:
         self.receiver_up = True
         self.last_push: float | None = None
         self.ready = threading.Event()
+        self.in_flight = in_flight
         self._positions_lock = threading.Lock()
-        self._client = httpx.Client(timeout=httpx.Timeout(30.0, connect=2.0), verify=_mesh_tls())
+        self._positions_saved = 0.0
+        self._save_every = 0.0
+        self._take_lock = threading.Lock()  # batches leave the queue in order...
+        self._commit_lock = threading.Lock()  # ...and are committed in that order
+        self._sending: collections.deque[Batch] = collections.deque()
+        self._sent_positions: dict[str, Position] = {}
+        self._last_pushed = 0
+        self._client = self._new_client()
+
+    @staticmethod
+    def _new_client() -> httpx.Client:
+        return httpx.Client(timeout=httpx.Timeout(30.0, connect=2.0), verify=_mesh_tls())
 
     # --- positions ----------------------------------------------------------------------------------------
 
@@ -293,7 +314,11 @@ class Collector:
             log.info("resuming from the log store's record (batch %d, local file had %d)", remote[0], seq)
             seq, positions = remote
         self.committed_seq, self.committed = seq, dict(positions)
-        self.next_seq = max(seq, remote[0] if remote else 0)
+        self._sent_positions = dict(positions)
+        self._last_pushed = remote[0] if remote else 0  # a batch the store has (or 0: nothing to wait for)
+        # With the store's record the file may lag; without it, the file is all there is: write it every push.
+        self._save_every = 0.5 if remote is not None else 0.0
+        self.next_seq = max(seq, self._last_pushed)
 
     # --- reading ------------------------------------------------------------------------------------------
 
@@ -383,8 +408,10 @@ class Collector:
     def run(self) -> None:
         """Collect until stop(); then push what was read, within shutdown_timeout, and save positions."""
         self.restore()
-        sender = threading.Thread(target=self._send_loop, name="collector-sender", daemon=True)
-        sender.start()
+        senders = [threading.Thread(target=self._send_loop, name=f"collector-sender-{i}", daemon=True)
+                   for i in range(self.in_flight)]
+        for sender in senders:
+            sender.start()
         self.ready.set()
         last_scan = 0.0
         try:
@@ -405,7 +432,9 @@ class Collector:
             self.stop()
             self.flush()
             self._put(None)
-            sender.join(self.shutdown_timeout + 1)
+            deadline = time.monotonic() + self.shutdown_timeout + 1
+            for sender in senders:
+                sender.join(max(0.0, deadline - time.monotonic()))
             self._save_positions()
             for tail in self.tails.values():
                 tail.close()
@@ -422,54 +451,86 @@ class Collector:
     # --- pushing ------------------------------------------------------------------------------------------
 
     def _send_loop(self) -> None:
-        while (batch := self.queue.get()) is not None:
-            if batch.lines and not self._push(batch):
-                return  # abandoned at shutdown: positions stay at the last pushed batch
-            self.committed.update(batch.positions)
-            self.committed_seq = batch.seq
-            self.metrics.batch_latency.observe(time.monotonic() - batch.started)
+        """One of `in_flight` senders: while the store writes one batch it already receives the next. Each push
+        names the batch sent before it, which the store stores first; here batches are committed in order."""
+        client = self._new_client()
+        try:
+            while True:
+                with self._take_lock:
+                    batch = self.queue.get()
+                    if batch is None:
+                        self.queue.put(None)  # for the other senders
+                        return
+                    self._sent_positions.update(batch.positions)
+                    batch.sent_positions = json.dumps(self._sent_positions, separators=(",", ":"))
+                    if batch.lines:
+                        batch.prev, self._last_pushed = self._last_pushed, batch.seq
+                    with self._commit_lock:
+                        self._sending.append(batch)
+                if batch.lines and not self._push(batch, client):
+                    return  # abandoned at shutdown: positions stay before this batch
+                self._commit(batch)
+        finally:
+            client.close()
+
+    def _commit(self, batch: Batch) -> None:
+        with self._commit_lock:
+            batch.done = True
+            while self._sending and self._sending[0].done:
+                first = self._sending.popleft()
+                self.committed.update(first.positions)
+                self.committed_seq = first.seq
+                self.metrics.batch_latency.observe(time.monotonic() - first.started)
+            if time.monotonic() - self._positions_saved < self._save_every:
+                return
+            self._positions_saved = time.monotonic()
             try:
                 self._save_positions()
             except OSError as exc:
                 log.error("cannot write positions file %s: %s", self.positions_path, exc)
 
-    def _push(self, batch: Batch) -> bool:
+    def _push(self, batch: Batch, client: httpx.Client) -> bool:
         body = batch.body()
-        positions = {**self.committed, **batch.positions}
         headers = {
             "content-type": "application/json",
             "user-agent": "finopti-collector",
             "x-request-id": f"{OWN_REQUEST_PREFIX}{uuid.uuid4()}",
             "x-finopti-collector": self.name,
             "x-finopti-seq": str(batch.seq),
-            "x-finopti-positions": json.dumps(positions, separators=(",", ":")),
+            "x-finopti-prev-seq": str(batch.prev),
+            "x-finopti-positions": batch.sent_positions,
         }
         delay = 0.1
         while True:
             started = time.perf_counter()
             try:
-                r = self._client.post(self.base_url + PUSH_PATH, content=body, headers=headers)
+                r = client.post(self.base_url + PUSH_PATH, content=body, headers=headers)
                 self.metrics.push_seconds.observe(time.perf_counter() - started)
                 if r.status_code < 300:
-                    self.metrics.pushed.inc(batch.lines)
+                    if body is not EMPTY_BODY:
+                        self.metrics.pushed.inc(batch.lines)
                     self.receiver_up, self.last_push = True, time.time()
                     return True
                 if r.status_code in DROP_STATUSES:
+                    if body is EMPTY_BODY:
+                        return True
                     # The receiver will never take this batch (Loki: line too long, too old...): retrying
-                    # would block every later line. Dropped and counted, as Promtail does. Other answers
-                    # (401/403 while the policy service restarts, 404 while a route is missing, 429, 5xx)
+                    # would block every later line. Dropped and counted, as Promtail does; an empty batch of the
+                    # same number takes its place, so the store knows it need not wait for it. Other answers
+                    # (401/403 while the policy service restarts, 404 while a route is missing, 409, 429, 5xx)
                     # are retried: they say nothing about the batch.
                     self.metrics.push_errors.labels(f"http_{r.status_code}").inc()
                     self.metrics.rejected.labels("refused_by_receiver").inc(batch.lines)
                     log.error("receiver refused a batch of %d lines: %s %s", batch.lines, r.status_code, r.text[:500])
-                    return True
+                    body = EMPTY_BODY
+                    continue
                 reason = f"http_{r.status_code}"
             except Exception as exc:  # whatever it is, the batch must not be lost: retry
                 reason = type(exc).__name__
             self.metrics.push_errors.labels(reason).inc()
-            if self.receiver_up:
+            if self.receiver_up and reason != "http_409":
                 log.warning("push failed (%s); retrying with backoff", reason)
-            self.receiver_up = False
+                self.receiver_up = False
             if self.abandon.wait(delay):
                 return False
             delay = min(delay * 2, self.max_backoff)
@@ -481,7 +542,7 @@ class Collector:
             "receiver": self.base_url,
             "receiver_up": self.receiver_up,
             "files": len(self.tails),
-            "batches_waiting": self.queue.qsize(),
+            "batches_waiting": self.queue.qsize() + len(self._sending),
             "last_push_seconds_ago": round(time.time() - self.last_push, 3) if self.last_push else None,
         }
 

@@ -2,7 +2,8 @@
 
 - `POST /loki/api/v1/push`: Loki's JSON body (gzip allowed) or protobuf + snappy (what Promtail sends).
   The collector adds `X-Finopti-Collector`, `X-Finopti-Seq` and `X-Finopti-Positions` so a batch it
-  retries is stored once (see `LogStore.push`).
+  retries is stored once (see `LogStore.push`), and `X-Finopti-Prev-Seq` so its batches are stored in order
+  (409 when the one before has not come: the collector sends it again).
 - `GET /loki/api/v1/labels`, `GET /loki/api/v1/label/{name}/values`: for Grafana's label browser.
 - `GET /api/logs`, `GET /api/logs/tail` (Server-Sent Events), `GET /api/traces/{trace_id}`, `GET /api/stats`,
   `GET /api/collector/positions?collector=`.
@@ -22,8 +23,9 @@ import time
 
 import orjson
 from fastapi import FastAPI, HTTPException, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from prometheus_client import Counter, Gauge, Histogram
+from sse_starlette.sse import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import QueryParams
 
@@ -135,10 +137,46 @@ def delivery_from(request: Request) -> Delivery | None:
         return None
     try:
         seq = int(request.headers["x-finopti-seq"])
+        prev = int(request.headers.get("x-finopti-prev-seq", "0"))
         positions = orjson.loads(request.headers.get("x-finopti-positions", "{}"))
     except (KeyError, ValueError) as exc:
-        raise PushError(f"x-finopti-seq / x-finopti-positions headers: {exc}") from None
-    return Delivery(collector, seq, positions)
+        raise PushError(f"x-finopti-seq / x-finopti-prev-seq / x-finopti-positions headers: {exc}") from None
+    return Delivery(collector, seq, positions, prev)
+
+
+class DeliveryOrder:
+    """A collector keeps two pushes in flight, so that the store parses one while it writes the other; the
+    batches must still be stored in the order they were read (a batch's positions cover the ones before
+    it). A push waits here until the batch sent before it (`prev`) is stored."""
+
+    def __init__(self, store: LogStore):
+        self.store = store
+        self.stored: dict[str, int] = {}  # collector -> seq of its last stored batch
+        self.changed = asyncio.Condition()
+
+    async def _last(self, collector: str) -> int:
+        if collector not in self.stored:
+            delivered = await run_in_threadpool(self.store.delivered, collector)
+            self.stored.setdefault(collector, delivered.seq if delivered else 0)
+        return self.stored[collector]
+
+    async def wait_turn(self, delivery: Delivery, timeout: float = 5.0) -> bool:
+        """False if the batch before it has not come within `timeout` (the collector then sends it again)."""
+        if delivery.prev <= await self._last(delivery.collector):
+            return True
+        async with self.changed:
+            try:
+                await asyncio.wait_for(
+                    self.changed.wait_for(lambda: self.stored[delivery.collector] >= delivery.prev), timeout
+                )
+                return True
+            except TimeoutError:
+                return False
+
+    async def done(self, delivery: Delivery) -> None:
+        async with self.changed:
+            self.stored[delivery.collector] = max(self.stored.get(delivery.collector, 0), delivery.seq)
+            self.changed.notify_all()
 
 
 def create_app(settings: ServiceSettings) -> FastAPI:
@@ -152,6 +190,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app.router.redirect_slashes = False  # a redirect would carry an absolute path, wrong behind /logs/
     app.state.store = store
     app.state.arrived = asyncio.Event()
+    order = DeliveryOrder(store)
 
     async def retention_loop() -> None:
         while True:
@@ -184,7 +223,13 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                 streams = decode_push(body)
             else:
                 streams = json_streams(body)
-            stored = await run_in_threadpool(store.push, streams, delivery_from(request))
+            delivery = delivery_from(request)
+            if delivery is not None and not await order.wait_turn(delivery):
+                return JSONResponse({"error": "conflict", "status": 409,
+                                     "message": f"batch {delivery.prev} must be stored first: send it again"}, 409)
+            stored = await run_in_threadpool(store.push, streams, delivery)
+            if delivery is not None:
+                await order.done(delivery)
         except (PushError, ValueError, OSError, IndexError, OverflowError) as exc:
             REJECTED.inc()
             message = str(exc) if isinstance(exc, PushError) else f"invalid push body: {exc}"
@@ -213,7 +258,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return Response(orjson.dumps({"lines": lines}), media_type="application/json")
 
     @app.get("/api/logs/tail")
-    async def tail(request: Request) -> StreamingResponse:
+    async def tail(request: Request) -> EventSourceResponse:
         """New lines as Server-Sent Events (`id:` is the row id; `Last-Event-ID` resumes after it).
         With start or since, the lines stored since then come first."""
         q = log_query(request.query_params, default_limit=1000)
@@ -227,26 +272,21 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
         async def events():
             nonlocal after
-            yield ": tailing\n\n"  # headers and a first byte now, so clients and proxies see the stream open
-            quiet_since = time.monotonic()
-            while not await request.is_disconnected():
+            yield ServerSentEvent(comment="tailing")  # a first byte now: clients and proxies see the stream open
+            while True:
                 arrived = app.state.arrived  # before the query, so a push during it is not missed
                 lines = await run_in_threadpool(store.since, after, q)
                 for line in lines:
                     after = line["id"]
-                    yield f"id: {after}\ndata: {orjson.dumps(line).decode()}\n\n"
-                if lines:
-                    quiet_since = time.monotonic()
-                    if len(lines) == q.limit:
-                        continue
-                elif time.monotonic() - quiet_since > SSE_KEEPALIVE_SECONDS:
-                    quiet_since = time.monotonic()
-                    yield ": keepalive\n\n"
+                    yield ServerSentEvent(data=orjson.dumps(line).decode(), id=str(after))
+                if len(lines) == q.limit:
+                    continue
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(arrived.wait(), timeout=1.0)
 
-        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+        # EventSourceResponse ends the stream when the client goes or the server shuts down (a plain streaming
+        # response would hold uvicorn's graceful shutdown forever) and sends a comment every 15 s.
+        return EventSourceResponse(events(), ping=SSE_KEEPALIVE_SECONDS, headers={"X-Accel-Buffering": "no"})
 
     @app.get("/api/traces/{trace_id}")
     async def trace(trace_id: str) -> Response:
