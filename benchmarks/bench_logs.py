@@ -26,6 +26,7 @@ import httpx
 import orjson
 import psutil
 
+from benchmarks.common import wait_http
 from finopti.ports import free_port
 
 SERVICES = ["orchestrator", "gcloud-agent", "gcloud-tools", "monitoring-agent", "monitoring-tools"]
@@ -84,18 +85,6 @@ def write_corpus(logs: Path, total: int) -> tuple[int, list[str]]:
 
 def start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
     return subprocess.Popen(args, env={**os.environ, **env}, stdout=open(log, "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115
-
-
-def wait_http(url: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{url} did not come up")
 
 
 def pushed_lines(port: int) -> float:

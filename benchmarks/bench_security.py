@@ -17,26 +17,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
-from benchmarks.common import REPO, load, running_platform
+from benchmarks.common import REPO, load, running_platform, wait_http
 from finopti.mesh.envoy import render_envoy
 from finopti.mesh.model import load_mesh
 from finopti.platform import envoy_binary, gateway_runtime, write_envoy_files
 from finopti.policy import PolicyEngine
 from finopti.ports import free_port
-
-
-def _wait(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} not ready")
 
 
 def policy_eval_times(n: int = 2000) -> dict:
@@ -79,8 +65,8 @@ def main() -> None:
         envoy = subprocess.Popen([envoy_binary(), "-c", str(work / "bootstrap.yaml"), "--use-dynamic-base-id",
                                   "--log-level", "error"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            _wait(f"http://127.0.0.1:{plain_ui_port}/healthz")
-            _wait(f"http://127.0.0.1:{plain_rt.edge_port}/")
+            wait_http(f"http://127.0.0.1:{plain_ui_port}/healthz")
+            wait_http(f"http://127.0.0.1:{plain_rt.edge_port}/")
             load(f"{rt.edge_url}/", total=200)
             load(f"http://127.0.0.1:{plain_rt.edge_port}/", total=200)
             secured = load(f"{rt.edge_url}/", args.requests, args.concurrency)

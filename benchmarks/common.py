@@ -35,6 +35,19 @@ def running_platform():
         subprocess.run([FINOPTI, "down"], cwd=REPO, env=env, capture_output=True)
 
 
+def wait_http(url: str, timeout: float = 20) -> None:
+    """Until `url` answers 200 (a server the benchmark started)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
