@@ -1,26 +1,125 @@
-"""ui: the page users open through the gateway's edge (a minimal one for now)."""
+"""ui: the chat page and the built-in console (Platform Overview, Trace View, Debug Console), served through
+the gateway's edge listener. The HTML shells are public; the pages call the data APIs (`/api/ask`,
+`/api/logs`, `/api/traces/…`, `/api/metrics/…`) on the same origin with the user's bearer token.
 
-from fastapi import FastAPI
-from fastapi.responses import HTMLResponse
+Development sign-in: `/auth/dev-users` lists the users of the role data and `/auth/dev-token` mints a token
+with the development identity provider. Production signs users in with OIDC instead."""
 
+import html
+import json
+import re
+from pathlib import Path
+
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from finopti.dashboards import console_model
 from finopti.services.common import ServiceSettings, create_service_app
 
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>FinOptiAgents</title>
-<style>body{font-family:system-ui,sans-serif;max-width:46rem;margin:3rem auto;padding:0 1rem;color:#1f2933}
-code{background:#eef2f7;padding:.1rem .3rem;border-radius:4px}</style></head>
-<body><h1>FinOptiAgents</h1>
-<p>A FinOps assistant behind a strict service mesh. Ask from the command line:</p>
-<p><code>finopti ask "list instances in us-central1-a" --user alice@finopti.dev</code></p>
-<p>or call <code>POST /api/ask</code> with a bearer token from <code>finopti token EMAIL</code>.</p>
-<p style="color:#52606d">Served by <b>ui</b> {version} through the gateway.</p></body></html>"""
+STATIC = Path(__file__).parent / "static"
+_TRACE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+PAGES = {
+    "chat": ("Ask", "chat.js"),
+    "overview": ("Platform Overview", "overview.js"),
+    "trace": ("Trace View", "trace.js"),
+    "live": ("Debug Console", "live.js"),
+}
+
+
+def page(kind: str, version: str, **data: str) -> str:
+    title, script = PAGES[kind]
+    attrs = " ".join(f'data-{k.replace("_", "-")}="{html.escape(v)}"' for k, v in data.items())
+    nav = "".join(
+        f'<a href="{href}"{" aria-current=page" if key == kind else ""}>{label}</a>'
+        for key, href, label in (("chat", "/", "Ask"), ("overview", "/console", "Overview"),
+                                 ("live", "/console/live", "Live logs"))
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title} · FinOptiAgents</title>
+<link rel="stylesheet" href="/static/style.css?v={version}">
+<link rel="icon" href="data:,">
+</head>
+<body data-page="{kind}" {attrs}>
+<header class="top">
+  <a class="brand" href="/"><span class="logo">◆</span> FinOptiAgents</a>
+  <nav>{nav}</nav>
+  <div id="signin" class="signin"></div>
+</header>
+<main id="app"><p class="muted">Loading…</p></main>
+<footer class="foot">ui {html.escape(version)} · served through the gateway ·
+development sign-in; production uses OIDC</footer>
+<script type="module" src="/static/{script}?v={version}"></script>
+</body></html>"""
+
+
+class TokenRequest(BaseModel):
+    email: str
+
+
+def role_users(policy_dir: Path) -> dict[str, list[str]]:
+    data = json.loads((policy_dir / "data.json").read_text())
+    return dict(data.get("finopti", {}).get("roles", {}).get("users", {}))
 
 
 def create_app(settings: ServiceSettings) -> FastAPI:
     app = create_service_app(settings, "ui")
+    version = settings.version
 
     @app.get("/", response_class=HTMLResponse)
-    async def home() -> str:
-        return PAGE.replace("{version}", settings.version)
+    async def chat() -> str:
+        return page("chat", version)
 
+    @app.get("/console", response_class=HTMLResponse)
+    @app.get("/console/", response_class=HTMLResponse, include_in_schema=False)
+    async def overview() -> str:
+        return page("overview", version)
+
+    @app.get("/console/live", response_class=HTMLResponse)
+    async def live() -> str:
+        return page("live", version)
+
+    @app.get("/console/trace/{trace_id}", response_class=HTMLResponse)
+    async def trace(trace_id: str) -> str:
+        if not _TRACE_ID.match(trace_id):
+            raise HTTPException(400, detail={"error": "bad_request", "message": "invalid trace id"})
+        return page("trace", version, trace_id=trace_id)
+
+    @app.get("/console/model.json")
+    async def model() -> JSONResponse:
+        return JSONResponse(console_model(), headers={"Cache-Control": "no-cache"})
+
+    @app.get("/auth/dev-users")
+    async def dev_users() -> dict:
+        users = role_users(settings.policy_dir)
+        return {
+            "users": [{"email": email, "roles": roles} for email, roles in users.items()],
+            "note": "Development sign-in: tokens from the development identity provider. Production uses OIDC.",
+        }
+
+    @app.post("/auth/dev-token")
+    async def dev_token(request: TokenRequest) -> dict:
+        users = role_users(settings.policy_dir)
+        email = request.email.strip().lower()
+        if email not in users:
+            raise HTTPException(400, detail={"error": "unknown_user",
+                                             "message": f"{request.email!r} is not a user of the role data "
+                                             f"(known: {', '.join(users)})"})
+        from finopti.idp import DevIdentityProvider
+        from finopti.mesh.model import load_mesh
+
+        running = settings.home / "mesh.running.yaml"
+        if not running.exists():
+            raise HTTPException(503, detail={"error": "unavailable",
+                                             "message": "the platform's running mesh is missing; is it up?"})
+        identity = load_mesh(running).identity
+        token = await run_in_threadpool(DevIdentityProvider(settings.home / "idp", identity).issue, email)
+        return {"token": token, "email": email, "roles": users[email]}
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
