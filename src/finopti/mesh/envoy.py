@@ -208,7 +208,9 @@ def _clusters(spec: MeshSpec, rt: GatewayRuntime) -> list[dict]:
                     "http_health_check": {"path": service.health},
                 }],
                 # Envoy's default (50%) keeps sending to a lone unhealthy host ("panic"); we want a fast 503.
-                "common_lb_config": {"healthy_panic_threshold": {"value": 0.0}},
+                # Health changes (an opened circuit) reach the workers at once, not merged over Envoy's
+                # default 1 s window during which requests would still reach the ejected backend.
+                "common_lb_config": {"healthy_panic_threshold": {"value": 0.0}, "update_merge_window": "0s"},
                 "metadata": {"filter_metadata": {"finopti": {"cert_version": rt.cert_version}}},
             }
             breaker, budget = _backend_protection(spec, service.name)

@@ -60,7 +60,7 @@ def outlier_detection(breaker: CircuitBreaker) -> dict:
         "enforcing_success_rate": 0,
         # Connect failures count like 5xx answers (APISIX's api-breaker sees both as failures).
         "split_external_local_origin_errors": False,
-        "interval": "1s",
+        "interval": "1s",  # how often Envoy checks whether an open period has ended
         # The open period is base_ejection_time times the number of trips, up to max_ejection_time.
         "base_ejection_time": _seconds(breaker.open_for),
         "max_ejection_time": _seconds(breaker.max_open),

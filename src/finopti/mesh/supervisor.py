@@ -93,9 +93,7 @@ def render_supervisor(spec: MeshSpec, rt: ProcessRuntime) -> str:
         _program(
             "gateway",
             # Flush the access log every 200 ms (default 10 s) so a request is in the log right after it.
-            # One worker thread: plenty for one machine, leaves the other core to the services, and an
-            # opened circuit holds for the very next request (with several workers, a request on another
-            # worker can still reach the backend while the ejection propagates).
+            # One worker thread: plenty for one machine, and it leaves the other core to the services.
             # A dynamic base id lets two platforms (two test runs) share one machine.
             f"{rt.envoy} -c {rt.envoy_bootstrap} --log-level warn --file-flush-interval-msec 200 --concurrency 1"
             f" --use-dynamic-base-id --base-id-path {rt.state_dir / 'envoy.base-id'}",
