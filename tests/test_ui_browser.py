@@ -17,7 +17,7 @@ playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright (
                                      "pip install -e '.[dev]'")
 
 if not Path(CHROMIUM).exists():
-    pytest.skip(f"Chromium is missing at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+    pytest.skip(reason=f"Chromium is missing at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
 
 SHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
 TIMEOUT_MS = 20_000
@@ -69,11 +69,15 @@ def test_dev_sign_in_refuses_unknown_users(platform):
     assert answer.status_code == 200, answer.text
 
 
-def test_chat_answer_table_and_trace_waterfall(platform, page):
+def ask_in_chat(page, edge: str, user: str, prompt: str) -> None:
     page.set_viewport_size({"width": 1280, "height": 800})
-    sign_in(page, platform.edge, "erin@finopti.dev")
-    page.fill("#prompt", "find idle instances")
+    sign_in(page, edge, user)
+    page.fill("#prompt", prompt)
     page.click("#ask")
+
+
+def test_chat_answer_table_and_trace_waterfall(platform, page):
+    ask_in_chat(page, platform.edge, "erin@finopti.dev", "find idle instances")
     table = page.wait_for_selector("[data-testid=answer-table]")
     headers = [h.inner_text().lower() for h in table.query_selector_all("th")]
     assert "name" in headers and "zone" in headers, headers
@@ -184,10 +188,7 @@ def test_live_console_shows_new_lines_within_two_seconds(platform, page):
 
 
 def test_denial_shows_the_policy_reason(platform, page):
-    page.set_viewport_size({"width": 1280, "height": 800})
-    sign_in(page, platform.edge, "bob@finopti.dev")
-    page.fill("#prompt", "stop instance indexer-dev-01")
-    page.click("#ask")
+    ask_in_chat(page, platform.edge, "bob@finopti.dev", "stop instance indexer-dev-01")
     denied = page.wait_for_selector("[data-testid=denied]")
     expected = platform.ask("stop instance indexer-dev-01", "bob@finopti.dev")
     assert expected.status_code == 403
