@@ -72,3 +72,32 @@ def test_second_up_refuses_and_down_leaves_nothing(tmp_path):
     assert plat.cli("down").stdout.strip() == "the platform was not running"
     status = plat.cli("status")
     assert status.returncode != 0 and "not running" in status.stderr
+
+
+@pytest.mark.timeout(180)
+def test_foreground_up_stops_everything_on_ctrl_c(tmp_path):
+    """`make up` runs `finopti up` in the foreground; Ctrl-C (SIGINT) must stop every process it started."""
+    import signal
+    import subprocess
+    import time
+
+    from conftest import FINOPTI
+
+    from finopti.paths import StateDir
+
+    home = tmp_path / "state"
+    env = {**os.environ, "FINOPTI_HOME": str(home), "FINOPTI_EDGE_PORT": str(free_port())}
+    proc = subprocess.Popen([FINOPTI, "up"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    output = ""
+    deadline = time.monotonic() + 120
+    while "press Ctrl-C to stop" not in output:
+        line = proc.stdout.readline()
+        assert line and time.monotonic() < deadline, f"finopti up did not come up:\n{output}"
+        output += line
+    pids = platform_pids(StateDir(home))
+    assert len(pids) >= 8
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "stopped" in rest, rest
+    assert not [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
