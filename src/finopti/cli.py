@@ -1,5 +1,6 @@
 """`finopti`: a thin command line over the platform library."""
 
+import dataclasses
 import json
 import signal
 import sys
@@ -201,7 +202,7 @@ def render_envoy_cmd(
     rt = plan_placeholder_runtime(spec, mesh)
     state = state_dir()
     grt = gateway_runtime(state, rt)
-    grt = grt.__class__(**{**grt.__dict__, "xds_dir": out / "xds"})
+    grt = dataclasses.replace(grt, xds_dir=out / "xds")
     documents = render_envoy(spec, grt)
     write_envoy_files(documents, out, out / "xds")
     console.print(f"wrote {len(documents)} files to {out}")

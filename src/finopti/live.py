@@ -6,6 +6,7 @@ Drills (faults, canary weights) are kept as overrides in the state dir, on top o
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -60,12 +61,6 @@ def _same_processes(old: MeshSpec, new: MeshSpec) -> None:
         )
 
 
-def _routes_revision(spec: MeshSpec) -> str:
-    import hashlib
-
-    return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:12]
-
-
 def apply_mesh(state: StateDir, mesh_file: Path | None = None, wait: float = 10.0) -> MeshSpec:
     """Validate and push mesh.yaml (plus drills) to the running gateway and policy service."""
     rt = Runtime.load(state)
@@ -111,20 +106,17 @@ def inject_fault(state: StateDir, route: str, fault: dict) -> MeshSpec:
     spec = effective_spec(state)
     if route not in {r.name for r in spec.routes}:
         raise MeshSpecError(f"no route named '{route}' (routes: {', '.join(r.name for r in spec.routes)})")
-    overrides = load_overrides(state)
-    previous = json.loads(json.dumps(overrides))
-    overrides.setdefault("faults", {})[route] = fault
-    return _apply_drill(state, overrides, previous)
+    return _apply_drill(state, lambda overrides: overrides.setdefault("faults", {}).update({route: fault}))
 
 
 def clear_faults(state: StateDir, route: str | None = None) -> MeshSpec:
-    overrides = load_overrides(state)
-    previous = json.loads(json.dumps(overrides))
-    if route is None:
-        overrides["faults"] = {}
-    else:
-        overrides.setdefault("faults", {}).pop(route, None)
-    return _apply_drill(state, overrides, previous)
+    def clear(overrides: dict) -> None:
+        if route is None:
+            overrides["faults"] = {}
+        else:
+            overrides.setdefault("faults", {}).pop(route, None)
+
+    return _apply_drill(state, clear)
 
 
 def set_canary(state: StateDir, service: str, weights: dict[str, int], pin_header: str = "x-canary") -> MeshSpec:
@@ -137,13 +129,15 @@ def set_canary(state: StateDir, service: str, weights: dict[str, int], pin_heade
     remainder = versions[0]
     if remainder not in weights and given <= 100:
         weights = {remainder: 100 - given, **weights}  # the rest goes to the first (stable) version
+    canary = {"weights": weights, "pin_header": pin_header}
+    return _apply_drill(state, lambda overrides: overrides.setdefault("canary", {}).update({service: canary}))
+
+
+def _apply_drill(state: StateDir, change: Callable[[dict], None]) -> MeshSpec:
+    """Change the stored drills and apply them; a refused drill puts the previous ones back."""
+    previous = load_overrides(state)
     overrides = load_overrides(state)
-    previous = json.loads(json.dumps(overrides))
-    overrides.setdefault("canary", {})[service] = {"weights": weights, "pin_header": pin_header}
-    return _apply_drill(state, overrides, previous)
-
-
-def _apply_drill(state: StateDir, overrides: dict, previous: dict) -> MeshSpec:
+    change(overrides)
     save_overrides(state, overrides)
     try:
         return apply_mesh(state)

@@ -45,7 +45,8 @@ def error_body(status: int, error: str, message: str, **details) -> dict:
     return {"error": error, "message": message, "status": status, **details}
 
 
-def create_service_app(settings: ServiceSettings, title: str) -> FastAPI:
+def create_service_app(settings: ServiceSettings, title: str, quiet_paths: frozenset[str] = frozenset()) -> FastAPI:
+    """`quiet_paths`: requests that are not traffic (no log line, no metric), beyond /healthz and /metrics."""
     app = FastAPI(title=title, version=settings.version, docs_url=None, redoc_url=None)
     app.state.settings = settings
 
@@ -78,5 +79,7 @@ def create_service_app(settings: ServiceSettings, title: str) -> FastAPI:
         log.exception("unhandled error: %s", exc)
         return JSONResponse(error_body(500, "internal", f"{type(exc).__name__}: {exc}"), 500)
 
-    app.add_middleware(TelemetryMiddleware, service=settings.service, version=settings.version)
+    app.add_middleware(
+        TelemetryMiddleware, service=settings.service, version=settings.version, quiet_paths=quiet_paths
+    )
     return app

@@ -18,7 +18,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 
 from finopti.cloud import SandboxError
 from finopti.services.common import ServiceSettings, create_service_app
-from finopti.services.meshclient import mesh_headers
+from finopti.telemetry import outgoing_headers
 
 
 class ToolError(Exception):
@@ -82,7 +82,7 @@ async def call_tool(
     `verify` is the caller's mesh TLS context."""
     async with (
         streamablehttp_client(
-            url, headers=mesh_headers(), timeout=timeout, httpx_client_factory=_client_factory(verify)
+            url, headers=outgoing_headers(), timeout=timeout, httpx_client_factory=_client_factory(verify)
         ) as (read, write, _),
         ClientSession(read, write) as session,
     ):

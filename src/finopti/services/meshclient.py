@@ -18,8 +18,3 @@ def mesh_client(mesh_url: str, verify: ssl.SSLContext | bool = True, timeout: fl
     return httpx.AsyncClient(
         base_url=mesh_url, verify=verify, timeout=timeout, event_hooks={"request": [_add_context]}
     )
-
-
-def mesh_headers() -> dict[str, str]:
-    """Headers for clients that are not httpx-based (the MCP client)."""
-    return outgoing_headers()

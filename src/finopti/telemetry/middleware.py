@@ -33,13 +33,14 @@ def _route_template(scope: dict) -> str:
 
 
 class TelemetryMiddleware:
-    def __init__(self, app, service: str, version: str):
+    def __init__(self, app, service: str, version: str, quiet_paths: frozenset[str] = frozenset()):
         self.app = app
         self.service = service
         self.version = version
+        self.quiet_paths = QUIET_PATHS | quiet_paths
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] in QUIET_PATHS:
+        if scope["type"] != "http" or scope["path"] in self.quiet_paths:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}

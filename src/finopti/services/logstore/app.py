@@ -33,13 +33,10 @@ from finopti.logs.lokipb import decode_push
 from finopti.logs.store import MAX_LIMIT, Delivery, LogQuery, LogStore, PushError
 from finopti.logs.times import parse_since, parse_time
 from finopti.services.common import ServiceSettings, create_service_app
-from finopti.telemetry.middleware import QUIET_PATHS
 
 log = logging.getLogger("finopti.logstore")
 
 PUSH_PATH = "/loki/api/v1/push"
-# Each push logging a "request completed" line would feed the collector a line per push, forever.
-QUIET_PATHS.add(PUSH_PATH)
 
 LINES = Counter("finopti_logstore_lines_ingested_total", "Log lines stored")
 DUPLICATES = Counter("finopti_logstore_duplicate_batches_total", "Pushed batches already stored (retries)")
@@ -186,7 +183,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         max_bytes=parse_size(os.environ.get("FINOPTI_LOGSTORE_MAX_BYTES", "1GiB")),
     )
     retention_interval = parse_since(os.environ.get("FINOPTI_LOGSTORE_RETENTION_INTERVAL", "60s"))
-    app = create_service_app(settings, "FinOpti log store")
+    # Each push logging a "request completed" line would feed the collector a line per push, forever.
+    app = create_service_app(settings, "FinOpti log store", quiet_paths=frozenset({PUSH_PATH}))
     app.router.redirect_slashes = False  # a redirect would carry an absolute path, wrong behind /logs/
     app.state.store = store
     app.state.arrived = asyncio.Event()
