@@ -121,7 +121,7 @@ builtin_route_roles := {
 }
 
 read_actions := {
-	"list_instances", "describe_instance", "list_disks", "list_buckets",
+	"inventory", "list_instances", "describe_instance", "list_disks", "list_buckets",
 	"find_idle_instances", "rightsizing_recommendations", "estimate_monthly_cost",
 }
 

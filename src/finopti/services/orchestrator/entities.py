@@ -95,9 +95,15 @@ def _tolerance(length: int) -> int:
     return 0 if length <= 3 else 1 if length <= 5 else 2
 
 
+# Words people say for a part of a name.
+PART_SYNONYMS = {"db": {"database", "databases"}, "prod": {"production"}, "dev": {"development"},
+                 "staging": {"stage", "stg"}, "api": {"apis"}}
+_CANONICAL_PART = {word: part for part, words in PART_SYNONYMS.items() for word in words}
+
+
 def compare_part(said: str, name: str) -> str:
     """'equal', 'close' (a typo in letters) or 'different'."""
-    if _norm(said) == _norm(name):
+    if _norm(said) == _norm(name) or said in PART_SYNONYMS.get(name, ()):
         return "equal"
     if said.isdigit() or name.isdigit() or _digits(said) != _digits(name):
         return "different"
@@ -174,7 +180,7 @@ class EntityIndex:
         i = 0
         while i < len(said):
             for size in range(len(said) - i, 0, -1):
-                pairs = self.label_values.get(tuple(_norm(p) for p in said[i:i + size]))
+                pairs = self.label_values.get(tuple(_CANONICAL_PART.get(p, _norm(p)) for p in said[i:i + size]))
                 if pairs:
                     key, _, value = pairs[0].partition("=")
                     if key in found:

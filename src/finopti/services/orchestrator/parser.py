@@ -10,10 +10,13 @@
    be several things (ask, with the candidates).
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+from rapidfuzz import process
+from rapidfuzz.distance import OSA
 
 from finopti.services.orchestrator.catalog import ACTIONS, OUT_OF_SCOPE, VOCABULARY, ActionSpec, Slot, action
-from finopti.services.orchestrator.entities import Mention, Reading, find_mentions
+from finopti.services.orchestrator.entities import STOPWORDS, Mention, Reading, find_mentions
 from finopti.services.orchestrator.inventory import Inventory
 from finopti.services.orchestrator.quantities import Quantity, Window, find_quantities
 from finopti.services.orchestrator.text import normalize
@@ -64,6 +67,7 @@ class Understanding:
     options: tuple[Option, ...] = ()
     notes: tuple[str, ...] = ()
     ranking: tuple[tuple[str, float], ...] = ()  # (action, score), best first: for explaining and tuning
+    mentioned: tuple[str, ...] = ()  # the names recognised in the prompt
 
     @property
     def kind(self) -> str:
@@ -97,6 +101,23 @@ _PHRASES = sorted(((p.split(), p) for p in LEXICON), key=lambda item: -len(item[
 STRONG_VERBS = {phrase: spec.name for spec in (*ACTIONS, OUT_OF_SCOPE) for phrase in spec.verbs}
 
 
+_SINGLE_WORDS = sorted(p for p in LEXICON if " " not in p and len(p) >= 4 and p.isalpha())
+
+
+def _typo_of(token: str) -> str | None:
+    """The one-word phrase a token misspells: two letters swapped ("stpo"), or, in longer words, one letter
+    wrong, missing or extra ("describ", "unatached"). An inflection ("deleted") is not a typo."""
+    if len(token) < 4 or not token.isalpha():
+        return None
+    for phrase, _, _ in process.extract(token, _SINGLE_WORDS, scorer=OSA.distance, score_cutoff=1, limit=None):
+        if token.startswith(phrase) or phrase == token:
+            continue
+        swapped = len(token) == len(phrase) and sorted(token) == sorted(phrase)
+        if swapped or min(len(token), len(phrase)) >= 6:
+            return phrase
+    return None
+
+
 def _match_phrases(tokens: tuple[str, ...], taken: set[int]) -> list[Phrase]:
     found: list[Phrase] = []
     used = set(taken)
@@ -118,6 +139,11 @@ def _match_phrases(tokens: tuple[str, ...], taken: set[int]) -> list[Phrase]:
             if tuple(tokens[i:i + n]) == tuple(words) and not used.intersection(span):
                 found.append(Phrase(i, i + n, phrase, frozenset(span)))
                 used.update(span)
+    for i, token in enumerate(tokens):
+        if i not in used and token not in STOPWORDS:
+            typo = _typo_of(token)
+            if typo is not None:
+                found.append(Phrase(i, i + 1, typo, frozenset({i})))
     return sorted(found, key=lambda p: p.start)
 
 
@@ -168,7 +194,7 @@ def _mention_fill(slot: Slot, mention: Mention, reading: Reading, evidence: Evid
         problem = "near" if reading.quality == "near" else "ambiguous"
         return Fill(None, (mention,), choices=reading.candidates, problem=problem)
     note = None
-    if reading.quality in ("corrected", "partial") and mention.said.replace(" ", "-") != reading.value:
+    if mention.said.replace(" ", "-") != reading.value:
         note = f"read “{mention.said}” as {reading.value}"
     return Fill(reading.value, (mention,), note=note)
 
@@ -201,6 +227,8 @@ def _assign_mentions(spec: ActionSpec, evidence: Evidence) -> dict[str, Fill]:
             label_values.append((mention, reading))
             continue
         fill = _mention_fill(slot, mention, reading, evidence)
+        if mention.start > 0 and evidence.tokens[mention.start - 1] == "from" and slot.kind == "machine_type":
+            continue  # "from e2-standard-4 to e2-standard-2": the first is what it is now
         if slot.arg in fills:  # two things for one slot: ask which
             previous = fills[slot.arg]
             values = tuple(v for f in (previous, fill) for v in ((f.value,) if f.value else f.choices))
@@ -258,11 +286,44 @@ def _quantity_fill(slot: Slot, evidence: Evidence) -> Fill | None:
     return None
 
 
+def _narrow(fills: dict[str, Fill], spec: ActionSpec, evidence: Evidence) -> None:
+    """"the ledger database in prod": several instances fit the name, the other words say which one."""
+    used = {id(src) for f in fills.values() for src in f.sources}
+    for arg, fill in list(fills.items()):
+        slot = spec.slot(arg)
+        if slot.kind != "instance" or not fill.choices or fill.problem == "several":
+            continue
+        others = [m for m in evidence.mentions if id(m) not in used and not m.reading("instance")]
+        if not others:
+            continue
+        kept = []
+        for name in fill.choices:
+            inst = evidence.inventory.instance(name)
+            if inst and all(_fits(inst, m) for m in others):
+                kept.append(name)
+        if len(kept) == 1:
+            fills[arg] = Fill(kept[0], fill.sources + tuple(others),
+                              note=f"read “{' '.join(s.said for s in (*fill.sources, *others))}” as {kept[0]}")
+        elif 1 < len(kept) < len(fill.choices):
+            fills[arg] = Fill(None, fill.sources + tuple(others), choices=tuple(kept), problem=fill.problem)
+
+
+def _fits(inst, mention: Mention) -> bool:
+    """Whether an instance matches what a label or zone mention says (other mentions say nothing of it)."""
+    for reading in mention.readings:
+        if reading.kind == "label" and reading.value:
+            return all(inst.labels.get(k) == v for k, _, v in (p.partition("=") for p in reading.value.split(",")))
+        if reading.kind == "zone" and reading.value:
+            return inst.zone == reading.value
+    return True
+
+
 def _score(spec: ActionSpec, evidence: Evidence) -> Candidate:
     score = 0.0
     said = 0.0
     verb = False
     fills = _assign_mentions(spec, evidence)
+    _narrow(fills, spec, evidence)
     for slot in spec.slots:
         if slot.arg not in fills:
             fill = _vocabulary_fill(slot, evidence) or _quantity_fill(slot, evidence)
@@ -293,7 +354,9 @@ def _score(spec: ActionSpec, evidence: Evidence) -> Candidate:
         if id(mention) not in used:
             score -= max(UNUSED_MENTION.get(r.kind, 0.5) for r in mention.readings)
     for quantity in evidence.quantities:
-        if id(quantity) not in used:
+        if quantity.kind == "above" and "percent" in slot_kinds:
+            score -= FOREIGN_VERB  # "over 80% cpu" asks the opposite of "under a threshold"
+        elif id(quantity) not in used:
             score -= UNUSED_QUANTITY
     implied = bool(spec.implied_by) and all(arg in fills for arg in spec.implied_by)
     eligible = verb or implied or (said >= WORDS_NEEDED and not (spec.mutates and not spec.implied_by))
@@ -376,8 +439,9 @@ def _spoken_window(said: str) -> str:
     named = {"today": "today", "yesterday": "yesterday", "this_morning": "this morning", "this_week": "this week"}
     if said in named:
         return named[said]
-    unit = {"m": "minutes", "h": "hours", "d": "days"}[said[-1]]
-    return f"in the last {said[:-1]} {unit}"
+    amount = said[:-1]
+    unit = {"m": "minute", "h": "hour", "d": "day"}[said[-1]]
+    return f"in the last {unit}" if amount == "1" else f"in the last {amount} {unit}s"
 
 
 def _option(label: str, intent: Intent) -> Option:
@@ -454,6 +518,12 @@ def understand(prompt: str, inventory: Inventory) -> Understanding:
     quantities = find_quantities(tokens, taken)
     taken |= {i for q in quantities for i in range(q.start, q.end)}
     evidence = Evidence(tokens, mentions, quantities, _match_phrases(tokens, taken), text.quoted, inventory)
+    mentioned = tuple(r.value for m in mentions for r in m.readings
+                      if r.value and r.quality in ("exact", "corrected", "partial") and r.kind != "label")
+    return replace(_decide(evidence, inventory), mentioned=tuple(dict.fromkeys(mentioned)))
+
+
+def _decide(evidence: Evidence, inventory: Inventory) -> Understanding:
     scored = [_score(spec, evidence) for spec in (*ACTIONS, OUT_OF_SCOPE)]
     candidates = sorted((c for c in scored if c.eligible), key=lambda c: -c.score)
     ranking = tuple((c.spec.name, c.score) for c in candidates[:4])
@@ -472,7 +542,7 @@ def understand(prompt: str, inventory: Inventory) -> Understanding:
 
 
 def _replace(u: Understanding, ranking: tuple) -> Understanding:
-    return Understanding(u.intent, u.question, u.about, u.missing, u.options, u.notes, ranking)
+    return replace(u, ranking=ranking)
 
 
 def capabilities() -> list[dict]:

@@ -23,6 +23,7 @@ LEADING = frozenset({"last", "past", "previous", "recent", "the", "over", "in", 
                      "since", "of"})
 PERCENT_WORDS = frozenset({"%", "percent", "pct", "per-cent"})
 BELOW = frozenset({"under", "below", "beneath", "<", "lower", "less", "max", "maximum", "at-most"})
+ABOVE = frozenset({"over", "above", ">", "more", "greater", "exceeding", "higher", "beyond"})
 HOURS_PER_UNIT = {"m": 1 / 60, "h": 1, "d": 24}
 
 
@@ -45,7 +46,7 @@ class Window:
 class Quantity:
     start: int
     end: int
-    kind: str  # window, percent, below (a bare number after "under"/"below")
+    kind: str  # window, percent, below (a bare number after "under"/"below"), above (a percentage after "over")
     value: float | Window
 
 
@@ -123,7 +124,9 @@ def find_quantities(tokens: tuple[str, ...], taken: set[int]) -> list[Quantity]:
         percent = _percent_at(tokens, i)
         if percent is not None:
             used, value = percent
-            found.append(Quantity(i, i + used, "percent", value))
+            before = tokens[max(0, i - 2):i]
+            above = bool(set(before) & ABOVE) and not set(before) & BELOW
+            found.append(Quantity(i, i + used, "above" if above else "percent", value))
             i += used
             continue
         value = number(tokens[i])
