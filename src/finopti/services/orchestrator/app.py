@@ -58,6 +58,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             "action": intent.action,
             "arguments": intent.arguments,
             "data": result.get("data"),
+            # How to show the data and how it was computed, when the agent says (RULES.md presentation contract).
+            **{key: result[key] for key in ("view", "explanation") if key in result},
             **ids,
         }
 
