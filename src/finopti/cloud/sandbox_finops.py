@@ -11,12 +11,13 @@ import json
 import math
 from pathlib import Path
 
-from .billing_catalog import CUD_TYPES
+from .analysis import rightsizing
+from .billing_catalog import CUD_TYPES, billable_vcpus, series_of
 from .billing_store import SqliteBillingExport
-from .catalog import SANDBOX_NOW_TS, iso
+from .catalog import HISTORY_DAYS, SANDBOX_NOW_TS, ZONES, iso
 from .errors import AlreadyExists, InvalidArgument
 from .finops import anomalies, budgets, commitments, costs, forecast, periods
-from .finops.common import check_top, cost_filter, dimension
+from .finops.common import check_top, cost_filter, dimension, format_money
 from .store import load_prices, not_found, transaction
 from .validation import check_int
 from .waste import unused_resources
@@ -138,8 +139,8 @@ class SandboxFinOps:
                          (name, amount, json.dumps(scope), json.dumps(rules), SANDBOX_NOW_TS, created_by))
             budget = _budget(conn.execute("SELECT * FROM budgets WHERE name = ?", (name,)).fetchone())
             report = budgets.status(export, budget)
-        return {**budget, "status": report, "message": f"budget {name} created: {amount:,.2f} a month for "
-                f"{budgets.scope_text(scope)}"}
+        return {**budget, "status": report, "message": f"budget {name} created: {format_money(amount)} a month "
+                f"for {budgets.scope_text(scope)}"}
 
     def delete_budget(self, name: str) -> dict:
         name = budgets.check_name(name)
@@ -205,7 +206,18 @@ class SandboxFinOps:
                          "end": periods.iso_day(r["end"]),
                          "status": "ACTIVE" if r["start"] <= SANDBOX_NOW_TS < r["end"] else "NOT_ACTIVE"}
                         for r in conn.execute("SELECT * FROM commitments ORDER BY name")]
-            return commitments.recommend(export, existing, lookback)
+            result = commitments.recommend(export, existing, lookback)
+            prices = load_prices(conn)
+            freed = []
+            for rec in rightsizing(conn, prices, HISTORY_DAYS):
+                if rec["action"] != "downsize":
+                    continue
+                now, then = (prices.machine_types[rec[k]] for k in ("machine_type", "recommended_machine_type"))
+                moves = series_of(then.name) != series_of(now.name)
+                freed.append({"name": rec["name"], "series": series_of(now.name), "region": ZONES[rec["zone"]],
+                              "vcpus": billable_vcpus(now) - (0 if moves else billable_vcpus(then)),
+                              "memory_gb": now.memory_gb - (0 if moves else then.memory_gb)})
+            return commitments.adjust_for_rightsizing(result, freed)
 
     def find_unused_resources(self, min_snapshot_age_days: int = 90) -> dict:
         age = check_int("min_snapshot_age_days", min_snapshot_age_days, 1, 3650)

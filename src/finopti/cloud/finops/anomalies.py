@@ -14,7 +14,7 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 
-from .common import money, net
+from .common import format_money, money, net
 from .export import LABEL_PREFIX, BillingExport, CostFilter
 from .periods import DAY, Period, iso_day
 
@@ -47,20 +47,22 @@ def _drivers(export: BillingExport, service: str, day: int, history: list[int], 
         out.append({"sku": sku, "resource": resource, "project": project, "team": team,
                     "actual": money(actual), "expected": money(typical), "excess": money(actual - typical)})
     out.sort(key=lambda d: (-d["excess"], d["sku"], d["resource"] or ""))
-    return out[:3]
+    total = sum(d["excess"] for d in out if d["excess"] > 0)
+    # The lines that explain the day: at least the largest, then any carrying 5 % or more of the excess.
+    return [d for n, d in enumerate(out[:3]) if n == 0 or (total and d["excess"] >= 0.05 * total)]
 
 
-def _reason(a: dict) -> str:
+def _reason(a: dict, currency: str) -> str:
     top = a["drivers"][0] if a["drivers"] else None
     line = ""
     if top:
-        what = f"{top['resource']} · {top['sku']}" if top["resource"] else top["sku"]
-        line = f"; mostly {what} ({top['project']}, {top['excess']:+,.2f})"
+        what = f"{top['resource']} ({top['sku']})" if top["resource"] else top["sku"]
+        line = f"; mostly {what} in {top['project']}, +{format_money(top['excess'], currency)}"
     if a["kind"] == "new_service":
-        return f"{a['service']} had no cost in the {a['baseline']['days']} days before and cost " \
-               f"{a['actual']:,.2f} on {a['date']}{line}"
-    return f"{a['service']} cost {a['actual']:,.2f} on {a['date']}, {a['times_expected']}x its usual " \
-           f"{a['expected']:,.2f} (score {a['score']}){line}"
+        return (f"{a['service']} had no cost in the {a['baseline']['days']} days before and cost "
+                f"{format_money(a['actual'], currency)} on {a['date']}{line}")
+    return (f"{a['service']} cost {format_money(a['actual'], currency)} on {a['date']}, {a['times_expected']}x its "
+            f"usual {format_money(a['expected'], currency)} (score {a['score']}){line}")
 
 
 def detect(export: BillingExport, period: Period, where: CostFilter, threshold: float = 3.5,
@@ -106,7 +108,7 @@ def detect(export: BillingExport, period: Period, where: CostFilter, threshold: 
                              "spread": money(spread) if spread is not None else None},
                 "drivers": _drivers(export, service, day, history_days, where),
             }
-            anomaly["reason"] = _reason(anomaly)
+            anomaly["reason"] = _reason(anomaly, export.currency())
             anomalies.append(anomaly)
     anomalies.sort(key=lambda a: (a["date"], -a["excess"]))
     flagged = sorted({a["service"] for a in anomalies})

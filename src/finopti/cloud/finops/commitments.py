@@ -100,3 +100,25 @@ def recommend(export: BillingExport, commitments: list[dict], lookback_days: int
                       "commitment = average of min(usage, committed) / committed",
         },
     }
+
+
+def adjust_for_rightsizing(result: dict, downsizes: list[dict]) -> dict:
+    """Commit after rightsizing: usage that rightsizing would remove should not be committed to.
+
+    `downsizes`: one entry per recommended downsize, {name, series, region, vcpus, memory_gb} freed in that
+    series and region (the whole instance when the recommendation moves it to another series). Each
+    recommendation gets `after_rightsizing` with the smaller amounts and their 1-year saving."""
+    for rec in result["recommendations"]:
+        mine = [d for d in downsizes if d["series"] == rec["series"] and d["region"] == rec["region"]]
+        after = {k: max(0, rec[k]["recommended"] - math.ceil(sum(d[k] for d in mine))) for k in ("vcpus", "memory_gb")}
+        hourly = sum(after[k] * rec[k]["on_demand_hourly_rate"] for k in ("vcpus", "memory_gb"))
+        rec["after_rightsizing"] = {
+            "instances": sorted(d["name"] for d in mine),
+            "vcpus_freed": sum(d["vcpus"] for d in mine), "memory_gb_freed": sum(d["memory_gb"] for d in mine),
+            **after, "monthly_saving_1y": money(hourly * HOURS_PER_MONTH * PLANS["TWELVE_MONTH"][1]),
+        }
+    result["total_monthly_saving_after_rightsizing_1y"] = money(
+        sum(r["after_rightsizing"]["monthly_saving_1y"] for r in result["recommendations"]))
+    result["explanation"]["method"] += ("; after_rightsizing subtracts the vCPUs and GB that the rightsizing "
+                                        "recommendations would free in the same series and region")
+    return result

@@ -16,6 +16,14 @@ def money(value: float) -> float:
     return round(value + 0.0, 2)  # + 0.0 turns -0.0 into 0.0
 
 
+def format_money(value: float | None, currency: str = "USD") -> str:
+    """$1,234.56 for USD, "1,234.56 EUR" otherwise; a minus sign before the symbol."""
+    if value is None:
+        return "n/a"
+    sign = "-" if value < 0 else ""
+    return f"{sign}${abs(value):,.2f}" if currency == "USD" else f"{sign}{abs(value):,.2f} {currency}"
+
+
 def net(cell: dict) -> float:
     return cell["cost"] + cell["credits"]
 

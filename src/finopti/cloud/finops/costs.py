@@ -72,7 +72,8 @@ def _by(cells: list[dict], dim: str) -> dict[str, dict]:
 
 
 def _detail_key(cell: dict) -> str:
-    return f"{cell['resource']} · {cell['sku']}" if cell["resource"] else cell["sku"]
+    """A driver's detail line: the resource when the row has one (all its SKUs together), else the SKU."""
+    return cell["resource"] or cell["sku"]
 
 
 def _change(before: float, after: float) -> dict:
@@ -100,11 +101,13 @@ def compare(export: BillingExport, current: Period, previous: Period, where: Cos
     drivers.sort(key=lambda d: (-abs(d["change"]), d["key"]))
     for driver in drivers[:top]:
         lines: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+        skus: dict[str, set[str]] = defaultdict(set)
         for index, cells in ((0, before_cells), (1, now_cells)):
             for c in cells:
                 if _key(dim, c[dim]) == driver["key"]:
                     lines[_detail_key(c)][index] += net(c)
-        details = [{"key": k, **_change(b, a)} for k, (b, a) in lines.items()]
+                    skus[_detail_key(c)].add(c["sku"])
+        details = [{"key": k, **_change(b, a), "skus": sorted(skus[k])} for k, (b, a) in lines.items()]
         details.sort(key=lambda d: (-abs(d["change"]), d["key"]))
         driver["details"] = details[:3]
     same_length = current.days == previous.days

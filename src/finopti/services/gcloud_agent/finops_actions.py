@@ -6,16 +6,13 @@ Views follow the presentation contract (RULES.md): `type` timeseries | bar | tab
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
+from finopti.cloud.finops.common import format_money
 from finopti.services.agent import Action
 
-
-def _money(value: float | None, currency: str = "USD") -> str:
-    if value is None:
-        return "n/a"
-    sign = "-" if value < 0 else ""
-    return f"{sign}${abs(value):,.2f}" if currency == "USD" else f"{sign}{abs(value):,.2f} {currency}"
+_money = format_money
 
 
 def _signed(value: float, currency: str = "USD") -> str:
@@ -36,7 +33,8 @@ def _filter(data: dict) -> str:
 def _report(data: Any, _: dict) -> str:
     cur, t = data["currency"], data["totals"]
     top = ", ".join(f"{g['key']} {_money(g['net'], cur)} ({g['share']:.0%})" for g in data["groups"][:3])
-    by = "" if data["group_by"] in ("day", "month") else f"; largest by {data['group_by']}: {top}"
+    dim = data["group_by"].removeprefix("label:")
+    by = "" if dim in ("day", "month") else f"; largest by {dim}: {top}"
     return (f"net cost {_span(data['period'])}{_filter(data)}: {_money(t['net'], cur)} (cost {_money(t['cost'], cur)},"
             f" credits {_money(t['credits'], cur)}){by}")
 
@@ -62,13 +60,17 @@ def _compare(data: Any, _: dict) -> str:
             f"({_span(now['period'])})" + (f"; drivers: {'; '.join(drivers)}" if drivers else ""))
 
 
+def _month(month: str) -> str:
+    return datetime.strptime(month, "%Y-%m").strftime("%B %Y")
+
+
 def _forecast(data: Any, _: dict) -> str:
     cur, m, n = data["currency"], data["month_end"], data["next_month"]
     lo80, hi80 = m["interval_80"]
     nlo, nhi = n["interval_80"]
-    return (f"{m['month']}{_filter(data)} should end at {_money(m['forecast'], cur)} (80% interval "
+    return (f"{_month(m['month'])}{_filter(data)} should end at {_money(m['forecast'], cur)} (80% interval "
             f"{_money(lo80, cur)} to {_money(hi80, cur)}), {_money(m['actual_to_date'], cur)} spent in the first "
-            f"{m['days_elapsed']} days; {n['month']}: {_money(n['forecast'], cur)} (80% {_money(nlo, cur)} to "
+            f"{m['days_elapsed']} days; {_month(n['month'])}: {_money(n['forecast'], cur)} (80% {_money(nlo, cur)} to "
             f"{_money(nhi, cur)})")
 
 
