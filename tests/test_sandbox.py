@@ -24,14 +24,14 @@ NOW = "2026-11-16T00:00:00Z"
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> SandboxCloud:
-    """A seeded sandbox for read-only tests; tests that mutate make their own."""
-    return SandboxCloud(tmp_path_factory.mktemp("sandbox") / "sandbox.db")
+def shared(seeded_sandbox: Path) -> SandboxCloud:
+    """The session's seeded sandbox, for read-only tests; tests that mutate get their own copy."""
+    return SandboxCloud(seeded_sandbox)
 
 
 @pytest.fixture
-def cloud(tmp_path: Path) -> SandboxCloud:
-    return SandboxCloud(tmp_path / "sandbox.db")
+def cloud(fresh_sandbox: SandboxCloud) -> SandboxCloud:
+    return fresh_sandbox
 
 
 def dump(path: Path) -> list[str]:

@@ -17,6 +17,7 @@ computed from all of it by `billing_seed.build_export`.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
@@ -312,6 +313,11 @@ class SeedPlan:
     commitments: list[CommitmentSeed] = field(default_factory=list)
     export: list = field(default_factory=list)  # billing_seed.ExportRow, the billing history
 
+    @functools.cached_property
+    def export_records(self) -> list[tuple]:
+        """The billing history as billing_export table rows."""
+        return [row.as_record(BILLING_ACCOUNT_ID, CURRENCY) for row in self.export]
+
 
 def _days_ago(rng: random.Random, lo: int, hi: int) -> int:
     """A whole-hour timestamp between lo and hi days before SANDBOX_NOW."""
@@ -466,8 +472,10 @@ def _plan_samples(rng: random.Random, instances: list[InstanceSeed]) -> list[tup
     return samples
 
 
+@functools.lru_cache(maxsize=2)
 def build_plan(seed: int = SEED) -> SeedPlan:
-    """The full seed, computed in memory; the same seed always gives the same plan."""
+    """The full seed, computed in memory; the same seed always gives the same plan (built once per process,
+    so treat it as read-only)."""
     from .billing_seed import build_export  # it reads the plan's dataclasses
 
     rng = random.Random(seed)
@@ -550,7 +558,7 @@ def write_plan(conn: sqlite3.Connection, plan: SeedPlan, seed: int = SEED) -> No
          for k in sku_catalogue(STORAGE_PRICES)],
     )
     conn.executemany(f"INSERT INTO billing_export VALUES ({', '.join('?' * 28)})",
-                     [row.as_record(BILLING_ACCOUNT_ID, CURRENCY) for row in plan.export])
+                     plan.export_records)
     conn.executemany(
         "INSERT INTO budgets VALUES (?, ?, ?, ?, ?, ?)",
         [(b["name"], b["amount"], json.dumps(b["filter"]), json.dumps(b["thresholds"]), SANDBOX_NOW_TS, "seed")
