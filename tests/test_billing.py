@@ -476,3 +476,31 @@ def test_per_day_totals_are_what_the_docs_table_shows(cloud: SandboxCloud) -> No
     for g in cloud.cost_report(period="last_week", group_by="day")["groups"]:
         by_day[g["key"]] = g["net"]
     assert by_day["2026-11-09"] == 309.77 and by_day["2026-11-12"] == 1268.45 and by_day["2026-11-15"] == 293.49
+
+
+def test_every_tool_of_the_tool_servers_is_a_backend_method(tmp_path: Path, monkeypatch) -> None:
+    """The tool servers reach the cloud only through CloudBackend: each tool is a method of that name there."""
+    from mcp.server.fastmcp import FastMCP
+
+    from finopti.services.common import ServiceSettings
+    from finopti.services.gcloud_tools.app import create_app as gcloud_tools
+    from finopti.services.monitoring_tools.app import create_app as monitoring_tools
+
+    tools: set[str] = set()
+    register = FastMCP.tool
+
+    def recording(self, *args, **kwargs):
+        decorate = register(self, *args, **kwargs)
+
+        def named(fn):
+            tools.add(fn.__name__)
+            return decorate(fn)
+
+        return named
+
+    monkeypatch.setattr(FastMCP, "tool", recording)
+    fresh = ServiceSettings(home=tmp_path)
+    gcloud_tools(fresh)
+    monitoring_tools(fresh)
+    protocol = {name for name in dir(CloudBackend) if not name.startswith("_")}
+    assert len(tools) > 25 and tools <= protocol, tools - protocol
