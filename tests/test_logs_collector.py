@@ -3,6 +3,7 @@ structured metadata, original lines), robustness to bad lines, retries, rotation
 
 import json
 import os
+import shutil
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from finopti.logs.collector import Collector, ParseStats, parse_line, serve_http
-from finopti.logs.tail import FileTail
+from finopti.logs.tail import FileTail, Position, anchor_of, digest
 
 
 class Receiver:
@@ -125,22 +126,26 @@ def service_line(service: str, message: str, **fields) -> str:
                        "message": message, **fields})
 
 
+NOW = 1_795_700_000_000_000_000  # 2026-11-26T13:33:20Z, after the lines' own time
+
+
 def test_parse_line():
     stats = ParseStats()
     line = service_line("gcloud-agent", "done", trace_id="ab" * 16, span_id="cd" * 8, request_id="r-1",
                         user="bob@finopti.dev", route="/v1/actions/{action}", status=200, version="v2")
-    (service, level), value = parse_line(line.encode(), "gcloud-agent-v2", 0, stats)
+    (service, level), value = parse_line(line.encode(), "gcloud-agent-v2", NOW, stats)
     assert (service, level) == ("gcloud-agent", "info")
     assert value == ["1795694875548000000", line, {
         "trace_id": "ab" * 16, "span_id": "cd" * 8, "request_id": "r-1", "user": "bob@finopti.dev",
         "route": "/v1/actions/{action}", "component": "gcloud-agent-v2"}]
     # Empty ids (logged outside a request) are not metadata.
-    (_, _), value = parse_line(service_line("ui", "up", trace_id="", user="").encode(), "ui", 0, stats)
+    (_, _), value = parse_line(service_line("ui", "up", trace_id="", user="").encode(), "ui", NOW, stats)
     assert len(value) == 2
     # Envoy's diagnostics and supervisord: plain text, level guessed, time of reading.
     (service, level), value = parse_line(b"[2026-11-26 12:08:17.666][7258][warning][main] caught SIGTERM",
-                                         "gateway.err", 42, stats)
-    assert (service, level) == ("gateway", "warning") and value[0] == "42" and value[2] == {"component": "gateway.err"}
+                                         "gateway.err", NOW, stats)
+    assert (service, level) == ("gateway", "warning") and value[0] == str(NOW)
+    assert value[2] == {"component": "gateway.err"}
     assert parse_line(b"2026-11-26 12:07:43,954 CRIT Supervisor running", "supervisord", 0, stats)[0] == (
         "supervisord", "critical")
     assert parse_line(b'{"broken": ', "ui", 0, stats)[0] == ("ui", "info")
@@ -252,7 +257,10 @@ def test_restart_resumes_from_positions(tmp_path, receiver):
     wait_for(lambda: len(receiver.lines()) == 100)
     running.stop()
     positions = json.loads((tmp_path / "positions.json").read_text())
-    assert positions["positions"][str(log.resolve())] == {"inode": os.stat(log).st_ino, "offset": log.stat().st_size}
+    saved = positions["positions"][str(log.resolve())]
+    assert (saved["dev"], saved["inode"], saved["offset"]) == (os.stat(log).st_dev, os.stat(log).st_ino,
+                                                                 log.stat().st_size)
+    assert saved["fp"] == digest(log.read_bytes()[:1024]) and saved["fp_len"] == 1024
     with open(log, "a") as f:
         f.write(service_line("ui", "while down") + "\n")
     running = start(tmp_path, receiver.url)
@@ -306,11 +314,9 @@ def test_own_log_is_not_collected_and_new_files_are(tmp_path, receiver):
 
 def read_all(tail: FileTail) -> list[bytes]:
     out = []
-    while True:
-        lines, _, end = tail.read(1000)
-        if end is None:
-            return out
-        out += lines
+    while (chunk := tail.read(1000)) is not None:
+        out += chunk.lines
+    return out
 
 
 def test_tail_follows_rotation_and_joins_a_split_line(tmp_path):
@@ -322,7 +328,8 @@ def test_tail_follows_rotation_and_joins_a_split_line(tmp_path):
     os.rename(log, tmp_path / "x.log.1")  # supervisord rotates mid-line
     log.write_bytes(b"ee\nfour\n")
     assert read_all(tail) == [b"three", b"four"]
-    assert tail.rotations == 1 and (tail.inode, tail.offset) == (os.stat(log).st_ino, 8)
+    assert tail.rotations == 1 and [f.inode for f in tail.files] == [os.stat(log).st_ino]
+    assert tail.files[0].offset == 8
 
 
 def test_tail_follows_truncation(tmp_path):
@@ -336,19 +343,96 @@ def test_tail_follows_truncation(tmp_path):
     assert tail.truncations == 1
 
 
+def test_tail_sees_a_truncation_regrown_to_the_same_size_or_beyond(tmp_path):
+    """Size alone cannot tell: the first bytes and the bytes before the offset changed."""
+    log = tmp_path / "x.log"
+    log.write_bytes(b"line 1\nline 2\n")
+    tail = FileTail(log, 1024)
+    tail.open(None)
+    assert read_all(tail) == [b"line 1", b"line 2"]
+    with open(log, "r+b") as f:  # same inode, same size, other lines
+        f.truncate(0)
+        f.write(b"line 3\nline 4\n")
+    assert read_all(tail) == [b"line 3", b"line 4"]
+    with open(log, "r+b") as f:  # same inode, bigger
+        f.truncate(0)
+        f.write(b"line 5\nline 6\nline 7\n")
+    assert read_all(tail) == [b"line 5", b"line 6", b"line 7"]
+    assert tail.truncations == 2
+
+
+def test_tail_reads_what_only_the_copy_holds_after_copytruncate(tmp_path):
+    log = tmp_path / "x.log"
+    log.write_bytes(b"a\nb\n")
+    tail = FileTail(log, 1024)
+    tail.open(None)
+    assert read_all(tail) == [b"a", b"b"]
+    with open(log, "ab") as f:
+        f.write(b"c\nd")  # written after our last read: only the copy will hold it
+    shutil.copyfile(log, tmp_path / "x.log.1")
+    with open(log, "r+b") as f:
+        f.truncate(0)
+        f.write(b"\ne\n")  # the rest of the line cut by the rotation, as supervisord splits a line
+    assert read_all(tail) == [b"c", b"d", b"e"]
+    assert tail.truncations == 1
+
+
+def test_tail_follows_a_rotated_file_still_being_written(tmp_path):
+    log = tmp_path / "x.log"
+    writer = open(log, "ab", buffering=0)  # noqa: SIM115 - a writer that keeps its file across the rotation
+    writer.write(b"1\n")
+    tail = FileTail(log, 1024, rotate_wait=0.5)
+    tail.open(None)
+    assert read_all(tail) == [b"1"]
+    os.rename(log, tmp_path / "x.log.1")
+    log.write_bytes(b"new 1\n")
+    writer.write(b"2\n")  # still to the rotated file
+    assert sorted(read_all(tail)) == [b"2", b"new 1"]
+    writer.write(b"3\n")
+    assert read_all(tail) == [b"3"]
+    writer.close()
+    rotated_key = f"{log}@{os.stat(tmp_path / 'x.log.1').st_dev}:{os.stat(tmp_path / 'x.log.1').st_ino}"
+    assert tail.keys() == [rotated_key, str(log)]
+    time.sleep(0.6)
+    assert read_all(tail) == [] and tail.take_forgotten() == [rotated_key] and tail.keys() == [str(log)]
+
+
 def test_tail_resumes_in_a_rotated_file(tmp_path):
     """Down while the file rotated twice: finish the old inode, then the newer rotated file, then the file."""
     log = tmp_path / "x.log"
     log.write_bytes(b"1\n2\n")
-    saved = (os.stat(log).st_ino, 2)  # line "1" was pushed
+    saved = Position(os.stat(log).st_dev, os.stat(log).st_ino, 2, digest(b"1\n2\n"), 4, anchor_of(b"1"))
     os.rename(tmp_path / "x.log", tmp_path / "x.log.1")
     (tmp_path / "x.log").write_bytes(b"3\n")
     os.rename(tmp_path / "x.log.1", tmp_path / "x.log.2")
     os.rename(tmp_path / "x.log", tmp_path / "x.log.1")
     (tmp_path / "x.log").write_bytes(b"4\n")
     tail = FileTail(log, 1024)
-    tail.open(saved)
+    tail.open({str(log): saved})
     assert read_all(tail) == [b"2", b"3", b"4"]
+
+
+def test_tail_resumes_in_the_copy_after_a_copytruncate_while_down(tmp_path):
+    log = tmp_path / "x.log"
+    log.write_bytes(b"1\n2\n")
+    saved = Position(os.stat(log).st_dev, os.stat(log).st_ino, 2, digest(b"1\n2\n"), 4, anchor_of(b"1"))
+    shutil.copyfile(log, tmp_path / "x.log.1")
+    log.write_bytes(b"3\n4\n")  # the same inode, other content, the same size
+    tail = FileTail(log, 1024)
+    tail.open({str(log): saved})
+    assert read_all(tail) == [b"2", b"3", b"4"]
+
+
+def test_tail_does_not_trust_a_reused_inode(tmp_path):
+    """The file was deleted and another created with the same inode number while we were down."""
+    log = tmp_path / "x.log"
+    log.write_bytes(b"old 1\nold 2\n")
+    saved = Position(os.stat(log).st_dev, os.stat(log).st_ino, 12, digest(b"old 1\nold 2\n"), 12, anchor_of(b"old 2"))
+    with open(log, "r+b") as f:  # what inode reuse looks like from here: same inode, other bytes
+        f.write(b"new 1\nnew 2\nnew 3\n")
+    tail = FileTail(log, 1024)
+    tail.open({str(log): saved})
+    assert read_all(tail) == [b"new 1", b"new 2", b"new 3"]
 
 
 def test_tail_skips_a_line_too_long_without_holding_it(tmp_path):
@@ -357,12 +441,9 @@ def test_tail_skips_a_line_too_long_without_holding_it(tmp_path):
     tail = FileTail(log, 100)
     tail.open(None)
     lines = []
-    while True:
-        got, _, end = tail.read(1000)
-        assert len(tail.buffer) <= 100
-        if end is None:
-            break
-        lines += got
+    while (chunk := tail.read(1000)) is not None:
+        assert all(len(f.buffer) <= 100 for f in tail.files)
+        lines += chunk.lines
     assert lines == [b"short", b"after"] and tail.too_long == 1
 
 
@@ -371,6 +452,7 @@ def test_tail_hands_back_what_does_not_fit(tmp_path):
     log.write_bytes(b"".join(b"%d\n" % i for i in range(10)))
     tail = FileTail(log, 100)
     tail.open(None)
-    lines, ends, end = tail.read(3)
-    assert lines == [b"0", b"1", b"2"] and ends == [2, 4, 6] and end == (os.stat(log).st_ino, 6)
+    chunk = tail.read(3)
+    assert chunk.lines == [b"0", b"1", b"2"] and chunk.ends == [2, 4, 6] and chunk.end == 6
+    assert chunk.position().offset == 6 and chunk.position().inode == os.stat(log).st_ino
     assert read_all(tail) == [b"%d" % i for i in range(3, 10)]
