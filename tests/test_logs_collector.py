@@ -1,6 +1,7 @@
 """The collector in-process against a real HTTP receiver that records every push: what it pushes (labels,
 structured metadata, original lines), robustness to bad lines, retries, rotation and truncation."""
 
+import itertools
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from finopti.logs.collector import Collector, ParseStats, parse_line, serve_http
+from finopti.logs.multiline import Joiner, MultilineRule, infer_level
 from finopti.logs.tail import FileTail, Position, anchor_of, digest
 
 
@@ -401,7 +403,7 @@ def test_tail_resumes_in_a_rotated_file(tmp_path):
     """Down while the file rotated twice: finish the old inode, then the newer rotated file, then the file."""
     log = tmp_path / "x.log"
     log.write_bytes(b"1\n2\n")
-    saved = Position(os.stat(log).st_dev, os.stat(log).st_ino, 2, digest(b"1\n2\n"), 4, anchor_of(b"1"))
+    saved = Position(os.stat(log).st_dev, os.stat(log).st_ino, 2, digest(b"1\n2\n"), 4, *anchor_of(b"1"))
     os.rename(tmp_path / "x.log", tmp_path / "x.log.1")
     (tmp_path / "x.log").write_bytes(b"3\n")
     os.rename(tmp_path / "x.log.1", tmp_path / "x.log.2")
@@ -415,7 +417,7 @@ def test_tail_resumes_in_a_rotated_file(tmp_path):
 def test_tail_resumes_in_the_copy_after_a_copytruncate_while_down(tmp_path):
     log = tmp_path / "x.log"
     log.write_bytes(b"1\n2\n")
-    saved = Position(os.stat(log).st_dev, os.stat(log).st_ino, 2, digest(b"1\n2\n"), 4, anchor_of(b"1"))
+    saved = Position(os.stat(log).st_dev, os.stat(log).st_ino, 2, digest(b"1\n2\n"), 4, *anchor_of(b"1"))
     shutil.copyfile(log, tmp_path / "x.log.1")
     log.write_bytes(b"3\n4\n")  # the same inode, other content, the same size
     tail = FileTail(log, 1024)
@@ -427,7 +429,7 @@ def test_tail_does_not_trust_a_reused_inode(tmp_path):
     """The file was deleted and another created with the same inode number while we were down."""
     log = tmp_path / "x.log"
     log.write_bytes(b"old 1\nold 2\n")
-    saved = Position(os.stat(log).st_dev, os.stat(log).st_ino, 12, digest(b"old 1\nold 2\n"), 12, anchor_of(b"old 2"))
+    saved = Position(os.stat(log).st_dev, os.stat(log).st_ino, 12, digest(b"old 1\nold 2\n"), 12, *anchor_of(b"old 2"))
     with open(log, "r+b") as f:  # what inode reuse looks like from here: same inode, other bytes
         f.write(b"new 1\nnew 2\nnew 3\n")
     tail = FileTail(log, 1024)
@@ -456,3 +458,99 @@ def test_tail_hands_back_what_does_not_fit(tmp_path):
     assert chunk.lines == [b"0", b"1", b"2"] and chunk.ends == [2, 4, 6] and chunk.end == 6
     assert chunk.position().offset == 6 and chunk.position().inode == os.stat(log).st_ino
     assert read_all(tail) == [b"%d" % i for i in range(3, 10)]
+
+
+# --- multiline entries and levels ---------------------------------------------------------------------------
+
+TRACEBACK = [
+    b"Traceback (most recent call last):",
+    b'  File "/app/main.py", line 3, in <module>',
+    b"    start()",
+    b"KeyError: 'port'",
+    b"",
+    b"During handling of the above exception, another exception occurred:",
+    b"",
+    b"Traceback (most recent call last):",
+    b'  File "/app/main.py", line 5, in <module>',
+    b'    raise RuntimeError("cannot start")',
+    b"RuntimeError: cannot start",
+]
+
+
+def joined(lines: list[bytes], rule: MultilineRule = MultilineRule()) -> list[bytes]:
+    joiner = Joiner(rule, rule.compiled(), 256 * 1024)
+    ends = list(itertools.accumulate(len(line) + 1 for line in lines))
+    entries = joiner.feed(lines, ends, 0)
+    held = joiner._take() if joiner.holding else None
+    return [e.text for e in entries] + ([held.text] if held else [])
+
+
+def test_a_traceback_joins_the_entry_it_belongs_to():
+    text_line = b"2026-11-26 12:07:43,954 ERROR worker failed"
+    json_line = b'{"level": "info", "message": "starting"}'
+    assert joined([text_line, *TRACEBACK, b"2026-11-26 12:07:44,001 INFO next"]) == [
+        b"\n".join([text_line, *TRACEBACK]), b"2026-11-26 12:07:44,001 INFO next"]
+    # After a JSON line (a whole entry by itself) a raw traceback is an entry of its own; so is one at the start.
+    assert joined([json_line, *TRACEBACK]) == [json_line, b"\n".join(TRACEBACK)]
+    assert joined(TRACEBACK[:4]) == [b"\n".join(TRACEBACK[:4])]
+    # Java, Envoy, logfmt, syslog and uvicorn's text lines start entries; indented and `Caused by` lines continue.
+    java = [b"2026-11-26 12:07:43 SEVERE boom", b"java.lang.IllegalStateException: x", b"\tat a.B.c(B.java:1)",
+            b"Caused by: java.io.IOException: y", b"\t... 3 more"]
+    starts = [b"[2026-11-26 12:08:17.666][7258][warning][main] caught SIGTERM", b"level=info msg=ok",
+              b"Nov 26 12:07:55 host sshd[1]: ok", b"INFO:     Started server process [1]", b"<13>1 2026-11-26 x"]
+    assert joined(java + starts) == [b"\n".join(java), *starts]
+
+
+def test_an_entry_is_cut_at_max_lines():
+    rule = MultilineRule(max_lines=3)
+    assert joined([b"12:00 start", b" a", b" b", b" c", b" d"], rule) == [b"12:00 start\n a\n b", b" c\n d"]
+
+
+@pytest.mark.parametrize(("text", "level"), [
+    ("\n".join(line.decode() for line in TRACEBACK), "error"),
+    ("2026-11-26 12:07:43,954 INFO worker failed\nRuntimeError: boom", "error"),
+    ("Exception in ASGI application", "error"),
+    ("java.lang.NullPointerException", "error"),
+    ("2026-11-26 12:07:43 CRITICAL disk full", "critical"),
+    ("FATAL: the database system is shutting down", "critical"),
+    ("panic: runtime error: index out of range", "critical"),
+    ("[2026-11-26 12:08:17.666][7258][warning][main] caught SIGTERM", "warning"),
+    ("0 errors, ErrorBoundary mounted", "info"),
+    ("listening on 127.0.0.1:8080", "info"),
+])
+def test_level_inferred_from_content(text, level):
+    assert infer_level(text) == level
+
+
+def test_multiline_entries_through_the_collector(tmp_path, receiver):
+    running = start(tmp_path, receiver.url, multiline=MultilineRule(max_wait=0.2))
+    log = tmp_path / "logs" / "worker.log"
+    log.write_bytes(b"\n".join([service_line("worker", "starting").encode(), *TRACEBACK]) + b"\n")
+    wait_for(lambda: len(receiver.lines()) == 2, what="the JSON line and the traceback")
+    (stream_json, _), (stream_tb, tb) = receiver.entries()
+    assert stream_json["level"] == "info" and stream_tb == {"job": "finopti", "service": "worker", "level": "error"}
+    assert tb[1] == "\n".join(line.decode() for line in TRACEBACK)
+    running.stop()
+    assert metric(running.collector, "finopti_collector_multiline_entries_total") == 1
+    # The position covers the whole entry: a restart does not push it again.
+    running = start(tmp_path, receiver.url, multiline=MultilineRule(max_wait=0.2))
+    with open(log, "ab") as f:
+        f.write(service_line("worker", "after").encode() + b"\n")
+    wait_for(lambda: len(receiver.lines()) >= 3, what="the next line")
+    time.sleep(0.4)
+    running.stop()
+    assert len(receiver.lines()) == 3
+
+
+def test_a_line_dated_ahead_is_kept_at_read_time(tmp_path, receiver):
+    running = start(tmp_path, receiver.url)
+    before = time.time_ns()
+    (tmp_path / "logs" / "skewed.log").write_text(
+        json.dumps({"ts": "2099-01-01T00:00:00.000Z", "level": "info", "service": "skewed", "message": "ahead"})
+        + "\n")
+    wait_for(lambda: len(receiver.lines()) == 1, what="the line")
+    running.stop()
+    [(_, value)] = receiver.entries()
+    assert before <= int(value[0]) <= time.time_ns()
+    assert value[2] == {"original_ts": "2099-01-01T00:00:00.000000Z"}
+    assert metric(running.collector, "finopti_collector_lines_future_total") == 1

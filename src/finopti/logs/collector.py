@@ -20,6 +20,8 @@ FINOPTI_LOKI_URL (a Loki to push to) else FINOPTI_LOGSTORE_URL (the embedded sto
 /healthz), FINOPTI_SERVICE (this process's name, default `collector`: its own log file is not collected),
 FINOPTI_COLLECTOR_EXCLUDE (more component names to skip, comma-separated), FINOPTI_COLLECTOR_NAME (how the
 store knows this collector; default host:logs dir), FINOPTI_COLLECTOR_BATCH_BYTES (push body limit, 1000000),
+FINOPTI_COLLECTOR_FIRSTLINE / _MULTILINE_MAX_WAIT / _MULTILINE_MAX_LINES (the multiline rule),
+FINOPTI_COLLECTOR_FUTURE_GRACE (how far ahead a line's own time is believed, 10m),
 FINOPTI_TLS_CERT / FINOPTI_TLS_KEY / FINOPTI_MESH_CA (its mesh identity, to push through the gateway).
 """
 
@@ -44,9 +46,17 @@ import httpx
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from finopti.logs.multiline import Entry, Joiner, MultilineRule, infer_level
+from finopti.logs.multiline import (
+    DEFAULT_FIRSTLINE,
+    DEFAULT_MAX_LINES,
+    DEFAULT_MAX_WAIT,
+    Entry,
+    Joiner,
+    MultilineRule,
+    infer_level,
+)
 from finopti.logs.tail import ROTATE_WAIT, Chunk, FileTail, Position
-from finopti.logs.times import FUTURE_GRACE_SECONDS, ns_to_rfc3339, rfc3339_ns
+from finopti.logs.times import FUTURE_GRACE_SECONDS, ns_to_rfc3339, parse_since, rfc3339_ns
 
 log = logging.getLogger("finopti.collector")
 
@@ -682,9 +692,14 @@ def main() -> None:
         sys.exit("finopti.logs.collector: set FINOPTI_LOGSTORE_URL (the log store) or FINOPTI_LOKI_URL")
     exclude = {service} | {c.strip() for c in os.environ.get("FINOPTI_COLLECTOR_EXCLUDE", "").split(",") if c.strip()}
     (home / "logs").mkdir(parents=True, exist_ok=True)
+    env = os.environ.get
+    multiline = MultilineRule(env("FINOPTI_COLLECTOR_FIRSTLINE", DEFAULT_FIRSTLINE),
+                              parse_since(env("FINOPTI_COLLECTOR_MULTILINE_MAX_WAIT", f"{DEFAULT_MAX_WAIT}")),
+                              int(env("FINOPTI_COLLECTOR_MULTILINE_MAX_LINES", str(DEFAULT_MAX_LINES))))
     collector = Collector(home / "logs", home / "collector-positions.json", url,
-                          name=os.environ.get("FINOPTI_COLLECTOR_NAME"), exclude=exclude,
-                          batch_bytes=int(os.environ.get("FINOPTI_COLLECTOR_BATCH_BYTES", "1000000")))
+                          name=env("FINOPTI_COLLECTOR_NAME"), exclude=exclude,
+                          batch_bytes=int(env("FINOPTI_COLLECTOR_BATCH_BYTES", "1000000")), multiline=multiline,
+                          future_grace=parse_since(env("FINOPTI_COLLECTOR_FUTURE_GRACE", f"{FUTURE_GRACE_SECONDS}")))
     # The reader thread is CPU-bound; with the default 5 ms switch interval the sender waited that long for
     # the GIL at each step of a push, and the store sat idle meanwhile.
     sys.setswitchinterval(0.0005)

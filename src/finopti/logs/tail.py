@@ -47,11 +47,12 @@ class Position:
     offset: int
     fp: str = ""  # digest of the file's first fp_len bytes
     fp_len: int = 0
-    anchor: str = ""  # digest of the (up to ANCHOR_BYTES) bytes just before offset; "" when unknown
+    anchor: str = ""  # digest of the anchor_len bytes just before offset (the end of the last line); "" if unknown
+    anchor_len: int = 0
 
     def to_json(self) -> dict:
         return {"dev": self.dev, "inode": self.inode, "offset": self.offset, "fp": self.fp, "fp_len": self.fp_len,
-                "anchor": self.anchor}
+                "anchor": self.anchor, "anchor_len": self.anchor_len}
 
     @classmethod
     def from_json(cls, doc: object) -> "Position":
@@ -61,7 +62,7 @@ class Position:
         if not isinstance(doc, dict):
             raise TypeError(f"expected a position object, got {type(doc).__name__}")
         return cls(int(doc.get("dev", 0)), int(doc["inode"]), int(doc["offset"]), str(doc.get("fp", "")),
-                   int(doc.get("fp_len", 0)), str(doc.get("anchor", "")))
+                   int(doc.get("fp_len", 0)), str(doc.get("anchor", "")), int(doc.get("anchor_len", 0)))
 
 
 def rotated_siblings(path: Path) -> list[Path]:
@@ -170,11 +171,15 @@ class Chunk:
         if end is None:
             end, last = self.end, self.last
         dev, inode, fp, fp_len = self.identity
-        return Position(dev, inode, end, fp, fp_len, anchor_of(last))
+        return Position(dev, inode, end, fp, fp_len, *anchor_of(last))
 
 
-def anchor_of(line: bytes | None) -> str:
-    return digest(line[-(ANCHOR_BYTES - 1):] + b"\n") if line is not None else ""
+def anchor_of(line: bytes | None) -> tuple[str, int]:
+    """The digest and length of a line's last bytes with its newline: what lies just before the offset after it."""
+    if line is None:
+        return "", 0
+    tail = line[-(ANCHOR_BYTES - 1):] + b"\n"
+    return digest(tail), len(tail)
 
 
 def _open(path: Path) -> BinaryIO | None:
@@ -194,10 +199,9 @@ def matches(fh: BinaryIO, saved: Position, *, same_inode: bool) -> bool:
     fd = fh.fileno()
     if saved.fp and digest(_pread(fd, saved.fp_len, 0)) != saved.fp:
         return False
-    if saved.anchor:
-        size = min(ANCHOR_BYTES, saved.offset)
-        if digest(_pread(fd, size, saved.offset - size)) != saved.anchor:
-            return False
+    if saved.anchor and (saved.anchor_len > saved.offset
+                         or digest(_pread(fd, saved.anchor_len, saved.offset - saved.anchor_len)) != saved.anchor):
+        return False
     return True
 
 
