@@ -554,3 +554,19 @@ def test_a_line_dated_ahead_is_kept_at_read_time(tmp_path, receiver):
     assert before <= int(value[0]) <= time.time_ns()
     assert value[2] == {"original_ts": "2099-01-01T00:00:00.000000Z"}
     assert metric(running.collector, "finopti_collector_lines_future_total") == 1
+
+
+def test_tail_reads_every_file_of_several_rotations_between_two_looks(tmp_path):
+    log = tmp_path / "x.log"
+    log.write_bytes(b"a\n")
+    tail = FileTail(log, 1024, rotate_wait=0)
+    tail.open(None)
+    assert read_all(tail) == [b"a"]
+    with open(log, "ab") as f:
+        f.write(b"b\n")
+    os.rename(log, tmp_path / "x.log.1")
+    log.write_bytes(b"c\n")
+    os.rename(tmp_path / "x.log.1", tmp_path / "x.log.2")
+    os.rename(log, tmp_path / "x.log.1")
+    log.write_bytes(b"d\n")
+    assert read_all(tail) == [b"b", b"c", b"d"] and tail.rotations == 2

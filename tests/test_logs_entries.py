@@ -8,6 +8,8 @@ import orjson
 import pytest
 from test_logs_pipeline import Pipeline, wait_for
 
+from finopti.logs.times import ns_to_rfc3339
+
 TRACEBACK = (
     "Traceback (most recent call last):\n"
     '  File "/app/worker.py", line 12, in <module>\n'
@@ -41,8 +43,8 @@ def metric(url: str, name: str) -> float:
 
 
 def json_line(service: str, message: str, **fields) -> str:
-    return orjson.dumps({"ts": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()), "level": "info",
-                         "service": service, "message": message, **fields}).decode()
+    return orjson.dumps({"ts": ns_to_rfc3339(time.time_ns()), "level": "info", "service": service,
+                         "message": message, **fields}).decode()
 
 
 def test_a_crash_at_start_up_is_one_error_entry(pipeline):

@@ -80,6 +80,14 @@ def rotated_siblings(path: Path) -> list[Path]:
     return [p for _, p in sorted(dated)] + [p for _, p in sorted(numbered)]
 
 
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def _pread(fd: int, size: int, offset: int) -> bytes:
     return os.pread(fd, size, offset) if size > 0 else b""
 
@@ -278,7 +286,8 @@ class FileTail:
     # --- following -------------------------------------------------------------------------------------------
 
     def _check_path(self) -> None:
-        """Has the path been given another file (renamed away, or deleted and re-created)?"""
+        """Has the path been given another file (renamed away, or deleted and re-created)? If it rotated more than
+        once since the last look, the rotated files newer than ours come first."""
         current = self.files[-1] if self.files and not self.files[-1].rotated else None
         try:
             st = os.stat(self.path)
@@ -296,7 +305,34 @@ class FileTail:
             current.key = self._rotated_key(current)
             current.last_growth = time.monotonic()
             self.rotations += 1
+        for sibling in self._newer_siblings():
+            f = OpenFile.at(sibling, "", 0)
+            f.rotated, f.key = True, self._rotated_key(f)
+            self.files.append(f)
+            self.rotations += 1
         self.files.append(OpenFile.at(fh, self.key, 0))
+
+    def _newer_siblings(self) -> list[BinaryIO]:
+        """Rotated files newer than the newest file we read (it rotated again before we looked)."""
+        if not self.files:
+            return []
+        chain = rotated_siblings(self.path)
+        ids = [_file_id(p) for p in chain]
+        newest = (self.files[-1].dev, self.files[-1].inode)
+        if newest not in ids:
+            return []
+        known = {(f.dev, f.inode) for f in self.files}
+        out = []
+        for path, file_id in zip(chain[ids.index(newest) + 1:], ids[ids.index(newest) + 1:], strict=True):
+            fh = _open(path) if file_id not in known else None
+            if fh is None:
+                continue
+            st = os.fstat(fh.fileno())
+            if (st.st_dev, st.st_ino) != file_id:  # rotated again meanwhile
+                fh.close()
+                continue
+            out.append(fh)
+        return out
 
     def _truncated(self, f: OpenFile) -> None:
         """`f` no longer holds what we read. If a rotated sibling holds it up to our offset (a copy), the rest is
