@@ -6,7 +6,7 @@ import time
 import httpx
 import orjson
 import pytest
-from test_logs_pipeline import Pipeline, wait_for
+from test_logs_pipeline import Pipeline, running, wait_for
 
 from finopti.logs.times import ns_to_rfc3339
 
@@ -22,11 +22,8 @@ TRACEBACK = (
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
-    p = Pipeline(tmp_path_factory.mktemp("entries") / "home")
-    p.start_store()
-    p.start_collector()
-    yield p
-    p.stop()
+    with running(tmp_path_factory.mktemp("entries") / "home") as p:
+        yield p
 
 
 def query(pipeline: Pipeline, **params) -> list[dict]:

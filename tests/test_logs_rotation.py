@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from test_logs_pipeline import Pipeline, wait_for
+from test_logs_pipeline import Pipeline, running, wait_for
 
 STATUSES = ["ok", "slow", "retry", "done"]
 
@@ -31,11 +31,8 @@ def append(path: Path, service: str, numbers: range) -> None:
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
-    p = Pipeline(tmp_path_factory.mktemp("rotation") / "home")
-    p.start_store()
-    p.start_collector()
-    yield p
-    p.stop()
+    with running(tmp_path_factory.mktemp("rotation") / "home") as p:
+        yield p
 
 
 def stored(pipeline: Pipeline, service: str) -> list[str]:
