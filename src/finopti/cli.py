@@ -176,9 +176,17 @@ def ask(
         raise typer.Exit(0 if response.is_success else 1)
     if not response.is_success:
         err.print(f"[bold red]{response.status_code}[/] {payload.get('message', payload)}", highlight=False)
-        for capability in payload.get("capabilities", []):
-            err.print(f"  • {capability}")
+        offered = [s["prompt"] for s in payload.get("suggestions", []) if isinstance(s, dict) and "prompt" in s]
+        for prompt in offered or payload.get("capabilities", []):
+            err.print(f"  • {prompt}", highlight=False)
         raise typer.Exit(1)
+    for note in payload.get("notes", []):
+        console.print(f"[dim]({note})[/]", highlight=False)
+    if payload.get("kind") == "clarification":
+        console.print(payload.get("question", ""), highlight=False)
+        for option in payload.get("options", []):
+            console.print(f"  • finopti ask \"{option['prompt']}\"", highlight=False)
+        return
     console.print(payload.get("answer", ""))
     console.print(
         f"[dim]agent {payload.get('agent')} · action {payload.get('action')} · trace {payload.get('trace_id')}[/]"
