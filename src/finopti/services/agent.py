@@ -13,7 +13,7 @@ from finopti.services.common import ServiceSettings, create_service_app
 from finopti.services.mcp_tools import ToolError, call_tool
 from finopti.telemetry import current_request
 
-ERROR_STATUS = {"NotFound": 404, "InvalidArgument": 400}
+ERROR_STATUS = {"NotFound": 404, "InvalidArgument": 400, "AlreadyExists": 409}
 # The orchestrator passes the id of the confirmation that authorised a change, for the audit record.
 CONFIRMATION_HEADER = "x-finopti-confirmation"
 
@@ -25,6 +25,8 @@ class Action:
     tool: str
     description: str
     summarize: Callable[[Any, dict], str]
+    # How the chat should show `data` (the presentation contract in RULES.md / docs/console.md), if not a table.
+    view: Callable[[Any, dict], dict | None] = lambda data, args: None
     # Arguments the tool always gets for this action (several actions may share one tool).
     fixed: dict = field(default_factory=dict)
     # A change to the cloud: every attempt is written to the audit trail.
@@ -116,7 +118,9 @@ def create_agent_app(
             raise failure from None
         if spec.mutates:
             audit(settings.service, action, args, confirmation, "succeeded", data)
-        return {
+        # A tool that shows its work returns `explanation` (data, period, method); it travels beside the data.
+        explanation = data.pop("explanation", None) if isinstance(data, dict) else None
+        answer = {
             "agent": settings.service,
             "version": settings.version,
             "action": action,
@@ -124,5 +128,11 @@ def create_agent_app(
             "summary": spec.summarize(data, args),
             "data": data,
         }
+        view = spec.view(data, args)
+        if view is not None:
+            answer["view"] = view
+        if explanation is not None:
+            answer["explanation"] = explanation
+        return answer
 
     return app

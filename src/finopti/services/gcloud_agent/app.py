@@ -1,4 +1,4 @@
-"""gcloud-agent: compute and cost actions, each served by a tool of gcloud-tools over MCP."""
+"""gcloud-agent: compute, cost and billing actions, each served by a tool of gcloud-tools over MCP."""
 
 from typing import Any
 
@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from finopti.services.agent import Action, create_agent_app
 from finopti.services.common import ServiceSettings
+from finopti.services.gcloud_agent.finops_actions import FINOPS_ACTIONS
 
 
 def _count(noun: str):
@@ -95,6 +96,7 @@ ACTIONS = {
         "rightsizing_recommendations", "Recommend machine type changes", _rightsizing
     ),
     "estimate_monthly_cost": Action("estimate_monthly_cost", "Estimate the monthly bill", _cost),
+    **FINOPS_ACTIONS,
 }
 
 
