@@ -32,8 +32,8 @@ class Action:
     # A change to the cloud: every attempt is written to the audit trail.
     mutates: bool = False
     # Served by the agent itself instead of a tool (the platform's own logs, read from the log store through
-    # the mesh); it raises ToolError or HTTPException like a tool's failure.
-    handler: Callable[[dict], Awaitable[Any]] | None = None
+    # the mesh): called with the agent's settings and the arguments; it raises HTTPException on failure.
+    handler: Callable[[ServiceSettings, dict], Awaitable[Any]] | None = None
 
 
 def _difference(before: dict | None, after: dict | None) -> str:
@@ -109,7 +109,7 @@ def create_agent_app(
         args = {k: v for k, v in arguments.items() if v is not None}
         try:
             if spec.handler is not None:
-                data = await spec.handler(args)
+                data = await spec.handler(settings, args)
             else:
                 data = await call_tool(tools_url, spec.tool, {**args, **spec.fixed}, verify=mesh_tls)
         except HTTPException:

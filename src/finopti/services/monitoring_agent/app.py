@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from finopti.services.agent import Action, create_agent_app
 from finopti.services.common import ServiceSettings
-from finopti.services.monitoring_agent.platform_logs import platform_logs_handler
+from finopti.services.monitoring_agent.platform_logs import platform_logs
 
 
 def _series(data: Any, _: dict) -> str:
@@ -66,18 +66,16 @@ PLATFORM_COLUMNS = {"type": "table", "rows": "entries", "columns": [
     {"key": "trace_id", "label": "Trace"}]}
 
 
-def actions(settings: ServiceSettings) -> dict[str, Action]:
-    return {
-        "inventory": Action("inventory", "Names of every instance, disk, bucket, zone and machine type", _inventory),
-        "query_time_series": Action("query_time_series", "CPU or memory utilization of an instance", _series),
-        "list_metrics": Action("list_metrics", "List the metrics that can be queried", _metrics),
-        "query_instance_logs": Action("query_instance_logs", "The instances' log entries (Cloud Logging)",
-                                      _instance_logs, view=lambda data, args: ENTRY_COLUMNS),
-        "query_platform_logs": Action("platform_logs", "The platform's own log lines (from the log store)",
-                                      _platform_logs, view=lambda data, args: PLATFORM_COLUMNS,
-                                      handler=platform_logs_handler(settings)),
-    }
+ACTIONS = {
+    "inventory": Action("inventory", "Names of every instance, disk, bucket, zone and machine type", _inventory),
+    "query_time_series": Action("query_time_series", "CPU or memory utilization of an instance", _series),
+    "list_metrics": Action("list_metrics", "List the metrics that can be queried", _metrics),
+    "query_instance_logs": Action("query_instance_logs", "The instances' log entries (Cloud Logging)",
+                                  _instance_logs, view=lambda data, args: ENTRY_COLUMNS),
+    "query_platform_logs": Action("", "The platform's own log lines (from the log store)", _platform_logs,
+                                  view=lambda data, args: PLATFORM_COLUMNS, handler=platform_logs),
+}
 
 
 def create_app(settings: ServiceSettings) -> FastAPI:
-    return create_agent_app(settings, "monitoring-agent", "monitoring-tools", actions(settings))
+    return create_agent_app(settings, "monitoring-agent", "monitoring-tools", ACTIONS)

@@ -49,39 +49,36 @@ def summarise(lines: list[dict], args: dict, window: str, start: float, end: flo
     }
 
 
-def platform_logs_handler(settings: ServiceSettings):
-    mesh = mesh_client(settings.mesh_url, verify=settings.mesh_ssl())
-
-    async def handle(args: dict) -> Any:
-        window = str(args.get("window") or DEFAULT_WINDOW)
-        severity = str(args.get("min_severity") or "DEFAULT").upper()
-        if severity not in AT_LEAST:
-            raise HTTPException(400, {"error": "InvalidArgument", "message": f"min_severity must be one of "
-                                      f"{', '.join(AT_LEAST)}; got {args.get('min_severity')!r}."})
-        try:
-            start, end = bounds(window, time.time())
-        except InvalidArgument as exc:
-            raise HTTPException(400, {"error": "InvalidArgument", "message": exc.message}) from None
-        lowest = LEVELS.index(AT_LEAST[severity])
-        params: list[tuple[str, str]] = [("start", ns_to_rfc3339(int(start * 1e9))),
-                                         ("end", ns_to_rfc3339(int(end * 1e9) + 1)), ("limit", str(FETCH))]
-        params += [("level", level) for level in LEVELS[lowest:]] if lowest else []
-        if args.get("service"):
-            params.append(("service", str(args["service"])))
-        if args.get("text"):
-            params.append(("q", str(args["text"])))
-        try:
+async def platform_logs(settings: ServiceSettings, args: dict) -> Any:
+    """The handler of the monitoring agent's `query_platform_logs` action."""
+    window = str(args.get("window") or DEFAULT_WINDOW)
+    severity = str(args.get("min_severity") or "DEFAULT").upper()
+    if severity not in AT_LEAST:
+        raise HTTPException(400, {"error": "InvalidArgument", "message": f"min_severity must be one of "
+                                  f"{', '.join(AT_LEAST)}; got {args.get('min_severity')!r}."})
+    try:
+        start, end = bounds(window, time.time())
+    except InvalidArgument as exc:
+        raise HTTPException(400, {"error": "InvalidArgument", "message": exc.message}) from None
+    lowest = LEVELS.index(AT_LEAST[severity])
+    params: list[tuple[str, str]] = [("start", ns_to_rfc3339(int(start * 1e9))),
+                                     ("end", ns_to_rfc3339(int(end * 1e9) + 1)), ("limit", str(FETCH))]
+    params += [("level", level) for level in LEVELS[lowest:]] if lowest else []
+    if args.get("service"):
+        params.append(("service", str(args["service"])))
+    if args.get("text"):
+        params.append(("q", str(args["text"])))
+    try:
+        async with mesh_client(settings.mesh_url, verify=settings.mesh_ssl()) as mesh:
             response = await mesh.get("/logstore/api/logs", params=params)
-        except httpx.HTTPError as exc:
-            raise HTTPException(502, {"error": "logstore_unreachable", "message": f"logstore: {exc}"}) from None
-        if not response.is_success:
-            # The gateway's decision (a role that may not read logs) or the store's own error, as it is.
-            try:
-                body = response.json()
-            except ValueError:
-                body = {}
-            raise HTTPException(response.status_code, {**body, "error": body.get("error", "logstore_error"),
-                                                       "message": body.get("message") or response.text[:300]})
-        return summarise(response.json().get("lines", []), args, window, start, end)
-
-    return handle
+    except httpx.HTTPError as exc:
+        raise HTTPException(502, {"error": "logstore_unreachable", "message": f"logstore: {exc}"}) from None
+    if not response.is_success:
+        # The gateway's decision (a role that may not read logs) or the store's own error, as it is.
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        raise HTTPException(response.status_code, {**body, "error": body.get("error", "logstore_error"),
+                                                   "message": body.get("message") or response.text[:300]})
+    return summarise(response.json().get("lines", []), args, window, start, end)
