@@ -134,3 +134,23 @@ def test_a_budget_over_its_thresholds_fires_prometheus_alerts(platform):
     while _alerts(platform, "e2e-dev-over") and time.monotonic() < deadline:
         time.sleep(1)
     assert _alerts(platform, "e2e-dev-over") == []  # deleted budget, no alert
+
+
+@pytest.mark.parametrize(("prompt", "action", "path", "expected"), [
+    ("why did our bill go up last week", "compare_costs", ("change",), 989.91),
+    ("are we going to stay under the 5k budget for payments", "budget_status", ("forecast_percent",), 35.5),
+    ("what isn't labeled", "unlabeled_spend", ("unlabeled", "net"), 939.44),
+    ("should we buy a commitment", "commitment_recommendations", ("total_monthly_saving", "TWELVE_MONTH"), 1871.08),
+    ("where will we end the month?", "forecast_costs", ("month_end", "forecast"), 10610.44),
+])  # fmt: skip
+def test_the_questions_of_the_issue_asked_in_plain_english(platform, prompt, action, path, expected):
+    """Through the edge: the orchestrator's parser picks the action, the answer keeps its view and explanation."""
+    response = platform.ask(prompt, user="bob@finopti.dev")
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert (answer["kind"], answer["action"]) == ("answer", action), answer
+    value = answer["data"]
+    for key in path:
+        value = value[key]
+    assert value == expected
+    assert answer["view"]["type"] in VIEWS and set(answer["explanation"]) == {"data", "period", "filter", "method"}

@@ -179,10 +179,19 @@ class SandboxFinOps:
                     known = [r["name"] for r in conn.execute("SELECT name FROM budgets ORDER BY name")]
                     raise not_found("budget", name, known, "Use list_budgets, or give an amount for an ad-hoc check.")
                 return {**budgets.status(export, _budget(row)), "saved": True}
-            if amount is None:
+            if amount is None and all(v is None for v in (project, service, team, labels)):
                 raise InvalidArgument("give a budget name, or an amount (and optionally project, service, team, "
                                       "labels) to check spend against.")
             scope = budgets.budget_filter(export, project, service, team, labels)
+            if amount is None:  # "how is the payments budget doing": the saved budget of exactly that slice
+                rows = conn.execute("SELECT * FROM budgets ORDER BY name").fetchall()
+                matching = [row for row in rows if json.loads(row["filter"]) == scope]
+                if len(matching) != 1:
+                    known = ", ".join(f"{r['name']} ({budgets.scope_text(json.loads(r['filter']))})" for r in rows)
+                    what = "no saved budget covers" if not matching else "several saved budgets cover"
+                    raise InvalidArgument(f"{what} exactly {budgets.scope_text(scope)}; give a budget name or an "
+                                          f"amount to check against. Budgets: {known or 'none'}.")
+                return {**budgets.status(export, _budget(matching[0])), "saved": True}
             adhoc = {"name": "(ad hoc)", "amount": budgets.check_amount(amount), "filter": scope,
                      "thresholds": budgets.check_thresholds(None)}
             return {**budgets.status(export, adhoc), "saved": False}
