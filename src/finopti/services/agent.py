@@ -63,6 +63,13 @@ def audit(agent: str, action: str, args: dict, confirmation: str | None, outcome
     )
 
 
+def _explained(parts: Any) -> str | None:
+    """{"data": ..., "period": ..., "filter": ..., "method": ...} -> "Data: .... Period: .... ..."."""
+    if isinstance(parts, str) or parts is None:
+        return parts
+    return " ".join(f"{key.capitalize()}: {str(value).rstrip('.')}." for key, value in parts.items() if value)
+
+
 def _root_cause(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
@@ -126,8 +133,9 @@ def create_agent_app(
             raise failure from None
         if spec.mutates:
             audit(settings.service, action, args, confirmation, "succeeded", data)
-        # A tool that shows its work returns `explanation` (data, period, method); it travels beside the data.
-        explanation = data.pop("explanation", None) if isinstance(data, dict) else None
+        # A tool that shows its work returns `explanation` ({data, period, filter, method}); the chat shows it as
+        # sentences beside the data (docs/console.md), the data keeps the parts.
+        explanation = _explained(data.get("explanation")) if isinstance(data, dict) else None
         answer = {
             "agent": settings.service,
             "version": settings.version,
