@@ -75,6 +75,19 @@ def _client_factory(verify: ssl.SSLContext | bool) -> Callable[..., httpx.AsyncC
     return factory
 
 
+async def list_tools(url: str, verify: ssl.SSLContext | bool = True, timeout: float = 20.0) -> dict[str, dict]:
+    """The tools a server offers, over MCP: name -> {description, input_schema} (JSON Schema)."""
+    async with (
+        streamablehttp_client(
+            url, headers=outgoing_headers(), timeout=timeout, httpx_client_factory=_client_factory(verify)
+        ) as (read, write, _),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        listed = await session.list_tools()
+    return {t.name: {"description": t.description or "", "input_schema": t.inputSchema} for t in listed.tools}
+
+
 async def call_tool(
     url: str, tool: str, arguments: dict[str, Any], verify: ssl.SSLContext | bool = True, timeout: float = 20.0
 ) -> Any:
