@@ -35,7 +35,6 @@ import socket
 import sys
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -44,6 +43,7 @@ import httpx
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from finopti.logs.line_guard import identity_of_certificate, own_sources, redact
 from finopti.logs.tail import FileTail, Position
 from finopti.logs.times import rfc3339_ns
 
@@ -53,9 +53,6 @@ PUSH_PATH = "/loki/api/v1/push"
 DROP_STATUSES = {400, 413, 422}
 EMPTY_BODY = b'{"streams":[]}'
 JOB = "finopti"
-# Our pushes carry request ids with this prefix; the lines they cause (the gateway's access line, the policy
-# service's decision) are dropped, or each push would produce lines to push: a loop that never idles.
-OWN_REQUEST_PREFIX = "finopti-collector-"
 METADATA_KEYS = ("trace_id", "span_id", "request_id", "user", "route")
 _LEVELS = {"warn": "warning", "err": "error", "crit": "critical", "fatal": "critical", "dbg": "debug"}
 _KNOWN_LEVELS = {name: name for name in ("debug", "info", "warning", "error", "critical")}
@@ -81,11 +78,18 @@ class ParseStats:
     invalid_utf8: int = 0
     empty: int = 0
     own: int = 0
+    redacted: dict[str, int] = field(default_factory=dict)  # kind -> credentials replaced (see line_guard)
+
+    def count_redactions(self, counts: dict[str, int]) -> None:
+        for kind, n in counts.items():
+            self.redacted[kind] = self.redacted.get(kind, 0) + n
 
 
-def parse_line(raw: bytes, component: str, now_ns: int, stats: ParseStats) -> tuple[tuple[str, str], list] | None:
+def parse_line(raw: bytes, component: str, now_ns: int, stats: ParseStats,
+               own: frozenset[str] = frozenset()) -> tuple[tuple[str, str], list] | None:
     """A raw line -> ((service, level), [ts_ns, line, metadata?]) for the push body; None for a line to skip
-    (empty, or caused by our own pushes).
+    (empty, or caused by our own pushes: its `source` is one of `own`, see line_guard). Credentials in the
+    line are redacted.
     The hot path of the collector: a JSON object line is parsed once and never re-encoded."""
     if raw[-1:] == b"\r":
         raw = raw[:-1]
@@ -97,11 +101,13 @@ def parse_line(raw: bytes, component: str, now_ns: int, stats: ParseStats) -> tu
             pass
     if obj.__class__ is not dict:
         return _parse_text(raw, component, now_ns, stats)
-    request_id = obj.get("request_id")
-    if request_id.__class__ is str and request_id.startswith(OWN_REQUEST_PREFIX):
+    source = obj.get("source")
+    if source.__class__ is str and source in own:
         stats.own += 1
         return None
-    text = raw.decode()
+    text, redactions = redact(raw.decode())
+    if redactions:
+        stats.count_redactions(redactions)
     service = obj.get("service")
     if service.__class__ is not str or not service:
         service = service_of(component)
@@ -127,6 +133,9 @@ def _parse_text(raw: bytes, component: str, now_ns: int, stats: ParseStats) -> t
     except UnicodeDecodeError:
         text = raw.decode(errors="replace")
         stats.invalid_utf8 += 1
+    text, redactions = redact(text)
+    if redactions:
+        stats.count_redactions(redactions)
     stats.not_json += 1
     guess = _GUESS.search(text, 0, 200)
     service = service_of(component)
@@ -169,6 +178,9 @@ class Metrics:
                               registry=registry)
         self.rejected = Counter("finopti_collector_lines_rejected_total", "Lines not pushed, by reason",
                                 ["reason"], registry=registry)
+        self.redactions = Counter("finopti_collector_redactions_total",
+                                  "Credentials replaced in collected lines, by kind (a gateway or service leak)",
+                                  ["kind"], registry=registry)
         self.unstructured = Counter("finopti_collector_lines_unstructured_total",
                                     "Lines pushed as plain text, by reason (not_json, invalid_utf8)", ["reason"],
                                     registry=registry)
@@ -221,12 +233,15 @@ class Collector:
         shutdown_timeout: float = 5.0,
         in_flight: int = 2,
         registry: CollectorRegistry | None = None,
+        identity: str | None = None,
     ):
         self.logs_dir = Path(logs_dir).resolve()  # positions are keyed by absolute path
         self.positions_path = Path(positions_path)
         self.base_url = push_base(url)
         self.name = name or f"{socket.gethostname()}:{self.logs_dir.resolve()}"
         self.exclude = exclude or set()
+        # Our mesh identity (SPIFFE id): the lines our own pushes cause carry it as their verified `source`.
+        self.own = own_sources(identity)
         self.batch_lines, self.batch_bytes, self.batch_wait = batch_lines, batch_bytes, batch_wait
         self.poll_interval, self.scan_interval, self.max_line_bytes = poll_interval, scan_interval, max_line_bytes
         self.max_backoff, self.shutdown_timeout = max_backoff, shutdown_timeout
@@ -345,7 +360,7 @@ class Collector:
             progressed = True
             batch, previous_end = self.batch, None
             for raw, line_end in zip(lines, ends, strict=True):
-                parsed = parse_line(raw, component, now_ns, stats)
+                parsed = parse_line(raw, component, now_ns, stats, self.own)
                 if parsed is not None:
                     stream, value = parsed
                     entry = dumps(value)
@@ -377,6 +392,8 @@ class Collector:
         for reason, n in (("not_json", stats.not_json), ("invalid_utf8", stats.invalid_utf8)):
             if n:
                 m.unstructured.labels(reason).inc(n)
+        for kind, n in stats.redacted.items():
+            m.redactions.labels(kind).inc(n)
         self.stats = ParseStats()
         for tail in self.tails.values():
             for value, counter in ((tail.too_long, m.rejected.labels("too_long")), (tail.rotations, m.rotations),
@@ -494,7 +511,6 @@ class Collector:
         headers = {
             "content-type": "application/json",
             "user-agent": "finopti-collector",
-            "x-request-id": f"{OWN_REQUEST_PREFIX}{uuid.uuid4()}",
             "x-finopti-collector": self.name,
             "x-finopti-seq": str(batch.seq),
             "x-finopti-prev-seq": str(batch.prev),
@@ -587,6 +603,7 @@ def main() -> None:
     (home / "logs").mkdir(parents=True, exist_ok=True)
     collector = Collector(home / "logs", home / "collector-positions.json", url,
                           name=os.environ.get("FINOPTI_COLLECTOR_NAME"), exclude=exclude,
+                          identity=identity_of_certificate(os.environ.get("FINOPTI_TLS_CERT")),
                           batch_bytes=int(os.environ.get("FINOPTI_COLLECTOR_BATCH_BYTES", "1000000")))
     # The reader thread is CPU-bound; with the default 5 ms switch interval the sender waited that long for
     # the GIL at each step of a push, and the store sat idle meanwhile.

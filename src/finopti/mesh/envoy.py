@@ -7,6 +7,13 @@ A pure function of the model and the runtime facts (ports, file paths); only the
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from finopti.mesh.edge_rules import CLIENT_REQUEST_ID_HEADER
+from finopti.mesh.envoy_edge import (
+    early_header_mutations,
+    edge_guard_filter,
+    edge_virtual_hosts,
+    refusal_reply_mappers,
+)
 from finopti.mesh.envoy_traffic import (
     FAULT_FILTER,
     RATE_LIMIT_FILTER,
@@ -65,8 +72,8 @@ def render_envoy(spec: MeshSpec, rt: GatewayRuntime) -> dict[str, dict]:
         "bootstrap.yaml": _bootstrap(rt),
         "lds.yaml": {"resources": [_listener("edge", spec, rt), _listener("mesh", spec, rt)]},
         "cds.yaml": {"resources": _clusters(spec, rt)},
-        "rds-edge.yaml": {"resources": [_route_config("edge", spec)]},
-        "rds-mesh.yaml": {"resources": [_route_config("mesh", spec)]},
+        "rds-edge.yaml": {"resources": [_route_config("edge", spec, rt)]},
+        "rds-mesh.yaml": {"resources": [_route_config("mesh", spec, rt)]},
     }
 
 
@@ -251,7 +258,10 @@ def _access_log(listener: str) -> list[dict]:
         "user": "%REQ(X-USER-EMAIL)%",
         "source": "%DOWNSTREAM_PEER_URI_SAN%",
         "user_agent": "%REQ(USER-AGENT)%",
+        # Never a credential: no Authorization or Cookie value is logged, and the edge redacts the query.
     }
+    if listener == "edge":  # what the client called its request, if short and plain (see envoy_edge)
+        fields["client_request_id"] = f"%REQ({CLIENT_REQUEST_ID_HEADER.upper()})%"
     return [
         {
             "name": "envoy.access_loggers.stdout",
@@ -286,6 +296,7 @@ def _local_replies() -> dict:
     jwt_refused["status_code"] = 401
     return {
         "mappers": [
+            *refusal_reply_mappers(_reply_fields()),
             jwt_refused,
             mapper(400, "bad_request"),
             mapper(401, "unauthorized"),
@@ -355,6 +366,7 @@ def _ext_authz(listener: str) -> dict:
 
 def _http_filters(spec: MeshSpec, rt: GatewayRuntime, listener: str) -> list[dict]:
     return [
+        *([edge_guard_filter()] if listener == "edge" else []),
         {
             "name": "finopti.strip_identity",
             "typed_config": {
@@ -371,6 +383,9 @@ def _http_filters(spec: MeshSpec, rt: GatewayRuntime, listener: str) -> list[dic
                         "issuer": spec.identity.issuer,
                         "audiences": [spec.identity.audience],
                         "local_jwks": {"filename": str(rt.jwks_path)},
+                        # Only from the Authorization header: by default Envoy also takes `access_token` from
+                        # the query, where URLs put it into logs, history and Referer headers.
+                        "from_headers": [{"name": "authorization", "value_prefix": "Bearer "}],
                         # The token travels on so each mesh hop is authorized for the same user.
                         "forward": True,
                         "failed_status_in_metadata": JWT_FAILURE_KEY,
@@ -408,7 +423,11 @@ def _listener(name: str, spec: MeshSpec, rt: GatewayRuntime) -> dict:
         "@type": HCM,
         "stat_prefix": name,
         "generate_request_id": True,
-        "preserve_external_request_id": True,
+        # At the edge the gateway always makes the request id (a client's, if plain, is kept next to it);
+        # inside the mesh the id travels on from hop to hop.
+        "preserve_external_request_id": name != "edge",
+        # Before the tracer and the request id: drop invalid trace context, set the client's id aside.
+        "early_header_mutation_extensions": early_header_mutations(name),
         # Clients get the request id back, so a problem report can name the request.
         "always_set_request_id_in_response": True,
         "use_remote_address": name == "edge",
@@ -450,17 +469,16 @@ def _listener(name: str, spec: MeshSpec, rt: GatewayRuntime) -> dict:
     }
 
 
-def _route_config(listener: str, spec: MeshSpec) -> dict:
+def _route_config(listener: str, spec: MeshSpec, rt: GatewayRuntime) -> dict:
+    routes = [e for route in _most_specific_first(spec.routes_on(listener)) for e in _routes(route, spec)]
+    if listener == "edge":
+        virtual_hosts = edge_virtual_hosts(spec.gateway.edge, rt.edge_port, routes)
+    else:  # services call the mesh listener by address; their identity is the certificate, not a name
+        virtual_hosts = [{"name": listener, "domains": ["*"], "routes": routes}]
     return {
         "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
         "name": listener,
-        "virtual_hosts": [
-            {
-                "name": listener,
-                "domains": ["*"],
-                "routes": [e for route in _most_specific_first(spec.routes_on(listener)) for e in _routes(route, spec)],
-            }
-        ],
+        "virtual_hosts": virtual_hosts,
     }
 
 

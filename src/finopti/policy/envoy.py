@@ -18,9 +18,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs
 
-from finopti.pki import identity_from_spiffe
+from finopti.meshtls import source_from_xfcc  # noqa: F401 - part of this module's API
 
 # Credentials never enter the input: the policy needs the verified identity headers, not tokens,
 # and inputs end up in logs and in OPA's decision log.
@@ -63,37 +63,6 @@ def match_route(routes: Iterable[Any], listener: str | None, path: str) -> str |
     for route in sorted(candidates, key=lambda r: (not r.exact, -len(r.path_prefix))):
         if path == route.path_prefix if route.exact else path.startswith(route.path_prefix):
             return route.name
-    return None
-
-
-def _split_outside_quotes(text: str, sep: str) -> list[str]:
-    parts, current, quoted = [], [], False
-    for ch in text:
-        if ch == '"':
-            quoted = not quoted
-        if ch == sep and not quoted:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(ch)
-    parts.append("".join(current))
-    return parts
-
-
-def source_from_xfcc(value: str | None) -> str | None:
-    """Calling service from ``x-forwarded-client-cert`` (``By=..;Hash=..;URI=spiffe://finopti.local/svc/<name>``).
-
-    The mesh listener sets the header itself (SANITIZE_SET), so it holds one element, for the
-    direct peer; if there are several, the last one (appended by the nearest proxy) counts.
-    Anything that is not exactly a mesh SPIFFE id gives ``None``.
-    """
-    if not value:
-        return None
-    element = _split_outside_quotes(value, ",")[-1]
-    for pair in _split_outside_quotes(element, ";"):
-        key, _, raw = pair.strip().partition("=")
-        if key.strip().lower() == "uri":
-            return identity_from_spiffe(unquote(raw.strip().strip('"')))
     return None
 
 

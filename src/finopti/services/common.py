@@ -80,6 +80,7 @@ def create_service_app(settings: ServiceSettings, title: str, quiet_paths: froze
         return JSONResponse(error_body(500, "internal", f"{type(exc).__name__}: {exc}"), 500)
 
     app.add_middleware(
-        TelemetryMiddleware, service=settings.service, version=settings.version, quiet_paths=quiet_paths
+        TelemetryMiddleware, service=settings.service, version=settings.version, quiet_paths=quiet_paths,
+        router=app.router,
     )
     return app
