@@ -67,11 +67,16 @@ def raw_request(port: int, head: str, body: bytes = b"") -> tuple[int, dict[str,
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.sendall(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
         data = b""
-        while chunk := sock.recv(65536):
+        while b"\r\n\r\n" not in data and (chunk := sock.recv(65536)):
             data += chunk
-    head_bytes, _, rest = data.partition(b"\r\n\r\n")
-    status_line, *fields = head_bytes.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, _, v in (f.partition(":") for f in fields)}
+        head_bytes, _, rest = data.partition(b"\r\n\r\n")
+        status_line, *fields = head_bytes.decode("latin-1").split("\r\n")
+        headers = {k.strip().lower(): v.strip() for k, _, v in (f.partition(":") for f in fields)}
+        # Read the body by its length, not to the end of the connection: after answering early, Envoy keeps
+        # the connection a moment for the rest of a request body.
+        length = int(headers.get("content-length", "0"))
+        while len(rest) < length and (chunk := sock.recv(65536)):
+            rest += chunk
     return int(status_line.split()[1]), headers, rest
 
 

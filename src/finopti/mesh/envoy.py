@@ -302,6 +302,7 @@ def _local_replies() -> dict:
             mapper(401, "unauthorized"),
             mapper(404, "not_found", "no route matches this path"),
             mapper(413, "payload_too_large", "request body is larger than the gateway accepts"),
+            mapper(426, "upgrade_required", "HTTP/1.0 is not served: use HTTP/1.1 or later"),
             mapper(429, "rate_limited", "too many requests; retry after the time in Retry-After"),
             mapper(502, "bad_gateway"),
             _flagged(mapper(503, "circuit_open", "circuit open: the backend is taken out after consecutive "

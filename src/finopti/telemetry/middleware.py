@@ -7,7 +7,7 @@ import uuid
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from prometheus_client import Counter, Histogram
-from starlette.routing import Match, Router
+from starlette.routing import Match, Mount, Router
 
 from finopti.meshtls import source_from_xfcc
 from finopti.telemetry.context import RequestContext, extract_trace, reset_request, set_request, tracer
@@ -34,11 +34,20 @@ UNMATCHED = "unmatched"
 
 def route_template(router: Router | None, scope: dict) -> str:
     """The template of the route that will serve the request (`/console/trace/{trace_id}`, a mount's prefix such
-    as `/static`), or UNMATCHED. Asked before the app runs: routing rewrites the scope (a mount's root_path)."""
-    for candidate in router.routes if router is not None else ():
-        match, _ = candidate.matches(scope)
-        if match is not Match.NONE:
-            return getattr(candidate, "path", None) or UNMATCHED
+    as `/static`, or a mounted app's own route), or UNMATCHED. Asked before the app runs: routing rewrites the
+    scope (a mount's root_path)."""
+    return _template(router.routes if router is not None else [], scope, "")
+
+
+def _template(routes: list, scope: dict, prefix: str) -> str:
+    for candidate in routes:
+        match, child = candidate.matches(scope)
+        if match is Match.NONE:
+            continue
+        path = prefix + (getattr(candidate, "path", "") or "")
+        if isinstance(candidate, Mount) and candidate.routes:  # an app with routes of its own (MCP)
+            return _template(candidate.routes, {**scope, **child}, path)
+        return path or UNMATCHED
     return UNMATCHED
 
 
