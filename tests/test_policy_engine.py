@@ -73,6 +73,13 @@ MATRIX = [
         ["bob@", "gcloud_admin", "stop_instance"],
     ),
     ("alice", "orchestrator", "gcloud-agent", AGENT + "stop_instance", 200, []),
+    ("bob", "orchestrator", "gcloud-agent", AGENT + "forecast_costs", 200, []),
+    ("carol", "orchestrator", "gcloud-agent", AGENT + "cost_report", 403, ["carol@", "cost_report"]),
+    ("fiona", "orchestrator", "gcloud-agent", AGENT + "create_budget", 200, []),
+    ("alice", "orchestrator", "gcloud-agent", AGENT + "create_budget", 403,
+     ["alice@", "finops_admin", "create_budget"]),
+    ("bob", "orchestrator", "gcloud-agent", AGENT + "delete_budget", 403, ["finops_admin"]),
+    ("fiona", "gcloud-agent", "gcloud-tools", "/gcloud-tools/mcp", 200, []),
     ("alice", "orchestrator", "gcloud-agent", AGENT + "format_disk", 403, ["format_disk"]),
     ("dave", "orchestrator", "gcloud-agent", AGENT + "list_instances", 403, ["no role"]),
     (
@@ -86,12 +93,12 @@ MATRIX = [
     ("alice", "ui", "orchestrator", "/orchestrator/v1/ask", 200, []),
     ("bob", "gcloud-agent", "gcloud-tools", "/gcloud-tools/mcp", 200, []),
     ("carol", "gcloud-agent", "gcloud-tools", "/gcloud-tools/mcp", 403, ["finops_viewer"]),
-    ("carol", "orchestrator", "monitoring-agent", "/monitoring-agent/v1/ask", 200, []),
+    ("carol", "orchestrator", "monitoring-agent", "/monitoring-agent/v1/actions/query_time_series", 200, []),
     (
         "alice",
         "orchestrator",
         "monitoring-agent",
-        "/monitoring-agent/v1/ask",
+        "/monitoring-agent/v1/actions/list_metrics",
         403,
         ["alice@", "observability_admin"],
     ),
@@ -202,7 +209,7 @@ def test_query_follows_opa_paths(engine):
     decision = engine.query("finopti/authz/decision", local_input(None, "ask", "/api/ask", "edge"))
     assert decision == {"allow": False, "status": 401, "reason": "sign-in required to call route 'ask'"}
     # Sets become sorted arrays, as in OPA's JSON.
-    assert engine.query("finopti/authz/write_actions")[0] == "delete_instance"
+    assert engine.query("finopti/authz/public_routes")[0] == "logstore-positions"
 
 
 def test_decisions_from_many_threads(engine):

@@ -9,6 +9,7 @@ import yaml
 from conftest import REPO
 
 from finopti.mesh.model import load_mesh
+from finopti.mesh.resolved import resolve
 from finopti.observability import (
     ScrapeTargets,
     ScrapeTls,
@@ -40,8 +41,8 @@ def _render(pki_dir: Path = Path("/state/pki"), rules_dir: Path = Path("/state/p
     rule_files = [str(rules_dir / "recording_rules.yml"), str(rules_dir / "alert_rules.yml")]
     return {
         "prometheus.yml": render_prometheus_config(spec, _targets(spec), tls=tls, rule_files=rule_files),
-        "recording_rules.yml": render_recording_rules(spec),
-        "alert_rules.yml": render_alert_rules(spec),
+        "recording_rules.yml": render_recording_rules(resolve(spec)),
+        "alert_rules.yml": render_alert_rules(resolve(spec)),
     }
 
 
@@ -86,11 +87,11 @@ def test_plain_http_without_pki_and_targets_must_match_the_mesh():
 
 def test_rules_cover_red_per_route_and_service_and_the_alerts():
     spec = load_mesh(REPO / "mesh.yaml")
-    records = {r["record"] for g in render_recording_rules(spec, interval="1s")["groups"] for r in g["rules"]}
+    records = {r["record"] for g in render_recording_rules(resolve(spec), interval="1s")["groups"] for r in g["rules"]}
     for level in ("route", "listener", "upstream", "service"):
         assert {f"finopti:{level}_requests:rate1m", f"finopti:{level}_errors:ratio_rate1m"} <= records
         assert {f"finopti:{level}_latency_seconds:{q}" for q in ("p50", "p95", "p99")} <= records
-    alerts = [r for g in render_alert_rules(spec)["groups"] for r in g["rules"]]
+    alerts = [r for g in render_alert_rules(resolve(spec))["groups"] for r in g["rules"]]
     names = {a["alert"] for a in alerts}
     assert {"FinoptiRouteErrorRatioHigh", "FinoptiServiceErrorRatioHigh", "FinoptiCircuitOpened",
             "FinoptiRateLimitingSpike", "FinoptiTargetDown", "FinoptiTargetMissing"} <= names
@@ -126,3 +127,40 @@ def test_promtool_accepts_the_rendered_config_and_rules(tmp_path):
                             str(tmp_path / "alert_rules.yml")], capture_output=True, text=True, timeout=60)
     assert rules.returncode == 0, rules.stdout + rules.stderr
     assert "SUCCESS" in rules.stdout
+
+
+@needs_promtool
+def test_budget_thresholds_become_alerts_with_the_spend_ratio(tmp_path):
+    """promtool's rule unit test on the rendered rules: one alert per budget, basis and threshold crossed, valued
+    at the spend ratio; two scraped versions of the tool server exporting the same budget make no duplicates."""
+    documents = _render(rules_dir=tmp_path)
+    for name in ("recording_rules.yml", "alert_rules.yml"):
+        (tmp_path / name).write_text(yaml.safe_dump(documents[name], sort_keys=False))
+    series = []
+    for version in ("v1", "v2"):
+        target = f'service="gcloud-tools",version="{version}"'
+        series += [
+            {"series": f'finopti_budget_amount{{budget="team-a",currency="USD",{target}}}', "values": "1000x10"},
+            {"series": f'finopti_budget_spend{{budget="team-a",basis="actual",currency="USD",{target}}}',
+             "values": "600x10"},
+            {"series": f'finopti_budget_spend{{budget="team-a",basis="forecast",currency="USD",{target}}}',
+             "values": "1150x10"},
+            *({"series": f'finopti_budget_threshold_ratio{{budget="team-a",basis="{basis}",threshold="{t}",'
+                         f'{target}}}', "values": f"{int(t) / 100}x10"}
+              for basis, t in (("actual", "50"), ("actual", "90"), ("forecast", "100"))),
+        ]
+    alert = "FinoptiBudgetThresholdCrossed"
+    summary = "Budget team-a: {} spend is {} of its amount, past the {}% threshold"
+    expected = [
+        {"exp_labels": {"severity": "warning", "budget": "team-a", "basis": "actual", "threshold": "50"},
+         "exp_annotations": {"summary": summary.format("actual", "60%", "50")}},
+        {"exp_labels": {"severity": "warning", "budget": "team-a", "basis": "forecast", "threshold": "100"},
+         "exp_annotations": {"summary": summary.format("forecast", "115%", "100")}},
+    ]
+    test = {"rule_files": ["recording_rules.yml", "alert_rules.yml"], "evaluation_interval": "1m",
+            "tests": [{"interval": "1m", "input_series": series,
+                       "alert_rule_test": [{"eval_time": "5m", "alertname": alert, "exp_alerts": expected}]}]}
+    (tmp_path / "budgets_test.yml").write_text(yaml.safe_dump(test, sort_keys=False))
+    result = subprocess.run([PROMTOOL, "test", "rules", "budgets_test.yml"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -11,7 +11,7 @@ from fastapi import Body, FastAPI, HTTPException
 from finopti.services.common import ServiceSettings, create_service_app
 from finopti.services.mcp_tools import ToolError, call_tool
 
-ERROR_STATUS = {"NotFound": 404, "InvalidArgument": 400}
+ERROR_STATUS = {"NotFound": 404, "InvalidArgument": 400, "AlreadyExists": 409}
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,8 @@ class Action:
     tool: str
     description: str
     summarize: Callable[[Any, dict], str]
+    # How the chat should show `data` (the presentation contract in RULES.md / docs/console.md), if not a table.
+    view: Callable[[Any, dict], dict | None] = lambda data, args: None
 
 
 def _root_cause(exc: BaseException) -> BaseException:
@@ -69,7 +71,9 @@ def create_agent_app(
             raise HTTPException(status, {"error": exc.kind, "message": exc.message}) from None
         except Exception as exc:  # the MCP client wraps transport failures in exception groups
             raise _mesh_failure(tool_route, exc) from None
-        return {
+        # A tool that shows its work returns `explanation` (data, period, method); it travels beside the data.
+        explanation = data.pop("explanation", None) if isinstance(data, dict) else None
+        answer = {
             "agent": settings.service,
             "version": settings.version,
             "action": action,
@@ -77,5 +81,11 @@ def create_agent_app(
             "summary": spec.summarize(data, args),
             "data": data,
         }
+        view = spec.view(data, args)
+        if view is not None:
+            answer["view"] = view
+        if explanation is not None:
+            answer["explanation"] = explanation
+        return answer
 
     return app
