@@ -74,10 +74,23 @@ def raw_request(port: int, head: str, body: bytes = b"") -> tuple[int, dict[str,
         headers = {k.strip().lower(): v.strip() for k, _, v in (f.partition(":") for f in fields)}
         # Read the body by its length, not to the end of the connection: after answering early, Envoy keeps
         # the connection a moment for the rest of a request body.
+        if headers.get("transfer-encoding") == "chunked":
+            while not rest.endswith(b"0\r\n\r\n") and (chunk := sock.recv(65536)):
+                rest += chunk
+            return int(status_line.split()[1]), headers, _dechunk(rest)
         length = int(headers.get("content-length", "0"))
         while len(rest) < length and (chunk := sock.recv(65536)):
             rest += chunk
     return int(status_line.split()[1]), headers, rest
+
+
+def _dechunk(data: bytes) -> bytes:
+    body = b""
+    while True:
+        size, _, data = data.partition(b"\r\n")
+        if int(size, 16) == 0:
+            return body
+        body, data = body + data[:int(size, 16)], data[int(size, 16) + 2:]
 
 
 def _access_line(platform, request_id: str) -> dict:

@@ -262,9 +262,10 @@ CHECKS: list[tuple[str, Callable[[Probe], tuple[bool, str]]]] = [
     ("disallowed source→route pairs get 403, allowed ones pass", check_source_routes),
     ("every hop of a sample request per agent is in the gateway log", check_every_hop_logged),
     ("client-sent identity headers are stripped", check_identity_headers_stripped),
-    ("policy service down → denied, back → allowed", check_policy_fail_closed),
     ("the edge serves only its declared Host names", check_host_allow_list),
     ("a token in the query is refused and never logged", check_query_token_refused),
+    # Last: it stops the policy service, and every request is refused until it is back.
+    ("policy service down → denied, back → allowed", check_policy_fail_closed),
 ]
 
 

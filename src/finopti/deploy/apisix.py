@@ -11,6 +11,7 @@ import re
 
 import yaml
 
+from finopti.deploy.edge_controls import PATH_VARIABLE, edge_global_rule
 from finopti.deploy.topology import (
     ENGINES,
     EXPORT_PORT,
@@ -86,7 +87,7 @@ ACCESS_LOG_FIELDS = {
     "message": "access",
     "listener": "$finopti_listener",
     "method": "$request_method",
-    "path": "$request_uri",
+    "path": f"${PATH_VARIABLE}",  # $request_uri with credential values redacted (edge_controls)
     "route": "$finopti_route",
     "upstream_host": "$upstream_addr",
     "status": "$status",
@@ -101,7 +102,7 @@ ACCESS_LOG_FIELDS = {
     "source": "$http_x_finopti_source",
     "user_agent": "$http_user_agent",
 }
-LOG_VARIABLES = ("finopti_route", "finopti_duration_ms", "finopti_upstream_ms",
+LOG_VARIABLES = (PATH_VARIABLE, "finopti_route", "finopti_duration_ms", "finopti_upstream_ms",
                  "opentelemetry_trace_id", "opentelemetry_span_id", "opentelemetry_context_traceparent")
 
 PLUGINS = [
@@ -351,7 +352,7 @@ def render_apisix_yaml(mesh: ResolvedMesh, topo: Topology) -> dict:
                 "prometheus": {"prefer_name": True},
                 "serverless-pre-function": {"phase": "log", "functions": [ACCESS_LOG_LUA]},
             },
-        }],
+        }, edge_global_rule(mesh.gateway.edge)],
         "plugin_metadata": [{"id": "opentelemetry", "set_ngx_var": True, "resource": {"service.name": "gateway"}}],
     }
 

@@ -19,6 +19,7 @@ from finopti.deploy.apisix import (
     render_apisix_yaml,
     render_config_yaml,
 )
+from finopti.deploy.edge_controls import DEV_SIGN_IN_ENV
 from finopti.deploy.observability import (
     logstore_push_url,
     render_alloy,
@@ -105,6 +106,8 @@ def _backends(topo: Topology, repo: str) -> dict[str, dict]:
                 "FINOPTI_TLS_CERT": f"{PKI_DIR}/tls.crt",
                 "FINOPTI_TLS_KEY": f"{PKI_DIR}/tls.key",
                 "FINOPTI_TLS_CALLERS": f"{PKI_DIR}/callers.pem",
+                # Development sign-in mints tokens for anyone who reaches the edge: never in this bundle.
+                DEV_SIGN_IN_ENV: "false",
             },
             "volumes": [_pki_mount(b.name)],
             # Alone with the gateway: no published port, no other service on this network.

@@ -42,10 +42,12 @@ def identity_of_certificate(cert: Path | str | None) -> str | None:
 # --- redaction ---------------------------------------------------------------------------------------------
 
 _WORDS = tuple(CREDENTIAL_WORDS) + ("cookie",)
-# Cheap first look, on the hot path of the collector (a few substring tests, no regex): every form below
-# needs one of these. A JWT starts with "eyJ"; a query parameter, a cookie or base64 padding has "=";
-# Authorization values name their scheme. Most lines hold none of them and are left untouched.
-_MARKS = ("eyJ", "=", "earer ", "EARER ", "asic ", "ASIC ")
+# Cheap first look, on the hot path of the collector (substring tests, no regex): every form below needs one
+# of these. A JWT starts with "eyJ"; a query parameter, a cookie or base64 padding has "="; Authorization
+# values name their scheme; JSON fields named like a credential end in these letters. Most lines hold none
+# of them and are left untouched.
+_MARKS = ("eyJ", "=", "earer ", "EARER ", "asic ", "ASIC ", "assw", "ASSW", "ecret", "ECRET", 'oken"', 'OKEN"',
+          'key"', 'KEY"')
 
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 _SCHEME = re.compile(r"\b([Bb]earer|BEARER|[Bb]asic|BASIC) +(?!\[REDACTED\])[A-Za-z0-9._~+/=-]{8,}")

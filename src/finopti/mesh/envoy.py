@@ -14,6 +14,7 @@ from finopti.mesh.envoy_edge import (
     edge_virtual_hosts,
     refusal_reply_mappers,
 )
+from finopti.mesh.envoy_identity import jwks_cluster, jwt_provider
 from finopti.mesh.envoy_traffic import (
     FAULT_FILTER,
     RATE_LIMIT_FILTER,
@@ -57,6 +58,7 @@ class GatewayRuntime:
     xds_dir: Path
     pki_dir: Path  # mesh CA and the gateway's certificate (see finopti.pki)
     external_ports: dict[str, int] = field(default_factory=dict)  # e.g. prometheus -> its loopback port
+    jwks_uri: str = ""  # an OpenID Connect provider's key set (identity.provider: oidc), found by discovery
     cert_version: str = ""  # changes on rotation, so Envoy reloads the certificate files
     # Both on for the platform; a benchmark turns them off to measure what they cost.
     mtls: bool = True
@@ -221,6 +223,8 @@ def _clusters(mesh: ResolvedMesh, rt: GatewayRuntime) -> list[dict]:
         if name in rt.external_ports:
             clusters.append({"@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
                              **_static_cluster(name, "127.0.0.1", rt.external_ports[name])})
+    if mesh.identity.provider == "oidc":
+        clusters.append(jwks_cluster(rt.jwks_uri))
     return clusters
 
 
@@ -370,21 +374,7 @@ def _http_filters(mesh: ResolvedMesh, rt: GatewayRuntime, listener: str) -> list
             "typed_config": {
                 "@type": JWT_AUTHN,
                 "providers": {
-                    JWT_PROVIDER: {
-                        "issuer": mesh.identity.issuer,
-                        "audiences": [mesh.identity.audience],
-                        "local_jwks": {"filename": str(rt.jwks_path)},
-                        # Only from the Authorization header: by default Envoy also takes `access_token` from
-                        # the query, where URLs put it into logs, history and Referer headers.
-                        "from_headers": [{"name": "authorization", "value_prefix": "Bearer "}],
-                        # The token travels on so each mesh hop is authorized for the same user.
-                        "forward": True,
-                        "failed_status_in_metadata": JWT_FAILURE_KEY,
-                        "claim_to_headers": [
-                            {"header_name": "x-user-email", "claim_name": "email"},
-                            {"header_name": "x-user-groups", "claim_name": "groups"},
-                        ],
-                    }
+                    JWT_PROVIDER: jwt_provider(mesh.identity, str(rt.jwks_path), rt.jwks_uri, JWT_FAILURE_KEY),
                 },
                 "requirement_map": {JWT_REQUIREMENT: {"provider_name": JWT_PROVIDER}},
             },

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+from finopti.claims import groups_from_header
 from finopti.meshtls import source_from_xfcc  # noqa: F401 - part of this module's API
 
 # Credentials never enter the input: the policy needs the verified identity headers, not tokens,
@@ -93,7 +94,7 @@ def build_input_from_envoy(
     scheme = headers.get("x-forwarded-proto", "https" if listener == "mesh" else "http")
     host, port = _host_port(headers.get("host", headers.get(":authority", "")), scheme)
     user = headers.get("x-user-email") or None
-    groups = [g.strip() for g in headers.get("x-user-groups", "").split(",") if g.strip()]
+    groups = groups_from_header(headers.get("x-user-groups"))
     forwarded_for = headers.get("x-forwarded-for", "")
     return {
         "type": "http",

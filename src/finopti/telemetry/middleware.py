@@ -9,6 +9,7 @@ from opentelemetry import trace
 from prometheus_client import Counter, Histogram
 from starlette.routing import Match, Mount, Router
 
+from finopti.claims import groups_from_header
 from finopti.meshtls import source_from_xfcc
 from finopti.telemetry.context import RequestContext, extract_trace, reset_request, set_request, tracer
 
@@ -66,7 +67,7 @@ class TelemetryMiddleware:
             return
         pairs = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         headers = dict(pairs)
-        groups = [g for g in headers.get("x-user-groups", "").split(",") if g]
+        groups = groups_from_header(headers.get("x-user-groups"))
         ctx = RequestContext(
             request_id=headers.get("x-request-id") or str(uuid.uuid4()),
             authorization=headers.get("authorization", ""),

@@ -83,8 +83,11 @@ def running_identity(settings: ServiceSettings):
 
 
 def dev_sign_in_identity(settings: ServiceSettings):
-    identity = running_identity(settings)
-    if not identity.dev_sign_in:
+    if settings.dev_sign_in is False:
+        identity = None
+    else:
+        identity = running_identity(settings)
+    if identity is None or not identity.dev_sign_in:
         raise HTTPException(404, detail={"error": "dev_sign_in_off",
                                          "message": "development sign-in is switched off (identity.dev_sign_in in "
                                          "mesh.yaml); sign in with your organisation's identity provider"})
