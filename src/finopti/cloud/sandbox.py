@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
 
-from . import analysis
+from . import analysis, changes, instance_logs
 from .catalog import HOURS_PER_MONTH, METRICS, SANDBOX_NOW_TS, ZONES, iso
 from .errors import InvalidArgument, SandboxError
 from .sandbox_finops import SandboxFinOps
@@ -89,6 +89,7 @@ class SandboxCloud(SandboxFinOps):
                     conn.execute(statement)
             if conn.execute("SELECT 1 FROM meta WHERE key = 'seeded'").fetchone() is None:
                 write_plan(conn, build_plan())
+            instance_logs.ensure(conn, build_plan)
             version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             if version is None or version[0] != SCHEMA_VERSION:
                 raise SandboxError(
@@ -236,6 +237,7 @@ class SandboxCloud(SandboxFinOps):
         message = (
             f"instance {name} {verb}" if changed else f"instance {name} was already {target}; nothing to do"
         )
+        before = instance_summary(row)
         return {
             "name": name,
             "zone": row["zone"],
@@ -243,6 +245,8 @@ class SandboxCloud(SandboxFinOps):
             "state": target,
             "changed": changed,
             "message": message,
+            "before": before,
+            "after": {**before, "state": target},
         }
 
     def resize_instance(self, name: str, machine_type: str) -> dict:
@@ -267,9 +271,12 @@ class SandboxCloud(SandboxFinOps):
                     (machine_type, SANDBOX_NOW_TS, name),
                 )
         changed = previous != machine_type
+        before = instance_summary(row)
         return {
             "name": name,
             "zone": row["zone"],
+            "before": before,
+            "after": {**before, "machine_type": machine_type},
             "previous_machine_type": previous,
             "machine_type": machine_type,
             "changed": changed,
@@ -296,14 +303,40 @@ class SandboxCloud(SandboxFinOps):
             conn.execute("DELETE FROM samples WHERE instance = ?", (name,))
             conn.execute("UPDATE addresses SET user = NULL WHERE user = ?", (name,))
             conn.execute("DELETE FROM instances WHERE name = ?", (name,))
+        unattached = f"{len(detached)} data disk{'' if len(detached) == 1 else 's'} now unattached"
         return {
             "name": name,
             "zone": row["zone"],
             "deleted": True,
             "deleted_disks": boot,
             "detached_disks": detached,
-            "message": f"deleted {name} and its boot disk; {len(detached)} data disk(s) now unattached",
+            "before": instance_summary(row),
+            "after": None,
+            "message": f"deleted {name} and its boot disk; {unattached}",
         }
+
+    def query_instance_logs(
+        self,
+        instance: str | None = None,
+        zone: str | None = None,
+        label: str | None = None,
+        min_severity: str | None = None,
+        window: str = "24h",
+        text: str | None = None,
+        limit: int = 100,
+    ) -> dict:
+        """The instances' log entries (Cloud Logging's shape) in a window before SANDBOX_NOW, newest first, with
+        counts per severity and per instance; `min_severity` keeps that level and worse."""
+        if zone is not None:
+            check_zone(zone)
+        with transaction(self.db_path) as conn:
+            return instance_logs.query(conn, instance, zone, label, min_severity, window, text, limit)
+
+    def plan_change(self, action: str, name: str, machine_type: str | None = None) -> dict:
+        """What `action` (start/stop/resize/delete_instance) would do to `name`, without doing it."""
+        name = check_name("instance name", name)
+        with transaction(self.db_path) as conn:
+            return changes.plan_change(conn, load_prices(conn), action, name, machine_type)
 
     # -- disks and buckets -----------------------------------------------------------------------
 
