@@ -2,6 +2,7 @@
 redaction rules redact what the local collector does, and the APISIX guard refuses the issue's probes in the
 real APISIX runtime (../shared/apisix-runtime)."""
 
+import copy
 import json
 import os
 import re
@@ -19,6 +20,8 @@ import yaml
 from conftest import REPO
 from test_trace_context import raw_request
 
+from finopti.deploy.apisix import IDENTITY_LUA
+from finopti.deploy.apisix_identity import authentication_plugin
 from finopti.deploy.compose import render_compose_bundle
 from finopti.deploy.edge_controls import (
     DEV_SIGN_IN_ENV,
@@ -28,9 +31,12 @@ from finopti.deploy.edge_controls import (
     guard_hosts,
 )
 from finopti.deploy.verify import verify_compose
+from finopti.idp import generate_key
 from finopti.logs.line_guard import redact
-from finopti.mesh.model import EdgeListener, load_mesh
+from finopti.mesh.envoy import IDENTITY_HEADERS
+from finopti.mesh.model import EdgeListener, Identity, load_mesh
 from finopti.ports import free_port
+from finopti.testing.oidc_provider import JWKS_PATH, OidcProvider
 
 RUNTIME = REPO.parent / "shared" / "apisix-runtime"
 JWT = "eyJhbGciOiJSUzI1NiIsImtpZCI6ImZpbm9wdGktZGV2LTEifQ.eyJpc3MiOiJodHRwczovL2lkcCJ9.c2lnbmF0dXJlc2lnbmF0dXJl"
@@ -98,7 +104,9 @@ class _Echo(BaseHTTPRequestHandler):
     def _answer(self) -> None:
         length = int(self.headers.get("content-length") or 0)
         self.rfile.read(length)
-        body = json.dumps({"path": self.path, "cookie": self.headers.get("cookie")}).encode()
+        body = json.dumps({"path": self.path, "cookie": self.headers.get("cookie"),
+                           **{h: self.headers.get(h) for h in ("x-user-email", "x-user-groups", "x-userinfo",
+                                                                "x-access-token")}}).encode()
         self.send_response(200)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))
@@ -112,10 +120,18 @@ class _Echo(BaseHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def apisix(tmp_path_factory):
+def apisix():
     run = RUNTIME / "bin" / "apisix-run"
     if not run.exists():
         pytest.skip(reason=f"the APISIX runtime is not at {RUNTIME}")
+    with OidcProvider() as idp:
+        yield from _apisix(run, idp)
+
+
+def _apisix(run: Path, idp: OidcProvider):
+    """One APISIX with the rendered edge guard, and a route authenticated as the compose bundle renders it for
+    an OpenID Connect identity (`openid-connect` and the identity function), in front of an echo server."""
+    identity = Identity(provider="oidc", issuer=idp.issuer, dev_sign_in=False, jwks_cache=300)
     echo = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
     threading.Thread(target=echo.serve_forever, daemon=True).start()
     edge, mesh, status = free_port(), free_port(), free_port()
@@ -125,7 +141,7 @@ def apisix(tmp_path_factory):
         "apisix": {"node_listen": [edge, mesh], "enable_admin": False, "enable_control": False,
                    "ssl": {"enable": False}, "status": {"ip": "127.0.0.1", "port": status}},
         "deployment": {"role": "data_plane", "role_data_plane": {"config_provider": "yaml"}},
-        "plugins": ["request-id", "serverless-pre-function"],
+        "plugins": ["request-id", "serverless-pre-function", "serverless-post-function", "openid-connect"],
         "stream_plugins": [],
         "nginx_config": {
             "http": {"access_log_format": '{"path": "$finopti_path", "status": $status, "id": "$http_x_request_id"}',
@@ -135,9 +151,18 @@ def apisix(tmp_path_factory):
             "http_server_location_configuration_snippet": "set $finopti_path '';\n",
         },
     }
+    upstream = {"type": "roundrobin", "nodes": {f"127.0.0.1:{echo.server_address[1]}": 1}}
+    identity_function = IDENTITY_LUA % {
+        "headers": "{" + ", ".join(json.dumps(h) for h in (*IDENTITY_HEADERS, "x-finopti-listener")) + "}",
+        "audience": json.dumps(identity.audience), "email_claim": json.dumps(identity.email_claim),
+        "groups_claim": json.dumps(identity.groups_claim)}
+    who = {"serverless-post-function": {"phase": "rewrite", "functions": [identity_function]}}
     routes = {
-        "routes": [{"id": "app", "uri": "/*", "upstream": {"type": "roundrobin", "nodes": {
-            f"127.0.0.1:{echo.server_address[1]}": 1}}}],
+        "routes": [
+            {"id": "user", "uri": "/api/*", "priority": 10, "upstream": copy.deepcopy(upstream),
+             "plugins": {**authentication_plugin(identity), **copy.deepcopy(who)}},
+            {"id": "app", "uri": "/*", "upstream": upstream, "plugins": who},
+        ],
         "global_rules": [
             {"id": "finopti", "plugins": {"request-id": {"header_name": "x-request-id", "include_in_response": True}}},
             edge_global_rule(EdgeListener(hosts=load_mesh(REPO / "mesh.yaml").gateway.edge.hosts)),
@@ -156,7 +181,7 @@ def apisix(tmp_path_factory):
     assert started.returncode == 0, started.stderr
     try:
         _wait_ready(status)
-        yield {"edge": edge, "mesh": mesh, "log": work / "run" / "logs" / "access.log"}
+        yield {"edge": edge, "mesh": mesh, "log": work / "run" / "logs" / "access.log", "idp": idp}
     finally:
         subprocess.run([str(run), "--stop", "--workdir", str(work / "run")], capture_output=True, timeout=30)
         echo.shutdown()
@@ -227,3 +252,44 @@ def test_apisix_drops_a_token_cookie(apisix):
     status, _, body = raw_request(apisix["edge"], f"GET / HTTP/1.1\nHost: localhost\nCookie: a=1; jwt={JWT}; b=2\n"
                                   "Connection: close\n")
     assert status == 200 and json.loads(body)["cookie"] == "a=1; b=2"
+
+
+def _user_get(apisix, token: str | None = None, extra: str = "") -> tuple[int, dict]:
+    auth = f"Authorization: Bearer {token}\n" if token else ""
+    status, _, body = raw_request(apisix["edge"], f"GET /api/logs HTTP/1.1\nHost: localhost\n{auth}{extra}"
+                                  "Connection: close\n")
+    return status, (json.loads(body) if body.startswith(b"{") else {})
+
+
+def test_apisix_verifies_the_oidc_providers_tokens_and_maps_their_claims(apisix):
+    idp = apisix["idp"]
+    status, seen = _user_get(apisix, idp.mint("carol@corp.example", ["sre", "finops-viewers"]))
+    assert status == 200, seen
+    assert seen["x-user-email"] == "carol@corp.example" and seen["x-user-groups"] == "sre,finops-viewers"
+    assert seen["x-userinfo"] is None and seen["x-access-token"] is None  # the claims go no further
+    forged = generate_key()
+    now = int(time.time())
+    for name, token, expected in (
+            ("no token", None, 401),
+            ("another key, same kid", idp.mint("carol@corp.example", ["sre"], key=forged), 401),
+            ("wrong issuer", idp.mint("carol@corp.example", ["sre"], iss="https://evil.example"), 401),
+            ("expired", idp.mint("carol@corp.example", ["sre"], exp=now - 900, iat=now - 1200, nbf=now - 1200), 401),
+            ("wrong audience", idp.mint("carol@corp.example", ["sre"], aud="another-app"), 403)):
+        assert _user_get(apisix, token)[0] == expected, name
+    # Only Authorization: Bearer counts: openid-connect's X-Access-Token input is dropped at the edge.
+    assert _user_get(apisix, extra=f"X-Access-Token: {idp.mint('carol@corp.example', ['sre'])}\n")[0] == 401
+
+
+def test_apisix_trusts_a_rotated_key_at_once(apisix):
+    idp = apisix["idp"]
+    before = idp.requests[JWKS_PATH]
+    new = idp.add_key()
+    assert _user_get(apisix, idp.mint("carol@corp.example", ["sre"], kid=new))[0] == 200
+    assert idp.requests[JWKS_PATH] == before + 1  # fetched again for the unknown kid, once
+
+
+def test_forged_claims_on_an_anonymous_route_are_ignored(apisix):
+    status, _, body = raw_request(apisix["edge"], "GET / HTTP/1.1\nHost: localhost\nX-Userinfo: eyJlbWFpbCI6ImFk"
+                                  "bWluQGNvcnAuZXhhbXBsZSJ9\nX-User-Email: admin@corp.example\nConnection: close\n")
+    seen = json.loads(body)
+    assert status == 200 and seen["x-user-email"] is None and seen["x-userinfo"] is None

@@ -236,10 +236,14 @@ def test_hosts_and_dev_sign_in_follow_mesh_yaml(platform, tmp_path):
 # --- 3. the audit trail ------------------------------------------------------------------------------------------
 
 def test_a_user_cannot_erase_their_own_actions_from_the_audit_trail(platform):
-    """Probe 3 exactly: alice stops an instance with `x-request-id: finopti-collector-hunt1`."""
+    """Probe 3 exactly: alice stops an instance with `x-request-id: finopti-collector-hunt1` (asked, then
+    confirmed: a change is a plan first)."""
     alice = {**platform.headers("alice@finopti.dev"), "x-request-id": "finopti-collector-hunt1"}
-    stop = httpx.post(f"{platform.edge}/api/ask", json={"prompt": "stop instance notebook-dev-02"}, headers=alice,
+    plan = httpx.post(f"{platform.edge}/api/ask", json={"prompt": "stop instance notebook-dev-02"}, headers=alice,
                       timeout=60)
+    assert plan.status_code == 200 and plan.json()["kind"] == "plan", plan.text
+    stop = httpx.post(f"{platform.edge}/api/ask/confirm", json={"token": plan.json()["confirmation"]["token"]},
+                      headers=alice, timeout=60)
     try:
         assert stop.status_code == 200, stop.text
         request_id, trace_id = stop.headers["x-request-id"], stop.json()["trace_id"]
@@ -252,6 +256,7 @@ def test_a_user_cannot_erase_their_own_actions_from_the_audit_trail(platform):
         assert {"gateway", "orchestrator", "gcloud-agent", "gcloud-tools", "policy"} <= services, services
         assert {entry["metadata"].get("user") for entry in stored if entry["service"] == "orchestrator"} == {
             "alice@finopti.dev"}
+        assert _wait_for_store(platform, plan.headers["x-request-id"], minimum=3)  # the plan is stored too
         deadline = time.monotonic() + 15
         while True:  # the trace view, once the collector has shipped the agent's hop
             trace = httpx.get(f"{platform.edge}/api/traces/{trace_id}", headers=platform.headers("carol@finopti.dev"))
@@ -261,7 +266,9 @@ def test_a_user_cannot_erase_their_own_actions_from_the_audit_trail(platform):
         assert trace.status_code == 200 and "/v1/actions/stop_instance" in trace.text
         assert {hop["user"] for hop in trace.json()["hops"]} == {"alice@finopti.dev"}
     finally:
-        platform.ask("start instance notebook-dev-02", "alice@finopti.dev")
+        start = platform.ask("start instance notebook-dev-02", "alice@finopti.dev")
+        if start.status_code == 200 and start.json().get("kind") == "plan":
+            platform.confirm(start)
 
 
 @pytest.mark.parametrize("client_id, kept", [

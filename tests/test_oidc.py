@@ -115,4 +115,5 @@ def test_the_key_set_is_cached_not_fetched_per_request(platform, provider):
     for _ in range(30):
         assert _get_logs(platform, token).status_code == 200
     fetches = provider.requests[JWKS_PATH] - before
-    assert fetches <= (time.monotonic() - started) / CACHE + 2, fetches
+    # Each listener (edge, mesh) keeps its copy: at most one fetch per listener per cache period, not per request.
+    assert fetches <= 2 * ((time.monotonic() - started) / CACHE + 1), fetches

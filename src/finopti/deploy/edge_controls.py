@@ -56,6 +56,10 @@ local function host_name(authority)
 end
 
 return function(conf, ctx)
+  -- Only openid-connect, after verifying a bearer token, may set X-Userinfo (the verified claims); a token
+  -- in X-Access-Token is not in the Authorization header.
+  core.request.set_header(ctx, "X-Userinfo", nil)
+  core.request.set_header(ctx, "X-Access-Token", nil)
   local redacted, name = finopti_scan_query(ngx.var.request_uri or "")
   ngx.var.finopti_path = redacted or ngx.var.request_uri
   if ngx.var.finopti_listener ~= "edge" then return end
