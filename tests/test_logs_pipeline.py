@@ -5,7 +5,6 @@ stored exactly once, in order per file, across a SIGKILLed collector, rotations 
 import contextlib
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -13,7 +12,6 @@ import time
 from pathlib import Path
 
 import httpx
-import orjson
 import pytest
 
 from finopti.ports import free_port
@@ -114,15 +112,20 @@ class Pipeline:
     def stored(self) -> int:
         return httpx.get(f"{self.store_url}/api/stats", timeout=10).json()["lines"]
 
+
     def seqs_by_service(self) -> dict[str, list[int]]:
-        """Straight from the database: every stored line's seq, per service, in arrival order."""
-        conn = sqlite3.connect(f"file:{self.home / 'logstore.db'}?mode=ro", uri=True)
+        """Every stored line's seq, per service, in the store's order (time, then arrival), read page by page
+        through the query API's cursor."""
         out: dict[str, list[int]] = {}
-        for service, line in conn.execute(
-            "SELECT s.service, l.line FROM logs l JOIN streams s ON s.id = l.stream ORDER BY l.id"
-        ):
-            out.setdefault(service, []).append(orjson.loads(line)["seq"])
-        conn.close()
+        for service in httpx.get(f"{self.store_url}/loki/api/v1/label/service/values", timeout=10).json()["data"]:
+            cursor = None
+            while True:
+                params = {"service": service, "limit": 5000, "direction": "forward",
+                          **({"cursor": cursor} if cursor else {})}
+                page = httpx.get(f"{self.store_url}/api/logs", params=params, timeout=30).json()
+                out.setdefault(service, []).extend(line["line"]["seq"] for line in page["lines"])
+                if not (cursor := page["next_cursor"]):
+                    break
         return out
 
     def stop(self) -> None:
