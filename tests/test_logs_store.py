@@ -14,7 +14,9 @@ import orjson
 import pytest
 import uvicorn
 
+from finopti.logs import wire
 from finopti.logs.lokipb import encode_push
+from finopti.logs.metadata import from_object, indexed_keys
 from finopti.logs.search import text_pattern
 from finopti.logs.store import Admission, Delivery, LogQuery, LogStore
 from finopti.ports import free_port
@@ -385,7 +387,8 @@ WORDS = ["alpha", "beta", "gamma", "us-central1-a", "quota", "idle", "Disk", "x9
 
 
 def random_lines(rng: random.Random, count: int) -> list[tuple[dict, list]]:
-    """Lines of a few streams, many sharing a time (ties), some ids and users repeated."""
+    """Lines of a few streams, many sharing a time (ties), some ids and users repeated; a JSON line carries its
+    metadata as fields (as the services' lines do), a text line only as metadata."""
     out = []
     traces = [uuid.UUID(int=rng.getrandbits(128)).hex for _ in range(count // 6 + 1)]
     for n in range(count):
@@ -398,10 +401,35 @@ def random_lines(rng: random.Random, count: int) -> list[tuple[dict, list]]:
         if rng.random() < 0.5:
             meta["request_id"] = f"req-{rng.randrange(count // 4 + 1)}"
         text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 4))) + f" #{n}"
-        line = orjson.dumps({"message": text, "n": n}).decode() if rng.random() < 0.7 else text
+        if rng.random() < 0.7:
+            line = orjson.dumps({"message": text, "n": n, **meta}).decode()
+            if rng.random() < 0.3:
+                meta["component"] = f"{service}-v2"
+        else:
+            line = text
         value = [str(T0 + rng.randrange(count // 3) * MS), line] + ([meta] if meta else [])
         out.append(({"job": "finopti", "service": service, "level": level}, value))
     return out
+
+
+def push_as_the_collector(store: LogStore, entries: list[tuple[dict, list]]) -> int:
+    """The collector's columns: a JSON line's metadata is not sent, only what the line does not say."""
+    streams: dict[str, tuple[dict, list]] = {}
+    for labels, value in entries:
+        streams.setdefault(orjson.dumps(labels).decode(), (labels, []))[1].append(value)
+    blocks = []
+    for labels, values in streams.values():
+        ts, texts, extras, keys = [], [], [], set()
+        for value in values:
+            meta = value[2] if len(value) == 3 else {}
+            own = from_object(orjson.loads(value[1])) if value[1].startswith("{") else {}
+            ts.append(int(value[0]))
+            texts.append(value[1].encode())
+            rest = {k: v for k, v in meta.items() if own.get(k) != v}
+            extras.append(orjson.dumps(rest) if rest else b"")
+            keys.update(indexed_keys(meta))
+        blocks.append(wire.encode_block(labels, ts, texts, extras, keys, derived=True))
+    return store.push_lines(wire.encode(blocks))
 
 
 def oracle(lines: list[dict], q: LogQuery) -> list[int]:
@@ -455,13 +483,24 @@ def test_queries_answer_as_a_scan_of_every_line_before_and_after_merging(tmp_pat
     rng = random.Random(seed)
     store = LogStore(tmp_path / "p.db", retention_seconds=3650 * 86400, background=False)
     entries = random_lines(rng, 3000)
-    for at in range(0, len(entries), 250):  # pushes of several streams, as a collector's
-        by_stream: dict[str, tuple[dict, list]] = {}
-        for labels, value in entries[at:at + 250]:
-            by_stream.setdefault(orjson.dumps(labels).decode(), (labels, []))[1].append(value)
-        store.push(list(by_stream.values()))
+    for at in range(0, len(entries), 250):  # pushes of several streams: Loki's JSON, and the collector's columns
+        batch = entries[at:at + 250]
+        if at % 500:
+            assert push_as_the_collector(store, batch) == len(batch)
+        else:
+            by_stream: dict[str, tuple[dict, list]] = {}
+            for labels, value in batch:
+                by_stream.setdefault(orjson.dumps(labels).decode(), (labels, []))[1].append(value)
+            store.push(list(by_stream.values()))
     everything = store.query(LogQuery(limit=5000, direction="forward"))
     assert len(everything) == 3000 and len({line["id"] for line in everything}) == 3000
+    # Every line as it was sent, with all its metadata (read from the JSON line where it was not sent).
+    stored = sorted(everything, key=lambda line: line["id"])
+    sent = sorted((value for _, value in entries), key=lambda value: int(value[1].rsplit("#", 1)[1].split('"')[0]))
+    as_sent = [[str(line["ts_ns"]), orjson.dumps(line["line"]).decode() if isinstance(line["line"], dict)
+                else line["line"], line["metadata"]] for line in stored]
+    by_n = sorted(as_sent, key=lambda value: int(value[1].rsplit("#", 1)[1].split('"')[0]))
+    assert by_n == [[v[0], v[1], v[2] if len(v) == 3 else {}] for v in sent]
     queries = [random_query(rng, everything) for _ in range(150)]
     for stage in ("level 0", "merged", "reopened"):
         if stage == "merged":

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import regex
 
-from finopti.logs.parts import View, needle
+from finopti.logs.parts import View
 
 Cursor = tuple[int, int]  # (ts_ns, id)
 
@@ -71,7 +71,7 @@ def matching(view: View, q: LogQuery, pattern: regex.Pattern | None, low: int | 
     """The indexes of the lines of `view` that answer `q` within [low, high) and after `after_id`."""
     chosen: set[int] | None = None
     for field, value in q.metadata():
-        found = view.lines_with_meta(needle(field, value))
+        found = view.lines_with(field, value)
         chosen = found if chosen is None else chosen & found
         if not chosen:
             return []

@@ -4,9 +4,9 @@ retention by age and size.
 Layout (see `finopti.logs.parts` for a part's columns)
 - `streams`: one row per label set (Loki's stream), with its `service` and `level` pulled out for filters.
 - `parts`: one row per part: its stream, level (0: one push's lines, LZ4; 1: merged, zstd), time range, id range,
-  line count, Bloom filter of its trace ids, request ids and users (level 1), and its compressed columns.
-  Every part's row but its data is held in memory (the catalog): a query picks the parts by stream, time and
-  Bloom filter without reading any, then opens only those.
+  line count, the hashes of the trace ids, request ids and users it holds, and its compressed columns. Every
+  part's row but its data is held in memory (the catalog): a query picks the parts by stream, time and id hash
+  without reading any, then opens only those.
 - `collectors`: what each collector has delivered (batch sequence number and file positions), written in the same
   transaction as its lines, so a retried or replayed batch is recognised and a collector that was killed resumes
   exactly where its last stored batch ended.
@@ -28,6 +28,7 @@ import logging
 import sqlite3
 import threading
 import time
+from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +36,9 @@ from pathlib import Path
 
 import orjson
 
-from finopti.logs.parts import Bloom, Columns, View, compress, decompress, key
+from finopti.logs import wire
+from finopti.logs.metadata import index_key, key_hash
+from finopti.logs.parts import LZ4, ZSTD, Columns, View, may_hold
 from finopti.logs.search import LogQuery, matching, text_pattern
 from finopti.logs.times import FUTURE_GRACE_SECONDS, ns_to_rfc3339
 from finopti.logs.trace import build_trace
@@ -72,7 +75,8 @@ CREATE TABLE IF NOT EXISTS parts (
     max_id INTEGER NOT NULL,
     lines INTEGER NOT NULL,
     raw_bytes INTEGER NOT NULL,
-    bloom BLOB,
+    derived INTEGER NOT NULL,
+    keys BLOB NOT NULL,
     retired INTEGER NOT NULL DEFAULT 0,
     data BLOB NOT NULL
 );
@@ -108,10 +112,12 @@ class Delivery:
 
 @dataclass
 class Admission:
-    """What a push's times did to its lines: retimed (dated too far ahead) or dropped (older than retention)."""
+    """What became of a push: lines retimed (dated too far ahead) or dropped (older than retention); a batch its
+    collector had delivered before."""
 
     future: int = 0
     too_old: int = 0
+    duplicate: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,8 +133,9 @@ class Part:
     max_id: int
     lines: int
     raw_bytes: int
+    derived: bool
     size: int  # bytes stored
-    bloom: Bloom | None
+    keys: array  # sorted hashes of the indexed metadata values
     created: float  # monotonic; -inf for a part found at start
 
 
@@ -211,17 +218,10 @@ def stream_service_level(labels: dict[str, str]) -> tuple[str, str]:
 
 
 def line_dict(view: View, i: int, service: str, level: str) -> dict:
-    text = view.text(i)
-    parsed: object = text
-    if text.startswith("{"):
-        try:
-            parsed = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            pass
-    meta = view.meta(i)
+    line, meta = view.line(i)
     ts = view.ts[i]
     return {"id": view.ids[i], "ts": ns_to_rfc3339(ts), "ts_ns": ts, "service": service, "level": level,
-            "line": parsed, "metadata": orjson.loads(meta) if meta else {}}
+            "line": line, "metadata": meta}
 
 
 class LogStore:
@@ -294,10 +294,14 @@ class LogStore:
 
     def _load_catalog(self) -> tuple[Part, ...]:
         rows = self._writer.execute(
-            "SELECT id, stream, level, min_ts, max_ts, min_id, max_id, lines, raw_bytes, length(data),"
-            " bloom FROM parts")
-        return tuple(Part(*row[:9], row[9] + len(row[10] or b""), Bloom(row[10]) if row[10] else None,
-                          float("-inf")) for row in rows)
+            "SELECT id, stream, level, min_ts, max_ts, min_id, max_id, lines, raw_bytes, derived, length(data),"
+            " keys FROM parts")
+        parts = []
+        for row in rows:
+            keys = array("I")
+            keys.frombytes(row[11])
+            parts.append(Part(*row[:9], bool(row[9]), row[10] + len(row[11]), keys, float("-inf")))
+        return tuple(parts)
 
     def _convert_rows(self, chunk: int = 50_000) -> None:
         """A store written by the first version (one row per line in `logs`, with a full-text index) becomes parts,
@@ -323,13 +327,7 @@ class LogStore:
                         pieces.append([])
                         size = 0
                 for piece in filter(None, pieces):
-                    columns = Columns.concat(piece)
-                    bloom = Bloom.build(columns.indexed_keys())
-                    conn.execute(
-                        "INSERT INTO parts(stream, level, min_ts, max_ts, min_id, max_id, lines, raw_bytes, bloom,"
-                        " data) VALUES (?,1,?,?,?,?,?,?,?,?)",
-                        (stream, min(columns.ts), max(columns.ts), piece[0].runs[0][0], piece[-1].runs[0][0],
-                         columns.count, columns.raw_bytes, bloom.bits, compress(columns, 1)))
+                    self._insert(stream, 1, Columns.concat(piece))
             conn.execute("DELETE FROM logs WHERE id <= ?", (rows[-1][0],))
             conn.execute("INSERT INTO counters(name, value) VALUES ('next_id', ?) ON CONFLICT(name) DO UPDATE"
                          " SET value = max(value, excluded.value)", (rows[-1][0] + 1,))
@@ -377,6 +375,17 @@ class LogStore:
             self._new_streams.append(stream_key)
         return stream
 
+    def _insert(self, stream: int, level: int, columns: Columns) -> Part:
+        """INSERT a part (in the caller's transaction, under the write lock)."""
+        data = columns.encode(LZ4 if level == 0 else ZSTD)
+        row = (stream, level, min(columns.ts), max(columns.ts), columns.runs[0][0],
+               columns.runs[-1][0] + columns.runs[-1][1] - 1, columns.count, columns.raw_bytes, int(columns.derived),
+               columns.keys.tobytes(), data)
+        part_id = self._writer.execute(
+            "INSERT INTO parts(stream, level, min_ts, max_ts, min_id, max_id, lines, raw_bytes, derived, keys, data)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?)", row).lastrowid
+        return Part(part_id, *row[:8], columns.derived, len(data) + len(row[9]), columns.keys, time.monotonic())
+
     def push(self, streams: Iterable[tuple[dict[str, str], list]], delivery: Delivery | None = None,
              now_ns: int | None = None, admission: Admission | None = None) -> int:
         """Store Loki streams: (labels, [[ts_ns, line] or [ts_ns, line, {metadata}], ...]). Returns the number of
@@ -385,6 +394,44 @@ class LogStore:
         now_ns = now_ns if now_ns is not None else self.clock()
         admission = admission if admission is not None else Admission()
         grace_ns, oldest_ns = int(self.future_grace * 1e9), now_ns - int(self.retention_seconds * 1e9)
+        blocks = []
+        for i, (labels, values) in enumerate(streams):
+            try:
+                ts = _checked(values)
+                if ts and (min(ts) < oldest_ns or max(ts) > now_ns + grace_ns):
+                    values = admit(values, now_ns, grace_ns, oldest_ns, admission)
+                    ts = _checked(values)
+                if values:
+                    blocks.append((labels, Columns.from_values(0, ts, values)))
+            except (TypeError, ValueError, IndexError, AttributeError, KeyError, OverflowError, UnicodeError):
+                _explain(i, values)  # raises a PushError naming the bad entry
+                raise
+        return self._store(blocks, delivery, admission)
+
+    def push_lines(self, body: bytes, delivery: Delivery | None = None, now_ns: int | None = None,
+                   admission: Admission | None = None) -> int:
+        """Store the collector's columns (`finopti.logs.wire`); as `push` otherwise."""
+        try:
+            blocks = wire.decode(body)
+        except ValueError as exc:
+            raise PushError(str(exc)) from None
+        now_ns = now_ns if now_ns is not None else self.clock()
+        admission = admission if admission is not None else Admission()
+        grace_ns, oldest_ns = int(self.future_grace * 1e9), now_ns - int(self.retention_seconds * 1e9)
+        kept = []
+        for labels, columns in blocks:
+            if columns.count and (min(columns.ts) < oldest_ns or max(columns.ts) > now_ns + grace_ns):
+                values = admit(columns.values(), now_ns, grace_ns, oldest_ns, admission)
+                if not values:
+                    continue
+                columns = Columns.from_values(0, _checked(values), values)
+            if columns.count:
+                kept.append((labels, columns))
+        return self._store(kept, delivery, admission)
+
+    def _store(self, blocks: list[tuple[dict[str, str], Columns]], delivery: Delivery | None,
+               admission: Admission) -> int:
+        """One level-0 part per block (its ids given here) and the delivery record, in one transaction."""
         with self._write_lock:
             conn = self._writer
             self._new_streams: list[tuple] = []  # streams first seen in this transaction
@@ -394,31 +441,14 @@ class LogStore:
                     known = conn.execute("SELECT seq FROM collectors WHERE name = ?", (delivery.collector,)).fetchone()
                     if known is not None and delivery.seq <= known[0]:
                         conn.execute("ROLLBACK")
+                        admission.duplicate = True
                         return 0
-                next_id, added, rows = self._next_id, [], []
-                for i, (labels, values) in enumerate(streams):
-                    try:
-                        ts = _checked(values)
-                        if ts and (min(ts) < oldest_ns or max(ts) > now_ns + grace_ns):
-                            values = admit(values, now_ns, grace_ns, oldest_ns, admission)
-                            ts = _checked(values)
-                        if not values:
-                            continue
-                        columns = Columns.from_values(next_id, ts, values)
-                    except (TypeError, ValueError, IndexError, AttributeError, KeyError, OverflowError):
-                        _explain(i, values)  # raises a PushError naming the bad entry
-                        raise
-                    stream = self._stream_id(labels)
-                    data = compress(columns, 0)
-                    rows.append((stream, 0, min(ts), max(ts), next_id, next_id + len(ts) - 1, len(ts),
-                                 columns.raw_bytes, None, data))
-                    next_id += len(ts)
-                for row in rows:
-                    part_id = conn.execute(
-                        "INSERT INTO parts(stream, level, min_ts, max_ts, min_id, max_id, lines, raw_bytes, bloom,"
-                        " data) VALUES (?,?,?,?,?,?,?,?,?,?)", row).lastrowid
-                    added.append(Part(part_id, *row[:8], len(row[9]), None, time.monotonic()))
-                if rows:
+                next_id, added = self._next_id, []
+                for labels, columns in blocks:
+                    columns.runs = [(next_id, columns.count)]
+                    added.append(self._insert(self._stream_id(labels), 0, columns))
+                    next_id += columns.count
+                if added:
                     conn.execute("INSERT INTO counters(name, value) VALUES ('next_id', ?) ON CONFLICT(name)"
                                  " DO UPDATE SET value = excluded.value", (next_id,))
                 if delivery is not None:
@@ -464,12 +494,12 @@ class LogStore:
         written = 0
         self._reap()
         with self._maintenance_lock:
-            by_stream: dict[int, list[Part]] = {}
+            groups: dict[tuple[int, bool], list[Part]] = {}
             for part in self._catalog:
                 if part.level == 0:
-                    by_stream.setdefault(part.stream, []).append(part)
+                    groups.setdefault((part.stream, part.derived), []).append(part)
             now = time.monotonic()
-            for stream, level0 in by_stream.items():
+            for (stream, _), level0 in groups.items():
                 due = (force or sum(p.raw_bytes for p in level0) >= PART_BYTES or len(level0) >= L0_MAX_PARTS
                        or now - min(p.created for p in level0) >= L0_MAX_AGE)
                 if not due:
@@ -487,32 +517,26 @@ class LogStore:
     def _merge_parts(self, stream: int, level0: list[Part]) -> None:
         """One level-1 part of these level-0 parts, and of the stream's last level-1 part if it is small and recent
         (so a quiet stream's parts grow instead of staying tiny)."""
-        last = max((p for p in self._catalog if p.stream == stream and p.level == 1), key=lambda p: p.max_id,
-                   default=None)
+        derived = level0[0].derived
+        last = max((p for p in self._catalog if p.stream == stream and p.level == 1 and p.derived == derived),
+                   key=lambda p: p.max_id, default=None)
         merged = list(level0)
         if (last is not None and last.raw_bytes + sum(p.raw_bytes for p in level0) <= PART_BYTES
                 and last.max_id < level0[0].min_id
                 and max(p.max_ts for p in level0) - last.min_ts <= PART_SPAN_NS):
             merged.insert(0, last)
-        columns = Columns.concat([self._columns(p) for p in merged])
-        bloom = Bloom.build(columns.indexed_keys())
-        data = compress(columns, 1)
-        row = (stream, 1, min(columns.ts), max(columns.ts), merged[0].min_id, merged[-1].max_id, columns.count,
-               columns.raw_bytes, bloom.bits, data)
+        columns = Columns.concat([View(self._data(p)).columns(p.keys) for p in merged])
         gone = {p.id for p in merged}
         with self._write_lock:
             conn = self._writer
             conn.execute("BEGIN IMMEDIATE")
             try:
-                part_id = conn.execute(
-                    "INSERT INTO parts(stream, level, min_ts, max_ts, min_id, max_id, lines, raw_bytes, bloom, data)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?)", row).lastrowid
+                part = self._insert(stream, 1, columns)
                 conn.execute(f"UPDATE parts SET retired = 1 WHERE id IN ({','.join(map(str, gone))})")
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-            part = Part(part_id, *row[:8], len(data) + len(bloom.bits), bloom, time.monotonic())
             self._retire(gone, (part,))
 
     def _retire(self, gone: set[int], added: tuple[Part, ...] = ()) -> None:
@@ -547,11 +571,11 @@ class LogStore:
             self._writer.execute(f"DELETE FROM parts WHERE id IN ({','.join(map(str, doomed))})")
         self._forget(doomed)
 
-    def _columns(self, part: Part) -> Columns:
+    def _data(self, part: Part) -> bytes:
         rows = self._reader().execute("SELECT data FROM parts WHERE id = ?", (part.id,)).fetchall()
         if not rows:
             raise PartGone(part.id)
-        return decompress(rows[0][0], part.level)
+        return rows[0][0]
 
     # --- reading parts --------------------------------------------------------------------------------------
 
@@ -561,7 +585,7 @@ class LogStore:
             if hit is not None:
                 self._cache.move_to_end(part.id)
                 return hit[0]
-        view = View(self._columns(part))
+        view = View(self._data(part))
         with self._cache_lock:
             if part.id not in self._cache:
                 self._cache[part.id] = (view, part.raw_bytes)
@@ -592,7 +616,7 @@ class LogStore:
     def _candidates(self, catalog: tuple[Part, ...], q: LogQuery, low: int, high: int | None,
                     after_id: int = 0) -> list[Part]:
         streams = self._stream_ids(q.services, q.levels) if q.services or q.levels else None
-        keys = [key(f, v) for f, v in q.metadata()]
+        keys = [key_hash(index_key(f, v)) for f, v in q.metadata()]
         cursor = q.cursor
         out = []
         for part in catalog:
@@ -602,7 +626,7 @@ class LogStore:
                 continue
             if cursor is not None and (part.min_ts > cursor[0] if q.backward else part.max_ts < cursor[0]):
                 continue
-            if part.bloom is not None and not all(k in part.bloom for k in keys):
+            if keys and not may_hold(part.keys, keys):
                 continue
             out.append(part)
         return out

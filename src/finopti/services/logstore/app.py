@@ -1,6 +1,7 @@
 """The log store service: a Loki-compatible push API and the platform's log query API over `LogStore`.
 
-- `POST /loki/api/v1/push`: Loki's JSON body (gzip allowed) or protobuf + snappy (what Promtail sends).
+- `POST /loki/api/v1/push`: Loki's JSON body (gzip allowed) or protobuf + snappy (what Promtail sends), or the
+  collector's columns (`finopti.logs.wire`).
   The collector adds `X-Finopti-Collector`, `X-Finopti-Seq` and `X-Finopti-Positions` so a batch it
   retries is stored once (see `LogStore.push`), and `X-Finopti-Prev-Seq` so its batches are stored in order
   (409 when the one before has not come: the collector sends it again).
@@ -29,6 +30,7 @@ from sse_starlette.sse import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import QueryParams
 
+from finopti.logs import wire
 from finopti.logs.lokipb import decode_push
 from finopti.logs.search import format_cursor, parse_cursor
 from finopti.logs.store import MAX_LIMIT, Admission, Delivery, LogQuery, LogStore, PushError
@@ -220,16 +222,21 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         try:
             if request.headers.get("content-encoding", "").lower() == "gzip":
                 body = gzip.decompress(body)
-            if "protobuf" in request.headers.get("content-type", ""):
+            content_type = request.headers.get("content-type", "")
+            streams = None  # the collector's columns go to the store as they are
+            if "protobuf" in content_type:
                 streams = decode_push(body)
-            else:
+            elif not content_type.startswith(wire.CONTENT_TYPE):
                 streams = json_streams(body)
             delivery = delivery_from(request)
             if delivery is not None and not await order.wait_turn(delivery):
                 return JSONResponse({"error": "conflict", "status": 409,
                                      "message": f"batch {delivery.prev} must be stored first: send it again"}, 409)
             admission = Admission()
-            stored = await run_in_threadpool(store.push, streams, delivery, None, admission)
+            if streams is None:
+                stored = await run_in_threadpool(store.push_lines, body, delivery, None, admission)
+            else:
+                stored = await run_in_threadpool(store.push, streams, delivery, None, admission)
             if delivery is not None:
                 await order.done(delivery)
         except (PushError, ValueError, OSError, IndexError, OverflowError) as exc:
@@ -242,7 +249,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             LINES.inc(stored)
             app.state.arrived.set()  # wake every live tail
             app.state.arrived = asyncio.Event()
-        elif sum(len(values) for _, values in streams):
+        elif admission.duplicate:
             DUPLICATES.inc()
         PUSH_SECONDS.observe(time.perf_counter() - started)
         return Response(status_code=204)
