@@ -60,6 +60,7 @@ from finopti.logs.multiline import (
 )
 from finopti.logs.tail import ROTATE_WAIT, Chunk, FileTail, Position
 from finopti.logs.times import FUTURE_GRACE_SECONDS, ns_to_rfc3339, parse_since, rfc3339_ns
+from finopti.logs.times import second_cache as _SECONDS
 
 log = logging.getLogger("finopti.collector")
 
@@ -112,6 +113,9 @@ class Parsed(NamedTuple):
         return {**from_object(self.obj), **self.extras} if self.extras else from_object(self.obj)
 
 
+_new = tuple.__new__  # a NamedTuple without its Python-level __new__: this is the hot path
+
+
 def parse_line(raw: bytes, component: str, now_ns: int, stats: ParseStats,
                grace_ns: int = int(FUTURE_GRACE_SECONDS * 1e9)) -> Parsed | None:
     """A raw entry (a line, or lines joined by the multiline rule) -> what to push; None for an entry to skip
@@ -137,18 +141,23 @@ def parse_line(raw: bytes, component: str, now_ns: int, stats: ParseStats,
     if service.__class__ is not str or not service:
         service = service_of(component)
     ts = get("ts")
-    try:
-        ts_ns = rfc3339_ns(ts) if ts.__class__ is str else now_ns
-    except ValueError:
-        ts_ns = now_ns
+    base = _SECONDS.get(ts[:19], -1) if ts.__class__ is str and len(ts) == 24 and ts[19] == "." else -1
+    if base >= 0 and ts[23] == "Z" and ts[20:23].isdigit():  # the services' `…T12:07:55.548Z`, second seen before
+        ts_ns = base + int(ts[20:23]) * 1_000_000
+    else:
+        try:
+            ts_ns = rfc3339_ns(ts) if ts.__class__ is str else now_ns
+        except ValueError:
+            ts_ns = now_ns
     extras = {"component": component} if component != service else None
     if ts_ns > now_ns + grace_ns:  # a clock ahead: such a line would stay the newest for good
         extras = {**(extras or {}), "original_ts": ns_to_rfc3339(ts_ns)}
         ts_ns = now_ns
         stats.future += 1
     level = get("level")
-    level = normalize_level(level) if level is not None else infer_level(str(get("message", "")))
-    return Parsed(service, level, ts_ns, raw, obj, extras)
+    level = _KNOWN_LEVELS.get(level) or (normalize_level(level) if level is not None
+                                         else infer_level(str(get("message", ""))))
+    return _new(Parsed, (service, level, ts_ns, raw, obj, extras))
 
 
 def _parse_text(raw: bytes, component: str, now_ns: int, stats: ParseStats) -> Parsed | None:
@@ -164,8 +173,8 @@ def _parse_text(raw: bytes, component: str, now_ns: int, stats: ParseStats) -> P
         stats.invalid_utf8 += 1
     stats.not_json += 1
     service = service_of(component)
-    return Parsed(service, infer_level(text), now_ns, raw, None,
-                  {"component": component} if component != service else None)
+    return _new(Parsed, (service, infer_level(text), now_ns, raw, None,
+                         {"component": component} if component != service else None))
 
 
 @dataclass
@@ -185,45 +194,12 @@ class Batch:
     content_type = "application/json"
     empty_body = b""
 
-    def size_with(self, parsed: Parsed) -> int:
-        """The body's size once `parsed` is added (the entry is kept for `add`)."""
-        raise NotImplementedError
-
-    def add(self) -> None:
+    def add(self, parsed: Parsed, limit: int) -> bool:
+        """Add an entry unless the body would then be larger than `limit` (a batch always takes its first)."""
         raise NotImplementedError
 
     def body(self) -> bytes:
         raise NotImplementedError
-
-
-@dataclass
-class LokiBatch(Batch):
-    """Loki's JSON push body, for any Loki: each entry `[ts, line, metadata]`, encoded as it is added."""
-
-    streams: dict[tuple[str, str], list[bytes]] = field(default_factory=dict)
-    bytes: int = len(b'{"streams":[]}')
-    _pending: tuple = ()
-
-    empty_body = b'{"streams":[]}'
-
-    def size_with(self, parsed: Parsed) -> int:
-        meta = parsed.metadata()
-        text = parsed.text.decode()
-        entry = orjson.dumps([str(parsed.ts_ns), text, meta] if meta else [str(parsed.ts_ns), text])
-        key = (parsed.service, parsed.level)
-        size = len(entry) + 1 + (0 if key in self.streams else len(_stream_head(key)) + 3)
-        self._pending = (key, entry, size)
-        return self.bytes + size
-
-    def add(self) -> None:
-        key, entry, size = self._pending
-        self.streams.setdefault(key, []).append(entry)
-        self.bytes += size
-        self.lines += 1
-
-    def body(self) -> bytes:
-        streams = (_stream_head(key) + b",".join(entries) + b"]}" for key, entries in self.streams.items())
-        return b'{"streams":[' + b",".join(streams) + b"]}"
 
 
 @functools.cache
@@ -233,11 +209,50 @@ def _stream_head(key: tuple[str, str]) -> bytes:
 
 
 @dataclass
+class LokiBatch(Batch):
+    """Loki's JSON push body, for any Loki: each entry `[ts, line, metadata]`, encoded as it is added."""
+
+    streams: dict[tuple[str, str], list[bytes]] = field(default_factory=dict)
+    bytes: int = len(b'{"streams":[]}')
+
+    empty_body = b'{"streams":[]}'
+
+    def add(self, parsed: Parsed, limit: int) -> bool:
+        meta = parsed.metadata()
+        text = parsed.text.decode()
+        entry = orjson.dumps([str(parsed.ts_ns), text, meta] if meta else [str(parsed.ts_ns), text])
+        key = (parsed.service, parsed.level)
+        size = len(entry) + 1 + (0 if key in self.streams else len(_stream_head(key)) + 3)
+        if self.lines and self.bytes + size > limit:
+            return False
+        self.streams.setdefault(key, []).append(entry)
+        self.bytes += size
+        self.lines += 1
+        return True
+
+    def body(self) -> bytes:
+        streams = (_stream_head(key) + b",".join(entries) + b"]}" for key, entries in self.streams.items())
+        return b'{"streams":[' + b",".join(streams) + b"]}"
+
+
+@dataclass
 class StreamLines:
     ts: list[int] = field(default_factory=list)
     texts: list[bytes] = field(default_factory=list)
     extras: list[bytes] = field(default_factory=list)
-    keys: set[str] = field(default_factory=set)
+    indexed: list[tuple] = field(default_factory=list)  # each JSON line's values of the INDEXED fields, in order
+
+    def keys(self) -> set[str]:
+        """The index keys (`t:<trace id>`...) of these lines, each value once."""
+        out = set()
+        for prefix, values in zip(INDEXED.values(), zip(*self.indexed, strict=True), strict=False):
+            out.update(prefix + v for v in {v for v in values if v.__class__ is str and v})
+            out.update(prefix + str(v) for v in values if v and v.__class__ is not str)  # a number, say
+        return out
+
+
+_NO_EXTRAS = b""
+assert list(INDEXED) == ["trace_id", "request_id", "user"], "LinesBatch.add reads them in this order"
 
 
 @dataclass
@@ -246,38 +261,33 @@ class LinesBatch(Batch):
     `bytes` counts the columns before compression, which can only make them smaller (or a few bytes larger)."""
 
     streams: dict[tuple[str, str], StreamLines] = field(default_factory=dict)
-    _pending: tuple = ()
 
     content_type = wire.CONTENT_TYPE
     empty_body = wire.encode([])
 
-    def size_with(self, parsed: Parsed) -> int:
-        extras = orjson.dumps(parsed.extras) if parsed.extras else b""
-        key = (parsed.service, parsed.level)
-        size = len(parsed.text) + len(extras) + 17 + (0 if key in self.streams else 150)
-        self._pending = (key, parsed, extras, size)
-        return self.bytes + size
-
-    def add(self) -> None:
-        key, parsed, extras, size = self._pending
+    def add(self, parsed: Parsed, limit: int) -> bool:
+        service, level, ts_ns, text, obj, extras = parsed
+        extras = orjson.dumps(extras) if extras else _NO_EXTRAS
+        key = (service, level)
         lines = self.streams.get(key)
+        size = len(text) + len(extras) + (17 if lines is not None else 167)
+        if self.lines and self.bytes + size > limit:
+            return False
         if lines is None:
             lines = self.streams[key] = StreamLines()
-        lines.ts.append(parsed.ts_ns)
-        lines.texts.append(parsed.text)
+        lines.ts.append(ts_ns)
+        lines.texts.append(text)
         lines.extras.append(extras)
-        obj = parsed.obj
         if obj is not None:
             get = obj.get
-            for name, prefix in INDEXED.items():
-                if value := get(name):
-                    lines.keys.add(prefix + (value if value.__class__ is str else str(value)))
+            lines.indexed.append((get("trace_id"), get("request_id"), get("user")))  # INDEXED's order
         self.bytes += size
         self.lines += 1
+        return True
 
     def body(self) -> bytes:
         return wire.encode([
-            wire.encode_block({"job": JOB, "service": service, "level": level}, s.ts, s.texts, s.extras, s.keys,
+            wire.encode_block({"job": JOB, "service": service, "level": level}, s.ts, s.texts, s.extras, s.keys(),
                               derived=True)
             for (service, level), s in self.streams.items()])
 
@@ -511,7 +521,7 @@ class Collector:
                 joiner = self.joiners.get((f.dev, f.inode))
                 entry = joiner.expired() if joiner is not None else None
                 if entry is not None:
-                    self._add(entry, component)
+                    self._add_expired(entry, component)
                     self.batch.positions[joiner.key] = joiner.chunk.position(entry.end, entry.last)
         return progressed
 
@@ -528,48 +538,51 @@ class Collector:
     def _take(self, chunk: Chunk, component: str, now_ns: int) -> None:
         """A chunk's lines -> entries in the batch; the chunk's position once its entries are all in."""
         joiner = self._joiner(chunk)
-        done: tuple[int, bytes] | None = None  # end and last line of the last entry put in the batch
+        limit, stats, grace = self.batch_bytes, self.stats, self.grace_ns
+        done_end, done_last = -1, b""  # end and last line of the last entry put in the batch (-1: none yet)
         for raw, line_end in zip(chunk.lines, chunk.ends, strict=True):
             if joiner is None or (raw[:1] == b"{" and not joiner.lines):  # the common case: a whole JSON line
-                self._add_line(raw, component, now_ns, chunk, done)
-                done = (line_end, raw)
+                parsed = parse_line(raw, component, now_ns, stats, grace)
+                if parsed is not None and not self.batch.add(parsed, limit):
+                    self._full(chunk, done_end, done_last)
+                    self.batch.add(parsed, limit)
+                done_end, done_last = line_end, raw
                 continue
             for entry in joiner.feed([raw], [line_end], now_ns):
-                self._add(entry, component, chunk, done)
-                done = (entry.end, entry.last)
+                if b"\n" in entry.text:
+                    self.metrics.multiline.inc()
+                stats.empty += entry.blank
+                parsed = parse_line(entry.text, component, entry.read_ns, stats, grace)
+                if parsed is not None and not self.batch.add(parsed, limit):
+                    self._full(chunk, done_end, done_last)
+                    self.batch.add(parsed, limit)
+                done_end, done_last = entry.end, entry.last
         for key in chunk.forget:
             self.batch.positions[key] = None
         if joiner is not None and joiner.lines:  # an entry is held: the position stops before it
-            if done is not None:
-                self.batch.positions[chunk.key] = chunk.position(*done)
+            if done_end >= 0:
+                self.batch.positions[chunk.key] = chunk.position(done_end, done_last)
         else:
             self.batch.positions[chunk.key] = chunk.position()
         self.metrics.read.inc(len(chunk.lines))
         if self.batch.lines >= self.batch_lines or self.batch.bytes >= self.batch_bytes:
             self.flush()
 
-    def _add(self, entry: Entry, component: str, chunk: Chunk | None = None,
-             done: tuple[int, bytes] | None = None) -> None:
+    def _full(self, chunk: Chunk, done_end: int, done_last: bytes) -> None:
+        """The batch cannot take the next entry: send it, with the position just after the entry before."""
+        if done_end >= 0:  # else the previous chunk's position, already set
+            self.batch.positions[chunk.key] = chunk.position(done_end, done_last)
+        self.flush()
+
+    def _add_expired(self, entry: Entry, component: str) -> None:
+        """A held multiline entry whose wait is over."""
         if b"\n" in entry.text:
             self.metrics.multiline.inc()
         self.stats.empty += entry.blank
-        self._add_line(entry.text, component, entry.read_ns, chunk, done)
-
-    def _add_line(self, raw: bytes, component: str, now_ns: int, chunk: Chunk | None,
-                  done: tuple[int, bytes] | None) -> None:
-        """Parse one entry into the batch. If the batch is full first, it is flushed with the position `done`
-        (just after the entry before this one, in `chunk`'s file)."""
-        parsed = parse_line(raw, component, now_ns, self.stats, self.grace_ns)
-        if parsed is None:
-            return
-        batch = self.batch
-        if batch.size_with(parsed) > self.batch_bytes and batch.lines:
-            if chunk is not None and done is not None:  # else the previous chunk's position, already set
-                batch.positions[chunk.key] = chunk.position(*done)
+        parsed = parse_line(entry.text, component, entry.read_ns, self.stats, self.grace_ns)
+        if parsed is not None and not self.batch.add(parsed, self.batch_bytes):
             self.flush()
-            batch = self.batch
-            batch.size_with(parsed)
-        batch.add()
+            self.batch.add(parsed, self.batch_bytes)
 
     def _count(self) -> None:
         stats, m = self.stats, self.metrics
