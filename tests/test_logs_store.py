@@ -15,6 +15,7 @@ import pytest
 import uvicorn
 
 from finopti.logs import wire
+from finopti.logs.cli_support import newest_lines
 from finopti.logs.lokipb import encode_push
 from finopti.logs.metadata import from_object, indexed_keys
 from finopti.logs.search import text_pattern
@@ -620,3 +621,15 @@ def test_a_store_of_the_first_version_is_converted(tmp_path):
     store.close()
     tables = {name for (name,) in sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert "logs" not in tables and "logs_fts" not in tables
+
+
+def test_finopti_logs_pages_without_gaps(server):
+    """More lines than one page (5,000), many at the same time: `finopti logs -n` gets the newest, once each."""
+    t = (time.time_ns() // 10**9 - 120) * 10**9
+    labels = {"job": "finopti", "service": "paged", "level": "info"}
+    for batch in range(3):
+        values = [[str(t + (batch * 4000 + i) // 3 * 1000), f"line {batch * 4000 + i}"] for i in range(4000)]
+        assert json_push(server, [(labels, values)]).status_code == 204
+    lines = newest_lines(lambda params: httpx.get(f"{server}/api/logs", params=params, timeout=30).json(),
+                         [("service", "paged")], 11_000)
+    assert [line["line"] for line in lines] == [f"line {n}" for n in range(1000, 12_000)]

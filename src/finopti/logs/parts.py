@@ -167,14 +167,36 @@ class View:
         self.codec = codec
         self.derived = bool(flags & DERIVED)
         at = DIRECTORY.size
-        self.ts, self.runs, self.text_lengths, self.meta_lengths = parse_head(_decompress(self.data[at:at + head_size],
-                                                                                         codec))
+        self._head_at = (at, at + head_size)
         self._text_at = (at + head_size, at + head_size + text_size)
         self._meta_at = (at + head_size + text_size, len(data))
-        self.ids = list(itertools.chain.from_iterable(range(f, f + c) for f, c in self.runs))
+
+    @cached_property
+    def _head(self) -> tuple[array, list[tuple[int, int]], array, array]:
+        return parse_head(_decompress(self.data[self._head_at[0]:self._head_at[1]], self.codec))
+
+    @property
+    def ts(self) -> array:
+        return self._head[0]
+
+    @property
+    def runs(self) -> list[tuple[int, int]]:
+        return self._head[1]
+
+    @property
+    def text_lengths(self) -> array:
+        return self._head[2]
+
+    @property
+    def meta_lengths(self) -> array:
+        return self._head[3]
+
+    @cached_property
+    def ids(self) -> list[int]:
+        return list(itertools.chain.from_iterable(range(f, f + c) for f, c in self.runs))
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.ts)
 
     @cached_property
     def text_blob(self) -> bytes:
@@ -225,8 +247,11 @@ class View:
 
     def lines_matching(self, pattern) -> set[int]:
         """The lines where `pattern` (a compiled bytes regex) matches within the line."""
+        text = self.text_blob
+        if pattern.search(text) is None:  # most parts, for a rare word: the head is not even read
+            return set()
         ends, found = self.text_ends, set()
-        for match in pattern.finditer(self.text_blob):
+        for match in pattern.finditer(text):
             line = bisect_right(ends, match.start())
             if bisect_right(ends, match.end() - 1) == line:
                 found.add(line)

@@ -23,7 +23,6 @@ the catalog as it was when it started, whatever is merged meanwhile. Retired row
 start.
 """
 
-import heapq
 import logging
 import sqlite3
 import threading
@@ -657,17 +656,25 @@ class LogStore:
         backward = q.backward
         parts = self._candidates(catalog, q, low, high)
         parts.sort(key=(lambda p: -p.max_ts) if backward else (lambda p: p.min_ts))
-        best: list[tuple[int, int, Part, View, int]] = []
-        pick = heapq.nlargest if backward else heapq.nsmallest
+        best: list[tuple[int, int, int, int]] = []  # (ts, id, part id, index): sorted as plain tuples
+        opened: dict[int, tuple[Part, View]] = {}
+        edge = None  # (ts, id) of the limit-th line found so far
         for part in parts:
-            if len(best) >= limit and (part.max_ts < best[-1][0] if backward else part.min_ts > best[-1][0]):
+            if edge is not None and (part.max_ts < edge[0] if backward else part.min_ts > edge[0]):
                 break  # every line left is further than the limit-th found
             view = self._view(part)
-            ts, ids = view.ts, view.ids
             found = matching(view, q, pattern, low, high)
-            best += [(ts[i], ids[i], part, view, i) for i in pick(limit, found, key=lambda i: (ts[i], ids[i]))]
-            best = pick(limit, best, key=lambda b: (b[0], b[1]))
-        return [self._line(part, view, i) for _, _, part, view, i in best]
+            if not found:
+                continue
+            opened[part.id] = (part, view)
+            ts, ids = view.ts, view.ids
+            best += [(ts[i], ids[i], part.id, i) for i in found]
+            if len(best) >= limit:
+                best.sort(reverse=backward)
+                del best[limit:]
+                edge = best[-1][:2]
+        best.sort(reverse=backward)
+        return [self._line(*opened[part_id], i) for _, _, part_id, i in best[:limit]]
 
     def _line(self, part: Part, view: View, i: int) -> dict:
         service, level, _ = self._stream_labels[part.stream]
@@ -686,15 +693,17 @@ class LogStore:
         if q.text and pattern is None:
             return []
         limit = min(q.limit, MAX_LIMIT)
-        parts = sorted(self._candidates(catalog, q, low, high, after_id), key=lambda p: p.min_id)
-        found: list[tuple[int, Part, View, int]] = []
-        for part in parts:
-            if len(found) >= limit and part.min_id > found[-1][0]:
+        found: list[tuple[int, int, int]] = []  # (id, part id, index)
+        opened: dict[int, tuple[Part, View]] = {}
+        for part in sorted(self._candidates(catalog, q, low, high, after_id), key=lambda p: p.min_id):
+            if len(found) >= limit and part.min_id > found[limit - 1][0]:
                 break
             view = self._view(part)
-            found += [(view.ids[i], part, view, i) for i in matching(view, q, pattern, low, high, after_id)]
-            found = heapq.nsmallest(limit, found, key=lambda f: f[0])
-        return [self._line(part, view, i) for _, part, view, i in found]
+            opened[part.id] = (part, view)
+            ids = view.ids
+            found += [(ids[i], part.id, i) for i in matching(view, q, pattern, low, high, after_id)]
+            found.sort()
+        return [self._line(*opened[part_id], i) for _, part_id, i in found[:limit]]
 
     def trace(self, trace_id: str) -> dict:
         """Every line of a trace in time order, with the waterfall of its hops."""
