@@ -26,6 +26,15 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)  # the watcher never sees half a file
 
 
+def _mesh_post(platform, path: str, user: str) -> httpx.Response:
+    """A hop as the orchestrator makes it, for `user`."""
+    pki = platform.state.pki
+    ctx = client_context(pki / "orchestrator.crt", pki / "orchestrator.key", pki / "ca.crt")
+    with httpx.Client(verify=ctx, timeout=10) as client:
+        return client.post(f"{platform.runtime.mesh_url}{path}", json={},
+                           headers={"authorization": f"Bearer {platform.token(user)}"})
+
+
 def _rego_allows(platform, user: str) -> bool:
     """The Rego's answer for the same hop, through the policy service's OPA API (as the cli, erin)."""
     pki = platform.state.pki
@@ -49,7 +58,7 @@ def test_a_changed_role_table_changes_decisions_live(platform):
         _write(data_file, json.dumps(data))
         assert _until(lambda: platform.ask("list buckets", user="dave@finopti.dev").status_code == 200)
         assert _until(lambda: _rego_allows(platform, "dave@finopti.dev"))
-        stop = platform.ask("stop instance monitoring-prod-02", user="dave@finopti.dev")
+        stop = _mesh_post(platform, "/gcloud-agent/v1/actions/stop_instance", "dave@finopti.dev")
         assert stop.status_code == 403 and "needs role gcloud_admin" in stop.json()["message"]
     finally:
         _write(data_file, original)

@@ -228,7 +228,8 @@ def _authz_config_problems(probe: Probe) -> list[str]:
         for route_config in section.get("dynamic_route_configs", []):
             for host in route_config.get("route_config", {}).get("virtual_hosts", []):
                 default = host.get("typed_per_filter_config", {}).get(RBAC_FILTER, {}).get("rbac", {})
-                if default.get("rules", {}).get("policies", {"?": None}):
+                rules = default.get("rules")  # Envoy's dump leaves out defaults: ALLOW, no policies
+                if rules is None or rules.get("policies") or rules.get("action", "ALLOW") != "ALLOW":
                     problems.append(f"virtual host {host.get('name')}: the authorization default grants requests")
                 for route in host.get("routes", []):
                     routes += 1
