@@ -306,11 +306,11 @@ def test_tail_streams_new_lines(server):
 
 
 def gateway(ts_ms: int, listener: str, path: str, route: str, upstream: str, duration: int, status: int,
-            trace_id: str, flags: str = "-") -> tuple[dict, list]:
+            trace_id: str, flags: str = "-", **fields) -> tuple[dict, list]:
     obj = {"ts": "", "level": "info", "service": "gateway", "message": "access", "listener": listener,
            "method": "POST", "path": path, "route": route, "upstream_service": upstream, "status": status,
            "response_flags": flags, "duration_ms": duration, "upstream_duration_ms": str(duration),
-           "request_id": "req-1", "trace_id": trace_id, "user": "bob@finopti.dev"}
+           "request_id": "req-1", "trace_id": trace_id, "user": "bob@finopti.dev", **fields}
     return ({"job": "finopti", "service": "gateway", "level": "info"},
             [str(T0 + ts_ms * MS), orjson.dumps(obj).decode(), {"trace_id": trace_id, "request_id": "req-1"}])
 
@@ -325,7 +325,8 @@ def test_trace_waterfall(server):
     t = uuid.uuid4().hex
     # Envoy writes an access line when a request ends, with the time it started: inner hops come first.
     lines = [
-        gateway(12, "mesh", "/gcloud-tools/mcp", "gcloud-tools", "gcloud-tools.v1", 5, 200, t),
+        gateway(12, "mesh", "/gcloud-tools/mcp", "gcloud-tools", "gcloud-tools.v1", 5, 200, t,
+                authz="allowed", authz_rule="role:finops_viewer", authz_reason=None),
         gateway(20, "mesh", "/gcloud-tools/mcp", "gcloud-tools", "gcloud-tools.v1", 6, 500, t),
         gateway(5, "mesh", "/gcloud-agent/v1/actions/list_instances", "gcloud-agent", "gcloud-agent.v1", 30, 502, t),
         gateway(0, "edge", "/api/ask", "ask", "orchestrator.v1", 40, 502, t),
@@ -363,6 +364,9 @@ def test_trace_waterfall(server):
         ["sandbox exploded", "request completed"],
     ]
     assert messages(hops[3]["errors"]) == ["sandbox exploded", "request completed"]
+    # The gateway's own decision (native rules) comes from the access line; the Rego route's from the policy.
+    assert hops[2]["authz"] == {"by": "gateway", "allow": True, "rule": "role:finops_viewer"}
+    assert hops[1]["authz"] is None
     assert hops[2]["errors"] == []
     assert trace["errors"] == 4
     assert trace["duration_ms"] == 40

@@ -17,11 +17,7 @@ from finopti.pki import cert_info, make_foreign_ca_cert
 
 def _mesh(platform, identity: str, path: str, user: str = "erin@finopti.dev", method: str = "GET",
           **kwargs) -> httpx.Response:
-    pki = platform.state.pki
-    ctx = client_context(pki / f"{identity}.crt", pki / f"{identity}.key", pki / "ca.crt")
-    with httpx.Client(verify=ctx, timeout=20) as client:
-        return client.request(method, f"{platform.runtime.mesh_url}{path}",
-                              headers={"authorization": f"Bearer {platform.token(user)}"}, **kwargs)
+    return platform.mesh(identity, method, path, user, **kwargs)
 
 
 def test_verify_mesh_passes_all_six_checks(platform):
@@ -71,17 +67,20 @@ def test_a_caller_not_allowed_gets_403_naming_caller_and_route(platform):
     assert allowed.status_code == 200 and len(allowed.json()["data"]) == 8
 
 
-def test_viewer_lists_but_may_not_stop(platform):
+def test_viewer_lists_and_plans_but_may_not_stop(platform):
     assert platform.ask("list instances in us-central1-b", user="bob@finopti.dev").status_code == 200
-    stop = platform.ask("stop instance monitoring-prod-02", user="bob@finopti.dev")
+    plan = platform.ask("stop instance monitoring-prod-02", user="bob@finopti.dev")
+    assert plan.status_code == 200 and plan.json()["kind"] == "plan"
+    stop = platform.confirm(plan, user="bob@finopti.dev")
     assert stop.status_code == 403
     assert "bob@finopti.dev needs role gcloud_admin to run stop_instance" in stop.json()["message"]
 
 
 def test_admin_stops_an_instance(platform):
-    stop = platform.ask("stop instance monitoring-prod-02", user="alice@finopti.dev")
+    stop = platform.confirm(platform.ask("stop instance monitoring-prod-02", user="alice@finopti.dev"))
     assert stop.status_code == 200 and stop.json()["data"]["state"] == "TERMINATED"
-    assert platform.ask("start instance monitoring-prod-02", user="alice@finopti.dev").status_code == 200
+    start = platform.confirm(platform.ask("start instance monitoring-prod-02", user="alice@finopti.dev"))
+    assert start.status_code == 200
 
 
 def test_user_without_role_is_refused_everywhere(platform):
@@ -138,7 +137,8 @@ def test_rego_unit_tests_pass(platform):
 
 def test_opa_rest_api_and_gateway_agree(platform):
     """The same request decided through POST /v1/data (the OPA REST API) and through the gateway."""
-    through_gateway = platform.ask("stop instance monitoring-prod-02", user="bob@finopti.dev")
+    through_gateway = platform.confirm(platform.ask("stop instance monitoring-prod-02", user="bob@finopti.dev"),
+                                       user="bob@finopti.dev")
     policy_input = {
         "type": "http",
         "request": {"method": "POST", "path": "/gcloud-agent/v1/actions/stop_instance", "headers": {}},
@@ -154,20 +154,30 @@ def test_opa_rest_api_and_gateway_agree(platform):
 
 
 def test_each_decision_is_logged_without_secrets(platform):
+    """Native decisions: each hop's gateway access line names the user, the caller, the route, the decision
+    and the rule that decided, with the trace and request ids."""
     response = platform.ask("list buckets", user="bob@finopti.dev")
-    trace_id = response.json()["trace_id"]
-    decisions = platform.wait_for_log(
-        "policy", lambda line: line.get("event") == "authz_decision" and line.get("trace_id") == trace_id,
-        until=lambda found: len(found) >= 3)
-    assert {(d["listener"], d["route"]) for d in decisions} >= {("edge", "ask"), ("mesh", "gcloud-agent"),
-                                                                 ("mesh", "gcloud-tools")}
-    for d in decisions:
-        assert d["allow"] is True and d["user"] == "bob@finopti.dev" and d["decision_id"]
-        assert "duration_ms" in d and "reason" in d
-    sources = {d["route"]: d["source"] for d in decisions}
-    assert sources["gcloud-agent"] == "orchestrator" and sources["gcloud-tools"] == "gcloud-agent"
-    log_text = (platform.state.logs / "policy.log").read_text()
+    trace_id, request_id = response.json()["trace_id"], response.json()["request_id"]
+    expected = {("edge", "ask"), ("mesh", "gcloud-agent"), ("mesh", "gcloud-tools")}
+    hops = platform.wait_for_log("gateway", lambda line: line.get("trace_id") == trace_id,
+                                 until=lambda found: {(h["listener"], h["route"]) for h in found} >= expected)
+    decisions = {(h["listener"], h["route"]): h for h in hops}
+    assert set(decisions) >= expected
+    for hop in decisions.values():
+        assert hop["authz"] == "allowed" and hop["user"] == "bob@finopti.dev" and hop["request_id"] == request_id
+    assert decisions[("edge", "ask")]["authz_rule"] == "any-role"
+    assert decisions[("mesh", "gcloud-agent")]["authz_rule"] == "action:list_buckets:role:finops_viewer"
+    assert decisions[("mesh", "gcloud-tools")]["authz_rule"] == "role:finops_viewer"
+    assert decisions[("mesh", "gcloud-agent")]["source"] == "spiffe://finopti.local/svc/orchestrator"
+    refused = platform.ask("list buckets", user="dave@finopti.dev")
+    line = platform.wait_for_log("gateway", lambda line: line.get("request_id") == refused.json()["request_id"])[0]
+    assert (line["authz"], line["authz_reason"], line["status"]) == ("denied", "no-role", 403)
+    log_text = (platform.state.logs / "gateway.log").read_text()
     assert "Bearer" not in log_text and platform.token("bob@finopti.dev").split(".")[0] not in log_text
+    # Counted too: per granting rule and per refusal reason (Prometheus reads these from the gateway).
+    stats = httpx.get(f"{platform.runtime.admin_url}/stats/prometheus").text
+    assert 'envoy_http_rbac_policy_allowed{envoy_rbac_policy_name="action:list_buckets:role:finops_viewer"' in stats
+    assert 'envoy_http_rbac_policy_shadow_denied{envoy_rbac_policy_name="no-role"' in stats
 
 
 @pytest.mark.timeout(240)
