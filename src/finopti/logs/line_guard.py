@@ -48,6 +48,7 @@ _WORDS = tuple(CREDENTIAL_WORDS) + ("cookie",)
 # of them and are left untouched.
 _MARKS = ("eyJ", "=", "earer ", "EARER ", "asic ", "ASIC ", "assw", "ASSW", "ecret", "ECRET", 'oken"', 'OKEN"',
           'key"', 'KEY"')
+_BYTE_MARKS = tuple(m.encode() for m in _MARKS)
 
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 _SCHEME = re.compile(r"\b([Bb]earer|BEARER|[Bb]asic|BASIC) +(?!\[REDACTED\])[A-Za-z0-9._~+/=-]{8,}")
@@ -60,6 +61,17 @@ _PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
 def _is_credential_name(name: str) -> bool:
     name = _PERCENT.sub(lambda m: chr(int(m[1], 16)), name).lower()
     return any(word in name for word in _WORDS)
+
+
+def redact_bytes(raw: bytes) -> tuple[bytes, dict[str, int]]:
+    """`redact` for a UTF-8 line as the collector reads it: decoded only when one of the marks is in it."""
+    for mark in _BYTE_MARKS:
+        if mark in raw:
+            break
+    else:
+        return raw, {}
+    text, counts = redact(raw.decode(errors="replace"))
+    return (text.encode(), counts) if counts else (raw, counts)
 
 
 def redact(text: str) -> tuple[str, dict[str, int]]:

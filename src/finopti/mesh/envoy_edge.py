@@ -24,14 +24,14 @@ from finopti.mesh.edge_rules import (
     lua_string,
     origins,
 )
+from finopti.mesh.envoy_authz import EXT_AUTHZ_FILTER, FILTER_CONFIG, RBAC_FILTER, RBAC_PER_ROUTE, RULES_PREFIX
 from finopti.mesh.model import EdgeListener
 
 EDGE_GUARD_FILTER = "finopti.edge_guard"
+JWT_AUTHN_FILTER = "envoy.filters.http.jwt_authn"
 EDGE_METADATA = "finopti.edge"
 LUA = "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua"
 LUA_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute"
-EXT_AUTHZ_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute"
-JWT_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig"
 EARLY_HEADER_MUTATION = ("type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3."
                          "HeaderMutation")
 CEL_FILTER = "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
@@ -138,10 +138,14 @@ def early_header_mutations(listener: str) -> list[dict]:
 # --- host names and origins ---------------------------------------------------------------------------------
 
 def _answered_by_gateway() -> dict:
-    """Per-route config for a route the gateway answers itself: no token check, no policy call."""
+    """Per-route config for a route the gateway answers itself with a refusal: no token check, no policy call,
+    and the gateway's authorization lets everyone through to that refusal (an explicit rule, like every route's,
+    so a route without rules still stands out as closed)."""
+    everyone = {"permissions": [{"any": True}], "principals": [{"any": True}]}
     return {
-        "envoy.filters.http.jwt_authn": {"@type": JWT_PER_ROUTE, "disabled": True},
-        "envoy.filters.http.ext_authz": {"@type": EXT_AUTHZ_PER_ROUTE, "disabled": True},
+        **{name: {"@type": FILTER_CONFIG, "disabled": True} for name in (JWT_AUTHN_FILTER, EXT_AUTHZ_FILTER)},
+        RBAC_FILTER: {"@type": RBAC_PER_ROUTE, "rbac": {"rules": {"action": "ALLOW", "policies": {
+            "refusal": everyone}}, "rules_stat_prefix": RULES_PREFIX}},
     }
 
 
@@ -170,18 +174,21 @@ def origin_refusals(edge: EdgeListener, port: int) -> list[dict]:
     ]
 
 
-def edge_virtual_hosts(edge: EdgeListener, port: int, routes: list[dict]) -> list[dict]:
-    """The declared hosts get the routes; any other Host (DNS rebinding, a forged Host) gets 421."""
+def edge_virtual_hosts(edge: EdgeListener, port: int, routes: list[dict], vhost_config: dict) -> list[dict]:
+    """The declared hosts get the routes (and `vhost_config`); any other Host (DNS rebinding, a forged Host)
+    gets 421."""
     hosts = ", ".join(edge.hosts)
     return [
-        {"name": "edge", "domains": authorities(edge, port), "routes": origin_refusals(edge, port) + routes},
+        {"name": "edge", "domains": authorities(edge, port), "routes": origin_refusals(edge, port) + routes,
+         **vhost_config},
         {
             "name": "edge-unknown-host",
             "domains": ["*"],
             "routes": [_refusal(UNKNOWN_HOST, {"prefix": "/"}, 421,
                                 f"this gateway serves only the hosts {hosts} (gateway.edge.hosts in mesh.yaml), "
                                 "with or without its port; the Host of this request is not one of them")],
-            "typed_per_filter_config": {EDGE_GUARD_FILTER: {"@type": LUA_PER_ROUTE, "name": REDACT_ONLY}},
+            "typed_per_filter_config": {**vhost_config.get("typed_per_filter_config", {}),
+                                        EDGE_GUARD_FILTER: {"@type": LUA_PER_ROUTE, "name": REDACT_ONLY}},
         },
     ]
 
