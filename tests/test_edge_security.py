@@ -253,7 +253,7 @@ def test_a_user_cannot_erase_their_own_actions_from_the_audit_trail(platform):
         assert edge["client_request_id"] == "finopti-collector-hunt1" and edge["user"] == "alice@finopti.dev"
         stored = _wait_for_store(platform, request_id, minimum=10)
         services = {entry["service"] for entry in stored}
-        assert {"gateway", "orchestrator", "gcloud-agent", "gcloud-tools", "policy"} <= services, services
+        assert {"gateway", "orchestrator", "gcloud-agent", "gcloud-tools"} <= services, services
         assert {entry["metadata"].get("user") for entry in stored if entry["service"] == "orchestrator"} == {
             "alice@finopti.dev"}
         assert _wait_for_store(platform, plan.headers["x-request-id"], minimum=3)  # the plan is stored too

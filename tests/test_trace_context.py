@@ -127,11 +127,15 @@ def test_every_line_of_an_ask_carries_the_one_trace_id(platform, traceparent):
     assert response.status_code == 200, response.text
     trace_id, request_id = response.json()["trace_id"], response.headers["x-request-id"]
     assert (trace_id == T) == traceparent.startswith("00-" + T)
-    assert _access_line(platform, request_id)["trace_id"] == trace_id
-    decisions = platform.wait_for_log("policy", lambda line: line.get("request_id") == request_id
-                                      and line.get("event") == "authz_decision", until=lambda found: len(found) >= 3)
-    assert decisions and {line["trace_id"] for line in decisions} == {trace_id}
-    assert {line.get("listener") for line in decisions} == {"edge", "mesh"}
+    edge = _access_line(platform, request_id)
+    # The gateway's own authorization decides in-proxy: its decision is part of each hop's access line.
+    assert edge["trace_id"] == trace_id and edge["authz"] == "allowed"
+    hops = platform.wait_for_log("gateway", lambda line: line.get("request_id") == request_id,
+                                 until=lambda found: len(found) >= 3)
+    assert {line["listener"] for line in hops} == {"edge", "mesh"} and {line["trace_id"] for line in hops} == {trace_id}
+    # Routes decided by the Rego policy (authz: rego) log a decision line of the policy service: the same trace.
+    decisions = [line for line in platform.log_lines("policy") if line.get("request_id") == request_id]
+    assert {line["trace_id"] for line in decisions} <= {trace_id}
     for service in ("orchestrator", "gcloud-agent", "gcloud-tools"):
         lines = platform.wait_for_log(service, lambda line: line.get("request_id") == request_id)
         assert lines and {line["trace_id"] for line in lines} == {trace_id}, service

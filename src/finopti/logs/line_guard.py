@@ -63,47 +63,46 @@ def _is_credential_name(name: str) -> bool:
     return any(word in name for word in _WORDS)
 
 
+def _has_mark(line: str | bytes, marks: tuple) -> bool:
+    for mark in marks:
+        if mark in line:
+            return True
+    return False
+
+
 def redact_bytes(raw: bytes) -> tuple[bytes, dict[str, int]]:
     """`redact` for a UTF-8 line as the collector reads it: decoded only when one of the marks is in it."""
-    for mark in _BYTE_MARKS:
-        if mark in raw:
-            break
-    else:
+    if not _has_mark(raw, _BYTE_MARKS):
         return raw, {}
-    text, counts = redact(raw.decode(errors="replace"))
+    text, counts = _rewrite(raw.decode(errors="replace"))
     return (text.encode(), counts) if counts else (raw, counts)
 
 
 def redact(text: str) -> tuple[str, dict[str, int]]:
     """The line with credentials replaced, and how many of each kind were replaced (empty: untouched)."""
-    for mark in _MARKS:
-        if mark in text:
-            break
-    else:
+    if not _has_mark(text, _MARKS):
         return text, {}
+    return _rewrite(text)
+
+
+def _named_values(pattern: re.Pattern, text: str, name: int, value: int, kind: str, counts: dict[str, int]) -> str:
+    """Replace the `value` group of each match whose `name` group is named like a credential."""
+    def replace(m: re.Match) -> str:
+        if not m[value] or m[value] == REDACTED or not _is_credential_name(m[name]):
+            return m[0]
+        counts[kind] = counts.get(kind, 0) + 1
+        return m[0][:m.start(value) - m.start()] + REDACTED + m[0][m.end(value) - m.start():]
+
+    return pattern.sub(replace, text)
+
+
+def _rewrite(text: str) -> tuple[str, dict[str, int]]:
     counts: dict[str, int] = {}
-
-    def count(kind: str, n: int = 1) -> None:
-        counts[kind] = counts.get(kind, 0) + n
-
-    if "=" in text:
-        def parameter(m: re.Match) -> str:
-            if m[3] and m[3] != REDACTED and _is_credential_name(m[2]):
-                count("query_parameter")
-                return f"{m[1]}{m[2]}={REDACTED}"
-            return m[0]
-
-        text = _PARAMETER.sub(parameter, text)
+    if "=" in text:  # query or form parameters named like a credential
+        text = _named_values(_PARAMETER, text, 2, 3, "query_parameter", counts)
     lower = text.lower()
-    if any(word in lower for word in _WORDS):
-        # A JSON field that holds a credential (a header dump, a request body): its whole string value.
-        def field(m: re.Match) -> str:
-            if m[3] and m[3] != REDACTED and _is_credential_name(m[1]):
-                count("json_field")
-                return f'"{m[1]}"{m[2]}"{REDACTED}"'
-            return m[0]
-
-        text = _JSON_STRING_FIELD.sub(field, text)
+    if any(word in lower for word in _WORDS):  # a JSON field that holds a credential (a header dump, a body)
+        text = _named_values(_JSON_STRING_FIELD, text, 1, 3, "json_field", counts)
     for pattern, replacement, kind, needed in (
         (_SCHEME, rf"\g<1> {REDACTED}", "authorization", ("earer ", "EARER ", "asic ", "ASIC ")),
         (_JWT, REDACTED, "jwt", ("eyJ",)),
@@ -112,5 +111,5 @@ def redact(text: str) -> tuple[str, dict[str, int]]:
         if any(n in text for n in needed):
             text, n = pattern.subn(replacement, text)
             if n:
-                count(kind, n)
+                counts[kind] = counts.get(kind, 0) + n
     return text, counts
