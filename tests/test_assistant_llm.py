@@ -262,13 +262,13 @@ def test_an_https_llm_service_renders_to_a_verified_tls_cluster(tmp_path):
     nothing of the mesh's identity sent to it. The real Envoy validates the cluster."""
     from finopti.mesh.envoy import SYSTEM_CA_BUNDLE, render_envoy
     from finopti.mesh.model import parse_mesh
-    from finopti.mesh.resolved import resolve
+    from finopti.mesh.resolved import load_authz_data, resolve
     from finopti.platform import GatewayRuntime, envoy_binary
 
     spec = yaml.safe_load((REPO / "mesh.yaml").read_text())
     spec["external"] = ["prometheus", {"name": "llm", "url": "https://generativelanguage.googleapis.com"}]
     next(r for r in spec["routes"] if r["name"] == "llm")["rewrite"] = "/v1beta/openai/"
-    mesh = resolve(parse_mesh(spec))
+    mesh = resolve(parse_mesh(spec), load_authz_data(REPO / "policies"))
     grt = GatewayRuntime(edge_host="127.0.0.1", edge_port=8080, mesh_host="127.0.0.1", mesh_port=8081,
                          admin_port=9901, service_ports={s.name: {v: 10000 + i for v in s.versions}
                                                          for i, s in enumerate(mesh.services)},
