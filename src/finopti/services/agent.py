@@ -63,7 +63,7 @@ def create_agent_app(
             )
         args = {k: v for k, v in arguments.items() if v is not None}
         try:
-            data = await call_tool(tools_url, spec.tool, args, verify=mesh_tls)
+            data = await call_tool(tools_url, spec.tool, args, verify=mesh_tls, source=settings.mesh_source)
         except ToolError as exc:
             status = ERROR_STATUS.get(exc.kind, 502)
             raise HTTPException(status, {"error": exc.kind, "message": exc.message}) from None

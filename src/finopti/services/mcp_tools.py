@@ -18,6 +18,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 
 from finopti.cloud import SandboxError
 from finopti.services.common import ServiceSettings, create_service_app
+from finopti.services.meshclient import mesh_transport
 from finopti.telemetry import outgoing_headers
 
 
@@ -68,21 +69,23 @@ def reports_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-def _client_factory(verify: ssl.SSLContext | bool) -> Callable[..., httpx.AsyncClient]:
+def _client_factory(verify: ssl.SSLContext | bool, source: str | None) -> Callable[..., httpx.AsyncClient]:
     def factory(headers=None, timeout=None, auth=None) -> httpx.AsyncClient:
-        return httpx.AsyncClient(headers=headers, timeout=timeout, auth=auth, verify=verify)
+        return httpx.AsyncClient(headers=headers, timeout=timeout, auth=auth, verify=verify,
+                                 transport=mesh_transport(verify, source))
 
     return factory
 
 
 async def call_tool(
-    url: str, tool: str, arguments: dict[str, Any], verify: ssl.SSLContext | bool = True, timeout: float = 20.0
+    url: str, tool: str, arguments: dict[str, Any], verify: ssl.SSLContext | bool = True, timeout: float = 20.0,
+    source: str | None = None,
 ) -> Any:
     """Call one tool over MCP (streamable HTTP) at `url`, carrying the request's trace and identity;
-    `verify` is the caller's mesh TLS context."""
+    `verify` is the caller's mesh TLS context, `source` its source address (`meshclient.mesh_transport`)."""
     async with (
         streamablehttp_client(
-            url, headers=outgoing_headers(), timeout=timeout, httpx_client_factory=_client_factory(verify)
+            url, headers=outgoing_headers(), timeout=timeout, httpx_client_factory=_client_factory(verify, source)
         ) as (read, write, _),
         ClientSession(read, write) as session,
     ):

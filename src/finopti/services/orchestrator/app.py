@@ -23,7 +23,7 @@ class AskRequest(BaseModel):
 
 def create_app(settings: ServiceSettings) -> FastAPI:
     app = create_service_app(settings, "orchestrator")
-    mesh = mesh_client(settings.mesh_url, verify=settings.mesh_ssl())
+    mesh = mesh_client(settings.mesh_url, verify=settings.mesh_ssl(), source=settings.mesh_source)
 
     @app.get("/capabilities")
     async def list_capabilities() -> dict:
