@@ -28,6 +28,7 @@ from finopti.deploy.topology import (
 from finopti.mesh import replies
 from finopti.mesh.envoy import DEFAULT_TIMEOUT, IDENTITY_HEADERS
 from finopti.mesh.model import CircuitBreaker, Fault, MeshSpec, RateLimit, Route, RoutePolicy
+from finopti.pki import TRUST_DOMAIN
 
 PLUGIN_CONFIG = "finopti-gateway"
 CONSUMER = "finopti_idp"
@@ -76,7 +77,7 @@ ACCESS_LOG_FIELDS = {
     "trace_id": "$opentelemetry_trace_id",
     "span_id": "$opentelemetry_span_id",
     "user": "$http_x_user_email",
-    "source": "$http_x_finopti_source",
+    "source": "$finopti_source_id",
     "user_agent": "$http_user_agent",
 }
 LOG_VARIABLES = ("finopti_route", "finopti_duration_ms", "finopti_upstream_ms",
@@ -488,6 +489,9 @@ def render_config_yaml(spec: MeshSpec, topo: Topology, site: ApisixSite | None =
             "http_configuration_snippet": (
                 f"map $server_port $finopti_listener {{\n    default \"\";\n{listeners}\n}}\n"
                 f"geo $finopti_caller {{\n    default \"\";\n{callers}\n}}\n"
+                # The access log names a mesh caller as the local gateway does: by its SPIFFE id.
+                f"map $finopti_listener:$finopti_caller $finopti_source_id {{\n    default \"\";\n"
+                f"    \"~^mesh:(?<caller>.+)$\" \"spiffe://{TRUST_DOMAIN}/svc/$caller\";\n}}\n"
             ),
             "http_server_configuration_snippet": early_errors.replace(
                 "    default_type application/json;\n",

@@ -299,6 +299,8 @@ def _local_replies() -> dict:
             _flagged(mapper(replies.CIRCUIT_OPEN), "UH"),
             _flagged(mapper(replies.OVERLOADED), "UO"),
             _flagged(mapper(replies.FAULT_INJECTED), "FI"),
+            # ext_authz could not ask the policy service (status_on_error): refused, and said so.
+            _flagged(mapper(replies.POLICY_UNAVAILABLE), "UAEX"),
             mapper(replies.UNAVAILABLE),
             mapper(replies.TIMEOUT),
         ],
@@ -307,7 +309,7 @@ def _local_replies() -> dict:
 
 def _flagged(mapper: dict, flag: str) -> dict:
     """Narrow a mapper to local replies carrying an Envoy response flag (UH: no healthy host, i.e. the
-    circuit is open; UO: overflow; FI: injected fault)."""
+    circuit is open; UO: overflow; FI: injected fault; UAEX: external authorization refused or failed)."""
     mapper["filter"] = {"and_filter": {"filters": [
         mapper["filter"], {"response_flag_filter": {"flags": [flag]}}]}}
     return mapper

@@ -147,6 +147,7 @@ class ServiceProcess:
     version: str
     port: int
     log: Path
+    env: dict[str, str]
     process: subprocess.Popen
 
     def log_lines(self) -> list[dict]:
@@ -224,17 +225,22 @@ class ApisixPlatform:
 
     # --- start / stop ------------------------------------------------------------------------------
 
-    def start(self) -> "ApisixPlatform":
+    def start(self, only: set[str] | None = None) -> "ApisixPlatform":
+        """Every service (or `only` those, by container name: the others' upstreams are unreachable), then
+        APISIX."""
         try:
-            self._prepare()
-            self._start_services()
+            self.prepare()
+            self._start_services(only)
             self.start_gateway()
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _prepare(self) -> None:
+    def prepare(self) -> None:
+        """Certificates, the identity provider's key, the policy bundle, and every port (chosen once)."""
+        if self.site is not None:
+            return
         distribute(self.pki, GATEWAY_IDENTITY, [b.name for b in self.topo.backends], days=2)
         self.idp.ensure()
         policy_dir = self.root / "policy"
@@ -244,23 +250,27 @@ class ApisixPlatform:
                 shutil.copy(path, policy_dir / path.name)
         (policy_dir / "routes.json").write_text(json.dumps(render_route_data(self.spec), indent=2))
         self.policy_dir = policy_dir
-        self.ports = LocalPorts(**{name: free_port() for name in LocalPorts.__dataclass_fields__})
+        ports = LocalPorts(**{name: free_port() for name in LocalPorts.__dataclass_fields__})
+        nodes = {b.name: free_port() for b in self.topo.backends}
+        opa = free_port()
+        self.site = local_site(self.topo, ports, nodes, self.pki / GATEWAY_IDENTITY / "ca.crt", opa)
 
-    def _start_services(self) -> None:
+    def _start_services(self, only: set[str] | None) -> None:
         compose = render_compose(self.spec, self.topo)["services"]
         engine = ENGINES["policy"]
         # The policy service in OPA's place: OPA's REST API over plain HTTP, as OPA on the `policy` network.
         policy = self.spec.service("policy")
-        self._spawn(engine.container, "policy", "v1", {
-            "FINOPTI_SERVICE": "policy", "FINOPTI_VERSION": "v1", "FINOPTI_ENTRYPOINT": policy.entrypoint,
-            "FINOPTI_POLICY_DIR": str(self.policy_dir),
-        })
-        for backend in self.topo.backends:
+        if only is None or engine.container in only:
+            self._spawn(engine.container, "policy", "v1", {
+                "FINOPTI_SERVICE": "policy", "FINOPTI_VERSION": "v1", "FINOPTI_ENTRYPOINT": policy.entrypoint,
+                "FINOPTI_POLICY_DIR": str(self.policy_dir),
+            })
+        for backend in (b for b in self.topo.backends if only is None or b.name in only):
             env = {k: str(v) for k, v in compose[backend.name]["environment"].items()}
             identity = self.pki / backend.name
             env.update({
                 "FINOPTI_HOST": "127.0.0.1",
-                "FINOPTI_MESH_URL": f"http://127.0.0.1:{self.ports.mesh}",
+                "FINOPTI_MESH_URL": self.mesh,
                 "FINOPTI_MESH_SOURCE": self.sources[backend.service],
                 "FINOPTI_TLS_CERT": str(identity / "tls.crt"),
                 "FINOPTI_TLS_KEY": str(identity / "tls.key"),
@@ -271,8 +281,8 @@ class ApisixPlatform:
         for name, proc in self.services.items():
             secure = name != engine.container
             url = f"{'https' if secure else 'http'}://127.0.0.1:{proc.port}{self._health(proc.service)}"
-            _wait(lambda u=url, s=secure, p=proc: self._healthy(u, tls if s else False, p), f"{name} not healthy",
-                  START_TIMEOUT)
+            _wait(lambda u=url, s=secure, p=proc: self._healthy(u, tls if s else False, p),
+                  f"{name} not healthy (log: {proc.log})", START_TIMEOUT)
 
     def _health(self, service: str) -> str:
         return self.spec.service(service).health
@@ -286,7 +296,7 @@ class ApisixPlatform:
             return False
 
     def _spawn(self, name: str, service: str, version: str, env: dict[str, str]) -> None:
-        port = free_port()
+        port = self.site.nodes[name][1]
         home = self.root / "state" / name
         home.mkdir(parents=True, exist_ok=True)
         log = self.root / "logs" / f"{name}.log"
@@ -296,16 +306,22 @@ class ApisixPlatform:
         for key in ("FINOPTI_TLS_CERT", "FINOPTI_TLS_KEY", "FINOPTI_TLS_CALLERS", "FINOPTI_MESH_CA"):
             if key not in env:
                 full_env.pop(key, None)
-        with log.open("ab") as out:
-            process = subprocess.Popen([sys.executable, "-m", "finopti.services.runner"], env=full_env,
-                                       stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        self.services[name] = ServiceProcess(name, service, version, port, log, process)
+        self.services[name] = ServiceProcess(name, service, version, port, log, full_env, _run_service(full_env, log))
+
+    def stop_service(self, name: str) -> None:
+        _terminate(self.services[name].process)
+
+    def start_service(self, name: str) -> None:
+        """Start a stopped service again, on its port, and wait until it is healthy."""
+        proc = self.services[name]
+        proc.process = _run_service(proc.env, proc.log)
+        secure = "FINOPTI_TLS_CERT" in proc.env
+        url = f"{'https' if secure else 'http'}://127.0.0.1:{proc.port}{self._health(proc.service)}"
+        tls = self.gateway_tls() if secure else False
+        _wait(lambda: self._healthy(url, tls, proc), f"{name} not healthy (log: {proc.log})", START_TIMEOUT)
 
     def render(self) -> dict[str, dict]:
         """The bundle's gateway configuration for this machine (the overlay is `overlay()`)."""
-        nodes = {name: proc.port for name, proc in self.services.items() if name != ENGINES["policy"].container}
-        self.site = local_site(self.topo, self.ports, nodes, self.pki / GATEWAY_IDENTITY / "ca.crt",
-                               self.services[ENGINES["policy"].container].port)
         return render_site(self.spec, self.topo, self.site)
 
     def overlay(self) -> list[dict]:
@@ -314,6 +330,7 @@ class ApisixPlatform:
     def start_gateway(self, routes_text: str | None = None) -> None:
         """Render for this site and start APISIX; `routes_text` replaces the rendered apisix.yaml (tests of
         broken configurations)."""
+        self.prepare()
         docs = self.render()
         conf = self.root / "conf"
         conf.mkdir(exist_ok=True)
@@ -339,14 +356,28 @@ class ApisixPlatform:
     def stop(self) -> None:
         self.stop_gateway()
         for proc in self.services.values():
-            if proc.process.poll() is None:
-                os.killpg(proc.process.pid, signal.SIGTERM)
+            _terminate(proc.process, wait=False)
         for proc in self.services.values():
-            try:
-                proc.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.process.pid, signal.SIGKILL)
-                proc.process.wait(timeout=5)
+            _terminate(proc.process)
+
+
+def _run_service(env: dict[str, str], log: Path) -> subprocess.Popen:
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "finopti.services.runner"], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _terminate(process: subprocess.Popen, wait: bool = True) -> None:
+    """Stop a service we started (its own process group, by id)."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+    if not wait:
+        return
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
 
 
 def _answers(url: str) -> bool:
