@@ -205,7 +205,7 @@ class ApisixPlane(Plane):
     def mesh_call(self, caller, method, path, **kwargs):
         client = (self.platform.caller_client(caller, timeout=30) if caller is not None
                   else httpx.Client(timeout=30))
-        return _mesh_request(client, method, f"{self.platform.mesh}{path}", **kwargs)
+        return _mesh_request(client, method, f"{self.platform.mesh_url}{path}", **kwargs)
 
     def access_lines(self) -> list[dict]:
         return self.platform.gateway.access_lines()

@@ -81,7 +81,7 @@ def _broken(doc: dict, cert: str, key: str) -> dict:
 
 def test_apisix_rejects_exactly_what_the_validation_flags_and_readiness_says_so(gateway_only, tmp_path):
     cert, key = (path.read_text() for path in make_foreign_ca_cert(tmp_path, "gateway"))
-    doc = _broken(render_apisix_yaml(gateway_only.spec, gateway_only.topo, gateway_only.site), cert, key)
+    doc = _broken(render_apisix_yaml(gateway_only.mesh, gateway_only.topo, gateway_only.site), cert, key)
     flagged = sorted({p.split(":", 1)[0].split("/")[0] for p in check_loadable(doc)})
     assert flagged == ["routes[gcloud-agent]", "routes[logs-api]", "routes[ui-static]", "ssls[junk]",
                        "upstreams[ask.orchestrator.v1]", "upstreams[logstore.logstore.v1]", "upstreams[ui.ui.v1]"]

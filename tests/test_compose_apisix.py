@@ -1,7 +1,9 @@
 """The APISIX rendering: valid for APISIX 3.18's own schemas, and the semantic twin of the Envoy rendering
 (every policy of mesh.yaml appears in both, with the same numbers)."""
 
+import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from finopti.deploy.apisix import (
     upstream_id,
 )
 from finopti.deploy.apisix_checks import check_loadable
+from finopti.deploy.apisix_local import LocalPorts, local_site, overlay
 from finopti.deploy.commands import verify_compose_cmd
 from finopti.deploy.compose import render_compose_bundle, write_bundle
 from finopti.deploy.topology import plan
@@ -27,6 +30,7 @@ from finopti.deploy.verify import check_compose, verify_compose
 from finopti.mesh.envoy import DEFAULT_TIMEOUT, render_envoy
 from finopti.mesh.envoy_traffic import FAULT_FILTER, RATE_LIMIT_FILTER
 from finopti.mesh.model import MeshSpec, load_mesh, parse_mesh
+from finopti.mesh.resolved import resolve
 from finopti.pki import make_foreign_ca_cert
 from finopti.platform import GatewayRuntime
 
@@ -71,8 +75,8 @@ def schemas() -> dict:
 def test_apisix_yaml_validates_against_apisix_schemas(schemas, mesh):
     spec = MESHES[mesh]()
     topo = plan(spec)
-    enabled = render_config_yaml(spec, topo)["plugins"]
-    assert validate_apisix_text(apisix_yaml_text(render_apisix_yaml(spec, topo)), schemas, enabled) == []
+    enabled = render_config_yaml(resolve(spec), topo)["plugins"]
+    assert validate_apisix_text(apisix_yaml_text(render_apisix_yaml(resolve(spec), topo)), schemas, enabled) == []
 
 
 @needs_schemas
@@ -85,7 +89,7 @@ def test_the_committed_apisix_yaml_validates(schemas):
 @needs_schemas
 def test_the_validator_catches_what_apisix_would_refuse(schemas):
     spec = MESHES["traffic"]()
-    doc = render_apisix_yaml(spec, plan(spec))
+    doc = render_apisix_yaml(resolve(spec), plan(spec))
     limited = next(r for r in doc["routes"] if r["id"] == "limited")
     limited["plugins"]["limit-count"]["count"] = 0
     limited["plugins"]["fault-injection"] = {"abort": {"http_status": 503, "percentage": 12.5}}
@@ -129,7 +133,7 @@ def _envoy(spec: MeshSpec) -> dict[str, dict]:
         service_ports={s.name: {v: next(port) for v in s.versions} for s in spec.services},
         jwks_path=Path("/s/jwks.json"), xds_dir=Path("/s/xds"), pki_dir=Path("/s/pki"),
     )
-    return render_envoy(spec, rt)
+    return render_envoy(resolve(spec), rt)
 
 
 def _seconds(value: float) -> str:
@@ -265,7 +269,8 @@ def _check_route(spec: MeshSpec, route, envoy: dict, apisix: dict, config: dict)
 def test_every_policy_renders_to_both_envoy_and_apisix(mesh):
     spec = MESHES[mesh]()
     topo = plan(spec)
-    envoy, apisix, config = _envoy(spec), render_apisix_yaml(spec, topo), render_config_yaml(spec, topo)
+    mesh = resolve(spec)
+    envoy, apisix, config = _envoy(spec), render_apisix_yaml(mesh, topo), render_config_yaml(mesh, topo)
     seen = set()
     for route in spec.routes:
         if spec.is_external(route.backend):  # local-only (the console's Prometheus proxy)
@@ -289,7 +294,7 @@ def test_every_policy_renders_to_both_envoy_and_apisix(mesh):
 
 def _platform_doc() -> dict:
     spec = MESHES["platform"]()
-    return render_apisix_yaml(spec, plan(spec))
+    return render_apisix_yaml(resolve(spec), plan(spec))
 
 
 def _pem_pair(tmp_path: Path) -> tuple[str, str]:
@@ -382,3 +387,44 @@ def test_verify_compose_fails_on_a_bundle_apisix_would_not_load_whole(tmp_path):
     assert [p for p in verify_compose(bundle) if p.service == "apisix"]
     routes.write_text(routes.read_text().removesuffix("#END\n"))
     assert any("does not end with the line '#END'" in str(p) for p in verify_compose(bundle))
+
+
+# --- the local overlay: a run on one machine differs only in where things are ------------------------------
+
+# Every value a local run of the bundle's gateway may change, and nothing else (docs/deploy.md).
+OVERLAY_PATHS = [
+    r"config\.yaml apisix/node_listen/\d+/(ip|port)",
+    r"config\.yaml apisix/status/port",
+    r"config\.yaml plugin_attr/prometheus/export_addr/(ip|port)",
+    r"config\.yaml nginx_config/http_configuration_snippet",  # listener ports, caller addresses: lines below
+    r"config\.yaml nginx_config/http_server_location_configuration_snippet",  # the CA's path: lines below
+    r"apisix\.yaml upstreams/[\w.-]+/nodes/0/(host|port)",
+    r"apisix\.yaml plugin_configs/finopti-gateway/plugins/opa/host",
+    r"apisix\.yaml routes/finopti-ready/plugins/serverless-pre-function/functions/0",  # its node list: below
+]
+OVERLAY_LINES = [
+    r"\s+\d+ (edge|mesh|metrics|ready);",  # map $server_port -> listener
+    r"\s+[\d.]+/\d+ [\w-]+;",  # geo: caller network -> caller name
+    r"proxy_ssl_trusted_certificate \S+;",
+    r'\s+for _, node in ipairs\(\{(\{"[\w.-]+", \d+\}(, )?)+\}\) do',
+]
+
+
+def test_a_local_run_of_the_bundle_differs_only_where_the_gateway_runs():
+    spec = MESHES["platform"]()
+    topo = plan(spec)
+    ports = LocalPorts(edge=20001, mesh=20002, metrics=20003, ready=20004, status=20005, export=20006)
+    nodes = {b.name: 21000 + i for i, b in enumerate(topo.backends)}
+    changes = overlay(resolve(spec), topo, local_site(topo, ports, nodes, Path("/tmp/pki/ca.crt"), 22000))
+    where = {f"{c['file']} {c['path']}" for c in changes}
+    unexpected = [w for w in where if not any(re.fullmatch(p, w) for p in OVERLAY_PATHS)]
+    assert unexpected == []
+    for change in (c for c in changes if c["path"].endswith(("snippet", "functions/0"))):
+        for line in (change["compose"] + "\n" + change["local"]).splitlines():
+            assert any(re.fullmatch(p, line) for p in OVERLAY_LINES), line
+    # Every kind of fact did change (the test sees the overlay), and the local render names no compose host.
+    assert {re.sub(r"/[\w.-]+/nodes/0/.*", "/*/nodes", w) for w in where} >= {
+        "apisix.yaml upstreams/*/nodes", "apisix.yaml plugin_configs/finopti-gateway/plugins/opa/host",
+        "config.yaml nginx_config/http_server_location_configuration_snippet"}
+    local = json.dumps([c["local"] for c in changes])
+    assert "opa" not in local and "/pki/" not in local.replace("/tmp/pki/", "")

@@ -280,6 +280,18 @@ def test_retries_only_for_idempotent_requests(traffic):
     assert backend.hits == 3
 
 
+def test_a_backend_slower_than_its_timeout_gets_504(traffic):
+    """/retry/ allows 2 s per try; a POST is not tried again, so the answer comes after one try."""
+    backend = traffic.backend("flaky")
+    backend.control(delay_ms=3000)
+    try:
+        late = httpx.post(f"{traffic.edge}/retry/x", json={}, headers=traffic.auth(ALICE), timeout=30)
+        assert_error(traffic, late, 504, "timeout")
+        assert backend.hits == 1
+    finally:
+        backend.control()
+
+
 @pytest.mark.timeout(120)
 def test_the_breaker_opens_after_consecutive_failures_and_closes_after_recovery(traffic):
     backend = traffic.backend("breaker")

@@ -176,9 +176,17 @@ def ask(
         raise typer.Exit(0 if response.is_success else 1)
     if not response.is_success:
         err.print(f"[bold red]{response.status_code}[/] {payload.get('message', payload)}", highlight=False)
-        for capability in payload.get("capabilities", []):
-            err.print(f"  • {capability}")
+        offered = [s["prompt"] for s in payload.get("suggestions", []) if isinstance(s, dict) and "prompt" in s]
+        for prompt in offered or payload.get("capabilities", []):
+            err.print(f"  • {prompt}", highlight=False)
         raise typer.Exit(1)
+    for note in payload.get("notes", []):
+        console.print(f"[dim]({note})[/]", highlight=False)
+    if payload.get("kind") == "clarification":
+        console.print(payload.get("question", ""), highlight=False)
+        for option in payload.get("options", []):
+            console.print(f"  • finopti ask \"{option['prompt']}\"", highlight=False)
+        return
     console.print(payload.get("answer", ""))
     console.print(
         f"[dim]agent {payload.get('agent')} · action {payload.get('action')} · trace {payload.get('trace_id')}[/]"
@@ -190,20 +198,22 @@ def ask(
 def render_envoy_cmd(
     out: Annotated[Path, typer.Option("--out", help="Directory to write the Envoy configuration to.")],
     mesh: MeshOption = Path("mesh.yaml"),
+    policies: PolicyOption = Path("policies"),
 ) -> None:
     """Write the Envoy bootstrap and xDS files (ports as declared; 0 becomes a placeholder)."""
-    from finopti.platform import gateway_runtime, plan_placeholder_runtime, write_envoy_files
+    from finopti.platform import gateway_runtime, plan_placeholder_runtime, resolve_for, write_envoy_files
 
     try:
         spec = load_mesh(mesh)
+        rt = dataclasses.replace(plan_placeholder_runtime(spec, mesh), policy_dir=str(policies))
+        resolved = resolve_for(spec, rt)
     except FinoptiError as exc:
         _fail(exc)
     out = out.resolve()
-    rt = plan_placeholder_runtime(spec, mesh)
     state = state_dir()
     grt = gateway_runtime(state, rt)
     grt = dataclasses.replace(grt, xds_dir=out / "xds")
-    documents = render_envoy(spec, grt)
+    documents = render_envoy(resolved, grt)
     write_envoy_files(documents, out, out / "xds")
     console.print(f"wrote {len(documents)} files to {out}")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from finopti.deploy.apisix import ApisixSite, compose_site, render_apisix_yaml, render_config_yaml
 from finopti.deploy.topology import ENGINES, LISTENERS, Topology
-from finopti.mesh.model import MeshSpec
+from finopti.mesh.resolved import ResolvedMesh
 
 LOOPBACK = "127.0.0.1"
 # One loopback source address per caller network (Linux routes all of 127.0.0.0/8 to `lo`).
@@ -52,15 +52,15 @@ def local_site(topo: Topology, ports: LocalPorts, nodes: dict[str, int], ca_file
     )
 
 
-def render_site(spec: MeshSpec, topo: Topology, site: ApisixSite) -> dict[str, dict]:
-    return {"config.yaml": render_config_yaml(spec, topo, site), "apisix.yaml": render_apisix_yaml(spec, topo, site)}
+def render_site(mesh: ResolvedMesh, topo: Topology, site: ApisixSite) -> dict[str, dict]:
+    return {"config.yaml": render_config_yaml(mesh, topo, site), "apisix.yaml": render_apisix_yaml(mesh, topo, site)}
 
 
-def overlay(spec: MeshSpec, topo: Topology, site: ApisixSite) -> list[dict]:
+def overlay(mesh: ResolvedMesh, topo: Topology, site: ApisixSite) -> list[dict]:
     """Every difference between the compose render and the render for `site`: one entry per changed value
     (`file`, `path`, `compose`, `local`); multi-line values (nginx snippets, Lua) by changed line."""
     changes: list[dict] = []
-    compose, local = render_site(spec, topo, compose_site(topo)), render_site(spec, topo, site)
+    compose, local = render_site(mesh, topo, compose_site(topo)), render_site(mesh, topo, site)
     for name in compose:
         _diff(name, (), compose[name], local[name], changes)
     return changes

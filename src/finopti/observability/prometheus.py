@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from finopti.mesh.model import MeshSpec
+from finopti.mesh.resolved import ResolvedMesh
 
 GATEWAY_JOB = "gateway"
 SERVICES_JOB = "finopti-services"
@@ -116,8 +117,8 @@ def _gateway_relabeling() -> list[dict]:
     ]
 
 
-def _listeners(spec: MeshSpec) -> str:
-    return "|".join(sorted({r.listener for r in spec.routes}))
+def _listeners(mesh: ResolvedMesh) -> str:
+    return "|".join(sorted({r.listener for r in mesh.routes}))
 
 
 def _ratio(errors: str, total: str, by: str) -> str:
@@ -141,9 +142,9 @@ def _red_rules(prefix: str, by: str, total: str, errors: str, bucket: str, per_s
     return rules
 
 
-def render_recording_rules(spec: MeshSpec, interval: str | None = None) -> dict:
+def render_recording_rules(mesh: ResolvedMesh, interval: str | None = None) -> dict:
     """RED per mesh route, per gateway listener, per backend (as the gateway sees it) and per service."""
-    listeners = f'listener=~"{_listeners(spec)}"'
+    listeners = f'listener=~"{_listeners(mesh)}"'
     envoy_ms = 1000  # Envoy's request-time histograms are in milliseconds
     gateway = [
         # Per mesh route: needs `stat_prefix: <route name>` on each Envoy route (envoy_stats.route_stat_prefix).
@@ -200,7 +201,7 @@ def render_recording_rules(spec: MeshSpec, interval: str | None = None) -> dict:
     return {"groups": groups}
 
 
-def render_alert_rules(spec: MeshSpec, interval: str | None = None) -> dict:
+def render_alert_rules(mesh: ResolvedMesh, interval: str | None = None) -> dict:
     """Error ratio high, circuit opened, rate limiting spike, targets down or missing, latency near timeout."""
     pct = f"{ERROR_RATIO_THRESHOLD:.0%}"
     rules: list[dict] = [
@@ -222,7 +223,7 @@ def render_alert_rules(spec: MeshSpec, interval: str | None = None) -> dict:
                "at {{ $labels.instance }}"),
     ]
     # Rendered from the mesh: every declared service version must be scraped at all.
-    for service in spec.services:
+    for service in mesh.services:
         for version in service.versions:
             rules.append(_alert(
                 "FinoptiTargetMissing",
@@ -230,8 +231,8 @@ def render_alert_rules(spec: MeshSpec, interval: str | None = None) -> dict:
                 "warning", f"No scrape target for {service.name} {version}, which mesh.yaml declares",
                 {"service": service.name, "version": version},
             ))
-    for route in spec.routes:
-        timeout = spec.effective_policy(route).timeout
+    for route in mesh.routes:
+        timeout = route.policy.timeout
         if not timeout:
             continue  # no timeout declared: nothing to be near
         limit = round(timeout * LATENCY_NEAR_TIMEOUT, 3)

@@ -11,7 +11,6 @@ gateway's `geo`), and the `policy` service serves the Rego through OPA's REST AP
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -39,8 +38,9 @@ from finopti.deploy.pki import distribute
 from finopti.deploy.topology import ENGINES, GATEWAY, Topology, plan
 from finopti.idp import DevIdentityProvider
 from finopti.mesh.model import MeshSpec
-from finopti.mesh.policy_data import render_route_data
+from finopti.mesh.resolved import resolve
 from finopti.meshtls import client_context
+from finopti.platform import render_policy_bundle
 from finopti.ports import free_port
 
 RUNTIME_ENV = "FINOPTI_APISIX_RUNTIME"
@@ -169,6 +169,7 @@ class ApisixPlatform:
         self.root = root or short_tempdir("apx-")
         self.repo = repo or Path(__file__).resolve().parents[3]
         self.topo: Topology = plan(spec)
+        self.mesh = resolve(spec)  # as the compose bundle renders it
         self.pki = self.root / "pki"
         self.idp = DevIdentityProvider(self.root / "idp", spec.identity)
         self.services: dict[str, ServiceProcess] = {}
@@ -188,7 +189,7 @@ class ApisixPlatform:
         return self.url("edge")
 
     @property
-    def mesh(self) -> str:
+    def mesh_url(self) -> str:
         return self.url("mesh")
 
     @property
@@ -243,13 +244,8 @@ class ApisixPlatform:
             return
         distribute(self.pki, GATEWAY_IDENTITY, [b.name for b in self.topo.backends], days=2)
         self.idp.ensure()
-        policy_dir = self.root / "policy"
-        policy_dir.mkdir(exist_ok=True)
-        for path in [*sorted((self.repo / "policies").glob("*.rego")), self.repo / "policies" / "data.json"]:
-            if not path.name.endswith("_test.rego"):
-                shutil.copy(path, policy_dir / path.name)
-        (policy_dir / "routes.json").write_text(json.dumps(render_route_data(self.spec), indent=2))
-        self.policy_dir = policy_dir
+        self.policy_dir = self.root / "policy"
+        render_policy_bundle(self.mesh, self.repo / "policies", self.policy_dir)
         ports = LocalPorts(**{name: free_port() for name in LocalPorts.__dataclass_fields__})
         nodes = {b.name: free_port() for b in self.topo.backends}
         opa = free_port()
@@ -270,7 +266,7 @@ class ApisixPlatform:
             identity = self.pki / backend.name
             env.update({
                 "FINOPTI_HOST": "127.0.0.1",
-                "FINOPTI_MESH_URL": self.mesh,
+                "FINOPTI_MESH_URL": self.mesh_url,
                 "FINOPTI_MESH_SOURCE": self.sources[backend.service],
                 "FINOPTI_TLS_CERT": str(identity / "tls.crt"),
                 "FINOPTI_TLS_KEY": str(identity / "tls.key"),
@@ -322,10 +318,10 @@ class ApisixPlatform:
 
     def render(self) -> dict[str, dict]:
         """The bundle's gateway configuration for this machine (the overlay is `overlay()`)."""
-        return render_site(self.spec, self.topo, self.site)
+        return render_site(self.mesh, self.topo, self.site)
 
     def overlay(self) -> list[dict]:
-        return overlay(self.spec, self.topo, self.site)
+        return overlay(self.mesh, self.topo, self.site)
 
     def start_gateway(self, routes_text: str | None = None) -> None:
         """Render for this site and start APISIX; `routes_text` replaces the rendered apisix.yaml (tests of

@@ -35,13 +35,34 @@ def _rightsizing(data: Any, _: dict) -> str:
     return f"{len(data)} rightsizing recommendations; downsizing saves ${saving:,.2f}/month"
 
 
-def _cost(data: Any, _: dict) -> str:
+def _money(value: float) -> str:
+    return f"${value:,.2f}"
+
+
+def _cost(data: Any, args: dict) -> str:
     totals = data["totals"]
-    return (f"estimated monthly cost ${totals['total']:,.2f} (compute ${totals['compute']:,.2f}, "
-            f"disks ${totals['disks']:,.2f}, storage ${totals['storage']:,.2f})")
+    parts = (f"compute {_money(totals['compute'])}, disks {_money(totals['disks'])}, "
+             f"storage {_money(totals['storage'])}")
+    if data.get("instance"):
+        return f"{data['instance']} costs {_money(totals['total'])} a month ({parts})"
+    labels = data.get("labels") or {}
+    subject = "resources labelled " + ", ".join(f"{k}={v}" for k, v in labels.items()) if labels else "the project"
+    if data.get("group_by") == "label" and data.get("groups"):
+        shares = ", ".join(f"{g['key']} {_money(g['total'])}" for g in data["groups"][:6])
+        return f"monthly cost of {subject} by {data['label_key']}: {shares} (total {_money(totals['total'])})"
+    if data.get("group_by") == "instance" and data.get("groups"):
+        top = ", ".join(f"{g['key']} {_money(g['total'])}" for g in data["groups"][:3])
+        return f"monthly cost of {subject} {_money(totals['total'])}; the most expensive: {top}"
+    return f"estimated monthly cost of {subject} {_money(totals['total'])} ({parts})"
+
+
+def _inventory(data: Any, _: dict) -> str:
+    return (f"{len(data['instances'])} instances, {len(data['disks'])} disks, {len(data['buckets'])} buckets "
+            f"in {len(data['zones'])} zones")
 
 
 ACTIONS = {
+    "inventory": Action("inventory", "Names of every instance, disk, bucket, zone and machine type", _inventory),
     "list_instances": Action("list_instances", "List VM instances (zone, state, label filters)", _count("instances")),
     "describe_instance": Action("describe_instance", "Describe one instance", _describe),
     "start_instance": Action("start_instance", "Start an instance", _message),

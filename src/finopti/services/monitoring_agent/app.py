@@ -17,7 +17,12 @@ def _metrics(data: Any, _: dict) -> str:
     return "available metrics: " + ", ".join(m["name"] for m in data)
 
 
+def _inventory(data: Any, _: dict) -> str:
+    return f"{len(data['instances'])} instances in {len(data['zones'])} zones"
+
+
 ACTIONS = {
+    "inventory": Action("inventory", "Names of every instance, disk, bucket, zone and machine type", _inventory),
     "query_time_series": Action("query_time_series", "CPU or memory utilization of an instance", _series),
     "list_metrics": Action("list_metrics", "List the metrics that can be queried", _metrics),
 }

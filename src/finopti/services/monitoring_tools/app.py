@@ -19,6 +19,12 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     @server.tool()
     @reports_errors
+    def inventory() -> dict:
+        """Names of every instance, disk, bucket, zone and machine type (with instances' zone, type, state, labels)."""
+        return cloud.inventory()
+
+    @server.tool()
+    @reports_errors
     def list_metrics() -> list[dict]:
         """The metrics that can be queried, with unit and description."""
         return cloud.list_metrics()
