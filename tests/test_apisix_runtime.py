@@ -3,8 +3,11 @@ whole, APISIX rejects exactly what the static validation flags, and readiness me
 reason, when the runtime is absent. The request scenarios are in test_data_planes.py."""
 
 import copy
+import json
 import shutil
 import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -131,3 +134,47 @@ def test_a_backend_that_cannot_be_reached_is_502_in_the_error_shape(gateway_only
     assert body["request_id"] == response.headers["x-request-id"] and len(body["trace_id"]) == 32
     assert int(response.headers["content-length"]) == len(response.content)
     assert httpx.get(gateway_only.ready_url, timeout=10).json()["reachable"] == 1  # OPA
+
+
+class _RecordingOpa(ThreadingHTTPServer):
+    """OPA's data API that allows everything and keeps every input it was asked about."""
+
+    def __init__(self, port: int):
+        self.inputs: list[dict] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                length = int(self.headers.get("content-length") or 0)
+                outer.inputs.append(json.loads(self.rfile.read(length))["input"])
+                body = json.dumps({"result": {"allow": True}}).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        super().__init__(("127.0.0.1", port), Handler)
+
+
+def test_credentials_stay_out_of_what_apisix_sends_to_opa(gateway_only):
+    """OPA is reached over plain HTTP on the internal `policy` network: what crosses it is the verified identity,
+    never the user's token or cookies (docs/deploy.md)."""
+    opa = _RecordingOpa(gateway_only.site.nodes["opa"][1])
+    threading.Thread(target=opa.serve_forever, daemon=True).start()
+    try:
+        gateway_only.start_gateway()
+        httpx.post(f"{gateway_only.edge}/api/ask", json={"prompt": "list buckets"}, timeout=10, headers={
+            "authorization": f"Bearer {gateway_only.token('alice@finopti.dev')}", "cookie": "session=secret",
+            "x-api-key": "k-123", "proxy-authorization": "Basic eDp5"})
+    finally:
+        opa.shutdown()
+        opa.server_close()
+    assert len(opa.inputs) == 1
+    headers = opa.inputs[0]["request"]["headers"]
+    assert not {"authorization", "cookie", "x-api-key", "proxy-authorization"} & set(headers), headers
+    assert headers["x-user-email"] == "alice@finopti.dev" and headers["x-finopti-listener"] == "edge"
+    assert opa.inputs[0]["route"]["name"] == "ask"

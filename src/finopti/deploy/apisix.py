@@ -30,6 +30,7 @@ from finopti.mesh.envoy import DEFAULT_TIMEOUT, IDENTITY_HEADERS
 from finopti.mesh.model import CircuitBreaker, Fault, RateLimit, RoutePolicy
 from finopti.mesh.resolved import ResolvedMesh, ResolvedRoute
 from finopti.pki import TRUST_DOMAIN
+from finopti.policy.envoy import SECRET_HEADERS
 
 PLUGIN_CONFIG = "finopti-gateway"
 CONSUMER = "finopti_idp"
@@ -336,7 +337,8 @@ def metrics_path(service: str, version: str) -> str:
 
 def identity_function(mesh: ResolvedMesh) -> str:
     return lua.IDENTITY % {"headers": lua.lua_list((*IDENTITY_HEADERS, "x-finopti-listener")),
-                           "audience": lua.lua_string(mesh.identity.audience)}
+                           "audience": lua.lua_string(mesh.identity.audience),
+                           "secret_headers": lua.lua_list(sorted(SECRET_HEADERS))}
 
 
 def error_replies() -> dict:

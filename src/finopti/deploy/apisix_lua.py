@@ -51,6 +51,11 @@ IDENTITY = """return function(conf, ctx)
     if type(claims.email) == "string" then core.request.set_header(ctx, "x-user-email", claims.email) end
     if type(claims.groups) == "string" then core.request.set_header(ctx, "x-user-groups", claims.groups) end
   end
+  -- The opa plugin (next, access phase) sends the request's headers to OPA from this cache: credentials stay
+  -- out of the policy input, as with the local gateway. The request itself keeps them for the service.
+  local seen = core.table.clone(core.request.headers(ctx))
+  for _, name in ipairs(%(secret_headers)s) do seen[name] = nil end
+  ctx.headers = seen
 end"""
 
 # The access log fields nginx has no variable for, stamped when the answer's headers go out and again when
