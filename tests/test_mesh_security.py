@@ -17,11 +17,7 @@ from finopti.pki import cert_info, make_foreign_ca_cert
 
 def _mesh(platform, identity: str, path: str, user: str = "erin@finopti.dev", method: str = "GET",
           **kwargs) -> httpx.Response:
-    pki = platform.state.pki
-    ctx = client_context(pki / f"{identity}.crt", pki / f"{identity}.key", pki / "ca.crt")
-    with httpx.Client(verify=ctx, timeout=20) as client:
-        return client.request(method, f"{platform.runtime.mesh_url}{path}",
-                              headers={"authorization": f"Bearer {platform.token(user)}"}, **kwargs)
+    return platform.mesh(identity, method, path, user, **kwargs)
 
 
 def test_verify_mesh_passes_all_six_checks(platform):
@@ -71,17 +67,20 @@ def test_a_caller_not_allowed_gets_403_naming_caller_and_route(platform):
     assert allowed.status_code == 200 and len(allowed.json()["data"]) == 8
 
 
-def test_viewer_lists_but_may_not_stop(platform):
+def test_viewer_lists_and_plans_but_may_not_stop(platform):
     assert platform.ask("list instances in us-central1-b", user="bob@finopti.dev").status_code == 200
-    stop = platform.ask("stop instance monitoring-prod-02", user="bob@finopti.dev")
+    plan = platform.ask("stop instance monitoring-prod-02", user="bob@finopti.dev")
+    assert plan.status_code == 200 and plan.json()["kind"] == "plan"
+    stop = platform.confirm(plan, user="bob@finopti.dev")
     assert stop.status_code == 403
     assert "bob@finopti.dev needs role gcloud_admin to run stop_instance" in stop.json()["message"]
 
 
 def test_admin_stops_an_instance(platform):
-    stop = platform.ask("stop instance monitoring-prod-02", user="alice@finopti.dev")
+    stop = platform.confirm(platform.ask("stop instance monitoring-prod-02", user="alice@finopti.dev"))
     assert stop.status_code == 200 and stop.json()["data"]["state"] == "TERMINATED"
-    assert platform.ask("start instance monitoring-prod-02", user="alice@finopti.dev").status_code == 200
+    start = platform.confirm(platform.ask("start instance monitoring-prod-02", user="alice@finopti.dev"))
+    assert start.status_code == 200
 
 
 def test_user_without_role_is_refused_everywhere(platform):
@@ -138,7 +137,8 @@ def test_rego_unit_tests_pass(platform):
 
 def test_opa_rest_api_and_gateway_agree(platform):
     """The same request decided through POST /v1/data (the OPA REST API) and through the gateway."""
-    through_gateway = platform.ask("stop instance monitoring-prod-02", user="bob@finopti.dev")
+    through_gateway = platform.confirm(platform.ask("stop instance monitoring-prod-02", user="bob@finopti.dev"),
+                                       user="bob@finopti.dev")
     policy_input = {
         "type": "http",
         "request": {"method": "POST", "path": "/gcloud-agent/v1/actions/stop_instance", "headers": {}},

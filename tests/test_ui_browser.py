@@ -188,9 +188,9 @@ def test_live_console_shows_new_lines_within_two_seconds(platform, page):
 
 
 def test_denial_shows_the_policy_reason(platform, page):
-    ask_in_chat(page, platform.edge, "bob@finopti.dev", "stop instance indexer-dev-01")
+    ask_in_chat(page, platform.edge, "carol@finopti.dev", "stop instance indexer-dev-01")
     denied = page.wait_for_selector("[data-testid=denied]")
-    expected = platform.ask("stop instance indexer-dev-01", "bob@finopti.dev")
+    expected = platform.ask("stop instance indexer-dev-01", "carol@finopti.dev")
     assert expected.status_code == 403
     assert expected.json()["message"] in denied.inner_text()
     assert page.locator("[data-testid=turn] a.trace-link").count() >= 1

@@ -147,8 +147,10 @@ def ask(
     groups: Annotated[str, typer.Option("--groups", help="Comma-separated groups for the token.")] = "",
     project: Annotated[str | None, typer.Option(help="Cloud project to ask about.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole answer as JSON.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Confirm a planned change without asking.")] = False,
 ) -> None:
-    """Send PROMPT through the gateway's edge as USER and print the answer."""
+    """Send PROMPT through the gateway's edge as USER and print the answer. A change (stop, start, resize,
+    delete) is first a plan: confirm it when asked, or with --yes."""
     from finopti.platform import Runtime
 
     state = state_dir()
@@ -158,22 +160,45 @@ def ask(
     except FinoptiError as exc:
         _fail(exc)
     jwt_token = DevIdentityProvider(state.idp, spec.identity).issue(user, [g for g in groups.split(",") if g])
+
+    def post(path: str, body: dict) -> tuple[httpx.Response, dict]:
+        try:
+            response = httpx.post(f"{rt.edge_url}{path}", json=body,
+                                  headers={"authorization": f"Bearer {jwt_token}"}, timeout=60)
+        except httpx.HTTPError as exc:
+            _fail(PlatformStateError(f"cannot reach the gateway at {rt.edge_url}: {exc}"))
+        try:
+            return response, response.json()
+        except ValueError:
+            return response, {"error": "bad_gateway_response", "message": response.text[:500],
+                              "status": response.status_code}
+
     body: dict = {"prompt": prompt}
     if project:
         body["project"] = project
-    try:
-        response = httpx.post(
-            f"{rt.edge_url}/api/ask", json=body, headers={"authorization": f"Bearer {jwt_token}"}, timeout=60
-        )
-    except httpx.HTTPError as exc:
-        _fail(PlatformStateError(f"cannot reach the gateway at {rt.edge_url}: {exc}"))
-    try:
-        payload = response.json()
-    except ValueError:
-        payload = {"error": "bad_gateway_response", "message": response.text[:500], "status": response.status_code}
+    response, payload = post("/api/ask", body)
+    if response.is_success and payload.get("kind") == "plan":
+        if not as_json:
+            _show_answer(response, payload)
+        if yes:
+            verb = "confirm"
+        elif as_json:
+            print(json.dumps(payload, indent=2))
+            err.print("not confirmed: nothing changed (run again with --yes to confirm)")
+            return
+        else:
+            try:
+                verb = "confirm" if typer.confirm("Confirm this change?", default=False) else "cancel"
+            except (typer.Abort, EOFError):
+                verb = "cancel"
+        response, payload = post(f"/api/ask/{verb}", {"token": payload["confirmation"]["token"]})
     if as_json:
         print(json.dumps(payload, indent=2))
         raise typer.Exit(0 if response.is_success else 1)
+    _show_answer(response, payload)
+
+
+def _show_answer(response: httpx.Response, payload: dict) -> None:
     if not response.is_success:
         err.print(f"[bold red]{response.status_code}[/] {payload.get('message', payload)}", highlight=False)
         offered = [s["prompt"] for s in payload.get("suggestions", []) if isinstance(s, dict) and "prompt" in s]
@@ -187,7 +212,17 @@ def ask(
         for option in payload.get("options", []):
             console.print(f"  • finopti ask \"{option['prompt']}\"", highlight=False)
         return
-    console.print(payload.get("answer", ""))
+    console.print(payload.get("answer", ""), highlight=False)
+    if payload.get("kind") == "plan":
+        plan = payload.get("plan", {})
+        for change in plan.get("changes", []):
+            console.print(f"  • {change}", highlight=False)
+        console.print(f"  can be undone: {'yes, ' + plan['undo'] if plan.get('reversible') else 'no'}",
+                      highlight=False)
+        console.print(f"  monthly bill: {plan.get('monthly_cost_change_usd', 0):+,.2f} USD ({plan.get('cost_note')})",
+                      highlight=False)
+        console.print(f"  the confirmation expires at {payload['confirmation']['expires_at']}", highlight=False)
+        return
     console.print(
         f"[dim]agent {payload.get('agent')} · action {payload.get('action')} · trace {payload.get('trace_id')}[/]"
     )

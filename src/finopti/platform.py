@@ -18,6 +18,7 @@ from supervisor.xmlrpc import SupervisorTransport
 
 from finopti.errors import PlatformStateError, StartupError
 from finopti.idp import DevIdentityProvider
+from finopti.logs.settings import collector_environment
 from finopti.mesh.envoy import GatewayRuntime, cluster_name, render_envoy
 from finopti.mesh.model import MeshSpec, load_mesh
 from finopti.mesh.policy_data import render_route_data
@@ -148,6 +149,7 @@ def _aux_programs(spec: MeshSpec, state: StateDir, rt: Runtime) -> tuple[AuxProg
         "FINOPTI_LOGSTORE_URL": f"{rt.mesh_url}/logstore",
         **({"FINOPTI_LOKI_URL": os.environ["FINOPTI_LOKI_URL"]} if os.environ.get("FINOPTI_LOKI_URL") else {}),
         **tls,
+        **collector_environment(spec.logs),
         "PYTHONUNBUFFERED": "1",
     })]
     if "prometheus" in rt.aux_ports:

@@ -12,10 +12,11 @@ import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
 
-from . import analysis
-from .catalog import DEFAULT_PROJECT, HOURS_PER_MONTH, METRICS, SANDBOX_NOW_TS, ZONES, iso
+from . import analysis, changes
+from .catalog import HOURS_PER_MONTH, METRICS, SANDBOX_NOW_TS, ZONES, iso
 from .errors import InvalidArgument, SandboxError
-from .seed import SCHEMA, build_plan, write_plan
+from .sandbox_finops import SandboxFinOps
+from .seed import SCHEMA, SCHEMA_VERSION, build_plan, write_plan
 from .store import (
     bucket_dict,
     disk_dict,
@@ -53,15 +54,15 @@ def default_db_path(env: Mapping[str, str] = os.environ) -> Path:
     return Path(env.get("FINOPTI_HOME") or ".finopti") / "sandbox.db"
 
 
-class SandboxCloud:
-    """One sandbox project stored at `db_path`; the file is created and seeded on first use.
+class SandboxCloud(SandboxFinOps):
+    """One sandbox billing account (three projects) stored at `db_path`; the file is created and seeded on
+    first use.
 
     Safe to share between threads: every call opens its own short-lived connection.
     """
 
-    def __init__(self, db_path: Path | str, project: str = DEFAULT_PROJECT) -> None:
+    def __init__(self, db_path: Path | str) -> None:
         self.db_path = Path(db_path)
-        self.project = project
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         self._open_or_seed()
 
@@ -88,6 +89,12 @@ class SandboxCloud:
                     conn.execute(statement)
             if conn.execute("SELECT 1 FROM meta WHERE key = 'seeded'").fetchone() is None:
                 write_plan(conn, build_plan())
+            version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if version is None or version[0] != SCHEMA_VERSION:
+                raise SandboxError(
+                    f"{self.db_path} was seeded by an older sandbox (schema {version[0] if version else '?'}, "
+                    f"this one is {SCHEMA_VERSION}); delete it (and any -wal/-shm next to it) to re-seed."
+                )
 
     # -- catalogue -------------------------------------------------------------------------------
 
@@ -196,7 +203,6 @@ class SandboxCloud:
         running = row["state"] == "RUNNING"
         return {
             **instance_summary(row),
-            "project": self.project,
             "region": ZONES[row["zone"]],
             "vcpus": machine.vcpus,
             "memory_gb": machine.memory_gb,
@@ -230,6 +236,7 @@ class SandboxCloud:
         message = (
             f"instance {name} {verb}" if changed else f"instance {name} was already {target}; nothing to do"
         )
+        before = instance_summary(row)
         return {
             "name": name,
             "zone": row["zone"],
@@ -237,6 +244,8 @@ class SandboxCloud:
             "state": target,
             "changed": changed,
             "message": message,
+            "before": before,
+            "after": {**before, "state": target},
         }
 
     def resize_instance(self, name: str, machine_type: str) -> dict:
@@ -261,9 +270,12 @@ class SandboxCloud:
                     (machine_type, SANDBOX_NOW_TS, name),
                 )
         changed = previous != machine_type
+        before = instance_summary(row)
         return {
             "name": name,
             "zone": row["zone"],
+            "before": before,
+            "after": {**before, "machine_type": machine_type},
             "previous_machine_type": previous,
             "machine_type": machine_type,
             "changed": changed,
@@ -288,15 +300,25 @@ class SandboxCloud:
             conn.execute("DELETE FROM disks WHERE attached_to = ? AND boot = 1", (name,))
             conn.execute("UPDATE disks SET attached_to = NULL WHERE attached_to = ?", (name,))
             conn.execute("DELETE FROM samples WHERE instance = ?", (name,))
+            conn.execute("UPDATE addresses SET user = NULL WHERE user = ?", (name,))
             conn.execute("DELETE FROM instances WHERE name = ?", (name,))
+        unattached = f"{len(detached)} data disk{'' if len(detached) == 1 else 's'} now unattached"
         return {
             "name": name,
             "zone": row["zone"],
             "deleted": True,
             "deleted_disks": boot,
             "detached_disks": detached,
-            "message": f"deleted {name} and its boot disk; {len(detached)} data disk(s) now unattached",
+            "before": instance_summary(row),
+            "after": None,
+            "message": f"deleted {name} and its boot disk; {unattached}",
         }
+
+    def plan_change(self, action: str, name: str, machine_type: str | None = None) -> dict:
+        """What `action` (start/stop/resize/delete_instance) would do to `name`, without doing it."""
+        name = check_name("instance name", name)
+        with transaction(self.db_path) as conn:
+            return changes.plan_change(conn, load_prices(conn), action, name, machine_type)
 
     # -- disks and buckets -----------------------------------------------------------------------
 
@@ -379,4 +401,4 @@ class SandboxCloud:
             return analysis.time_series(conn, instance, metric, days, step_hours)
 
     def __repr__(self) -> str:
-        return f"SandboxCloud({str(self.db_path)!r}, project={self.project!r})"
+        return f"SandboxCloud({str(self.db_path)!r})"

@@ -1,4 +1,4 @@
-"""gcloud-agent: compute and cost actions, each served by a tool of gcloud-tools over MCP."""
+"""gcloud-agent: compute, cost and billing actions, each served by a tool of gcloud-tools over MCP."""
 
 from typing import Any
 
@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from finopti.services.agent import Action, create_agent_app
 from finopti.services.common import ServiceSettings
+from finopti.services.gcloud_agent.finops_actions import FINOPS_ACTIONS
 
 
 def _count(noun: str):
@@ -56,6 +57,19 @@ def _cost(data: Any, args: dict) -> str:
     return f"estimated monthly cost of {subject} {_money(totals['total'])} ({parts})"
 
 
+def _plan(data: Any, _: dict) -> str:
+    if data.get("blocked"):
+        return f"cannot {data['action'].replace('_instance', '')} {data['name']}: {data['blocked']}"
+    if not data.get("changed"):
+        now = data["before"]["machine_type"] if data["action"] == "resize_instance" else data["before"]["state"]
+        return f"nothing to change: {data['name']} already is {now}"
+    undo = "cannot be undone" if not data.get("reversible") else f"undo with “{data['undo']}”"
+    delta = data.get("monthly_cost_change_usd", 0.0)
+    bill = (f"the monthly bill goes {'down' if delta < 0 else 'up'} by {_money(abs(delta))}" if delta
+            else "no change to the monthly bill now")
+    return f"{data['action'].replace('_instance', '')} {data['name']}: {'; '.join(data['changes'])}; {bill}; {undo}"
+
+
 def _inventory(data: Any, _: dict) -> str:
     return (f"{len(data['instances'])} instances, {len(data['disks'])} disks, {len(data['buckets'])} buckets "
             f"in {len(data['zones'])} zones")
@@ -65,10 +79,16 @@ ACTIONS = {
     "inventory": Action("inventory", "Names of every instance, disk, bucket, zone and machine type", _inventory),
     "list_instances": Action("list_instances", "List VM instances (zone, state, label filters)", _count("instances")),
     "describe_instance": Action("describe_instance", "Describe one instance", _describe),
-    "start_instance": Action("start_instance", "Start an instance", _message),
-    "stop_instance": Action("stop_instance", "Stop an instance", _message),
-    "resize_instance": Action("resize_instance", "Change a stopped instance's machine type", _message),
-    "delete_instance": Action("delete_instance", "Delete an instance", _message),
+    "start_instance": Action("start_instance", "Start an instance", _message, mutates=True),
+    "stop_instance": Action("stop_instance", "Stop an instance", _message, mutates=True),
+    "resize_instance": Action("resize_instance", "Change a stopped instance's machine type", _message,
+                              mutates=True),
+    "delete_instance": Action("delete_instance", "Delete an instance", _message, mutates=True),
+    # Planning is its own action to the gateway's policy: a role may see what a change would do without
+    # being allowed to make it.
+    **{f"plan_{change}": Action("plan_change", f"What {change} would do (nothing changes)", _plan,
+                                fixed={"action": change})
+       for change in ("start_instance", "stop_instance", "resize_instance", "delete_instance")},
     "list_disks": Action("list_disks", "List disks (optionally only unattached ones)", _count("disks")),
     "list_buckets": Action("list_buckets", "List storage buckets", _count("buckets")),
     "find_idle_instances": Action("find_idle_instances", "Find idle running instances", _idle),
@@ -76,6 +96,7 @@ ACTIONS = {
         "rightsizing_recommendations", "Recommend machine type changes", _rightsizing
     ),
     "estimate_monthly_cost": Action("estimate_monthly_cost", "Estimate the monthly bill", _cost),
+    **FINOPS_ACTIONS,
 }
 
 

@@ -1,15 +1,19 @@
-"""gcloud-tools: an MCP server exposing compute and storage tools over the cloud backend (the sandbox)."""
+"""gcloud-tools: an MCP server exposing compute, storage and billing tools over the cloud backend (the sandbox)."""
 
 from fastapi import FastAPI
 
-from finopti.cloud import SandboxCloud
+from finopti.cloud.backend import open_backend
 from finopti.services.common import ServiceSettings
+from finopti.services.gcloud_tools.budget_metrics import BudgetCollector, register
 from finopti.services.mcp_tools import create_tool_server_app, new_tool_server, reports_errors
+from finopti.telemetry import current_request
 
 
 def create_app(settings: ServiceSettings) -> FastAPI:
-    cloud = SandboxCloud(settings.home / "sandbox.db")
+    cloud = open_backend(settings.home)
     server = new_tool_server("gcloud-tools")
+    budget_metrics = BudgetCollector(cloud.budget_alert_states)
+    register(budget_metrics)
 
     @server.tool()
     @reports_errors
@@ -31,6 +35,13 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     def describe_instance(name: str) -> dict:
         """Everything about one instance: machine type, state, labels, disks, hourly price."""
         return cloud.describe_instance(name)
+
+    @server.tool()
+    @reports_errors
+    def plan_change(action: str, name: str, machine_type: str | None = None) -> dict:
+        """What start/stop/resize/delete_instance would do to an instance (before, after, undo, monthly cost
+        change, whether it is blocked), without doing it."""
+        return cloud.plan_change(action, name, machine_type=machine_type)
 
     @server.tool()
     @reports_errors
@@ -92,5 +103,114 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         """Monthly cost estimate: total, per instance, or per value of a label (`label_key`); `instance` gives
         one instance's cost, `label` ('team=payments') only the resources carrying it."""
         return cloud.estimate_monthly_cost(group_by=group_by, label_key=label_key, instance=instance, label=label)
+
+    # -- billing export: periods are names (last_week, this_month, last_30_days, 2026-10, ...) or dates
+
+    @server.tool()
+    @reports_errors
+    def billing_export_rows(period: str | None = None, start: str | None = None, end: str | None = None,
+                            project: str | None = None, service: str | None = None, team: str | None = None,
+                            env: str | None = None, label: str | None = None, limit: int = 20) -> dict:
+        """Raw rows of the billing export (BigQuery schema), costliest first."""
+        return cloud.billing_export_rows(period, start, end, project, service, team, env, label, limit)
+
+    @server.tool()
+    @reports_errors
+    def cost_report(period: str | None = None, start: str | None = None, end: str | None = None,
+                    group_by: str = "service", label_key: str | None = None, project: str | None = None,
+                    service: str | None = None, team: str | None = None, env: str | None = None,
+                    label: str | None = None, top: int = 20) -> dict:
+        """Cost, credits and net cost over a period, grouped by service, project, sku, region, resource, day,
+        month, team, env, app or label:<key>."""
+        return cloud.cost_report(period, start, end, group_by, label_key, project, service, team, env, label, top)
+
+    @server.tool()
+    @reports_errors
+    def compare_costs(period: str | None = None, start: str | None = None, end: str | None = None,
+                      compare_to: str | None = None, compare_start: str | None = None,
+                      compare_end: str | None = None, group_by: str = "service", label_key: str | None = None,
+                      project: str | None = None, service: str | None = None, team: str | None = None,
+                      env: str | None = None, label: str | None = None, top: int = 5) -> dict:
+        """Net cost of a period against the one before it (or another), with the top drivers of the change."""
+        return cloud.compare_costs(period, start, end, compare_to, compare_start, compare_end, group_by, label_key,
+                                   project, service, team, env, label, top)
+
+    @server.tool()
+    @reports_errors
+    def forecast_costs(project: str | None = None, service: str | None = None, team: str | None = None,
+                       env: str | None = None, label: str | None = None, lookback_days: int = 28) -> dict:
+        """Month-end and next-month cost forecast with 80 % and 95 % intervals."""
+        return cloud.forecast_costs(project, service, team, env, label, lookback_days)
+
+    @server.tool()
+    @reports_errors
+    def detect_cost_anomalies(period: str | None = None, start: str | None = None, end: str | None = None,
+                              project: str | None = None, service: str | None = None, team: str | None = None,
+                              env: str | None = None, label: str | None = None, threshold: float = 3.5,
+                              min_excess: float = 5.0) -> dict:
+        """Days on which a service cost unusually much, how unusual, and the lines that drove it."""
+        return cloud.detect_cost_anomalies(period, start, end, project, service, team, env, label, threshold,
+                                           min_excess)
+
+    @server.tool()
+    @reports_errors
+    def unlabeled_spend(period: str | None = None, start: str | None = None, end: str | None = None,
+                        keys: list[str] | str = "team,env", project: str | None = None, service: str | None = None,
+                        top: int = 20) -> dict:
+        """Spend on resources missing any of the label keys (default team and env)."""
+        return cloud.unlabeled_spend(period, start, end, keys, project, service, top)
+
+    @server.tool()
+    @reports_errors
+    def create_budget(name: str, amount: float, project: str | None = None, service: str | None = None,
+                      team: str | None = None, labels: dict | str | None = None,
+                      thresholds: list | None = None) -> dict:
+        """Create a monthly budget for a slice of spend, with alert thresholds on actual or forecast spend."""
+        created = cloud.create_budget(name, amount, project, service, team, labels, thresholds,
+                                      created_by=current_request().user or None)
+        budget_metrics.invalidate()
+        return created
+
+    @server.tool()
+    @reports_errors
+    def delete_budget(name: str) -> dict:
+        """Delete a budget."""
+        deleted = cloud.delete_budget(name)
+        budget_metrics.invalidate()
+        return deleted
+
+    @server.tool()
+    @reports_errors
+    def plan_budget_change(action: str, name: str, amount: float | None = None, project: str | None = None,
+                           service: str | None = None, team: str | None = None, labels: dict | str | None = None,
+                           thresholds: list | None = None) -> dict:
+        """What create_budget or delete_budget would do, without doing it."""
+        return cloud.plan_budget_change(action, name, amount, project, service, team, labels, thresholds)
+
+    @server.tool()
+    @reports_errors
+    def list_budgets() -> list[dict]:
+        """Every budget with this month's actual and forecast spend and the thresholds crossed."""
+        return cloud.list_budgets()
+
+    @server.tool()
+    @reports_errors
+    def budget_status(name: str | None = None, amount: float | None = None, project: str | None = None,
+                      service: str | None = None, team: str | None = None,
+                      labels: dict | str | None = None) -> dict:
+        """Where a budget stands: a saved one by name, or an amount for a slice of spend (not saved)."""
+        return cloud.budget_status(name, amount, project, service, team, labels)
+
+    @server.tool()
+    @reports_errors
+    def commitment_recommendations(lookback_days: int = 30) -> dict:
+        """Committed use discounts to buy from steady usage, and how the existing ones are used."""
+        return cloud.commitment_recommendations(lookback_days)
+
+    @server.tool()
+    @reports_errors
+    def find_unused_resources(min_snapshot_age_days: int = 90) -> dict:
+        """Unattached disks, idle static IPs and old snapshots with their monthly cost and the total saving."""
+        return cloud.find_unused_resources(min_snapshot_age_days)
 
     return create_tool_server_app(settings, server, "gcloud-tools")

@@ -2,13 +2,13 @@
 
 from fastapi import FastAPI
 
-from finopti.cloud import SandboxCloud
+from finopti.cloud.backend import open_backend
 from finopti.services.common import ServiceSettings
 from finopti.services.mcp_tools import create_tool_server_app, new_tool_server, reports_errors
 
 
 def create_app(settings: ServiceSettings) -> FastAPI:
-    cloud = SandboxCloud(settings.home / "sandbox.db")
+    cloud = open_backend(settings.home)
     server = new_tool_server("monitoring-tools")
 
     @server.tool()

@@ -1,9 +1,10 @@
 // The chat page: ask in natural language as the signed-in development user.
 import { api, el, errorMessage, mountSignIn, session, signInNotice, traceLink } from "./common.js";
+import { planCard } from "./confirm.js";
 
 const EXAMPLES = [
   "find idle instances", "list instances in us-central1-a", "monthly cost by team",
-  "rightsizing recommendations", "list unattached disks", "cpu utilization of web-prod-01 over 3 days",
+  "rightsizing recommendations", "list unattached disks", "cpu utilization of ledger-db-prod-01 over 3 days",
 ];
 
 function columnsOf(rows) {
@@ -69,30 +70,44 @@ function meta(b) {
   );
 }
 
-async function ask(prompt, conversation) {
-  const t = turn(prompt);
-  conversation.prepend(t.node);
-  const r = await api("/api/ask", { method: "POST", json: { prompt } });
+/** An answer (or a refusal) as nodes; `onPick` re-asks with a prompt the assistant offered. */
+function outcome(r, onPick) {
   const b = r.body && typeof r.body === "object" ? r.body : {};
   const parts = [];
-  if (r.ok) {
-    parts.push(el("div", { class: "answer" }, b.answer || "(no summary)"), renderData(b.data));
+  for (const note of b.notes || []) parts.push(el("div", { class: "muted small", "data-testid": "note" }, `(${note})`));
+  if (r.ok && b.kind === "plan") {
+    parts.push(planCard(b, (result) => outcome(result, onPick)));
+  } else if (r.ok && b.kind === "clarification") {
+    parts.push(el("div", { class: "answer", "data-testid": "question" }, b.question),
+      el("div", { class: "examples", "data-testid": "options" }, (b.options || []).map((o) =>
+        el("button", { type: "button", title: o.description || o.prompt, onclick: () => onPick(o.prompt) }, o.prompt))));
+  } else if (r.ok) {
+    parts.push(el("div", { class: "answer", "data-testid": "answer" }, b.answer || "(no summary)"), renderData(b.data));
   } else if (r.status === 403) {
     parts.push(el("div", { class: "notice denied", "data-testid": "denied" },
       el("b", {}, "Denied by policy: "), b.message || "forbidden"));
   } else if (r.status === 422 && Array.isArray(b.capabilities)) {
+    const offered = (b.suggestions || []).map((s) => s.prompt).filter(Boolean);
     parts.push(el("div", { class: "notice warn" }, b.message || "I cannot map this prompt to an action."),
-      el("div", { class: "muted small" }, "I can:"),
-      el("ul", {}, b.capabilities.map((c) => el("li", {}, typeof c === "string" ? c
-        : [c.example || c.description || JSON.stringify(c)]))));
+      el("div", { class: "muted small" }, offered.length ? "Try:" : "I can:"),
+      el("div", { class: "examples", "data-testid": "suggestions" }, (offered.length ? offered : b.capabilities).map((c) =>
+        el("button", { type: "button", onclick: () => onPick(typeof c === "string" ? c : c.example || c.prompt) },
+          typeof c === "string" ? c : c.example || c.prompt))));
   } else if (r.status === 401) {
     parts.push(el("div", { class: "notice error" }, "Not signed in or the token expired (401). ", errorMessage(r)));
     session.clear();
   } else {
-    parts.push(el("div", { class: "notice error" }, `${r.status}: `, errorMessage(r)));
+    parts.push(el("div", { class: "notice error", "data-testid": "answer-error" }, `${r.status}: `, errorMessage(r)));
   }
   parts.push(meta(b));
-  t.body.replaceChildren(...parts.flat());
+  return parts;
+}
+
+async function ask(prompt, conversation, onPick) {
+  const t = turn(prompt);
+  conversation.prepend(t.node);
+  const r = await api("/api/ask", { method: "POST", json: { prompt } });
+  t.body.replaceChildren(...outcome(r, onPick).flat(Infinity).filter(Boolean));
 }
 
 async function main() {
@@ -102,12 +117,15 @@ async function main() {
   const input = el("input", { type: "text", id: "prompt", placeholder: "Ask about your cloud costs, e.g. “find idle instances”",
     autocomplete: "off", "aria-label": "prompt" });
   const button = el("button", { type: "submit", id: "ask" }, "Ask");
-  const form = el("form", { class: "ask", onsubmit: async (e) => {
-    e.preventDefault();
-    const prompt = input.value.trim();
+  const submit = async (prompt) => {
     if (!prompt || !session.token) return;
     button.disabled = true;
-    try { await ask(prompt, conversation); } finally { button.disabled = false; }
+    try { await ask(prompt, conversation, pick); } finally { button.disabled = false; }
+  };
+  const pick = (prompt) => { input.value = prompt; submit(prompt); };
+  const form = el("form", { class: "ask", onsubmit: async (e) => {
+    e.preventDefault();
+    await submit(input.value.trim());
   } }, input, button);
   const gate = el("div", {});
   const examples = el("div", { class: "examples" }, EXAMPLES.map((p) => el("button", { type: "button",
