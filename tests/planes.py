@@ -113,12 +113,13 @@ class Plane:
     def start_policy(self) -> None:
         raise NotImplementedError
 
-    def wait_access(self, predicate, count: int = 1, timeout: float = 10.0) -> list[dict]:
-        """Access log lines matching `predicate`, once there are `count` of them (the log is flushed late)."""
+    def wait_access(self, predicate, until, timeout: float = 15.0) -> list[dict]:
+        """Access log lines matching `predicate`, once `until(lines)` holds (each gateway flushes its log late:
+        APISIX every 3 s) or the time is up."""
         deadline = time.monotonic() + timeout
         while True:
             found = [line for line in self.access_lines() if predicate(line)]
-            if len(found) >= count or time.monotonic() > deadline:
+            if until(found) or time.monotonic() > deadline:
                 return found
             time.sleep(0.2)
 

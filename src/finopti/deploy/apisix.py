@@ -58,6 +58,7 @@ HEALTHY_STATUSES = [200, 201, 202, 204, 301, 302, 304, 400, 401, 403, 404, 409, 
 # Envoy's connect_timeout on every cluster.
 CONNECT_TIMEOUT = 1.0
 METRICS_TIMEOUT = 5.0
+METRICS_REFRESH = 5  # seconds between the Prometheus exporter's snapshots
 
 # One JSON object per request on stdout, with the fields of the local gateway's access log.
 ACCESS_LOG_FIELDS = {
@@ -474,7 +475,9 @@ def render_config_yaml(mesh: ResolvedMesh, topo: Topology, site: ApisixSite | No
         "plugins": PLUGINS,
         "stream_plugins": [],
         "plugin_attr": {
-            "prometheus": {"export_uri": "/apisix/prometheus/metrics", "export_addr": _listen(site.export)},
+            # The exporter serves a snapshot refreshed on a timer (APISIX's default: every 15 s).
+            "prometheus": {"export_uri": "/apisix/prometheus/metrics", "export_addr": _listen(site.export),
+                           "refresh_interval": METRICS_REFRESH},
             "opentelemetry": {"set_ngx_var": True},
         },
         "nginx_config": {
