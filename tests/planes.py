@@ -25,8 +25,9 @@ FAULT_DELAY = 0.4  # seconds
 
 
 def traffic_mesh_file(directory: Path) -> Path:
-    """tests/fixtures/traffic-mesh.yaml with deterministic faults on a header: `fault` delays then aborts,
-    `delay` only delays. Both data planes load this file."""
+    """tests/fixtures/traffic-mesh.yaml with deterministic faults on a header (`fault` delays then aborts,
+    `delay` only delays) and a route the policy service decides on Envoy too (`decided`). Both data planes load
+    this file."""
     raw = yaml.safe_load(TRAFFIC_MESH.read_text())
     header = {"name": FAULT_HEADER[0], "value": FAULT_HEADER[1]}
     delay = {"duration": f"{int(FAULT_DELAY * 1000)}ms", "percent": 100}
@@ -35,6 +36,9 @@ def traffic_mesh_file(directory: Path) -> Path:
             route["policy"] = {"fault": {"delay": delay, "abort": {"status": 503, "percent": 100}, "header": header}}
     raw["routes"].append({"name": "delay", "listener": "edge", "path": "/delay/", "rewrite": "/echo/",
                           "backend": "steady", "roles": ["*"], "policy": {"fault": {"delay": delay, "header": header}}})
+    # Decided by the policy service (Rego) on Envoy too, as every route is by OPA on APISIX.
+    raw["routes"].append({"name": "decided", "listener": "edge", "path": "/decided/", "rewrite": "/echo/",
+                          "backend": "steady", "roles": ["*"], "authz": "rego"})
     path = directory / "parity-mesh.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
