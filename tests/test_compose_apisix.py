@@ -343,6 +343,8 @@ def test_load_checks_cover_certificates_references_expressions_and_plugin_code(t
                                                                   "vars": [[["http_x", "~==", "1"]]]}}
     routes["traces-api"]["plugin_config_id"] = "missing"
     doc["consumers"][0]["plugins"]["jwt-auth"].pop("public_key")
+    doc["global_rules"].append({"id": "extra", "plugins": {"serverless-post-function": {
+        "phase": "log", "functions": ["return function() end"]}}})
     problems = "\n".join(check_loadable(doc))
     expected = [
         "upstreams[ui.ui.v1]: failed to parse cert",
@@ -359,6 +361,7 @@ def test_load_checks_cover_certificates_references_expressions_and_plugin_code(t
         "routes[logs-api]/plugins/fault-injection: abort.vars: invalid operator '~=='",
         "routes[traces-api]: plugin_config_id 'missing' is not defined in plugin_configs",
         "consumers[finopti_idp]/plugins/jwt-auth: missing valid public key",
+        "global_rules[extra]/plugins/serverless-post-function: also in global rule 'finopti'; APISIX then runs it",
     ]
     for line in expected:
         assert line in problems

@@ -153,9 +153,9 @@ def test_identity_headers_come_only_from_the_verified_token(plane):
     forged = {"x-user-email": ALICE, "x-user-groups": "gcloud_admin", "x-finopti-source": "orchestrator"}
     assert_error(plane, ask(plane, DAVE, headers=forged), 403, "forbidden")  # still dave, still no role
     assert_error(plane, ask(plane, None, headers=forged), 401, "unauthorized")  # no token: a header is no identity
-    request_id = str(uuid.uuid4())
-    answer = ask(plane, ALICE, headers={"x-user-email": DAVE, "x-request-id": request_id})
+    answer = ask(plane, ALICE, headers={"x-user-email": DAVE})
     assert answer.status_code == 200, answer.text
+    request_id = answer.headers["x-request-id"]
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         seen = [line for line in plane.service_lines("orchestrator")
@@ -209,15 +209,19 @@ def test_an_unknown_path_is_404(plane):
 
 def test_the_trace_id_follows_a_request_through_every_hop(plane):
     trace_id = uuid.uuid4().hex
-    request_id = str(uuid.uuid4())
+    client_id = f"client-{uuid.uuid4().hex[:12]}"
     traceparent = f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"
-    answer = ask(plane, ALICE, headers={"traceparent": traceparent, "x-request-id": request_id})
+    answer = ask(plane, ALICE, headers={"traceparent": traceparent, "x-request-id": client_id})
     assert answer.status_code == 200, answer.text
+    # At the edge the gateway makes the request id; the client's own, plain and short, is kept beside it.
+    request_id = answer.headers["x-request-id"]
+    assert request_id != client_id
     routes = {"ask", "gcloud-agent", "gcloud-tools"}
     hops = plane.wait_access(lambda line: line.get("trace_id") == trace_id,
                              until=lambda lines: routes <= {line["route"] for line in lines})
     assert {line["route"] for line in hops} >= routes, hops
     assert all(line["request_id"] == request_id for line in hops), hops
+    assert next(line for line in hops if line["route"] == "ask")["client_request_id"] == client_id
     mesh_hops = {line["route"]: line for line in hops if line["listener"] == "mesh"}
     assert mesh_hops["gcloud-agent"]["source"].endswith("/svc/orchestrator")
     assert mesh_hops["gcloud-tools"]["source"].endswith("/svc/gcloud-agent")

@@ -16,6 +16,15 @@ from dataclasses import dataclass
 import yaml
 
 from finopti.deploy import apisix_lua as lua
+from finopti.deploy.apisix_identity import (  # noqa: F401 - JWT_KEY_ENV, CONSUMER: this module's API
+    CLAIMS_LUA,
+    CONSUMER,
+    JWT_KEY_ENV,
+    authentication_plugin,
+    consumers,
+    secret_envs,
+)
+from finopti.deploy.edge_controls import PATH_VARIABLE, edge_global_rule
 from finopti.deploy.topology import (
     ENGINES,
     EXPORT_PORT,
@@ -27,13 +36,12 @@ from finopti.deploy.topology import (
 )
 from finopti.mesh import replies
 from finopti.mesh.envoy import DEFAULT_TIMEOUT, IDENTITY_HEADERS
-from finopti.mesh.model import CircuitBreaker, Fault, RateLimit, RoutePolicy
+from finopti.mesh.model import CircuitBreaker, Fault, Identity, RateLimit, RoutePolicy
 from finopti.mesh.resolved import ResolvedMesh, ResolvedRoute
 from finopti.pki import TRUST_DOMAIN
 from finopti.policy.envoy import SECRET_HEADERS
 
 PLUGIN_CONFIG = "finopti-gateway"
-CONSUMER = "finopti_idp"
 READY_ROUTE = "finopti-ready"
 READY_PATH = "/ready"
 READY_CONNECT_TIMEOUT_MS = 500
@@ -41,8 +49,6 @@ OPA_URL = f"http://{ENGINES['policy'].container}:{ENGINES['policy'].port}"
 OPA_POLICY = "finopti/authz"  # data.finopti.authz, as the local gateway asks it
 OPA_TIMEOUT_MS = 1000  # the local ext_authz timeout
 # PEMs reach APISIX as environment variables (secret references, resolved by APISIX at run time).
-JWT_KEY_ENV = "FINOPTI_JWT_PUBLIC_KEY"
-JWT_CLOCK_SKEW = 60  # seconds
 CERT_ENV = "FINOPTI_GATEWAY_CERT"
 KEY_ENV = "FINOPTI_GATEWAY_KEY"
 PKI_DIR = "/pki"  # the gateway's certificate, key and the mesh CA, written by the `pki` service
@@ -68,7 +74,7 @@ ACCESS_LOG_FIELDS = {
     "message": "access",
     "listener": "$finopti_listener",
     "method": "$request_method",
-    "path": "$request_uri",
+    "path": f"${PATH_VARIABLE}",  # $request_uri with credential values redacted (edge_controls)
     "route": "$finopti_route",
     "upstream_host": "$upstream_addr",
     "status": "$status",
@@ -77,13 +83,14 @@ ACCESS_LOG_FIELDS = {
     "bytes_received": "$request_length",
     "bytes_sent": "$bytes_sent",
     "request_id": "$http_x_request_id",
+    "client_request_id": "$http_x_client_request_id",
     "trace_id": "$opentelemetry_trace_id",
     "span_id": "$opentelemetry_span_id",
     "user": "$http_x_user_email",
     "source": "$finopti_source_id",
     "user_agent": "$http_user_agent",
 }
-LOG_VARIABLES = ("finopti_route", "finopti_duration_ms", "finopti_upstream_ms",
+LOG_VARIABLES = (PATH_VARIABLE, "finopti_route", "finopti_duration_ms", "finopti_upstream_ms",
                  "opentelemetry_trace_id", "opentelemetry_span_id", "opentelemetry_context_traceparent")
 
 PLUGINS = [
@@ -270,14 +277,14 @@ def _rewrite(route: ResolvedRoute) -> dict | None:
     return {"regex_uri": [f"^{re.escape(route.path)}(.*)", f"{route.rewrite}$1"]}
 
 
-def render_route(topo: Topology, site: ApisixSite, route: ResolvedRoute) -> tuple[dict, list[dict]]:
+def render_route(topo: Topology, site: ApisixSite, route: ResolvedRoute,
+                 identity: Identity = Identity()) -> tuple[dict, list[dict]]:
     """One mesh.yaml route -> an APISIX route and its upstreams (one per version of the backend)."""
     policy = route.policy
     upstreams = [route_upstream(topo, site, route.name, route.backend, v, policy) for v in route.versions]
     plugins: dict = {}
     if route.auth == "required":
-        # The consumer is found by the token's issuer; the verified claims go to the identity function.
-        plugins["jwt-auth"] = {"key_claim_name": "iss", "store_in_ctx": True}
+        plugins.update(authentication_plugin(identity))
     if (rewrite := _rewrite(route)) is not None:
         plugins["proxy-rewrite"] = rewrite
     if policy.fault is not None:
@@ -336,17 +343,26 @@ def metrics_path(service: str, version: str) -> str:
     return f"/metrics/{service}/{version}"
 
 
-def identity_function(mesh: ResolvedMesh) -> str:
-    return lua.IDENTITY % {"headers": lua.lua_list((*IDENTITY_HEADERS, "x-finopti-listener")),
-                           "audience": lua.lua_string(mesh.identity.audience),
-                           "secret_headers": lua.lua_list(sorted(SECRET_HEADERS))}
+def identity_function(identity: Identity) -> str:
+    """The plugin configuration's rewrite function: verified identity headers (after authentication)."""
+    return CLAIMS_LUA + lua.IDENTITY % {
+        "headers": lua.lua_list((*IDENTITY_HEADERS, "x-finopti-listener")),
+        "audience": lua.lua_string(identity.audience),
+        "email_claim": lua.lua_string(identity.email_claim),
+        "groups_claim": lua.lua_string(identity.groups_claim),
+        "secret_headers": lua.lua_list(sorted(SECRET_HEADERS)),
+    }
 
 
-def error_replies() -> dict:
-    """Global plugins: every answer the gateway gives itself carries the project's error body (`replies`), as
-    the local gateway's do. APISIX's own exits through `exit-transformer`; nginx's errors after routing (502,
-    504) in the header and body filters, which also stamp the access log's fields; nginx's early ones (413) in
-    config.yaml's `error_page` location."""
+def global_plugins() -> dict:
+    """The global rule's plugins: request ids, trace context, metrics, and the project's error body on every
+    answer the gateway gives itself (`replies`), as the local gateway's: APISIX's own exits through
+    `exit-transformer`; nginx's errors after routing (502, 504) in the header and body filters, which also stamp
+    the access log's fields; nginx's early ones (413) in config.yaml's `error_page` location.
+
+    APISIX runs a plugin at most once across all global rules (a plugin in two rules runs in neither), and a
+    serverless plugin in one phase: the edge's rule holds serverless-pre-function (rewrite), this one
+    serverless-post-function (body filter); the header filter rides on request-id's `_meta.pre_function`."""
     table = lua.lua_replies()
     known = "{" + ", ".join(f"[{lua.lua_string(r.message)}] = {lua.lua_string(r.error)}"
                             for r in (replies.OVERLOADED, replies.RATE_LIMITED)) + "}"
@@ -355,8 +371,13 @@ def error_replies() -> dict:
                                    "policy_error": lua.lua_string(policy.error),
                                    "policy_message": lua.lua_string(policy.message)}
     return {
+        # Made by the gateway at the edge (a client's id is set aside first), kept inside the mesh.
+        "request-id": {"header_name": "x-request-id", "include_in_response": True, "algorithm": "uuid",
+                       "_meta": {"pre_function": lua.header_filter()}},
+        # Creates or continues W3C traceparent; sampler off: ids and propagation, no span export.
+        "opentelemetry": {"sampler": {"name": "always_off"}},
+        "prometheus": {"prefer_name": True},
         "exit-transformer": {"functions": [exit_reply]},
-        "serverless-pre-function": {"phase": "header_filter", "functions": [lua.header_filter()]},
         "serverless-post-function": {"phase": "body_filter", "functions": [lua.body_filter()]},
     }
 
@@ -393,7 +414,7 @@ def render_apisix_yaml(mesh: ResolvedMesh, topo: Topology, site: ApisixSite | No
     # Routes to local-only components (the console's Prometheus proxy) have no place in compose, where
     # Grafana reads Prometheus itself.
     for route in [r for r in mesh.routes if not r.external]:
-        r, ups = render_route(topo, site, route)
+        r, ups = render_route(topo, site, route, mesh.identity)
         routes.append(r)
         upstreams.extend(ups)
     metric_routes, metric_upstreams = _metrics(mesh, topo, site)
@@ -405,31 +426,13 @@ def render_apisix_yaml(mesh: ResolvedMesh, topo: Topology, site: ApisixSite | No
             "id": PLUGIN_CONFIG,
             "desc": "every mesh.yaml route: verified identity headers, then the Rego policy in OPA",
             "plugins": {
-                "serverless-post-function": {"phase": "rewrite", "functions": [identity_function(mesh)]},
+                "serverless-post-function": {"phase": "rewrite", "functions": [identity_function(mesh.identity)]},
                 # Fail closed: the opa plugin refuses when OPA cannot be asked (503, see error_replies).
                 "opa": {"host": site.opa_url, "policy": OPA_POLICY, "with_route": True, "timeout": OPA_TIMEOUT_MS},
             },
         }],
-        "consumers": [{
-            "username": CONSUMER,
-            "desc": "the identity provider: tokens whose `iss` is its issuer, signed with its key",
-            "plugins": {"jwt-auth": {"key": mesh.identity.issuer, "algorithm": "RS256",
-                                     "public_key": f"$env://{JWT_KEY_ENV}",
-                                     # nbf/exp leeway, as Envoy's jwt_authn (its default clock skew): without
-                                     # it a token is refused in the second it was issued (`nbf` = now).
-                                     "lifetime_grace_period": JWT_CLOCK_SKEW}},
-        }],
-        "global_rules": [{
-            "id": "finopti",
-            "plugins": {
-                # Kept when the client sends one, like the local gateway.
-                "request-id": {"header_name": "x-request-id", "include_in_response": True, "algorithm": "uuid"},
-                # Creates or continues W3C traceparent; sampler off: ids and propagation, no span export.
-                "opentelemetry": {"sampler": {"name": "always_off"}},
-                "prometheus": {"prefer_name": True},
-                **error_replies(),
-            },
-        }],
+        "consumers": consumers(mesh.identity),
+        "global_rules": [{"id": "finopti", "plugins": global_plugins()}, edge_global_rule(mesh.gateway.edge)],
         "plugin_metadata": [{"id": "opentelemetry", "set_ngx_var": True, "resource": {"service.name": "gateway"}}],
     }
     doc["routes"].append(readiness_route(doc))
@@ -483,7 +486,7 @@ def render_config_yaml(mesh: ResolvedMesh, topo: Topology, site: ApisixSite | No
         "nginx_config": {
             "error_log_level": "warn",
             # Secret references ($env://) resolve only variables nginx passes to its workers.
-            "envs": [JWT_KEY_ENV, CERT_ENV, KEY_ENV],
+            "envs": [*secret_envs(mesh.identity), CERT_ENV, KEY_ENV],
             "http": {
                 "access_log_format": json.dumps(ACCESS_LOG_FIELDS).replace('"$status"', "$status"),
                 "access_log_format_escape": "json",

@@ -118,6 +118,7 @@ def check_loadable(doc: dict) -> list[str]:
     """Problems APISIX would find in code when loading this (parsed) standalone config; [] when none."""
     problems: list[str] = []
     problems += _unresolved_secrets(doc)
+    problems += _shared_global_plugins(doc)
     ssls = {str(s.get("id")): s for s in doc.get("ssls") or [] if isinstance(s, dict)}
     for item in doc.get("ssls") or []:
         problems += [f"ssls[{item.get('id')}]: {p}" for p in _ssl(item)]
@@ -155,6 +156,22 @@ def _unresolved_secrets(doc: dict) -> list[str]:
                 problems.append(f"{where}/{'/'.join(map(str, path))}: APISIX does not resolve the secret reference "
                                 f"{value!r} here and would use the text itself; keep secrets in plugin "
                                 "configurations or in an `ssls` object (e.g. tls.client_cert_id)")
+    return problems
+
+
+def _shared_global_plugins(doc: dict) -> list[str]:
+    """plugin.lua `merge_global_rules`: a plugin configured in two global rules runs in neither (APISIX logs
+    "configured across different global rules. Removing it from execution list")."""
+    seen: dict[str, str] = {}
+    problems = []
+    for index, rule in enumerate(doc.get("global_rules") or []):
+        rule_id = str(rule.get("id", index))
+        for name in rule.get("plugins") or {}:
+            if name in seen:
+                problems.append(f"global_rules[{rule_id}]/plugins/{name}: also in global rule '{seen[name]}'; "
+                                "APISIX then runs it in neither")
+            else:
+                seen[name] = rule_id
     return problems
 
 

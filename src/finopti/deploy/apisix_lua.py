@@ -7,6 +7,7 @@ here rejects the item that carries it; the real-APISIX tests load every template
 import json
 
 from finopti.mesh import replies
+from finopti.mesh.edge_rules import CLIENT_REQUEST_ID_CHARS, CLIENT_REQUEST_ID_HEADER, CLIENT_REQUEST_ID_MAX
 
 
 def lua_string(value: str) -> str:
@@ -24,8 +25,8 @@ def lua_replies() -> str:
     return "{" + ", ".join(rows) + "}"
 
 
-# Runs after jwt-auth on every mesh.yaml route (rewrite phase): the identity the policy and the services
-# see is only what the gateway verified, never what a client sent.
+# Runs after authentication on every mesh.yaml route (rewrite phase), after `apisix_identity.CLAIMS_LUA`: the
+# identity the policy and the services see is only what the gateway verified, never what a client sent.
 IDENTITY = """return function(conf, ctx)
   local core = require("apisix.core")
   for _, name in ipairs(%(headers)s) do
@@ -37,19 +38,20 @@ IDENTITY = """return function(conf, ctx)
   if listener == "mesh" and ngx.var.finopti_caller ~= "" then
     core.request.set_header(ctx, "x-finopti-source", ngx.var.finopti_caller)
   end
-  local claims = ctx.jwt_auth_payload
+  local claims, from_jwt_auth = finopti_claims(ctx, core)
   if claims then
-    local aud, ok = claims.aud, false
+    local aud, ok = claims.aud, not from_jwt_auth  -- openid-connect checks the audience itself
     if type(aud) == "table" then
       for _, a in ipairs(aud) do ok = ok or a == %(audience)s end
     else
-      ok = aud == %(audience)s
+      ok = ok or aud == %(audience)s
     end
     if not ok then
       return core.response.exit(401, {error = "unauthorized", message = "token audience is not " .. %(audience)s})
     end
-    if type(claims.email) == "string" then core.request.set_header(ctx, "x-user-email", claims.email) end
-    if type(claims.groups) == "string" then core.request.set_header(ctx, "x-user-groups", claims.groups) end
+    local email, groups = finopti_claim_text(claims[%(email_claim)s]), finopti_claim_text(claims[%(groups_claim)s])
+    if email then core.request.set_header(ctx, "x-user-email", email) end
+    if groups then core.request.set_header(ctx, "x-user-groups", groups) end
   end
   -- The opa plugin (next, access phase) sends the request's headers to OPA from this cache: credentials stay
   -- out of the policy input, as with the local gateway. The request itself keeps them for the service.
@@ -109,10 +111,26 @@ headers = headers or {}
 headers["content-type"] = "application/json"
 return code, out, headers"""
 
-# The global header and body filters: the access log stamp, and errors nginx produced after routing (502
-# connection refused, 504 timeout...), which carry its HTML page: they get the project's body instead.
-# Upstream answers pass through untouched. (APISIX runs a plugin once across global rules: one of each.)
+# request-id's `_meta.pre_function`, which APISIX calls before each of that plugin's phases:
+# - rewrite: at the edge the gateway makes the request id, as the local gateway does; a client's own id is kept
+#   beside it as x-client-request-id when it is short and plain (`finopti.mesh.edge_rules`), dropped otherwise;
+# - header filter: the access log stamp, and errors nginx produced after routing (502 connection refused, 504
+#   timeout...), which carry its HTML page: they get the project's body instead (the body filter follows).
+#   Upstream answers pass through untouched.
 HEADER_FILTER = """return function(conf, ctx)
+  local phase = ngx.get_phase()
+  if phase == "rewrite" then
+    if ngx.var.finopti_listener ~= "edge" then return end
+    local core = require("apisix.core")
+    local given = core.request.header(ctx, "x-request-id")
+    core.request.set_header(ctx, %(client_header)s, nil)
+    if type(given) == "string" and #given <= %(client_max)d and given:match("^%(client_chars)s+$") then
+      core.request.set_header(ctx, %(client_header)s, given)
+    end
+    core.request.set_header(ctx, "x-request-id", nil)
+    return
+  end
+  if phase ~= "header_filter" then return end
   stamp(ctx)
   local status = ngx.status
   if status < 400 or ngx.ctx.finopti_replied then return end
@@ -144,7 +162,22 @@ end"""
 
 
 def header_filter() -> str:
-    return ACCESS_STAMP + "\n" + HEADER_FILTER % {"replies": lua_replies()}
+    return ACCESS_STAMP + "\n" + HEADER_FILTER % {
+        "replies": lua_replies(), "client_header": lua_string(CLIENT_REQUEST_ID_HEADER),
+        "client_max": CLIENT_REQUEST_ID_MAX, "client_chars": _lua_class(CLIENT_REQUEST_ID_CHARS)}
+
+
+def _lua_class(chars: str) -> str:
+    """A regex character class's content ('A-Za-z0-9._:-') as a Lua pattern class ('[A-Za-z0-9%.%_%:%-]')."""
+    out, i = [], 0
+    while i < len(chars):
+        if i + 2 < len(chars) and chars[i + 1] == "-" and chars[i].isalnum() and chars[i + 2].isalnum():
+            out.append(chars[i:i + 3])
+            i += 3
+        else:
+            out.append("%" + chars[i] if not chars[i].isalnum() else chars[i])
+            i += 1
+    return "[" + "".join(out) + "]"
 
 
 def body_filter() -> str:

@@ -8,7 +8,10 @@ a Docker engine.
 - only the log collector mounts the Docker socket, and read-only;
 - the gateway's `apisix/apisix.yaml` would load whole in APISIX: what APISIX checks in code at load
   (certificates, expressions, references; `finopti.deploy.apisix_checks`) and, when its schemas are at
-  hand, its JSON schemas (`finopti.deploy.validate`).
+  hand, its JSON schemas (`finopti.deploy.validate`);
+- the front door's controls are rendered (`finopti.deploy.edge_controls`): APISIX's Host allow-list, refusal of
+  credentials in the query and CSRF check, the redacted access-log path, the collectors' redaction stage, and
+  development sign-in off.
 
 Roles come from the `finopti.role` label the renderer puts on every service.
 """
@@ -20,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from finopti.deploy.compose import ROLE
+from finopti.deploy.edge_controls import check_edge_controls
 from finopti.deploy.topology import GATEWAY
 from finopti.deploy.validate import load_apisix_schemas, validate_apisix_dir
 
@@ -147,4 +151,4 @@ def _verify_compose_file(path: Path) -> list[Problem]:
         return [Problem(None, None, f"{path}: not valid YAML: {exc}")]
     if not isinstance(doc, dict):
         return [Problem(None, None, f"{path}: expected a mapping at the top level")]
-    return check_compose(doc)
+    return check_compose(doc) + [Problem(None, None, p) for p in check_edge_controls(path.parent, doc)]

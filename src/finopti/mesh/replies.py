@@ -18,6 +18,7 @@ UNAUTHORIZED = Reply(401, "unauthorized", "a valid bearer token is required", fi
 FORBIDDEN = Reply(403, "forbidden", "the request is not allowed", fixed=False)
 NOT_FOUND = Reply(404, "not_found", "no route matches this path")
 PAYLOAD_TOO_LARGE = Reply(413, "payload_too_large", "request body is larger than the gateway accepts")
+UPGRADE_REQUIRED = Reply(426, "upgrade_required", "HTTP/1.0 is not served: use HTTP/1.1 or later")
 RATE_LIMITED = Reply(429, "rate_limited", "too many requests; retry after the time in Retry-After")
 BAD_GATEWAY = Reply(502, "bad_gateway", "the backend could not be reached", fixed=False)
 CIRCUIT_OPEN = Reply(503, "circuit_open", "circuit open: the backend is taken out after consecutive failures; "
@@ -30,5 +31,5 @@ UNAVAILABLE = Reply(503, "unavailable", "the backend is unavailable", fixed=Fals
 TIMEOUT = Reply(504, "timeout", "the backend did not answer in time")
 
 # The reply for a status when nothing more specific is known.
-BY_STATUS = {r.status: r for r in (BAD_REQUEST, UNAUTHORIZED, FORBIDDEN, NOT_FOUND, PAYLOAD_TOO_LARGE, RATE_LIMITED,
-                                   BAD_GATEWAY, UNAVAILABLE, TIMEOUT)}
+BY_STATUS = {r.status: r for r in (BAD_REQUEST, UNAUTHORIZED, FORBIDDEN, NOT_FOUND, PAYLOAD_TOO_LARGE,
+                                   UPGRADE_REQUIRED, RATE_LIMITED, BAD_GATEWAY, UNAVAILABLE, TIMEOUT)}
