@@ -112,14 +112,15 @@ headers["content-type"] = "application/json"
 return code, out, headers"""
 
 # request-id's `_meta.pre_function`, which APISIX calls before each of that plugin's phases:
-# - rewrite: at the edge the gateway makes the request id, as the local gateway does; a client's own id is kept
-#   beside it as x-client-request-id when it is short and plain (`finopti.mesh.edge_rules`), dropped otherwise;
+# - rewrite (request-id has no access phase): at the edge the gateway makes the request id, as the local gateway
+#   does; a client's own id is kept beside it as x-client-request-id when it is short and plain
+#   (`finopti.mesh.edge_rules`), dropped otherwise;
 # - header filter: the access log stamp, and errors nginx produced after routing (502 connection refused, 504
 #   timeout...), which carry its HTML page: they get the project's body instead (the body filter follows).
 #   Upstream answers pass through untouched.
 HEADER_FILTER = """return function(conf, ctx)
   local phase = ngx.get_phase()
-  if phase == "rewrite" then
+  if phase == "access" then  -- APISIX runs its rewrite phase in nginx's access phase
     if ngx.var.finopti_listener ~= "edge" then return end
     local core = require("apisix.core")
     local given = core.request.header(ctx, "x-request-id")
