@@ -135,23 +135,22 @@ def test_parse_line():
     stats = ParseStats()
     line = service_line("gcloud-agent", "done", trace_id="ab" * 16, span_id="cd" * 8, request_id="r-1",
                         user="bob@finopti.dev", route="/v1/actions/{action}", status=200, version="v2")
-    (service, level), value = parse_line(line.encode(), "gcloud-agent-v2", NOW, stats)
-    assert (service, level) == ("gcloud-agent", "info")
-    assert value == ["1795694875548000000", line, {
+    parsed = parse_line(line.encode(), "gcloud-agent-v2", NOW, stats)
+    assert (parsed.service, parsed.level, parsed.ts_ns) == ("gcloud-agent", "info", 1795694875548000000)
+    assert parsed.text == line.encode()  # the original line, not re-encoded
+    assert parsed.metadata() == {
         "trace_id": "ab" * 16, "span_id": "cd" * 8, "request_id": "r-1", "user": "bob@finopti.dev",
-        "route": "/v1/actions/{action}", "component": "gcloud-agent-v2"}]
+        "route": "/v1/actions/{action}", "component": "gcloud-agent-v2"}
+    assert parsed.extras == {"component": "gcloud-agent-v2"}  # what the line does not say itself
     # Empty ids (logged outside a request) are not metadata.
-    (_, _), value = parse_line(service_line("ui", "up", trace_id="", user="").encode(), "ui", NOW, stats)
-    assert len(value) == 2
+    assert parse_line(service_line("ui", "up", trace_id="", user="").encode(), "ui", NOW, stats).metadata() == {}
     # Envoy's diagnostics and supervisord: plain text, level guessed, time of reading.
-    (service, level), value = parse_line(b"[2026-11-26 12:08:17.666][7258][warning][main] caught SIGTERM",
-                                         "gateway.err", NOW, stats)
-    assert (service, level) == ("gateway", "warning") and value[0] == str(NOW)
-    assert value[2] == {"component": "gateway.err"}
-    assert parse_line(b"2026-11-26 12:07:43,954 CRIT Supervisor running", "supervisord", 0, stats)[0] == (
-        "supervisord", "critical")
-    assert parse_line(b'{"broken": ', "ui", 0, stats)[0] == ("ui", "info")
-    assert parse_line(b"caf\xe9 \xff\xfe", "ui", 0, stats)[1][1] == "caf\ufffd \ufffd\ufffd"
+    parsed = parse_line(b"[2026-11-26 12:08:17.666][7258][warning][main] caught SIGTERM", "gateway.err", NOW, stats)
+    assert (parsed.service, parsed.level, parsed.ts_ns) == ("gateway", "warning", NOW)
+    assert parsed.metadata() == {"component": "gateway.err"}
+    assert parse_line(b"2026-11-26 12:07:43,954 CRIT Supervisor running", "supervisord", 0, stats).level == "critical"
+    assert parse_line(b'{"broken": ', "ui", 0, stats)[:2] == ("ui", "info")
+    assert parse_line(b"caf\xe9 \xff\xfe", "ui", 0, stats).text == "caf\ufffd \ufffd\ufffd".encode()
     assert parse_line(b"   ", "ui", 0, stats) is None
     assert (stats.not_json, stats.invalid_utf8, stats.empty) == (4, 1, 1)
 

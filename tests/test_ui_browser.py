@@ -94,13 +94,16 @@ def test_chat_answer_table_and_trace_waterfall(platform, page):
 
     # The collector ships lines within a second or two: reload until every hop of the request is stored.
     deadline = time.monotonic() + 15
-    while len(services() - {""}) < 4 and time.monotonic() < deadline:
+    hops = {"orchestrator", "gcloud-agent", "gcloud-tools"}
+    while not hops <= services() and time.monotonic() < deadline:
         time.sleep(1)
         page.reload()
         page.wait_for_selector("[data-testid=waterfall], [data-testid=trace-error]")
     found = services() - {""}
-    assert len(found) >= 4, found
-    assert {"orchestrator", "gcloud-agent", "gcloud-tools"} <= found
+    assert hops <= found, found
+    # Each hop shows the gateway's own authorization decision and the rule that made it.
+    decisions = page.eval_on_selector_all(".waterfall .hop[data-authz]", "els => els.map(e => e.innerText)")
+    assert len(decisions) >= 3 and all("allow" in d and "authz" in d for d in decisions), decisions
     bars = page.eval_on_selector_all(".waterfall .bar", "els => els.map(e => e.getBoundingClientRect().width)")
     assert bars and all(w > 0 for w in bars)
     assert page.locator(".hop-lines .logs .ln").count() > 0

@@ -16,7 +16,8 @@ from pathlib import Path
 import httpx
 
 from finopti.idp import DevIdentityProvider
-from finopti.mesh.model import MeshSpec, load_mesh
+from finopti.mesh.envoy_authz import EXT_AUTHZ_FILTER, RBAC_FILTER
+from finopti.mesh.model import MeshSpec, Route, load_mesh
 from finopti.mesh.supervisor import components
 from finopti.meshtls import client_context
 from finopti.paths import StateDir
@@ -25,6 +26,7 @@ from finopti.platform import Runtime, platform_status, supervisor_rpc
 
 # A user who holds every role, so only the source identity decides the caller checks.
 PROBE_USER = "erin@finopti.dev"
+NO_ROLE_USER = "dave@finopti.dev"
 SAMPLE_PROMPTS = {"gcloud-agent": "list buckets", "monitoring-agent": "list metrics"}
 
 
@@ -56,9 +58,16 @@ class Probe:
         with httpx.Client(verify=self.identity_context(identity), timeout=10) as client:
             return client.get(f"{self.rt.mesh_url}{path}", headers={"authorization": f"Bearer {self.token()}"})
 
-    def ask(self, prompt: str, headers: dict | None = None) -> httpx.Response:
+    def ask(self, prompt: str, headers: dict | None = None, user: str = PROBE_USER) -> httpx.Response:
         return httpx.post(f"{self.rt.edge_url}/api/ask", json={"prompt": prompt}, timeout=30,
-                          headers={"authorization": f"Bearer {self.token()}", **(headers or {})})
+                          headers={"authorization": f"Bearer {self.token(user)}", **(headers or {})})
+
+    def request(self, route: Route, path: str) -> httpx.Response:
+        """GET `path` on the route's listener, as one of the route's allowed callers."""
+        if route.listener == "edge":
+            return httpx.get(f"{self.rt.edge_url}{path}", timeout=10,
+                             headers={"authorization": f"Bearer {self.token()}"})
+        return self.mesh_get((route.allowed_callers or ["cli"])[0], path)
 
     def log(self, component: str) -> list[dict]:
         lines = []
@@ -203,23 +212,66 @@ def _wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
     return False
 
 
-def check_policy_fail_closed(probe: Probe) -> tuple[bool, str]:
+def _authz_config_problems(probe: Probe) -> list[str]:
+    """From the gateway's live configuration: every listener runs the authorization filter, each virtual
+    host's default grants nothing, and every route carries rules of its own or the Rego check. So a route
+    whose rules were lost is refused."""
+    dump = httpx.get(f"{probe.rt.admin_url}/config_dump", timeout=5).json()["configs"]
+    problems, routes = [], 0
+    for section in dump:
+        for listener in section.get("dynamic_listeners", []):
+            config = listener.get("active_state", {}).get("listener", {})
+            filters = [f for chain in config.get("filter_chains", []) for net in chain.get("filters", [])
+                       for f in net.get("typed_config", {}).get("http_filters", [])]
+            if not any(f["name"] == RBAC_FILTER for f in filters):
+                problems.append(f"listener {listener['name']} has no authorization filter")
+        for route_config in section.get("dynamic_route_configs", []):
+            for host in route_config.get("route_config", {}).get("virtual_hosts", []):
+                default = host.get("typed_per_filter_config", {}).get(RBAC_FILTER, {}).get("rbac", {})
+                rules = default.get("rules")  # Envoy's dump leaves out defaults: ALLOW, no policies
+                if rules is None or rules.get("policies") or rules.get("action", "ALLOW") != "ALLOW":
+                    problems.append(f"virtual host {host.get('name')}: the authorization default grants requests")
+                for route in host.get("routes", []):
+                    routes += 1
+                    per_filter = route.get("typed_per_filter_config", {})
+                    native = per_filter.get(RBAC_FILTER, {}).get("rbac", {}).get("rules") is not None
+                    rego = EXT_AUTHZ_FILTER in per_filter
+                    if not (native or rego):
+                        problems.append(f"route {route.get('name')} carries no authorization rules")
+    if not routes:
+        problems.append("the gateway serves no routes")
+    return problems
+
+
+def check_authz_fail_closed(probe: Probe) -> tuple[bool, str]:
+    problems = _authz_config_problems(probe)
+    refused = probe.ask("list buckets", user=NO_ROLE_USER)
+    if refused.status_code != 403 or refused.json().get("rule") != "no-role":
+        problems.append(f"{NO_ROLE_USER} (no role) got {refused.status_code}, not the gateway's 403")
+    rego_routes = [r for r in probe.spec.routes if r.authz == "rego"]
     rpc = supervisor_rpc(probe.state)
     try:
         rpc.stopProcess("policy")
     except xmlrpc.client.Fault as exc:
         return False, f"could not stop the policy service: {exc.faultString}"
     try:
-        down = probe.ask("list buckets")
-        denied = down.status_code in (403, 503)
+        # Native decisions need no policy service; routes decided by Rego are refused without it.
+        if (allowed := probe.ask("list buckets")).status_code != 200:
+            problems.append(f"policy down: {PROBE_USER} got {allowed.status_code} on a native route")
+        if (still := probe.ask("list buckets", user=NO_ROLE_USER)).status_code != 403:
+            problems.append(f"policy down: {NO_ROLE_USER} got {still.status_code} on a native route")
+        for route in rego_routes:
+            response = probe.request(route, route.path if route.exact else f"{route.path}healthz")
+            if response.status_code not in (403, 503):
+                problems.append(f"policy down: route {route.name} (Rego) answered {response.status_code}")
     finally:
         rpc.startProcess("policy")
-    healthy = _wait_until(lambda: any(s.name == "policy" and s.state == "healthy"
-                                      for s in platform_status(probe.state)), 30)
-    back = probe.ask("list buckets") if healthy else None
-    passed = denied and back is not None and back.status_code == 200
-    return passed, (f"policy down → {down.status_code}; back → "
-                    f"{back.status_code if back is not None else 'not healthy after 30s'}")
+    if not _wait_until(lambda: any(s.name == "policy" and s.state == "healthy"
+                                   for s in platform_status(probe.state)), 30):
+        problems.append("the policy service was not healthy 30 s after its restart")
+    return not problems, "; ".join(problems) or (
+        "listener defaults grant nothing and every route has its own rules; no-role refused; with the policy "
+        f"service down native routes still decide and {len(rego_routes)} Rego route(s) are refused")
 
 
 CHECKS: list[tuple[str, Callable[[Probe], tuple[bool, str]]]] = [
@@ -228,7 +280,7 @@ CHECKS: list[tuple[str, Callable[[Probe], tuple[bool, str]]]] = [
     ("disallowed source→route pairs get 403, allowed ones pass", check_source_routes),
     ("every hop of a sample request per agent is in the gateway log", check_every_hop_logged),
     ("client-sent identity headers are stripped", check_identity_headers_stripped),
-    ("policy service down → denied, back → allowed", check_policy_fail_closed),
+    ("authorization fails closed (gateway rules, policy service down)", check_authz_fail_closed),
 ]
 
 

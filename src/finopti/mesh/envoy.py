@@ -7,6 +7,19 @@ A pure function of the model and the runtime facts (ports, file paths); only the
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from finopti.mesh.envoy_authz import (
+    EXT_AUTHZ_FILTER,
+    JWT_PAYLOAD,
+    RBAC_NAMESPACE,
+    REASON,
+    REASONS_RESULT,
+    access_log_fields,
+    rbac_filters,
+    reason_messages,
+    route_authz,
+    uses_rego,
+    virtual_host_authz,
+)
 from finopti.mesh.envoy_traffic import (
     FAULT_FILTER,
     RATE_LIMIT_FILTER,
@@ -66,8 +79,8 @@ def render_envoy(mesh: ResolvedMesh, rt: GatewayRuntime) -> dict[str, dict]:
         "bootstrap.yaml": _bootstrap(rt),
         "lds.yaml": {"resources": [_listener("edge", mesh, rt), _listener("mesh", mesh, rt)]},
         "cds.yaml": {"resources": _clusters(mesh, rt)},
-        "rds-edge.yaml": {"resources": [_route_config("edge", mesh)]},
-        "rds-mesh.yaml": {"resources": [_route_config("mesh", mesh)]},
+        "rds-edge.yaml": {"resources": [_route_config("edge", mesh, rt.authz)]},
+        "rds-mesh.yaml": {"resources": [_route_config("mesh", mesh, rt.authz)]},
     }
 
 
@@ -241,6 +254,7 @@ def _access_log(listener: str) -> list[dict]:
         "user": "%REQ(X-USER-EMAIL)%",
         "source": "%DOWNSTREAM_PEER_URI_SAN%",
         "user_agent": "%REQ(USER-AGENT)%",
+        **access_log_fields(),
     }
     return [
         {
@@ -253,7 +267,7 @@ def _access_log(listener: str) -> list[dict]:
     ]
 
 
-def _local_replies() -> dict:
+def _local_replies(mesh: ResolvedMesh, listener: str) -> dict:
     """Errors the gateway answers itself become JSON like every service's errors. There is no catch-all
     format: a 403 from the policy service already carries its JSON reason and passes through as is."""
 
@@ -276,6 +290,9 @@ def _local_replies() -> dict:
     jwt_refused["status_code"] = 401
     return {
         "mappers": [
+            # First: a token that is missing leaves a jwt_failure too (the route may allow that), so the
+            # authorization's own refusals must not be taken for token failures.
+            *_refusals(mesh, listener),
             jwt_refused,
             mapper(400, "bad_request"),
             mapper(401, "unauthorized"),
@@ -291,6 +308,39 @@ def _local_replies() -> dict:
             mapper(504, "timeout", "the backend did not answer in time"),
         ],
     }
+
+
+def _refusals(mesh: ResolvedMesh, listener: str) -> list[dict]:
+    """The gateway's own authorization refused: the reason rule that matched gives the status and the
+    sentence (the Rego's), so a refusal reads the same whichever tier decided."""
+    def refused(key: str, value: str) -> dict:
+        return {"and_filter": {"filters": [
+            {"status_code_filter": {"comparison": {"op": "EQ", "value": {
+                "default_value": 403, "runtime_key": "finopti.local_reply.403"}}}},
+            {"metadata_filter": {"matcher": {"filter": RBAC_NAMESPACE, "path": [{"key": key}],
+                                             "value": {"string_match": {"exact": value}}},
+                                 "match_if_key_not_found": False}},
+        ]}}
+
+    mappers = []
+    for rule, (status, message) in reason_messages(mesh, listener).items():
+        error = "unauthorized" if status == 401 else "forbidden"
+        mapper: dict = {
+            "filter": refused(REASON, rule),
+            "body_format_override": {"json_format": {**_reply_fields(), "message": message, "error": error,
+                                                     "rule": rule}},
+        }
+        if status != 403:
+            mapper["status_code"] = status
+            mapper["headers_to_add"] = [{"header": {"key": "www-authenticate", "value": 'Bearer realm="finopti"'},
+                                         "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
+        mappers.append(mapper)
+    if mappers:
+        # Refused with no reason rule matching: the rule sets disagree (a renderer bug), still a JSON 403.
+        mappers.append({"filter": refused(REASONS_RESULT, "allowed"), "body_format_override": {"json_format": {
+            **_reply_fields(), "message": "no rule of the gateway allows this request", "error": "forbidden",
+            "rule": "none"}}})
+    return mappers
 
 
 def _flagged(mapper: dict, flag: str) -> dict:
@@ -318,10 +368,12 @@ AUTHZ_HEADERS = ("x-user-email", "x-user-groups", "x-forwarded-client-cert", "tr
 
 
 def _ext_authz(listener: str) -> dict:
-    """Every routed request is decided by the policy service (Rego). Fail closed: if it is down or slower
-    than its timeout, the request is refused with 503, never let through."""
+    """Routes that declare `authz: rego` are decided by the policy service; the filter is off elsewhere.
+    Fail closed: if it is down or slower than its timeout, the request is refused with 503, never let
+    through."""
     return {
-        "name": "envoy.filters.http.ext_authz",
+        "name": EXT_AUTHZ_FILTER,
+        "disabled": True,
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
             "transport_api_version": "V3",
@@ -364,13 +416,18 @@ def _http_filters(mesh: ResolvedMesh, rt: GatewayRuntime, listener: str) -> list
                         # The token travels on so each mesh hop is authorized for the same user.
                         "forward": True,
                         "failed_status_in_metadata": JWT_FAILURE_KEY,
+                        # The verified claims, for the gateway's own authorization (RBAC).
+                        "payload_in_metadata": JWT_PAYLOAD,
                         "claim_to_headers": [
                             {"header_name": "x-user-email", "claim_name": "email"},
                             {"header_name": "x-user-groups", "claim_name": "groups"},
                         ],
                     }
                 },
-                "requirement_map": {JWT_REQUIREMENT: {"provider_name": JWT_PROVIDER}},
+                # A token, when sent, must be valid (401 otherwise); whether a route needs one at all is the
+                # authorization's call, so a caller refused is told so before being asked to sign in.
+                "requirement_map": {JWT_REQUIREMENT: {"requires_any": {"requirements": [
+                    {"provider_name": JWT_PROVIDER}, {"allow_missing": {}}]}}},
             },
         },
         # The body limit comes before authorization: ext_authz pausing the stream would defer the 413.
@@ -381,7 +438,8 @@ def _http_filters(mesh: ResolvedMesh, rt: GatewayRuntime, listener: str) -> list
                 "max_request_bytes": mesh.gateway.max_request_bytes,
             },
         },
-        *([_ext_authz(listener)] if rt.authz else []),
+        *(rbac_filters() if rt.authz else []),
+        *([_ext_authz(listener)] if rt.authz and uses_rego(mesh, listener) else []),
         # Only authorized requests spend tokens or meet injected faults.
         rate_limit_filter(),
         fault_filter(),
@@ -422,7 +480,7 @@ def _listener(name: str, mesh: ResolvedMesh, rt: GatewayRuntime) -> dict:
         },
         "rds": {"route_config_name": name, "config_source": _file_source(rt, f"rds-{name}.yaml")},
         "access_log": _access_log(name),
-        "local_reply_config": _local_replies(),
+        "local_reply_config": _local_replies(mesh, name),
         "http_filters": _http_filters(mesh, rt, name),
         # Envoy and the policy see the same path: no `..` or `//` tricks around a route's prefix.
         "normalize_path": True,
@@ -440,7 +498,11 @@ def _listener(name: str, mesh: ResolvedMesh, rt: GatewayRuntime) -> dict:
     }
 
 
-def _route_config(listener: str, mesh: ResolvedMesh) -> dict:
+def _per_route_authz(route: ResolvedRoute, mesh: ResolvedMesh, authz: bool) -> dict:
+    return route_authz(route, mesh) if authz else {}
+
+
+def _route_config(listener: str, mesh: ResolvedMesh, authz: bool) -> dict:
     return {
         "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
         "name": listener,
@@ -448,19 +510,21 @@ def _route_config(listener: str, mesh: ResolvedMesh) -> dict:
             {
                 "name": listener,
                 "domains": ["*"],
-                "routes": [e for route in most_specific_first(mesh.routes_on(listener)) for e in _routes(route)],
+                "routes": [e for route in most_specific_first(mesh.routes_on(listener))
+                           for e in _routes(route, _per_route_authz(route, mesh, authz))],
+                **({"typed_per_filter_config": virtual_host_authz()} if authz else {}),
             }
         ],
     }
 
 
-def _routes(route: ResolvedRoute) -> list[dict]:
+def _routes(route: ResolvedRoute, authz: dict) -> list[dict]:
     """One mesh.yaml route becomes up to a few Envoy routes, tried in order: a pinned version per canary
     header value, then (when retries are on and the route is not marked idempotent) safe methods with the
     full retry policy before the other methods with retries only where nothing reached the backend."""
     policy = route.policy
     if route.external:
-        return [_route_entry(route, policy, [], {"cluster": route.backend}, mutations=False)]
+        return [_route_entry(route, policy, [], {"cluster": route.backend}, authz, mutations=False)]
     targets: list[tuple[list[dict], dict]] = []
     if policy.canary is not None:
         for version in policy.canary.weights:
@@ -472,8 +536,8 @@ def _routes(route: ResolvedRoute) -> list[dict]:
         split_by_method = policy.retries is not None and policy.idempotent is None
         if split_by_method:
             safe = [{"name": ":method", "string_match": {"safe_regex": {"regex": "|".join(SAFE_METHODS)}}}]
-            entries.append(_route_entry(route, policy, headers + safe, target, mutations=False))
-        entries.append(_route_entry(route, policy, headers, target, mutations=split_by_method))
+            entries.append(_route_entry(route, policy, headers + safe, target, authz, mutations=False))
+        entries.append(_route_entry(route, policy, headers, target, authz, mutations=split_by_method))
     return entries
 
 
@@ -487,7 +551,7 @@ def _split(service: str, versions: tuple[str, ...], policy: RoutePolicy) -> dict
     ]}}
 
 
-def _route_entry(route: ResolvedRoute, policy: RoutePolicy, headers: list[dict], target: dict,
+def _route_entry(route: ResolvedRoute, policy: RoutePolicy, headers: list[dict], target: dict, authz: dict,
                  mutations: bool) -> dict:
     match: dict = {"path": route.path} if route.exact else {"prefix": route.path}
     if headers:
@@ -503,7 +567,7 @@ def _route_entry(route: ResolvedRoute, policy: RoutePolicy, headers: list[dict],
     per_filter: dict = {"envoy.filters.http.jwt_authn": {
         "@type": JWT_PER_ROUTE,
         **({"disabled": True} if route.auth == "anonymous" else {"requirement_name": JWT_REQUIREMENT}),
-    }}
+    }, **authz}
     if policy.fault is not None:
         per_filter[FAULT_FILTER] = route_fault(policy.fault)
     if policy.rate_limit is not None:

@@ -188,6 +188,11 @@ class Route(Strict):
     roles: list[str] | None = Field(
         default=None, description="roles that may use this route ('*': any role); unset: the policy's own rules"
     )
+    authz: Literal["native", "rego"] = Field(
+        default="native",
+        description="who decides each request: 'native', the gateway's own rules rendered from callers, roles "
+        "and actions (no network call); 'rego', the policy service asks policies/*.rego on every request",
+    )
     policy: RoutePolicy = RoutePolicy()
 
 

@@ -2,7 +2,7 @@
 sees what is asked), each served by a tool on the agent's own tool server, reached over MCP via the mesh."""
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,9 @@ class Action:
     fixed: dict = field(default_factory=dict)
     # A change to the cloud: every attempt is written to the audit trail.
     mutates: bool = False
+    # Served by the agent itself instead of a tool (the platform's own logs, read from the log store through
+    # the mesh): called with the agent's settings and the arguments; it raises HTTPException on failure.
+    handler: Callable[[ServiceSettings, dict], Awaitable[Any]] | None = None
 
 
 def _difference(before: dict | None, after: dict | None) -> str:
@@ -112,7 +115,12 @@ def create_agent_app(
             )
         args = {k: v for k, v in arguments.items() if v is not None}
         try:
-            data = await call_tool(tools_url, spec.tool, {**args, **spec.fixed}, verify=mesh_tls)
+            if spec.handler is not None:
+                data = await spec.handler(settings, args)
+            else:
+                data = await call_tool(tools_url, spec.tool, {**args, **spec.fixed}, verify=mesh_tls)
+        except HTTPException:
+            raise
         except ToolError as exc:
             status = ERROR_STATUS.get(exc.kind, 502)
             if spec.mutates:

@@ -17,8 +17,14 @@ export function waterfall(trace) {
   const t0 = Math.min(...trace.hops.map((h) => h.start_ns));
   const total = Math.max(1e-3, Number(trace.duration_ms) || 0,
     ...trace.hops.map((h) => (h.start_ns - t0) / 1e6 + (h.duration_ms || 0)));
-  // The policy service's ext_authz check of each hop, as a row under it.
-  const authz = (h) => (h.lines || []).filter((l) => l.service === "policy" && l.line && l.line.event === "request_completed")
+  // The gateway's own decision of each hop (native rules, decided inside the gateway), as a row under it.
+  const native = (h) => (h.authz ? [el("div", { class: "hop sub", "data-authz": h.authz.allow ? "allow" : "deny" },
+  el("div", { class: "label", style: `padding-left:${((h.depth || 0) + 1) * 14}px` },
+    el("span", { class: `status ${h.authz.allow ? "s2" : "s4"}` }, h.authz.allow ? "allow" : "deny"), " ",
+    el("span", { class: "svc" }, "gateway"), el("span", { class: "muted" }, ` authz · ${h.authz.rule || "no rule"}`)),
+  el("div", { class: "track" }), el("div", { class: "dur" }, "in-gateway"))] : []);
+  // The policy service's ext_authz check of each hop (routes decided by Rego), as a row under it.
+  const authz = (h) => native(h).concat((h.lines || []).filter((l) => l.service === "policy" && l.line && l.line.event === "request_completed")
     .map((l) => {
       const dur = Number(l.line.duration_ms) || 0, offset = (l.ts_ns - t0) / 1e6 - dur;
       const left = Math.max(0, (offset / total) * 100), width = Math.max(0.3, (dur / total) * 100);
@@ -29,7 +35,7 @@ export function waterfall(trace) {
           el("span", { class: "muted" }, " authz (ext_authz)")),
         el("div", { class: "track" }, el("div", { class: "bar authz", style: `left:${left}%;width:${Math.min(width, 100 - left)}%` })),
         el("div", { class: "dur" }, `${dur.toFixed(1)} ms`));
-    });
+    }));
   const rows = trace.hops.map((h, i) => {
     const offset = h.offset_ms ?? (h.start_ns - t0) / 1e6;
     const left = (offset / total) * 100, width = Math.max(0.3, ((h.duration_ms || 0) / total) * 100);
