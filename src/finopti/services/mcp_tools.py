@@ -9,6 +9,7 @@ import ssl
 from collections.abc import Callable
 from typing import Any
 
+import anyio.to_thread
 import httpx
 from fastapi import FastAPI
 from mcp.client.session import ClientSession
@@ -57,14 +58,20 @@ def create_tool_server_app(settings: ServiceSettings, server: FastMCP, title: st
 
 
 def reports_errors(fn: Callable) -> Callable:
-    """Wrap a tool so a sandbox error reaches the caller as 'Kind: message', parsed back by `call_tool`."""
+    """Wrap a tool so a sandbox error reaches the caller as 'Kind: message', parsed back by `call_tool`.
 
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    The tool runs in a worker thread (with the request's context: its user, its trace): a slow analysis
+    must not hold the event loop, or the gateway's 1 s health checks would find the server dead."""
+
+    def guarded(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except SandboxError as exc:
             raise RuntimeError(f"{type(exc).__name__}: {exc}") from exc
+
+    @functools.wraps(fn)
+    async def wrapper(*args, **kwargs):
+        return await anyio.to_thread.run_sync(functools.partial(guarded, *args, **kwargs))
 
     return wrapper
 
