@@ -216,7 +216,10 @@ def create_app(settings) -> FastAPI:
         if decision.status == 401:
             reply_headers["www-authenticate"] = 'Bearer realm="finopti"'
         error = ERRORS.get(decision.status, "policy_error")
-        body = error_body(decision.status, error, decision.reason, decision_id=decision_id)
+        # Envoy relays this body to the client as is: it carries the request's ids like the gateway's own errors.
+        body = error_body(decision.status, error, decision.reason, decision_id=decision_id,
+                          trace_id=trace_id_from(request.headers.get("traceparent")),
+                          request_id=request.headers.get("x-request-id"))
         return JSONResponse(body, decision.status, headers=reply_headers)
 
     @app.post("/v1/data", include_in_schema=False)
