@@ -110,7 +110,7 @@ def create_agent_app(
         """Every action a planner may call, with its arguments' JSON Schema as the tool server declares it
         (arguments the agent fixes itself are left out)."""
         try:
-            tools = await list_tools(tools_url, verify=mesh_tls)
+            tools = await list_tools(tools_url, verify=mesh_tls, source=settings.mesh_source)
         except Exception as exc:
             raise _mesh_failure(tool_route, exc) from None
         out = {}

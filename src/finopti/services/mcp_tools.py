@@ -84,11 +84,12 @@ def _client_factory(verify: ssl.SSLContext | bool, source: str | None) -> Callab
     return factory
 
 
-async def list_tools(url: str, verify: ssl.SSLContext | bool = True, timeout: float = 20.0) -> dict[str, dict]:
+async def list_tools(url: str, verify: ssl.SSLContext | bool = True, timeout: float = 20.0,
+                     source: str | None = None) -> dict[str, dict]:
     """The tools a server offers, over MCP: name -> {description, input_schema} (JSON Schema)."""
     async with (
         streamablehttp_client(
-            url, headers=outgoing_headers(), timeout=timeout, httpx_client_factory=_client_factory(verify)
+            url, headers=outgoing_headers(), timeout=timeout, httpx_client_factory=_client_factory(verify, source)
         ) as (read, write, _),
         ClientSession(read, write) as session,
     ):

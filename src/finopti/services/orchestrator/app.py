@@ -114,7 +114,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     planner_settings = PlannerSettings.from_env()
     planner = None if planner_settings is None else LLMPlanner(
-        f"{settings.mesh_url.rstrip('/')}/llm", planner_settings, settings.mesh_ssl(), action_schemas)
+        f"{settings.mesh_url.rstrip('/')}/llm", planner_settings, settings.mesh_ssl(), action_schemas,
+        settings.mesh_source)
 
     async def plan_prompt(prompt: str, known: Inventory) -> tuple[Understanding, dict]:
         """The LLM's plan when it is on and it works; otherwise the deterministic parser's."""

@@ -25,6 +25,7 @@ import jsonschema
 import openai
 from prometheus_client import Counter, Histogram
 
+from finopti.services.meshclient import mesh_transport
 from finopti.services.orchestrator.catalog import ACTIONS, SLOT_KINDS, ActionSpec
 from finopti.services.orchestrator.inventory import Inventory
 from finopti.services.orchestrator.parser import Intent, Option, Understanding, render_prompt
@@ -109,12 +110,13 @@ def tool_definitions(schemas: dict[str, dict]) -> dict[str, tuple[ActionSpec, di
 
 class LLMPlanner:
     def __init__(self, base_url: str, settings: PlannerSettings, verify,
-                 schemas: Callable[[], Awaitable[dict[str, dict]]]):
+                 schemas: Callable[[], Awaitable[dict[str, dict]]], source: str | None = None):
         self.settings = settings
         self.schemas = schemas
         self.client = openai.AsyncOpenAI(
             base_url=base_url, api_key=settings.api_key, max_retries=0, timeout=settings.timeout,
-            http_client=httpx.AsyncClient(verify=verify, event_hooks={"request": [_trace_headers]}),
+            http_client=httpx.AsyncClient(verify=verify, event_hooks={"request": [_trace_headers]},
+                                          transport=mesh_transport(verify, source)),
         )
 
     async def plan(self, prompt: str, inventory: Inventory) -> Understanding:
