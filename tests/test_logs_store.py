@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 
+import cramjam
 import httpx
 import orjson
 import pytest
@@ -637,3 +638,32 @@ def test_finopti_logs_pages_without_gaps(server):
     lines = newest_lines(lambda params: httpx.get(f"{server}/api/logs", params=params, timeout=30).json(),
                          [("service", "paged")], 11_000)
     assert [line["line"] for line in lines] == [f"line {n}" for n in range(1000, 12_000)]
+
+
+@pytest.mark.parametrize(("body", "problem"), [
+    (b"not lz4 at all", "LZ4"),
+    (bytes(cramjam.lz4.compress_block(b"\x00\x05\x00")), "block 0: truncated"),
+    (wire.encode([wire.encode_block({"service": "x"}, [T0], [b"a"], [b""], set(), derived=True)[:-3]]),
+     "block 0: truncated"),
+    (wire.encode([wire.encode_block({"service": 5}, [T0], [b"a"], [b""], set(), derived=True)]),
+     "labels must be an object of strings"),
+])
+def test_a_bad_collector_body_is_a_400_naming_the_problem(server, body, problem):
+    r = httpx.post(f"{server}/loki/api/v1/push", content=body, headers={"content-type": wire.CONTENT_TYPE})
+    assert r.status_code == 400 and problem in r.json()["message"]
+
+
+def test_the_collector_body_over_http(server):
+    """Derived metadata comes back whole; the user filter finds it."""
+    t = time.time_ns()
+    line = orjson.dumps({"ts": "x", "message": "hello", "trace_id": "cd" * 16, "user": "erin@finopti.dev"})
+    body = wire.encode([wire.encode_block({"job": "finopti", "service": "wired", "level": "info"}, [t, t + 1],
+                                          [line, b"plain text"], [b'{"component":"wired-v2"}', b""],
+                                          {"t:" + "cd" * 16, "u:erin@finopti.dev"}, derived=True)])
+    r = httpx.post(f"{server}/loki/api/v1/push", content=body, headers={"content-type": wire.CONTENT_TYPE})
+    assert r.status_code == 204
+    [found] = httpx.get(f"{server}/api/logs", params={"user": "erin@finopti.dev"}).json()["lines"]
+    assert found["line"]["message"] == "hello" and found["service"] == "wired"
+    assert found["metadata"] == {"trace_id": "cd" * 16, "user": "erin@finopti.dev", "component": "wired-v2"}
+    assert [line["line"] for line in httpx.get(f"{server}/api/logs", params={"service": "wired"}).json()[
+        "lines"]] == ["plain text", found["line"]]
