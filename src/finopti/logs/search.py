@@ -62,11 +62,14 @@ class TextPattern:
     phrase: regex.Pattern
     longest: regex.Pattern
 
+    # concurrent: the regex module lets other threads run meanwhile (the store scans parts on two threads).
     def finditer(self, text: bytes):
-        return self.phrase.finditer(text)
+        return self.phrase.finditer(text, concurrent=True)
 
     def search(self, text: bytes):
-        return self.phrase.search(text) if self.longest.search(text) is not None else None
+        if self.longest.search(text, concurrent=True) is None:
+            return None
+        return self.phrase.search(text, concurrent=True)
 
 
 def text_pattern(text: str) -> TextPattern | None:
