@@ -284,19 +284,46 @@ def test_push_bodies_stay_under_the_limit(tmp_path, receiver):
 
 
 def test_lines_caused_by_our_own_pushes_are_dropped(tmp_path, receiver):
-    """Each push makes the gateway and the policy service log a line; pushing those would never stop."""
-    running = start(tmp_path, receiver.url)
+    """Each push makes the gateway and the policy service log a line; pushing those would never stop. They are
+    recognised by the verified caller identity (`source`), never by an id a client could choose."""
+    collector_id = "spiffe://finopti.local/svc/collector"
+    running = start(tmp_path, receiver.url, identity=collector_id)
     (tmp_path / "logs" / "gateway.log").write_text("\n".join([
-        json.dumps({"service": "gateway", "message": "access", "route": "logstore-push",
-                    "request_id": "finopti-collector-0b6c4f"}),
-        json.dumps({"service": "gateway", "message": "access", "route": "ask", "request_id": "6a1e"}),
+        json.dumps({"service": "gateway", "message": "access", "route": "logstore-push", "source": collector_id}),
+        json.dumps({"service": "policy", "event": "authz_decision", "route": "logstore-push", "source": "collector"}),
+        # A user who names their request like the collector's pushes is still recorded.
+        json.dumps({"service": "gateway", "message": "access", "route": "ask", "request_id": "finopti-collector-1",
+                    "client_request_id": "finopti-collector-1"}),
+        json.dumps({"service": "gateway", "message": "access", "route": "ask", "source": "spiffe://finopti.local/svc/ui"}),
     ]) + "\n")
-    wait_for(lambda: len(receiver.lines()) == 1, what="the other line")
+    wait_for(lambda: len(receiver.lines()) == 2, what="the two other lines")
     time.sleep(0.3)
     running.stop()
-    assert json.loads(receiver.lines()[0])["route"] == "ask"
-    assert metric(running.collector, "finopti_collector_lines_rejected_total", reason="own_traffic") == 1
-    assert all(p["headers"]["x-request-id"].startswith("finopti-collector-") for p in receiver.pushes)
+    assert [json.loads(line)["route"] for line in receiver.lines()] == ["ask", "ask"]
+    assert metric(running.collector, "finopti_collector_lines_rejected_total", reason="own_traffic") == 2
+
+
+def test_credentials_are_redacted_and_counted(tmp_path, receiver):
+    """The second line of defence: a token that reached a log line is replaced before the line is pushed."""
+    jwt_value = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"
+    running = start(tmp_path, receiver.url)
+    (tmp_path / "logs" / "gateway.log").write_text("\n".join([
+        json.dumps({"service": "gateway", "path": f"/api/logs?access_token={jwt_value}&limit=1"}),
+        json.dumps({"service": "orchestrator", "headers": {"authorization": f"Bearer {jwt_value}"}}),
+        "Traceback: call failed with Authorization: Bearer opaque-secret-value-123",
+        json.dumps({"service": "gateway", "path": "/api/logs?limit=1&q=token"}),
+    ]) + "\n")
+    wait_for(lambda: len(receiver.lines()) == 4, what="4 lines")
+    running.stop()
+    pushed = receiver.lines()
+    assert not any(jwt_value in line or "opaque-secret" in line for line in pushed)
+    objects = [json.loads(line) for line in pushed if line.startswith("{")]
+    assert {o["path"] for o in objects if "path" in o} == {
+        "/api/logs?access_token=[REDACTED]&limit=1", "/api/logs?limit=1&q=token"}  # the second: nothing secret
+    assert [o["headers"]["authorization"] for o in objects if "headers" in o] == ["[REDACTED]"]
+    assert metric(running.collector, "finopti_collector_redactions_total", kind="query_parameter") == 1
+    assert metric(running.collector, "finopti_collector_redactions_total", kind="json_field") == 1
+    assert metric(running.collector, "finopti_collector_redactions_total", kind="authorization") == 1
 
 
 def test_own_log_is_not_collected_and_new_files_are(tmp_path, receiver):

@@ -246,7 +246,10 @@ def render_envoy_cmd(
         _fail(exc)
     out = out.resolve()
     state = state_dir()
-    grt = gateway_runtime(state, rt)
+    try:
+        grt = gateway_runtime(state, rt, spec.identity)
+    except FinoptiError as exc:
+        _fail(exc)
     grt = dataclasses.replace(grt, xds_dir=out / "xds")
     documents = render_envoy(resolved, grt)
     write_envoy_files(documents, out, out / "xds")

@@ -37,7 +37,6 @@ import socket
 import sys
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -48,6 +47,7 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from finopti.logs import wire
+from finopti.logs.line_guard import identity_of_certificate, own_sources, redact, redact_bytes
 from finopti.logs.metadata import INDEXED, from_object
 from finopti.logs.multiline import (
     DEFAULT_FIRSTLINE,
@@ -67,9 +67,6 @@ log = logging.getLogger("finopti.collector")
 PUSH_PATH = "/loki/api/v1/push"
 DROP_STATUSES = {400, 413, 422}
 JOB = "finopti"
-# Our pushes carry request ids with this prefix; the lines they cause (the gateway's access line, the policy
-# service's decision) are dropped, or each push would produce lines to push: a loop that never idles.
-OWN_REQUEST_PREFIX = "finopti-collector-"
 _LEVELS = {"warn": "warning", "err": "error", "crit": "critical", "fatal": "critical", "dbg": "debug"}
 _KNOWN_LEVELS = {name: name for name in ("debug", "info", "warning", "error", "critical")}
 
@@ -94,6 +91,11 @@ class ParseStats:
     empty: int = 0
     own: int = 0
     future: int = 0
+    redacted: dict[str, int] = field(default_factory=dict)  # kind -> credentials replaced (see line_guard)
+
+    def count_redactions(self, counts: dict[str, int]) -> None:
+        for kind, n in counts.items():
+            self.redacted[kind] = self.redacted.get(kind, 0) + n
 
 
 class Parsed(NamedTuple):
@@ -117,9 +119,10 @@ _new = tuple.__new__  # a NamedTuple without its Python-level __new__: this is t
 
 
 def parse_line(raw: bytes, component: str, now_ns: int, stats: ParseStats,
-               grace_ns: int = int(FUTURE_GRACE_SECONDS * 1e9)) -> Parsed | None:
+               grace_ns: int = int(FUTURE_GRACE_SECONDS * 1e9), own: frozenset[str] = frozenset()) -> Parsed | None:
     """A raw entry (a line, or lines joined by the multiline rule) -> what to push; None for an entry to skip
-    (empty, or caused by our own pushes). `now_ns` is when it was read: the time of an entry without its own, and
+    (empty, or caused by our own pushes: its `source` is one of `own`, see line_guard). Credentials in the entry
+    are redacted. `now_ns` is when it was read: the time of an entry without its own, and
     of one dated more than `grace_ns` ahead (its own time is kept as metadata `original_ts`).
     The hot path of the collector: a JSON object line is parsed once and never re-encoded."""
     if raw[-1:] == b"\r":
@@ -133,10 +136,13 @@ def parse_line(raw: bytes, component: str, now_ns: int, stats: ParseStats,
     if obj.__class__ is not dict:
         return _parse_text(raw, component, now_ns, stats)
     get = obj.get
-    request_id = get("request_id")
-    if request_id.__class__ is str and request_id.startswith(OWN_REQUEST_PREFIX):
+    source = get("source")
+    if source.__class__ is str and source in own:
         stats.own += 1
         return None
+    raw, redactions = redact_bytes(raw)
+    if redactions:
+        stats.count_redactions(redactions)
     service = get("service")
     if service.__class__ is not str or not service:
         service = service_of(component)
@@ -171,6 +177,10 @@ def _parse_text(raw: bytes, component: str, now_ns: int, stats: ParseStats) -> P
         text = raw.decode(errors="replace")
         raw = text.encode()
         stats.invalid_utf8 += 1
+    text, redactions = redact(text)
+    if redactions:
+        stats.count_redactions(redactions)
+        raw = text.encode()
     stats.not_json += 1
     service = service_of(component)
     return _new(Parsed, (service, infer_level(text), now_ns, raw, None,
@@ -300,6 +310,9 @@ class Metrics:
                               registry=registry)
         self.rejected = Counter("finopti_collector_lines_rejected_total", "Lines not pushed, by reason",
                                 ["reason"], registry=registry)
+        self.redactions = Counter("finopti_collector_redactions_total",
+                                  "Credentials replaced in collected lines, by kind (a gateway or service leak)",
+                                  ["kind"], registry=registry)
         self.unstructured = Counter("finopti_collector_lines_unstructured_total",
                                     "Lines pushed as plain text, by reason (not_json, invalid_utf8)", ["reason"],
                                     registry=registry)
@@ -375,12 +388,15 @@ class Collector:
         future_grace: float = FUTURE_GRACE_SECONDS,
         rotate_wait: float = ROTATE_WAIT,
         registry: CollectorRegistry | None = None,
+        identity: str | None = None,
     ):
         self.logs_dir = Path(logs_dir).resolve()  # positions are keyed by absolute path
         self.positions_path = Path(positions_path)
         self.base_url = push_base(url)
         self.name = name or f"{socket.gethostname()}:{self.logs_dir.resolve()}"
         self.exclude = exclude or set()
+        # Our mesh identity (SPIFFE id): the lines our own pushes cause carry it as their verified `source`.
+        self.own = own_sources(identity)
         self.batch_lines, self.batch_bytes, self.batch_wait = batch_lines, batch_bytes, batch_wait
         self.poll_interval, self.scan_interval, self.max_line_bytes = poll_interval, scan_interval, max_line_bytes
         self.max_backoff, self.shutdown_timeout = max_backoff, shutdown_timeout
@@ -538,11 +554,11 @@ class Collector:
     def _take(self, chunk: Chunk, component: str, now_ns: int) -> None:
         """A chunk's lines -> entries in the batch; the chunk's position once its entries are all in."""
         joiner = self._joiner(chunk)
-        limit, stats, grace = self.batch_bytes, self.stats, self.grace_ns
+        limit, stats, grace, own = self.batch_bytes, self.stats, self.grace_ns, self.own
         done_end, done_last = -1, b""  # end and last line of the last entry put in the batch (-1: none yet)
         for raw, line_end in zip(chunk.lines, chunk.ends, strict=True):
             if joiner is None or (raw[:1] == b"{" and not joiner.lines):  # the common case: a whole JSON line
-                parsed = parse_line(raw, component, now_ns, stats, grace)
+                parsed = parse_line(raw, component, now_ns, stats, grace, own)
                 if parsed is not None and not self.batch.add(parsed, limit):
                     self._full(chunk, done_end, done_last)
                     self.batch.add(parsed, limit)
@@ -552,7 +568,7 @@ class Collector:
                 if b"\n" in entry.text:
                     self.metrics.multiline.inc()
                 stats.empty += entry.blank
-                parsed = parse_line(entry.text, component, entry.read_ns, stats, grace)
+                parsed = parse_line(entry.text, component, entry.read_ns, stats, grace, own)
                 if parsed is not None and not self.batch.add(parsed, limit):
                     self._full(chunk, done_end, done_last)
                     self.batch.add(parsed, limit)
@@ -579,7 +595,7 @@ class Collector:
         if b"\n" in entry.text:
             self.metrics.multiline.inc()
         self.stats.empty += entry.blank
-        parsed = parse_line(entry.text, component, entry.read_ns, self.stats, self.grace_ns)
+        parsed = parse_line(entry.text, component, entry.read_ns, self.stats, self.grace_ns, self.own)
         if parsed is not None and not self.batch.add(parsed, self.batch_bytes):
             self.flush()
             self.batch.add(parsed, self.batch_bytes)
@@ -594,6 +610,8 @@ class Collector:
         for reason, n in (("not_json", stats.not_json), ("invalid_utf8", stats.invalid_utf8)):
             if n:
                 m.unstructured.labels(reason).inc(n)
+        for kind, n in stats.redacted.items():
+            m.redactions.labels(kind).inc(n)
         self.stats = ParseStats()
         for tail in self.tails.values():
             for value, counter in ((tail.too_long, m.rejected.labels("too_long")), (tail.rotations, m.rotations),
@@ -712,7 +730,6 @@ class Collector:
         headers = {
             "content-type": batch.content_type,
             "user-agent": "finopti-collector",
-            "x-request-id": f"{OWN_REQUEST_PREFIX}{uuid.uuid4()}",
             "x-finopti-collector": self.name,
             "x-finopti-seq": str(batch.seq),
             "x-finopti-prev-seq": str(batch.prev),
@@ -809,6 +826,7 @@ def main() -> None:
                               int(env("FINOPTI_COLLECTOR_MULTILINE_MAX_LINES", str(DEFAULT_MAX_LINES))))
     collector = Collector(home / "logs", home / "collector-positions.json", url,
                           name=env("FINOPTI_COLLECTOR_NAME"), exclude=exclude,
+                          identity=identity_of_certificate(env("FINOPTI_TLS_CERT")),
                           batch_bytes=int(env("FINOPTI_COLLECTOR_BATCH_BYTES", "1000000")), multiline=multiline,
                           future_grace=parse_since(env("FINOPTI_COLLECTOR_FUTURE_GRACE", f"{FUTURE_GRACE_SECONDS}")))
     # The reader thread is CPU-bound; with the default 5 ms switch interval the sender waited that long for

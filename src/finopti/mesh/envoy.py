@@ -7,6 +7,8 @@ A pure function of the model and the runtime facts (ports, file paths); only the
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from finopti.mesh import replies
+from finopti.mesh.edge_rules import CLIENT_REQUEST_ID_HEADER
 from finopti.mesh.envoy_authz import (
     EXT_AUTHZ_FILTER,
     JWT_PAYLOAD,
@@ -20,6 +22,13 @@ from finopti.mesh.envoy_authz import (
     uses_rego,
     virtual_host_authz,
 )
+from finopti.mesh.envoy_edge import (
+    early_header_mutations,
+    edge_guard_filter,
+    edge_virtual_hosts,
+    refusal_reply_mappers,
+)
+from finopti.mesh.envoy_identity import jwks_cluster, jwt_provider
 from finopti.mesh.envoy_traffic import (
     FAULT_FILTER,
     RATE_LIMIT_FILTER,
@@ -63,6 +72,7 @@ class GatewayRuntime:
     xds_dir: Path
     pki_dir: Path  # mesh CA and the gateway's certificate (see finopti.pki)
     external_ports: dict[str, int] = field(default_factory=dict)  # e.g. prometheus -> its loopback port
+    jwks_uri: str = ""  # an OpenID Connect provider's key set (identity.provider: oidc), found by discovery
     cert_version: str = ""  # changes on rotation, so Envoy reloads the certificate files
     # Both on for the platform; a benchmark turns them off to measure what they cost.
     mtls: bool = True
@@ -79,8 +89,8 @@ def render_envoy(mesh: ResolvedMesh, rt: GatewayRuntime) -> dict[str, dict]:
         "bootstrap.yaml": _bootstrap(rt),
         "lds.yaml": {"resources": [_listener("edge", mesh, rt), _listener("mesh", mesh, rt)]},
         "cds.yaml": {"resources": _clusters(mesh, rt)},
-        "rds-edge.yaml": {"resources": [_route_config("edge", mesh, rt.authz)]},
-        "rds-mesh.yaml": {"resources": [_route_config("mesh", mesh, rt.authz)]},
+        "rds-edge.yaml": {"resources": [_route_config("edge", mesh, rt)]},
+        "rds-mesh.yaml": {"resources": [_route_config("mesh", mesh, rt)]},
     }
 
 
@@ -227,6 +237,8 @@ def _clusters(mesh: ResolvedMesh, rt: GatewayRuntime) -> list[dict]:
         if name in rt.external_ports:
             clusters.append({"@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
                              **_static_cluster(name, "127.0.0.1", rt.external_ports[name])})
+    if mesh.identity.provider == "oidc":
+        clusters.append(jwks_cluster(rt.jwks_uri))
     return clusters
 
 
@@ -255,7 +267,10 @@ def _access_log(listener: str) -> list[dict]:
         "source": "%DOWNSTREAM_PEER_URI_SAN%",
         "user_agent": "%REQ(USER-AGENT)%",
         **access_log_fields(),
+        # Never a credential: no Authorization or Cookie value is logged, and the edge redacts the query.
     }
+    if listener == "edge":  # what the client called its request, if short and plain (see envoy_edge)
+        fields["client_request_id"] = f"%REQ({CLIENT_REQUEST_ID_HEADER.upper()})%"
     return [
         {
             "name": "envoy.access_loggers.stdout",
@@ -268,21 +283,23 @@ def _access_log(listener: str) -> list[dict]:
 
 
 def _local_replies(mesh: ResolvedMesh, listener: str) -> dict:
-    """Errors the gateway answers itself become JSON like every service's errors. There is no catch-all
-    format: a 403 from the policy service already carries its JSON reason and passes through as is."""
+    """Errors the gateway answers itself become JSON like every service's errors (`finopti.mesh.replies`, shared
+    with the APISIX rendering). There is no catch-all format: a 403 from the policy service already carries its
+    JSON reason and passes through as is."""
 
-    def mapper(code: int, error: str, message: str | None = None) -> dict:
+    def mapper(reply: replies.Reply, status: int | None = None) -> dict:
+        code = status or reply.status
         m: dict = {
             "filter": {"status_code_filter": {"comparison": {"op": "EQ", "value": {
                 "default_value": code, "runtime_key": f"finopti.local_reply.{code}"}}}},
         }
-        if message:
-            m["body"] = {"inline_string": message}
-        m["body_format_override"] = {"json_format": {**_reply_fields(), "error": error}}
+        if reply.fixed:
+            m["body"] = {"inline_string": reply.message}
+        m["body_format_override"] = {"json_format": {**_reply_fields(), "error": reply.error}}
         return m
 
     # jwt_authn answers 403 for a token with the wrong audience; any token failure is a 401 for us.
-    jwt_refused = mapper(403, "unauthorized")
+    jwt_refused = mapper(replies.UNAUTHORIZED, status=403)
     jwt_refused["filter"] = {"and_filter": {"filters": [jwt_refused["filter"], {"metadata_filter": {
         "matcher": {"filter": "envoy.filters.http.jwt_authn", "path": [{"key": JWT_FAILURE_KEY}],
                     "value": {"present_match": True}},
@@ -290,22 +307,25 @@ def _local_replies(mesh: ResolvedMesh, listener: str) -> dict:
     jwt_refused["status_code"] = 401
     return {
         "mappers": [
-            # First: a token that is missing leaves a jwt_failure too (the route may allow that), so the
+            *refusal_reply_mappers(_reply_fields()),
+            # Then: a token that is missing leaves a jwt_failure too (the route may allow that), so the
             # authorization's own refusals must not be taken for token failures.
             *_refusals(mesh, listener),
             jwt_refused,
-            mapper(400, "bad_request"),
-            mapper(401, "unauthorized"),
-            mapper(404, "not_found", "no route matches this path"),
-            mapper(413, "payload_too_large", "request body is larger than the gateway accepts"),
-            mapper(429, "rate_limited", "too many requests; retry after the time in Retry-After"),
-            mapper(502, "bad_gateway"),
-            _flagged(mapper(503, "circuit_open", "circuit open: the backend is taken out after consecutive "
-                            "failures; retry later"), "UH"),
-            _flagged(mapper(503, "overloaded", "too many requests in flight to the backend"), "UO"),
-            _flagged(mapper(503, "fault_injected", "fault injected by the gateway"), "FI"),
-            mapper(503, "unavailable"),
-            mapper(504, "timeout", "the backend did not answer in time"),
+            mapper(replies.BAD_REQUEST),
+            mapper(replies.UNAUTHORIZED),
+            mapper(replies.NOT_FOUND),
+            mapper(replies.PAYLOAD_TOO_LARGE),
+            mapper(replies.UPGRADE_REQUIRED),
+            mapper(replies.RATE_LIMITED),
+            mapper(replies.BAD_GATEWAY),
+            _flagged(mapper(replies.CIRCUIT_OPEN), "UH"),
+            _flagged(mapper(replies.OVERLOADED), "UO"),
+            _flagged(mapper(replies.FAULT_INJECTED), "FI"),
+            # ext_authz could not ask the policy service (status_on_error): refused, and said so.
+            _flagged(mapper(replies.POLICY_UNAVAILABLE), "UAEX"),
+            mapper(replies.UNAVAILABLE),
+            mapper(replies.TIMEOUT),
         ],
     }
 
@@ -345,7 +365,7 @@ def _refusals(mesh: ResolvedMesh, listener: str) -> list[dict]:
 
 def _flagged(mapper: dict, flag: str) -> dict:
     """Narrow a mapper to local replies carrying an Envoy response flag (UH: no healthy host, i.e. the
-    circuit is open; UO: overflow; FI: injected fault)."""
+    circuit is open; UO: overflow; FI: injected fault; UAEX: external authorization refused or failed)."""
     mapper["filter"] = {"and_filter": {"filters": [
         mapper["filter"], {"response_flag_filter": {"flags": [flag]}}]}}
     return mapper
@@ -397,6 +417,7 @@ def _ext_authz(listener: str) -> dict:
 
 def _http_filters(mesh: ResolvedMesh, rt: GatewayRuntime, listener: str) -> list[dict]:
     return [
+        *([edge_guard_filter()] if listener == "edge" else []),
         {
             "name": "finopti.strip_identity",
             "typed_config": {
@@ -409,20 +430,9 @@ def _http_filters(mesh: ResolvedMesh, rt: GatewayRuntime, listener: str) -> list
             "typed_config": {
                 "@type": JWT_AUTHN,
                 "providers": {
-                    JWT_PROVIDER: {
-                        "issuer": mesh.identity.issuer,
-                        "audiences": [mesh.identity.audience],
-                        "local_jwks": {"filename": str(rt.jwks_path)},
-                        # The token travels on so each mesh hop is authorized for the same user.
-                        "forward": True,
-                        "failed_status_in_metadata": JWT_FAILURE_KEY,
-                        # The verified claims, for the gateway's own authorization (RBAC).
-                        "payload_in_metadata": JWT_PAYLOAD,
-                        "claim_to_headers": [
-                            {"header_name": "x-user-email", "claim_name": "email"},
-                            {"header_name": "x-user-groups", "claim_name": "groups"},
-                        ],
-                    }
+                    # The verified claims also go to the gateway's own authorization (RBAC).
+                    JWT_PROVIDER: {**jwt_provider(mesh.identity, str(rt.jwks_path), rt.jwks_uri, JWT_FAILURE_KEY),
+                                   "payload_in_metadata": JWT_PAYLOAD},
                 },
                 # A token, when sent, must be valid (401 otherwise); whether a route needs one at all is the
                 # authorization's call, so a caller refused is told so before being asked to sign in.
@@ -456,7 +466,11 @@ def _listener(name: str, mesh: ResolvedMesh, rt: GatewayRuntime) -> dict:
         "@type": HCM,
         "stat_prefix": name,
         "generate_request_id": True,
-        "preserve_external_request_id": True,
+        # At the edge the gateway always makes the request id (a client's, if plain, is kept next to it);
+        # inside the mesh the id travels on from hop to hop.
+        "preserve_external_request_id": name != "edge",
+        # Before the tracer and the request id: drop invalid trace context, set the client's id aside.
+        "early_header_mutation_extensions": early_header_mutations(name),
         # Clients get the request id back, so a problem report can name the request.
         "always_set_request_id_in_response": True,
         "use_remote_address": name == "edge",
@@ -502,19 +516,18 @@ def _per_route_authz(route: ResolvedRoute, mesh: ResolvedMesh, authz: bool) -> d
     return route_authz(route, mesh) if authz else {}
 
 
-def _route_config(listener: str, mesh: ResolvedMesh, authz: bool) -> dict:
+def _route_config(listener: str, mesh: ResolvedMesh, rt: GatewayRuntime) -> dict:
+    routes = [e for route in most_specific_first(mesh.routes_on(listener))
+              for e in _routes(route, _per_route_authz(route, mesh, rt.authz))]
+    vhost_authz = {"typed_per_filter_config": virtual_host_authz()} if rt.authz else {}
+    if listener == "edge":
+        virtual_hosts = edge_virtual_hosts(mesh.gateway.edge, rt.edge_port, routes, vhost_authz)
+    else:  # services call the mesh listener by address; their identity is the certificate, not a name
+        virtual_hosts = [{"name": listener, "domains": ["*"], "routes": routes, **vhost_authz}]
     return {
         "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
         "name": listener,
-        "virtual_hosts": [
-            {
-                "name": listener,
-                "domains": ["*"],
-                "routes": [e for route in most_specific_first(mesh.routes_on(listener))
-                           for e in _routes(route, _per_route_authz(route, mesh, authz))],
-                **({"typed_per_filter_config": virtual_host_authz()} if authz else {}),
-            }
-        ],
+        "virtual_hosts": virtual_hosts,
     }
 
 

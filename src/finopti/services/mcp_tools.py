@@ -9,6 +9,7 @@ import ssl
 from collections.abc import Callable
 from typing import Any
 
+import anyio.to_thread
 import httpx
 from fastapi import FastAPI
 from mcp.client.session import ClientSession
@@ -18,6 +19,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 
 from finopti.cloud import SandboxError
 from finopti.services.common import ServiceSettings, create_service_app
+from finopti.services.meshclient import mesh_transport
 from finopti.telemetry import outgoing_headers
 
 
@@ -56,33 +58,41 @@ def create_tool_server_app(settings: ServiceSettings, server: FastMCP, title: st
 
 
 def reports_errors(fn: Callable) -> Callable:
-    """Wrap a tool so a sandbox error reaches the caller as 'Kind: message', parsed back by `call_tool`."""
+    """Wrap a tool so a sandbox error reaches the caller as 'Kind: message', parsed back by `call_tool`.
 
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    The tool runs in a worker thread (with the request's context: its user, its trace): a slow analysis
+    must not hold the event loop, or the gateway's 1 s health checks would find the server dead."""
+
+    def guarded(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except SandboxError as exc:
             raise RuntimeError(f"{type(exc).__name__}: {exc}") from exc
 
+    @functools.wraps(fn)
+    async def wrapper(*args, **kwargs):
+        return await anyio.to_thread.run_sync(functools.partial(guarded, *args, **kwargs))
+
     return wrapper
 
 
-def _client_factory(verify: ssl.SSLContext | bool) -> Callable[..., httpx.AsyncClient]:
+def _client_factory(verify: ssl.SSLContext | bool, source: str | None) -> Callable[..., httpx.AsyncClient]:
     def factory(headers=None, timeout=None, auth=None) -> httpx.AsyncClient:
-        return httpx.AsyncClient(headers=headers, timeout=timeout, auth=auth, verify=verify)
+        return httpx.AsyncClient(headers=headers, timeout=timeout, auth=auth, verify=verify,
+                                 transport=mesh_transport(verify, source))
 
     return factory
 
 
 async def call_tool(
-    url: str, tool: str, arguments: dict[str, Any], verify: ssl.SSLContext | bool = True, timeout: float = 20.0
+    url: str, tool: str, arguments: dict[str, Any], verify: ssl.SSLContext | bool = True, timeout: float = 20.0,
+    source: str | None = None,
 ) -> Any:
     """Call one tool over MCP (streamable HTTP) at `url`, carrying the request's trace and identity;
-    `verify` is the caller's mesh TLS context."""
+    `verify` is the caller's mesh TLS context, `source` its source address (`meshclient.mesh_transport`)."""
     async with (
         streamablehttp_client(
-            url, headers=outgoing_headers(), timeout=timeout, httpx_client_factory=_client_factory(verify)
+            url, headers=outgoing_headers(), timeout=timeout, httpx_client_factory=_client_factory(verify, source)
         ) as (read, write, _),
         ClientSession(read, write) as session,
     ):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -35,6 +34,7 @@ from finopti.policy import (
     source_from_xfcc,
 )
 from finopti.services.common import create_service_app, error_body
+from finopti.telemetry.traceparent import parse_traceparent
 
 decision_log = logging.getLogger("finopti.decision")
 
@@ -42,13 +42,12 @@ AUTHZ_PREFIX = "/authz"
 LISTENERS = {"edge", "mesh"}
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 ERRORS = {401: "unauthorized", 403: "forbidden"}
-_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 
-def trace_id_from(traceparent: str | None) -> str | None:
-    """The 32-hex trace id of a W3C ``traceparent`` (``00-<trace>-<span>-<flags>``)."""
-    match = _TRACEPARENT.match((traceparent or "").strip().lower())
-    return match.group(1) if match and set(match.group(1)) != {"0"} else None
+def trace_id_from(traceparent: str | list[str] | None) -> str | None:
+    """The trace id of a W3C ``traceparent`` (every value the request carried), None if absent or invalid."""
+    parent = parse_traceparent(traceparent)
+    return parent.trace_id if parent else None
 
 
 def _original_path(request: Request) -> str:
@@ -81,7 +80,7 @@ def _log_decision(request: Request, decision_id: str, started: float, policy_inp
         extra={
             "event": "authz_decision",
             "decision_id": decision_id,
-            "trace_id": trace_id_from(request.headers.get("traceparent")),
+            "trace_id": trace_id_from(request.headers.getlist("traceparent")),
             "request_id": request.headers.get("x-request-id"),
             **_identity(policy_input),
             **fields,
@@ -217,7 +216,10 @@ def create_app(settings) -> FastAPI:
         if decision.status == 401:
             reply_headers["www-authenticate"] = 'Bearer realm="finopti"'
         error = ERRORS.get(decision.status, "policy_error")
-        body = error_body(decision.status, error, decision.reason, decision_id=decision_id)
+        # Envoy relays this body to the client as is: it carries the request's ids like the gateway's own errors.
+        body = error_body(decision.status, error, decision.reason, decision_id=decision_id,
+                          trace_id=trace_id_from(request.headers.get("traceparent")),
+                          request_id=request.headers.get("x-request-id"))
         return JSONResponse(body, decision.status, headers=reply_headers)
 
     @app.post("/v1/data", include_in_schema=False)
