@@ -75,8 +75,9 @@ def main() -> None:
                 loads = []
                 for _ in range(args.loads):
                     page.goto(f"{edge}/console")
-                    page.wait_for_function("document.querySelectorAll('.panel').length > 0 && "
-                                           "!document.querySelector('.panel[data-state=loading]')", timeout=30000)
+                    # Selectors, not wait_for_function: the pages' CSP forbids evaluating strings.
+                    page.wait_for_selector(".panel", timeout=30000)
+                    page.wait_for_selector(".panel[data-state=loading]", state="detached", timeout=30000)
                     loads.append(page.evaluate("performance.now()"))
                 # 2. Trace view of a synthetic 50-hop trace (the API answer injected by route interception).
                 body = json.dumps(synthetic_trace(50))
@@ -85,7 +86,7 @@ def main() -> None:
                 renders, totals = [], []
                 for _ in range(args.loads):
                     page.goto(f"{edge}/console/trace/{'b' * 32}")
-                    page.wait_for_function("document.body.dataset.rendered", timeout=30000)
+                    page.wait_for_selector("body[data-rendered]", timeout=30000)
                     assert page.locator(".waterfall .hop[data-status]").count() >= 50
                     renders.append(float(page.evaluate("document.body.dataset.rendered")))
                     totals.append(page.evaluate("performance.now()"))

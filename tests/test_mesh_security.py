@@ -20,10 +20,10 @@ def _mesh(platform, identity: str, path: str, user: str = "erin@finopti.dev", me
     return platform.mesh(identity, method, path, user, **kwargs)
 
 
-def test_verify_mesh_passes_all_six_checks(platform):
+def test_verify_mesh_passes_all_checks(platform):
     result = platform.cli("verify-mesh", "--json", timeout=180)
     report = json.loads(result.stdout)
-    assert [c["number"] for c in report["checks"]] == [1, 2, 3, 4, 5, 6]
+    assert [c["number"] for c in report["checks"]] == [1, 2, 3, 4, 5, 6, 7, 8]
     assert report["passed"] and result.returncode == 0, json.dumps(report, indent=2)
 
 

@@ -118,7 +118,7 @@ def test_overview_charts_have_data_after_traffic(platform, page):
     # Prometheus scrapes every few seconds and the recording rules need two samples for a rate: wait.
     deadline = time.monotonic() + 60
     while True:
-        page.wait_for_function("!document.querySelector('.panel[data-state=loading]')")
+        page.wait_for_selector(".panel[data-state=loading]", state="detached")
         states = dict(page.eval_on_selector_all(".panel", "els => els.map(e => [e.dataset.title, e.dataset.state])"))
         with_data = [t for t, s in states.items() if s == "data"]
         if {"Requests per route", "Requests per service"} <= set(with_data) or time.monotonic() > deadline:
@@ -144,7 +144,7 @@ def test_overview_charts_have_data_after_traffic(platform, page):
                               and 'service=~"orchestrator"' in unquote_plus(r.url)) as filtered:
         page.select_option("select[data-variable=service]", "orchestrator")
     assert filtered.value.ok
-    page.wait_for_function("!document.querySelector('.panel[data-state=loading]')")
+    page.wait_for_selector(".panel[data-state=loading]", state="detached")
     page.wait_for_timeout(500)
     names = page.eval_on_selector_all(".panel[data-title='Requests per service'] .legend span",
                                       "els => els.map(e => e.textContent)")
@@ -163,9 +163,8 @@ def test_live_console_shows_new_lines_within_two_seconds(platform, page):
     took = time.monotonic() - asked
     assert took < 2.0, took
     # The orchestrator's own line for it is there too.
-    page.wait_for_function(
-        "id => [...document.querySelectorAll('#live-lines .ln[data-service=orchestrator]')]"
-        ".some(r => r.querySelector(`a[href='/console/trace/${id}']`))", arg=trace_id, timeout=2000)
+    page.wait_for_selector(f"#live-lines .ln[data-service=orchestrator] a[href='/console/trace/{trace_id}']",
+                           timeout=2000)
     shot(page, "live")
 
     # Pause: new lines are held back until resumed.

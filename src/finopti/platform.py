@@ -20,7 +20,7 @@ from finopti.errors import PlatformStateError, StartupError
 from finopti.idp import DevIdentityProvider
 from finopti.logs.settings import collector_environment
 from finopti.mesh.envoy import GatewayRuntime, cluster_name, render_envoy
-from finopti.mesh.model import MeshSpec, load_mesh
+from finopti.mesh.model import Identity, MeshSpec, load_mesh
 from finopti.mesh.policy_data import render_route_data
 from finopti.mesh.resolved import ResolvedMesh, load_authz_data, resolve
 from finopti.mesh.supervisor import AuxProgram, ProcessRuntime, components, render_supervisor
@@ -33,6 +33,7 @@ from finopti.observability import (
     render_prometheus_config,
     render_recording_rules,
 )
+from finopti.oidc import discover_jwks_uri
 from finopti.paths import StateDir
 from finopti.pki import MeshPki, PkiError, cert_info, ensure_pki
 from finopti.ports import ensure_free, free_port
@@ -200,7 +201,8 @@ def cert_version(state: StateDir) -> str:
         return ""
 
 
-def gateway_runtime(state: StateDir, rt: Runtime) -> GatewayRuntime:
+def gateway_runtime(state: StateDir, rt: Runtime, identity: Identity | None = None) -> GatewayRuntime:
+    """`identity`: with an OpenID Connect provider, its key set is found by discovery first."""
     return GatewayRuntime(
         edge_host=rt.edge_host,
         edge_port=rt.edge_port,
@@ -213,6 +215,7 @@ def gateway_runtime(state: StateDir, rt: Runtime) -> GatewayRuntime:
         pki_dir=state.pki,
         cert_version=cert_version(state),
         external_ports={name: port for name, port in rt.aux_ports.items() if name == "prometheus"},
+        jwks_uri=discover_jwks_uri(identity) if identity is not None and identity.provider == "oidc" else "",
     )
 
 
@@ -256,7 +259,7 @@ def render_gateway(spec: MeshSpec, state: StateDir, rt: Runtime) -> ResolvedMesh
     """The policy service's directory and the gateway's files, from one resolved mesh."""
     mesh = resolve_for(spec, rt)
     render_policy_bundle(mesh, Path(rt.policy_dir), state.policy)
-    grt = gateway_runtime(state, rt)
+    grt = gateway_runtime(state, rt, spec.identity)
     write_envoy_files(render_envoy(mesh, grt), state.gateway, grt.xds_dir)
     return mesh
 

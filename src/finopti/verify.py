@@ -203,6 +203,40 @@ def check_identity_headers_stripped(probe: Probe) -> tuple[bool, str]:
     return seen == {PROBE_USER}, f"services saw user(s) {sorted(u or '' for u in seen)}"
 
 
+def _edge_get(probe: Probe, path: str, host: str, headers: dict | None = None) -> httpx.Response:
+    return httpx.get(f"{probe.rt.edge_url}{path}", headers={"host": host, **(headers or {})}, timeout=10)
+
+
+def check_host_allow_list(probe: Probe) -> tuple[bool, str]:
+    """DNS rebinding: a page on any domain resolving to the edge must get nothing but a refusal."""
+    port = probe.rt.edge_port
+    failures = []
+    for host in (f"rebind.verify-mesh.example:{port}", "localhost.", f"127.1:{port}", f"[::ffff:127.0.0.1]:{port}"):
+        response = _edge_get(probe, "/auth/dev-users", host)
+        if response.status_code != 421 or response.json().get("error") != "unknown_host":
+            failures.append(f"Host {host} got {response.status_code}")
+    hosts = probe.spec.gateway.edge.hosts
+    for host in (hosts[0], f"{hosts[0]}:{port}"):
+        if _edge_get(probe, "/", host).status_code != 200:
+            failures.append(f"declared Host {host} is not served")
+    return not failures, "; ".join(failures) or f"other Host names get 421; {', '.join(hosts)} are served"
+
+
+def check_query_token_refused(probe: Probe) -> tuple[bool, str]:
+    """A valid token in the query is refused with 400 naming the parameter, and never reaches the log."""
+    token = probe.token()
+    response = _edge_get(probe, f"/api/logs?limit=1&access_token={token}", probe.spec.gateway.edge.hosts[0])
+    body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+    if response.status_code != 400 or body.get("param") != "access_token":
+        return False, f"a token in the query got {response.status_code} {response.text[:120]}"
+    request_id = response.headers.get("x-request-id")
+    logged = _wait_until(lambda: any(line.get("request_id") == request_id for line in probe.log("gateway")), 5)
+    leaked = [c.stem for c in probe.state.logs.glob("*.log") if token in c.read_text(errors="replace")]
+    if not logged or leaked:
+        return False, f"access line found: {logged}; the token is in {leaked or 'no log'}"
+    return True, "refused with 400 naming access_token; the access log holds [REDACTED]"
+
+
 def _wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -280,6 +314,9 @@ CHECKS: list[tuple[str, Callable[[Probe], tuple[bool, str]]]] = [
     ("disallowed source→route pairs get 403, allowed ones pass", check_source_routes),
     ("every hop of a sample request per agent is in the gateway log", check_every_hop_logged),
     ("client-sent identity headers are stripped", check_identity_headers_stripped),
+    ("the edge serves only its declared Host names", check_host_allow_list),
+    ("a token in the query is refused and never logged", check_query_token_refused),
+    # Last: it stops the policy service, and requests decided by it are refused until it is back.
     ("authorization fails closed (gateway rules, policy service down)", check_authz_fail_closed),
 ]
 

@@ -7,6 +7,7 @@ A pure function of the model and the runtime facts (ports, file paths); only the
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from finopti.mesh.edge_rules import CLIENT_REQUEST_ID_HEADER
 from finopti.mesh.envoy_authz import (
     EXT_AUTHZ_FILTER,
     JWT_PAYLOAD,
@@ -20,6 +21,13 @@ from finopti.mesh.envoy_authz import (
     uses_rego,
     virtual_host_authz,
 )
+from finopti.mesh.envoy_edge import (
+    early_header_mutations,
+    edge_guard_filter,
+    edge_virtual_hosts,
+    refusal_reply_mappers,
+)
+from finopti.mesh.envoy_identity import jwks_cluster, jwt_provider
 from finopti.mesh.envoy_traffic import (
     FAULT_FILTER,
     RATE_LIMIT_FILTER,
@@ -63,6 +71,7 @@ class GatewayRuntime:
     xds_dir: Path
     pki_dir: Path  # mesh CA and the gateway's certificate (see finopti.pki)
     external_ports: dict[str, int] = field(default_factory=dict)  # e.g. prometheus -> its loopback port
+    jwks_uri: str = ""  # an OpenID Connect provider's key set (identity.provider: oidc), found by discovery
     cert_version: str = ""  # changes on rotation, so Envoy reloads the certificate files
     # Both on for the platform; a benchmark turns them off to measure what they cost.
     mtls: bool = True
@@ -79,8 +88,8 @@ def render_envoy(mesh: ResolvedMesh, rt: GatewayRuntime) -> dict[str, dict]:
         "bootstrap.yaml": _bootstrap(rt),
         "lds.yaml": {"resources": [_listener("edge", mesh, rt), _listener("mesh", mesh, rt)]},
         "cds.yaml": {"resources": _clusters(mesh, rt)},
-        "rds-edge.yaml": {"resources": [_route_config("edge", mesh, rt.authz)]},
-        "rds-mesh.yaml": {"resources": [_route_config("mesh", mesh, rt.authz)]},
+        "rds-edge.yaml": {"resources": [_route_config("edge", mesh, rt)]},
+        "rds-mesh.yaml": {"resources": [_route_config("mesh", mesh, rt)]},
     }
 
 
@@ -227,6 +236,8 @@ def _clusters(mesh: ResolvedMesh, rt: GatewayRuntime) -> list[dict]:
         if name in rt.external_ports:
             clusters.append({"@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
                              **_static_cluster(name, "127.0.0.1", rt.external_ports[name])})
+    if mesh.identity.provider == "oidc":
+        clusters.append(jwks_cluster(rt.jwks_uri))
     return clusters
 
 
@@ -255,7 +266,10 @@ def _access_log(listener: str) -> list[dict]:
         "source": "%DOWNSTREAM_PEER_URI_SAN%",
         "user_agent": "%REQ(USER-AGENT)%",
         **access_log_fields(),
+        # Never a credential: no Authorization or Cookie value is logged, and the edge redacts the query.
     }
+    if listener == "edge":  # what the client called its request, if short and plain (see envoy_edge)
+        fields["client_request_id"] = f"%REQ({CLIENT_REQUEST_ID_HEADER.upper()})%"
     return [
         {
             "name": "envoy.access_loggers.stdout",
@@ -290,7 +304,8 @@ def _local_replies(mesh: ResolvedMesh, listener: str) -> dict:
     jwt_refused["status_code"] = 401
     return {
         "mappers": [
-            # First: a token that is missing leaves a jwt_failure too (the route may allow that), so the
+            *refusal_reply_mappers(_reply_fields()),
+            # Then: a token that is missing leaves a jwt_failure too (the route may allow that), so the
             # authorization's own refusals must not be taken for token failures.
             *_refusals(mesh, listener),
             jwt_refused,
@@ -298,6 +313,7 @@ def _local_replies(mesh: ResolvedMesh, listener: str) -> dict:
             mapper(401, "unauthorized"),
             mapper(404, "not_found", "no route matches this path"),
             mapper(413, "payload_too_large", "request body is larger than the gateway accepts"),
+            mapper(426, "upgrade_required", "HTTP/1.0 is not served: use HTTP/1.1 or later"),
             mapper(429, "rate_limited", "too many requests; retry after the time in Retry-After"),
             mapper(502, "bad_gateway"),
             _flagged(mapper(503, "circuit_open", "circuit open: the backend is taken out after consecutive "
@@ -397,6 +413,7 @@ def _ext_authz(listener: str) -> dict:
 
 def _http_filters(mesh: ResolvedMesh, rt: GatewayRuntime, listener: str) -> list[dict]:
     return [
+        *([edge_guard_filter()] if listener == "edge" else []),
         {
             "name": "finopti.strip_identity",
             "typed_config": {
@@ -409,20 +426,9 @@ def _http_filters(mesh: ResolvedMesh, rt: GatewayRuntime, listener: str) -> list
             "typed_config": {
                 "@type": JWT_AUTHN,
                 "providers": {
-                    JWT_PROVIDER: {
-                        "issuer": mesh.identity.issuer,
-                        "audiences": [mesh.identity.audience],
-                        "local_jwks": {"filename": str(rt.jwks_path)},
-                        # The token travels on so each mesh hop is authorized for the same user.
-                        "forward": True,
-                        "failed_status_in_metadata": JWT_FAILURE_KEY,
-                        # The verified claims, for the gateway's own authorization (RBAC).
-                        "payload_in_metadata": JWT_PAYLOAD,
-                        "claim_to_headers": [
-                            {"header_name": "x-user-email", "claim_name": "email"},
-                            {"header_name": "x-user-groups", "claim_name": "groups"},
-                        ],
-                    }
+                    # The verified claims also go to the gateway's own authorization (RBAC).
+                    JWT_PROVIDER: {**jwt_provider(mesh.identity, str(rt.jwks_path), rt.jwks_uri, JWT_FAILURE_KEY),
+                                   "payload_in_metadata": JWT_PAYLOAD},
                 },
                 # A token, when sent, must be valid (401 otherwise); whether a route needs one at all is the
                 # authorization's call, so a caller refused is told so before being asked to sign in.
@@ -456,7 +462,11 @@ def _listener(name: str, mesh: ResolvedMesh, rt: GatewayRuntime) -> dict:
         "@type": HCM,
         "stat_prefix": name,
         "generate_request_id": True,
-        "preserve_external_request_id": True,
+        # At the edge the gateway always makes the request id (a client's, if plain, is kept next to it);
+        # inside the mesh the id travels on from hop to hop.
+        "preserve_external_request_id": name != "edge",
+        # Before the tracer and the request id: drop invalid trace context, set the client's id aside.
+        "early_header_mutation_extensions": early_header_mutations(name),
         # Clients get the request id back, so a problem report can name the request.
         "always_set_request_id_in_response": True,
         "use_remote_address": name == "edge",
@@ -502,19 +512,18 @@ def _per_route_authz(route: ResolvedRoute, mesh: ResolvedMesh, authz: bool) -> d
     return route_authz(route, mesh) if authz else {}
 
 
-def _route_config(listener: str, mesh: ResolvedMesh, authz: bool) -> dict:
+def _route_config(listener: str, mesh: ResolvedMesh, rt: GatewayRuntime) -> dict:
+    routes = [e for route in most_specific_first(mesh.routes_on(listener))
+              for e in _routes(route, _per_route_authz(route, mesh, rt.authz))]
+    vhost_authz = {"typed_per_filter_config": virtual_host_authz()} if rt.authz else {}
+    if listener == "edge":
+        virtual_hosts = edge_virtual_hosts(mesh.gateway.edge, rt.edge_port, routes, vhost_authz)
+    else:  # services call the mesh listener by address; their identity is the certificate, not a name
+        virtual_hosts = [{"name": listener, "domains": ["*"], "routes": routes, **vhost_authz}]
     return {
         "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
         "name": listener,
-        "virtual_hosts": [
-            {
-                "name": listener,
-                "domains": ["*"],
-                "routes": [e for route in most_specific_first(mesh.routes_on(listener))
-                           for e in _routes(route, _per_route_authz(route, mesh, authz))],
-                **({"typed_per_filter_config": virtual_host_authz()} if authz else {}),
-            }
-        ],
+        "virtual_hosts": virtual_hosts,
     }
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -36,6 +35,7 @@ from finopti.policy import (
     source_from_xfcc,
 )
 from finopti.services.common import create_service_app, error_body
+from finopti.telemetry.traceparent import parse_traceparent
 
 decision_log = logging.getLogger("finopti.decision")
 
@@ -45,13 +45,12 @@ LISTENERS = {"edge", "mesh"}
 DECISIONS = Counter("finopti_authz_decisions_total", "Rego decisions of the policy service's ext_authz check",
                     ["route", "allow"])
 ERRORS = {401: "unauthorized", 403: "forbidden"}
-_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 
-def trace_id_from(traceparent: str | None) -> str | None:
-    """The 32-hex trace id of a W3C ``traceparent`` (``00-<trace>-<span>-<flags>``)."""
-    match = _TRACEPARENT.match((traceparent or "").strip().lower())
-    return match.group(1) if match and set(match.group(1)) != {"0"} else None
+def trace_id_from(traceparent: str | list[str] | None) -> str | None:
+    """The trace id of a W3C ``traceparent`` (every value the request carried), None if absent or invalid."""
+    parent = parse_traceparent(traceparent)
+    return parent.trace_id if parent else None
 
 
 def _identity(policy_input: Any) -> dict:
@@ -70,14 +69,15 @@ def _identity(policy_input: Any) -> dict:
     }
 
 
-def _log_decision(headers, decision_id: str, started: float, policy_input: Any, **fields) -> None:
+def _log_decision(traceparents: list[str], request_id: str | None, decision_id: str, started: float,
+                  policy_input: Any, **fields) -> None:
     decision_log.info(
         "authz decision",
         extra={
             "event": "authz_decision",
             "decision_id": decision_id,
-            "trace_id": trace_id_from(headers.get("traceparent")),
-            "request_id": headers.get("x-request-id"),
+            "trace_id": trace_id_from(traceparents),
+            "request_id": request_id,
             **_identity(policy_input),
             **fields,
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
@@ -201,7 +201,8 @@ def create_app(settings):
         route = watcher.index.match(listener, original) if listener else None
         policy_input = build_input_from_envoy(scope["method"], original, headers, route, listener, source)
         decision: Decision = engine.decide(policy_input)
-        _log_decision(headers, decision_id, started, policy_input,
+        traceparents = [v.decode("latin-1") for k, v in scope["headers"] if k == b"traceparent"]
+        _log_decision(traceparents, headers.get("x-request-id"), decision_id, started, policy_input,
                       allow=decision.allow, reason=decision.reason, status=decision.status)
         DECISIONS.labels(route=route or "none", allow=str(decision.allow).lower()).inc()
         reply = [(b"x-finopti-authz", b"allow" if decision.allow else b"deny"),
@@ -213,7 +214,7 @@ def create_app(settings):
             error = ERRORS.get(decision.status, "policy_error")
             body = json.dumps(error_body(decision.status, error, decision.reason, decision_id=decision_id,
                                          request_id=headers.get("x-request-id"),
-                                         trace_id=trace_id_from(headers.get("traceparent")))).encode()
+                                         trace_id=trace_id_from(traceparents))).encode()
             reply.append((b"content-type", b"application/json"))
         reply.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": 200 if decision.allow else decision.status,
@@ -245,7 +246,8 @@ def create_app(settings):
         elif isinstance(result, bool):
             fields["allow"] = result
         logged_input = None if policy_input is UNDEFINED else policy_input
-        _log_decision(request.headers, decision_id, started, logged_input, **fields)
+        _log_decision(request.headers.getlist("traceparent"), request.headers.get("x-request-id"), decision_id,
+                      started, logged_input, **fields)
         if result is UNDEFINED:  # OPA leaves "result" out when the document is undefined
             return JSONResponse({"decision_id": decision_id})
         return JSONResponse({"result": result, "decision_id": decision_id})

@@ -7,6 +7,7 @@ export function el(tag, attrs = {}, ...children) {
     if (v === undefined || v === null || v === false) continue;
     if (k === "class") node.className = v;
     else if (k === "text") node.textContent = v;
+    else if (k === "style") node.style.cssText = v;  // CSSOM: the CSP forbids inline style attributes
     else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
     else node.setAttribute(k, v === true ? "" : v);
   }
@@ -72,9 +73,13 @@ export async function mountSignIn() {
       );
       return;
     }
+    const result = await api("/auth/dev-users");
+    if (result.status === 404) {  // development sign-in switched off (identity.dev_sign_in in mesh.yaml)
+      box.append(el("span", { class: "roles", "data-testid": "dev-sign-in-off" }, errorMessage(result)));
+      return;
+    }
     const select = el("select", { "aria-label": "development user", id: "dev-user" },
       el("option", { value: "" }, "Choose a development user…"));
-    const result = await api("/auth/dev-users");
     for (const u of (result.body && result.body.users) || []) {
       select.append(el("option", { value: u.email }, `${u.email} — ${u.roles.join(", ") || "no role"}`));
     }
@@ -89,7 +94,9 @@ export async function mountSignIn() {
         else alert(errorMessage(r));
       },
     }, "Sign in");
-    box.append(el("span", { class: "roles", title: "Production signs users in with OIDC" }, "Dev sign-in:"), select, button);
+    box.append(el("span", { class: "badge dev", "data-testid": "dev-sign-in",
+      title: "Tokens from the platform's development identity provider, for loopback development only. "
+        + "Production signs users in with OIDC." }, "Development sign-in"), select, button);
   };
   window.addEventListener("finopti:auth", render);
   await render();
