@@ -12,6 +12,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+import anyio.to_thread
 import httpx
 from fastapi import FastAPI
 from mcp.server.fastmcp import FastMCP
@@ -20,6 +21,7 @@ from mcp.types import LATEST_PROTOCOL_VERSION, CallToolResult, InitializeResult
 
 from finopti.cloud import SandboxError
 from finopti.services.common import ServiceSettings, create_service_app
+from finopti.services.meshclient import mesh_transport
 from finopti.telemetry import outgoing_headers
 
 
@@ -58,14 +60,20 @@ def create_tool_server_app(settings: ServiceSettings, server: FastMCP, title: st
 
 
 def reports_errors(fn: Callable) -> Callable:
-    """Wrap a tool so a sandbox error reaches the caller as 'Kind: message', parsed back by `call_tool`."""
+    """Wrap a tool so a sandbox error reaches the caller as 'Kind: message', parsed back by `call_tool`.
 
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    The tool runs in a worker thread (with the request's context: its user, its trace): a slow analysis
+    must not hold the event loop, or the gateway's 1 s health checks would find the server dead."""
+
+    def guarded(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except SandboxError as exc:
             raise RuntimeError(f"{type(exc).__name__}: {exc}") from exc
+
+    @functools.wraps(fn)
+    async def wrapper(*args, **kwargs):
+        return await anyio.to_thread.run_sync(functools.partial(guarded, *args, **kwargs))
 
     return wrapper
 
@@ -76,9 +84,10 @@ class McpClient:
     headers. The tool servers are stateless (`new_tool_server`): no session id to keep, every call stands
     alone at the gateway, which authorizes it for the user of the request it serves."""
 
-    def __init__(self, url: str, verify: ssl.SSLContext | bool = True, timeout: float = 20.0):
+    def __init__(self, url: str, verify: ssl.SSLContext | bool = True, timeout: float = 20.0,
+                 source: str | None = None):
         self.url = url
-        self._client = httpx.AsyncClient(verify=verify, timeout=timeout)
+        self._client = httpx.AsyncClient(verify=verify, timeout=timeout, transport=mesh_transport(verify, source))
         self._ids = itertools.count(1)
         self._protocol: str | None = None
         self._lock = asyncio.Lock()
@@ -120,20 +129,23 @@ class McpClient:
 _CLIENTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def mcp_client(url: str, verify: ssl.SSLContext | bool = True, timeout: float = 20.0) -> McpClient:
+def mcp_client(url: str, verify: ssl.SSLContext | bool = True, timeout: float = 20.0,
+               source: str | None = None) -> McpClient:
     clients = _CLIENTS.setdefault(asyncio.get_running_loop(), {})
-    key = (url, id(verify), timeout)
+    key = (url, id(verify), timeout, source)
     if key not in clients:
-        clients[key] = McpClient(url, verify, timeout)
+        clients[key] = McpClient(url, verify, timeout, source)
     return clients[key]
 
 
 async def call_tool(
-    url: str, tool: str, arguments: dict[str, Any], verify: ssl.SSLContext | bool = True, timeout: float = 20.0
+    url: str, tool: str, arguments: dict[str, Any], verify: ssl.SSLContext | bool = True, timeout: float = 20.0,
+    source: str | None = None,
 ) -> Any:
     """Call one tool over MCP (streamable HTTP) at `url`, carrying the request's trace and identity;
-    `verify` is the caller's mesh TLS context. The session and its connection are reused across calls."""
-    return await mcp_client(url, verify, timeout).call_tool(tool, arguments)
+    `verify` is the caller's mesh TLS context, `source` its source address (`meshclient.mesh_transport`). The
+    session and its connection are reused across calls."""
+    return await mcp_client(url, verify, timeout, source).call_tool(tool, arguments)
 
 
 def _tool_result(result: CallToolResult) -> Any:
