@@ -519,9 +519,14 @@ def trace(
         console.print(render_trace(response.json()))
 
 
-from finopti.deploy.commands import render_compose_cmd, verify_compose_cmd  # noqa: E402
+from finopti.deploy.commands import (  # noqa: E402
+    render_compose_cmd,
+    render_kubernetes_cmd,
+    verify_compose_cmd,
+)
 
 render_app.command("compose")(render_compose_cmd)
+render_app.command("kubernetes")(render_kubernetes_cmd)
 app.command("verify-compose")(verify_compose_cmd)
 
 

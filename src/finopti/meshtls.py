@@ -1,6 +1,7 @@
 """TLS for the mesh: the contexts services use to serve (mTLS, only pinned callers) and to call the gateway, and
 the verified caller identity the gateway forwards (x-forwarded-client-cert)."""
 
+import os
 import ssl
 from pathlib import Path
 from urllib.parse import unquote
@@ -17,11 +18,14 @@ def server_context(cert: Path, key: Path, callers_bundle: Path) -> ssl.SSLContex
     """Require a client certificate that is one of the pinned callers' leaf certificates.
 
     The bundle holds leaf certificates, not the CA: PARTIAL_CHAIN makes OpenSSL accept a pinned leaf as
-    a trust anchor, so a certificate the mesh CA issued to another service is still refused."""
+    a trust anchor, so a certificate the mesh CA issued to another service is still refused. `callers_bundle`
+    may name several files, separated by os.pathsep (Kubernetes: the CA that issues only the gateway's and
+    Prometheus's certificates, and the service's own certificate for its health probe)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert, key)
-    ctx.load_verify_locations(cafile=str(callers_bundle))
+    for bundle in str(callers_bundle).split(os.pathsep):
+        ctx.load_verify_locations(cafile=bundle)
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     return ctx

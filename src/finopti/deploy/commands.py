@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from finopti.deploy.compose import BUNDLE_DIR, render_compose_bundle, write_bundle
+from finopti.deploy.kubernetes import CHART_DIR, render_kubernetes_chart
 from finopti.deploy.validate import default_apisix_schemas
 from finopti.deploy.verify import verify_compose
 from finopti.errors import FinoptiError
@@ -59,3 +60,20 @@ def verify_compose_cmd(
     checked = f"APISIX's load-time checks and schemas ({schemas})" if schemas else (
         "APISIX's load-time checks (schemas not found: --apisix-schemas)")
     typer.echo(f"ok: {bundle} keeps every backend behind the gateway; apisix.yaml passes {checked}")
+
+
+def render_kubernetes_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Directory to write the Helm chart to.")] = Path(CHART_DIR),
+    mesh: Annotated[Path, typer.Option("--mesh", "-m", help="The mesh spec.", envvar="FINOPTI_MESH")] = Path(
+        "mesh.yaml"),
+) -> None:
+    """Write the Kubernetes package: a Helm chart (APISIX and OPA, a Deployment per service, NetworkPolicies,
+    cert-manager identities, Alloy, Loki, Prometheus, Grafana)."""
+    try:
+        spec = load_mesh(mesh)
+        files = render_kubernetes_chart(spec, repo_root=mesh.absolute().parent)
+    except FinoptiError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    write_bundle(files, out)
+    typer.echo(f"wrote {len(files)} files to {out}")
