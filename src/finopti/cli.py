@@ -523,11 +523,13 @@ from finopti.deploy.commands import (  # noqa: E402
     render_compose_cmd,
     render_kubernetes_cmd,
     verify_compose_cmd,
+    verify_kubernetes_cmd,
 )
 
 render_app.command("compose")(render_compose_cmd)
 render_app.command("kubernetes")(render_kubernetes_cmd)
 app.command("verify-compose")(verify_compose_cmd)
+app.command("verify-kubernetes")(verify_kubernetes_cmd)
 
 
 def main() -> None:
