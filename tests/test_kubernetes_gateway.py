@@ -29,6 +29,8 @@ from finopti.mesh.resolved import resolve
 from finopti.pki import ensure_pki
 from finopti.ports import free_port
 from finopti.testing.apisix import ApisixInstance, ApisixUnavailable, find_runtime, short_tempdir
+from finopti.testing.apisix import _answers as answers
+from finopti.testing.apisix import _wait as wait
 
 LOOPBACK = "127.0.0.1"
 
@@ -70,25 +72,12 @@ def gateway():
         MESH_CA_ENV: mesh_ca.ca_cert.read_text()})
     instance.start(conf / "config.yaml", conf / "apisix.yaml")
     try:
-        _wait_ready(f"http://{LOOPBACK}:{ports['status']}/status/ready")
+        status = f"http://{LOOPBACK}:{ports['status']}/status/ready"
+        wait(lambda: answers(status), f"{status} not 200", 60)
         yield {"instance": instance, "ports": ports, "callers": callers, "mesh": mesh_ca, "stranger": stranger,
                "idp": idp}
     finally:
         instance.stop()
-
-
-def _wait_ready(url: str, timeout: float = 60.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} not ready after {timeout:.0f}s")
 
 
 def _mesh_get(gateway, path: str, identity=None, headers: dict | None = None) -> httpx.Response:

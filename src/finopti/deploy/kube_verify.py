@@ -103,6 +103,12 @@ def _candidate_ports(policies: list[dict], dst: Pod | External) -> list[tuple[in
     return [(n, proto) for n in sorted(n for n in numbers if 1 <= n <= 65535) for proto in ("TCP", "UDP", "SCTP")]
 
 
+def _open_ports(policies: list[dict], src: Pod | External, dst: Pod | External) -> str:
+    """The ports `src` may open on `dst` (the first few), or '' when none."""
+    found = [f"{n}/{p}" for n, p in _candidate_ports(policies, dst) if allowed(policies, src, dst, n, p)]
+    return ", ".join(found[:6])
+
+
 def _has(pod: Pod, role: str | None = None, name: str | None = None) -> bool:
     return (role is None or pod.labels.get(ROLE) == role) and (name is None or pod.labels.get(COMPONENT) == name)
 
@@ -127,21 +133,13 @@ def check_isolation(docs: list[dict], namespace: str = NAMESPACE) -> list[Proble
     try:
         for backend in backends:
             for src in everyone:
-                if src in gateways or src in scrapers or src == backend:
-                    continue
-                open_ports = [f"{n}/{p}" for n, p in _candidate_ports(policies, backend) if allowed(policies, src,
-                                                                                                   backend, n, p)]
-                if open_ports:
-                    problems.append(_at(backend.name, f"reachable from {_label(src)} on "
-                                                                f"{', '.join(open_ports[:6])}"))
+                if src not in gateways and src not in scrapers and src != backend:
+                    if ports := _open_ports(policies, src, backend):
+                        problems.append(_at(backend.name, f"reachable from {_label(src)} on {ports}"))
             for dst in everyone:
-                if dst == backend or dst in gateways or dst == DNS:
-                    continue
-                open_ports = [f"{n}/{p}" for n, p in _candidate_ports(policies, dst) if allowed(policies, backend,
-                                                                                                dst, n, p)]
-                if open_ports:
-                    problems.append(_at(backend.name, f"can reach {_label(dst)} on "
-                                                                f"{', '.join(open_ports[:6])}"))
+                if dst != backend and dst not in gateways and dst != DNS:
+                    if ports := _open_ports(policies, backend, dst):
+                        problems.append(_at(backend.name, f"can reach {_label(dst)} on {ports}"))
             for gateway in gateways:
                 for n, p in _candidate_ports(policies, gateway):
                     if allowed(policies, backend, gateway, n, p) and n != LISTENERS["mesh"]:
