@@ -92,6 +92,8 @@ def build_trace(trace_id: str, lines: list[dict]) -> dict:
         if candidates:
             hop = min(candidates, key=lambda h: abs(h["start_ns"] - start_ns))
             hop["served"] = {k: obj.get(k) for k in ("service", "version", "route", "status", "duration_ms")}
+            # What a tool server was asked over MCP (JSON-RPC method and tool), when it says.
+            hop["served"].update({k: obj[k] for k in ("mcp_method", "mcp_tool") if obj.get(k)})
             hop["lines"].append(entry)
             entry["_hop"] = True
 

@@ -14,11 +14,21 @@ from finopti.services.mcp_tools import ToolError, call_tool
 ERROR_STATUS = {"NotFound": 404, "InvalidArgument": 400}
 
 
+def plural(count: int, noun: str) -> str:
+    """"1 day", "3 days": answers read as sentences, never "3 day(s)"."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 @dataclass(frozen=True)
 class Action:
+    """An agent action: the tool that serves it, a one-line summary of its result, and how the chat shows the
+    result (`view`, the presentation contract of docs/console.md; a dict, or a function of data and arguments)."""
+
     tool: str
     description: str
     summarize: Callable[[Any, dict], str]
+    view: dict | Callable[[Any, dict], dict] | None = None
+    explain: Callable[[Any, dict], str] | None = None
 
 
 def _root_cause(exc: BaseException) -> BaseException:
@@ -69,7 +79,7 @@ def create_agent_app(
             raise HTTPException(status, {"error": exc.kind, "message": exc.message}) from None
         except Exception as exc:  # the MCP client wraps transport failures in exception groups
             raise _mesh_failure(tool_route, exc) from None
-        return {
+        result = {
             "agent": settings.service,
             "version": settings.version,
             "action": action,
@@ -77,5 +87,10 @@ def create_agent_app(
             "summary": spec.summarize(data, args),
             "data": data,
         }
+        if spec.view is not None:
+            result["view"] = spec.view(data, args) if callable(spec.view) else spec.view
+        if spec.explain is not None:
+            result["explanation"] = spec.explain(data, args)
+        return result
 
     return app

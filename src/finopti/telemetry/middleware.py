@@ -54,12 +54,15 @@ class TelemetryMiddleware:
         request_token = set_request(ctx)
         otel_token = otel_context.attach(extract_trace(headers))
         status = 500
+        stream = False
         started = time.perf_counter()
 
         async def send_with_status(message):
-            nonlocal status
+            nonlocal status, stream
             if message["type"] == "http.response.start":
                 status = message["status"]
+                stream = any(k.lower() == b"content-type" and v.startswith(b"text/event-stream")
+                             for k, v in message.get("headers", ()))
             await send(message)
 
         try:
@@ -67,15 +70,17 @@ class TelemetryMiddleware:
                 try:
                     await self.app(scope, receive, send_with_status)
                 finally:
-                    self._record(scope, status, time.perf_counter() - started)
+                    self._record(scope, status, time.perf_counter() - started, stream, ctx.log_fields)
         finally:
             otel_context.detach(otel_token)
             reset_request(request_token)
 
-    def _record(self, scope: dict, status: int, seconds: float) -> None:
+    def _record(self, scope: dict, status: int, seconds: float, stream: bool, fields: dict) -> None:
         route = _route_template(scope)
         REQUESTS.labels(self.service, self.version, route, scope["method"], str(status)).inc()
-        LATENCY.labels(self.service, self.version, route).observe(seconds)
+        # A stream (Server-Sent Events) lasts as long as someone watches: its duration is not a latency.
+        if not stream:
+            LATENCY.labels(self.service, self.version, route).observe(seconds)
         if status >= 500:
             ERRORS.labels(self.service, self.version, route).inc()
         log.log(
@@ -88,5 +93,7 @@ class TelemetryMiddleware:
                 "route": route,
                 "status": status,
                 "duration_ms": round(seconds * 1000, 2),
+                **({"stream": True} if stream else {}),
+                **fields,
             },
         )

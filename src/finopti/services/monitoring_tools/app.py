@@ -23,4 +23,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         """The metrics that can be queried, with unit and description."""
         return cloud.list_metrics()
 
+    @server.tool()
+    @reports_errors
+    def list_monitored_instances() -> list[dict]:
+        """The instances whose utilization can be queried (Cloud Monitoring's monitored resources)."""
+        return [{k: i[k] for k in ("name", "zone", "state")} for i in cloud.list_instances()]
+
     return create_tool_server_app(settings, server, "monitoring-tools")

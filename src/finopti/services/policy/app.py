@@ -160,7 +160,10 @@ def create_app(settings) -> FastAPI:
         if decision.status == 401:
             reply_headers["www-authenticate"] = 'Bearer realm="finopti"'
         error = ERRORS.get(decision.status, "policy_error")
-        body = error_body(decision.status, error, decision.reason, decision_id=decision_id)
+        # The denial is the answer the user gets: it carries the request's ids like every other error body.
+        trace_id = (headers.get("traceparent") or "").split("-")[1:2]
+        body = error_body(decision.status, error, decision.reason, decision_id=decision_id,
+                          request_id=headers.get("x-request-id"), trace_id=trace_id[0] if trace_id else None)
         return JSONResponse(body, decision.status, headers=reply_headers)
 
     @app.post("/v1/data", include_in_schema=False)
