@@ -20,7 +20,7 @@ from pathlib import Path
 from benchmarks.common import REPO, load, running_platform, wait_http
 from finopti.mesh.envoy import render_envoy
 from finopti.mesh.model import load_mesh
-from finopti.platform import envoy_binary, gateway_runtime, write_envoy_files
+from finopti.platform import envoy_binary, gateway_runtime, resolve_for, write_envoy_files
 from finopti.policy import PolicyEngine
 from finopti.ports import free_port
 
@@ -61,7 +61,7 @@ def main() -> None:
         plain_rt = dataclasses.replace(rt, edge_port=free_port(), mesh_port=free_port(), admin_port=free_port(),
                                        service_ports={**rt.service_ports, "ui": {"v1": plain_ui_port}})
         grt = dataclasses.replace(gateway_runtime(state, plain_rt), xds_dir=work / "xds", mtls=False, authz=False)
-        write_envoy_files(render_envoy(spec, grt), work, work / "xds")
+        write_envoy_files(render_envoy(resolve_for(spec, plain_rt), grt), work, work / "xds")
         envoy = subprocess.Popen([envoy_binary(), "-c", str(work / "bootstrap.yaml"), "--use-dynamic-base-id",
                                   "--log-level", "error"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:

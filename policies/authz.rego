@@ -12,7 +12,9 @@
 #   user <- x-user-email, groups <- x-user-groups (comma separated), source <- x-finopti-source,
 #   route <- input.route.name, listener <- x-finopti-listener (optional).
 #
-# Data: data.finopti.roles (data.json) and data.finopti.routes (routes.json, generated from mesh.yaml).
+# Data: data.finopti.roles and data.finopti.agents (data.json: roles of users and groups; each agent's
+# actions with the roles that may run them) and data.finopti.routes (routes.json, generated from mesh.yaml).
+# No route, action or role is named in this file: what may be done by whom is data.
 #
 # Written in Rego v1 syntax that both OPA 1.x and regorus accept: keep it to plain builtins.
 package finopti.authz
@@ -96,58 +98,62 @@ roles contains r if {
 # Routes anyone may use, even anonymous (the sign-in page): `auth: anonymous` in mesh.yaml.
 public_routes := {name | some name, r in data.finopti.routes; r.auth == "anonymous"}
 
-# Any role at all is enough here; the agents behind check the finer permissions.
-any_role_routes := {"ask", "orchestrator"} | {name |
+# `roles: ["*"]` in mesh.yaml: any role at all is enough (the agents behind check finer permissions).
+any_role_routes := {name |
 	some name, info in data.finopti.routes
 	is_array(info.roles)
 	"*" in info.roles
 }
 
-# Roles a route declares in mesh.yaml (`roles:`) take precedence over the built-in table below.
-declared_route_roles := {name: {r | some r in info.roles} |
+# Roles a route declares in mesh.yaml (`roles:`).
+route_roles := {name: {r | some r in info.roles} |
 	some name, info in data.finopti.routes
 	is_array(info.roles)
 	not "*" in info.roles
 }
 
-route_roles := object.union(builtin_route_roles, declared_route_roles)
+# A route to an agent (a backend listed in data.json's `agents`) is decided per action: the path must
+# name one of the agent's actions right after the route's `actions_prefix`, and nothing more.
+agent := data.finopti.agents[route_info.backend]
 
-builtin_route_roles := {
-	"gcloud-tools": {"gcloud_admin", "finops_viewer"},
-	"monitoring-agent": {"observability_admin"},
-	"monitoring-tools": {"observability_admin"},
-	"logstore": {"observability_admin"},
-	"policy": {"observability_admin", "gcloud_admin"},
+agent_route if agent
+
+requested_action := name if {
+	agent_route
+	prefix := route_info.actions_prefix
+	startswith(path, prefix)
+	name := substring(path, count(prefix), -1)
+	regex.match(`^[a-z][a-z0-9_]*$`, name)
 }
 
-read_actions := {
-	"list_instances", "describe_instance", "list_disks", "list_buckets",
-	"find_idle_instances", "rightsizing_recommendations", "estimate_monthly_cost",
+action := requested_action if agent.actions[requested_action]
+
+action_rule := agent.actions[action]
+
+# An action's roles, narrowed by the route's own roles when it declares some.
+action_roles := {r | some r in action_rule.roles} if not route_roles[route]
+
+action_roles := {r | some r in action_rule.roles} & route_roles[route] if route_roles[route]
+
+needed_roles := route_roles[route] if not agent_route
+
+needed_roles := action_roles if action
+
+granting_roles := roles if {
+	route in any_role_routes
+	not agent_route
 }
 
-write_actions := {"start_instance", "stop_instance", "resize_instance", "delete_instance"}
-
-# /gcloud-agent/v1/actions/<action>, nothing more.
-requested_action := m[0][1] if {
-	route == "gcloud-agent"
-	m := regex.find_all_string_submatch_n(`^/gcloud-agent/v1/actions/([a-z_]+)$`, path, 1)
+granting_roles := roles & needed_roles if {
+	not route in any_role_routes
+	not agent_route
 }
 
-action := requested_action if requested_action in (read_actions | write_actions)
-
-needed_roles := route_roles[route]
-
-needed_roles := {"gcloud_admin", "finops_viewer"} if action in read_actions
-
-needed_roles := {"gcloud_admin"} if action in write_actions
-
-granting_roles := roles if route in any_role_routes
-
-granting_roles := roles & needed_roles if not route in any_role_routes
+granting_roles := roles & needed_roles if agent_route
 
 # ---------------------------------------------------------------- sentences
 
-activity := sprintf("run %s on gcloud-agent", [action]) if action
+activity := sprintf("run %s on %s", [action, route_info.backend]) if action
 
 activity := sprintf("call route '%s'", [route]) if not action
 
@@ -209,9 +215,9 @@ denial := {"status": 403, "reason": msg} if {
 	count(roles) == 0
 	msg := sprintf("user %s has no role", [user])
 } else := {"status": 403, "reason": msg} if {
-	route == "gcloud-agent"
+	agent_route
 	not action
-	msg := sprintf("'%s' is not a known gcloud-agent action", [path])
+	msg := sprintf("'%s' is not a known %s action", [path, route_info.backend])
 } else := {"status": 403, "reason": msg} if {
 	not grant
 	needed_roles

@@ -22,6 +22,7 @@ from finopti.deploy.verify import check_compose
 from finopti.mesh.envoy import DEFAULT_TIMEOUT, render_envoy
 from finopti.mesh.envoy_traffic import FAULT_FILTER, RATE_LIMIT_FILTER
 from finopti.mesh.model import MeshSpec, load_mesh, parse_mesh
+from finopti.mesh.resolved import resolve
 from finopti.platform import GatewayRuntime
 
 SCHEMAS = Path(os.environ.get("FINOPTI_APISIX_SCHEMAS", REPO.parent / "shared" / "apisix" / "schema.json"))
@@ -65,8 +66,8 @@ def schemas() -> dict:
 def test_apisix_yaml_validates_against_apisix_schemas(schemas, mesh):
     spec = MESHES[mesh]()
     topo = plan(spec)
-    enabled = render_config_yaml(spec, topo)["plugins"]
-    assert validate_apisix_text(apisix_yaml_text(render_apisix_yaml(spec, topo)), schemas, enabled) == []
+    enabled = render_config_yaml(resolve(spec), topo)["plugins"]
+    assert validate_apisix_text(apisix_yaml_text(render_apisix_yaml(resolve(spec), topo)), schemas, enabled) == []
 
 
 @needs_schemas
@@ -79,7 +80,7 @@ def test_the_committed_apisix_yaml_validates(schemas):
 @needs_schemas
 def test_the_validator_catches_what_apisix_would_refuse(schemas):
     spec = MESHES["traffic"]()
-    doc = render_apisix_yaml(spec, plan(spec))
+    doc = render_apisix_yaml(resolve(spec), plan(spec))
     limited = next(r for r in doc["routes"] if r["id"] == "limited")
     limited["plugins"]["limit-count"]["count"] = 0
     limited["plugins"]["fault-injection"] = {"abort": {"http_status": 503, "percentage": 12.5}}
@@ -123,7 +124,7 @@ def _envoy(spec: MeshSpec) -> dict[str, dict]:
         service_ports={s.name: {v: next(port) for v in s.versions} for s in spec.services},
         jwks_path=Path("/s/jwks.json"), xds_dir=Path("/s/xds"), pki_dir=Path("/s/pki"),
     )
-    return render_envoy(spec, rt)
+    return render_envoy(resolve(spec), rt)
 
 
 def _seconds(value: float) -> str:
@@ -259,7 +260,8 @@ def _check_route(spec: MeshSpec, route, envoy: dict, apisix: dict, config: dict)
 def test_every_policy_renders_to_both_envoy_and_apisix(mesh):
     spec = MESHES[mesh]()
     topo = plan(spec)
-    envoy, apisix, config = _envoy(spec), render_apisix_yaml(spec, topo), render_config_yaml(spec, topo)
+    mesh = resolve(spec)
+    envoy, apisix, config = _envoy(spec), render_apisix_yaml(mesh, topo), render_config_yaml(mesh, topo)
     seen = set()
     for route in spec.routes:
         if spec.is_external(route.backend):  # local-only (the console's Prometheus proxy)

@@ -21,6 +21,7 @@ from finopti.deploy.compose import rendered_files
 from finopti.deploy.validate import validate_compose_schema
 from finopti.mesh.model import load_mesh
 from finopti.mesh.policy_data import render_route_data
+from finopti.mesh.resolved import resolve
 
 BUNDLE = REPO / BUNDLE_DIR
 PROMTOOL = shutil.which("promtool")
@@ -118,7 +119,7 @@ def test_each_service_version_runs_from_the_image_with_its_mesh_yaml_entrypoint(
 
 
 def test_opa_gets_the_route_table_of_this_mesh(rendered):
-    assert json.loads(rendered["opa/routes.json"]) == render_route_data(load_mesh(REPO / "mesh.yaml"))
+    assert json.loads(rendered["opa/routes.json"]) == render_route_data(resolve(load_mesh(REPO / "mesh.yaml")))
 
 
 # --- isolation (verify-compose) ---------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from conftest import REPO
 from finopti.idp import generate_key, jwks_for
 from finopti.mesh.envoy import render_envoy
 from finopti.mesh.model import load_mesh
+from finopti.mesh.resolved import load_authz_data, resolve
 from finopti.pki import ensure_pki
 from finopti.platform import GatewayRuntime, envoy_binary, plan_placeholder_runtime
 
@@ -27,7 +28,7 @@ def _render(mesh: str = "platform") -> dict[str, dict]:
         jwks_path=Path("/state/idp/jwks.json"), xds_dir=Path("/state/gateway/xds"), pki_dir=Path("/state/pki"),
         external_ports={"prometheus": rt.aux_ports["prometheus"]},
     )
-    return render_envoy(spec, grt)
+    return render_envoy(resolve(spec, load_authz_data(REPO / "policies")), grt)
 
 
 @pytest.mark.parametrize("mesh", sorted(MESHES))

@@ -86,12 +86,12 @@ MATRIX = [
     ("alice", "ui", "orchestrator", "/orchestrator/v1/ask", 200, []),
     ("bob", "gcloud-agent", "gcloud-tools", "/gcloud-tools/mcp", 200, []),
     ("carol", "gcloud-agent", "gcloud-tools", "/gcloud-tools/mcp", 403, ["finops_viewer"]),
-    ("carol", "orchestrator", "monitoring-agent", "/monitoring-agent/v1/ask", 200, []),
+    ("carol", "orchestrator", "monitoring-agent", "/monitoring-agent/v1/actions/query_time_series", 200, []),
     (
         "alice",
         "orchestrator",
         "monitoring-agent",
-        "/monitoring-agent/v1/ask",
+        "/monitoring-agent/v1/actions/list_metrics",
         403,
         ["alice@", "observability_admin"],
     ),
@@ -202,7 +202,7 @@ def test_query_follows_opa_paths(engine):
     decision = engine.query("finopti/authz/decision", local_input(None, "ask", "/api/ask", "edge"))
     assert decision == {"allow": False, "status": 401, "reason": "sign-in required to call route 'ask'"}
     # Sets become sorted arrays, as in OPA's JSON.
-    assert engine.query("finopti/authz/write_actions")[0] == "delete_instance"
+    assert engine.query("finopti/authz/public_routes")[0] == "logstore-positions"
 
 
 def test_decisions_from_many_threads(engine):

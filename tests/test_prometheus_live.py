@@ -20,6 +20,7 @@ import yaml
 
 from finopti.dashboards import console_model
 from finopti.mesh.model import parse_mesh
+from finopti.mesh.resolved import resolve
 from finopti.observability import (
     ScrapeTargets,
     ScrapeTls,
@@ -184,8 +185,8 @@ class Stack:
         envoy_yaml.write_text(yaml.safe_dump(_envoy_config(self.admin, self.edge, self.mesh, self.ports, self.pki)))
         self.spawn("envoy", [envoy_binary(), "-c", str(envoy_yaml), "--disable-hot-restart", "-l", "warning"])
 
-        rules = {"recording_rules.yml": render_recording_rules(SPEC, interval="1s"),
-                 "alert_rules.yml": render_alert_rules(SPEC, interval="1s")}
+        rules = {"recording_rules.yml": render_recording_rules(resolve(SPEC), interval="1s"),
+                 "alert_rules.yml": render_alert_rules(resolve(SPEC), interval="1s")}
         for name, doc in rules.items():
             (self.tmp / name).write_text(yaml.safe_dump(doc, sort_keys=False))
         targets = ScrapeTargets.local(self.admin, self.ports)

@@ -9,6 +9,7 @@ import yaml
 from conftest import REPO
 
 from finopti.mesh.model import load_mesh
+from finopti.mesh.resolved import resolve
 from finopti.observability import (
     ScrapeTargets,
     ScrapeTls,
@@ -40,8 +41,8 @@ def _render(pki_dir: Path = Path("/state/pki"), rules_dir: Path = Path("/state/p
     rule_files = [str(rules_dir / "recording_rules.yml"), str(rules_dir / "alert_rules.yml")]
     return {
         "prometheus.yml": render_prometheus_config(spec, _targets(spec), tls=tls, rule_files=rule_files),
-        "recording_rules.yml": render_recording_rules(spec),
-        "alert_rules.yml": render_alert_rules(spec),
+        "recording_rules.yml": render_recording_rules(resolve(spec)),
+        "alert_rules.yml": render_alert_rules(resolve(spec)),
     }
 
 
@@ -86,11 +87,11 @@ def test_plain_http_without_pki_and_targets_must_match_the_mesh():
 
 def test_rules_cover_red_per_route_and_service_and_the_alerts():
     spec = load_mesh(REPO / "mesh.yaml")
-    records = {r["record"] for g in render_recording_rules(spec, interval="1s")["groups"] for r in g["rules"]}
+    records = {r["record"] for g in render_recording_rules(resolve(spec), interval="1s")["groups"] for r in g["rules"]}
     for level in ("route", "listener", "upstream", "service"):
         assert {f"finopti:{level}_requests:rate1m", f"finopti:{level}_errors:ratio_rate1m"} <= records
         assert {f"finopti:{level}_latency_seconds:{q}" for q in ("p50", "p95", "p99")} <= records
-    alerts = [r for g in render_alert_rules(spec)["groups"] for r in g["rules"]]
+    alerts = [r for g in render_alert_rules(resolve(spec))["groups"] for r in g["rules"]]
     names = {a["alert"] for a in alerts}
     assert {"FinoptiRouteErrorRatioHigh", "FinoptiServiceErrorRatioHigh", "FinoptiCircuitOpened",
             "FinoptiRateLimitingSpike", "FinoptiTargetDown", "FinoptiTargetMissing"} <= names

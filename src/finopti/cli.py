@@ -190,20 +190,22 @@ def ask(
 def render_envoy_cmd(
     out: Annotated[Path, typer.Option("--out", help="Directory to write the Envoy configuration to.")],
     mesh: MeshOption = Path("mesh.yaml"),
+    policies: PolicyOption = Path("policies"),
 ) -> None:
     """Write the Envoy bootstrap and xDS files (ports as declared; 0 becomes a placeholder)."""
-    from finopti.platform import gateway_runtime, plan_placeholder_runtime, write_envoy_files
+    from finopti.platform import gateway_runtime, plan_placeholder_runtime, resolve_for, write_envoy_files
 
     try:
         spec = load_mesh(mesh)
+        rt = dataclasses.replace(plan_placeholder_runtime(spec, mesh), policy_dir=str(policies))
+        resolved = resolve_for(spec, rt)
     except FinoptiError as exc:
         _fail(exc)
     out = out.resolve()
-    rt = plan_placeholder_runtime(spec, mesh)
     state = state_dir()
     grt = gateway_runtime(state, rt)
     grt = dataclasses.replace(grt, xds_dir=out / "xds")
-    documents = render_envoy(spec, grt)
+    documents = render_envoy(resolved, grt)
     write_envoy_files(documents, out, out / "xds")
     console.print(f"wrote {len(documents)} files to {out}")
 

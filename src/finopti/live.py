@@ -13,10 +13,10 @@ import httpx
 import yaml
 
 from finopti.errors import MeshSpecError, PlatformStateError
-from finopti.mesh.envoy import render_envoy
-from finopti.mesh.model import MeshSpec, RoutePolicy, load_mesh, parse_mesh
+from finopti.mesh.model import MeshSpec, load_mesh, parse_mesh
+from finopti.mesh.resolved import resolve
 from finopti.paths import StateDir
-from finopti.platform import Runtime, gateway_runtime, render_policy_bundle, write_atomically, write_envoy_files
+from finopti.platform import Runtime, render_gateway, write_atomically
 
 OVERRIDES = "overrides.json"
 
@@ -69,9 +69,7 @@ def apply_mesh(state: StateDir, mesh_file: Path | None = None, wait: float = 10.
     base = load_mesh(mesh_file)
     _same_processes(running, base)
     spec = with_overrides(base, load_overrides(state), str(mesh_file))
-    render_policy_bundle(spec, Path(rt.policy_dir), state.policy)
-    grt = gateway_runtime(state, rt)
-    write_envoy_files(render_envoy(spec, grt), state.gateway, grt.xds_dir)
+    render_gateway(spec, state, rt)
     write_atomically(state.running_mesh, yaml.safe_dump(base.model_dump(mode="json", exclude_none=True)))
     if str(mesh_file) != rt.mesh_file:
         rt.mesh_file = str(mesh_file)
@@ -149,14 +147,13 @@ def _apply_drill(state: StateDir, change: Callable[[dict], None]) -> MeshSpec:
 def policy_table(spec: MeshSpec) -> list[dict]:
     """The effective policy of every route, for `finopti mesh show`."""
     rows = []
-    for route in spec.routes:
-        policy: RoutePolicy = spec.effective_policy(route)
+    for route in resolve(spec).routes:
         rows.append({
             "route": route.name,
             "listener": route.listener,
             "path": route.path,
             "backend": route.backend,
-            "allowed_callers": route.allowed_callers,
-            "policy": policy.model_dump(mode="json", exclude_none=True),
+            "allowed_callers": None if route.allowed_callers is None else list(route.allowed_callers),
+            "policy": route.policy.model_dump(mode="json", exclude_none=True),
         })
     return rows

@@ -21,6 +21,7 @@ from finopti.idp import DevIdentityProvider
 from finopti.mesh.envoy import GatewayRuntime, cluster_name, render_envoy
 from finopti.mesh.model import MeshSpec, load_mesh
 from finopti.mesh.policy_data import render_route_data
+from finopti.mesh.resolved import ResolvedMesh, load_authz_data, resolve
 from finopti.mesh.supervisor import AuxProgram, ProcessRuntime, components, render_supervisor
 from finopti.meshtls import PLATFORM_IDENTITIES, TRUST_BUNDLE, write_callers_bundle
 from finopti.observability import (
@@ -157,14 +158,14 @@ def _aux_programs(spec: MeshSpec, state: StateDir, rt: Runtime) -> tuple[AuxProg
     return tuple(programs)
 
 
-def render_prometheus(spec: MeshSpec, state: StateDir, rt: Runtime) -> None:
+def render_prometheus(spec: MeshSpec, mesh: ResolvedMesh, state: StateDir, rt: Runtime) -> None:
     """Scrape config and rules, rendered from the mesh; Prometheus scrapes with its own mesh identity."""
     directory = state.root / "prometheus"
     targets = ScrapeTargets.local(rt.admin_port, rt.service_ports)
     tls = ScrapeTls(state.pki / "ca.crt", state.pki / "prometheus.crt", state.pki / "prometheus.key")
     files = {
-        "recording_rules.yml": render_recording_rules(spec, interval="5s"),
-        "alert_rules.yml": render_alert_rules(spec, interval="5s"),
+        "recording_rules.yml": render_recording_rules(mesh, interval="5s"),
+        "alert_rules.yml": render_alert_rules(mesh, interval="5s"),
     }
     config = render_prometheus_config(spec, targets, tls=tls, rule_files=[str(directory / f) for f in files],
                                       scrape_interval="5s", evaluation_interval="5s")
@@ -235,21 +236,33 @@ def write_envoy_files(documents: dict[str, dict], out_dir: Path, xds_dir: Path) 
         write_atomically(target, yaml.dump(doc, Dumper=_PlainDumper, sort_keys=False))
 
 
-def render_policy_bundle(spec: MeshSpec, source: Path, target: Path) -> None:
+def render_policy_bundle(mesh: ResolvedMesh, source: Path, target: Path) -> None:
     """The policy service's directory: the Rego and role data from `source`, and the route table of
     the mesh.yaml actually running (so a changed mesh.yaml and its policy never disagree)."""
     target.mkdir(parents=True, exist_ok=True)
     for path in sorted(source.glob("*.rego")) + [source / "data.json"]:
         write_atomically(target / path.name, path.read_text())
-    write_atomically(target / "routes.json", json.dumps(render_route_data(spec), indent=2) + "\n")
+    write_atomically(target / "routes.json", json.dumps(render_route_data(mesh), indent=2) + "\n")
+
+
+def resolve_for(spec: MeshSpec, rt: Runtime) -> ResolvedMesh:
+    """The mesh as every renderer reads it, with the role data of the platform's policy directory."""
+    return resolve(spec, load_authz_data(rt.policy_dir))
+
+
+def render_gateway(spec: MeshSpec, state: StateDir, rt: Runtime) -> ResolvedMesh:
+    """The policy service's directory and the gateway's files, from one resolved mesh."""
+    mesh = resolve_for(spec, rt)
+    render_policy_bundle(mesh, Path(rt.policy_dir), state.policy)
+    grt = gateway_runtime(state, rt)
+    write_envoy_files(render_envoy(mesh, grt), state.gateway, grt.xds_dir)
+    return mesh
 
 
 def render_platform(spec: MeshSpec, state: StateDir, rt: Runtime) -> None:
     DevIdentityProvider(state.idp, spec.identity).ensure()
     ensure_mesh_pki(spec, state)
-    render_policy_bundle(spec, Path(rt.policy_dir), state.policy)
-    grt = gateway_runtime(state, rt)
-    write_envoy_files(render_envoy(spec, grt), state.gateway, grt.xds_dir)
+    mesh = render_gateway(spec, state, rt)
     process_rt = ProcessRuntime(
         state_dir=state.root,
         logs_dir=state.logs,
@@ -265,7 +278,7 @@ def render_platform(spec: MeshSpec, state: StateDir, rt: Runtime) -> None:
         aux=_aux_programs(spec, state, rt),
     )
     if "prometheus" in rt.aux_ports:
-        render_prometheus(spec, state, rt)
+        render_prometheus(spec, mesh, state, rt)
     write_atomically(state.supervisor_conf, render_supervisor(spec, process_rt))
 
 

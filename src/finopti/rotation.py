@@ -17,6 +17,7 @@ from finopti.platform import (
     Runtime,
     gateway_runtime,
     mesh_identities,
+    resolve_for,
     service_health,
     supervisor_rpc,
     write_envoy_files,
@@ -47,6 +48,6 @@ def rotate_certificates(state: StateDir, progress: Callable[[str], None] = lambd
         _wait_cluster_healthy(rt, cluster_name(service, version))
         progress(f"{component} restarted with its new certificate")
     grt = gateway_runtime(state, rt)
-    write_envoy_files(render_envoy(spec, grt), state.gateway, grt.xds_dir)
+    write_envoy_files(render_envoy(resolve_for(spec, rt), grt), state.gateway, grt.xds_dir)
     progress("gateway switched to its new certificate (live xDS update)")
     return rotated

@@ -19,7 +19,8 @@ from finopti.deploy.topology import (
     Topology,
 )
 from finopti.mesh.envoy import DEFAULT_TIMEOUT, IDENTITY_HEADERS
-from finopti.mesh.model import CircuitBreaker, Fault, MeshSpec, RateLimit, Route, RoutePolicy
+from finopti.mesh.model import CircuitBreaker, Fault, RateLimit, RoutePolicy
+from finopti.mesh.resolved import ResolvedMesh, ResolvedRoute
 
 PLUGIN_CONFIG = "finopti-gateway"
 CONSUMER = "finopti_idp"
@@ -233,13 +234,13 @@ def canary(route: str, service: str, policy: RoutePolicy) -> dict:
     return {"rules": rules}
 
 
-def _uris(route: Route) -> dict:
+def _uris(route: ResolvedRoute) -> dict:
     if route.exact:
         return {"uri": route.path}
     return {"uris": [route.path, route.path + "*"]}
 
 
-def _rewrite(route: Route) -> dict | None:
+def _rewrite(route: ResolvedRoute) -> dict | None:
     if route.rewrite is None:
         return None
     if route.exact:
@@ -248,11 +249,10 @@ def _rewrite(route: Route) -> dict | None:
     return {"regex_uri": [f"^{re.escape(route.path)}(.*)", f"{route.rewrite}$1"]}
 
 
-def render_route(spec: MeshSpec, topo: Topology, route: Route) -> tuple[dict, list[dict]]:
+def render_route(topo: Topology, route: ResolvedRoute) -> tuple[dict, list[dict]]:
     """One mesh.yaml route -> an APISIX route and its upstreams (one per version of the backend)."""
-    service = spec.service(route.backend)
-    policy = spec.effective_policy(route)
-    upstreams = [route_upstream(topo, route.name, service.name, v, policy) for v in service.versions]
+    policy = route.policy
+    upstreams = [route_upstream(topo, route.name, route.backend, v, policy) for v in route.versions]
     plugins: dict = {}
     if route.auth == "required":
         # The consumer is found by the token's issuer; the verified claims go to the identity function.
@@ -268,7 +268,7 @@ def render_route(spec: MeshSpec, topo: Topology, route: Route) -> tuple[dict, li
         plugins["limit-count"] = rate_limit(policy.rate_limit)
         plugins["response-rewrite"] = retry_after(policy.rate_limit)
     if policy.canary is not None:
-        plugins["traffic-split"] = canary(route.name, service.name, policy)
+        plugins["traffic-split"] = canary(route.name, route.backend, policy)
     rendered = {
         "id": route.name,
         "name": route.name,  # the policy looks the route up by this name (`with_route`)
@@ -276,17 +276,17 @@ def render_route(spec: MeshSpec, topo: Topology, route: Route) -> tuple[dict, li
         # Like Envoy's ordering: exact paths, then longer prefixes first.
         "priority": len(route.path) + (1000 if route.exact else 0),
         "vars": [["server_port", "==", str(LISTENERS[route.listener])]],
-        "upstream_id": upstream_id(route.name, service.name, service.versions[0]),
+        "upstream_id": upstream_id(route.name, route.backend, route.versions[0]),
         "plugin_config_id": PLUGIN_CONFIG,
         "plugins": plugins,
     }
     return rendered, upstreams
 
 
-def _metrics(spec: MeshSpec, topo: Topology) -> tuple[list[dict], list[dict]]:
+def _metrics(mesh: ResolvedMesh, topo: Topology) -> tuple[list[dict], list[dict]]:
     """Prometheus scrapes each service version through the gateway too, from its own network only."""
     routes, upstreams = [], []
-    for service in spec.services:
+    for service in mesh.services:
         for version in service.versions:
             up = upstream_id("metrics", service.name, version)
             upstreams.append({
@@ -311,18 +311,18 @@ def metrics_path(service: str, version: str) -> str:
     return f"/metrics/{service}/{version}"
 
 
-def render_apisix_yaml(spec: MeshSpec, topo: Topology) -> dict:
+def render_apisix_yaml(mesh: ResolvedMesh, topo: Topology) -> dict:
     routes, upstreams = [], []
     # Routes to local-only components (the console's Prometheus proxy) have no place in compose, where
     # Grafana reads Prometheus itself.
-    for route in [r for r in spec.routes if not spec.is_external(r.backend)]:
-        r, ups = render_route(spec, topo, route)
+    for route in [r for r in mesh.routes if not r.external]:
+        r, ups = render_route(topo, route)
         routes.append(r)
         upstreams.extend(ups)
-    metric_routes, metric_upstreams = _metrics(spec, topo)
+    metric_routes, metric_upstreams = _metrics(mesh, topo)
     identity = IDENTITY_LUA % {"headers": "{" + ", ".join(json.dumps(h) for h in (*IDENTITY_HEADERS,
                                                                                  "x-finopti-listener")) + "}",
-                               "audience": json.dumps(spec.identity.audience)}
+                               "audience": json.dumps(mesh.identity.audience)}
     return {
         "routes": routes + metric_routes,
         "upstreams": upstreams + metric_upstreams,
@@ -338,7 +338,7 @@ def render_apisix_yaml(spec: MeshSpec, topo: Topology) -> dict:
         "consumers": [{
             "username": CONSUMER,
             "desc": "the identity provider: tokens whose `iss` is its issuer, signed with its key",
-            "plugins": {"jwt-auth": {"key": spec.identity.issuer, "algorithm": "RS256",
+            "plugins": {"jwt-auth": {"key": mesh.identity.issuer, "algorithm": "RS256",
                                      "public_key": f"$env://{JWT_KEY_ENV}"}},
         }],
         "global_rules": [{
@@ -356,14 +356,13 @@ def render_apisix_yaml(spec: MeshSpec, topo: Topology) -> dict:
     }
 
 
-def _next_upstream(spec: MeshSpec) -> str:
+def _next_upstream(mesh: ResolvedMesh) -> str:
     """nginx retries on connection errors and timeouts; status codes are one list for the whole gateway."""
-    codes = sorted({c for r in spec.routes if (p := spec.effective_policy(r)).retries
-                    for c in p.retries.conditions if c.isdigit()})
+    codes = sorted({c for r in mesh.routes if r.policy.retries for c in r.policy.retries.conditions if c.isdigit()})
     return " ".join(["error", "timeout", *(f"http_{c}" for c in codes)])
 
 
-def render_config_yaml(spec: MeshSpec, topo: Topology) -> dict:
+def render_config_yaml(mesh: ResolvedMesh, topo: Topology) -> dict:
     listeners = "\n".join(f"    {port} {name};" for name, port in LISTENERS.items())
     callers = "\n".join(f"    {subnet} {caller};" for subnet, caller in topo.callers().items())
     log_vars = "\n".join(f"set ${name} '';" for name in LOG_VARIABLES)
@@ -388,7 +387,7 @@ def render_config_yaml(spec: MeshSpec, topo: Topology) -> dict:
                 "access_log_format": json.dumps(ACCESS_LOG_FIELDS).replace('"$status"', "$status"),
                 "access_log_format_escape": "json",
                 # Envoy's buffer filter: a larger body is refused with 413.
-                "client_max_body_size": spec.gateway.max_request_bytes,
+                "client_max_body_size": mesh.gateway.max_request_bytes,
             },
             "http_configuration_snippet": (
                 f"map $server_port $finopti_listener {{\n    default \"\";\n{listeners}\n}}\n"
@@ -396,7 +395,7 @@ def render_config_yaml(spec: MeshSpec, topo: Topology) -> dict:
             ),
             "http_server_location_configuration_snippet": (
                 f"{log_vars}\n"
-                f"proxy_next_upstream {_next_upstream(spec)};\n"
+                f"proxy_next_upstream {_next_upstream(mesh)};\n"
                 # Verify every service's certificate against the mesh CA, for the name APISIX sends as SNI.
                 "proxy_ssl_verify on;\n"
                 "proxy_ssl_server_name on;\n"

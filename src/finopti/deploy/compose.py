@@ -42,6 +42,7 @@ from finopti.deploy.topology import (
 )
 from finopti.mesh.model import MeshSpec
 from finopti.mesh.policy_data import render_route_data
+from finopti.mesh.resolved import resolve
 
 BUNDLE_DIR = PurePosixPath("deploy/compose")
 # Pinned images. APISIX matches the schemas the bundle is validated against (../shared/apisix: 3.18.0);
@@ -300,17 +301,18 @@ def render_compose_bundle(spec: MeshSpec, repo_root: Path | str, out_dir: Path |
     out = Path(out_dir).absolute() if out_dir is not None else root / BUNDLE_DIR
     repo = PurePosixPath(os.path.relpath(root, out)).as_posix()
     topo = plan(spec)
+    mesh = resolve(spec)  # the policy reads its role data from data.json itself, next to routes.json
     files = {
         "docker-compose.yml": _yaml(render_compose(spec, topo, repo)),
         ".env.example": ENV_EXAMPLE,
-        "apisix/apisix.yaml": apisix_yaml_text(render_apisix_yaml(spec, topo)),
-        "apisix/config.yaml": _yaml(render_config_yaml(spec, topo)),
-        "opa/routes.json": json.dumps(render_route_data(spec), indent=2) + "\n",
+        "apisix/apisix.yaml": apisix_yaml_text(render_apisix_yaml(mesh, topo)),
+        "apisix/config.yaml": _yaml(render_config_yaml(mesh, topo)),
+        "opa/routes.json": json.dumps(render_route_data(mesh), indent=2) + "\n",
         "loki/config.yml": _yaml(render_loki()),
         "alloy/config.alloy": render_alloy(spec),
         "promtail/config.yml": _yaml(render_promtail(spec)),
     }
-    for name, doc in render_prometheus(spec).items():
+    for name, doc in render_prometheus(spec, mesh).items():
         files[f"prometheus/{name}"] = _yaml(doc)
     for path, text in render_grafana("grafana").items():
         files[PurePosixPath(path).as_posix()] = text

@@ -8,6 +8,7 @@ Logs: stream labels are only `job="finopti"`, `service` and `level` (what the da
 from finopti.deploy.apisix import metrics_path
 from finopti.deploy.topology import EXPORT_PORT, GATEWAY, LISTENERS, MESH_URL, PROJECT
 from finopti.mesh.model import MeshSpec
+from finopti.mesh.resolved import ResolvedMesh
 from finopti.observability import (
     ScrapeTargets,
     render_alert_rules,
@@ -151,7 +152,7 @@ def render_promtail(spec: MeshSpec) -> dict:
     }
 
 
-def render_prometheus(spec: MeshSpec) -> dict[str, dict]:
+def render_prometheus(spec: MeshSpec, mesh: ResolvedMesh) -> dict[str, dict]:
     """prometheus.yml plus the same recording and alert rules as the local platform.
 
     Every service version is scraped through the gateway's metrics listener (Prometheus has no route to a
@@ -171,6 +172,6 @@ def render_prometheus(spec: MeshSpec) -> dict[str, dict]:
         labels["__metrics_path__"] = metrics_path(labels["service"], labels["version"])
     return {
         "prometheus.yml": config,
-        "recording_rules.yml": render_recording_rules(spec),
-        "alert_rules.yml": render_alert_rules(spec),
+        "recording_rules.yml": render_recording_rules(mesh),
+        "alert_rules.yml": render_alert_rules(mesh),
     }

@@ -19,7 +19,8 @@ from finopti.mesh.envoy_traffic import (
     route_fault,
     route_rate_limit,
 )
-from finopti.mesh.model import MeshSpec, Route, RoutePolicy
+from finopti.mesh.model import RoutePolicy
+from finopti.mesh.resolved import ResolvedMesh, ResolvedRoute, most_specific_first
 from finopti.observability.envoy_stats import envoy_stats_config, route_stat_prefix
 from finopti.pki import TRUST_DOMAIN
 
@@ -59,14 +60,14 @@ def cluster_name(service: str, version: str) -> str:
     return f"{service}.{version}"
 
 
-def render_envoy(spec: MeshSpec, rt: GatewayRuntime) -> dict[str, dict]:
-    """File name -> Envoy resource document."""
+def render_envoy(mesh: ResolvedMesh, rt: GatewayRuntime) -> dict[str, dict]:
+    """File name -> Envoy resource document, from the resolved mesh (`finopti.mesh.resolved.resolve`)."""
     return {
         "bootstrap.yaml": _bootstrap(rt),
-        "lds.yaml": {"resources": [_listener("edge", spec, rt), _listener("mesh", spec, rt)]},
-        "cds.yaml": {"resources": _clusters(spec, rt)},
-        "rds-edge.yaml": {"resources": [_route_config("edge", spec)]},
-        "rds-mesh.yaml": {"resources": [_route_config("mesh", spec)]},
+        "lds.yaml": {"resources": [_listener("edge", mesh, rt), _listener("mesh", mesh, rt)]},
+        "cds.yaml": {"resources": _clusters(mesh, rt)},
+        "rds-edge.yaml": {"resources": [_route_config("edge", mesh)]},
+        "rds-mesh.yaml": {"resources": [_route_config("mesh", mesh)]},
     }
 
 
@@ -177,20 +178,9 @@ def _downstream_tls(rt: GatewayRuntime) -> dict:
     }
 
 
-def _backend_protection(spec: MeshSpec, service: str):
-    """(circuit breaker, retry budget %) for a service's clusters. Envoy keeps both per backend cluster,
-    so the service's policy or, failing that, the first route to it with one decides."""
-    policies = [spec.service(service).policy] + [
-        spec.effective_policy(r) for r in spec.routes if r.backend == service
-    ]
-    breaker = next((p.circuit_breaker for p in policies if p.circuit_breaker is not None), None)
-    budget = next((p.retries.budget_percent for p in policies if p.retries is not None), None)
-    return breaker, budget
-
-
-def _clusters(spec: MeshSpec, rt: GatewayRuntime) -> list[dict]:
+def _clusters(mesh: ResolvedMesh, rt: GatewayRuntime) -> list[dict]:
     clusters = []
-    for service in spec.services:
+    for service in mesh.services:
         for version in service.versions:
             cluster = {
                 "@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
@@ -213,13 +203,13 @@ def _clusters(spec: MeshSpec, rt: GatewayRuntime) -> list[dict]:
                 "common_lb_config": {"healthy_panic_threshold": {"value": 0.0}, "update_merge_window": "0s"},
                 "metadata": {"filter_metadata": {"finopti": {"cert_version": rt.cert_version}}},
             }
-            breaker, budget = _backend_protection(spec, service.name)
+            breaker, budget = service.circuit_breaker, service.retry_budget_percent
             if breaker is not None:
                 cluster["outlier_detection"] = outlier_detection(breaker)
             if breaker is not None or budget is not None:
                 cluster["circuit_breakers"] = circuit_breakers(breaker, budget)
             clusters.append(cluster)
-    for name in spec.external:
+    for name in (b.name for b in mesh.backends if b.external):
         # A platform component on loopback that speaks plain HTTP (Prometheus): no mesh identity to check.
         if name in rt.external_ports:
             clusters.append({"@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
@@ -353,7 +343,7 @@ def _ext_authz(listener: str) -> dict:
     }
 
 
-def _http_filters(spec: MeshSpec, rt: GatewayRuntime, listener: str) -> list[dict]:
+def _http_filters(mesh: ResolvedMesh, rt: GatewayRuntime, listener: str) -> list[dict]:
     return [
         {
             "name": "finopti.strip_identity",
@@ -368,8 +358,8 @@ def _http_filters(spec: MeshSpec, rt: GatewayRuntime, listener: str) -> list[dic
                 "@type": JWT_AUTHN,
                 "providers": {
                     JWT_PROVIDER: {
-                        "issuer": spec.identity.issuer,
-                        "audiences": [spec.identity.audience],
+                        "issuer": mesh.identity.issuer,
+                        "audiences": [mesh.identity.audience],
                         "local_jwks": {"filename": str(rt.jwks_path)},
                         # The token travels on so each mesh hop is authorized for the same user.
                         "forward": True,
@@ -388,7 +378,7 @@ def _http_filters(spec: MeshSpec, rt: GatewayRuntime, listener: str) -> list[dic
             "name": "envoy.filters.http.buffer",
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
-                "max_request_bytes": spec.gateway.max_request_bytes,
+                "max_request_bytes": mesh.gateway.max_request_bytes,
             },
         },
         *([_ext_authz(listener)] if rt.authz else []),
@@ -402,7 +392,7 @@ def _http_filters(spec: MeshSpec, rt: GatewayRuntime, listener: str) -> list[dic
     ]
 
 
-def _listener(name: str, spec: MeshSpec, rt: GatewayRuntime) -> dict:
+def _listener(name: str, mesh: ResolvedMesh, rt: GatewayRuntime) -> dict:
     host, port = (rt.edge_host, rt.edge_port) if name == "edge" else (rt.mesh_host, rt.mesh_port)
     hcm = {
         "@type": HCM,
@@ -433,7 +423,7 @@ def _listener(name: str, spec: MeshSpec, rt: GatewayRuntime) -> dict:
         "rds": {"route_config_name": name, "config_source": _file_source(rt, f"rds-{name}.yaml")},
         "access_log": _access_log(name),
         "local_reply_config": _local_replies(),
-        "http_filters": _http_filters(spec, rt, name),
+        "http_filters": _http_filters(mesh, rt, name),
         # Envoy and the policy see the same path: no `..` or `//` tricks around a route's prefix.
         "normalize_path": True,
         "merge_slashes": True,
@@ -450,7 +440,7 @@ def _listener(name: str, spec: MeshSpec, rt: GatewayRuntime) -> dict:
     }
 
 
-def _route_config(listener: str, spec: MeshSpec) -> dict:
+def _route_config(listener: str, mesh: ResolvedMesh) -> dict:
     return {
         "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
         "name": listener,
@@ -458,42 +448,36 @@ def _route_config(listener: str, spec: MeshSpec) -> dict:
             {
                 "name": listener,
                 "domains": ["*"],
-                "routes": [e for route in _most_specific_first(spec.routes_on(listener)) for e in _routes(route, spec)],
+                "routes": [e for route in most_specific_first(mesh.routes_on(listener)) for e in _routes(route)],
             }
         ],
     }
 
 
-def _most_specific_first(routes: list[Route]) -> list[Route]:
-    # Envoy takes the first match; exact paths and longer prefixes must come before shorter ones.
-    return sorted(routes, key=lambda r: (not r.exact, -len(r.path)))
-
-
-def _routes(route: Route, spec: MeshSpec) -> list[dict]:
+def _routes(route: ResolvedRoute) -> list[dict]:
     """One mesh.yaml route becomes up to a few Envoy routes, tried in order: a pinned version per canary
     header value, then (when retries are on and the route is not marked idempotent) safe methods with the
     full retry policy before the other methods with retries only where nothing reached the backend."""
-    policy = spec.effective_policy(route)
-    if spec.is_external(route.backend):
-        return [_route_entry(route, spec, policy, [], {"cluster": route.backend}, mutations=False)]
-    service = spec.service(route.backend)
+    policy = route.policy
+    if route.external:
+        return [_route_entry(route, policy, [], {"cluster": route.backend}, mutations=False)]
     targets: list[tuple[list[dict], dict]] = []
     if policy.canary is not None:
         for version in policy.canary.weights:
             header = [{"name": policy.canary.pin_header, "string_match": {"exact": version}}]
-            targets.append((header, {"cluster": cluster_name(service.name, version)}))
-    targets.append(([], _split(service.name, service.versions, policy)))
+            targets.append((header, {"cluster": cluster_name(route.backend, version)}))
+    targets.append(([], _split(route.backend, route.versions, policy)))
     entries = []
     for headers, target in targets:
         split_by_method = policy.retries is not None and policy.idempotent is None
         if split_by_method:
             safe = [{"name": ":method", "string_match": {"safe_regex": {"regex": "|".join(SAFE_METHODS)}}}]
-            entries.append(_route_entry(route, spec, policy, headers + safe, target, mutations=False))
-        entries.append(_route_entry(route, spec, policy, headers, target, mutations=split_by_method))
+            entries.append(_route_entry(route, policy, headers + safe, target, mutations=False))
+        entries.append(_route_entry(route, policy, headers, target, mutations=split_by_method))
     return entries
 
 
-def _split(service: str, versions: list[str], policy: RoutePolicy) -> dict:
+def _split(service: str, versions: tuple[str, ...], policy: RoutePolicy) -> dict:
     if len(versions) == 1:
         return {"cluster": cluster_name(service, versions[0])}
     weights = policy.canary.weights if policy.canary else {versions[0]: 100}
@@ -503,7 +487,7 @@ def _split(service: str, versions: list[str], policy: RoutePolicy) -> dict:
     ]}}
 
 
-def _route_entry(route: Route, spec: MeshSpec, policy: RoutePolicy, headers: list[dict], target: dict,
+def _route_entry(route: ResolvedRoute, policy: RoutePolicy, headers: list[dict], target: dict,
                  mutations: bool) -> dict:
     match: dict = {"path": route.path} if route.exact else {"prefix": route.path}
     if headers:

@@ -14,7 +14,7 @@ Verified against Envoy 1.40 (`GET /stats/prometheus`):
   since each listener has one virtual host named after it) and `envoy_route` (the prefix).
 """
 
-from finopti.mesh.model import Route
+from finopti.mesh.resolved import ResolvedRoute
 
 VERSION_TAG = "finopti.version"  # Prometheus label: finopti_version
 # Versions look like v1, v2, v2-canary; the service part has no dots (see NAME_PATTERN in the model).
@@ -26,6 +26,6 @@ def envoy_stats_config() -> dict:
     return {"stats_tags": [{"tag_name": VERSION_TAG, "regex": _VERSION_REGEX}]}
 
 
-def route_stat_prefix(route: Route) -> str:
+def route_stat_prefix(route: ResolvedRoute) -> str:
     """The `stat_prefix` to set on the Envoy route for `route`: its mesh name (unique across listeners)."""
     return route.name

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from finopti.mesh.model import MeshSpec
+from finopti.mesh.resolved import ResolvedMesh
 from finopti.observability.traffic import PLATFORM, STREAM, USER, classify_routes, regex, service_traffic
 
 GATEWAY_JOB = "gateway"
@@ -117,8 +118,8 @@ def _gateway_relabeling() -> list[dict]:
     ]
 
 
-def _listeners(spec: MeshSpec) -> str:
-    return "|".join(sorted({r.listener for r in spec.routes}))
+def _listeners(mesh: ResolvedMesh) -> str:
+    return "|".join(sorted({r.listener for r in mesh.routes}))
 
 
 def _ratio(errors: str, total: str, by: str) -> str:
@@ -159,9 +160,9 @@ def _red_rules(prefix: str, by: str, total: str, errors: str, bucket: str, per_s
     return rules
 
 
-def render_recording_rules(spec: MeshSpec, interval: str | None = None) -> dict:
+def render_recording_rules(mesh: ResolvedMesh, interval: str | None = None) -> dict:
     """RED per mesh route, per gateway listener, per backend (as the gateway sees it) and per service."""
-    listeners = f'listener=~"{_listeners(spec)}"'
+    listeners = f'listener=~"{_listeners(mesh)}"'
     envoy_ms = 1000  # Envoy's request-time histograms are in milliseconds
     gateway = [
         # Per mesh route: needs `stat_prefix: <route name>` on each Envoy route (envoy_stats.route_stat_prefix).
@@ -170,7 +171,7 @@ def render_recording_rules(spec: MeshSpec, interval: str | None = None) -> dict:
             f"envoy_vhost_route_upstream_rq_total{{{listeners}}}",
             f'envoy_vhost_route_upstream_rq_xx{{{listeners},envoy_response_code_class="5"}}',
             f"envoy_vhost_route_upstream_rq_time_bucket{{{listeners}}}", envoy_ms,
-            traffic=("route", classify_routes(spec)),
+            traffic=("route", classify_routes(mesh)),
         ),
         # Per listener: every request, including the gateway's own answers (401, 404, 429, 503).
         *_red_rules(
@@ -207,7 +208,7 @@ def render_recording_rules(spec: MeshSpec, interval: str | None = None) -> dict:
     services = _red_rules(
         "service", "service, version",
         "finopti_requests_total", "finopti_request_errors_total", "finopti_request_duration_seconds_bucket", 1,
-        traffic=("service", {s.name: service_traffic(s.name) for s in spec.services}),
+        traffic=("service", {s.name: service_traffic(s.name) for s in mesh.services}),
     )
     groups = [
         {"name": "finopti-gateway-red", "rules": gateway},
@@ -220,7 +221,7 @@ def render_recording_rules(spec: MeshSpec, interval: str | None = None) -> dict:
     return {"groups": groups}
 
 
-def render_alert_rules(spec: MeshSpec, interval: str | None = None) -> dict:
+def render_alert_rules(mesh: ResolvedMesh, interval: str | None = None) -> dict:
     """Error ratio high, circuit opened, rate limiting spike, targets down or missing, latency near timeout."""
     pct = f"{ERROR_RATIO_THRESHOLD:.0%}"
     rules: list[dict] = [
@@ -242,7 +243,7 @@ def render_alert_rules(spec: MeshSpec, interval: str | None = None) -> dict:
                "at {{ $labels.instance }}"),
     ]
     # Rendered from the mesh: every declared service version must be scraped at all.
-    for service in spec.services:
+    for service in mesh.services:
         for version in service.versions:
             rules.append(_alert(
                 "FinoptiTargetMissing",
@@ -250,9 +251,9 @@ def render_alert_rules(spec: MeshSpec, interval: str | None = None) -> dict:
                 "warning", f"No scrape target for {service.name} {version}, which mesh.yaml declares",
                 {"service": service.name, "version": version},
             ))
-    traffic = classify_routes(spec)
-    for route in spec.routes:
-        timeout = spec.effective_policy(route).timeout
+    traffic = classify_routes(mesh)
+    for route in mesh.routes:
+        timeout = route.policy.timeout
         if not timeout or traffic[route.name] == STREAM:
             continue  # no timeout declared: nothing to be near; a stream ends when its watcher leaves
         limit = round(timeout * LATENCY_NEAR_TIMEOUT, 3)

@@ -25,9 +25,9 @@ def route_traffic(backend: str, timeout: float | None) -> str:
     return PLATFORM if backend in PLATFORM_SERVICES else USER
 
 
-def classify_routes(spec) -> dict[str, str]:
-    """route name -> user | platform | stream, from a MeshSpec."""
-    return {r.name: route_traffic(r.backend, spec.effective_policy(r).timeout) for r in spec.routes}
+def classify_routes(mesh) -> dict[str, str]:
+    """route name -> user | platform | stream, from the resolved mesh (finopti.mesh.resolved)."""
+    return {r.name: route_traffic(r.backend, r.policy.timeout) for r in mesh.routes}
 
 
 def service_traffic(service: str | None) -> str:
