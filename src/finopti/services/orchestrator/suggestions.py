@@ -23,9 +23,8 @@ from finopti.policy.envoy import build_input_from_envoy, load_route_table, match
 class Template:
     agent: str
     action: str
-    prompt: str  # {instance}, {idle}, {zone}: filled from the inventory
+    prompt: str  # {instance}, {zone}: filled from the inventory
     description: str
-    mutates: bool = False
 
 
 TEMPLATES = (
@@ -40,8 +39,7 @@ TEMPLATES = (
     Template("gcloud-agent", "describe_instance", "describe instance {instance}", "one instance's details and price"),
     Template("gcloud-agent", "estimate_monthly_cost", "monthly cost per instance", "the monthly bill per instance"),
     Template("monitoring-agent", "list_metrics", "list metrics", "what utilization can be queried"),
-    Template("gcloud-agent", "stop_instance", "stop instance {idle}", "stop an idle instance", mutates=True),
-)
+)  # read-only on purpose: an example is one click away, a change to the cloud never is
 
 Inventory = list[dict]
 FetchInventory = Callable[[str, str], Awaitable[Inventory | None]]  # (agent, action) -> rows, None if refused
@@ -83,8 +81,6 @@ def _fill(template: Template, inventory: Inventory) -> str | None:
     values = {}
     if "{instance}" in template.prompt:
         values["instance"] = rng.choice(running)["name"]
-    if "{idle}" in template.prompt:
-        values["idle"] = rng.choice(running)["name"]
     if "{zone}" in template.prompt:
         zones = sorted({i["zone"] for i in inventory if i.get("zone")})
         if not zones:
@@ -128,7 +124,7 @@ class Suggestions:
             prompt = _fill(t, inventory) if "{" in t.prompt else t.prompt
             if prompt:
                 out.append({"prompt": prompt, "agent": t.agent, "action": t.action, "description": t.description,
-                            "mutates": t.mutates})
+                            "mutates": False})
         out = out[: self.limit]
         self._cache[key] = (time.monotonic(), out)
         if len(self._cache) > 1000:  # users come and go; keep the memory bounded

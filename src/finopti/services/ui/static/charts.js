@@ -194,7 +194,7 @@ export function barChart(labels, series, { unit = "", stacked = false } = {}) {
       el("i", { class: "swatch", style: { background: colorFor(s.name, { single: series.length === 1 }) } }), el("span", {}, s.name), el("b", {}, formatValue(raw[k][idx], unit))));
     const total = stacked && series.length > 1
       ? el("div", { class: "tip-row total" }, el("span", {}, "total"), el("b", {}, formatValue(cumulative[series.length - 1][idx], unit))) : null;
-    tip.replaceChildren(el("div", { class: "tip-x" }, String(labels[idx])), rows, total);
+    tip.replaceChildren(el("div", { class: "tip-x" }, String(labels[idx])), ...rows, ...(total ? [total] : []));
     tip.hidden = false;
     const over = u.over.getBoundingClientRect();
     const left = Math.min(Math.max(0, u.cursor.left + 12), Math.max(0, over.width - tip.offsetWidth));

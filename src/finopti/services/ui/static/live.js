@@ -53,7 +53,14 @@ function insert(out, entries) {
   const atBottom = out.scrollHeight - out.scrollTop - out.clientHeight < 40;
   document.getElementById("live-empty")?.remove();
   for (const e of entries) {
+    if (e.service && !state.services.has(e.service)) addService(e.service);
+    for (const key of Object.keys(detectedFields(e))) state.fields.set(key, (state.fields.get(key) || 0) + 1);
+  }
+  // A backlog larger than the screen keeps: draw only the newest lines, never rows trimmed at once.
+  if (entries.length > MAX_ROWS) entries = [...entries].sort((a, b) => tsOf(a) - tsOf(b)).slice(-MAX_ROWS);
+  for (const e of entries) {
     const ts = tsOf(e);
+    if (state.rows.length >= MAX_ROWS && ts < state.rows[0].ts) continue;
     const row = logRow(e, { columns: state.columns.length ? state.columns : null });
     row.dataset.arrived = String(performance.now());
     let lo = 0, hi = state.rows.length;
@@ -62,8 +69,6 @@ function insert(out, entries) {
     if (lo === state.rows.length) out.append(row);
     else out.insertBefore(row, state.rows[lo].node);
     state.rows.splice(lo, 0, item);
-    if (e.service && !state.services.has(e.service)) addService(e.service);
-    for (const key of Object.keys(detectedFields(e))) state.fields.set(key, (state.fields.get(key) || 0) + 1);
   }
   while (state.rows.length > MAX_ROWS) state.rows.shift().node.remove();
   document.getElementById("count").textContent = `${state.rows.length.toLocaleString()} line${state.rows.length === 1 ? "" : "s"} shown`;
@@ -145,6 +150,8 @@ async function stream(form, out) {
     let pending = "";
     for (;;) {
       const { value, done } = await reader.read();
+      // A chunk read just before the filters changed belongs to the old stream: drop it.
+      if (state.controller !== controller) return;
       if (done) break;
       // SSE lines end in CRLF, LF or CR; a CR at the end of a chunk may be the first half of a CRLF.
       let text = pending + value, carry = "";
@@ -184,7 +191,7 @@ function fieldPicker(onChange) {
   const button = el("button", { type: "button", class: "secondary", id: "fields", "aria-expanded": "false" }, "Fields");
   const render = () => {
     const fields = [...state.fields].sort((a, b) => b[1] - a[1]).map(([k]) => k);
-    list.replaceChildren(fields.length ? fields.map((k) => {
+    list.replaceChildren(...(fields.length ? fields.map((k) => {
       const box = el("input", { type: "checkbox", value: k, "data-field": k });
       box.checked = state.columns.includes(k);
       box.addEventListener("change", () => {
@@ -193,7 +200,7 @@ function fieldPicker(onChange) {
         onChange();
       });
       return el("label", {}, box, k, el("span", { class: "muted" }, ` ${state.fields.get(k)}`));
-    }) : el("span", { class: "muted small" }, "No fields seen yet."));
+    }) : [el("span", { class: "muted small" }, "No fields seen yet.")]));
   };
   button.addEventListener("click", () => {
     list.hidden = !list.hidden;
