@@ -3,12 +3,15 @@
 Each check returns a `Check`; the CLI prints them as a table (or JSON) and exits non-zero on a failure.
 """
 
+import contextlib
+import dataclasses
 import json
+import shutil
 import socket
 import ssl
+import subprocess
 import tempfile
 import time
-import xmlrpc.client
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +24,8 @@ from finopti.mesh.supervisor import components
 from finopti.meshtls import client_context
 from finopti.paths import StateDir
 from finopti.pki import make_foreign_ca_cert
-from finopti.platform import Runtime, platform_status, supervisor_rpc
+from finopti.platform import Runtime
+from finopti.ports import free_port
 
 # A user who holds every role, so only the source identity decides the caller checks.
 PROBE_USER = "erin@finopti.dev"
@@ -203,23 +207,73 @@ def _wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
     return False
 
 
-def check_policy_fail_closed(probe: Probe) -> tuple[bool, str]:
-    rpc = supervisor_rpc(probe.state)
+@contextlib.contextmanager
+def throwaway_gateway(probe: Probe, *, policy_port: int):
+    """A second Envoy rendered from the running platform's mesh and runtime, on ports and an xDS directory of
+    its own, whose policy cluster points at `policy_port`. The live gateway and services are untouched."""
+    from finopti.mesh.envoy import render_envoy
+    from finopti.platform import envoy_binary, gateway_runtime, resolve_for, write_envoy_files
+
+    work = Path(tempfile.mkdtemp(prefix="finopti-verify-gateway-"))
+    service_ports = {service: dict(versions) for service, versions in probe.rt.service_ports.items()}
+    service_ports["policy"] = dict.fromkeys(service_ports.get("policy", {"v1": 0}), policy_port)
+    grt = dataclasses.replace(gateway_runtime(probe.state, probe.rt), edge_port=free_port(), mesh_port=free_port(),
+                              admin_port=free_port(), service_ports=service_ports, xds_dir=work / "xds")
+    write_envoy_files(render_envoy(resolve_for(probe.spec, probe.rt), grt), work, work / "xds")
+    log = (work / "envoy.log").open("w")
+    proc = subprocess.Popen(
+        [envoy_binary(), "-c", str(work / "bootstrap.yaml"), "--log-level", "warn", "--concurrency", "1",
+         "--file-flush-interval-msec", "100", "--use-dynamic-base-id", "--base-id-path", str(work / "base-id")],
+        stdout=log, stderr=subprocess.STDOUT)
     try:
-        rpc.stopProcess("policy")
-    except xmlrpc.client.Fault as exc:
-        return False, f"could not stop the policy service: {exc.faultString}"
-    try:
-        down = probe.ask("list buckets")
-        denied = down.status_code in (403, 503)
+        admin = f"http://127.0.0.1:{grt.admin_port}/ready"
+        if not _wait_until(lambda: proc.poll() is None and _answers(admin), 30):
+            raise RuntimeError(f"the throwaway gateway did not get ready: {(work / 'envoy.log').read_text()[-500:]}")
+        yield grt, work / "envoy.log"
     finally:
-        rpc.startProcess("policy")
-    healthy = _wait_until(lambda: any(s.name == "policy" and s.state == "healthy"
-                                      for s in platform_status(probe.state)), 30)
-    back = probe.ask("list buckets") if healthy else None
-    passed = denied and back is not None and back.status_code == 200
-    return passed, (f"policy down → {down.status_code}; back → "
-                    f"{back.status_code if back is not None else 'not healthy after 30s'}")
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        log.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def check_policy_fail_closed(probe: Probe) -> tuple[bool, str]:
+    """A gateway that cannot reach the policy refuses (503, ext_authz's UAEX), proven on a throwaway gateway
+    rendered from the running config with the policy's address pointing at a closed port, while the live
+    gateway keeps answering the same request."""
+    closed = free_port()  # nothing listens there: every check to the policy fails to connect
+    with throwaway_gateway(probe, policy_port=closed) as (grt, log):
+        response = httpx.post(f"http://127.0.0.1:{grt.edge_port}/api/ask", json={"prompt": "list buckets"},
+                              headers={"authorization": f"Bearer {probe.token()}"}, timeout=30)
+        request_id = response.headers.get("x-request-id", "")
+
+        def access_line() -> dict | None:
+            for line in log.read_text(errors="replace").splitlines():
+                if request_id and request_id in line and '"access"' in line:
+                    try:
+                        return json.loads(line)
+                    except ValueError:
+                        return None
+            return None
+
+        _wait_until(lambda: access_line() is not None, 5)
+        line = access_line() or {}
+    live = probe.ask("list buckets")
+    flags = str(line.get("response_flags", ""))
+    passed = response.status_code in (403, 503) and "UAEX" in flags and live.status_code == 200
+    return passed, (f"policy unreachable → {response.status_code} (flags {flags or 'none logged'}); "
+                    f"live gateway meanwhile → {live.status_code}")
 
 
 CHECKS: list[tuple[str, Callable[[Probe], tuple[bool, str]]]] = [
@@ -228,20 +282,26 @@ CHECKS: list[tuple[str, Callable[[Probe], tuple[bool, str]]]] = [
     ("disallowed source→route pairs get 403, allowed ones pass", check_source_routes),
     ("every hop of a sample request per agent is in the gateway log", check_every_hop_logged),
     ("client-sent identity headers are stripped", check_identity_headers_stripped),
-    ("policy service down → denied, back → allowed", check_policy_fail_closed),
+    ("a gateway that cannot reach the policy refuses (throwaway gateway; live traffic untouched)",
+     check_policy_fail_closed),
 ]
 
 
-def verify_mesh(state: StateDir) -> list[Check]:
+def verify_mesh(state: StateDir, progress: Callable[..., None] | None = None) -> list[Check]:
+    """Every check in order; `progress(number, name)` before each and `progress(number, name, check)` after."""
     rt = Runtime.load(state)
     probe = Probe(state, rt, load_mesh(rt.mesh_file))
     results = []
     for number, (name, check) in enumerate(CHECKS, start=1):
+        if progress:
+            progress(number, name)
         try:
             passed, detail = check(probe)
         except Exception as exc:  # a probe that crashes is a failed check, not a crashed command
             passed, detail = False, f"{type(exc).__name__}: {exc}"
         results.append(Check(number, name, passed, detail))
+        if progress:
+            progress(number, name, results[-1])
     return results
 
 
