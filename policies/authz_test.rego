@@ -82,12 +82,40 @@ test_every_read_action_for_viewer_and_admin if {
 	}
 }
 
-test_every_mutating_action_needs_admin if {
+# The groups of data.json that grant a role.
+groups_granting[r] := {g | some g, rs in data.finopti.roles.groups; r in rs} if some r in data.finopti.roles.groups[_]
+
+test_every_mutating_action_needs_one_of_its_roles if {
 	count(write_actions) > 1
 	every a in write_actions {
-		authz.allow with input as mesh("alice@finopti.dev", "orchestrator", "gcloud-agent", concat("", [agent_path, a]))
 		not authz.allow with input as mesh("bob@finopti.dev", "orchestrator", "gcloud-agent", concat("", [agent_path, a]))
+		every r in gcloud_actions[a].roles {
+			authz.allow with input as local("someone@finopti.dev", [g | some g in groups_granting[r]], "gcloud-agent", concat("", [agent_path, a]), "mesh", "orchestrator")
+		}
 	}
+}
+
+test_instance_changes_need_gcloud_admin if {
+	authz.allow with input as mesh("alice@finopti.dev", "orchestrator", "gcloud-agent", concat("", [agent_path, "stop_instance"]))
+	not authz.allow with input as mesh("fiona@finopti.dev", "orchestrator", "gcloud-agent", concat("", [agent_path, "stop_instance"]))
+}
+
+test_budgets_are_created_by_finops_admins_only if {
+	authz.allow with input as mesh("fiona@finopti.dev", "orchestrator", "gcloud-agent", concat("", [agent_path, "create_budget"]))
+	d := authz.decision with input as mesh("alice@finopti.dev", "orchestrator", "gcloud-agent", concat("", [agent_path, "create_budget"]))
+	d.status == 403
+	contains(d.reason, "finops_admin")
+	not authz.allow with input as mesh("bob@finopti.dev", "orchestrator", "gcloud-agent", concat("", [agent_path, "delete_budget"]))
+	authz.allow with input as mesh("fiona@finopti.dev", "gcloud-agent", "gcloud-tools", "/gcloud-tools/mcp")
+}
+
+test_costs_are_for_finops_roles_not_observability if {
+	every u in ["bob@finopti.dev", "alice@finopti.dev", "fiona@finopti.dev"] {
+		authz.allow with input as mesh(u, "orchestrator", "gcloud-agent", concat("", [agent_path, "cost_report"]))
+	}
+	d := authz.decision with input as mesh("carol@finopti.dev", "orchestrator", "gcloud-agent", concat("", [agent_path, "forecast_costs"]))
+	d.status == 403
+	contains(d.reason, "forecast_costs")
 }
 
 test_unknown_action_is_denied if {

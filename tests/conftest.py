@@ -77,6 +77,15 @@ class Platform:
     def headers(self, email: str = "alice@finopti.dev") -> dict[str, str]:
         return {"authorization": f"Bearer {self.token(email)}"}
 
+    def mesh(self, identity: str, method: str, path: str, user: str = "erin@finopti.dev", **kwargs) -> httpx.Response:
+        """A call on the gateway's mesh listener as service `identity` (its certificate) for `user`."""
+        from finopti.meshtls import client_context
+
+        pki = self.state.pki
+        ctx = client_context(pki / f"{identity}.crt", pki / f"{identity}.key", pki / "ca.crt")
+        with httpx.Client(verify=ctx, timeout=60) as client:
+            return client.request(method, f"{self.runtime.mesh_url}{path}", headers=self.headers(user), **kwargs)
+
     def ask(self, prompt: str, user: str = "alice@finopti.dev") -> httpx.Response:
         return httpx.post(f"{self.edge}/api/ask", json={"prompt": prompt}, headers=self.headers(user), timeout=60)
 
@@ -97,6 +106,31 @@ class Platform:
             if until(found) or time.monotonic() > deadline:
                 return found
             time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def seeded_sandbox(tmp_path_factory) -> Path:
+    """One freshly seeded sandbox database per session, to copy rather than seed again (seeding takes ~1 s)."""
+    from finopti.cloud import SandboxCloud
+
+    return SandboxCloud(tmp_path_factory.mktemp("sandbox-template") / "sandbox.db").db_path
+
+
+@pytest.fixture
+def fresh_sandbox(seeded_sandbox: Path, tmp_path: Path):
+    """A private, writable copy of the freshly seeded sandbox (SQLite's backup API: consistent with WAL)."""
+    import sqlite3
+
+    from finopti.cloud import SandboxCloud
+
+    target = tmp_path / "sandbox.db"
+    source, copy = sqlite3.connect(seeded_sandbox), sqlite3.connect(target)
+    try:
+        source.backup(copy)
+    finally:
+        source.close()
+        copy.close()
+    return SandboxCloud(target)
 
 
 def start_platform(home: Path) -> Platform:

@@ -240,7 +240,8 @@ def test_alloy_discovers_this_project_parses_json_and_keeps_trace_ids_out_of_lab
     assert {"trace_id", "span_id", "request_id"} <= metadata and not metadata & {"service", "level"}
     assert "stage.json" in alloy and 'url = "http://loki:3100/loki/api/v1/push"' in alloy
     assert 'url = "http://apisix:9081/logstore/loki/api/v1/push"' in alloy
-    assert alloy.count("{") == alloy.count("}")
+    blocks = re.sub(r'"(?:[^"\\]|\\.)*"', '""', alloy)  # braces outside strings (a regex has its own)
+    assert blocks.count("{") == blocks.count("}")
 
 
 def test_promtail_does_the_same_as_alloy(rendered):

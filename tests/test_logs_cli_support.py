@@ -26,6 +26,8 @@ def test_format_line_plain_and_colored():
     text = format_line({"ts": "2026-11-26T12:07:55.548000Z", "service": "supervisord", "level": "info",
                         "line": "spawned: 'ui'", "metadata": {}}, color=False)
     assert text.endswith("INFO     spawned: 'ui'")
+    skewed = format_line({**query_line(), "metadata": {"original_ts": "2099-01-01T00:00:00.000000Z"}}, color=False)
+    assert skewed.startswith("12:07:55.548 [dated 2099-01-01T00:00:00.000000Z] gcloud-tools")
     long = format_line(query_line(error="x" * 500), color=False)
     assert "error=" + "x" * 79 + "…" in long
 
@@ -53,7 +55,7 @@ def test_render_trace(tmp_path):
         completed(10.5, "gcloud-tools", "/mcp", "/mcp", 500, 4.9, t),
         completed(19.5, "orchestrator", "/ask", "/ask", 502, 19.0, t),
     ]
-    store.push([(labels, [value]) for labels, value in lines])
+    store.push([(labels, [value]) for labels, value in lines], now_ns=T0 + 10**9)
     console = Console(width=200, record=True, color_system=None)
     console.print(render_trace(store.trace(t)))
     out = console.export_text().splitlines()

@@ -1,8 +1,10 @@
 """The collector in-process against a real HTTP receiver that records every push: what it pushes (labels,
 structured metadata, original lines), robustness to bad lines, retries, rotation and truncation."""
 
+import itertools
 import json
 import os
+import shutil
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,7 +16,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from finopti.logs.collector import Collector, ParseStats, parse_line, serve_http
-from finopti.logs.tail import FileTail
+from finopti.logs.multiline import Joiner, MultilineRule, infer_level
+from finopti.logs.tail import FileTail, Position, anchor_of, digest
 
 
 class Receiver:
@@ -125,22 +128,26 @@ def service_line(service: str, message: str, **fields) -> str:
                        "message": message, **fields})
 
 
+NOW = 1_795_700_000_000_000_000  # 2026-11-26T13:33:20Z, after the lines' own time
+
+
 def test_parse_line():
     stats = ParseStats()
     line = service_line("gcloud-agent", "done", trace_id="ab" * 16, span_id="cd" * 8, request_id="r-1",
                         user="bob@finopti.dev", route="/v1/actions/{action}", status=200, version="v2")
-    (service, level), value = parse_line(line.encode(), "gcloud-agent-v2", 0, stats)
+    (service, level), value = parse_line(line.encode(), "gcloud-agent-v2", NOW, stats)
     assert (service, level) == ("gcloud-agent", "info")
     assert value == ["1795694875548000000", line, {
         "trace_id": "ab" * 16, "span_id": "cd" * 8, "request_id": "r-1", "user": "bob@finopti.dev",
         "route": "/v1/actions/{action}", "component": "gcloud-agent-v2"}]
     # Empty ids (logged outside a request) are not metadata.
-    (_, _), value = parse_line(service_line("ui", "up", trace_id="", user="").encode(), "ui", 0, stats)
+    (_, _), value = parse_line(service_line("ui", "up", trace_id="", user="").encode(), "ui", NOW, stats)
     assert len(value) == 2
     # Envoy's diagnostics and supervisord: plain text, level guessed, time of reading.
     (service, level), value = parse_line(b"[2026-11-26 12:08:17.666][7258][warning][main] caught SIGTERM",
-                                         "gateway.err", 42, stats)
-    assert (service, level) == ("gateway", "warning") and value[0] == "42" and value[2] == {"component": "gateway.err"}
+                                         "gateway.err", NOW, stats)
+    assert (service, level) == ("gateway", "warning") and value[0] == str(NOW)
+    assert value[2] == {"component": "gateway.err"}
     assert parse_line(b"2026-11-26 12:07:43,954 CRIT Supervisor running", "supervisord", 0, stats)[0] == (
         "supervisord", "critical")
     assert parse_line(b'{"broken": ', "ui", 0, stats)[0] == ("ui", "info")
@@ -252,7 +259,10 @@ def test_restart_resumes_from_positions(tmp_path, receiver):
     wait_for(lambda: len(receiver.lines()) == 100)
     running.stop()
     positions = json.loads((tmp_path / "positions.json").read_text())
-    assert positions["positions"][str(log.resolve())] == {"inode": os.stat(log).st_ino, "offset": log.stat().st_size}
+    saved = positions["positions"][str(log.resolve())]
+    assert (saved["dev"], saved["inode"], saved["offset"]) == (os.stat(log).st_dev, os.stat(log).st_ino,
+                                                                 log.stat().st_size)
+    assert saved["fp"] == digest(log.read_bytes()[:1024]) and saved["fp_len"] == 1024
     with open(log, "a") as f:
         f.write(service_line("ui", "while down") + "\n")
     running = start(tmp_path, receiver.url)
@@ -306,11 +316,9 @@ def test_own_log_is_not_collected_and_new_files_are(tmp_path, receiver):
 
 def read_all(tail: FileTail) -> list[bytes]:
     out = []
-    while True:
-        lines, _, end = tail.read(1000)
-        if end is None:
-            return out
-        out += lines
+    while (chunk := tail.read(1000)) is not None:
+        out += chunk.lines
+    return out
 
 
 def test_tail_follows_rotation_and_joins_a_split_line(tmp_path):
@@ -322,7 +330,8 @@ def test_tail_follows_rotation_and_joins_a_split_line(tmp_path):
     os.rename(log, tmp_path / "x.log.1")  # supervisord rotates mid-line
     log.write_bytes(b"ee\nfour\n")
     assert read_all(tail) == [b"three", b"four"]
-    assert tail.rotations == 1 and (tail.inode, tail.offset) == (os.stat(log).st_ino, 8)
+    assert tail.rotations == 1 and [f.inode for f in tail.files] == [os.stat(log).st_ino]
+    assert tail.files[0].offset == 8
 
 
 def test_tail_follows_truncation(tmp_path):
@@ -336,19 +345,96 @@ def test_tail_follows_truncation(tmp_path):
     assert tail.truncations == 1
 
 
+def test_tail_sees_a_truncation_regrown_to_the_same_size_or_beyond(tmp_path):
+    """Size alone cannot tell: the first bytes and the bytes before the offset changed."""
+    log = tmp_path / "x.log"
+    log.write_bytes(b"line 1\nline 2\n")
+    tail = FileTail(log, 1024)
+    tail.open(None)
+    assert read_all(tail) == [b"line 1", b"line 2"]
+    with open(log, "r+b") as f:  # same inode, same size, other lines
+        f.truncate(0)
+        f.write(b"line 3\nline 4\n")
+    assert read_all(tail) == [b"line 3", b"line 4"]
+    with open(log, "r+b") as f:  # same inode, bigger
+        f.truncate(0)
+        f.write(b"line 5\nline 6\nline 7\n")
+    assert read_all(tail) == [b"line 5", b"line 6", b"line 7"]
+    assert tail.truncations == 2
+
+
+def test_tail_reads_what_only_the_copy_holds_after_copytruncate(tmp_path):
+    log = tmp_path / "x.log"
+    log.write_bytes(b"a\nb\n")
+    tail = FileTail(log, 1024)
+    tail.open(None)
+    assert read_all(tail) == [b"a", b"b"]
+    with open(log, "ab") as f:
+        f.write(b"c\nd")  # written after our last read: only the copy will hold it
+    shutil.copyfile(log, tmp_path / "x.log.1")
+    with open(log, "r+b") as f:
+        f.truncate(0)
+        f.write(b"\ne\n")  # the rest of the line cut by the rotation, as supervisord splits a line
+    assert read_all(tail) == [b"c", b"d", b"e"]
+    assert tail.truncations == 1
+
+
+def test_tail_follows_a_rotated_file_still_being_written(tmp_path):
+    log = tmp_path / "x.log"
+    writer = open(log, "ab", buffering=0)  # noqa: SIM115 - a writer that keeps its file across the rotation
+    writer.write(b"1\n")
+    tail = FileTail(log, 1024, rotate_wait=0.5)
+    tail.open(None)
+    assert read_all(tail) == [b"1"]
+    os.rename(log, tmp_path / "x.log.1")
+    log.write_bytes(b"new 1\n")
+    writer.write(b"2\n")  # still to the rotated file
+    assert sorted(read_all(tail)) == [b"2", b"new 1"]
+    writer.write(b"3\n")
+    assert read_all(tail) == [b"3"]
+    writer.close()
+    rotated_key = f"{log}@{os.stat(tmp_path / 'x.log.1').st_dev}:{os.stat(tmp_path / 'x.log.1').st_ino}"
+    assert tail.keys() == [rotated_key, str(log)]
+    time.sleep(0.6)
+    assert read_all(tail) == [] and tail.take_forgotten() == [rotated_key] and tail.keys() == [str(log)]
+
+
 def test_tail_resumes_in_a_rotated_file(tmp_path):
     """Down while the file rotated twice: finish the old inode, then the newer rotated file, then the file."""
     log = tmp_path / "x.log"
     log.write_bytes(b"1\n2\n")
-    saved = (os.stat(log).st_ino, 2)  # line "1" was pushed
+    saved = Position(os.stat(log).st_dev, os.stat(log).st_ino, 2, digest(b"1\n2\n"), 4, *anchor_of(b"1"))
     os.rename(tmp_path / "x.log", tmp_path / "x.log.1")
     (tmp_path / "x.log").write_bytes(b"3\n")
     os.rename(tmp_path / "x.log.1", tmp_path / "x.log.2")
     os.rename(tmp_path / "x.log", tmp_path / "x.log.1")
     (tmp_path / "x.log").write_bytes(b"4\n")
     tail = FileTail(log, 1024)
-    tail.open(saved)
+    tail.open({str(log): saved})
     assert read_all(tail) == [b"2", b"3", b"4"]
+
+
+def test_tail_resumes_in_the_copy_after_a_copytruncate_while_down(tmp_path):
+    log = tmp_path / "x.log"
+    log.write_bytes(b"1\n2\n")
+    saved = Position(os.stat(log).st_dev, os.stat(log).st_ino, 2, digest(b"1\n2\n"), 4, *anchor_of(b"1"))
+    shutil.copyfile(log, tmp_path / "x.log.1")
+    log.write_bytes(b"3\n4\n")  # the same inode, other content, the same size
+    tail = FileTail(log, 1024)
+    tail.open({str(log): saved})
+    assert read_all(tail) == [b"2", b"3", b"4"]
+
+
+def test_tail_does_not_trust_a_reused_inode(tmp_path):
+    """The file was deleted and another created with the same inode number while we were down."""
+    log = tmp_path / "x.log"
+    log.write_bytes(b"old 1\nold 2\n")
+    saved = Position(os.stat(log).st_dev, os.stat(log).st_ino, 12, digest(b"old 1\nold 2\n"), 12, *anchor_of(b"old 2"))
+    with open(log, "r+b") as f:  # what inode reuse looks like from here: same inode, other bytes
+        f.write(b"new 1\nnew 2\nnew 3\n")
+    tail = FileTail(log, 1024)
+    tail.open({str(log): saved})
+    assert read_all(tail) == [b"new 1", b"new 2", b"new 3"]
 
 
 def test_tail_skips_a_line_too_long_without_holding_it(tmp_path):
@@ -357,12 +443,9 @@ def test_tail_skips_a_line_too_long_without_holding_it(tmp_path):
     tail = FileTail(log, 100)
     tail.open(None)
     lines = []
-    while True:
-        got, _, end = tail.read(1000)
-        assert len(tail.buffer) <= 100
-        if end is None:
-            break
-        lines += got
+    while (chunk := tail.read(1000)) is not None:
+        assert all(len(f.buffer) <= 100 for f in tail.files)
+        lines += chunk.lines
     assert lines == [b"short", b"after"] and tail.too_long == 1
 
 
@@ -371,6 +454,119 @@ def test_tail_hands_back_what_does_not_fit(tmp_path):
     log.write_bytes(b"".join(b"%d\n" % i for i in range(10)))
     tail = FileTail(log, 100)
     tail.open(None)
-    lines, ends, end = tail.read(3)
-    assert lines == [b"0", b"1", b"2"] and ends == [2, 4, 6] and end == (os.stat(log).st_ino, 6)
+    chunk = tail.read(3)
+    assert chunk.lines == [b"0", b"1", b"2"] and chunk.ends == [2, 4, 6] and chunk.end == 6
+    assert chunk.position().offset == 6 and chunk.position().inode == os.stat(log).st_ino
     assert read_all(tail) == [b"%d" % i for i in range(3, 10)]
+
+
+# --- multiline entries and levels ---------------------------------------------------------------------------
+
+TRACEBACK = [
+    b"Traceback (most recent call last):",
+    b'  File "/app/main.py", line 3, in <module>',
+    b"    start()",
+    b"KeyError: 'port'",
+    b"",
+    b"During handling of the above exception, another exception occurred:",
+    b"",
+    b"Traceback (most recent call last):",
+    b'  File "/app/main.py", line 5, in <module>',
+    b'    raise RuntimeError("cannot start")',
+    b"RuntimeError: cannot start",
+]
+
+
+def joined(lines: list[bytes], rule: MultilineRule = MultilineRule()) -> list[bytes]:
+    joiner = Joiner(rule, rule.compiled(), 256 * 1024)
+    ends = list(itertools.accumulate(len(line) + 1 for line in lines))
+    entries = joiner.feed(lines, ends, 0)
+    held = joiner._take() if joiner.holding else None
+    return [e.text for e in entries] + ([held.text] if held else [])
+
+
+def test_a_traceback_joins_the_entry_it_belongs_to():
+    text_line = b"2026-11-26 12:07:43,954 ERROR worker failed"
+    json_line = b'{"level": "info", "message": "starting"}'
+    assert joined([text_line, *TRACEBACK, b"2026-11-26 12:07:44,001 INFO next"]) == [
+        b"\n".join([text_line, *TRACEBACK]), b"2026-11-26 12:07:44,001 INFO next"]
+    # After a JSON line (a whole entry by itself) a raw traceback is an entry of its own; so is one at the start.
+    assert joined([json_line, *TRACEBACK]) == [json_line, b"\n".join(TRACEBACK)]
+    assert joined(TRACEBACK[:4]) == [b"\n".join(TRACEBACK[:4])]
+    # Java, Envoy, logfmt, syslog and uvicorn's text lines start entries; indented and `Caused by` lines continue.
+    java = [b"2026-11-26 12:07:43 SEVERE boom", b"java.lang.IllegalStateException: x", b"\tat a.B.c(B.java:1)",
+            b"Caused by: java.io.IOException: y", b"\t... 3 more"]
+    starts = [b"[2026-11-26 12:08:17.666][7258][warning][main] caught SIGTERM", b"level=info msg=ok",
+              b"Nov 26 12:07:55 host sshd[1]: ok", b"INFO:     Started server process [1]", b"<13>1 2026-11-26 x"]
+    assert joined(java + starts) == [b"\n".join(java), *starts]
+
+
+def test_an_entry_is_cut_at_max_lines():
+    rule = MultilineRule(max_lines=3)
+    assert joined([b"12:00 start", b" a", b" b", b" c", b" d"], rule) == [b"12:00 start\n a\n b", b" c\n d"]
+
+
+@pytest.mark.parametrize(("text", "level"), [
+    ("\n".join(line.decode() for line in TRACEBACK), "error"),
+    ("2026-11-26 12:07:43,954 INFO worker failed\nRuntimeError: boom", "error"),
+    ("Exception in ASGI application", "error"),
+    ("java.lang.NullPointerException", "error"),
+    ("2026-11-26 12:07:43 CRITICAL disk full", "critical"),
+    ("FATAL: the database system is shutting down", "critical"),
+    ("panic: runtime error: index out of range", "critical"),
+    ("[2026-11-26 12:08:17.666][7258][warning][main] caught SIGTERM", "warning"),
+    ("0 errors, ErrorBoundary mounted", "info"),
+    ("listening on 127.0.0.1:8080", "info"),
+])
+def test_level_inferred_from_content(text, level):
+    assert infer_level(text) == level
+
+
+def test_multiline_entries_through_the_collector(tmp_path, receiver):
+    running = start(tmp_path, receiver.url, multiline=MultilineRule(max_wait=0.2))
+    log = tmp_path / "logs" / "worker.log"
+    log.write_bytes(b"\n".join([service_line("worker", "starting").encode(), *TRACEBACK]) + b"\n")
+    wait_for(lambda: len(receiver.lines()) == 2, what="the JSON line and the traceback")
+    (stream_json, _), (stream_tb, tb) = receiver.entries()
+    assert stream_json["level"] == "info" and stream_tb == {"job": "finopti", "service": "worker", "level": "error"}
+    assert tb[1] == "\n".join(line.decode() for line in TRACEBACK)
+    running.stop()
+    assert metric(running.collector, "finopti_collector_multiline_entries_total") == 1
+    # The position covers the whole entry: a restart does not push it again.
+    running = start(tmp_path, receiver.url, multiline=MultilineRule(max_wait=0.2))
+    with open(log, "ab") as f:
+        f.write(service_line("worker", "after").encode() + b"\n")
+    wait_for(lambda: len(receiver.lines()) >= 3, what="the next line")
+    time.sleep(0.4)
+    running.stop()
+    assert len(receiver.lines()) == 3
+
+
+def test_a_line_dated_ahead_is_kept_at_read_time(tmp_path, receiver):
+    running = start(tmp_path, receiver.url)
+    before = time.time_ns()
+    (tmp_path / "logs" / "skewed.log").write_text(
+        json.dumps({"ts": "2099-01-01T00:00:00.000Z", "level": "info", "service": "skewed", "message": "ahead"})
+        + "\n")
+    wait_for(lambda: len(receiver.lines()) == 1, what="the line")
+    running.stop()
+    [(_, value)] = receiver.entries()
+    assert before <= int(value[0]) <= time.time_ns()
+    assert value[2] == {"original_ts": "2099-01-01T00:00:00.000000Z"}
+    assert metric(running.collector, "finopti_collector_lines_future_total") == 1
+
+
+def test_tail_reads_every_file_of_several_rotations_between_two_looks(tmp_path):
+    log = tmp_path / "x.log"
+    log.write_bytes(b"a\n")
+    tail = FileTail(log, 1024, rotate_wait=0)
+    tail.open(None)
+    assert read_all(tail) == [b"a"]
+    with open(log, "ab") as f:
+        f.write(b"b\n")
+    os.rename(log, tmp_path / "x.log.1")
+    log.write_bytes(b"c\n")
+    os.rename(tmp_path / "x.log.1", tmp_path / "x.log.2")
+    os.rename(log, tmp_path / "x.log.1")
+    log.write_bytes(b"d\n")
+    assert read_all(tail) == [b"b", b"c", b"d"] and tail.rotations == 2

@@ -2,6 +2,7 @@
 (`python -m finopti.logs.collector`) as real processes, lines written by a writer process. Every line must be
 stored exactly once, in order per file, across a SIGKILLed collector, rotations and a store outage."""
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -128,6 +129,18 @@ class Pipeline:
         for proc in (self.collector, self.store):
             if proc.popen and proc.popen.poll() is None:
                 proc.signal(signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def running(home: Path):
+    """A store and a collector, started, for the tests of one module."""
+    p = Pipeline(home)
+    try:
+        p.start_store()
+        p.start_collector()
+        yield p
+    finally:
+        p.stop()
 
 
 @pytest.fixture

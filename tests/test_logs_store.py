@@ -12,7 +12,7 @@ import pytest
 import uvicorn
 
 from finopti.logs.lokipb import encode_push
-from finopti.logs.store import Delivery, LogQuery, LogStore
+from finopti.logs.store import Admission, Delivery, LogQuery, LogStore
 from finopti.ports import free_port
 from finopti.services.common import ServiceSettings
 from finopti.services.logstore.app import create_app
@@ -34,7 +34,7 @@ def push(store: LogStore, *entries: tuple[dict, list], delivery: Delivery | None
 
 @pytest.fixture
 def store(tmp_path):
-    s = LogStore(tmp_path / "logstore.db")
+    s = LogStore(tmp_path / "logstore.db", retention_seconds=3650 * 86400)
     yield s
     s.close()
 
@@ -120,8 +120,8 @@ def test_a_delivery_is_stored_once(store):
 def test_retention_by_age_and_size(tmp_path):
     store = LogStore(tmp_path / "r.db", retention_seconds=3600, max_bytes=1 << 40)
     now = T0 + 10 * 3600 * 10**9
-    store.push([({"service": "old"}, [[str(now - 2 * 3600 * 10**9), "old line"]]),
-                ({"service": "new"}, [[str(now - 60 * 10**9), "new line"]])])
+    store.push([({"service": "old"}, [[str(now - 2 * 3600 * 10**9), "old line"]]),  # pushed while it was recent
+                ({"service": "new"}, [[str(now - 60 * 10**9), "new line"]])], now_ns=now - 3600 * 10**9)
     assert store.enforce_retention(now_ns=now) == 1
     assert [line["line"] for line in store.query(LogQuery())] == ["new line"]
     assert store.query(LogQuery(text="old")) == []  # gone from the full-text index too
@@ -129,7 +129,8 @@ def test_retention_by_age_and_size(tmp_path):
     store.max_bytes = 2 << 20
     big = "x" * 900
     for batch in range(10):
-        store.push([({"service": "bulk"}, [[str(now + batch * 1000 + i), f"{big} {batch}"] for i in range(1000)])])
+        store.push([({"service": "bulk"}, [[str(now + batch * 1000 + i), f"{big} {batch}"] for i in range(1000)])],
+                   now_ns=now)
     assert store.used_bytes() > store.max_bytes
     deleted = store.enforce_retention(now_ns=now)
     assert deleted > 0 and store.used_bytes() <= store.max_bytes
@@ -137,6 +138,29 @@ def test_retention_by_age_and_size(tmp_path):
     assert newest["line"].endswith(" 9")  # the oldest went first
     # The FTS index and the rows agree after deletes: a search finds only rows that exist.
     assert all(line["line"].startswith(big) for line in store.query(LogQuery(text="x", limit=5000)))
+    store.close()
+
+
+def test_a_clock_ahead_cannot_pin_the_store_and_old_lines_are_dropped(tmp_path):
+    store = LogStore(tmp_path / "skew.db", retention_seconds=86400)
+    now = time.time_ns()
+    admission = Admission()
+    stored = store.push([({"service": "skewed"}, [
+        [str(now - 60 * 10**9), "a minute ago"],
+        [str(now + 5 * 60 * 10**9), "five minutes ahead: within the grace period"],
+        ["4102444800000000000", "dated 2100", {"trace_id": "ab" * 16}],
+        [str(now - 2 * 86400 * 10**9), "older than the retention"],
+    ])], now_ns=now, admission=admission)
+    assert stored == 3 and (admission.future, admission.too_old) == (1, 1)
+    lines = store.query(LogQuery(direction="forward"))
+    assert [line["line"] for line in lines] == [
+        "a minute ago", "dated 2100", "five minutes ahead: within the grace period"]
+    dated = lines[1]
+    assert dated["ts_ns"] == now  # stored when it came
+    assert dated["metadata"] == {"trace_id": "ab" * 16, "original_ts": "2100-01-01T00:00:00.000000Z"}
+    store.push([({"service": "skewed"}, [[str(now + 1000), "the next line"]])], now_ns=now + 1000)
+    assert store.query(LogQuery(limit=1))[0]["line"] == "five minutes ahead: within the grace period"
+    assert store.enforce_retention(now_ns=now + 2 * 86400 * 10**9) == 4  # the line from 2100 ages out too
     store.close()
 
 

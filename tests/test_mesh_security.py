@@ -17,11 +17,7 @@ from finopti.pki import cert_info, make_foreign_ca_cert
 
 def _mesh(platform, identity: str, path: str, user: str = "erin@finopti.dev", method: str = "GET",
           **kwargs) -> httpx.Response:
-    pki = platform.state.pki
-    ctx = client_context(pki / f"{identity}.crt", pki / f"{identity}.key", pki / "ca.crt")
-    with httpx.Client(verify=ctx, timeout=20) as client:
-        return client.request(method, f"{platform.runtime.mesh_url}{path}",
-                              headers={"authorization": f"Bearer {platform.token(user)}"}, **kwargs)
+    return platform.mesh(identity, method, path, user, **kwargs)
 
 
 def test_verify_mesh_passes_all_six_checks(platform):

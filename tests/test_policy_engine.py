@@ -73,6 +73,13 @@ MATRIX = [
         ["bob@", "gcloud_admin", "stop_instance"],
     ),
     ("alice", "orchestrator", "gcloud-agent", AGENT + "stop_instance", 200, []),
+    ("bob", "orchestrator", "gcloud-agent", AGENT + "forecast_costs", 200, []),
+    ("carol", "orchestrator", "gcloud-agent", AGENT + "cost_report", 403, ["carol@", "cost_report"]),
+    ("fiona", "orchestrator", "gcloud-agent", AGENT + "create_budget", 200, []),
+    ("alice", "orchestrator", "gcloud-agent", AGENT + "create_budget", 403,
+     ["alice@", "finops_admin", "create_budget"]),
+    ("bob", "orchestrator", "gcloud-agent", AGENT + "delete_budget", 403, ["finops_admin"]),
+    ("fiona", "gcloud-agent", "gcloud-tools", "/gcloud-tools/mcp", 200, []),
     ("alice", "orchestrator", "gcloud-agent", AGENT + "format_disk", 403, ["format_disk"]),
     ("dave", "orchestrator", "gcloud-agent", AGENT + "list_instances", 403, ["no role"]),
     (

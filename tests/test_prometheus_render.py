@@ -131,3 +131,40 @@ def test_promtool_accepts_the_rendered_config_and_rules(tmp_path):
                             str(tmp_path / "alert_rules.yml")], capture_output=True, text=True, timeout=60)
     assert rules.returncode == 0, rules.stdout + rules.stderr
     assert "SUCCESS" in rules.stdout
+
+
+@needs_promtool
+def test_budget_thresholds_become_alerts_with_the_spend_ratio(tmp_path):
+    """promtool's rule unit test on the rendered rules: one alert per budget, basis and threshold crossed, valued
+    at the spend ratio; two scraped versions of the tool server exporting the same budget make no duplicates."""
+    documents = _render(rules_dir=tmp_path)
+    for name in ("recording_rules.yml", "alert_rules.yml"):
+        (tmp_path / name).write_text(yaml.safe_dump(documents[name], sort_keys=False))
+    series = []
+    for version in ("v1", "v2"):
+        target = f'service="gcloud-tools",version="{version}"'
+        series += [
+            {"series": f'finopti_budget_amount{{budget="team-a",currency="USD",{target}}}', "values": "1000x10"},
+            {"series": f'finopti_budget_spend{{budget="team-a",basis="actual",currency="USD",{target}}}',
+             "values": "600x10"},
+            {"series": f'finopti_budget_spend{{budget="team-a",basis="forecast",currency="USD",{target}}}',
+             "values": "1150x10"},
+            *({"series": f'finopti_budget_threshold_ratio{{budget="team-a",basis="{basis}",threshold="{t}",'
+                         f'{target}}}', "values": f"{int(t) / 100}x10"}
+              for basis, t in (("actual", "50"), ("actual", "90"), ("forecast", "100"))),
+        ]
+    alert = "FinoptiBudgetThresholdCrossed"
+    summary = "Budget team-a: {} spend is {} of its amount, past the {}% threshold"
+    expected = [
+        {"exp_labels": {"severity": "warning", "budget": "team-a", "basis": "actual", "threshold": "50"},
+         "exp_annotations": {"summary": summary.format("actual", "60%", "50")}},
+        {"exp_labels": {"severity": "warning", "budget": "team-a", "basis": "forecast", "threshold": "100"},
+         "exp_annotations": {"summary": summary.format("forecast", "115%", "100")}},
+    ]
+    test = {"rule_files": ["recording_rules.yml", "alert_rules.yml"], "evaluation_interval": "1m",
+            "tests": [{"interval": "1m", "input_series": series,
+                       "alert_rule_test": [{"eval_time": "5m", "alertname": alert, "exp_alerts": expected}]}]}
+    (tmp_path / "budgets_test.yml").write_text(yaml.safe_dump(test, sort_keys=False))
+    result = subprocess.run([PROMTOOL, "test", "rules", "budgets_test.yml"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr

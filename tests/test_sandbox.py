@@ -20,18 +20,18 @@ DESIGNED = {
     profile: {i.name for i in PLAN.instances if i.profile == profile}
     for profile in ("idle", "overprovisioned", "busy", "steady", "stopped")
 }
-NOW = "2026-11-01T00:00:00Z"
+NOW = "2026-11-16T00:00:00Z"
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> SandboxCloud:
-    """A seeded sandbox for read-only tests; tests that mutate make their own."""
-    return SandboxCloud(tmp_path_factory.mktemp("sandbox") / "sandbox.db")
+def shared(seeded_sandbox: Path) -> SandboxCloud:
+    """The session's seeded sandbox, for read-only tests; tests that mutate get their own copy."""
+    return SandboxCloud(seeded_sandbox)
 
 
 @pytest.fixture
-def cloud(tmp_path: Path) -> SandboxCloud:
-    return SandboxCloud(tmp_path / "sandbox.db")
+def cloud(fresh_sandbox: SandboxCloud) -> SandboxCloud:
+    return fresh_sandbox
 
 
 def dump(path: Path) -> list[str]:
@@ -60,7 +60,7 @@ def test_two_fresh_databases_are_identical(tmp_path: Path) -> None:
 
 
 def test_clock_is_fixed() -> None:
-    assert SANDBOX_NOW.isoformat() == "2026-11-01T00:00:00+00:00"
+    assert SANDBOX_NOW.isoformat() == "2026-11-16T00:00:00+00:00"
     assert iso(SANDBOX_NOW_TS) == NOW
 
 
@@ -416,15 +416,15 @@ def test_stopping_an_instance_lowers_compute_cost(cloud: SandboxCloud) -> None:
 def test_time_series_steps_and_stats(shared: SandboxCloud) -> None:
     hourly = shared.query_time_series("ledger-db-prod-01", "cpu", days=1)
     values = [p["value"] for p in hourly["points"]]
-    assert len(values) == 24 and hourly["start"] == "2026-10-31T00:00:00Z" and hourly["end"] == NOW
+    assert len(values) == 24 and hourly["start"] == "2026-11-15T00:00:00Z" and hourly["end"] == NOW
     assert hourly["avg"] == round(sum(values) / 24, 2)
     assert hourly["max"] == max(values)
     assert hourly["p95"] == sorted(values)[math.ceil(0.95 * 24) - 1]
     six = shared.query_time_series("ledger-db-prod-01", "cpu", days=1, step_hours=6)
     assert [p["ts"] for p in six["points"]] == [
-        "2026-10-31T06:00:00Z",
-        "2026-10-31T12:00:00Z",
-        "2026-10-31T18:00:00Z",
+        "2026-11-15T06:00:00Z",
+        "2026-11-15T12:00:00Z",
+        "2026-11-15T18:00:00Z",
         NOW,
     ]
     for i, point in enumerate(six["points"]):

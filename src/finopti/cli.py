@@ -249,13 +249,20 @@ def ask(
     ids = f"request {payload.get('request_id')} · trace {payload.get('trace_id')}"
     if not response.is_success:
         err.print(f"[bold red]{response.status_code}[/] {payload.get('message', payload)}", highlight=False)
-        suggestions = [s.get("prompt") for s in payload.get("suggestions") or [] if isinstance(s, dict)]
+        suggestions = [s["prompt"] for s in payload.get("suggestions") or [] if isinstance(s, dict) and "prompt" in s]
         if suggestions:
             err.print("try, for example:")
         for prompt_text in suggestions or payload.get("capabilities", []):
             err.print(f"  • {prompt_text}", highlight=False)
         err.print(f"[dim]{ids}[/]", highlight=False)
         raise typer.Exit(1)
+    for note in payload.get("notes", []):
+        console.print(f"[dim]({note})[/]", highlight=False)
+    if payload.get("kind") == "clarification":
+        console.print(payload.get("question", ""), highlight=False)
+        for option in payload.get("options", []):
+            console.print(f"  • finopti ask \"{option['prompt']}\"", highlight=False)
+        return
     console.print(payload.get("answer", ""), highlight=False)
     _print_rows(payload)
     console.print(f"[dim]agent {payload.get('agent')} · action {payload.get('action')} · {ids}[/]", highlight=False)

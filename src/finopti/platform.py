@@ -129,6 +129,7 @@ def prometheus_binary() -> str | None:
 
 
 def _aux_programs(spec: MeshSpec, state: StateDir, rt: Runtime) -> tuple[AuxProgram, ...]:
+    from finopti.logs.settings import collector_environment
     from finopti.observability import prometheus_command
 
     tls = {
@@ -144,6 +145,7 @@ def _aux_programs(spec: MeshSpec, state: StateDir, rt: Runtime) -> tuple[AuxProg
         "FINOPTI_LOGSTORE_URL": f"{rt.mesh_url}/logstore",
         **({"FINOPTI_LOKI_URL": os.environ["FINOPTI_LOKI_URL"]} if os.environ.get("FINOPTI_LOKI_URL") else {}),
         **tls,
+        **collector_environment(spec.logs),
         "PYTHONUNBUFFERED": "1",
     })]
     if "prometheus" in rt.aux_ports:

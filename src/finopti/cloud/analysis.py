@@ -6,6 +6,7 @@ import json
 import math
 import sqlite3
 from collections import defaultdict
+from dataclasses import dataclass
 
 from .catalog import (
     DAY,
@@ -18,6 +19,7 @@ from .catalog import (
     iso,
 )
 from .store import Prices, load_values
+from .validation import labels_match
 
 UNATTACHED_GROUP = "(unattached disks)"
 BUCKETS_GROUP = "(buckets)"
@@ -46,17 +48,31 @@ def _analysis_start(row: sqlite3.Row, days: int) -> int:
     return max(start, row["last_resize"]) if row["last_resize"] is not None else start
 
 
-def _running(conn: sqlite3.Connection) -> list[sqlite3.Row]:
-    return conn.execute("SELECT * FROM instances WHERE state = 'RUNNING' ORDER BY name").fetchall()
+@dataclass(frozen=True)
+class Scope:
+    """Which instances an analysis looks at: all, or those in one zone and/or carrying some labels."""
+
+    zone: str | None = None
+    labels: dict[str, str] | None = None
+
+    def keeps(self, row: sqlite3.Row) -> bool:
+        return (self.zone is None or row["zone"] == self.zone) and labels_match(json.loads(row["labels"]), self.labels)
+
+
+def _running(conn: sqlite3.Connection, scope: Scope = Scope()) -> list[sqlite3.Row]:
+    rows = conn.execute("SELECT * FROM instances WHERE state = 'RUNNING' ORDER BY name").fetchall()
+    return [row for row in rows if scope.keeps(row)]
 
 
 def _values(conn: sqlite3.Connection, row: sqlite3.Row, metric: str, days: int) -> list[float]:
     return [v for _, v in load_values(conn, row["name"], metric, _analysis_start(row, days))]
 
 
-def idle_instances(conn: sqlite3.Connection, prices: Prices, cpu_threshold: float, days: int) -> list[dict]:
+def idle_instances(
+    conn: sqlite3.Connection, prices: Prices, cpu_threshold: float, days: int, scope: Scope = Scope()
+) -> list[dict]:
     found = []
-    for row in _running(conn):
+    for row in _running(conn, scope):
         cpu = _values(conn, row, "cpu", days)
         if not cpu:
             continue  # no data in the window: we cannot call it idle
@@ -92,9 +108,9 @@ def _recommend(cpu_p95: float, mem_p95: float) -> tuple[str, str] | None:
     return None
 
 
-def rightsizing(conn: sqlite3.Connection, prices: Prices, days: int) -> list[dict]:
+def rightsizing(conn: sqlite3.Connection, prices: Prices, days: int, scope: Scope = Scope()) -> list[dict]:
     found = []
-    for row in _running(conn):
+    for row in _running(conn, scope):
         cpu, mem = _values(conn, row, "cpu", days), _values(conn, row, "memory", days)
         if not cpu or not mem:
             continue
@@ -151,16 +167,29 @@ def _sum_costs(parts: dict[str, float]) -> dict[str, float]:
     }
 
 
-def monthly_cost(conn: sqlite3.Connection, prices: Prices, group_by: str, label_key: str) -> dict:
-    lines = _cost_lines(conn, prices)
+def monthly_cost(
+    conn: sqlite3.Connection,
+    prices: Prices,
+    group_by: str,
+    label_key: str,
+    instance: str | None = None,
+    labels: dict[str, str] | None = None,
+) -> dict:
+    """`instance` keeps one instance's lines (its compute and attached disks); `labels` keeps the lines of
+    resources carrying all of those labels."""
+    lines = [
+        line
+        for line in _cost_lines(conn, prices)
+        if (instance is None or line[0] == instance) and labels_match(line[1], labels)
+    ]
     totals: dict[str, float] = defaultdict(float)
     groups: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    for instance, labels, category, cost in lines:
+    for owner, owner_labels, category, cost in lines:
         totals[category] += cost
         if group_by == "instance":
-            groups[instance][category] += cost
+            groups[owner][category] += cost
         elif group_by == "label":
-            groups[labels.get(label_key, f"(no {label_key} label)")][category] += cost
+            groups[owner_labels.get(label_key, f"(no {label_key} label)")][category] += cost
     rows = [{"key": key, **_sum_costs(parts)} for key, parts in groups.items()]
     result = {
         "currency": "USD",
@@ -176,6 +205,10 @@ def monthly_cost(conn: sqlite3.Connection, prices: Prices, group_by: str, label_
     }
     if group_by == "label":
         result["label_key"] = label_key
+    if instance is not None:
+        result["instance"] = instance
+    if labels:
+        result["labels"] = labels
     return result
 
 

@@ -10,12 +10,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 # The sandbox clock never moves: every timestamp is relative to this instant so
-# answers are the same whenever the product runs.
-SANDBOX_NOW = datetime(2026, 11, 1, tzinfo=UTC)
+# answers are the same whenever the product runs. It is a Monday at midnight, half-way
+# through a month: "last week" is a whole calendar week and "this month" has 15 days of
+# billing behind it and 15 to forecast.
+SANDBOX_NOW = datetime(2026, 11, 16, tzinfo=UTC)
 SANDBOX_NOW_TS = int(SANDBOX_NOW.timestamp())
 
 SEED = 42
-DEFAULT_PROJECT = "finopti-sandbox"
+BILLING_ACCOUNT_ID = "01F1E2-A3B4C5-D6E7F8"
 HOURS_PER_MONTH = 730  # the usual GCP billing convention
 HISTORY_DAYS = 14  # hourly samples kept per instance, ending at SANDBOX_NOW
 HOUR = 3600
@@ -31,6 +33,9 @@ ZONES: dict[str, str] = {
 }
 
 STATES = ("RUNNING", "TERMINATED")
+
+# Three projects, one per environment; resources without an env label say which project they are in.
+PROJECTS: dict[str, str] = {"prod": "finopti-prod", "staging": "finopti-staging", "dev": "finopti-dev"}
 
 
 @dataclass(frozen=True)

@@ -17,3 +17,7 @@ class NotFound(SandboxError):
 
 class InvalidArgument(SandboxError):
     """An argument is malformed, out of range, or not allowed in the resource's current state."""
+
+
+class AlreadyExists(SandboxError):
+    """Something with that name exists already (a budget, say)."""

@@ -13,15 +13,17 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from . import analysis
-from .catalog import DEFAULT_PROJECT, HOURS_PER_MONTH, METRICS, SANDBOX_NOW_TS, ZONES, iso
+from .catalog import HOURS_PER_MONTH, METRICS, SANDBOX_NOW_TS, ZONES, iso
 from .errors import InvalidArgument, SandboxError
-from .seed import SCHEMA, build_plan, write_plan
+from .sandbox_finops import SandboxFinOps
+from .seed import SCHEMA, SCHEMA_VERSION, build_plan, write_plan
 from .store import (
     bucket_dict,
     disk_dict,
     get_instance,
     instance_summary,
     load_prices,
+    not_found,
     transaction,
 )
 from .validation import (
@@ -32,11 +34,19 @@ from .validation import (
     check_percent,
     check_state,
     check_zone,
-    parse_label,
+    labels_match,
+    parse_labels,
 )
 
 METRIC_NAMES = tuple(m["name"] for m in METRICS)
 GROUP_BY = ("instance", "label", "total")
+
+
+def _scope(zone: str | None, label: str | None) -> analysis.Scope:
+    return analysis.Scope(
+        zone=check_zone(zone) if zone is not None else None,
+        labels=parse_labels(label) if label is not None else None,
+    )
 
 
 def default_db_path(env: Mapping[str, str] = os.environ) -> Path:
@@ -44,15 +54,15 @@ def default_db_path(env: Mapping[str, str] = os.environ) -> Path:
     return Path(env.get("FINOPTI_HOME") or ".finopti") / "sandbox.db"
 
 
-class SandboxCloud:
-    """One sandbox project stored at `db_path`; the file is created and seeded on first use.
+class SandboxCloud(SandboxFinOps):
+    """One sandbox billing account (three projects) stored at `db_path`; the file is created and seeded on
+    first use.
 
     Safe to share between threads: every call opens its own short-lived connection.
     """
 
-    def __init__(self, db_path: Path | str, project: str = DEFAULT_PROJECT) -> None:
+    def __init__(self, db_path: Path | str) -> None:
         self.db_path = Path(db_path)
-        self.project = project
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         self._open_or_seed()
 
@@ -79,6 +89,12 @@ class SandboxCloud:
                     conn.execute(statement)
             if conn.execute("SELECT 1 FROM meta WHERE key = 'seeded'").fetchone() is None:
                 write_plan(conn, build_plan())
+            version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if version is None or version[0] != SCHEMA_VERSION:
+                raise SandboxError(
+                    f"{self.db_path} was seeded by an older sandbox (schema {version[0] if version else '?'}, "
+                    f"this one is {SCHEMA_VERSION}); delete it (and any -wal/-shm next to it) to re-seed."
+                )
 
     # -- catalogue -------------------------------------------------------------------------------
 
@@ -124,9 +140,38 @@ class SandboxCloud:
 
     # -- instances -------------------------------------------------------------------------------
 
+    def inventory(self) -> dict:
+        """The names of everything in the project, for understanding what people type (no prices, no metrics)."""
+        with transaction(self.db_path) as conn:
+            instances = [instance_summary(row) for row in conn.execute("SELECT * FROM instances ORDER BY name")]
+            disks = [
+                {"name": r["name"], "zone": r["zone"], "attached_to": r["attached_to"]}
+                for r in conn.execute("SELECT name, zone, attached_to FROM disks ORDER BY name")
+            ]
+            buckets = [
+                {"name": r["name"], "location": r["location"]}
+                for r in conn.execute("SELECT name, location FROM buckets ORDER BY name")
+            ]
+            prices = load_prices(conn)
+        return {
+            "instances": [{k: i[k] for k in ("name", "zone", "machine_type", "state", "labels")} for i in instances],
+            "disks": disks,
+            "buckets": buckets,
+            "zones": [{"name": zone, "region": region} for zone, region in ZONES.items()],
+            "machine_types": [
+                {"name": m.name, "downsize_to": m.smaller, "upsize_to": m.larger}
+                for m in prices.machine_types.values()
+            ],
+        }
+
     def list_instances(
-        self, zone: str | None = None, state: str | None = None, label: str | None = None
+        self,
+        zone: str | None = None,
+        state: str | None = None,
+        label: str | None = None,
+        machine_type: str | None = None,
     ) -> list[dict]:
+        """`label` is 'key=value' or several pairs joined by commas, all of which must hold."""
         where, args = [], []
         if zone is not None:
             where.append("zone = ?")
@@ -134,16 +179,16 @@ class SandboxCloud:
         if state is not None:
             where.append("state = ?")
             args.append(check_state(state))
-        key_value = parse_label(label) if label is not None else None
+        if machine_type is not None:
+            where.append("machine_type = ?")
+            args.append(check_name("machine_type", machine_type))
+        wanted = parse_labels(label) if label is not None else None
         sql = (
             "SELECT * FROM instances" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY name"
         )
         with transaction(self.db_path) as conn:
             rows = conn.execute(sql, args).fetchall()
-        found = [instance_summary(row) for row in rows]
-        if key_value:
-            found = [i for i in found if i["labels"].get(key_value[0]) == key_value[1]]
-        return found
+        return [i for i in (instance_summary(row) for row in rows) if labels_match(i["labels"], wanted)]
 
     def describe_instance(self, name: str) -> dict:
         name = check_name("instance name", name)
@@ -158,7 +203,6 @@ class SandboxCloud:
         running = row["state"] == "RUNNING"
         return {
             **instance_summary(row),
-            "project": self.project,
             "region": ZONES[row["zone"]],
             "vcpus": machine.vcpus,
             "memory_gb": machine.memory_gb,
@@ -250,6 +294,7 @@ class SandboxCloud:
             conn.execute("DELETE FROM disks WHERE attached_to = ? AND boot = 1", (name,))
             conn.execute("UPDATE disks SET attached_to = NULL WHERE attached_to = ?", (name,))
             conn.execute("DELETE FROM samples WHERE instance = ?", (name,))
+            conn.execute("UPDATE addresses SET user = NULL WHERE user = ?", (name,))
             conn.execute("DELETE FROM instances WHERE name = ?", (name,))
         return {
             "name": name,
@@ -262,8 +307,13 @@ class SandboxCloud:
 
     # -- disks and buckets -----------------------------------------------------------------------
 
-    def list_disks(self, unattached_only: bool = False, zone: str | None = None) -> list[dict]:
+    def list_disks(
+        self, unattached_only: bool = False, zone: str | None = None, name: str | None = None
+    ) -> list[dict]:
         where, args = [], []
+        if name is not None:
+            where.append("name = ?")
+            args.append(check_name("disk name", name))
         if unattached_only:
             where.append("attached_to IS NULL")
         if zone is not None:
@@ -272,31 +322,59 @@ class SandboxCloud:
         sql = "SELECT * FROM disks" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY name"
         with transaction(self.db_path) as conn:
             prices = load_prices(conn)
-            return [disk_dict(row, prices) for row in conn.execute(sql, args)]
+            found = [disk_dict(row, prices) for row in conn.execute(sql, args)]
+            if name is not None and not found:
+                known = [r["name"] for r in conn.execute("SELECT name FROM disks")]
+                raise not_found("disk", name, known, "Use list_disks to see the disks that exist.")
+        return found
 
-    def list_buckets(self) -> list[dict]:
+    def list_buckets(self, name: str | None = None) -> list[dict]:
         with transaction(self.db_path) as conn:
             prices = load_prices(conn)
-            return [bucket_dict(row, prices) for row in conn.execute("SELECT * FROM buckets ORDER BY name")]
+            found = [bucket_dict(row, prices) for row in conn.execute("SELECT * FROM buckets ORDER BY name")]
+        if name is None:
+            return found
+        name = check_name("bucket name", name)
+        matching = [b for b in found if b["name"] == name]
+        if not matching:
+            raise not_found("bucket", name, [b["name"] for b in found], "Use list_buckets to see the buckets.")
+        return matching
 
     # -- analyses --------------------------------------------------------------------------------
 
-    def find_idle_instances(self, cpu_threshold: float = 5.0, days: int = 7) -> list[dict]:
+    def find_idle_instances(
+        self, cpu_threshold: float = 5.0, days: int = 7, zone: str | None = None, label: str | None = None
+    ) -> list[dict]:
         threshold, days = check_percent("cpu_threshold", cpu_threshold), check_days(days)
+        scope = _scope(zone, label)
         with transaction(self.db_path) as conn:
-            return analysis.idle_instances(conn, load_prices(conn), threshold, days)
+            return analysis.idle_instances(conn, load_prices(conn), threshold, days, scope)
 
-    def rightsizing_recommendations(self, days: int = 14) -> list[dict]:
+    def rightsizing_recommendations(
+        self, days: int = 14, zone: str | None = None, label: str | None = None
+    ) -> list[dict]:
         days = check_days(days)
+        scope = _scope(zone, label)
         with transaction(self.db_path) as conn:
-            return analysis.rightsizing(conn, load_prices(conn), days)
+            return analysis.rightsizing(conn, load_prices(conn), days, scope)
 
-    def estimate_monthly_cost(self, group_by: str = "total", label_key: str = "team") -> dict:
-        group_by = check_choice("group_by", group_by, GROUP_BY)
+    def estimate_monthly_cost(
+        self,
+        group_by: str | None = None,
+        label_key: str = "team",
+        instance: str | None = None,
+        label: str | None = None,
+    ) -> dict:
+        """`instance`: one instance's cost (its compute and disks), grouped by instance unless told otherwise;
+        `label`: only resources carrying those labels ('team=payments')."""
+        group_by = check_choice("group_by", group_by or ("instance" if instance else "total"), GROUP_BY)
         if group_by == "label":
             label_key = check_name("label_key", label_key)
+        wanted = parse_labels(label) if label is not None else None
         with transaction(self.db_path) as conn:
-            return analysis.monthly_cost(conn, load_prices(conn), group_by, label_key)
+            if instance is not None:
+                get_instance(conn, check_name("instance name", instance))  # NotFound with suggestions
+            return analysis.monthly_cost(conn, load_prices(conn), group_by, label_key, instance, wanted)
 
     def query_time_series(self, instance: str, metric: str, days: int = 1, step_hours: int = 1) -> dict:
         instance = check_name("instance name", instance)
@@ -308,4 +386,4 @@ class SandboxCloud:
             return analysis.time_series(conn, instance, metric, days, step_hours)
 
     def __repr__(self) -> str:
-        return f"SandboxCloud({str(self.db_path)!r}, project={self.project!r})"
+        return f"SandboxCloud({str(self.db_path)!r})"

@@ -10,29 +10,38 @@ decides how its utilisation looks, so analyses have predictable answers:
 - steady: running, CPU 30-80 % -> no recommendation
 - stopped: TERMINATED; half were stopped inside the 14-day window (samples end at
   the stop), half before it (no samples at all). Stopped time has *no* samples, not zeros.
+
+Snapshots, static IP addresses and the commitment are fixed tables below; the billing history is
+computed from all of it by `billing_seed.build_export`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
 import sqlite3
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
+from .billing_catalog import CUD_TYPES, CURRENCY, SERVICES, sku_catalogue, sku_id
 from .catalog import (
+    BILLING_ACCOUNT_ID,
     DAY,
     DISK_PRICES,
     HISTORY_DAYS,
     HOUR,
     MACHINE_TYPES,
+    PROJECTS,
     SANDBOX_NOW_TS,
     SEED,
     SEEDED_MACHINE_TYPES,
     STORAGE_PRICES,
+    ZONES,
 )
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -44,16 +53,45 @@ CREATE TABLE IF NOT EXISTS storage_prices (storage_class TEXT PRIMARY KEY, usd_p
 CREATE TABLE IF NOT EXISTS instances (
     name TEXT PRIMARY KEY, zone TEXT NOT NULL, machine_type TEXT NOT NULL, state TEXT NOT NULL,
     labels TEXT NOT NULL, created INTEGER NOT NULL,
-    last_start INTEGER, last_stop INTEGER, last_resize INTEGER);
+    last_start INTEGER, last_stop INTEGER, last_resize INTEGER, project TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS disks (
     name TEXT PRIMARY KEY, zone TEXT NOT NULL, disk_type TEXT NOT NULL, size_gb INTEGER NOT NULL,
-    attached_to TEXT, boot INTEGER NOT NULL, labels TEXT NOT NULL, created INTEGER NOT NULL);
+    attached_to TEXT, boot INTEGER NOT NULL, labels TEXT NOT NULL, created INTEGER NOT NULL, project TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS buckets (
     name TEXT PRIMARY KEY, location TEXT NOT NULL, storage_class TEXT NOT NULL,
-    size_gb REAL NOT NULL, labels TEXT NOT NULL, created INTEGER NOT NULL);
+    size_gb REAL NOT NULL, labels TEXT NOT NULL, created INTEGER NOT NULL, project TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS snapshots (
+    name TEXT PRIMARY KEY, project TEXT NOT NULL, source_disk TEXT NOT NULL, size_gb INTEGER NOT NULL,
+    labels TEXT NOT NULL, created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS addresses (
+    name TEXT PRIMARY KEY, project TEXT NOT NULL, region TEXT NOT NULL, address TEXT NOT NULL,
+    user TEXT, labels TEXT NOT NULL, created INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS samples (
     instance TEXT NOT NULL, metric TEXT NOT NULL, ts INTEGER NOT NULL, value REAL NOT NULL,
     PRIMARY KEY (instance, metric, ts)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS commitments (
+    name TEXT PRIMARY KEY, project TEXT NOT NULL, region TEXT NOT NULL, type TEXT NOT NULL, plan TEXT NOT NULL,
+    vcpus INTEGER NOT NULL, memory_gb INTEGER NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS budgets (
+    name TEXT PRIMARY KEY, amount REAL NOT NULL, filter TEXT NOT NULL, thresholds TEXT NOT NULL,
+    created INTEGER NOT NULL, created_by TEXT);
+CREATE TABLE IF NOT EXISTS skus (
+    sku_id TEXT PRIMARY KEY, service_id TEXT NOT NULL, service_description TEXT NOT NULL,
+    sku_description TEXT NOT NULL, pricing_unit TEXT NOT NULL, usd_per_pricing_unit REAL NOT NULL);
+-- GCP's detailed (resource-level) billing export to BigQuery, one row per day, resource and SKU.
+-- Nested columns are flattened with `_` (service.id -> service_id), arrays are JSON text.
+CREATE TABLE IF NOT EXISTS billing_export (
+    billing_account_id TEXT NOT NULL, service_id TEXT NOT NULL, service_description TEXT NOT NULL,
+    sku_id TEXT NOT NULL, sku_description TEXT NOT NULL,
+    usage_start_time INTEGER NOT NULL, usage_end_time INTEGER NOT NULL,
+    project_id TEXT NOT NULL, project_name TEXT NOT NULL, project_number TEXT NOT NULL,
+    labels TEXT NOT NULL, location_location TEXT, location_region TEXT, location_zone TEXT,
+    resource_name TEXT, resource_global_name TEXT, export_time INTEGER NOT NULL,
+    cost REAL NOT NULL, currency TEXT NOT NULL, currency_conversion_rate REAL NOT NULL,
+    usage_amount REAL NOT NULL, usage_unit TEXT NOT NULL,
+    usage_amount_in_pricing_units REAL NOT NULL, usage_pricing_unit TEXT NOT NULL,
+    credits TEXT NOT NULL, credits_total REAL NOT NULL, invoice_month TEXT NOT NULL, cost_type TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS billing_export_day ON billing_export (usage_start_time);
 """
 
 # How many instances each zone gets, and how many instances get each profile (both sum to 48).
@@ -91,16 +129,39 @@ PROFILE_MACHINE_TYPES = {
     "stopped": SEEDED_MACHINE_TYPES,
 }
 
-# Disks nobody deleted: (name, zone, team label or None).
+# Disks nobody deleted: (name, zone, team label or None, project). They carry no env label.
 ORPHAN_DISKS = (
-    ("etl-scratch-old", "us-central1-a", "data"),
-    ("ledger-db-restore-test", "us-central1-b", "payments"),
-    ("search-reindex-tmp", "us-east1-b", "search"),
-    ("ci-cache-2025", "us-central1-a", "platform"),
-    ("notebook-home-jdoe", "europe-west1-b", None),
-    ("monitoring-archive", "asia-southeast1-a", "platform"),
-    ("warehouse-export-2025q3", "us-east1-b", "data"),
-    ("bastion-old-boot", "europe-west1-b", None),
+    ("etl-scratch-old", "us-central1-a", "data", "finopti-staging"),
+    ("ledger-db-restore-test", "us-central1-b", "payments", "finopti-staging"),
+    ("search-reindex-tmp", "us-east1-b", "search", "finopti-prod"),
+    ("ci-cache-2025", "us-central1-a", "platform", "finopti-prod"),
+    ("notebook-home-jdoe", "europe-west1-b", None, "finopti-dev"),
+    ("monitoring-archive", "asia-southeast1-a", "platform", "finopti-prod"),
+    ("warehouse-export-2025q3", "us-east1-b", "data", "finopti-prod"),
+    ("bastion-old-boot", "europe-west1-b", None, "finopti-dev"),
+)
+
+# Snapshots: (source disk, days before SANDBOX_NOW it was taken, stored GB). Recent ones (a snapshot
+# schedule) copy the disk's labels; the old manual ones carry only a team label, or none.
+SNAPSHOTS = (
+    ("ledger-db-prod-01-data", 2, 620, None),
+    ("search-frontend-prod-01-data", 5, 710, None),
+    ("notebook-staging-01-data", 30, 880, None),
+    ("monitoring-prod-02-data", 120, 60, {"team": "platform"}),
+    ("payments-api-prod-03-data", 175, 1450, {}),
+    ("ledger-db-prod-01-data", 190, 540, {"team": "payments"}),
+    ("etl-worker-prod-01-data", 260, 1320, {"team": "data"}),
+    ("bastion-old-boot", 400, 35, {}),
+)
+
+# Static external IPs: (name, region, instance using it or None, days since reserved, labels, project).
+ADDRESSES = (
+    ("search-frontend-prod-01-ip", "us-east1", "search-frontend-prod-01", 300, None, None),
+    ("payments-api-prod-01-ip", "us-central1", "payments-api-prod-01", 400, None, None),
+    ("bastion-staging-01-ip", "us-central1", "bastion-staging-01", 420, None, None),
+    ("payments-api-prod-02-ip", "us-east1", "payments-api-prod-02", 220, None, None),  # its VM was stopped
+    ("legacy-vpn-gateway", "us-central1", None, 200, {}, "finopti-prod"),
+    ("old-lb-frontend", "europe-west1", None, 60, {"team": "search"}, "finopti-prod"),
 )
 
 BUCKETS = (  # (name, location, storage class, team)
@@ -150,6 +211,14 @@ class InstanceSeed:
     created: int
     stopped_at: int | None  # None while RUNNING
 
+    @property
+    def project(self) -> str:
+        return PROJECTS[self.labels["env"]]
+
+    @property
+    def region(self) -> str:
+        return ZONES[self.zone]
+
 
 @dataclass
 class DiskSeed:
@@ -161,6 +230,7 @@ class DiskSeed:
     boot: bool
     labels: dict[str, str]
     created: int
+    project: str
 
 
 @dataclass
@@ -171,6 +241,65 @@ class BucketSeed:
     size_gb: float
     labels: dict[str, str]
     created: int
+    project: str
+
+
+@dataclass
+class SnapshotSeed:
+    name: str
+    project: str
+    source_disk: str
+    size_gb: int
+    labels: dict[str, str]
+    created: int
+
+
+@dataclass
+class AddressSeed:
+    name: str
+    project: str
+    region: str
+    address: str
+    user: str | None
+    labels: dict[str, str]
+    created: int
+
+
+@dataclass(frozen=True)
+class CommitmentSeed:
+    """A resource-based committed use discount (GCP `regionCommitments`)."""
+
+    name: str
+    project: str
+    region: str
+    series: str
+    plan: str
+    vcpus: int
+    memory_gb: int
+    start: int
+    end: int
+
+
+def _utc(year: int, month: int, day: int) -> int:
+    return int(datetime(year, month, day, tzinfo=UTC).timestamp())
+
+
+# The commitment event: 16 vCPUs and 64 GB of C2 in us-central1 for a year, from 2026-09-01.
+COMMITMENT = CommitmentSeed("c2-us-central1-1y", "finopti-prod", "us-central1", "c2", "TWELVE_MONTH",
+                            16, 64, _utc(2026, 9, 1), _utc(2027, 9, 1))
+
+# Budgets that exist from the start (see docs/sandbox.md for where each stands).
+DEFAULT_BUDGET_THRESHOLDS = [{"percent": 50.0, "basis": "actual"}, {"percent": 90.0, "basis": "actual"},
+                             {"percent": 100.0, "basis": "actual"}, {"percent": 100.0, "basis": "forecast"}]
+SEEDED_BUDGETS: tuple[dict, ...] = (
+    {"name": "monthly-total", "amount": 10000.0, "filter": {"labels": {}},
+     "thresholds": DEFAULT_BUDGET_THRESHOLDS},
+    {"name": "payments", "amount": 2000.0, "filter": {"labels": {"team": "payments"}},
+     "thresholds": DEFAULT_BUDGET_THRESHOLDS},
+    {"name": "search-prod", "amount": 2000.0, "filter": {"project": "finopti-prod", "labels": {"team": "search"}},
+     "thresholds": DEFAULT_BUDGET_THRESHOLDS},
+)
+
 
 
 @dataclass
@@ -179,6 +308,15 @@ class SeedPlan:
     disks: list[DiskSeed] = field(default_factory=list)
     buckets: list[BucketSeed] = field(default_factory=list)
     samples: list[tuple[str, str, int, float]] = field(default_factory=list)  # instance, metric, ts, value
+    snapshots: list[SnapshotSeed] = field(default_factory=list)
+    addresses: list[AddressSeed] = field(default_factory=list)
+    commitments: list[CommitmentSeed] = field(default_factory=list)
+    export: list = field(default_factory=list)  # billing_seed.ExportRow, the billing history
+
+    @functools.cached_property
+    def export_records(self) -> list[tuple]:
+        """The billing history as billing_export table rows."""
+        return [row.as_record(BILLING_ACCOUNT_ID, CURRENCY) for row in self.export]
 
 
 def _days_ago(rng: random.Random, lo: int, hi: int) -> int:
@@ -232,6 +370,7 @@ def _plan_disks(rng: random.Random, instances: list[InstanceSeed]) -> list[DiskS
                 True,
                 dict(inst.labels),
                 inst.created,
+                inst.project,
             )
         )
         if rng.random() < 0.35:
@@ -246,9 +385,10 @@ def _plan_disks(rng: random.Random, instances: list[InstanceSeed]) -> list[DiskS
                     False,
                     dict(inst.labels),
                     inst.created,
+                    inst.project,
                 )
             )
-    for name, zone, team in ORPHAN_DISKS:
+    for name, zone, team, project in ORPHAN_DISKS:
         disk_type = rng.choice(sorted(DISK_PRICES))
         labels = {"team": team} if team else {}
         disks.append(
@@ -261,6 +401,7 @@ def _plan_disks(rng: random.Random, instances: list[InstanceSeed]) -> list[DiskS
                 False,
                 labels,
                 _days_ago(rng, 40, 400),
+                project,
             )
         )
     return disks
@@ -275,9 +416,35 @@ def _plan_buckets(rng: random.Random) -> list[BucketSeed]:
             round(rng.uniform(20, 8000), 1),
             {"team": team, "env": "prod"},
             _days_ago(rng, 100, 900),
+            PROJECTS["prod"],
         )
         for name, location, storage_class, team in BUCKETS
     ]
+
+
+def _plan_snapshots(disks: list[DiskSeed]) -> list[SnapshotSeed]:
+    by_name = {d.name: d for d in disks}
+    snapshots = []
+    for source, days_old, size_gb, labels in SNAPSHOTS:
+        disk = by_name[source]
+        created = SANDBOX_NOW_TS - days_old * DAY + 3 * HOUR  # snapshots run at 03:00 UTC
+        day = datetime.fromtimestamp(created, UTC).strftime("%Y%m%d")
+        snapshots.append(SnapshotSeed(f"{source}-{day}", disk.project, source, size_gb,
+                                      dict(disk.labels) if labels is None else dict(labels), created))
+    return snapshots
+
+
+def _plan_addresses(instances: list[InstanceSeed]) -> list[AddressSeed]:
+    by_name = {i.name: i for i in instances}
+    addresses = []
+    for n, (name, region, user, days_old, labels, project) in enumerate(ADDRESSES):
+        owner = by_name.get(user) if user else None
+        addresses.append(AddressSeed(
+            name, owner.project if owner else project, region, f"203.0.113.{10 + n}", user,
+            dict(owner.labels) if owner and labels is None else dict(labels or {}),
+            SANDBOX_NOW_TS - days_old * DAY,
+        ))
+    return addresses
 
 
 def _series(rng: random.Random, curve: Curve, timestamps: list[int]) -> list[float]:
@@ -305,14 +472,21 @@ def _plan_samples(rng: random.Random, instances: list[InstanceSeed]) -> list[tup
     return samples
 
 
+@functools.lru_cache(maxsize=2)
 def build_plan(seed: int = SEED) -> SeedPlan:
-    """The full seed, computed in memory; the same seed always gives the same plan."""
+    """The full seed, computed in memory; the same seed always gives the same plan (built once per process,
+    so treat it as read-only)."""
+    from .billing_seed import build_export  # it reads the plan's dataclasses
+
     rng = random.Random(seed)
     instances = _plan_instances(rng)
     disks = _plan_disks(rng, instances)
     buckets = _plan_buckets(rng)
     samples = _plan_samples(rng, instances)
-    return SeedPlan(instances, disks, buckets, samples)
+    plan = SeedPlan(instances, disks, buckets, samples, _plan_snapshots(disks), _plan_addresses(instances),
+                    [COMMITMENT])
+    plan.export = build_export(plan, random.Random(f"{seed}/billing"))
+    return plan
 
 
 def write_plan(conn: sqlite3.Connection, plan: SeedPlan, seed: int = SEED) -> None:
@@ -324,7 +498,7 @@ def write_plan(conn: sqlite3.Connection, plan: SeedPlan, seed: int = SEED) -> No
     conn.executemany("INSERT INTO disk_prices VALUES (?, ?)", DISK_PRICES.items())
     conn.executemany("INSERT INTO storage_prices VALUES (?, ?)", STORAGE_PRICES.items())
     conn.executemany(
-        "INSERT INTO instances VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+        "INSERT INTO instances VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
         [
             (
                 i.name,
@@ -335,12 +509,13 @@ def write_plan(conn: sqlite3.Connection, plan: SeedPlan, seed: int = SEED) -> No
                 i.created,
                 i.created,
                 i.stopped_at,
+                i.project,
             )
             for i in plan.instances
         ],
     )
     conn.executemany(
-        "INSERT INTO disks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO disks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             (
                 d.name,
@@ -351,18 +526,44 @@ def write_plan(conn: sqlite3.Connection, plan: SeedPlan, seed: int = SEED) -> No
                 int(d.boot),
                 json.dumps(d.labels),
                 d.created,
+                d.project,
             )
             for d in plan.disks
         ],
     )
     conn.executemany(
-        "INSERT INTO buckets VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO buckets VALUES (?, ?, ?, ?, ?, ?, ?)",
         [
-            (b.name, b.location, b.storage_class, b.size_gb, json.dumps(b.labels), b.created)
+            (b.name, b.location, b.storage_class, b.size_gb, json.dumps(b.labels), b.created, b.project)
             for b in plan.buckets
         ],
     )
     conn.executemany("INSERT INTO samples VALUES (?, ?, ?, ?)", plan.samples)
+    conn.executemany(
+        "INSERT INTO snapshots VALUES (?, ?, ?, ?, ?, ?)",
+        [(s.name, s.project, s.source_disk, s.size_gb, json.dumps(s.labels), s.created) for s in plan.snapshots],
+    )
+    conn.executemany(
+        "INSERT INTO addresses VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [(a.name, a.project, a.region, a.address, a.user, json.dumps(a.labels), a.created) for a in plan.addresses],
+    )
+    conn.executemany(
+        "INSERT INTO commitments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [(c.name, c.project, c.region, CUD_TYPES[c.series], c.plan, c.vcpus, c.memory_gb, c.start, c.end)
+         for c in plan.commitments],
+    )
+    conn.executemany(
+        "INSERT INTO skus VALUES (?, ?, ?, ?, ?, ?)",
+        [(sku_id(k.description), *SERVICES[k.service], k.description, k.pricing_unit, k.usd_per_unit)
+         for k in sku_catalogue(STORAGE_PRICES)],
+    )
+    conn.executemany(f"INSERT INTO billing_export VALUES ({', '.join('?' * 28)})",
+                     plan.export_records)
+    conn.executemany(
+        "INSERT INTO budgets VALUES (?, ?, ?, ?, ?, ?)",
+        [(b["name"], b["amount"], json.dumps(b["filter"]), json.dumps(b["thresholds"]), SANDBOX_NOW_TS, "seed")
+         for b in SEEDED_BUDGETS],
+    )
     conn.executemany(
         "INSERT INTO meta VALUES (?, ?)",
         [("schema_version", SCHEMA_VERSION), ("seed", str(seed)), ("seeded", "1")],

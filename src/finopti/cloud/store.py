@@ -100,6 +100,7 @@ def get_instance(conn: sqlite3.Connection, name: str) -> sqlite3.Row:
 def instance_summary(row: sqlite3.Row) -> dict:
     return {
         "name": row["name"],
+        "project": row["project"],
         "zone": row["zone"],
         "machine_type": row["machine_type"],
         "state": row["state"],
@@ -111,6 +112,7 @@ def instance_summary(row: sqlite3.Row) -> dict:
 def disk_dict(row: sqlite3.Row, prices: Prices) -> dict:
     return {
         "name": row["name"],
+        "project": row["project"],
         "zone": row["zone"],
         "type": row["disk_type"],
         "size_gb": row["size_gb"],
@@ -125,6 +127,7 @@ def disk_dict(row: sqlite3.Row, prices: Prices) -> dict:
 def bucket_dict(row: sqlite3.Row, prices: Prices) -> dict:
     return {
         "name": row["name"],
+        "project": row["project"],
         "location": row["location"],
         "storage_class": row["storage_class"],
         "size_gb": row["size_gb"],

@@ -65,3 +65,15 @@ def parse_label(label: object) -> tuple[str, str]:
         raise InvalidArgument(f"label filter must look like 'key=value' (e.g. 'env=prod'), got {label!r}.")
     key, value = label.split("=")
     return key.strip(), value.strip()
+
+
+def parse_labels(labels: object) -> dict[str, str]:
+    """'env=prod' or several pairs joined by commas ('env=prod,team=payments'): every pair must hold."""
+    if not isinstance(labels, str) or not labels.strip():
+        raise InvalidArgument(f"label filter must look like 'key=value' (e.g. 'env=prod'), got {labels!r}.")
+    pairs = dict(parse_label(part) for part in labels.split(","))
+    return pairs
+
+
+def labels_match(labels: dict, wanted: dict[str, str] | None) -> bool:
+    return not wanted or all(labels.get(k) == v for k, v in wanted.items())

@@ -308,7 +308,7 @@ def render_compose_bundle(spec: MeshSpec, repo_root: Path | str, out_dir: Path |
         "apisix/apisix.yaml": apisix_yaml_text(render_apisix_yaml(mesh, topo)),
         "apisix/config.yaml": _yaml(render_config_yaml(mesh, topo)),
         "opa/routes.json": json.dumps(render_route_data(mesh), indent=2) + "\n",
-        "loki/config.yml": _yaml(render_loki()),
+        "loki/config.yml": _yaml(render_loki(spec.logs)),
         "alloy/config.alloy": render_alloy(spec),
         "promtail/config.yml": _yaml(render_promtail(spec)),
     }

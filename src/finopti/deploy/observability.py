@@ -2,12 +2,14 @@
 Prometheus, rendered so they label logs and metrics the way the local platform does.
 
 Logs: stream labels are only `job="finopti"`, `service` and `level` (what the dashboards select on);
-`trace_id`, `span_id`, `request_id`, `user` and `route` travel as structured metadata, never as labels.
+`trace_id`, `span_id`, `request_id`, `user` and `route` travel as structured metadata, never as labels. The
+`logs:` section of mesh.yaml gives Loki its retention and creation grace period, and Alloy and Promtail the same
+multiline rule as the local collector.
 """
 
 from finopti.deploy.apisix import metrics_path
 from finopti.deploy.topology import EXPORT_PORT, GATEWAY, LISTENERS, MESH_URL, PROJECT
-from finopti.mesh.model import MeshSpec
+from finopti.mesh.model import Logs, MeshSpec
 from finopti.mesh.resolved import ResolvedMesh
 from finopti.observability import (
     ScrapeTargets,
@@ -22,11 +24,18 @@ LABELS = ("service", "level")
 METADATA = ("trace_id", "span_id", "request_id", "user", "route")
 DOCKER_SOCKET = "unix:///var/run/docker.sock"
 COMPOSE_SERVICE_LABEL = "__meta_docker_container_label_com_docker_compose_service"
-RETENTION = "168h"
 RULE_FILES = ("recording_rules.yml", "alert_rules.yml")
 
 
-def render_loki() -> dict:
+def _go_duration(seconds: float) -> str:
+    """Seconds -> a Go duration (`168h`, `10m`, `500ms`), as Loki, Alloy and Promtail read them."""
+    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds * 1000:g}ms"
+
+
+def render_loki(logs: Logs) -> dict:
     """Single binary, filesystem storage, structured metadata on (needs the tsdb index, schema v13)."""
     return {
         "auth_enabled": False,
@@ -44,9 +53,11 @@ def render_loki() -> dict:
         }]},
         "limits_config": {
             "allow_structured_metadata": True,
-            "retention_period": RETENTION,
+            "retention_period": _go_duration(logs.retention),
             "reject_old_samples": True,
-            "reject_old_samples_max_age": RETENTION,
+            "reject_old_samples_max_age": _go_duration(logs.retention),
+            # Loki refuses lines dated further ahead (the local store keeps them at their arrival time instead).
+            "creation_grace_period": _go_duration(logs.future_grace),
         },
         # Retention is applied by the compactor.
         "compactor": {"working_directory": "/loki/compactor", "retention_enabled": True,
@@ -72,9 +83,15 @@ def _alloy_map(names: tuple[str, ...], same: bool = False) -> str:
     return "{" + ", ".join(f'{n} = "{n if same else ""}"' for n in names) + "}"
 
 
+def _alloy_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def render_alloy(spec: MeshSpec) -> str:
-    """Alloy's configuration language: discover this project's containers, parse JSON, label, push."""
+    """Alloy's configuration language: discover this project's containers, join multiline entries, parse JSON,
+    label, push."""
     fields = (*LABELS, *METADATA)
+    multiline = spec.logs.multiline
     endpoints = "".join(f'  endpoint {{\n    url = "{url}"\n  }}\n' for url in push_urls(spec))
     return f"""// Rendered from mesh.yaml by finopti; do not edit.
 // Containers of the compose project `{PROJECT}` only, read through the Docker socket (mounted read-only).
@@ -107,6 +124,12 @@ loki.source.docker "{PROJECT}" {{
 }}
 
 loki.process "{PROJECT}" {{
+  // A traceback (any line the first-line rule does not match) joins the entry before it.
+  stage.multiline {{
+    firstline     = {_alloy_string(multiline.firstline)}
+    max_wait_time = "{_go_duration(multiline.max_wait)}"
+    max_lines     = {multiline.max_lines}
+  }}
   stage.json {{
     expressions = {_alloy_map(fields, same=True)}
   }}
@@ -144,6 +167,9 @@ def render_promtail(spec: MeshSpec) -> dict:
                 {"target_label": "job", "replacement": JOB},
             ],
             "pipeline_stages": [
+                {"multiline": {"firstline": spec.logs.multiline.firstline,
+                               "max_wait_time": _go_duration(spec.logs.multiline.max_wait),
+                               "max_lines": spec.logs.multiline.max_lines}},
                 {"json": {"expressions": {n: n for n in (*LABELS, *METADATA)}}},
                 {"labels": {n: None for n in LABELS}},
                 {"structured_metadata": {n: None for n in METADATA}},

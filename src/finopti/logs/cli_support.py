@@ -49,8 +49,10 @@ def format_line(line: dict, color: bool, show_trace: bool = True) -> str:
         trace_id = obj.get("trace_id") or meta.get("trace_id")
     else:
         message, fields, trace_id = str(obj), "", meta.get("trace_id")
-    parts = [
-        _paint(clock, "2", color),
+    parts = [_paint(clock, "2", color)]
+    if meta.get("original_ts"):  # its own time was too far ahead: stored when it came, its claim shown too
+        parts.append(_paint(f"[dated {meta['original_ts']}]", "33", color))
+    parts += [
         _paint(f"{line.get('service', '?'):<16}", "36", color),
         _paint(f"{level.upper():<8}", LEVEL_COLORS.get(level, ""), color),
         _paint(message, "1;31" if color and level in ERROR_LEVELS else "", color),

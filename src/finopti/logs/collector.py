@@ -20,6 +20,8 @@ FINOPTI_LOKI_URL (a Loki to push to) else FINOPTI_LOGSTORE_URL (the embedded sto
 /healthz), FINOPTI_SERVICE (this process's name, default `collector`: its own log file is not collected),
 FINOPTI_COLLECTOR_EXCLUDE (more component names to skip, comma-separated), FINOPTI_COLLECTOR_NAME (how the
 store knows this collector; default host:logs dir), FINOPTI_COLLECTOR_BATCH_BYTES (push body limit, 1000000),
+FINOPTI_COLLECTOR_FIRSTLINE / _MULTILINE_MAX_WAIT / _MULTILINE_MAX_LINES (the multiline rule),
+FINOPTI_COLLECTOR_FUTURE_GRACE (how far ahead a line's own time is believed, 10m),
 FINOPTI_TLS_CERT / FINOPTI_TLS_KEY / FINOPTI_MESH_CA (its mesh identity, to push through the gateway).
 """
 
@@ -44,8 +46,17 @@ import httpx
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from finopti.logs.tail import FileTail, Position
-from finopti.logs.times import rfc3339_ns
+from finopti.logs.multiline import (
+    DEFAULT_FIRSTLINE,
+    DEFAULT_MAX_LINES,
+    DEFAULT_MAX_WAIT,
+    Entry,
+    Joiner,
+    MultilineRule,
+    infer_level,
+)
+from finopti.logs.tail import ROTATE_WAIT, Chunk, FileTail, Position
+from finopti.logs.times import FUTURE_GRACE_SECONDS, ns_to_rfc3339, parse_since, rfc3339_ns
 
 log = logging.getLogger("finopti.collector")
 
@@ -59,7 +70,6 @@ OWN_REQUEST_PREFIX = "finopti-collector-"
 METADATA_KEYS = ("trace_id", "span_id", "request_id", "user", "route")
 _LEVELS = {"warn": "warning", "err": "error", "crit": "critical", "fatal": "critical", "dbg": "debug"}
 _KNOWN_LEVELS = {name: name for name in ("debug", "info", "warning", "error", "critical")}
-_GUESS = re.compile(r"\b(debug|info|warn|warning|err|error|crit|critical|fatal)\b", re.IGNORECASE)
 
 
 def normalize_level(level: object) -> str:
@@ -81,11 +91,15 @@ class ParseStats:
     invalid_utf8: int = 0
     empty: int = 0
     own: int = 0
+    future: int = 0
 
 
-def parse_line(raw: bytes, component: str, now_ns: int, stats: ParseStats) -> tuple[tuple[str, str], list] | None:
-    """A raw line -> ((service, level), [ts_ns, line, metadata?]) for the push body; None for a line to skip
-    (empty, or caused by our own pushes).
+def parse_line(raw: bytes, component: str, now_ns: int, stats: ParseStats,
+               grace_ns: int = int(FUTURE_GRACE_SECONDS * 1e9)) -> tuple[tuple[str, str], list] | None:
+    """A raw entry (a line, or lines joined by the multiline rule) -> ((service, level), [ts_ns, line,
+    metadata?]) for the push body; None for an entry to skip (empty, or caused by our own pushes). `now_ns` is
+    when it was read: the time of an entry without its own, and of one dated more than `grace_ns` ahead (its own
+    time is kept as metadata `original_ts`).
     The hot path of the collector: a JSON object line is parsed once and never re-encoded."""
     if raw[-1:] == b"\r":
         raw = raw[:-1]
@@ -114,11 +128,17 @@ def parse_line(raw: bytes, component: str, now_ns: int, stats: ParseStats) -> tu
     meta = {k: v if v.__class__ is str else str(v) for k in METADATA_KEYS if (v := get(k))}
     if component != service:
         meta["component"] = component
-    return (service, normalize_level(get("level"))), [str(ts_ns), text, meta] if meta else [str(ts_ns), text]
+    if ts_ns > now_ns + grace_ns:  # a clock ahead: such a line would stay the newest for good
+        meta["original_ts"] = ns_to_rfc3339(ts_ns)
+        ts_ns = now_ns
+        stats.future += 1
+    level = get("level")
+    level = normalize_level(level) if level is not None else infer_level(str(get("message", "")))
+    return (service, level), [str(ts_ns), text, meta] if meta else [str(ts_ns), text]
 
 
 def _parse_text(raw: bytes, component: str, now_ns: int, stats: ParseStats) -> tuple[tuple[str, str], list] | None:
-    """A line that is not a JSON object: kept as it is, its level guessed, timed when read."""
+    """An entry that is not a JSON object: kept as it is, its level inferred from what it says, timed when read."""
     if not raw.strip():
         stats.empty += 1
         return None
@@ -128,9 +148,8 @@ def _parse_text(raw: bytes, component: str, now_ns: int, stats: ParseStats) -> t
         text = raw.decode(errors="replace")
         stats.invalid_utf8 += 1
     stats.not_json += 1
-    guess = _GUESS.search(text, 0, 200)
     service = service_of(component)
-    level = normalize_level(guess[1]) if guess else "info"
+    level = infer_level(text)
     meta = {"component": component} if component != service else None
     return (service, level), ([str(now_ns), text, meta] if meta else [str(now_ns), text])
 
@@ -144,7 +163,7 @@ class Batch:
     streams: dict[tuple[str, str], list[bytes]] = field(default_factory=dict)
     lines: int = 0
     bytes: int = len(b'{"streams":[]}')
-    positions: dict[str, Position] = field(default_factory=dict)
+    positions: dict[str, Position | None] = field(default_factory=dict)  # None: forget this key
     started: float = field(default_factory=time.monotonic)
     prev: int = 0  # the pushed batch sent before this one
     sent_positions: str = "{}"  # every file's position once this batch and all before it are stored
@@ -184,6 +203,11 @@ class Metrics:
         self.files = Gauge("finopti_collector_files", "Log files followed", registry=registry)
         self.rotations = Counter("finopti_collector_rotations_total", "Rotations followed", registry=registry)
         self.truncations = Counter("finopti_collector_truncations_total", "Truncations seen", registry=registry)
+        self.future = Counter("finopti_collector_lines_future_total",
+                              "Lines dated beyond the grace period ahead: stored at read time, their own time kept as"
+                              " metadata original_ts", registry=registry)
+        self.multiline = Counter("finopti_collector_multiline_entries_total",
+                                 "Entries of several lines joined by the multiline rule", registry=registry)
 
 
 def _mesh_tls():
@@ -194,6 +218,21 @@ def _mesh_tls():
     from finopti.meshtls import client_context
 
     return client_context(Path(cert), Path(key), Path(ca))
+
+
+def apply_positions(positions: dict[str, Position], changes: dict[str, Position | None]) -> None:
+    for key, position in changes.items():
+        if position is None:
+            positions.pop(key, None)
+        else:
+            positions[key] = position
+
+
+def path_of(key: str) -> str:
+    """A position key's log file path: `/logs/x.log` for `/logs/x.log` and `/logs/x.log@2049:1234` (a rotated
+    file still being read)."""
+    path, at, file_id = key.rpartition("@")
+    return path if at and re.fullmatch(r"\d+:\d+", file_id) else key
 
 
 def push_base(url: str) -> str:
@@ -220,6 +259,9 @@ class Collector:
         max_backoff: float = 4.0,
         shutdown_timeout: float = 5.0,
         in_flight: int = 2,
+        multiline: MultilineRule | None = MultilineRule(),
+        future_grace: float = FUTURE_GRACE_SECONDS,
+        rotate_wait: float = ROTATE_WAIT,
         registry: CollectorRegistry | None = None,
     ):
         self.logs_dir = Path(logs_dir).resolve()  # positions are keyed by absolute path
@@ -230,8 +272,13 @@ class Collector:
         self.batch_lines, self.batch_bytes, self.batch_wait = batch_lines, batch_bytes, batch_wait
         self.poll_interval, self.scan_interval, self.max_line_bytes = poll_interval, scan_interval, max_line_bytes
         self.max_backoff, self.shutdown_timeout = max_backoff, shutdown_timeout
+        self.multiline = multiline
+        self._firstline = multiline.compiled() if multiline else None
+        self.grace_ns = int(future_grace * 1e9)
+        self.rotate_wait = rotate_wait
         self.metrics = Metrics(registry or CollectorRegistry())
         self.tails: dict[str, FileTail] = {}
+        self.joiners: dict[str, Joiner] = {}  # per position key: the entry being joined
         self.committed: dict[str, Position] = {}  # where every pushed line of each file ends
         self.committed_seq = 0
         self.next_seq = 0
@@ -263,7 +310,7 @@ class Collector:
     def _load_positions(self) -> tuple[int, dict[str, Position]]:
         try:
             doc = json.loads(self.positions_path.read_text())
-            return int(doc.get("seq", 0)), {p: (v["inode"], v["offset"]) for p, v in doc["positions"].items()}
+            return int(doc.get("seq", 0)), {p: Position.from_json(v) for p, v in doc["positions"].items()}
         except FileNotFoundError:
             return 0, {}
         except (ValueError, KeyError, TypeError) as exc:
@@ -280,7 +327,7 @@ class Collector:
                                      timeout=5.0)
                 if r.status_code == 200:
                     doc = r.json()
-                    return int(doc["seq"]), {p: tuple(v) for p, v in doc["positions"].items()}
+                    return int(doc["seq"]), {p: Position.from_json(v) for p, v in doc["positions"].items()}
                 if r.status_code < 500:
                     if r.status_code != 404:  # 404: a real Loki, which keeps no such record
                         log.warning("cannot read the receiver's record of our positions (%s %s): resuming from %s; "
@@ -299,10 +346,7 @@ class Collector:
             self._write_positions()
 
     def _write_positions(self) -> None:
-        doc = {
-            "seq": self.committed_seq,
-            "positions": {p: {"inode": i, "offset": o} for p, (i, o) in self.committed.items()},
-        }
+        doc = {"seq": self.committed_seq, "positions": {key: p.to_json() for key, p in self.committed.items()}}
         tmp = self.positions_path.with_name(self.positions_path.name + ".tmp")
         tmp.write_text(json.dumps(doc, indent=1))
         os.replace(tmp, self.positions_path)
@@ -327,53 +371,115 @@ class Collector:
         present = {str(p): p for p in self.logs_dir.glob("*.log") if p.name[:-4] not in self.exclude}
         for key, path in present.items():
             if key not in self.tails:
-                tail = FileTail(path, self.max_line_bytes)
-                if tail.open(self.committed.get(key)):
+                tail = FileTail(path, self.max_line_bytes, self.rotate_wait)
+                saved = {k: p for k, p in self.committed.items() if path_of(k) == key}
+                if tail.open(saved):
                     self.tails[key] = tail
+                else:
+                    tail.close()
+                for gone in saved.keys() - set(tail.keys()):  # files no longer there
+                    self.batch.positions[gone] = None
         for key in [k for k, t in self.tails.items() if k not in present and t.idle]:
-            self.tails.pop(key).close()
+            tail = self.tails.pop(key)
+            for gone in tail.keys():
+                self.batch.positions[gone] = None
+            tail.close()
+        open_files = {(f.dev, f.inode) for t in self.tails.values() for f in t.files}
+        for file_id in self.joiners.keys() - open_files:
+            del self.joiners[file_id]
         self.metrics.files.set(len(self.tails))
 
-    def _read(self, key: str, tail: FileTail, now_ns: int) -> bool:
+    def _read(self, tail: FileTail, now_ns: int) -> bool:
         component = tail.path.name[:-4]
-        stats, dumps, limit = self.stats, orjson.dumps, self.batch_bytes
         progressed = False
         for _ in range(8):  # then the next file: one busy file does not starve the others
-            lines, ends, end = tail.read(self.batch_lines - self.batch.lines)
-            if end is None:
+            chunk = tail.read(self.batch_lines - self.batch.lines)
+            if chunk is None:
                 break
             progressed = True
-            batch, previous_end = self.batch, None
-            for raw, line_end in zip(lines, ends, strict=True):
-                parsed = parse_line(raw, component, now_ns, stats)
-                if parsed is not None:
-                    stream, value = parsed
-                    entry = dumps(value)
-                    entries = batch.streams.get(stream)
-                    size = len(entry) + 1 + (0 if entries is not None else len(_stream_head(stream)) + 3)
-                    if batch.bytes + size > limit and batch.lines:
-                        if previous_end is not None:  # else the previous read's end, already set
-                            batch.positions[key] = (end[0], previous_end)
-                        self.flush()
-                        batch, entries = self.batch, None
-                        size = len(entry) + 1 + len(_stream_head(stream)) + 3
-                    if entries is None:
-                        entries = batch.streams[stream] = []
-                    entries.append(entry)
-                    batch.bytes += size
-                    batch.lines += 1
-                previous_end = line_end
-            batch.positions[key] = end
-            self.metrics.read.inc(len(lines))
-            if batch.lines >= self.batch_lines or batch.bytes >= self.batch_bytes:
-                self.flush()
+            self._take(chunk, component, now_ns)
+        for key in tail.take_forgotten():
+            self.batch.positions[key] = None
+        if self.multiline is not None:
+            for f in tail.files:
+                joiner = self.joiners.get((f.dev, f.inode))
+                entry = joiner.expired() if joiner is not None else None
+                if entry is not None:
+                    self._add(entry, component)
+                    self.batch.positions[joiner.key] = joiner.chunk.position(entry.end, entry.last)
         return progressed
+
+    def _joiner(self, chunk: Chunk) -> Joiner | None:
+        if self.multiline is None:
+            return None
+        file_id = chunk.identity[:2]
+        joiner = self.joiners.get(file_id)
+        if joiner is None:
+            joiner = self.joiners[file_id] = Joiner(self.multiline, self._firstline, self.max_line_bytes)
+        joiner.key, joiner.chunk = chunk.key, chunk
+        return joiner
+
+    def _take(self, chunk: Chunk, component: str, now_ns: int) -> None:
+        """A chunk's lines -> entries in the batch; the chunk's position once its entries are all in."""
+        joiner = self._joiner(chunk)
+        done: tuple[int, bytes] | None = None  # end and last line of the last entry put in the batch
+        for raw, line_end in zip(chunk.lines, chunk.ends, strict=True):
+            if joiner is None or (raw[:1] == b"{" and not joiner.lines):  # the common case: a whole JSON line
+                self._add_line(raw, component, now_ns, chunk, done)
+                done = (line_end, raw)
+                continue
+            for entry in joiner.feed([raw], [line_end], now_ns):
+                self._add(entry, component, chunk, done)
+                done = (entry.end, entry.last)
+        for key in chunk.forget:
+            self.batch.positions[key] = None
+        if joiner is not None and joiner.lines:  # an entry is held: the position stops before it
+            if done is not None:
+                self.batch.positions[chunk.key] = chunk.position(*done)
+        else:
+            self.batch.positions[chunk.key] = chunk.position()
+        self.metrics.read.inc(len(chunk.lines))
+        if self.batch.lines >= self.batch_lines or self.batch.bytes >= self.batch_bytes:
+            self.flush()
+
+    def _add(self, entry: Entry, component: str, chunk: Chunk | None = None,
+             done: tuple[int, bytes] | None = None) -> None:
+        if b"\n" in entry.text:
+            self.metrics.multiline.inc()
+        self.stats.empty += entry.blank
+        self._add_line(entry.text, component, entry.read_ns, chunk, done)
+
+    def _add_line(self, raw: bytes, component: str, now_ns: int, chunk: Chunk | None,
+                  done: tuple[int, bytes] | None) -> None:
+        """Parse one entry into the batch. If the batch is full first, it is flushed with the position `done`
+        (just after the entry before this one, in `chunk`'s file)."""
+        parsed = parse_line(raw, component, now_ns, self.stats, self.grace_ns)
+        if parsed is None:
+            return
+        stream, value = parsed
+        entry = orjson.dumps(value)
+        batch = self.batch
+        entries = batch.streams.get(stream)
+        size = len(entry) + 1 + (0 if entries is not None else len(_stream_head(stream)) + 3)
+        if batch.bytes + size > self.batch_bytes and batch.lines:
+            if chunk is not None and done is not None:  # else the previous chunk's position, already set
+                batch.positions[chunk.key] = chunk.position(*done)
+            self.flush()
+            batch, entries = self.batch, None
+            size = len(entry) + 1 + len(_stream_head(stream)) + 3
+        if entries is None:
+            entries = batch.streams[stream] = []
+        entries.append(entry)
+        batch.bytes += size
+        batch.lines += 1
 
     def _count(self) -> None:
         stats, m = self.stats, self.metrics
         for reason, n in (("empty", stats.empty), ("own_traffic", stats.own)):
             if n:
                 m.rejected.labels(reason).inc(n)
+        if stats.future:
+            m.future.inc(stats.future)
         for reason, n in (("not_json", stats.not_json), ("invalid_utf8", stats.invalid_utf8)):
             if n:
                 m.unstructured.labels(reason).inc(n)
@@ -421,8 +527,8 @@ class Collector:
                     last_scan = time.monotonic()
                 now_ns = time.time_ns()
                 progressed = False
-                for key, tail in list(self.tails.items()):
-                    progressed |= self._read(key, tail, now_ns)
+                for tail in list(self.tails.values()):
+                    progressed |= self._read(tail, now_ns)
                 # Flush when caught up (low latency when quiet) or when the batch is old (steady trickle).
                 if not progressed or time.monotonic() - self.batch.started >= self.batch_wait:
                     self.flush()
@@ -461,8 +567,9 @@ class Collector:
                     if batch is None:
                         self.queue.put(None)  # for the other senders
                         return
-                    self._sent_positions.update(batch.positions)
-                    batch.sent_positions = json.dumps(self._sent_positions, separators=(",", ":"))
+                    apply_positions(self._sent_positions, batch.positions)
+                    batch.sent_positions = orjson.dumps(
+                        {key: p.to_json() for key, p in self._sent_positions.items()}).decode()
                     if batch.lines:
                         batch.prev, self._last_pushed = self._last_pushed, batch.seq
                     with self._commit_lock:
@@ -478,7 +585,7 @@ class Collector:
             batch.done = True
             while self._sending and self._sending[0].done:
                 first = self._sending.popleft()
-                self.committed.update(first.positions)
+                apply_positions(self.committed, first.positions)
                 self.committed_seq = first.seq
                 self.metrics.batch_latency.observe(time.monotonic() - first.started)
             if time.monotonic() - self._positions_saved < self._save_every:
@@ -585,9 +692,14 @@ def main() -> None:
         sys.exit("finopti.logs.collector: set FINOPTI_LOGSTORE_URL (the log store) or FINOPTI_LOKI_URL")
     exclude = {service} | {c.strip() for c in os.environ.get("FINOPTI_COLLECTOR_EXCLUDE", "").split(",") if c.strip()}
     (home / "logs").mkdir(parents=True, exist_ok=True)
+    env = os.environ.get
+    multiline = MultilineRule(env("FINOPTI_COLLECTOR_FIRSTLINE", DEFAULT_FIRSTLINE),
+                              parse_since(env("FINOPTI_COLLECTOR_MULTILINE_MAX_WAIT", f"{DEFAULT_MAX_WAIT}")),
+                              int(env("FINOPTI_COLLECTOR_MULTILINE_MAX_LINES", str(DEFAULT_MAX_LINES))))
     collector = Collector(home / "logs", home / "collector-positions.json", url,
-                          name=os.environ.get("FINOPTI_COLLECTOR_NAME"), exclude=exclude,
-                          batch_bytes=int(os.environ.get("FINOPTI_COLLECTOR_BATCH_BYTES", "1000000")))
+                          name=env("FINOPTI_COLLECTOR_NAME"), exclude=exclude,
+                          batch_bytes=int(env("FINOPTI_COLLECTOR_BATCH_BYTES", "1000000")), multiline=multiline,
+                          future_grace=parse_since(env("FINOPTI_COLLECTOR_FUTURE_GRACE", f"{FUTURE_GRACE_SECONDS}")))
     # The reader thread is CPU-bound; with the default 5 ms switch interval the sender waited that long for
     # the GIL at each step of a push, and the store sat idle meanwhile.
     sys.setswitchinterval(0.0005)

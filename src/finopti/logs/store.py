@@ -26,7 +26,7 @@ from pathlib import Path
 
 import orjson
 
-from finopti.logs.times import ns_to_rfc3339
+from finopti.logs.times import FUTURE_GRACE_SECONDS, ns_to_rfc3339
 from finopti.logs.trace import build_trace
 
 log = logging.getLogger("finopti.logs.store")
@@ -95,6 +95,47 @@ class Delivery:
     seq: int
     positions: dict = field(default_factory=dict)
     prev: int = 0  # the batch the collector sent before this one, to be stored first (0: none to wait for)
+
+
+@dataclass
+class Admission:
+    """What a push's times did to its lines: retimed (dated too far ahead) or dropped (older than retention)."""
+
+    future: int = 0
+    too_old: int = 0
+
+
+def admit(values: list, now_ns: int, grace_ns: int, oldest_ns: int, counts: Admission) -> list:
+    """The entries to store. One dated more than `grace_ns` ahead of `now_ns` is stored at `now_ns` with its own
+    time as metadata `original_ts` (else it would stay the newest line for good, and retention could never remove
+    it); one older than `oldest_ns` is dropped. Both are counted."""
+    newest = now_ns + grace_ns
+    out = None
+    for i, value in enumerate(values):
+        try:
+            ts = int(value[0])
+        except (TypeError, ValueError, IndexError):
+            ts = now_ns  # not ours to judge: the push's own validation names it
+        if oldest_ns <= ts <= newest or not _well_formed(value):  # a bad entry is left for validation to name
+            if out is not None:
+                out.append(value)
+            continue
+        if out is None:
+            out = values[:i]
+        if ts < oldest_ns:
+            counts.too_old += 1
+            continue
+        counts.future += 1
+        meta = dict(value[2]) if len(value) > 2 and isinstance(value[2], dict) else {}
+        meta["original_ts"] = ns_to_rfc3339(ts)
+        out.append([str(now_ns), value[1], meta])
+    return values if out is None else out
+
+
+def _well_formed(value: list) -> bool:
+    meta = value[2] if len(value) == 3 else None
+    return (len(value) in (2, 3) and isinstance(value[1], str)
+            and (meta is None or (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values()))))
 
 
 def _rows(first_id: int, stream: int, values: list) -> list[tuple]:
@@ -176,9 +217,10 @@ def row_to_line(row: tuple) -> dict:
 
 class LogStore:
     def __init__(self, path: Path, retention_seconds: float = DEFAULT_RETENTION_SECONDS,
-                 max_bytes: int = DEFAULT_MAX_BYTES):
+                 max_bytes: int = DEFAULT_MAX_BYTES, future_grace: float = FUTURE_GRACE_SECONDS):
         self.path = Path(path)
         self.retention_seconds = retention_seconds
+        self.future_grace = future_grace
         self.max_bytes = max_bytes
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._write_lock = threading.Lock()
@@ -255,9 +297,14 @@ class LogStore:
             self._streams[key] = stream
         return stream
 
-    def push(self, streams: Iterable[tuple[dict[str, str], list]], delivery: Delivery | None = None) -> int:
+    def push(self, streams: Iterable[tuple[dict[str, str], list]], delivery: Delivery | None = None,
+             now_ns: int | None = None, admission: Admission | None = None) -> int:
         """Store Loki streams: (labels, [[ts_ns, line] or [ts_ns, line, {metadata}], ...]). Returns the number of
-        lines stored: 0 for a batch this collector delivered before (a retry after a lost answer)."""
+        lines stored: 0 for a batch this collector delivered before (a retry after a lost answer). Times are
+        judged against `now_ns` (default: now), see `admit`; `admission` counts what that did."""
+        now_ns = now_ns if now_ns is not None else time.time_ns()
+        admission = admission if admission is not None else Admission()
+        grace_ns, oldest_ns = int(self.future_grace * 1e9), now_ns - int(self.retention_seconds * 1e9)
         with self._write_lock:
             conn = self._writer
             conn.execute("BEGIN IMMEDIATE")
@@ -270,6 +317,7 @@ class LogStore:
                 first = self._next_id
                 rows = []
                 for i, (labels, values) in enumerate(streams):
+                    values = admit(values, now_ns, grace_ns, oldest_ns, admission)
                     try:
                         rows += _rows(self._next_id + len(rows), self._stream_id(labels), values)
                     except (TypeError, ValueError, IndexError, AttributeError):

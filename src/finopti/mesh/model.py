@@ -11,14 +11,27 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from finopti.errors import MeshSpecError
+from finopti.logs.multiline import DEFAULT_FIRSTLINE, DEFAULT_MAX_LINES, DEFAULT_MAX_WAIT
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,40}$"
-_DURATION = re.compile(r"^(-?\d+(?:\.\d+)?)(ms|s|m|h)$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"^(-?\d+(?:\.\d+)?)(ms|s|m|h|d)$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_SIZE = re.compile(r"^(\d+)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib|t|tb|tib)?$", re.IGNORECASE)
+
+
+def parse_size(value: object) -> int:
+    """`1GiB`, `512MiB`, `1048576` -> bytes (K, M, G, T are powers of 1024 either way)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    match = _SIZE.match(str(value).strip())
+    if not match:
+        raise ValueError(f"invalid size {value!r} (expected e.g. 1GiB, 512MiB, 1048576)")
+    unit = (match[2] or "b").lower()[0]
+    return int(match[1]) * {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[unit]
 
 
 def parse_duration(value: object) -> float:
-    """'300ms', '2s', '1.5m' or a number of seconds -> seconds."""
+    """'300ms', '2s', '1.5m', '7d' or a number of seconds -> seconds."""
     if isinstance(value, bool):
         raise ValueError("expected a duration such as '300ms' or '2s'")
     if isinstance(value, int | float):
@@ -34,6 +47,7 @@ def parse_duration(value: object) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+ByteSize = Annotated[int, BeforeValidator(parse_size)]
 
 
 class Strict(BaseModel):
@@ -194,6 +208,41 @@ class Identity(Strict):
     token_ttl: Duration = 3600.0
 
 
+class Multiline(Strict):
+    """Promtail's multiline stage: a line matching `firstline` starts an entry, any other line continues it."""
+
+    firstline: str = Field(default=DEFAULT_FIRSTLINE, description="regular expression (Python and Go RE2 syntax)")
+    max_wait: Duration = Field(default=DEFAULT_MAX_WAIT, description="an entry ends when no line came for this long")
+    max_lines: int = Field(default=DEFAULT_MAX_LINES, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _portable(self) -> "Multiline":
+        try:
+            re.compile(self.firstline)
+        except re.error as exc:
+            raise _FieldError(("firstline",), f"not a regular expression: {exc}") from None
+        # Alloy and Promtail read the same rule with Go's RE2: no lookaround, no backreferences.
+        if re.search(r"\(\?<?[=!]|\\[1-9]", self.firstline):
+            raise _FieldError(("firstline",), "lookarounds and backreferences are not supported by Go's RE2, which "
+                                              "Alloy and Promtail use")
+        return self
+
+
+class Logs(Strict):
+    """The log pipeline: how long and how much the log store keeps, and what an entry is."""
+
+    retention: Duration = Field(default=7 * 86400.0, description="lines older than this are dropped")
+    max_bytes: ByteSize = Field(default=1 << 30, description="the store keeps at most this much (oldest go first)")
+    future_grace: Duration = Field(default=600.0, description="a line dated further ahead is stored at arrival")
+    multiline: Multiline = Multiline()
+
+    @model_validator(mode="after")
+    def _positive(self) -> "Logs":
+        if self.retention <= 0:
+            raise _FieldError(("retention",), "must be a positive duration")
+        return self
+
+
 class MeshSpec(Strict):
     gateway: Gateway = Gateway()
     identity: Identity = Identity()
@@ -202,6 +251,7 @@ class MeshSpec(Strict):
     # console's charts); the platform knows their addresses at start.
     external: list[Literal["prometheus"]] = Field(default=[])
     routes: list[Route] = Field(min_length=1)
+    logs: Logs = Logs()
 
     @model_validator(mode="after")
     def _check_references(self) -> "MeshSpec":

@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 from pathlib import Path
 
+from finopti.logs.settings import LOGSTORE_ENTRYPOINT, store_environment
 from finopti.mesh.model import MeshSpec
 from finopti.meshtls import TRUST_BUNDLE
 
@@ -47,6 +48,16 @@ def components(spec: MeshSpec) -> list[tuple[str, str, str]]:
     ]
 
 
+def _quoted(name: str, value: str) -> str:
+    """A value for supervisord's `environment=`: a quoted token of its (non-POSIX) shlex, without escapes, whose
+    quotes it strips; `%` is its interpolation."""
+    quote = "'" if '"' in value else '"'
+    if quote in value or value[:1] in "'\"" and value or value[-1:] in "'\"" and value:
+        raise ValueError(f"{name}: supervisord cannot pass a value with both kinds of quotes, or starting or ending"
+                         f" with one: {value!r}")
+    return quote + value.replace("%", "%%") + quote
+
+
 def _program(name: str, command: str, rt: ProcessRuntime, environment: dict[str, str] | None = None) -> str:
     lines = [
         f"[program:{name}]",
@@ -74,7 +85,7 @@ def _program(name: str, command: str, rt: ProcessRuntime, environment: dict[str,
     else:
         lines.append("redirect_stderr=true")
     if environment:
-        env = ",".join(f'{k}="{v}"' for k, v in environment.items())
+        env = ",".join(f"{k}={_quoted(k, v)}" for k, v in environment.items())
         lines.append(f"environment={env}")
     return "\n".join(lines)
 
@@ -116,6 +127,8 @@ def render_supervisor(spec: MeshSpec, rt: ProcessRuntime) -> str:
             "FINOPTI_MESH_CA": str(rt.pki_dir / "ca.crt"),
             "PYTHONUNBUFFERED": "1",
         }
+        if service.entrypoint == LOGSTORE_ENTRYPOINT:
+            env.update(store_environment(spec.logs))
         sections.append(_program(component, f"{rt.python} -m finopti.services.runner", rt, env))
     for program in rt.aux:
         sections.append(_program(program.name, program.command, rt, program.environment))

@@ -214,6 +214,7 @@ def render_recording_rules(mesh: ResolvedMesh, interval: str | None = None) -> d
         {"name": "finopti-gateway-red", "rules": gateway},
         {"name": "finopti-gateway-resilience", "rules": resilience},
         {"name": "finopti-services-red", "rules": services},
+        {"name": "finopti-budgets", "rules": _budget_rules()},
     ]
     if interval:
         for group in groups:
@@ -221,8 +222,21 @@ def render_recording_rules(mesh: ResolvedMesh, interval: str | None = None) -> d
     return {"groups": groups}
 
 
+def _budget_rules() -> list[dict]:
+    """Each budget's spend as a share of its amount, by basis (actual month to date, month-end forecast).
+
+    The tool server exports the raw figures (finopti_budget_amount, finopti_budget_spend,
+    finopti_budget_threshold_ratio); `max by` folds the copies two scraped versions of it would export."""
+    return [{
+        "record": "finopti:budget_spend:ratio",
+        "expr": "max by (budget, basis) (finopti_budget_spend) / on (budget) group_left "
+                "max by (budget) (finopti_budget_amount)",
+    }]
+
+
 def render_alert_rules(mesh: ResolvedMesh, interval: str | None = None) -> dict:
-    """Error ratio high, circuit opened, rate limiting spike, targets down or missing, latency near timeout."""
+    """Error ratio high, circuit opened, rate limiting spike, targets down or missing, latency near timeout,
+    budget thresholds crossed."""
     pct = f"{ERROR_RATIO_THRESHOLD:.0%}"
     rules: list[dict] = [
         _alert("FinoptiRouteErrorRatioHigh", f"finopti:route_errors:ratio_rate1m > {ERROR_RATIO_THRESHOLD}", "2m",
@@ -241,6 +255,12 @@ def render_alert_rules(mesh: ResolvedMesh, interval: str | None = None) -> dict:
         _alert("FinoptiTargetDown", f'up{{job=~"{GATEWAY_JOB}|{SERVICES_JOB}"}} == 0', "1m", "critical",
                "Prometheus cannot scrape {{ $labels.job }} {{ $labels.service }} {{ $labels.version }} "
                "at {{ $labels.instance }}"),
+        # One alert per budget, basis and threshold crossed; its value is the spend ratio (the left side).
+        _alert("FinoptiBudgetThresholdCrossed",
+               "finopti:budget_spend:ratio >= on (budget, basis) group_right "
+               "max by (budget, basis, threshold) (finopti_budget_threshold_ratio)", "0m", "warning",
+               "Budget {{ $labels.budget }}: {{ $labels.basis }} spend is {{ $value | humanizePercentage }} of "
+               "its amount, past the {{ $labels.threshold }}% threshold"),
     ]
     # Rendered from the mesh: every declared service version must be scraped at all.
     for service in mesh.services:

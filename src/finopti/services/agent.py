@@ -11,7 +11,7 @@ from fastapi import Body, FastAPI, HTTPException
 from finopti.services.common import ServiceSettings, create_service_app
 from finopti.services.mcp_tools import ToolError, call_tool
 
-ERROR_STATUS = {"NotFound": 404, "InvalidArgument": 400}
+ERROR_STATUS = {"NotFound": 404, "InvalidArgument": 400, "AlreadyExists": 409}
 
 
 def plural(count: int, noun: str) -> str:
@@ -27,7 +27,7 @@ class Action:
     tool: str
     description: str
     summarize: Callable[[Any, dict], str]
-    view: dict | Callable[[Any, dict], dict] | None = None
+    view: dict | Callable[[Any, dict], dict | None] | None = None
     explain: Callable[[Any, dict], str] | None = None
 
 
@@ -79,7 +79,9 @@ def create_agent_app(
             raise HTTPException(status, {"error": exc.kind, "message": exc.message}) from None
         except Exception as exc:  # the MCP client wraps transport failures in exception groups
             raise _mesh_failure(tool_route, exc) from None
-        result = {
+        # A tool that shows its work returns `explanation` (data, period, method); it travels beside the data.
+        explanation = data.pop("explanation", None) if isinstance(data, dict) else None
+        answer = {
             "agent": settings.service,
             "version": settings.version,
             "action": action,
@@ -87,10 +89,13 @@ def create_agent_app(
             "summary": spec.summarize(data, args),
             "data": data,
         }
-        if spec.view is not None:
-            result["view"] = spec.view(data, args) if callable(spec.view) else spec.view
-        if spec.explain is not None:
-            result["explanation"] = spec.explain(data, args)
-        return result
+        view = spec.view(data, args) if callable(spec.view) else spec.view
+        if view is not None:
+            answer["view"] = view
+        if explanation is None and spec.explain is not None:
+            explanation = spec.explain(data, args)
+        if explanation is not None:
+            answer["explanation"] = explanation
+        return answer
 
     return app

@@ -1,4 +1,4 @@
-"""gcloud-agent: compute and cost actions, each served by a tool of gcloud-tools over MCP."""
+"""gcloud-agent: compute, cost and billing actions, each served by a tool of gcloud-tools over MCP."""
 
 from typing import Any
 
@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from finopti.services.agent import Action, create_agent_app, plural
 from finopti.services.common import ServiceSettings
+from finopti.services.gcloud_agent.finops_actions import FINOPS_ACTIONS
 from finopti.services.views import bar, col, detail, stat, table
 
 
@@ -49,10 +50,30 @@ def _rightsizing(data: Any, _: dict) -> str:
     return f"{plural(len(data), 'rightsizing recommendation')}; downsizing saves ${saving:,.2f}/month"
 
 
-def _cost(data: Any, _: dict) -> str:
+def _money(value: float) -> str:
+    return f"${value:,.2f}"
+
+
+def _cost(data: Any, args: dict) -> str:
     totals = data["totals"]
-    return (f"estimated monthly cost ${totals['total']:,.2f} (compute ${totals['compute']:,.2f}, "
-            f"disks ${totals['disks']:,.2f}, storage ${totals['storage']:,.2f})")
+    parts = (f"compute {_money(totals['compute'])}, disks {_money(totals['disks'])}, "
+             f"storage {_money(totals['storage'])}")
+    if data.get("instance"):
+        return f"{data['instance']} costs {_money(totals['total'])} a month ({parts})"
+    labels = data.get("labels") or {}
+    subject = "resources labelled " + ", ".join(f"{k}={v}" for k, v in labels.items()) if labels else "the project"
+    if data.get("group_by") == "label" and data.get("groups"):
+        shares = ", ".join(f"{g['key']} {_money(g['total'])}" for g in data["groups"][:6])
+        return f"monthly cost of {subject} by {data['label_key']}: {shares} (total {_money(totals['total'])})"
+    if data.get("group_by") == "instance" and data.get("groups"):
+        top = ", ".join(f"{g['key']} {_money(g['total'])}" for g in data["groups"][:3])
+        return f"monthly cost of {subject} {_money(totals['total'])}; the most expensive: {top}"
+    return f"estimated monthly cost of {subject} {_money(totals['total'])} ({parts})"
+
+
+def _inventory(data: Any, _: dict) -> str:
+    return (f"{len(data['instances'])} instances, {len(data['disks'])} disks, {len(data['buckets'])} buckets "
+            f"in {len(data['zones'])} zones")
 
 
 INSTANCE_COLUMNS = [col("name"), col("zone"), col("machine_type", "Machine type"), col("state"), col("labels"),
@@ -78,6 +99,7 @@ def _explain_cost(data: Any, _: dict) -> str:
 
 
 ACTIONS = {
+    "inventory": Action("inventory", "Names of every instance, disk, bucket, zone and machine type", _inventory),
     "list_instances": Action("list_instances", "List VM instances (zone, state, label filters)", _count("instance"),
                              view=table(columns=INSTANCE_COLUMNS, sort=("name", False))),
     "describe_instance": Action("describe_instance", "Describe one instance", _describe, view=detail()),
@@ -124,6 +146,7 @@ ACTIONS = {
     ),
     "estimate_monthly_cost": Action("estimate_monthly_cost", "Estimate the monthly bill", _cost,
                                     view=_cost_view, explain=_explain_cost),
+    **FINOPS_ACTIONS,
 }
 
 

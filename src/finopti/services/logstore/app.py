@@ -31,9 +31,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import QueryParams
 
 from finopti.logs.lokipb import decode_push
-from finopti.logs.store import MAX_LIMIT, Delivery, LogQuery, LogStore, PushError
+from finopti.logs.store import MAX_LIMIT, Admission, Delivery, LogQuery, LogStore, PushError
 from finopti.logs.times import parse_since, parse_time
 from finopti.logs.trace_search import TraceFilter, search_traces
+from finopti.mesh.model import parse_size
 from finopti.services.common import ServiceSettings, create_service_app
 
 log = logging.getLogger("finopti.logstore")
@@ -49,20 +50,13 @@ PUSH_SECONDS = Histogram(
 )
 RETAINED_BYTES = Gauge("finopti_logstore_bytes", "Bytes of the database in use")
 RETENTION_DELETED = Counter("finopti_logstore_retention_deleted_total", "Lines removed by retention")
+FUTURE = Counter("finopti_logstore_lines_future_total",
+                 "Lines dated beyond the grace period ahead: stored at arrival, their own time kept as original_ts")
+TOO_OLD = Counter("finopti_logstore_lines_too_old_total", "Lines older than the retention when pushed: dropped")
 
 QUERY_PARAMS = {"start", "end", "since", "service", "level", "trace_id", "request_id", "q", "limit", "direction"}
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
-_SIZE = re.compile(r"^(\d+)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib)?$", re.IGNORECASE)
 SSE_KEEPALIVE_SECONDS = 15.0
-
-
-def parse_size(text: str) -> int:
-    """`1GiB`, `512MiB`, `1048576` -> bytes (K/M/G are powers of 1024 either way)."""
-    match = _SIZE.match(text.strip())
-    if not match:
-        raise ValueError(f"invalid size {text!r} (expected e.g. 1GiB, 512MiB, 1048576)")
-    unit = (match[2] or "b").lower()[0]
-    return int(match[1]) * {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[unit]
 
 
 def bad_request(param: str, problem: str) -> HTTPException:
@@ -214,6 +208,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         settings.home / "logstore.db",
         retention_seconds=parse_since(os.environ.get("FINOPTI_LOGSTORE_RETENTION", "7d")),
         max_bytes=parse_size(os.environ.get("FINOPTI_LOGSTORE_MAX_BYTES", "1GiB")),
+        future_grace=parse_since(os.environ.get("FINOPTI_LOGSTORE_FUTURE_GRACE", "10m")),
     )
     retention_interval = parse_since(os.environ.get("FINOPTI_LOGSTORE_RETENTION_INTERVAL", "60s"))
     # Each push logging a "request completed" line would feed the collector a line per push, forever.
@@ -258,13 +253,16 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             if delivery is not None and not await order.wait_turn(delivery):
                 return JSONResponse({"error": "conflict", "status": 409,
                                      "message": f"batch {delivery.prev} must be stored first: send it again"}, 409)
-            stored = await run_in_threadpool(store.push, streams, delivery)
+            admission = Admission()
+            stored = await run_in_threadpool(store.push, streams, delivery, None, admission)
             if delivery is not None:
                 await order.done(delivery)
         except (PushError, ValueError, OSError, IndexError, OverflowError) as exc:
             REJECTED.inc()
             message = str(exc) if isinstance(exc, PushError) else f"invalid push body: {exc}"
             return JSONResponse({"error": "bad_request", "message": message, "status": 400}, 400)
+        FUTURE.inc(admission.future)
+        TOO_OLD.inc(admission.too_old)
         if stored:
             LINES.inc(stored)
             app.state.arrived.set()  # wake every live tail
@@ -350,4 +348,4 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     return app
 
 
-__all__ = ["create_app", "log_query", "parse_size"]
+__all__ = ["create_app", "log_query"]

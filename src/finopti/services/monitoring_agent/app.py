@@ -35,16 +35,17 @@ def _metrics(data: Any, _: dict) -> str:
     return "available metrics: " + ", ".join(m["name"] for m in data)
 
 
+def _inventory(data: Any, _: dict) -> str:
+    return f"{len(data['instances'])} instances in {len(data['zones'])} zones"
+
+
 ACTIONS = {
+    "inventory": Action("inventory", "Names of every instance, disk, bucket, zone and machine type", _inventory),
     "query_time_series": Action("query_time_series", "CPU or memory utilization of an instance", _series,
                                 view=_series_view, explain=_explain_series),
     "list_metrics": Action("list_metrics", "List the metrics that can be queried", _metrics,
                            view=table(columns=[col("name"), col("unit"), col("description"),
                                                col("gcp_metric", "Cloud Monitoring metric")])),
-    "list_monitored_instances": Action(
-        "list_monitored_instances", "List the instances whose utilization can be queried",
-        lambda data, _: f"{plural(len(data), 'monitored instance')}",
-        view=table(columns=[col("name"), col("zone"), col("state")], sort=("name", False))),
 }
 
 

@@ -2,13 +2,13 @@
 
 from fastapi import FastAPI
 
-from finopti.cloud import SandboxCloud
+from finopti.cloud.backend import open_backend
 from finopti.services.common import ServiceSettings
 from finopti.services.mcp_tools import create_tool_server_app, new_tool_server, reports_errors
 
 
 def create_app(settings: ServiceSettings) -> FastAPI:
-    cloud = SandboxCloud(settings.home / "sandbox.db")
+    cloud = open_backend(settings.home)
     server = new_tool_server("monitoring-tools")
 
     @server.tool()
@@ -19,14 +19,14 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     @server.tool()
     @reports_errors
-    def list_metrics() -> list[dict]:
-        """The metrics that can be queried, with unit and description."""
-        return cloud.list_metrics()
+    def inventory() -> dict:
+        """Names of every instance, disk, bucket, zone and machine type (with instances' zone, type, state, labels)."""
+        return cloud.inventory()
 
     @server.tool()
     @reports_errors
-    def list_monitored_instances() -> list[dict]:
-        """The instances whose utilization can be queried (Cloud Monitoring's monitored resources)."""
-        return [{k: i[k] for k in ("name", "zone", "state")} for i in cloud.list_instances()]
+    def list_metrics() -> list[dict]:
+        """The metrics that can be queried, with unit and description."""
+        return cloud.list_metrics()
 
     return create_tool_server_app(settings, server, "monitoring-tools")

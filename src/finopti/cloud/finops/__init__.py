@@ -1,0 +1,1 @@
+"""FinOps analyses over any `BillingExport`: costs, comparisons, forecasts, anomalies, budgets, commitments."""

@@ -1,0 +1,132 @@
+"""Billing periods: named ranges ("last_week", "this_month", "2026-10") or dates, resolved against a backend's
+today. Days are UTC calendar days; a period is [start, end) in epoch seconds, whole days only."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from ..errors import InvalidArgument
+
+DAY = 86400
+
+NAMED = ("yesterday", "last_7_days", "last_14_days", "last_30_days", "last_90_days", "this_week", "last_week",
+         "this_month", "month_to_date", "last_month")
+
+
+def day_of(ts: int) -> date:
+    return datetime.fromtimestamp(ts, UTC).date()
+
+
+def ts_of(day: date) -> int:
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
+
+
+def iso_day(ts: int) -> str:
+    return day_of(ts).isoformat()
+
+
+def month_start(day: date) -> date:
+    return day.replace(day=1)
+
+
+def next_month_start(day: date) -> date:
+    return (day.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+
+@dataclass(frozen=True)
+class Period:
+    start: int
+    end: int  # exclusive
+    label: str
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start) // DAY
+
+    def day_list(self) -> list[int]:
+        return list(range(self.start, self.end, DAY))
+
+    def previous(self) -> Period:
+        """The period just before: the previous calendar month for a whole month, else the same length."""
+        first, last = day_of(self.start), day_of(self.end - DAY)
+        if first.day == 1 and next_month_start(last) == day_of(self.end):
+            prev_first = month_start(first - timedelta(days=1))
+            return Period(ts_of(prev_first), self.start, f"month before {self.label}")
+        return Period(self.start - self.days * DAY, self.start, f"{self.days} days before {self.label}")
+
+    def describe(self) -> dict:
+        return {"label": self.label, "start": iso_day(self.start), "end": iso_day(self.end - DAY), "days": self.days}
+
+
+def _parse_date(name: str, value: object) -> date:
+    if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise InvalidArgument(f"{name} must be a date YYYY-MM-DD, got {value!r}.")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise InvalidArgument(f"{name} is not a real date: {value!r}.") from None
+
+
+def _named(name: str, today: date) -> tuple[date, date]:
+    """[first, last] days of a named period; today is the first day without complete data. Periods that
+    run past yesterday (this week, this month) are cut to the data by `clamp`."""
+    yesterday = today - timedelta(days=1)
+    monday = today - timedelta(days=today.weekday())
+    if name == "yesterday":
+        return yesterday, yesterday
+    if name.startswith("last_") and name.endswith("_days"):
+        return today - timedelta(days=int(name.split("_")[1])), yesterday
+    if name == "this_week":
+        return monday, monday + timedelta(days=6)
+    if name == "last_week":
+        return monday - timedelta(days=7), monday - timedelta(days=1)
+    if name in ("this_month", "month_to_date"):
+        return month_start(today), next_month_start(today) - timedelta(days=1)
+    if name == "last_month":
+        return month_start(month_start(today) - timedelta(days=1)), month_start(today) - timedelta(days=1)
+    raise AssertionError(name)
+
+
+def resolve(period: str | None, start: str | None, end: str | None, today_ts: int, first_ts: int,
+            default: str = "last_30_days") -> Period:
+    """A period from a name, a month (YYYY-MM) or start/end dates (both inclusive), inside the data's range
+    [first_ts, today_ts). A period reaching past the data is cut to it; one wholly outside is an error."""
+    today = day_of(today_ts)
+    if start is not None or end is not None:
+        if period is not None:
+            raise InvalidArgument("give either period or start/end dates, not both.")
+        first = _parse_date("start", start) if start is not None else day_of(first_ts)
+        last = _parse_date("end", end) if end is not None else today - timedelta(days=1)
+        label = f"{first.isoformat()} to {last.isoformat()}"
+    else:
+        period = default if period is None else period
+        if not isinstance(period, str):
+            raise InvalidArgument(f"period must be a string, got {period!r}.")
+        name = period.strip()
+        if not re.fullmatch(r"\d{4}-\d{2}", name):
+            name = name.lower().replace(" ", "_").replace("-", "_")
+        if re.fullmatch(r"\d{4}-\d{2}", name):
+            try:
+                first = date.fromisoformat(f"{name}-01")
+            except ValueError:
+                raise InvalidArgument(f"period {period!r} is not a real month.") from None
+            last = next_month_start(first) - timedelta(days=1)
+        elif name in NAMED:
+            first, last = _named(name, today)
+        else:
+            raise InvalidArgument(f"unknown period {period!r}; use one of {', '.join(NAMED)}, a month "
+                                  "YYYY-MM, or start/end dates YYYY-MM-DD.")
+        label = name
+    if last < first:
+        raise InvalidArgument(f"the period ends ({last.isoformat()}) before it starts ({first.isoformat()}).")
+    return clamp(Period(ts_of(first), ts_of(last) + DAY, label), today_ts, first_ts)
+
+
+def clamp(period: Period, today_ts: int, first_ts: int) -> Period:
+    data = f"billing data covers {iso_day(first_ts)} to {iso_day(today_ts - DAY)}"
+    if period.start >= today_ts or period.end <= first_ts:
+        raise InvalidArgument(f"no billing data for {period.label} ({iso_day(period.start)} to "
+                              f"{iso_day(period.end - DAY)}): {data}.")
+    return Period(max(period.start, first_ts), min(period.end, today_ts), period.label)

@@ -1,0 +1,338 @@
+"""What the assistant can be asked, as data: each agent action with the words that ask for it and the slots
+its arguments are filled from. The parser (`parser.py`) has no rule of its own about any action.
+
+Adding an action is declaring it here:
+
+    ActionSpec(
+        agent="gcloud-agent", name="list_snapshots", summary="List disk snapshots",
+        template="list snapshots[ older than {days} days]",
+        words={"snapshot": 2.5, "snapshots": 2.5, "old": 0.5},
+        slots=(Slot("days", "days"), Slot("zone", "zone")),
+    )
+
+- `words`: phrases (several words, `*` for up to four words in between: "turn * off") and how much each says
+  "this action" (a negative weight says "not this one"). `verbs` are words that change something or that no
+  other action may share: another action asked with one of them is penalised.
+- `slots`: each argument, the kind of thing that fills it (`SLOT_KINDS`) and whether it is required; a
+  missing required argument makes the assistant ask for it instead of guessing.
+- Without any of its words an action is not considered, unless the arguments in `implied_by` are all there
+  (an instance and a machine type: a resize). A mutation needs one of its `verbs` or `implied_by`.
+- `template`: the canonical prompt for an intent (segments in [brackets] appear when their argument is set);
+  it is what a clarifying question offers, and the parser must read it back to the same intent.
+"""
+
+from dataclasses import dataclass, field
+
+# What fills a slot. Entities come from the inventory; the rest from the shared vocabulary below or from
+# quantities (windows, percentages) and quoted text.
+SLOT_KINDS = {
+    "instance": "an instance's name",
+    "disk": "a disk's name",
+    "bucket": "a bucket's name",
+    "zone": "a zone (a region with a single zone counts)",
+    "machine_type": "a machine type",
+    "label": "labels key=value (several joined by ',')",
+    "service": "a platform service",
+    "state": "RUNNING or TERMINATED",
+    "metric": "cpu or memory",
+    "severity": "WARNING, ERROR or CRITICAL (the least severe level wanted)",
+    "group_by": "how to group costs (sets group_by and label_key)",
+    "unattached": "true: only disks attached to nothing",
+    "percent": "a percentage (a threshold)",
+    "days": "whole days back from now",
+    "window": "a time window: 30m, 6h, 2d, today, yesterday, this_morning, this_week",
+    "text": "quoted text to search for",
+}
+
+
+@dataclass(frozen=True)
+class Slot:
+    arg: str
+    kind: str
+    required: bool = False
+    weight: float | None = None  # how much filling it says "this action" (default: per kind)
+    default: object = None  # a value the intent always carries when the prompt says nothing (metric: cpu)
+    ask: str = ""  # the question when it is missing
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    agent: str
+    name: str
+    summary: str
+    template: str
+    words: dict[str, float] = field(default_factory=dict)
+    verbs: dict[str, float] = field(default_factory=dict)
+    slots: tuple[Slot, ...] = ()
+    mutates: bool = False
+    # Arguments whose presence alone asks for this action (a bare instance name: describe it).
+    implied_by: tuple[str, ...] = ()
+    # An example's arguments; "{running}", "{stopped}", "{zone}", "{disk}", "{bucket}", "{service}",
+    # "{smaller}" (a smaller type for "{stopped}") are filled from the inventory, so examples name what exists.
+    example: dict = field(default_factory=dict)
+
+    def slot(self, arg: str) -> Slot | None:
+        return next((s for s in self.slots if s.arg == arg), None)
+
+
+# ------------------------------------------------------------------ shared vocabulary (slot values)
+
+STATE_WORDS = {
+    "running": "RUNNING", "up": "RUNNING", "active": "RUNNING", "powered on": "RUNNING", "live": "RUNNING",
+    "started": "RUNNING", "online": "RUNNING",
+    "stopped": "TERMINATED", "terminated": "TERMINATED", "down": "TERMINATED", "off": "TERMINATED",
+    "powered off": "TERMINATED", "not running": "TERMINATED", "halted": "TERMINATED", "inactive": "TERMINATED",
+    "shut off": "TERMINATED", "offline": "TERMINATED", "switched off": "TERMINATED", "turned off": "TERMINATED",
+}
+METRIC_WORDS = {
+    "cpu": "cpu", "cpus": "cpu", "processor": "cpu", "load": "cpu", "loaded": "cpu", "busy": "cpu",
+    "overloaded": "cpu", "working": "cpu", "how hard": "cpu", "compute load": "cpu",
+    "memory": "memory", "ram": "memory", "mem": "memory", "short on memory": "memory",
+    "running out of ram": "memory", "running out of memory": "memory", "memory pressure": "memory",
+    "low on memory": "memory", "out of ram": "memory", "how idle": "cpu", "maxing out": "cpu",
+}
+SEVERITY_WORDS = {
+    "warning": "WARNING", "warnings": "WARNING", "warn": "WARNING", "unusual": "WARNING",
+    "anything unusual": "WARNING", "problem": "WARNING", "problems": "WARNING", "issue": "WARNING",
+    "issues": "WARNING", "anomalies": "WARNING", "anything wrong": "WARNING", "wrong": "WARNING",
+    "anything bad": "WARNING", "bad": "WARNING", "suspicious": "WARNING", "anything odd": "WARNING",
+    "error": "ERROR", "errors": "ERROR", "failure": "ERROR", "failures": "ERROR", "failed": "ERROR",
+    "exceptions": "ERROR", "exception": "ERROR", "crash": "ERROR", "crashes": "ERROR", "crashed": "ERROR",
+    "critical": "CRITICAL", "fatal": "CRITICAL", "critical errors": "CRITICAL", "emergency": "CRITICAL",
+    "emergencies": "CRITICAL",
+}
+UNATTACHED_WORDS = {
+    "unattached": True, "orphaned": True, "orphan": True, "orphans": True, "detached": True, "not attached": True,
+    "dangling": True, "unused": True, "attached to nothing": True, "not in use": True, "free floating": True,
+    "free-floating": True, "leftover": True, "forgotten": True, "nobody is using": True, "no one is using": True,
+    "not used": True, "not being used": True, "nobody uses": True, "lying around": True,
+}
+_GROUP_KEYS = {
+    ("label", "team"): ("team", "teams"),
+    ("label", "env"): ("env", "envs", "environment", "environments"),
+    ("label", "app"): ("app", "apps", "application", "applications"),
+    ("instance", None): ("instance", "instances", "vm", "vms", "server", "servers", "machine", "machines"),
+}
+GROUP_WORDS: dict[str, tuple[str, str | None]] = {
+    **{f"{prep} {word}": group
+       for group, words in _GROUP_KEYS.items()
+       for word in words
+       for prep in ("by", "per", "each", "for each", "for every", "across", "broken down by", "grouped by",
+                    "split by")},
+    # "which team spends the most", "the most expensive instances": a ranking is a breakdown.
+    **{f"{which} {word}": group
+       for group, words in _GROUP_KEYS.items() if group[0] == "label"
+       for word in words
+       for which in ("which", "what")},
+    **{f"most expensive {word}": ("instance", None) for word in _GROUP_KEYS[("instance", None)]},
+}
+# Values a slot kind takes from the vocabulary above.
+VOCABULARY: dict[str, dict] = {
+    "state": STATE_WORDS,
+    "metric": METRIC_WORDS,
+    "severity": SEVERITY_WORDS,
+    "unattached": UNATTACHED_WORDS,
+    "group_by": GROUP_WORDS,
+}
+
+INSTANCE_NOUNS = {"instance": 0.8, "instances": 1.5, "vm": 0.8, "vms": 1.5, "server": 0.8, "servers": 1.5,
+                  "machine": 0.8, "machines": 1.5, "node": 1.0, "nodes": 1.0, "boxes": 1.0, "fleet": 1.0,
+                  "compute engine": 1.5}
+_THE_INSTANCE = {"instance": 0.5, "vm": 0.5, "server": 0.5, "machine": 0.5, "box": 0.5}
+LOG_WORDS = {"log": 2.5, "logs": 2.5, "logged": 3.0, "log entries": 3.0, "log lines": 3.0, "logging": 2.0,
+             "entries": 1.0, "syslog": 2.5, "mentioning": 1.0, "containing": 1.0, "search": 0.5,
+             "messages": 1.0}
+
+# ------------------------------------------------------------------ the actions
+
+ACTIONS: tuple[ActionSpec, ...] = (
+    ActionSpec(
+        "gcloud-agent", "list_instances", "List VM instances (zone, state, labels, machine type)",
+        template="list[ {state}] instances[ in {zone}][ with label {label}][ of type {machine_type}]",
+        example={"zone": "{zone}"},
+        words={**INSTANCE_NOUNS, "list": 1.0, "show": 0.5, "which": 0.5, "how many": 1.0, "inventory": 1.5,
+               "deployed": 1.0, "give me": 0.5, "all": 0.3, "every": 0.3, "belong to": 0.5, "owned by": 0.5,
+               "count": 1.0, "what is running": 1.0, "run": 0.3},
+        slots=(Slot("zone", "zone"), Slot("state", "state"), Slot("label", "label"),
+               Slot("machine_type", "machine_type")),
+    ),
+    ActionSpec(
+        "gcloud-agent", "describe_instance", "Describe one instance (type, state, zone, labels, disks, price)",
+        template="describe instance {name}",
+        example={"name": "{running}"},
+        words={"describe": 2.5, "details": 2.0, "detail": 2.0, "info": 2.0, "information": 2.0,
+               "tell me about": 2.0, "what is": 1.0, "what do we know about": 2.0, "about": 0.5, "show": 0.5,
+               "machine type": 1.0, "what type": 1.0, "which zone": 1.0, "what zone": 1.0, "where": 1.0,
+               "status": 1.0, "state": 1.0, "what state": 1.0, "look up": 1.0},
+        slots=(Slot("name", "instance", required=True, weight=2.0, ask="Which instance should I describe?"),),
+        implied_by=("name",),
+    ),
+    ActionSpec(
+        "gcloud-agent", "stop_instance", "Stop an instance (compute billing stops; disks are kept)",
+        template="stop instance {name}",
+        example={"name": "{running}"},
+        verbs={"stop": 3.0, "halt": 3.0, "shut down": 3.0, "shutdown": 3.0, "shut off": 3.0, "turn off": 3.0,
+               "power off": 3.0, "switch off": 3.0, "kill": 3.0, "terminate": 3.0, "pause": 2.5, "suspend": 2.5,
+               "spin down": 3.0, "be stopped": 3.0, "turn * off": 3.0, "shut * down": 3.0, "power * off": 3.0,
+               "switch * off": 3.0},
+        words=_THE_INSTANCE,
+        slots=(Slot("name", "instance", required=True, weight=2.0, ask="Which instance should I stop?"),),
+        mutates=True,
+    ),
+    ActionSpec(
+        "gcloud-agent", "start_instance", "Start a stopped instance",
+        template="start instance {name}",
+        example={"name": "{stopped}"},
+        verbs={"start": 3.0, "boot": 3.0, "boot up": 3.0, "bring up": 3.0, "bring * up": 3.0, "power on": 3.0,
+               "power up": 3.0, "turn on": 3.0, "turn * on": 3.0, "switch on": 3.0, "spin up": 3.0,
+               "resume": 3.0, "wake up": 3.0, "wake * up": 3.0, "start up": 3.0, "fire up": 3.0,
+               "be started": 3.0, "unpause": 3.0, "bring * back": 3.0},
+        words=_THE_INSTANCE,
+        slots=(Slot("name", "instance", required=True, weight=2.0, ask="Which instance should I start?"),),
+        mutates=True,
+    ),
+    ActionSpec(
+        "gcloud-agent", "resize_instance", "Change a stopped instance's machine type",
+        template="resize instance {name} to {machine_type}",
+        example={"name": "{stopped}", "machine_type": "{smaller}"},
+        verbs={"resize": 3.0, "be resized": 3.0},
+        words={**_THE_INSTANCE, "downgrade": 2.0, "upgrade": 2.0, "downsize": 2.0, "upsize": 2.0,
+               "scale up": 2.0, "scale down": 2.0, "scale * up": 2.0, "scale * down": 2.0, "scale": 1.5,
+               "switch": 1.5, "change": 1.5, "make": 1.0, "move": 1.5, "set": 1.0, "convert": 1.5, "put": 1.0,
+               "machine type": 1.0, "migrate": 1.5},
+        slots=(Slot("name", "instance", required=True, weight=2.0, ask="Which instance should I resize?"),
+               Slot("machine_type", "machine_type", required=True, weight=2.0,
+                    ask="Which machine type should it become?")),
+        mutates=True,
+        implied_by=("name", "machine_type"),
+    ),
+    ActionSpec(
+        "gcloud-agent", "delete_instance", "Delete an instance (its boot disk goes; data disks stay)",
+        template="delete instance {name}",
+        example={"name": "{stopped}"},
+        verbs={"delete": 3.0, "remove": 3.0, "destroy": 3.0, "get rid of": 3.0, "decommission": 3.0,
+               "tear down": 3.0, "tear * down": 3.0, "nuke": 3.0, "trash": 3.0, "scrap": 3.0, "erase": 3.0,
+               "drop": 2.0, "be deleted": 3.0, "be removed": 3.0, "throw away": 3.0, "wipe": 3.0},
+        words=_THE_INSTANCE,
+        slots=(Slot("name", "instance", required=True, weight=2.0, ask="Which instance should I delete?"),),
+        mutates=True,
+    ),
+    ActionSpec(
+        "gcloud-agent", "list_disks", "List persistent disks (only unattached ones, one zone, one disk)",
+        template="list[ {unattached_only}] disks[ in {zone}][ named {name}]",
+        example={"unattached_only": True},
+        words={"disk": 2.0, "disks": 2.0, "volume": 2.0, "volumes": 2.0, "persistent disks": 2.5,
+               "block storage": 2.0, "list": 0.5, "show": 0.3},
+        slots=(Slot("unattached_only", "unattached"), Slot("zone", "zone"), Slot("name", "disk", weight=2.0)),
+        implied_by=("name",),
+    ),
+    ActionSpec(
+        "gcloud-agent", "list_buckets", "List storage buckets (or one bucket)",
+        template="list buckets[ named {name}]",
+        example={},
+        words={"bucket": 2.0, "buckets": 2.0, "cloud storage": 2.0, "gcs": 2.0, "object storage": 2.0,
+               "storage buckets": 2.5, "storage": 1.0, "list": 0.5, "show": 0.3},
+        slots=(Slot("name", "bucket", weight=2.0),),
+        implied_by=("name",),
+    ),
+    ActionSpec(
+        "gcloud-agent", "find_idle_instances", "Find idle running instances and what stopping them saves",
+        template="find idle instances[ below {cpu_threshold}% cpu][ over the last {days} days][ in {zone}]"
+                 "[ with label {label}]",
+        example={"cpu_threshold": 5.0, "days": 7},
+        words={"idle": 3.0, "unused": 2.0, "underused": 3.0, "underutilized": 3.0, "underutilised": 3.0,
+               "under-utilized": 3.0, "under-utilised": 3.0, "doing nothing": 3.0, "not doing anything": 3.0,
+               "zombie": 3.0, "zombies": 3.0, "sitting idle": 3.0, "wasting money": 2.0, "wasting": 1.5,
+               "save money": 2.0, "can we stop": 3.0, "could we stop": 3.0, "should we stop": 3.0,
+               "mostly idle": 3.0, "cpu": 1.0, "averaging": 1.0, "quiet": 1.5, "unutilized": 3.0,
+               "do nothing": 3.0, "does nothing": 3.0, "did nothing": 3.0, "nobody is using": 2.0,
+               "not being used": 2.0, "no one is using": 2.0,
+               "instances": 0.5, "vms": 0.5, "machines": 0.5, "servers": 0.5},
+        slots=(Slot("cpu_threshold", "percent", weight=1.5), Slot("days", "days"), Slot("zone", "zone"),
+               Slot("label", "label")),
+    ),
+    ActionSpec(
+        "gcloud-agent", "rightsizing_recommendations", "Recommend machine type changes (downsize or upsize)",
+        template="rightsizing recommendations[ over the last {days} days][ in {zone}][ with label {label}]",
+        example={},
+        words={"rightsizing": 3.0, "rightsize": 3.0, "right-size": 3.0, "right size": 3.0, "right-sizing": 3.0,
+               "right sizing": 3.0, "oversized": 3.0, "over-provisioned": 3.0, "overprovisioned": 3.0,
+               "over provisioned": 3.0, "undersized": 3.0, "under-provisioned": 3.0, "underprovisioned": 3.0,
+               "downsize": 2.5, "downsizing": 3.0, "upsize": 2.5, "upsizing": 3.0, "too big": 3.0,
+               "too large": 3.0, "too small": 3.0, "bigger machine": 3.0, "smaller machine": 3.0,
+               "bigger machine type": 3.0, "smaller machine type": 3.0, "recommendations": 1.0,
+               "recommendation": 1.0, "suggestions": 0.5, "instances": 0.5, "vms": 0.5, "machines": 0.5,
+               "bigger than": 3.0, "larger than": 3.0, "more than they need": 3.0, "bigger than needed": 3.0},
+        slots=(Slot("days", "days"), Slot("zone", "zone"), Slot("label", "label")),
+    ),
+    ActionSpec(
+        "gcloud-agent", "estimate_monthly_cost", "Estimate the monthly bill (total, per team/env/app, per "
+        "instance, of one instance or of labelled resources)",
+        template="monthly cost[ {group_by}][ of instance {instance}][ of resources with label {label}]",
+        example={"group_by": "label", "label_key": "team"},
+        words={"cost": 2.5, "costs": 2.5, "costing": 2.5, "spend": 2.5, "spends": 2.5, "spending": 2.5, "spent": 2.5,
+               **{f"most expensive {w}": 2.5 for w in _GROUP_KEYS[("instance", None)]},
+               "bill": 2.5, "billing": 2.0, "pay": 2.0, "paying": 2.0, "price": 2.0, "expensive": 2.0,
+               "money": 1.0, "monthly": 0.5, "how much": 0.5, "total": 0.5},
+        slots=(Slot("group_by", "group_by", weight=1.5), Slot("instance", "instance", weight=1.5),
+               Slot("label", "label")),
+    ),
+    ActionSpec(
+        "monitoring-agent", "query_time_series", "CPU or memory utilization of one instance over time",
+        template="{metric} utilization of {instance}[ over the last {days} days]",
+        example={"instance": "{running}", "metric": "cpu", "days": 3},
+        words={"cpu": 2.0, "memory": 2.0, "ram": 2.0, "utilization": 2.0, "utilisation": 2.0, "usage": 1.5,
+               "load": 2.0, "loaded": 2.0, "busy": 2.0, "overloaded": 2.0, "working": 1.0, "how hard": 1.5,
+               "graph": 1.0, "plot": 1.0, "chart": 1.0, "short on memory": 3.0, "running out of ram": 3.0,
+               "running out of memory": 3.0, "memory pressure": 3.0, "low on memory": 3.0, "out of ram": 3.0,
+               "performance": 1.0, "time series": 2.0, "trend": 1.0, "using": 0.5, "mem": 2.0, "processor": 2.0,
+               "how idle": 2.5, "maxing out": 2.5, "history": 1.0, "peak": 1.0, "slow": 1.5},
+        slots=(Slot("instance", "instance", required=True, weight=2.0, ask="Which instance's utilization?"),
+               Slot("metric", "metric", default="cpu"), Slot("days", "days")),
+    ),
+    ActionSpec(
+        "monitoring-agent", "list_metrics", "List the metrics that can be queried",
+        template="list metrics",
+        example={},
+        words={"metrics": 3.0, "metric": 2.5, "what can you measure": 3.0, "measure": 2.0,
+               "monitoring metrics": 3.0, "list": 0.5},
+    ),
+    ActionSpec(
+        "monitoring-agent", "query_instance_logs", "Log entries of the cloud's instances (severity, window, text)",
+        template="instance logs[ of {instance}][ in {zone}][ with label {label}][ with {min_severity}][ {window}]"
+                 "[ mentioning \"{text}\"]",
+        example={"min_severity": "WARNING", "window": "24h"},
+        words={**LOG_WORDS, "instance": 1.0, "instances": 1.0, "vm": 1.0, "vms": 1.0, "server": 0.5,
+               "servers": 0.5, "machines": 0.5, "platform": -0.5, "services": -0.5},
+        slots=(Slot("instance", "instance", weight=1.5), Slot("zone", "zone"), Slot("label", "label"),
+               Slot("min_severity", "severity", weight=2.0), Slot("window", "window"), Slot("text", "text")),
+    ),
+    ActionSpec(
+        "monitoring-agent", "query_platform_logs", "The platform's own log lines (service, level, window, text)",
+        template="platform logs[ of {service}][ with {min_severity}][ {window}][ mentioning \"{text}\"]",
+        example={"service": "{service}", "min_severity": "ERROR", "window": "1h"},
+        words={**LOG_WORDS, "platform": 1.5, "our services": 1.5, "services": 1.0, "service": 0.5,
+               "finopti": 1.0, "agents": 1.0, "mesh": 1.0, "instance": -0.5, "instances": -0.5, "vm": -0.5,
+               "vms": -0.5},
+        slots=(Slot("service", "service", weight=2.5), Slot("min_severity", "severity", weight=2.0),
+               Slot("window", "window"), Slot("text", "text")),
+    ),
+)
+
+# Things people ask that no action does: when these words win, the answer is a 422 with what can be asked.
+OUT_OF_SCOPE = ActionSpec(
+    "", "out_of_scope", "Something the assistant cannot do", template="",
+    verbs={"create": 3.0, "snapshot": 3.0, "ssh": 3.0, "clone": 3.0, "rename": 3.0, "backup": 3.0,
+           "back up": 3.0, "reboot": 3.0, "restart": 3.0, "reset": 3.0, "attach": 3.0, "mount": 3.0,
+           "deploy": 3.0, "install": 3.0, "upload": 3.0, "download": 3.0, "provision": 3.0, "sing": 3.0,
+           "poem": 3.0, "haiku": 3.0, "joke": 3.0, "weather": 3.0, "pizza": 3.0, "song": 3.0, "write": 2.0,
+           "translate": 3.0, "email": 3.0, "new vm": 3.0, "new instance": 3.0, "copy": 3.0, "password": 3.0,
+           "machine types": 3.0},
+)
+
+
+def action(name: str) -> ActionSpec:
+    for spec in ACTIONS:
+        if spec.name == name:
+            return spec
+    raise KeyError(name)

@@ -1,0 +1,554 @@
+"""The deterministic parser: a prompt -> an intent, a clarifying question, or nothing.
+
+1. Entities first: names of the inventory, in any spelling close enough (`entities.py`).
+2. Quantities: time windows, percentages (`quantities.py`).
+3. The words that are left, matched longest first against the catalogue's vocabulary (`catalog.py`).
+4. Every action is scored on the same evidence: its words, the slots the evidence fills, what it would leave
+   unused (a named instance that an action cannot take is strong evidence against it), the verbs of another
+   action (a "delete" is never answered by a listing).
+5. The best action wins, unless another is as good (ask which), or an argument it needs is missing or could
+   be several things (ask, with the candidates).
+"""
+
+from dataclasses import dataclass, field, replace
+
+from rapidfuzz import process
+from rapidfuzz.distance import OSA
+
+from finopti.services.orchestrator.catalog import ACTIONS, OUT_OF_SCOPE, VOCABULARY, ActionSpec, Slot, action
+from finopti.services.orchestrator.entities import STOPWORDS, Mention, Reading, find_mentions
+from finopti.services.orchestrator.inventory import Inventory
+from finopti.services.orchestrator.quantities import Quantity, Window, find_quantities
+from finopti.services.orchestrator.text import normalize
+
+# How much filling a slot says "this action", per kind (a slot's own weight overrides it).
+FILL_WEIGHT = {"instance": 1.5, "disk": 1.5, "bucket": 1.5, "zone": 1.0, "machine_type": 1.5, "label": 1.0,
+               "service": 2.0, "state": 1.0, "metric": 0.0, "severity": 1.5, "group_by": 1.5, "unattached": 1.5,
+               "percent": 1.5, "days": 0.5, "window": 0.5, "text": 1.0}
+# What leaving a named thing unused costs an action: naming an instance and getting a listing is wrong.
+UNUSED_MENTION = {"instance": 2.0, "disk": 2.0, "bucket": 2.0, "service": 2.0, "name": 1.0, "machine_type": 1.0,
+                  "zone": 0.5, "region": 0.5, "label": 0.5}
+UNUSED_WORD = 0.3
+UNUSED_QUANTITY = 0.3
+MISSING = 1.0
+FOREIGN_VERB = 3.0
+MIN_SCORE = 1.5
+CLOSE = 0.75
+WORDS_NEEDED = 1.0  # an action none of whose words were said is not a reading of the prompt
+COMPETE = 2.0  # how much of its own vocabulary a runner-up needs for the prompt to be a real choice
+QUALITY_RANK = {"exact": 4, "corrected": 3, "partial": 1, "near": 1, "unknown": 0.5}
+# Which readings can fill a slot of each kind, best first.
+READS = {"instance": ("instance", "name"), "disk": ("disk", "name"), "bucket": ("bucket", "name"),
+         "zone": ("zone", "region"), "machine_type": ("machine_type",), "label": ("label",),
+         "service": ("service",)}
+MAX_OPTIONS = 6
+
+
+@dataclass(frozen=True)
+class Intent:
+    agent: str
+    action: str
+    arguments: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Option:
+    label: str
+    intent: Intent
+    prompt: str
+
+
+@dataclass(frozen=True)
+class Understanding:
+    intent: Intent | None = None
+    question: str | None = None
+    about: str | None = None  # the action a question is about
+    missing: str | None = None  # the argument it asks for
+    options: tuple[Option, ...] = ()
+    notes: tuple[str, ...] = ()
+    ranking: tuple[tuple[str, float], ...] = ()  # (action, score), best first: for explaining and tuning
+    mentioned: tuple[str, ...] = ()  # the names recognised in the prompt
+
+    @property
+    def kind(self) -> str:
+        return "intent" if self.intent else "clarify" if self.question else "unknown"
+
+
+@dataclass(frozen=True)
+class Phrase:
+    start: int
+    end: int
+    text: str
+    tokens: frozenset[int]
+
+
+# ------------------------------------------------------------------ the lexicon: every phrase of the catalogue
+
+def _lexicon() -> dict[str, set[str]]:
+    """phrase -> what it can be ('action:<name>' or 'slot:<kind>')."""
+    out: dict[str, set[str]] = {}
+    for spec in (*ACTIONS, OUT_OF_SCOPE):
+        for phrase in (*spec.words, *spec.verbs):
+            out.setdefault(phrase, set()).add(f"action:{spec.name}")
+    for kind, words in VOCABULARY.items():
+        for phrase in words:
+            out.setdefault(phrase, set()).add(f"slot:{kind}")
+    return out
+
+
+LEXICON = _lexicon()
+_PHRASES = sorted(((p.split(), p) for p in LEXICON), key=lambda item: -len(item[0]))
+STRONG_VERBS = {phrase: spec.name for spec in (*ACTIONS, OUT_OF_SCOPE) for phrase in spec.verbs}
+
+
+_SINGLE_WORDS = sorted(p for p in LEXICON if " " not in p and len(p) >= 4 and p.isalpha())
+
+
+def _typo_of(token: str) -> str | None:
+    """The one-word phrase a token misspells: two letters swapped ("stpo"), or, in longer words, one letter
+    wrong, missing or extra ("describ", "unatached"). An inflection ("deleted") is not a typo."""
+    if len(token) < 4 or not token.isalpha():
+        return None
+    for phrase, _, _ in process.extract(token, _SINGLE_WORDS, scorer=OSA.distance, score_cutoff=1, limit=None):
+        if token.startswith(phrase) or phrase == token:
+            continue
+        swapped = len(token) == len(phrase) and sorted(token) == sorted(phrase)
+        if swapped or min(len(token), len(phrase)) >= 6:
+            return phrase
+    return None
+
+
+def _match_phrases(tokens: tuple[str, ...], taken: set[int]) -> list[Phrase]:
+    found: list[Phrase] = []
+    used = set(taken)
+    for words, phrase in _PHRASES:  # longest first
+        if "*" in words:
+            head, tail = words[0], words[-1]
+            for i, token in enumerate(tokens):
+                if token != head or i in used:
+                    continue
+                for j in range(i + 2, min(len(tokens), i + 6)):
+                    if tokens[j] == tail and j not in used:
+                        found.append(Phrase(i, j + 1, phrase, frozenset({i, j})))
+                        used |= {i, j}
+                        break
+            continue
+        n = len(words)
+        for i in range(len(tokens) - n + 1):
+            span = range(i, i + n)
+            if tuple(tokens[i:i + n]) == tuple(words) and not used.intersection(span):
+                found.append(Phrase(i, i + n, phrase, frozenset(span)))
+                used.update(span)
+    for i, token in enumerate(tokens):
+        if i not in used and token not in STOPWORDS:
+            typo = _typo_of(token)
+            if typo is not None:
+                found.append(Phrase(i, i + 1, typo, frozenset({i})))
+    return sorted(found, key=lambda p: p.start)
+
+
+# ------------------------------------------------------------------ evidence and slot filling
+
+@dataclass
+class Evidence:
+    tokens: tuple[str, ...]
+    mentions: list[Mention]
+    quantities: list[Quantity]
+    phrases: list[Phrase]
+    quoted: tuple[str, ...]
+    inventory: Inventory
+
+
+@dataclass
+class Fill:
+    """One slot's value, and why it cannot be used yet when it is a question instead."""
+
+    value: object = None
+    sources: tuple = ()  # mentions / phrases / quantities it came from
+    note: str | None = None
+    choices: tuple[str, ...] = ()  # several values fit: ask which
+    problem: str | None = None  # "ambiguous", "near", "region"
+
+
+@dataclass
+class Candidate:
+    spec: ActionSpec
+    score: float
+    fills: dict[str, Fill]
+    missing: list[Slot]
+    said: float  # what its own words and verbs say for it
+    eligible: bool
+
+    @property
+    def questions(self) -> list[tuple[Slot, Fill]]:
+        return [(self.spec.slot(arg), f) for arg, f in self.fills.items() if f.choices]
+
+
+def _mention_fill(slot: Slot, mention: Mention, reading: Reading, evidence: Evidence) -> Fill:
+    if reading.kind == "region":
+        zones = evidence.inventory.regions().get(reading.value or "", [])
+        if len(zones) == 1:
+            return Fill(zones[0], (mention,), note=f"{reading.value} has one zone, {zones[0]}")
+        return Fill(None, (mention,), choices=tuple(sorted(zones)), problem="region")
+    if reading.value is None or reading.quality == "near":
+        problem = "near" if reading.quality == "near" else "ambiguous"
+        return Fill(None, (mention,), choices=reading.candidates, problem=problem)
+    note = None
+    if mention.said.replace(" ", "-") != reading.value:
+        note = f"read “{mention.said}” as {reading.value}"
+    return Fill(reading.value, (mention,), note=note)
+
+
+def _best_reading(mention: Mention, kinds: tuple[str, ...]) -> Reading | None:
+    readings = [r for r in mention.readings if r.kind in kinds]
+    if not readings:
+        return None
+    return max(readings, key=lambda r: (QUALITY_RANK[r.quality], -kinds.index(r.kind)))
+
+
+def _assign_mentions(spec: ActionSpec, evidence: Evidence) -> dict[str, Fill]:
+    """Each mention fills at most one slot: the one its best reading fits best."""
+    fills: dict[str, Fill] = {}
+    entity_slots = [s for s in spec.slots if s.kind in READS]
+    label_values: list[tuple[Mention, Reading]] = []
+    for mention in evidence.mentions:
+        best: tuple[float, Slot, Reading] | None = None
+        for slot in entity_slots:
+            reading = _best_reading(mention, READS[slot.kind])
+            if reading is None:
+                continue
+            rank = QUALITY_RANK[reading.quality] + (0.5 if reading.kind == slot.kind else 0)
+            if best is None or rank > best[0]:
+                best = (rank, slot, reading)
+        if best is None:
+            continue
+        _, slot, reading = best
+        if slot.kind == "label":
+            label_values.append((mention, reading))
+            continue
+        fill = _mention_fill(slot, mention, reading, evidence)
+        if mention.start > 0 and evidence.tokens[mention.start - 1] == "from" and slot.kind == "machine_type":
+            continue  # "from e2-standard-4 to e2-standard-2": the first is what it is now
+        if slot.arg in fills:  # two things for one slot: ask which
+            previous = fills[slot.arg]
+            values = tuple(v for f in (previous, fill) for v in ((f.value,) if f.value else f.choices))
+            fills[slot.arg] = Fill(None, previous.sources + fill.sources, choices=values, problem="several")
+        else:
+            fills[slot.arg] = fill
+    if label_values:
+        fills[next(s.arg for s in spec.slots if s.kind == "label")] = _merge_labels(label_values)
+    return fills
+
+
+def _merge_labels(found: list[tuple[Mention, Reading]]) -> Fill:
+    pairs: dict[str, str] = {}
+    clash: list[str] = []
+    for _, reading in found:
+        for pair in (reading.value or "").split(","):
+            key, _, value = pair.partition("=")
+            if key in pairs and pairs[key] != value:
+                clash += [f"{key}={pairs[key]}", pair]
+            pairs[key] = value
+    sources = tuple(m for m, _ in found)
+    if clash:
+        return Fill(None, sources, choices=tuple(dict.fromkeys(clash)), problem="several")
+    return Fill(",".join(f"{k}={v}" for k, v in sorted(pairs.items())), sources)
+
+
+def _vocabulary_fill(slot: Slot, evidence: Evidence) -> Fill | None:
+    words = VOCABULARY.get(slot.kind)
+    if words is None:
+        return None
+    hits = [p for p in evidence.phrases if p.text in words]
+    if not hits:
+        return None
+    values = list(dict.fromkeys(words[p.text] for p in hits))
+    if slot.kind == "severity":  # "warnings and errors": the least severe level asked for
+        order = ["WARNING", "ERROR", "CRITICAL"]
+        values = [min(values, key=order.index)]
+    return Fill(values[0], tuple(hits))
+
+
+def _quantity_fill(slot: Slot, evidence: Evidence) -> Fill | None:
+    if slot.kind in ("days", "window"):
+        windows = [q for q in evidence.quantities if q.kind == "window"]
+        if not windows:
+            return None
+        window: Window = windows[0].value  # type: ignore[assignment]
+        return Fill(window.days if slot.kind == "days" else window.said, (windows[0],))
+    if slot.kind == "percent":
+        numbers = [q for q in evidence.quantities if q.kind in ("percent", "below")]
+        if not numbers:
+            return None
+        return Fill(float(numbers[0].value), (numbers[0],))  # type: ignore[arg-type]
+    if slot.kind == "text" and evidence.quoted:
+        return Fill(evidence.quoted[0], ())
+    return None
+
+
+def _narrow(fills: dict[str, Fill], spec: ActionSpec, evidence: Evidence) -> None:
+    """"the ledger database in prod": several instances fit the name, the other words say which one."""
+    used = {id(src) for f in fills.values() for src in f.sources}
+    for arg, fill in list(fills.items()):
+        slot = spec.slot(arg)
+        if slot.kind != "instance" or not fill.choices or fill.problem == "several":
+            continue
+        others = [m for m in evidence.mentions if id(m) not in used and not m.reading("instance")]
+        if not others:
+            continue
+        kept = []
+        for name in fill.choices:
+            inst = evidence.inventory.instance(name)
+            if inst and all(_fits(inst, m) for m in others):
+                kept.append(name)
+        if len(kept) == 1:
+            fills[arg] = Fill(kept[0], fill.sources + tuple(others),
+                              note=f"read “{' '.join(s.said for s in (*fill.sources, *others))}” as {kept[0]}")
+        elif 1 < len(kept) < len(fill.choices):
+            fills[arg] = Fill(None, fill.sources + tuple(others), choices=tuple(kept), problem=fill.problem)
+
+
+def _fits(inst, mention: Mention) -> bool:
+    """Whether an instance matches what a label or zone mention says (other mentions say nothing of it)."""
+    for reading in mention.readings:
+        if reading.kind == "label" and reading.value:
+            return all(inst.labels.get(k) == v for k, _, v in (p.partition("=") for p in reading.value.split(",")))
+        if reading.kind == "zone" and reading.value:
+            return inst.zone == reading.value
+    return True
+
+
+def _score(spec: ActionSpec, evidence: Evidence) -> Candidate:
+    score = 0.0
+    said = 0.0
+    verb = False
+    fills = _assign_mentions(spec, evidence)
+    _narrow(fills, spec, evidence)
+    for slot in spec.slots:
+        if slot.arg not in fills:
+            fill = _vocabulary_fill(slot, evidence) or _quantity_fill(slot, evidence)
+            if fill is not None:
+                fills[slot.arg] = fill
+    slot_kinds = {s.kind for s in spec.slots}
+    for phrase in evidence.phrases:
+        weight = spec.words.get(phrase.text, spec.verbs.get(phrase.text))
+        if weight is not None:
+            score += weight
+            said += max(weight, 0)
+            verb = verb or phrase.text in spec.verbs
+        elif phrase.text in STRONG_VERBS:
+            score -= FOREIGN_VERB
+        elif not any(m.startswith("slot:") and m[5:] in slot_kinds for m in LEXICON[phrase.text]) and \
+                not any(m.startswith("action:") for m in LEXICON[phrase.text]):
+            score -= UNUSED_WORD
+    for arg, fill in fills.items():
+        slot = spec.slot(arg)
+        weight = slot.weight if slot.weight is not None else FILL_WEIGHT[slot.kind]
+        score += weight
+        if slot.kind in VOCABULARY and any(isinstance(src, Phrase) for src in fill.sources):
+            said += weight  # "errors", "stopped", "per team": the action's own vocabulary
+    missing = [s for s in spec.slots if s.required and s.arg not in fills]
+    score -= MISSING * len(missing)
+    used = {id(src) for f in fills.values() for src in f.sources}
+    for mention in evidence.mentions:
+        if id(mention) not in used:
+            score -= max(UNUSED_MENTION.get(r.kind, 0.5) for r in mention.readings)
+    for quantity in evidence.quantities:
+        if quantity.kind == "above" and "percent" in slot_kinds:
+            score -= FOREIGN_VERB  # "over 80% cpu" asks the opposite of "under a threshold"
+        elif id(quantity) not in used:
+            score -= UNUSED_QUANTITY
+    implied = bool(spec.implied_by) and all(arg in fills for arg in spec.implied_by)
+    eligible = verb or implied or (said >= WORDS_NEEDED and not (spec.mutates and not spec.implied_by))
+    return Candidate(spec, round(score, 3), fills, missing, said, eligible)
+
+
+# ------------------------------------------------------------------ the answer
+
+def _arguments(candidate: Candidate) -> dict:
+    args: dict = {}
+    for slot in candidate.spec.slots:
+        fill = candidate.fills.get(slot.arg)
+        if fill is None:
+            if slot.default is not None:
+                args[slot.arg] = slot.default
+            continue
+        if slot.kind == "group_by":
+            group, key = fill.value  # type: ignore[misc]
+            args["group_by"] = group
+            if key:
+                args["label_key"] = key
+        else:
+            args[slot.arg] = fill.value
+    return args
+
+
+def _intent(candidate: Candidate, **override) -> Intent:
+    return Intent(candidate.spec.agent, candidate.spec.name, {**_arguments(candidate), **override})
+
+
+def render_prompt(intent: Intent) -> str:
+    """The canonical prompt of an intent, from its action's template (the parser reads it back the same):
+    segments in [brackets] appear when their arguments are set."""
+    spec = action(intent.action)
+    words = _spoken(intent.arguments, spec)
+    out, i, template = [], 0, spec.template
+    while i < len(template):
+        if template[i] == "[":
+            end = template.index("]", i)
+            segment = template[i + 1:end]
+            if all(words.get(n) for n in _names(segment)):
+                out.append(segment.format(**words))
+            i = end + 1
+        else:
+            end = template.find("[", i)
+            end = len(template) if end < 0 else end
+            out.append(template[i:end].format(**{k: words.get(k, "") for k in _names(template[i:end])}))
+            i = end
+    return " ".join("".join(out).split())
+
+
+def _names(text: str) -> list[str]:
+    return [n.split("}")[0] for n in text.split("{")[1:]]
+
+
+def _spoken(arguments: dict, spec: ActionSpec) -> dict[str, str]:
+    """Arguments as words a prompt would use."""
+    out = {}
+    for arg, value in arguments.items():
+        slot = spec.slot(arg)
+        kind = slot.kind if slot else arg
+        if kind == "state":
+            out[arg] = {"RUNNING": "running", "TERMINATED": "stopped"}.get(str(value), str(value).lower())
+        elif kind == "unattached":
+            out[arg] = "unattached" if value else ""
+        elif kind == "group_by":
+            out[arg] = "per instance" if value == "instance" else f"by {arguments.get('label_key', 'team')}"
+        elif kind == "severity":
+            out[arg] = {"WARNING": "warnings", "ERROR": "errors", "CRITICAL": "critical errors"}.get(str(value), "")
+        elif kind == "window":
+            out[arg] = _spoken_window(str(value))
+        elif isinstance(value, float):
+            out[arg] = f"{value:g}"
+        else:
+            out[arg] = str(value)
+    return out
+
+
+def _spoken_window(said: str) -> str:
+    named = {"today": "today", "yesterday": "yesterday", "this_morning": "this morning", "this_week": "this week"}
+    if said in named:
+        return named[said]
+    amount = said[:-1]
+    unit = {"m": "minute", "h": "hour", "d": "day"}[said[-1]]
+    return f"in the last {unit}" if amount == "1" else f"in the last {amount} {unit}s"
+
+
+def _option(label: str, intent: Intent) -> Option:
+    return Option(label, intent, render_prompt(intent))
+
+
+def _notes(candidate: Candidate) -> tuple[str, ...]:
+    return tuple(f.note for f in candidate.fills.values() if f.note)
+
+
+def _value_question(candidate: Candidate, slot: Slot, fill: Fill) -> Understanding:
+    said = " and ".join(getattr(s, "said", "") for s in fill.sources if getattr(s, "said", ""))
+    if fill.problem == "near":
+        question = f"There is no {slot.kind.replace('_', ' ')} called {said}. Did you mean one of these?"
+    elif fill.problem == "region":
+        question = f"{said} has several zones; which one?"
+    elif fill.problem == "several":
+        question = f"I can {_verb(candidate.spec)} one {slot.kind.replace('_', ' ')} at a time; which one?"
+    else:
+        question = f"“{said}” could be several {slot.kind.replace('_', ' ')}s; which one?"
+    options = tuple(_option(v, _intent(candidate, **{slot.arg: v})) for v in fill.choices[:MAX_OPTIONS])
+    return Understanding(question=question, about=candidate.spec.name, missing=slot.arg, options=options,
+                         notes=_notes(candidate))
+
+
+def _verb(spec: ActionSpec) -> str:
+    return spec.name.split("_")[0] if spec.mutates else "answer for"
+
+
+def _suggested_values(candidate: Candidate, slot: Slot, inventory: Inventory) -> list[str]:
+    """Values worth offering for a missing argument, from what exists."""
+    if slot.kind == "instance":
+        wanted_state = {"stop_instance": "RUNNING", "start_instance": "TERMINATED"}.get(candidate.spec.name)
+        names = [i.name for i in inventory.instances if wanted_state in (None, i.state)]
+        return names[:MAX_OPTIONS]
+    if slot.kind == "machine_type":
+        name = candidate.fills.get("name")
+        current = inventory.instance(str(name.value)) if name and name.value else None
+        if current and current.machine_type in inventory.machine_types:
+            steps = inventory.machine_types[current.machine_type]
+            return [t for t in (steps.get("downsize_to"), steps.get("upsize_to")) if t]
+        return []
+    if slot.kind == "zone":
+        return sorted(inventory.zones)[:MAX_OPTIONS]
+    return []
+
+
+def _missing_question(candidate: Candidate, slot: Slot, inventory: Inventory) -> Understanding:
+    values = _suggested_values(candidate, slot, inventory)
+    options = tuple(_option(v, _intent(candidate, **{slot.arg: v})) for v in values
+                    if all(s.arg == slot.arg or not s.required or s.arg in candidate.fills
+                           for s in candidate.spec.slots))
+    question = slot.ask or f"Which {slot.kind.replace('_', ' ')}?"
+    return Understanding(question=question, about=candidate.spec.name, missing=slot.arg, options=options,
+                         notes=_notes(candidate))
+
+
+def _which_action(candidates: list[Candidate]) -> Understanding:
+    options = []
+    for c in candidates:
+        if c.missing or c.questions:
+            continue
+        options.append(_option(c.spec.summary, _intent(c)))
+    names = ", ".join(c.spec.summary.split(" (")[0].lower() for c in candidates)
+    return Understanding(question=f"Do you mean: {names}?", options=tuple(options),
+                         ranking=tuple((c.spec.name, c.score) for c in candidates))
+
+
+def understand(prompt: str, inventory: Inventory) -> Understanding:
+    text = normalize(prompt)
+    tokens = text.tokens
+    mentions = find_mentions(tokens, inventory)
+    taken = {i for m in mentions for i in range(m.start, m.end)}
+    quantities = find_quantities(tokens, taken)
+    taken |= {i for q in quantities for i in range(q.start, q.end)}
+    evidence = Evidence(tokens, mentions, quantities, _match_phrases(tokens, taken), text.quoted, inventory)
+    mentioned = tuple(r.value for m in mentions for r in m.readings
+                      if r.value and r.quality in ("exact", "corrected", "partial") and r.kind != "label")
+    return replace(_decide(evidence, inventory), mentioned=tuple(dict.fromkeys(mentioned)))
+
+
+def _decide(evidence: Evidence, inventory: Inventory) -> Understanding:
+    scored = [_score(spec, evidence) for spec in (*ACTIONS, OUT_OF_SCOPE)]
+    candidates = sorted((c for c in scored if c.eligible), key=lambda c: -c.score)
+    ranking = tuple((c.spec.name, c.score) for c in candidates[:4])
+    if not candidates or candidates[0].score < MIN_SCORE or candidates[0].spec is OUT_OF_SCOPE:
+        return Understanding(ranking=ranking)
+    best = candidates[0]
+    close = [c for c in candidates[1:] if c.score >= MIN_SCORE and best.score - c.score < CLOSE
+             and c.said >= COMPETE and c.spec is not OUT_OF_SCOPE]
+    if close:
+        return _which_action([best, *close])
+    for slot, fill in best.questions:
+        return _replace(_value_question(best, slot, fill), ranking)
+    for slot in best.missing:
+        return _replace(_missing_question(best, slot, inventory), ranking)
+    return Understanding(intent=_intent(best), notes=_notes(best), ranking=ranking)
+
+
+def _replace(u: Understanding, ranking: tuple) -> Understanding:
+    return replace(u, ranking=ranking)
+
+
+def capabilities() -> list[dict]:
+    """What can be asked: each action with its summary and a canonical example prompt."""
+    return [{"agent": s.agent, "action": s.name, "description": s.summary, "mutates": s.mutates}
+            for s in ACTIONS]
+
+
+__all__ = ["Intent", "Option", "Understanding", "capabilities", "render_prompt", "understand"]

@@ -1,0 +1,136 @@
+"""Numbers a prompt gives in free form: time windows ("past 10 days", "yesterday", "last 24 hours", "this week")
+and percentages or thresholds ("under 3%", "below 3 percent", "less than 1.5").
+
+A window is kept as said, in a small vocabulary the tools understand (`10d`, `24h`, `30m`, `today`,
+`yesterday`, `this_morning`, `this_week`); `days` turns it into whole days for the analyses that take days."""
+
+import math
+from dataclasses import dataclass
+
+from finopti.services.orchestrator.text import number
+
+UNITS = {
+    "m": ("m", 1), "min": ("m", 1), "mins": ("m", 1), "minute": ("m", 1), "minutes": ("m", 1),
+    "h": ("h", 1), "hr": ("h", 1), "hrs": ("h", 1), "hour": ("h", 1), "hours": ("h", 1),
+    "d": ("d", 1), "day": ("d", 1), "days": ("d", 1),
+    "w": ("d", 7), "wk": ("d", 7), "wks": ("d", 7), "week": ("d", 7), "weeks": ("d", 7),
+    "fortnight": ("d", 14), "fortnights": ("d", 14),
+    "month": ("d", 30), "months": ("d", 30),
+}
+CALENDAR = {"today": "today", "yesterday": "yesterday", "tonight": "today"}
+CALENDAR_PAIRS = {("this", "morning"): "this_morning", ("this", "week"): "this_week", ("this", "day"): "today"}
+LEADING = frozenset({"last", "past", "previous", "recent", "the", "over", "in", "for", "during", "within", "from",
+                     "since", "of"})
+PERCENT_WORDS = frozenset({"%", "percent", "pct", "per-cent"})
+BELOW = frozenset({"under", "below", "beneath", "<", "lower", "less", "max", "maximum", "at-most"})
+ABOVE = frozenset({"over", "above", ">", "more", "greater", "exceeding", "higher", "beyond"})
+HOURS_PER_UNIT = {"m": 1 / 60, "h": 1, "d": 24}
+
+
+@dataclass(frozen=True)
+class Window:
+    said: str  # the tools' vocabulary: 10d, 24h, 30m, today, yesterday, this_morning, this_week
+
+    @property
+    def days(self) -> int:
+        """Whole days back from now that cover the window."""
+        if self.said in ("today", "yesterday", "this_morning"):
+            return 1
+        if self.said == "this_week":
+            return 7
+        amount, unit = float(self.said[:-1]), self.said[-1]
+        return max(1, math.ceil(amount * HOURS_PER_UNIT[unit] / 24))
+
+
+@dataclass(frozen=True)
+class Quantity:
+    start: int
+    end: int
+    kind: str  # window, percent, below (a bare number after "under"/"below"), above (a percentage after "over")
+    value: float | Window
+
+
+def _amount(token: str, next_token: str) -> float | None:
+    if token in ("a", "an", "one") and next_token in UNITS:
+        return 1.0
+    return number(token)
+
+
+def _window_at(tokens: tuple[str, ...], i: int) -> tuple[int, Window] | None:
+    """A window starting at token i: (tokens used, window)."""
+    token = tokens[i]
+    nxt = tokens[i + 1] if i + 1 < len(tokens) else ""
+    if token in CALENDAR:
+        return 1, Window(CALENDAR[token])
+    if (token, nxt) in CALENDAR_PAIRS:
+        return 2, Window(CALENDAR_PAIRS[(token, nxt)])
+    compact = _compact_duration(token)
+    if compact is not None:
+        return 1, compact
+    if token in ("last", "past", "previous") and nxt in UNITS and nxt not in ("m", "h", "d", "w"):
+        unit, factor = UNITS[nxt]
+        return 2, Window(f"{factor}{unit}")
+    if token == "couple" and nxt == "of" and i + 2 < len(tokens) and tokens[i + 2] in UNITS:
+        unit, factor = UNITS[tokens[i + 2]]
+        return 3, Window(f"{2 * factor}{unit}")
+    amount = _amount(token, nxt)
+    if amount is not None and nxt in UNITS and amount > 0:
+        unit, factor = UNITS[nxt]
+        value = amount * factor
+        return 2, Window(f"{value:g}{unit}")
+    if token in ("fortnight",):
+        return 1, Window("14d")
+    return None
+
+
+def _compact_duration(token: str) -> Window | None:
+    """`10d`, `24h`, `30m`, `2w`."""
+    if len(token) < 2 or token[-1] not in "mhdw" or not token[:-1].replace(".", "", 1).isdigit():
+        return None
+    unit, factor = UNITS[token[-1]]
+    value = float(token[:-1]) * factor
+    return Window(f"{value:g}{unit}") if value > 0 else None
+
+
+def _percent_at(tokens: tuple[str, ...], i: int) -> tuple[int, float] | None:
+    token = tokens[i]
+    nxt = tokens[i + 1] if i + 1 < len(tokens) else ""
+    if token.endswith("%") and number(token[:-1].lstrip("<")) is not None:
+        return 1, number(token[:-1].lstrip("<"))
+    value = number(token)
+    if value is not None and nxt in PERCENT_WORDS:
+        return 2, value
+    if value is not None and nxt == "per" and i + 2 < len(tokens) and tokens[i + 2] == "cent":
+        return 3, value
+    return None
+
+
+def find_quantities(tokens: tuple[str, ...], taken: set[int]) -> list[Quantity]:
+    found: list[Quantity] = []
+    i = 0
+    while i < len(tokens):
+        if i in taken:
+            i += 1
+            continue
+        window = _window_at(tokens, i)
+        if window is not None:
+            used, value = window
+            start = i
+            while start > 0 and tokens[start - 1] in LEADING and start - 1 not in taken:
+                start -= 1
+            found.append(Quantity(start, i + used, "window", value))
+            i += used
+            continue
+        percent = _percent_at(tokens, i)
+        if percent is not None:
+            used, value = percent
+            before = tokens[max(0, i - 2):i]
+            above = bool(set(before) & ABOVE) and not set(before) & BELOW
+            found.append(Quantity(i, i + used, "above" if above else "percent", value))
+            i += used
+            continue
+        value = number(tokens[i])
+        if value is not None and i > 0 and (tokens[i - 1] in BELOW or tokens[i - 1] == "than"):
+            found.append(Quantity(i, i + 1, "below", value))
+        i += 1
+    return found

@@ -1,0 +1,93 @@
+"""What an entry is, against the real collector and log store (both as processes): a traceback joins the entry it
+belongs to and is found as an error; a clock far ahead cannot pin the store."""
+
+import time
+
+import httpx
+import orjson
+import pytest
+from test_logs_pipeline import Pipeline, running, wait_for
+
+from finopti.logs.times import ns_to_rfc3339
+
+TRACEBACK = (
+    "Traceback (most recent call last):\n"
+    '  File "/app/worker.py", line 12, in <module>\n'
+    "    main()\n"
+    '  File "/app/worker.py", line 9, in main\n'
+    '    raise RuntimeError("no database")\n'
+    "RuntimeError: no database"
+)
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    with running(tmp_path_factory.mktemp("entries") / "home") as p:
+        yield p
+
+
+def query(pipeline: Pipeline, **params) -> list[dict]:
+    r = httpx.get(f"{pipeline.store_url}/api/logs", params={"limit": 100, **params}, timeout=10)
+    r.raise_for_status()
+    return r.json()["lines"]
+
+
+def metric(url: str, name: str) -> float:
+    for line in httpx.get(url, timeout=10).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def json_line(service: str, message: str, **fields) -> str:
+    return orjson.dumps({"ts": ns_to_rfc3339(time.time_ns()), "level": "info", "service": service,
+                         "message": message, **fields}).decode()
+
+
+def test_a_crash_at_start_up_is_one_error_entry(pipeline):
+    """A service logs JSON, then Python prints an uncaught exception on stderr (the same file)."""
+    (pipeline.logs / "worker.log").write_text(json_line("worker", "starting") + "\n" + TRACEBACK + "\n")
+    wait_for(lambda: len(query(pipeline, service="worker")) == 2, 30, "two entries")
+    [crash] = query(pipeline, service="worker", level="error")
+    assert crash["line"] == TRACEBACK
+    assert [line["level"] for line in query(pipeline, service="worker", direction="forward")] == ["info", "error"]
+    assert len(query(pipeline, service="worker", q="no database")) == 1
+
+
+def test_a_traceback_joins_the_text_line_it_follows(pipeline):
+    """`logging.exception` in a text format: the line, then the traceback."""
+    lines = ["2026-11-26 12:07:43,954 ERROR job 7 failed", TRACEBACK, "2026-11-26 12:07:44,001 INFO job 8 done"]
+    (pipeline.logs / "jobs.log").write_text("\n".join(lines) + "\n")
+    wait_for(lambda: len(query(pipeline, service="jobs")) == 2, 30, "two entries")
+    first, second = query(pipeline, service="jobs", direction="forward")
+    assert first["line"] == lines[0] + "\n" + TRACEBACK and first["level"] == "error"
+    assert second["line"] == lines[2] and second["level"] == "info"
+
+
+def test_a_clock_ahead_cannot_pin_the_store(pipeline):
+    collector_metrics = f"http://127.0.0.1:{pipeline.collector_port}/metrics"
+    store_metrics = f"{pipeline.store_url}/metrics"
+    before = time.time_ns()
+    path = pipeline.logs / "skewed.log"
+    path.write_text(orjson.dumps({"ts": "2099-01-01T00:00:00.000Z", "level": "info", "service": "skewed",
+                                  "message": "from the future"}).decode() + "\n")
+    wait_for(lambda: query(pipeline, service="skewed"), 30, "the line from 2099")
+    with open(path, "a") as f:
+        f.write(json_line("skewed", "written later") + "\n")
+    wait_for(lambda: len(query(pipeline, service="skewed")) == 2, 30, "the next line")
+    newest, dated = query(pipeline, service="skewed")
+    assert newest["line"]["message"] == "written later"  # the 2099 line does not stay first
+    assert before <= dated["ts_ns"] <= time.time_ns()
+    assert dated["metadata"]["original_ts"] == "2099-01-01T00:00:00.000000Z"  # the claim is kept
+    assert metric(collector_metrics, "finopti_collector_lines_future_total") == 1
+
+    # Pushed by another agent (Promtail, Alloy): the store applies the same rule, and drops lines older than its
+    # retention (7 days by default).
+    labels = {"job": "finopti", "service": "pushed", "level": "info"}
+    body = {"streams": [{"stream": labels, "values": [
+        ["4102444800000000000", "dated 2100"], [str(time.time_ns() - 30 * 86400 * 10**9), "a month old"]]}]}
+    assert httpx.post(f"{pipeline.store_url}/loki/api/v1/push", json=body).status_code == 204
+    [pushed] = query(pipeline, service="pushed", since="1m")
+    assert pushed["line"] == "dated 2100" and pushed["metadata"] == {"original_ts": "2100-01-01T00:00:00.000000Z"}
+    assert metric(store_metrics, "finopti_logstore_lines_future_total") == 1
+    assert metric(store_metrics, "finopti_logstore_lines_too_old_total") == 1
