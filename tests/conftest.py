@@ -31,11 +31,12 @@ def update_golden(request) -> bool:
 
 
 def run_cli(*args: str, home: Path, edge_port: int | None = None, timeout: float = 120,
-            check: bool = False) -> subprocess.CompletedProcess:
+            check: bool = False, input: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "FINOPTI_HOME": str(home), "COLUMNS": "200"}
     if edge_port is not None:
         env["FINOPTI_EDGE_PORT"] = str(edge_port)
-    result = subprocess.run([FINOPTI, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run([FINOPTI, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
+                            input=input)
     if check and result.returncode != 0:
         command = " ".join(args)
         raise AssertionError(f"finopti {command} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
@@ -88,6 +89,13 @@ class Platform:
 
     def ask(self, prompt: str, user: str = "alice@finopti.dev") -> httpx.Response:
         return httpx.post(f"{self.edge}/api/ask", json={"prompt": prompt}, headers=self.headers(user), timeout=60)
+
+    def confirm(self, plan: httpx.Response | str, user: str = "alice@finopti.dev", verb: str = "confirm"
+                ) -> httpx.Response:
+        """Confirm (or cancel, verb="cancel") a plan the assistant answered, with its token, as `user`."""
+        token = plan if isinstance(plan, str) else plan.json()["confirmation"]["token"]
+        return httpx.post(f"{self.edge}/api/ask/{verb}", json={"token": token}, headers=self.headers(user),
+                          timeout=60)
 
     def log_lines(self, component: str) -> list[dict]:
         lines = []

@@ -75,17 +75,20 @@ def test_a_caller_not_allowed_gets_403_naming_caller_and_route(platform):
     assert allowed.status_code == 200 and len(allowed.json()["data"]) == 8
 
 
-def test_viewer_lists_but_may_not_stop(platform):
+def test_viewer_lists_and_plans_but_may_not_stop(platform):
     assert platform.ask("list instances in us-central1-b", user="bob@finopti.dev").status_code == 200
-    stop = platform.ask("stop instance monitoring-prod-02", user="bob@finopti.dev")
+    plan = platform.ask("stop instance monitoring-prod-02", user="bob@finopti.dev")
+    assert plan.status_code == 200 and plan.json()["kind"] == "plan"
+    stop = platform.confirm(plan, user="bob@finopti.dev")
     assert stop.status_code == 403
     assert "bob@finopti.dev needs role gcloud_admin to run stop_instance" in stop.json()["message"]
 
 
 def test_admin_stops_an_instance(platform):
-    stop = platform.ask("stop instance monitoring-prod-02", user="alice@finopti.dev")
+    stop = platform.confirm(platform.ask("stop instance monitoring-prod-02", user="alice@finopti.dev"))
     assert stop.status_code == 200 and stop.json()["data"]["state"] == "TERMINATED"
-    assert platform.ask("start instance monitoring-prod-02", user="alice@finopti.dev").status_code == 200
+    start = platform.confirm(platform.ask("start instance monitoring-prod-02", user="alice@finopti.dev"))
+    assert start.status_code == 200
 
 
 def test_user_without_role_is_refused_everywhere(platform):
@@ -142,7 +145,8 @@ def test_rego_unit_tests_pass(platform):
 
 def test_opa_rest_api_and_gateway_agree(platform):
     """The same request decided through POST /v1/data (the OPA REST API) and through the gateway."""
-    through_gateway = platform.ask("stop instance monitoring-prod-02", user="bob@finopti.dev")
+    through_gateway = platform.confirm(platform.ask("stop instance monitoring-prod-02", user="bob@finopti.dev"),
+                                       user="bob@finopti.dev")
     policy_input = {
         "type": "http",
         "request": {"method": "POST", "path": "/gcloud-agent/v1/actions/stop_instance", "headers": {}},

@@ -63,12 +63,12 @@ def test_one_trace_id_on_every_hop(platform):
 def test_a_stop_is_visible_in_the_next_list(platform):
     running = SandboxCloud(platform.state.sandbox_db).list_instances(zone="us-east1-b", state="RUNNING")
     target = running[0]["name"]
-    stopped = platform.ask(f"stop instance {target}")
+    stopped = platform.confirm(platform.ask(f"stop instance {target}"))
     assert stopped.status_code == 200, stopped.text
     assert stopped.json()["data"]["state"] == "TERMINATED"
     listed = platform.ask("list stopped instances in us-east1-b").json()["data"]
     assert target in {i["name"] for i in listed}
-    assert platform.ask(f"start instance {target}").json()["data"]["state"] == "RUNNING"
+    assert platform.confirm(platform.ask(f"start instance {target}")).json()["data"]["state"] == "RUNNING"
 
 
 def test_missing_token_is_401_json(platform):

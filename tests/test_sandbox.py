@@ -229,6 +229,7 @@ def test_catalogue_helpers(shared: SandboxCloud) -> None:
 def test_stop_then_list_shows_terminated_and_persists(cloud: SandboxCloud) -> None:
     name = "ledger-db-prod-01"
     result = cloud.stop_instance(name)
+    before, after = result.pop("before"), result.pop("after")  # the audit trail's record of the change
     assert result == {
         "name": name,
         "zone": "us-central1-a",
@@ -237,6 +238,7 @@ def test_stop_then_list_shows_terminated_and_persists(cloud: SandboxCloud) -> No
         "changed": True,
         "message": f"instance {name} stopped",
     }
+    assert (before["state"], after["state"]) == ("RUNNING", "TERMINATED") and before["name"] == name
     assert name in {i["name"] for i in cloud.list_instances(state="TERMINATED")}
     again = cloud.stop_instance(name)
     assert again["changed"] is False and "already TERMINATED" in again["message"]

@@ -211,9 +211,11 @@ def ask(
     groups: Annotated[str, typer.Option("--groups", help="Comma-separated groups for the token.")] = "",
     project: Annotated[str | None, typer.Option(help="Cloud project to ask about.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole answer as JSON.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Confirm a planned change without asking.")] = False,
     output: OutputOption = "table",
 ) -> None:
-    """Send PROMPT through the gateway's edge as USER and print the answer and its rows."""
+    """Send PROMPT through the gateway's edge as USER and print the answer and its rows. A change (stop, start,
+    resize, delete) is first a plan: confirm it when asked, or with --yes."""
     import json
 
     import httpx
@@ -229,23 +231,49 @@ def ask(
     except FinoptiError as exc:
         _fail(exc)
     jwt_token = DevIdentityProvider(state.idp, spec.identity).issue(user, [g for g in groups.split(",") if g])
+
+    def post(path: str, body: dict) -> tuple[httpx.Response, dict]:
+        try:
+            response = httpx.post(f"{rt.edge_url}{path}", json=body,
+                                  headers={"authorization": f"Bearer {jwt_token}"}, timeout=60)
+        except httpx.HTTPError as exc:
+            _fail(PlatformStateError(f"cannot reach the gateway at {rt.edge_url}: {exc}"))
+        try:
+            payload = response.json()
+        except ValueError:
+            payload = {"error": "bad_gateway_response", "message": response.text[:500],
+                       "status": response.status_code}
+        payload.setdefault("request_id", response.headers.get("x-request-id"))
+        return response, payload
+
     body: dict = {"prompt": prompt}
     if project:
         body["project"] = project
-    try:
-        response = httpx.post(
-            f"{rt.edge_url}/api/ask", json=body, headers={"authorization": f"Bearer {jwt_token}"}, timeout=60
-        )
-    except httpx.HTTPError as exc:
-        _fail(PlatformStateError(f"cannot reach the gateway at {rt.edge_url}: {exc}"))
-    try:
-        payload = response.json()
-    except ValueError:
-        payload = {"error": "bad_gateway_response", "message": response.text[:500], "status": response.status_code}
-    payload.setdefault("request_id", response.headers.get("x-request-id"))
+    response, payload = post("/api/ask", body)
+    if response.is_success and payload.get("kind") == "plan":
+        if fmt != "json":
+            _show_answer(response, payload)
+        if yes:
+            verb = "confirm"
+        elif fmt == "json":
+            print(json.dumps(payload, indent=2))
+            err.print("not confirmed: nothing changed (run again with --yes to confirm)")
+            return
+        else:
+            try:
+                verb = "confirm" if typer.confirm("Confirm this change?", default=False) else "cancel"
+            except (typer.Abort, EOFError):
+                verb = "cancel"
+        response, payload = post(f"/api/ask/{verb}", {"token": payload["confirmation"]["token"]})
     if fmt == "json":
         print(json.dumps(payload, indent=2))
         raise typer.Exit(0 if response.is_success else 1)
+    _show_answer(response, payload)
+
+
+def _show_answer(response, payload: dict) -> None:
+    """The answer, its rows (as the chat draws them), a plan's facts, or a refusal with what to try instead;
+    always the request and trace ids."""
     ids = f"request {payload.get('request_id')} · trace {payload.get('trace_id')}"
     if not response.is_success:
         err.print(f"[bold red]{response.status_code}[/] {payload.get('message', payload)}", highlight=False)
@@ -264,6 +292,16 @@ def ask(
             console.print(f"  • finopti ask \"{option['prompt']}\"", highlight=False)
         return
     console.print(payload.get("answer", ""), highlight=False)
+    if payload.get("kind") == "plan":
+        plan = payload.get("plan", {})
+        for change in plan.get("changes", []):
+            console.print(f"  • {change}", highlight=False)
+        console.print(f"  can be undone: {'yes, ' + plan['undo'] if plan.get('reversible') else 'no'}",
+                      highlight=False)
+        console.print(f"  monthly bill: {plan.get('monthly_cost_change_usd', 0):+,.2f} USD ({plan.get('cost_note')})",
+                      highlight=False)
+        console.print(f"  the confirmation expires at {payload['confirmation']['expires_at']}", highlight=False)
+        return
     _print_rows(payload)
     console.print(f"[dim]agent {payload.get('agent')} · action {payload.get('action')} · {ids}[/]", highlight=False)
     console.print(f"[dim]see the request's lifecycle: finopti trace {payload.get('trace_id')}[/]", highlight=False)

@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
 
-from . import analysis
+from . import analysis, changes
 from .catalog import HOURS_PER_MONTH, METRICS, SANDBOX_NOW_TS, ZONES, iso
 from .errors import InvalidArgument, SandboxError
 from .sandbox_finops import SandboxFinOps
@@ -236,6 +236,7 @@ class SandboxCloud(SandboxFinOps):
         message = (
             f"instance {name} {verb}" if changed else f"instance {name} was already {target}; nothing to do"
         )
+        before = instance_summary(row)
         return {
             "name": name,
             "zone": row["zone"],
@@ -243,6 +244,8 @@ class SandboxCloud(SandboxFinOps):
             "state": target,
             "changed": changed,
             "message": message,
+            "before": before,
+            "after": {**before, "state": target},
         }
 
     def resize_instance(self, name: str, machine_type: str) -> dict:
@@ -267,9 +270,12 @@ class SandboxCloud(SandboxFinOps):
                     (machine_type, SANDBOX_NOW_TS, name),
                 )
         changed = previous != machine_type
+        before = instance_summary(row)
         return {
             "name": name,
             "zone": row["zone"],
+            "before": before,
+            "after": {**before, "machine_type": machine_type},
             "previous_machine_type": previous,
             "machine_type": machine_type,
             "changed": changed,
@@ -296,14 +302,23 @@ class SandboxCloud(SandboxFinOps):
             conn.execute("DELETE FROM samples WHERE instance = ?", (name,))
             conn.execute("UPDATE addresses SET user = NULL WHERE user = ?", (name,))
             conn.execute("DELETE FROM instances WHERE name = ?", (name,))
+        unattached = f"{len(detached)} data disk{'' if len(detached) == 1 else 's'} now unattached"
         return {
             "name": name,
             "zone": row["zone"],
             "deleted": True,
             "deleted_disks": boot,
             "detached_disks": detached,
-            "message": f"deleted {name} and its boot disk; {len(detached)} data disk(s) now unattached",
+            "before": instance_summary(row),
+            "after": None,
+            "message": f"deleted {name} and its boot disk; {unattached}",
         }
+
+    def plan_change(self, action: str, name: str, machine_type: str | None = None) -> dict:
+        """What `action` (start/stop/resize/delete_instance) would do to `name`, without doing it."""
+        name = check_name("instance name", name)
+        with transaction(self.db_path) as conn:
+            return changes.plan_change(conn, load_prices(conn), action, name, machine_type)
 
     # -- disks and buckets -----------------------------------------------------------------------
 

@@ -1,17 +1,23 @@
 """What both agents are made of: actions exposed as `POST /v1/actions/<action>` (so the gateway's policy
 sees what is asked), each served by a tool on the agent's own tool server, reached over MCP via the mesh."""
 
+import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from fastapi import Body, FastAPI, HTTPException
+from fastapi import Body, FastAPI, Header, HTTPException
 
 from finopti.services.common import ServiceSettings, create_service_app
 from finopti.services.mcp_tools import ToolError, call_tool
+from finopti.telemetry import current_request
 
 ERROR_STATUS = {"NotFound": 404, "InvalidArgument": 400, "AlreadyExists": 409}
+# The orchestrator passes the id of the confirmation that authorised a change, for the audit record.
+CONFIRMATION_HEADER = "x-finopti-confirmation"
+
+audit_log = logging.getLogger("finopti.audit")
 
 
 def plural(count: int, noun: str) -> str:
@@ -29,6 +35,37 @@ class Action:
     summarize: Callable[[Any, dict], str]
     view: dict | Callable[[Any, dict], dict | None] | None = None
     explain: Callable[[Any, dict], str] | None = None
+    # Arguments the tool always gets for this action (several actions may share one tool).
+    fixed: dict = field(default_factory=dict)
+    # A change to the cloud: every attempt is written to the audit trail.
+    mutates: bool = False
+
+
+def _difference(before: dict | None, after: dict | None) -> str:
+    if before and after is None:
+        return "deleted"
+    if not before or not after:
+        return "no change"
+    changed = [f"{k} {before[k]} → {after[k]}" for k in before if k in after and before[k] != after[k]]
+    return ", ".join(changed) or "no change"
+
+
+def audit(agent: str, action: str, args: dict, confirmation: str | None, outcome: str, data: Any = None,
+          error: str | None = None) -> None:
+    """One audit record per attempted change: who, what, before and after, under which confirmation.
+    The log line carries the trace and request ids, so the logs API and the console find it by either."""
+    user = current_request().user or "(no user)"
+    before = data.get("before") if isinstance(data, dict) else None
+    after = data.get("after") if isinstance(data, dict) else None
+    target = args.get("name") or args.get("instance") or ""
+    what = _difference(before, after) if outcome == "succeeded" else error
+    audit_log.info(
+        f"audit: {user} {action} {target} {outcome} ({what})",
+        extra={"event": "audit", "audit": {
+            "who": user, "agent": agent, "action": action, "target": target, "arguments": args,
+            "outcome": outcome, "before": before, "after": after, "error": error, "confirmation": confirmation,
+        }},
+    )
 
 
 def _root_cause(exc: BaseException) -> BaseException:
@@ -64,7 +101,10 @@ def create_agent_app(
         return {"agent": settings.service, "actions": {n: a.description for n, a in actions.items()}}
 
     @app.post("/v1/actions/{action}")
-    async def run_action(action: str, arguments: dict[str, Any] = Body(default_factory=dict)) -> dict:
+    async def run_action(
+        action: str, arguments: dict[str, Any] = Body(default_factory=dict),
+        confirmation: str | None = Header(default=None, alias=CONFIRMATION_HEADER),
+    ) -> dict:
         spec = actions.get(action)
         if spec is None:
             raise HTTPException(
@@ -73,12 +113,19 @@ def create_agent_app(
             )
         args = {k: v for k, v in arguments.items() if v is not None}
         try:
-            data = await call_tool(tools_url, spec.tool, args, verify=mesh_tls)
+            data = await call_tool(tools_url, spec.tool, {**args, **spec.fixed}, verify=mesh_tls)
         except ToolError as exc:
             status = ERROR_STATUS.get(exc.kind, 502)
+            if spec.mutates:
+                audit(settings.service, action, args, confirmation, "failed", error=exc.message)
             raise HTTPException(status, {"error": exc.kind, "message": exc.message}) from None
         except Exception as exc:  # the MCP client wraps transport failures in exception groups
-            raise _mesh_failure(tool_route, exc) from None
+            failure = _mesh_failure(tool_route, exc)
+            if spec.mutates:
+                audit(settings.service, action, args, confirmation, "failed", error=failure.detail["message"])
+            raise failure from None
+        if spec.mutates:
+            audit(settings.service, action, args, confirmation, "succeeded", data)
         # A tool that shows its work returns `explanation` (data, period, method); it travels beside the data.
         explanation = data.pop("explanation", None) if isinstance(data, dict) else None
         answer = {

@@ -71,6 +71,19 @@ def _cost(data: Any, args: dict) -> str:
     return f"estimated monthly cost of {subject} {_money(totals['total'])} ({parts})"
 
 
+def _plan(data: Any, _: dict) -> str:
+    if data.get("blocked"):
+        return f"cannot {data['action'].replace('_instance', '')} {data['name']}: {data['blocked']}"
+    if not data.get("changed"):
+        now = data["before"]["machine_type"] if data["action"] == "resize_instance" else data["before"]["state"]
+        return f"nothing to change: {data['name']} already is {now}"
+    undo = "cannot be undone" if not data.get("reversible") else f"undo with “{data['undo']}”"
+    delta = data.get("monthly_cost_change_usd", 0.0)
+    bill = (f"the monthly bill goes {'down' if delta < 0 else 'up'} by {_money(abs(delta))}" if delta
+            else "no change to the monthly bill now")
+    return f"{data['action'].replace('_instance', '')} {data['name']}: {'; '.join(data['changes'])}; {bill}; {undo}"
+
+
 def _inventory(data: Any, _: dict) -> str:
     return (f"{len(data['instances'])} instances, {len(data['disks'])} disks, {len(data['buckets'])} buckets "
             f"in {len(data['zones'])} zones")
@@ -103,10 +116,16 @@ ACTIONS = {
     "list_instances": Action("list_instances", "List VM instances (zone, state, label filters)", _count("instance"),
                              view=table(columns=INSTANCE_COLUMNS, sort=("name", False))),
     "describe_instance": Action("describe_instance", "Describe one instance", _describe, view=detail()),
-    "start_instance": Action("start_instance", "Start an instance", _message, view=detail()),
-    "stop_instance": Action("stop_instance", "Stop an instance", _message, view=detail()),
-    "resize_instance": Action("resize_instance", "Change a stopped instance's machine type", _message, view=detail()),
-    "delete_instance": Action("delete_instance", "Delete an instance", _message, view=detail()),
+    "start_instance": Action("start_instance", "Start an instance", _message, view=detail(), mutates=True),
+    "stop_instance": Action("stop_instance", "Stop an instance", _message, view=detail(), mutates=True),
+    "resize_instance": Action("resize_instance", "Change a stopped instance's machine type", _message,
+                              view=detail(), mutates=True),
+    "delete_instance": Action("delete_instance", "Delete an instance", _message, view=detail(), mutates=True),
+    # Planning is its own action to the gateway's policy: a role may see what a change would do without
+    # being allowed to make it.
+    **{f"plan_{change}": Action("plan_change", f"What {change} would do (nothing changes)", _plan,
+                                fixed={"action": change})
+       for change in ("start_instance", "stop_instance", "resize_instance", "delete_instance")},
     "list_disks": Action("list_disks", "List disks (optionally only unattached ones)", _count("disk"),
                          view=table(columns=[col("name"), col("zone"), col("type"), col("size_gb", "Size", "GB"),
                                              col("attached_to", "Attached to"), col("labels"),

@@ -38,6 +38,13 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     @server.tool()
     @reports_errors
+    def plan_change(action: str, name: str, machine_type: str | None = None) -> dict:
+        """What start/stop/resize/delete_instance would do to an instance (before, after, undo, monthly cost
+        change, whether it is blocked), without doing it."""
+        return cloud.plan_change(action, name, machine_type=machine_type)
+
+    @server.tool()
+    @reports_errors
     def start_instance(name: str) -> dict:
         """Start a stopped instance."""
         return cloud.start_instance(name)

@@ -5,6 +5,8 @@ and cached (`inventory.py`). No retries and no authorization here: the gateway o
 hop for the user)."""
 
 import logging
+import os
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -12,10 +14,18 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from finopti.services.agent import CONFIRMATION_HEADER
 from finopti.services.common import ServiceSettings, create_service_app, error_body
 from finopti.services.meshclient import mesh_client
 from finopti.services.orchestrator import examples, suggestions
 from finopti.services.orchestrator.catalog import action
+from finopti.services.orchestrator.confirmations import (
+    DEFAULT_TTL,
+    Confirmation,
+    ConfirmationError,
+    Confirmations,
+    plan_digest,
+)
 from finopti.services.orchestrator.inventory import Inventory, InventoryCache, platform_services
 from finopti.services.orchestrator.parser import Intent, Understanding, capabilities, understand
 from finopti.services.orchestrator.suggestions import ActionPermissions
@@ -31,6 +41,14 @@ INVENTORY_SOURCES = ("gcloud-agent", "monitoring-agent")
 class AskRequest(BaseModel):
     prompt: str = Field(min_length=1, max_length=2000)
     project: str | None = Field(default=None, max_length=100)
+
+
+class ConfirmRequest(BaseModel):
+    token: str = Field(min_length=1, max_length=8192)
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _ids() -> dict:
@@ -72,6 +90,34 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     # The running platform's mesh: its services are what platform log questions can be about.
     inventory = InventoryCache(fetch_inventory, platform_services(settings.home / "mesh.running.yaml"))
     app.state.inventory = inventory
+    confirmations = Confirmations(settings.home / "orchestrator",
+                                  ttl=float(os.environ.get("FINOPTI_CONFIRMATION_TTL", DEFAULT_TTL)))
+    app.state.confirmations = confirmations
+
+    async def call(agent: str, name: str, arguments: dict, headers: dict | None = None
+                   ) -> tuple[dict | None, JSONResponse | None]:
+        """An agent action through the mesh: (its result, None) or (None, the error answer to give back)."""
+        try:
+            response = await mesh.post(f"/{agent}/v1/actions/{name}", json=arguments, headers=headers or {})
+        except httpx.HTTPError as exc:
+            return None, JSONResponse(error_body(502, "agent_unreachable", f"{agent}: {exc}", **_ids()), 502)
+        try:
+            result: dict[str, Any] = response.json()
+        except ValueError:
+            result = {"message": response.text[:300]}
+        if not response.is_success:
+            # The gateway's or the agent's own error (a policy denial, an unknown instance) goes back as is.
+            body = {**result, "agent": agent, "action": name, **_ids()}
+            body.setdefault("status", response.status_code)
+            body.setdefault("error", "agent_error")
+            body.setdefault("message", f"{agent} answered {response.status_code}")
+            return None, JSONResponse(body, response.status_code)
+        return result, None
+
+    def refused(exc: ConfirmationError) -> JSONResponse:
+        log.warning("confirmation refused: %s", exc.message, extra={"event": "confirmation_refused",
+                                                                     "error": exc.error})
+        return JSONResponse(error_body(exc.status, exc.error, exc.message, **_ids()), exc.status)
 
     permissions = ActionPermissions(settings.policy_dir)
 
@@ -109,26 +155,86 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             return JSONResponse(body, 422)
         if understanding.kind == "clarify":
             return JSONResponse({**clarification_body(understanding), **_ids()})
+        if action(understanding.intent.action).mutates:
+            return await plan(understanding.intent, understanding)
         return await run(understanding.intent, understanding)
 
-    async def run(intent: Intent, understanding: Understanding) -> JSONResponse:
+    async def plan(intent: Intent, understanding: Understanding) -> JSONResponse:
+        """A change is first a plan: what it does, whether it can be undone, what it costs, and a token that
+        only the asking user can use, once, before it expires."""
+        result, failure = await call(intent.agent, f"plan_{intent.action}", intent.arguments)
+        if failure is not None:
+            return failure
+        planned = result["data"]
+        common = {"agent": intent.agent, "action": intent.action, "arguments": intent.arguments,
+                  "notes": list(understanding.notes), **_ids()}
+        if planned.get("blocked"):
+            return JSONResponse({**error_body(409, "change_blocked", result.get("summary") or planned["blocked"]),
+                                 "plan": planned, **common}, 409)
+        if not planned.get("changed"):
+            return JSONResponse({"kind": "answer", "answer": result.get("summary", ""), "data": planned, **common})
+        token, confirmation = confirmations.issue(current_request().user, intent.agent, intent.action,
+                                                  intent.arguments, planned)
+        log.info("plan issued", extra={"event": "plan", "confirmation": confirmation.id,
+                                       "plan_action": intent.action, "arguments": intent.arguments})
+        return JSONResponse({
+            "kind": "plan",
+            "answer": result.get("summary", ""),
+            "plan": planned,
+            "data": planned,
+            "view": {"type": "detail", "title": "What will change"},
+            "confirmation": {"token": token, "id": confirmation.id, "expires_at": _iso(confirmation.expires_at),
+                             "expires_in": int(confirmations.ttl)},
+            **common,
+        })
+
+    @app.post("/ask/confirm")
+    async def confirm(request: ConfirmRequest) -> JSONResponse:
         try:
-            response = await mesh.post(f"/{intent.agent}/v1/actions/{intent.action}", json=intent.arguments)
-        except httpx.HTTPError as exc:
-            return JSONResponse(error_body(502, "agent_unreachable", f"{intent.agent}: {exc}", **_ids()), 502)
+            confirmation = confirmations.check(request.token, current_request().user)
+        except ConfirmationError as exc:
+            return refused(exc)
+        # The plan must still hold: the instance may have changed since it was shown.
+        replanned, failure = await call(confirmation.agent, f"plan_{confirmation.action}", confirmation.arguments)
+        if failure is not None:
+            return failure
+        digest = plan_digest(confirmation.agent, confirmation.action, confirmation.arguments, replanned["data"])
         try:
-            result: dict[str, Any] = response.json()
-        except ValueError:
-            result = {"message": response.text[:300]}
-        if not response.is_success:
-            # The gateway's or the agent's own error (a policy denial, an unknown instance) goes back as is.
-            body = {**result, "agent": intent.agent, "action": intent.action, **_ids()}
-            body.setdefault("status", response.status_code)
-            body.setdefault("error", "agent_error")
-            body.setdefault("message", f"{intent.agent} answered {response.status_code}")
-            return JSONResponse(body, response.status_code)
+            if digest != confirmation.plan_digest:
+                confirmations.spend(confirmation, "refused (plan changed)")
+                raise ConfirmationError(409, "plan_changed", "the instance changed since this plan was made; "
+                                        f"ask again for a new plan ({replanned.get('summary', '')})")
+            confirmations.spend(confirmation, "confirmed")
+        except ConfirmationError as exc:
+            return refused(exc)
+        return await execute(confirmation)
+
+    @app.post("/ask/cancel")
+    async def cancel(request: ConfirmRequest) -> JSONResponse:
+        try:
+            confirmation = confirmations.check(request.token, current_request().user)
+            confirmations.spend(confirmation, "cancelled")
+        except ConfirmationError as exc:
+            return refused(exc)
+        log.info("plan cancelled", extra={"event": "plan_cancelled", "confirmation": confirmation.id})
+        return JSONResponse({"kind": "cancelled", "answer": "Cancelled: nothing was changed.",
+                             "agent": confirmation.agent, "action": confirmation.action,
+                             "arguments": confirmation.arguments, "confirmation": {"id": confirmation.id},
+                             **_ids()})
+
+    async def execute(confirmation: Confirmation) -> JSONResponse:
+        intent = Intent(confirmation.agent, confirmation.action, confirmation.arguments)
+        response = await run(intent, Understanding(intent=intent), {CONFIRMATION_HEADER: confirmation.id})
+        log.info("change confirmed", extra={"event": "change_confirmed", "confirmation": confirmation.id,
+                                            "status": response.status_code})
+        return response
+
+    async def run(intent: Intent, understanding: Understanding, headers: dict | None = None) -> JSONResponse:
+        result, failure = await call(intent.agent, intent.action, intent.arguments, headers)
         if action(intent.action).mutates:
             inventory.invalidate()
+        if failure is not None:
+            return failure
         return JSONResponse({
             "kind": "answer",
             "answer": result.get("summary", ""),

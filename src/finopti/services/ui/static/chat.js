@@ -1,5 +1,6 @@
 // The chat page: ask in natural language as the signed-in development user; answers drawn by their view.
 import { answerIds, api, el, errorMessage, mayUse, mountSignIn, session, signInNotice } from "./common.js";
+import { planCard } from "./confirm.js";
 import { humanLabel } from "./format.js";
 import { renderView } from "./views.js";
 
@@ -52,17 +53,19 @@ function failure(r, b, onPick) {
   return parts;
 }
 
-async function ask(prompt, conversation, onPick) {
-  const t = turn(prompt);
-  conversation.prepend(t.node);
-  const [r, canTrace] = await Promise.all([api("/api/ask", { method: "POST", json: { prompt } }), mayUse("trace")]);
+/** An answer (or a refusal) as nodes; `onPick` asks a prompt the assistant offered. */
+function outcome(r, onPick, canTrace) {
   const b = r.body && typeof r.body === "object" ? { ...r.body } : {};
   b.request_id ??= r.headers.get("x-request-id") || undefined;
   const parts = [];
-  if (r.ok && b.question) {
+  for (const note of b.notes || []) parts.push(el("div", { class: "muted small", "data-testid": "note" }, `(${note})`));
+  if (r.ok && b.kind === "plan") {
+    // A change waits for Confirm / Cancel (confirm.js); what they answer is drawn like any answer.
+    parts.push(planCard(b, (result) => outcome(result, onPick, canTrace)));
+  } else if (r.ok && (b.kind === "clarification" || b.question)) {
     // A clarifying question: the choices are prompts to click.
     parts.push(el("div", { class: "answer", "data-testid": "question" }, b.question),
-      Array.isArray(b.options) ? promptChips(b.options, onPick, "answer-suggestions") : null);
+      Array.isArray(b.options) ? promptChips(b.options, onPick, "options") : null);
   } else if (r.ok) {
     parts.push(el("div", { class: "answer", "data-testid": "answer" }, b.answer || "(no summary)"));
     if (b.explanation) parts.push(el("details", { class: "explanation" }, el("summary", {}, "How this was computed"), el("p", {}, b.explanation)));
@@ -71,7 +74,14 @@ async function ask(prompt, conversation, onPick) {
     parts.push(failure(r, b, onPick));
   }
   parts.push(meta(b, canTrace));
-  t.body.replaceChildren(...parts.flat(Infinity).filter(Boolean));
+  return parts;
+}
+
+async function ask(prompt, conversation, onPick) {
+  const t = turn(prompt);
+  conversation.prepend(t.node);
+  const [r, canTrace] = await Promise.all([api("/api/ask", { method: "POST", json: { prompt } }), mayUse("trace")]);
+  t.body.replaceChildren(...outcome(r, onPick, canTrace).flat(Infinity).filter(Boolean));
   t.node.dataset.status = String(r.status);
 }
 
