@@ -666,9 +666,24 @@ def _unique_trace(edge: str, headers: dict, prefix: str) -> str:
     raise FinoptiError(f"{len(found)} trace ids start with {prefix!r}: {', '.join(found)} — give more digits")
 
 
+def _newest_trace(edge: str, headers: dict) -> str:
+    import httpx
+
+    response = httpx.get(f"{edge}/api/traces/", headers=headers, timeout=30,
+                         params={"since": "1d", "traffic": "user", "limit": "1"})
+    if not response.is_success:
+        raise _api_error(response)
+    traces = response.json()["traces"]
+    if not traces:
+        raise FinoptiError("no request came in through the edge in the last day")
+    return traces[0]["trace_id"]
+
+
 @app.command()
 def trace(
-    trace_id: Annotated[str, typer.Argument(help="A trace id, or its first digits when they are unique.")],
+    trace_id: Annotated[str | None, typer.Argument(help="A trace id, or its first digits when they are unique.")]
+    = None,
+    last: Annotated[bool, typer.Option("--last", help="The newest request that came in through the edge.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="The whole trace as JSON.")] = False,
     user: UserOption = "carol@finopti.dev",
 ) -> None:
@@ -679,9 +694,13 @@ def trace(
 
     from finopti.logs.cli_support import render_trace
 
+    if (trace_id is None) == (not last):
+        _fail(FinoptiError("give a trace id (or its first digits), or --last"))
     try:
         edge, headers = _log_api(user)
-        if len(trace_id) < TRACE_ID_LENGTH:
+        if last:
+            trace_id = _newest_trace(edge, headers)
+        elif len(trace_id) < TRACE_ID_LENGTH:
             trace_id = _unique_trace(edge, headers, trace_id)
     except FinoptiError as exc:
         _fail(exc)

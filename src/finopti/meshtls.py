@@ -1,9 +1,13 @@
 """TLS for the mesh: the contexts services use to serve (mTLS, only pinned callers) and to call the gateway."""
 
+from __future__ import annotations
+
 import ssl
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from finopti.pki import MeshPki
+if TYPE_CHECKING:  # the PKI (cryptography) loads only where certificates are made
+    from finopti.pki import MeshPki
 
 # Who may open a connection to a service: the gateway (all traffic) and Prometheus (scrapes /metrics).
 SERVICE_CALLERS = ("gateway", "prometheus")

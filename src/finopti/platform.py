@@ -407,9 +407,9 @@ def stopped_status(spec: MeshSpec) -> list[ComponentStatus]:
 
 
 def platform_status(state: StateDir) -> list[ComponentStatus]:
-    from finopti.mesh.envoy import cluster_name
-
     rt = Runtime.load(state)
+    from finopti.mesh.envoy import cluster_name  # once running: a stopped platform's status needs no renderer
+
     spec = load_mesh(rt.mesh_file)
     processes: dict[str, dict] = {}
     if supervisor_pid(state):

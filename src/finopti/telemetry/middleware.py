@@ -70,7 +70,11 @@ class TelemetryMiddleware:
                 try:
                     await self.app(scope, receive, send_with_status)
                 finally:
-                    self._record(scope, status, time.perf_counter() - started, stream, ctx.log_fields)
+                    # The caller's span (the gateway hop that forwarded this request): the trace view matches
+                    # this line to that hop by it, whatever the two clocks say.
+                    parent = headers.get("traceparent", "").split("-")
+                    fields = {**ctx.log_fields, **({"parent_span_id": parent[2]} if len(parent) == 4 else {})}
+                    self._record(scope, status, time.perf_counter() - started, stream, fields)
         finally:
             otel_context.detach(otel_token)
             reset_request(request_token)

@@ -6,6 +6,7 @@ import { consoleAccess, detectedFields, el, errorMessage, logRow, mayUse, mountS
 
 const MAX_ROWS = 2000;
 const BACKLOG_MS = 5 * 60 * 1000;
+const BACKLOG_LINES = 1000;
 const BUCKET_S = 10;
 const LEVELS = { "": "all levels", error: "error + critical", warning: "warning and worse", info: "info and worse", debug: "debug" };
 const LEVEL_SETS = { error: ["error", "critical"], warning: ["warning", "error", "critical"], info: ["info", "warning", "error", "critical"], debug: ["debug"] };
@@ -127,17 +128,36 @@ function histogram(host) {
   return draw;
 }
 
-async function stream(form, out) {
+/** The newest lines of the last 5 minutes that match the filters (at most BACKLOG_LINES), newest first. */
+async function backlog(form, signal) {
+  const params = filters(form);
+  params.set("start", String(Date.now() - BACKLOG_MS));
+  params.set("limit", String(BACKLOG_LINES));
+  params.set("direction", "backward");
+  const r = await fetch(`/api/logs?${params}`, { headers: { authorization: `Bearer ${session.token}` }, signal });
+  const text = await r.text();
+  let body = text; try { body = JSON.parse(text); } catch { /* text */ }
+  if (!r.ok) throw new Error(`${r.status}: ${errorMessage({ status: r.status, body })}`);
+  return body.lines || [];
+}
+
+/** The backlog once, then the tail from the newest line shown (after a dropped connection: from the last line). */
+async function stream(form, out, resume = false) {
   state.controller?.abort();
   const controller = new AbortController();
   state.controller = controller;
-  const params = filters(form);
-  params.set("start", String(Date.now() - BACKLOG_MS)); // the last 5 minutes first
   setStatus("on", "connecting…");
   try {
-    const response = await fetch(`/api/logs/tail?${params}`, {
-      headers: { authorization: `Bearer ${session.token}`, accept: "text/event-stream" }, signal: controller.signal,
-    });
+    if (!resume) {
+      const lines = await backlog(form, controller.signal);
+      if (state.controller !== controller) return;
+      state.lastId = lines.reduce((m, l) => Math.max(m, Number(l.id) || 0), 0) || null;
+      if (lines.length) insert(out, lines);
+      else emptyState(out, form);
+    }
+    const headers = { authorization: `Bearer ${session.token}`, accept: "text/event-stream" };
+    if (state.lastId) headers["last-event-id"] = String(state.lastId);
+    const response = await fetch(`/api/logs/tail?${filters(form)}`, { headers, signal: controller.signal });
     if (!response.ok) {
       const text = await response.text();
       let body = text; try { body = JSON.parse(text); } catch { /* text */ }
@@ -145,7 +165,6 @@ async function stream(form, out) {
       return;
     }
     setStatus(state.paused ? "paused" : "on", state.paused ? "paused" : "live");
-    setTimeout(() => { if (state.controller === controller) emptyState(out, form); }, 1500);
     const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
     let pending = "";
     for (;;) {
@@ -170,11 +189,11 @@ async function stream(form, out) {
         document.getElementById("pause").textContent = `Resume (${state.buffer.length} new)`;
       } else insert(out, entries);
     }
-    if (!controller.signal.aborted) { setStatus("off", "stream ended; reconnecting…"); setTimeout(() => stream(form, out), 1000); }
+    if (!controller.signal.aborted) { setStatus("off", "stream ended; reconnecting…"); setTimeout(() => stream(form, out, true), 1000); }
   } catch (err) {
     if (controller.signal.aborted) return;
     setStatus("off", `disconnected (${err.message}); reconnecting…`);
-    setTimeout(() => stream(form, out), 1500);
+    setTimeout(() => stream(form, out, true), 1500);
   }
 }
 
@@ -236,7 +255,7 @@ async function main() {
   const histogramHost = el("div", { class: "histogram", "data-testid": "histogram" });
   const key = el("div", { class: "level-legend" }, Object.entries(LEVEL_COLOURS).map(([l, c]) => el("span", {}, el("i", { class: "swatch", style: { background: c } }), ` ${l}`)));
   const restart = () => {
-    state.rows = []; state.buffer = []; state.dirty = true;
+    state.rows = []; state.buffer = []; state.dirty = true; state.lastId = null;
     out.replaceChildren(el("div", { id: "live-empty", class: "live-empty" }, "Connecting…"));
     document.getElementById("count").textContent = "";
     if (session.token) stream(form, out);
