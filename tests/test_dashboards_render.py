@@ -32,7 +32,8 @@ GOLDEN = Path(__file__).parent / "golden" / "grafana"
 OUT = Path("deploy/compose/grafana")
 # Values a person would pick, to turn templated queries into what the data source receives.
 SAMPLE = {"service": ["orchestrator", "gateway"], "version": ".*", "route": ".*", "level": ".*", "traffic": "user",
-          "text": "timeout", "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "__range": "1h"}
+          "text": "timeout", "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "__range": "1h",
+          "__interval": "1m"}
 GRAFANA_GLOBALS = {"__range", "__interval", "__rate_interval"}
 LOKI_STREAM_LABELS = {"job", "service", "level"}
 
@@ -211,7 +212,7 @@ def test_console_model_is_plain_json_and_mirrors_the_dashboards():
                 if q["type"] == "metric":
                     assert q["promql"]
                 elif q["type"] == "log":
-                    assert q["logql"].startswith(("{", "topk("))
+                    assert q["logql"].startswith(("{", "topk(", "sum by ("))
         assert {link["uid"] for link in d["links"]} == {x.uid for x in dashboards()} - {d["uid"]}
     names = {v["name"] for d in model["dashboards"] for v in d["variables"]}
     assert {"service", "route", "version", "trace_id", "level", "text", "traffic"} <= names

@@ -143,7 +143,16 @@ trace_view = Dashboard(
     panels=(
         Panel("Gateway hops", "table", (LogQuery(services=("gateway",), trace_var="trace_id"),), width=24,
               columns=("ts", "listener", "method", "path", "route", "upstream_service", "status",
-                       "response_flags", "duration_ms", "upstream_duration_ms", "user"),
+                       "response_flags", "duration_ms", "upstream_duration_ms", "user", "span_id"),
+              description="One row per hop; span_id is the parent_span_id of the service request it forwarded.",
+              expected_empty_reason="Empty until a trace id is entered, or when the trace is older than the "
+              "window."),
+        Panel("What each service was asked", "table",
+              (LogQuery(trace_var="trace_id", text="request completed"),), width=24,
+              columns=("ts", "service", "version", "method", "path", "mcp_method", "mcp_tool", "status",
+                       "duration_ms", "parent_span_id"),
+              description="Each service's own record of the request it served: tool servers add the MCP method "
+              "and tool (tools/call list_instances).",
               expected_empty_reason="Empty until a trace id is entered, or when the trace is older than the "
               "window."),
         Panel("Logs of the trace", "logs", (LogQuery(trace_var="trace_id"),), width=24,
@@ -161,6 +170,10 @@ debug_console = Dashboard(
     time_from="now-15m",
     refresh="5s",
     panels=(
+        Panel("Log volume by level", "timeseries",
+              (LogQuery(services=("$service",), level="$level", text="$text", volume_by=("level",)),), width=24,
+              unit="short", description="Lines per interval, by level, of the lines the filters match.",
+              expected_empty_reason="Nothing logged in the window matches the filters."),
         Panel("Live logs", "logs", (LogQuery(services=("$service",), level="$level", text="$text"),), width=24,
               expected_empty_reason="Nothing logged in the window matches the filters."),
     ),

@@ -24,6 +24,7 @@ def _query(q: Query) -> dict:
         "top_by": list(q.top_by),
         "limit": q.limit,
         "drop_events": list(q.drop_events),
+        "volume_by": list(q.volume_by),
         "logql": logql(q),  # the same filter for a Loki backend
     }
 

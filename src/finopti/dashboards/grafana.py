@@ -83,6 +83,8 @@ def _targets(panel: Panel) -> list:
             targets.append(t.instant() if instant else t.range())
         else:
             t = loki.Dataquery().expr(logql(q)).ref_id(ref).datasource(LOKI)
+            if q.volume_by:
+                t = t.legend_format(" ".join(f"{{{{{label}}}}}" for label in q.volume_by))
             targets.append(t.query_type("instant" if q.top_by else "range"))
     return targets
 

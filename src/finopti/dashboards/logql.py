@@ -44,6 +44,8 @@ def logql(query: LogQuery) -> str:
         expr += f" | trace_id={_string(var)}"
     for event in query.drop_events:
         expr += f" | event!={_string(event)}"
+    if query.volume_by:
+        return f"sum by ({', '.join(query.volume_by)}) (count_over_time({expr} [$__interval]))"
     if not query.top_by:
         return expr
     by = ", ".join(query.top_by)

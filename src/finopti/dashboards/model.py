@@ -36,6 +36,7 @@ class LogQuery:
     top_by: tuple[str, ...] = ()  # count matching lines in the window by these fields, show the top ones
     limit: int = 10  # how many groups `top_by` shows
     drop_events: tuple[str, ...] = ()  # leave out lines whose `event` field is one of these
+    volume_by: tuple[str, ...] = ()  # count matching lines per interval by these stream labels (a histogram)
 
 
 @dataclass(frozen=True)
