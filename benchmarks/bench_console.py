@@ -50,6 +50,17 @@ def synthetic_trace(hops: int = 50) -> dict:
             "unattached": [], "errors": 1}
 
 
+def overview_loads(page, edge: str, count: int) -> list[float]:
+    """Milliseconds from navigation to every overview panel drawn, `count` times."""
+    loads = []
+    for _ in range(count):
+        page.goto(f"{edge}/console")
+        page.wait_for_function("() => document.querySelectorAll('.panel').length > 0 && "
+                               "!document.querySelector('.panel[data-state=loading]')", timeout=30000)
+        loads.append(page.evaluate("performance.now()"))
+    return loads
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--loads", type=int, default=7)
@@ -72,21 +83,11 @@ def main() -> None:
                     "sessionStorage.setItem('finopti.roles', '[\"gcloud_admin\",\"observability_admin\"]');")
                 page = context.new_page()
 
-                # 1. Console overview: navigation start -> every panel rendered (charts drawn or empty reasons).
-                loads = []
-                for _ in range(args.loads):
-                    page.goto(f"{edge}/console")
-                    page.wait_for_function("() => document.querySelectorAll('.panel').length > 0 && "
-                                           "!document.querySelector('.panel[data-state=loading]')", timeout=30000)
-                    loads.append(page.evaluate("performance.now()"))
-                # 1b. The same on a phone (390×844): the overview stacks its panels.
+                # 1. Console overview: navigation start -> every panel rendered (charts drawn or empty reasons),
+                # on a desktop, then on a phone (390×844) where the panels stack.
+                loads = overview_loads(page, edge, args.loads)
                 page.set_viewport_size({"width": 390, "height": 844})
-                phone_loads = []
-                for _ in range(args.loads):
-                    page.goto(f"{edge}/console")
-                    page.wait_for_function("() => document.querySelectorAll('.panel').length > 0 && "
-                                           "!document.querySelector('.panel[data-state=loading]')", timeout=30000)
-                    phone_loads.append(page.evaluate("performance.now()"))
+                phone_loads = overview_loads(page, edge, args.loads)
                 page.set_viewport_size({"width": 1280, "height": 800})
                 # 1c. Trace list: navigation -> the table of requests drawn.
                 list_loads = []
