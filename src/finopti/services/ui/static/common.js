@@ -205,8 +205,11 @@ export function logRow(entry, { traceLinks = true, columns = null } = {}) {
     : [el("span", { class: "msg" }, el("span", { class: "text" }, message), " ",
       Object.entries(fields).filter(([k]) => !CHIP_HIDDEN.has(k)).map(([k, v]) => el("span", { class: "f" }, el("i", {}, `${k}=`), fieldText(k, v), " ")),
       link)];
+  // A line whose clock was far ahead is stored at the time it was read; it says what it claimed (docs/logs.md).
+  const claimed = entry.metadata && entry.metadata.original_ts;
   return el("div", { class: `ln lvl-${level || "none"}`, "data-service": entry.service, "data-level": level, "data-ts": entry.ts_ns ?? "" },
-    el("span", { class: "ts", title: absoluteTime(entry.ts) }, clockTime(entry.ts)),
+    el("span", { class: "ts", title: claimed ? `read at ${absoluteTime(entry.ts)}; the line says ${claimed}` : absoluteTime(entry.ts) },
+      clockTime(entry.ts), claimed ? el("span", { class: "skew", "data-testid": "clock-skew" }, " ⚠") : null),
     el("span", { class: "svc" }, entry.service),
     el("span", { class: "lvl" }, level || "–"),
     cells);
