@@ -53,7 +53,8 @@ def test_every_action_example_names_real_things_and_reads_back(inventory):
         known = {i.name for i in inventory.instances} | set(inventory.zones) | set(inventory.services) | set(
             inventory.machine_types)
         for arg, value in intent.arguments.items():
-            if arg in ("name", "instance", "zone", "service", "machine_type"):
+            slot = spec.slot(arg)  # by kind: a budget's "name" or a billed "service" is no inventory name
+            if slot is not None and slot.kind in ("instance", "zone", "service", "machine_type"):
                 assert value in known, (spec.name, arg, value)
         assert understand(render_prompt(intent), inventory).intent == intent, render_prompt(intent)
 
@@ -124,3 +125,29 @@ def test_percentages_and_thresholds(text, kind, value):
 def test_quoted_text_is_set_aside():
     prompt = normalize('search the instance logs for "Out of memory" please')
     assert prompt.quoted == ("Out of memory",) and "memory" not in prompt.tokens
+
+
+@pytest.mark.parametrize(("prompt", "amount"), [
+    ("stay under the 5k budget", 5000.0), ("a $2,500 budget", 2500.0), ("3000 dollars", 3000.0),
+    ("create a budget of 400", 400.0), ("5 thousand a month", 5000.0), ("an 8k budget", 8000.0),
+    ("idle below 3%", None), ("top 5 skus", None), ("cpu of ledger-db-prod-01 over 2 days", None),
+])  # fmt: skip
+def test_amounts_of_money(prompt, amount):
+    found = [q.value for q in find_quantities(normalize(prompt).tokens, set()) if q.kind == "money"]
+    assert found == ([amount] if amount is not None else [])
+
+
+@pytest.mark.parametrize(("prompt", "period"), [
+    ("what did we spend last week", "last_week"), ("what did we spend last month", "last_month"),
+    ("what did we spend in the past week", "last_7_days"), ("cost report for the last 45 days", "last_45_days"),
+    ("what did we spend yesterday", "yesterday"), ("what did we spend in october", "october"),
+    ("what did we spend so far this month", "this_month"),
+])  # fmt: skip
+def test_billing_periods(inventory, prompt, period):
+    got = understand(prompt, inventory).intent
+    assert got.action == "cost_report" and got.arguments == {"period": period}
+
+
+def test_a_rate_is_not_a_period(inventory):
+    """"a month" is how often, not which days: still the inventory's monthly estimate."""
+    assert understand("what do we spend a month", inventory).intent.action == "estimate_monthly_cost"

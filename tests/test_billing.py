@@ -268,11 +268,27 @@ def test_create_use_and_delete_a_budget(fresh_sandbox: SandboxCloud) -> None:
         (50.0, "actual", True), (120.0, "forecast", True)]
     with pytest.raises(AlreadyExists, match="dev-tight"):
         cloud.create_budget("dev-tight", 10)
+    assert cloud.plan_budget_change("create_budget", "dev-tight", 10)["blocked"].startswith("budget 'dev-tight'")
+    plan = cloud.plan_budget_change("delete_budget", "dev-tight")
+    assert (plan["before"]["amount"], plan["after"], plan["undo"]) == (500.0, None, 'create budget "dev-tight" of 500')
     assert "dev-tight" in {b["name"] for b in SandboxCloud(cloud.db_path).list_budgets()}
     assert cloud.budget_status("dev-tight")["saved"] is True
     assert cloud.delete_budget("dev-tight")["deleted"] is True
     with pytest.raises(NotFound, match="budget 'dev-tight' not found"):
         cloud.budget_status("dev-tight")
+
+
+def test_a_budget_plan_changes_nothing(fresh_sandbox: SandboxCloud) -> None:
+    plan = fresh_sandbox.plan_budget_change("create_budget", "qa-limit", 400, labels="env=dev")
+    assert (plan["changed"], plan["blocked"], plan["before"]) == (True, None, None)
+    assert plan["undo"] == 'delete budget "qa-limit"'
+    assert plan["after"]["filter"] == {"labels": {"env": "dev"}}
+    assert plan["changes"][0] == "budget qa-limit created: $400.00 a month for env=dev"
+    assert "qa-limit" not in {b["name"] for b in fresh_sandbox.list_budgets()}
+    with pytest.raises(NotFound, match="budget 'qa-limit' not found"):
+        fresh_sandbox.plan_budget_change("delete_budget", "qa-limit")
+    with pytest.raises(InvalidArgument, match="action must be one of create_budget"):
+        fresh_sandbox.plan_budget_change("rename_budget", "qa-limit")
 
 
 def test_should_we_buy_a_commitment(cloud: SandboxCloud) -> None:

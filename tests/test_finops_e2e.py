@@ -47,7 +47,14 @@ def test_finops_action_through_the_gateway_gives_the_documented_figure(platform,
     assert value == expected
     assert answer["summary"] and answer["action"] == action
     assert answer["view"]["type"] in VIEWS
-    assert set(answer["explanation"]) == {"data", "period", "filter", "method"}
+    assert_shows_its_work(answer)
+
+
+def assert_shows_its_work(answer: dict) -> None:
+    """The explanation is sentences for the chat; the data keeps its parts."""
+    for part in ("Data: ", "Period: ", "Filter: ", "Method: "):
+        assert part in answer["explanation"], answer["explanation"]
+    assert set(answer["data"]["explanation"]) == {"data", "period", "filter", "method"}
 
 
 def test_list_budgets_shows_the_seeded_budgets_as_a_bar_chart(platform):
@@ -134,3 +141,51 @@ def test_a_budget_over_its_thresholds_fires_prometheus_alerts(platform):
     while _alerts(platform, "e2e-dev-over") and time.monotonic() < deadline:
         time.sleep(1)
     assert _alerts(platform, "e2e-dev-over") == []  # deleted budget, no alert
+
+
+@pytest.mark.parametrize(("prompt", "action", "path", "expected"), [
+    ("why did our bill go up last week", "compare_costs", ("change",), 989.91),
+    ("are we going to stay under the 5k budget for payments", "budget_status", ("forecast_percent",), 35.5),
+    ("what isn't labeled", "unlabeled_spend", ("unlabeled", "net"), 939.44),
+    ("should we buy a commitment", "commitment_recommendations", ("total_monthly_saving", "TWELVE_MONTH"), 1871.08),
+    ("where will we end the month?", "forecast_costs", ("month_end", "forecast"), 10610.44),
+])  # fmt: skip
+def test_the_questions_of_the_issue_asked_in_plain_english(platform, prompt, action, path, expected):
+    """Through the edge: the orchestrator's parser picks the action, the answer keeps its view and explanation."""
+    response = platform.ask(prompt, user="bob@finopti.dev")
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert (answer["kind"], answer["action"]) == ("answer", action), answer
+    value = answer["data"]
+    for key in path:
+        value = value[key]
+    assert value == expected
+    assert answer["view"]["type"] in VIEWS
+    assert_shows_its_work(answer)
+
+
+def test_a_budget_made_in_the_chat_is_a_plan_until_a_finops_admin_confirms(platform):
+    prompt = 'create a budget "e2e-chat" of 700 for the data team'
+    viewer_plan = platform.ask(prompt, user="bob@finopti.dev")  # seeing the plan needs only cost access
+    assert viewer_plan.status_code == 200 and viewer_plan.json()["kind"] == "plan", viewer_plan.text
+    refused = platform.confirm(viewer_plan, user="bob@finopti.dev")
+    assert refused.status_code == 403 and "finops_admin" in refused.json()["message"]
+
+    plan = platform.ask(prompt, user="fiona@finopti.dev")
+    body = plan.json()
+    assert body["kind"] == "plan" and body["plan"]["after"]["filter"] == {"labels": {"team": "data"}}
+    assert "budget e2e-chat created: $700.00 a month for team=data" in body["answer"]
+    assert "e2e-chat" not in {b["name"] for b in act(platform, "list_budgets").json()["data"]}  # nothing yet
+    done = platform.confirm(plan, user="fiona@finopti.dev")
+    assert done.status_code == 200, done.text
+    assert done.json()["data"]["status"]["actual"] == 1290.95
+    records = platform.wait_for_log("gcloud-agent", lambda line: line.get("event") == "audit" and (
+        line["audit"]["target"], line["audit"]["action"]) == ("e2e-chat", "create_budget"))
+    assert records and records[-1]["audit"]["who"] == "fiona@finopti.dev"
+    assert records[-1]["audit"]["outcome"] == "succeeded"
+
+    again = platform.ask(prompt, user="fiona@finopti.dev")  # the name is taken: the plan says it cannot be done
+    assert again.status_code == 409 and again.json()["error"] == "change_blocked"
+    delete = platform.ask('delete budget "e2e-chat"', user="fiona@finopti.dev")
+    assert delete.json()["kind"] == "plan" and platform.confirm(delete, user="fiona@finopti.dev").status_code == 200
+    assert "e2e-chat" not in {b["name"] for b in act(platform, "list_budgets").json()["data"]}

@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
 
-from . import analysis, changes
+from . import analysis, changes, instance_logs
 from .catalog import HOURS_PER_MONTH, METRICS, SANDBOX_NOW_TS, ZONES, iso
 from .errors import InvalidArgument, SandboxError
 from .sandbox_finops import SandboxFinOps
@@ -89,6 +89,7 @@ class SandboxCloud(SandboxFinOps):
                     conn.execute(statement)
             if conn.execute("SELECT 1 FROM meta WHERE key = 'seeded'").fetchone() is None:
                 write_plan(conn, build_plan())
+            instance_logs.ensure(conn, build_plan)
             version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             if version is None or version[0] != SCHEMA_VERSION:
                 raise SandboxError(
@@ -313,6 +314,23 @@ class SandboxCloud(SandboxFinOps):
             "after": None,
             "message": f"deleted {name} and its boot disk; {unattached}",
         }
+
+    def query_instance_logs(
+        self,
+        instance: str | None = None,
+        zone: str | None = None,
+        label: str | None = None,
+        min_severity: str | None = None,
+        window: str = "24h",
+        text: str | None = None,
+        limit: int = 100,
+    ) -> dict:
+        """The instances' log entries (Cloud Logging's shape) in a window before SANDBOX_NOW, newest first, with
+        counts per severity and per instance; `min_severity` keeps that level and worse."""
+        if zone is not None:
+            check_zone(zone)
+        with transaction(self.db_path) as conn:
+            return instance_logs.query(conn, instance, zone, label, min_severity, window, text, limit)
 
     def plan_change(self, action: str, name: str, machine_type: str | None = None) -> dict:
         """What `action` (start/stop/resize/delete_instance) would do to `name`, without doing it."""

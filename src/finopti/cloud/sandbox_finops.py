@@ -19,7 +19,7 @@ from .errors import AlreadyExists, InvalidArgument
 from .finops import anomalies, budgets, commitments, costs, forecast, periods
 from .finops.common import check_top, cost_filter, dimension, format_money
 from .store import load_prices, not_found, transaction
-from .validation import check_int
+from .validation import check_choice, check_int
 from .waste import unused_resources
 
 SERIES_OF_TYPE = {v: k for k, v in CUD_TYPES.items()}
@@ -37,6 +37,11 @@ def _keys(keys: object) -> tuple[str, ...]:
     if not isinstance(items, list | tuple) or not items or not all(isinstance(k, str) and k.strip() for k in items):
         raise InvalidArgument(f"keys must be label names, e.g. ['team', 'env'] or 'team,env'; got {keys!r}.")
     return tuple(dict.fromkeys(k.strip() for k in items))
+
+
+def _stored(budget: dict) -> dict:
+    """What a budget is (for plans and the audit trail's before/after), without who made it when."""
+    return {k: budget[k] for k in ("name", "amount", "filter", "thresholds")}
 
 
 def _budget(row) -> dict:
@@ -139,18 +144,57 @@ class SandboxFinOps:
                          (name, amount, json.dumps(scope), json.dumps(rules), SANDBOX_NOW_TS, created_by))
             budget = _budget(conn.execute("SELECT * FROM budgets WHERE name = ?", (name,)).fetchone())
             report = budgets.status(export, budget)
-        return {**budget, "status": report, "message": f"budget {name} created: {format_money(amount)} a month "
-                f"for {budgets.scope_text(scope)}"}
+        return {**budget, "status": report, "before": None, "after": _stored(budget),
+                "message": f"budget {name} created: {format_money(amount)} a month for {budgets.scope_text(scope)}"}
 
     def delete_budget(self, name: str) -> dict:
         name = budgets.check_name(name)
         with transaction(self.db_path, write=True) as conn:
-            row = conn.execute("SELECT * FROM budgets WHERE name = ?", (name,)).fetchone()
-            if row is None:
-                known = [r["name"] for r in conn.execute("SELECT name FROM budgets ORDER BY name")]
-                raise not_found("budget", name, known, "Use list_budgets to see the budgets that exist.")
+            budget = _budget(self._budget_row(conn, name))
             conn.execute("DELETE FROM budgets WHERE name = ?", (name,))
-        return {**_budget(row), "deleted": True, "message": f"budget {name} deleted"}
+        return {**budget, "deleted": True, "before": _stored(budget), "after": None,
+                "message": f"budget {name} deleted"}
+
+    def plan_budget_change(self, action: str, name: str, amount: float | None = None, project: str | None = None,
+                           service: str | None = None, team: str | None = None, labels: dict | str | None = None,
+                           thresholds: list | None = None) -> dict:
+        """What creating or deleting a budget would do, without doing it (the plan a person confirms)."""
+        action = check_choice("action", action, ("create_budget", "delete_budget"))
+        name = budgets.check_name(name)
+        with transaction(self.db_path) as conn:
+            export = SqliteBillingExport(conn)
+            exists = conn.execute("SELECT 1 FROM budgets WHERE name = ?", (name,)).fetchone() is not None
+            plan: dict = {"action": action, "name": name, "blocked": None, "changed": True, "reversible": True,
+                          "monthly_cost_change_usd": 0.0, "cost_note": "a budget changes no bill: it watches one"}
+            if action == "create_budget":
+                if amount is None:
+                    raise InvalidArgument("creating a budget needs its amount.")
+                budget = {"name": name, "amount": budgets.check_amount(amount),
+                          "filter": budgets.budget_filter(export, project, service, team, labels),
+                          "thresholds": budgets.check_thresholds(thresholds)}
+                report = budgets.status(export, budget)
+                plan.update(before=None, after=budget, undo=f'delete budget "{name}"', changes=[
+                    f"budget {name} created: {format_money(budget['amount'])} a month for "
+                    f"{budgets.scope_text(budget['filter'])}",
+                    "alerts at " + ", ".join(f"{t['percent']:g}% of {t['basis']}" for t in budget["thresholds"]),
+                    f"this month so far {report['actual_percent']}% spent, forecast {report['forecast_percent']}%"])
+                if exists:
+                    plan["blocked"] = f"budget '{name}' already exists; delete it first or pick another name."
+            else:
+                budget = _stored(_budget(self._budget_row(conn, name)))
+                labels_said = ",".join(f"{k}={v}" for k, v in budget["filter"].get("labels", {}).items())
+                plan.update(before=budget, after=None, changes=[f"budget {name} deleted; its alerts stop"],
+                            undo=f'create budget "{name}" of {budget["amount"]:g}'
+                                 + (f" for {labels_said}" if labels_said else ""))
+        return plan
+
+    @staticmethod
+    def _budget_row(conn, name: str):
+        row = conn.execute("SELECT * FROM budgets WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            known = [r["name"] for r in conn.execute("SELECT name FROM budgets ORDER BY name")]
+            raise not_found("budget", name, known, "Use list_budgets to see the budgets that exist.")
+        return row
 
     def list_budgets(self) -> list[dict]:
         with transaction(self.db_path) as conn:
@@ -173,16 +217,21 @@ class SandboxFinOps:
             if name is not None:
                 if amount is not None or any(v is not None for v in (project, service, team, labels)):
                     raise InvalidArgument("give either a budget name or an amount with its slice, not both.")
-                name = budgets.check_name(name)
-                row = conn.execute("SELECT * FROM budgets WHERE name = ?", (name,)).fetchone()
-                if row is None:
-                    known = [r["name"] for r in conn.execute("SELECT name FROM budgets ORDER BY name")]
-                    raise not_found("budget", name, known, "Use list_budgets, or give an amount for an ad-hoc check.")
+                row = self._budget_row(conn, budgets.check_name(name))
                 return {**budgets.status(export, _budget(row)), "saved": True}
-            if amount is None:
+            if amount is None and all(v is None for v in (project, service, team, labels)):
                 raise InvalidArgument("give a budget name, or an amount (and optionally project, service, team, "
                                       "labels) to check spend against.")
             scope = budgets.budget_filter(export, project, service, team, labels)
+            if amount is None:  # "how is the payments budget doing": the saved budget of exactly that slice
+                rows = conn.execute("SELECT * FROM budgets ORDER BY name").fetchall()
+                matching = [row for row in rows if json.loads(row["filter"]) == scope]
+                if len(matching) != 1:
+                    known = ", ".join(f"{r['name']} ({budgets.scope_text(json.loads(r['filter']))})" for r in rows)
+                    what = "no saved budget covers" if not matching else "several saved budgets cover"
+                    raise InvalidArgument(f"{what} exactly {budgets.scope_text(scope)}; give a budget name or an "
+                                          f"amount to check against. Budgets: {known or 'none'}.")
+                return {**budgets.status(export, _budget(matching[0])), "saved": True}
             adhoc = {"name": "(ad hoc)", "amount": budgets.check_amount(amount), "filter": scope,
                      "thresholds": budgets.check_thresholds(None)}
             return {**budgets.status(export, adhoc), "saved": False}

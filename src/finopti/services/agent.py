@@ -2,7 +2,7 @@
 sees what is asked), each served by a tool on the agent's own tool server, reached over MCP via the mesh."""
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +39,9 @@ class Action:
     fixed: dict = field(default_factory=dict)
     # A change to the cloud: every attempt is written to the audit trail.
     mutates: bool = False
+    # Served by the agent itself instead of a tool (the platform's own logs, read from the log store through
+    # the mesh): called with the agent's settings and the arguments; it raises HTTPException on failure.
+    handler: Callable[[ServiceSettings, dict], Awaitable[Any]] | None = None
 
 
 def _difference(before: dict | None, after: dict | None) -> str:
@@ -66,6 +69,13 @@ def audit(agent: str, action: str, args: dict, confirmation: str | None, outcome
             "outcome": outcome, "before": before, "after": after, "error": error, "confirmation": confirmation,
         }},
     )
+
+
+def _explained(parts: Any) -> str | None:
+    """{"data": ..., "period": ..., "filter": ..., "method": ...} -> "Data: .... Period: .... ..."."""
+    if isinstance(parts, str) or parts is None:
+        return parts
+    return " ".join(f"{key.capitalize()}: {str(value).rstrip('.')}." for key, value in parts.items() if value)
 
 
 def _root_cause(exc: BaseException) -> BaseException:
@@ -113,7 +123,12 @@ def create_agent_app(
             )
         args = {k: v for k, v in arguments.items() if v is not None}
         try:
-            data = await call_tool(tools_url, spec.tool, {**args, **spec.fixed}, verify=mesh_tls)
+            if spec.handler is not None:
+                data = await spec.handler(settings, args)
+            else:
+                data = await call_tool(tools_url, spec.tool, {**args, **spec.fixed}, verify=mesh_tls)
+        except HTTPException:
+            raise
         except ToolError as exc:
             status = ERROR_STATUS.get(exc.kind, 502)
             if spec.mutates:
@@ -126,8 +141,9 @@ def create_agent_app(
             raise failure from None
         if spec.mutates:
             audit(settings.service, action, args, confirmation, "succeeded", data)
-        # A tool that shows its work returns `explanation` (data, period, method); it travels beside the data.
-        explanation = data.pop("explanation", None) if isinstance(data, dict) else None
+        # A tool that shows its work returns `explanation` ({data, period, filter, method}); the chat shows it as
+        # sentences beside the data (docs/console.md), the data keeps the parts.
+        explanation = _explained(data.get("explanation")) if isinstance(data, dict) else None
         answer = {
             "agent": settings.service,
             "version": settings.version,

@@ -11,9 +11,9 @@ import re
 from datetime import timedelta
 
 from ..errors import InvalidArgument
-from ..validation import parse_label
+from ..validation import parse_labels
 from . import forecast as forecasting
-from .common import money, net
+from .common import cost_filter, money, net
 from .export import BillingExport, CostFilter
 from .periods import DAY, day_of, iso_day, month_start, next_month_start, ts_of
 
@@ -64,11 +64,9 @@ def budget_filter(export: BillingExport, project: object = None, service: object
                   labels: object = None) -> dict:
     """The slice a budget covers, stored as {"project"?, "service"?, "labels": {k: v}}; project and service
     must exist in the billing data, label values need not (a new team may have no spend yet)."""
-    from .common import cost_filter
-
     if labels is not None and not isinstance(labels, dict | str):
         raise InvalidArgument(f"labels must be an object {{key: value}} or 'key=value', got {labels!r}.")
-    pairs = dict([parse_label(labels)]) if isinstance(labels, str) else dict(labels or {})
+    pairs = parse_labels(labels) if isinstance(labels, str) else dict(labels or {})
     for key, value in pairs.items():
         if not isinstance(key, str) or not isinstance(value, str) or not key.strip() or not value.strip():
             raise InvalidArgument(f"labels must map names to non-empty values, got {labels!r}.")
@@ -92,8 +90,8 @@ def scope_text(scope: dict) -> str:
     return as_cost_filter(scope).text()
 
 
-def _crossed_on(export: BillingExport, where: CostFilter, start: int, today: int, amount: float) -> dict[int, str]:
-    """For each day, the cumulative net spend of the month; used to date when a threshold was crossed."""
+def _cumulative(export: BillingExport, where: CostFilter, start: int, today: int) -> dict[int, float]:
+    """For each day of the month so far, the cumulative net spend: when a threshold was crossed, and the chart."""
     by_day = {c["day"]: net(c) for c in export.aggregate(start, today, ["day"], where)}
     running, out = 0.0, {}
     for day in range(start, today, DAY):
@@ -111,7 +109,7 @@ def status(export: BillingExport, budget: dict) -> dict:
     amount = budget["amount"]
     outlook = forecasting.forecast(export, where)
     month = outlook["month_end"]
-    cumulative = _crossed_on(export, where, start, today, amount)
+    cumulative = _cumulative(export, where, start, today)
     actual = month["actual_to_date"]
     thresholds = []
     for rule in budget["thresholds"]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 
 from ..errors import InvalidArgument
-from ..validation import parse_label
+from ..validation import parse_labels
 from .export import DIMENSIONS, LABEL_PREFIX, BillingExport, CostFilter
 
 LABEL_SHORTCUTS = ("team", "env", "app")  # group_by="team" means group_by="label:team"
@@ -85,7 +85,7 @@ def cost_filter(export: BillingExport, project: object = None, service: object =
                 raise InvalidArgument(f"{key} must be a non-empty string, got {value!r}.")
             labels.append((key, value.strip().lower()))
     if label is not None:
-        labels.append(parse_label(label))
+        labels.extend(parse_labels(label).items())
     return CostFilter(
         projects=(_match("project", project, export.known("project")),) if project is not None else (),
         services=(_match("service", service, export.known("service")),) if service is not None else (),

@@ -13,6 +13,9 @@ DAY = 86400
 
 NAMED = ("yesterday", "last_7_days", "last_14_days", "last_30_days", "last_90_days", "this_week", "last_week",
          "this_month", "month_to_date", "last_month")
+LAST_DAYS = re.compile(r"^last_(\d{1,3})_days?$")  # any number of days: last_10_days
+MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
+          "november", "december")
 
 
 def day_of(ts: int) -> date:
@@ -76,8 +79,13 @@ def _named(name: str, today: date) -> tuple[date, date]:
     monday = today - timedelta(days=today.weekday())
     if name == "yesterday":
         return yesterday, yesterday
-    if name.startswith("last_") and name.endswith("_days"):
-        return today - timedelta(days=int(name.split("_")[1])), yesterday
+    if LAST_DAYS.match(name):
+        return today - timedelta(days=int(LAST_DAYS.match(name)[1])), yesterday
+    if name in MONTHS:  # the latest such month that has begun
+        month = MONTHS.index(name) + 1
+        year = today.year if month <= today.month else today.year - 1
+        first = date(year, month, 1)
+        return first, next_month_start(first) - timedelta(days=1)
     if name == "this_week":
         return monday, monday + timedelta(days=6)
     if name == "last_week":
@@ -113,11 +121,11 @@ def resolve(period: str | None, start: str | None, end: str | None, today_ts: in
             except ValueError:
                 raise InvalidArgument(f"period {period!r} is not a real month.") from None
             last = next_month_start(first) - timedelta(days=1)
-        elif name in NAMED:
+        elif name in NAMED or name in MONTHS or (LAST_DAYS.match(name) and int(LAST_DAYS.match(name)[1]) > 0):
             first, last = _named(name, today)
         else:
-            raise InvalidArgument(f"unknown period {period!r}; use one of {', '.join(NAMED)}, a month "
-                                  "YYYY-MM, or start/end dates YYYY-MM-DD.")
+            raise InvalidArgument(f"unknown period {period!r}; use one of {', '.join(NAMED)}, last_<n>_days, a "
+                                  "month's name or YYYY-MM, or start/end dates YYYY-MM-DD.")
         label = name
     if last < first:
         raise InvalidArgument(f"the period ends ({last.isoformat()}) before it starts ({first.isoformat()}).")

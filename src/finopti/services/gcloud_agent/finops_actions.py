@@ -159,6 +159,12 @@ def _message(data: Any, _: dict) -> str:
     return data["message"]
 
 
+def _budget_plan(data: Any, _: dict) -> str:
+    if data.get("blocked"):
+        return f"cannot {data['action'].replace('_budget', '')} budget {data['name']}: {data['blocked']}"
+    return f"{'; '.join(data['changes'])}; undo with “{data['undo']}”"
+
+
 def _const(view: dict):
     return lambda data, args: {**view, "unit": data.get("currency", "USD") if isinstance(data, dict) else "USD"}
 
@@ -177,8 +183,12 @@ FINOPS_ACTIONS = {
     "unlabeled_spend": Action("unlabeled_spend", "Spend on resources without a team or env label", _unlabeled,
                               _const({"type": "bar", "rows": "by_service", "x": "key", "y": ["net"]})),
     "create_budget": Action("create_budget", "Create a monthly budget with alert thresholds", _budget_created,
-                            lambda d, a: {**BUDGET_VIEW, "rows": "status.series", "unit": "USD"}),
-    "delete_budget": Action("delete_budget", "Delete a budget", _message),
+                            lambda d, a: {**BUDGET_VIEW, "rows": "status.series", "unit": "USD"}, mutates=True),
+    "delete_budget": Action("delete_budget", "Delete a budget", _message, mutates=True),
+    # A budget change is confirmed like any change: first its plan (allowed to whoever may see costs).
+    **{f"plan_{change}": Action("plan_budget_change", f"What {change} would do (nothing changes)", _budget_plan,
+                                fixed={"action": change})
+       for change in ("create_budget", "delete_budget")},
     "list_budgets": Action("list_budgets", "List budgets with actual and forecast spend", _budgets,
                            lambda d, a: {"type": "bar", "x": "name", "y": ["actual", "forecast", "amount"],
                                          "unit": "USD"}),

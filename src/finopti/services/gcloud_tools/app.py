@@ -181,6 +181,14 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     @server.tool()
     @reports_errors
+    def plan_budget_change(action: str, name: str, amount: float | None = None, project: str | None = None,
+                           service: str | None = None, team: str | None = None, labels: dict | str | None = None,
+                           thresholds: list | None = None) -> dict:
+        """What create_budget or delete_budget would do, without doing it."""
+        return cloud.plan_budget_change(action, name, amount, project, service, team, labels, thresholds)
+
+    @server.tool()
+    @reports_errors
     def list_budgets() -> list[dict]:
         """Every budget with this month's actual and forecast spend and the thresholds crossed."""
         return cloud.list_budgets()

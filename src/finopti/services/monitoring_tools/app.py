@@ -25,6 +25,18 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     @server.tool()
     @reports_errors
+    def query_instance_logs(
+        instance: str | None = None, zone: str | None = None, label: str | None = None,
+        min_severity: str | None = None, window: str = "24h", text: str | None = None, limit: int = 100,
+    ) -> dict:
+        """The instances' log entries in a window (30m, 6h, 2d, today, yesterday, this_morning, this_week), of
+        one instance, zone or labels ('env=prod'), at `min_severity` (WARNING, ERROR, CRITICAL...) or worse,
+        containing `text`; newest first, with counts per severity and per instance."""
+        return cloud.query_instance_logs(instance=instance, zone=zone, label=label, min_severity=min_severity,
+                                         window=window, text=text, limit=limit)
+
+    @server.tool()
+    @reports_errors
     def list_metrics() -> list[dict]:
         """The metrics that can be queried, with unit and description."""
         return cloud.list_metrics()

@@ -42,6 +42,11 @@ SLOT_KINDS = {
     "days": "whole days back from now",
     "window": "a time window: 30m, 6h, 2d, today, yesterday, this_morning, this_week",
     "text": "quoted text to search for",
+    "period": "a billing period: last_week, last_month, this_month, yesterday, last_<n>_days, a month's name",
+    "cloud_service": "a billed cloud service: Compute Engine, Networking, Cloud Storage, BigQuery",
+    "cost_group": "how to break costs down (service, project, sku, region, resource, day, month or a label)",
+    "amount": "an amount of money",
+    "label_key": "a label key that spend lacks (team, env)",
 }
 
 
@@ -126,6 +131,46 @@ GROUP_WORDS: dict[str, tuple[str, str | None]] = {
        for which in ("which", "what")},
     **{f"most expensive {word}": ("instance", None) for word in _GROUP_KEYS[("instance", None)]},
 }
+# Billing periods said in words (windows such as "last week" or "past 30 days" come from quantities.py).
+MONTH_NAMES = ("january", "february", "march", "april", "june", "july", "august", "september", "october",
+               "november", "december")  # not "may": too often a verb
+PERIOD_WORDS = {
+    "this month": "this_month", "month to date": "this_month", "month-to-date": "this_month", "mtd": "this_month",
+    "so far this month": "this_month", "current month": "this_month", "this month so far": "this_month",
+    "month over month": "last_month", "month-over-month": "last_month", "week over week": "last_week",
+    "week-over-week": "last_week", "previous month": "last_month", "the month before": "last_month",
+    **{m: m for m in MONTH_NAMES}, **{f"in {m}": m for m in MONTH_NAMES},
+    **{m[:3]: m for m in MONTH_NAMES if m[:3] not in ("mar", "jun", "jul")}, "sept": "september",
+}
+# GCP's service names as people say them (service.description in the billing export).
+CLOUD_SERVICE_WORDS = {
+    "bigquery": "BigQuery", "big query": "BigQuery", "bq": "BigQuery",
+    "networking": "Networking", "network": "Networking", "egress": "Networking", "bandwidth": "Networking",
+    "data transfer": "Networking", "compute engine": "Compute Engine", "gce": "Compute Engine",
+    "cloud storage": "Cloud Storage", "gcs": "Cloud Storage",
+}
+_COST_GROUPS = {
+    ("service", None): ("service", "services"), ("project", None): ("project", "projects"),
+    ("sku", None): ("sku", "skus"), ("region", None): ("region", "regions"),
+    ("resource", None): ("resource", "resources"), ("day", None): ("day",), ("month", None): ("month",),
+}
+COST_GROUP_WORDS: dict[str, tuple[str, str | None]] = {
+    **{f"{prep} {word}": group
+       for group, words in {**_COST_GROUPS, **{g: w for g, w in _GROUP_KEYS.items() if g[0] == "label"}}.items()
+       for word in words
+       for prep in ("by", "per", "each", "for each", "for every", "across", "broken down by", "grouped by",
+                    "split by")},
+    **{f"{which} {word}": group
+       for group, words in {**_COST_GROUPS, **{g: w for g, w in _GROUP_KEYS.items() if g[0] == "label"}}.items()
+       for word in words if group[0] not in ("day", "month")
+       for which in ("which", "what", "top", "biggest", "largest", "most expensive")},
+    "daily": ("day", None), "day by day": ("day", None), "per day": ("day", None), "each day": ("day", None),
+    "month by month": ("month", None),
+}
+LABEL_KEY_SAID = {
+    **{f"{key} {noun}": key for key in ("team", "env") for noun in ("label", "labels", "tag", "tags")},
+    "environment label": "env", "environment tag": "env", "environment labels": "env",
+}
 # Values a slot kind takes from the vocabulary above.
 VOCABULARY: dict[str, dict] = {
     "state": STATE_WORDS,
@@ -133,12 +178,22 @@ VOCABULARY: dict[str, dict] = {
     "severity": SEVERITY_WORDS,
     "unattached": UNATTACHED_WORDS,
     "group_by": GROUP_WORDS,
+    "period": PERIOD_WORDS,
+    "cloud_service": CLOUD_SERVICE_WORDS,
+    "cost_group": COST_GROUP_WORDS,
+    "label_key": LABEL_KEY_SAID,
 }
 
 INSTANCE_NOUNS = {"instance": 0.8, "instances": 1.5, "vm": 0.8, "vms": 1.5, "server": 0.8, "servers": 1.5,
                   "machine": 0.8, "machines": 1.5, "node": 1.0, "nodes": 1.0, "boxes": 1.0, "fleet": 1.0,
                   "compute engine": 1.5}
 _THE_INSTANCE = {"instance": 0.5, "vm": 0.5, "server": 0.5, "machine": 0.5, "box": 0.5}
+# Money words every billing action shares, weakly: the action is said by its own words and its slots
+# ("last month" makes a cost report, "forecast" a forecast), so the monthly estimate keeps "what do we spend".
+COST_WORDS = {"cost": 1.0, "costs": 1.0, "costing": 1.0, "spend": 1.0, "spends": 1.0, "spending": 1.0,
+              "spent": 1.0, "bill": 1.0, "billing": 1.0, "billed": 1.5, "charges": 1.0, "charged": 1.0,
+              "paid": 1.0, "pay": 0.5, "paying": 0.5, "money": 0.5, "cloud costs": 1.0, "expenses": 1.0}
+BUDGET_WORDS = {"budget": 2.5, "budgets": 2.5}
 LOG_WORDS = {"log": 2.5, "logs": 2.5, "logged": 3.0, "log entries": 3.0, "log lines": 3.0, "logging": 2.0,
              "entries": 1.0, "syslog": 2.5, "mentioning": 1.0, "containing": 1.0, "search": 0.5,
              "messages": 1.0}
@@ -273,7 +328,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
         words={"cost": 2.5, "costs": 2.5, "costing": 2.5, "spend": 2.5, "spends": 2.5, "spending": 2.5, "spent": 2.5,
                **{f"most expensive {w}": 2.5 for w in _GROUP_KEYS[("instance", None)]},
                "bill": 2.5, "billing": 2.0, "pay": 2.0, "paying": 2.0, "price": 2.0, "expensive": 2.0,
-               "money": 1.0, "monthly": 0.5, "how much": 0.5, "total": 0.5},
+               "money": 1.0, "monthly": 0.5, "how much": 0.5, "total": 0.5, "run rate": 2.5, "run-rate": 2.5},
         slots=(Slot("group_by", "group_by", weight=1.5), Slot("instance", "instance", weight=1.5),
                Slot("label", "label")),
     ),
@@ -318,6 +373,143 @@ ACTIONS: tuple[ActionSpec, ...] = (
                Slot("window", "window"), Slot("text", "text")),
     ),
 )
+
+BILLING_ACTIONS: tuple[ActionSpec, ...] = (
+    ActionSpec(
+        "gcloud-agent", "cost_report", "Billed cost over a period (by service, project, SKU, team, label or day)",
+        template="cost report[ for {period}][ {group_by}][ for service {service}][ with label {label}]",
+        example={"period": "last_month", "group_by": "service"},
+        words={**COST_WORDS, "cost report": 3.0, "billing report": 3.0, "breakdown": 1.0, "break down": 1.0,
+               "invoice": 2.0, "invoiced": 2.0, "actual": 1.0, "what did we": 0.5, "how much did": 0.5},
+        slots=(Slot("period", "period", weight=3.0), Slot("group_by", "cost_group", weight=2.0),
+               Slot("service", "cloud_service", weight=1.5), Slot("label", "label")),
+    ),
+    ActionSpec(
+        "gcloud-agent", "compare_costs", "Compare a period's cost with the one before and find what drove it",
+        template="compare costs[ for {period}] with the period before[ {group_by}][ for service {service}]"
+                 "[ with label {label}]",
+        example={"period": "last_week"},
+        words={**COST_WORDS, "compare": 3.0, "comparison": 3.0, "compared": 3.0, "go up": 3.0, "went up": 3.0,
+               "gone up": 3.0, "going up": 2.5, "go down": 3.0, "went down": 3.0, "increase": 3.0, "increased": 3.0,
+               "increases": 3.0, "decrease": 3.0, "decreased": 3.0, "rise": 3.0, "rose": 3.0, "risen": 3.0,
+               "jump": 3.0, "jumped": 3.0, "grew": 3.0, "growth": 2.0, "fell": 3.0, "higher": 2.0, "lower": 2.0,
+               "more than": 1.0, "less than": 1.0, "drove": 3.0, "drivers": 3.5, "driver": 3.5, "driving": 3.0,
+               "caused": 2.0, "why": 1.5, "changed": 3.0, "change": 3.0, "changes": 3.0, "difference": 3.0,
+               "month over month": 2.0, "week over week": 2.0, "the week before": 2.0, "the month before": 2.0,
+               "period before": 2.0, "versus": 2.5, "vs": 2.5},
+        slots=(Slot("period", "period", weight=2.0), Slot("group_by", "cost_group", weight=0.5),
+               Slot("service", "cloud_service", weight=1.5), Slot("label", "label")),
+    ),
+    ActionSpec(
+        "gcloud-agent", "forecast_costs", "Forecast this month's and next month's cost (80 % and 95 % intervals)",
+        template="forecast costs[ for service {service}][ with label {label}]",
+        example={},
+        words={**COST_WORDS, "forecast": 3.5, "forecasts": 3.5, "forecasted": 3.5, "predict": 3.5,
+               "prediction": 3.5, "projected": 3.5, "projection": 3.5, "end of the month": 3.5,
+               "end of month": 3.5, "month end": 3.5, "month-end": 3.5, "next month": 3.5, "will we spend": 3.0,
+               "going to spend": 3.0, "going to cost": 3.0, "will cost": 2.5, "will be": 1.0, "expected": 2.0,
+               "expect": 2.0, "land": 1.5, "on pace": 2.5, "trajectory": 2.5, "outlook": 2.5,
+               "end the month": 3.5, "finish the month": 3.5, "end up": 2.5, "where will": 1.0},
+        slots=(Slot("service", "cloud_service", weight=1.5), Slot("label", "label")),
+    ),
+    ActionSpec(
+        "gcloud-agent", "detect_cost_anomalies", "Find days on which a service cost unusually much, and why",
+        template="cost anomalies[ for {period}][ for service {service}][ with label {label}]",
+        example={"period": "last_30_days"},
+        words={**COST_WORDS, "anomaly": 3.0, "anomalies": 3.0, "anomalous": 3.0, "cost anomalies": 4.5,
+               "spend anomalies": 4.5, "spike": 3.0, "spikes": 3.0, "spiked": 3.0, "spiking": 3.0, "surge": 3.0,
+               "outlier": 3.0, "outliers": 3.0, "unusual": 2.5, "unexpected": 2.5, "weird": 1.5, "odd": 1.5,
+               "sudden": 1.5, "log": -2.0, "logs": -2.0},
+        slots=(Slot("period", "period", weight=1.5), Slot("service", "cloud_service", weight=1.5),
+               Slot("label", "label")),
+    ),
+    ActionSpec(
+        "gcloud-agent", "budget_status", "Will a budget hold: spend so far, forecast, thresholds crossed",
+        template="budget status[ of a {amount} budget][ for {labels}][ for service {service}]",
+        example={"amount": 5000, "labels": "team=payments"},
+        words={"budget": 2.5, "budgets": 1.0, "stay under": 3.0, "stay within": 3.0, "stay below": 3.0, "on track": 3.0,
+               "go over": 3.0, "going over": 3.0, "exceed": 3.0, "overrun": 3.0, "blow": 1.5, "within": 1.0,
+               "under": 0.5, "doing": 1.0, "status": 1.0, "hold": 1.0, "afford": 2.0, "budget status": 4.0,
+               "spend": 0.5, "spending": 0.5},
+        slots=(Slot("amount", "amount", weight=2.5), Slot("labels", "label"),
+               Slot("service", "cloud_service", weight=1.0)),
+    ),
+    ActionSpec(
+        "gcloud-agent", "list_budgets", "List budgets with their actual and forecast spend",
+        template="list budgets",
+        example={},
+        words={"budgets": 3.0, "budget": 1.0, "list": 1.0, "show": 0.5, "which": 0.5, "all": 0.5, "our budgets": 3.0,
+               "do we have": 1.0,
+               "budget alerts": 3.5, "alerts": 1.0, "at risk": 2.5, "over budget": 3.0, "any": 0.3},
+    ),
+    ActionSpec(
+        "gcloud-agent", "create_budget", "Create a monthly budget with alert thresholds (FinOps admins)",
+        template="create budget \"{name}\" of {amount}[ for {labels}][ for service {service}]",
+        example={"name": "qa-limit", "amount": 400, "labels": "env=dev"},
+        verbs={"create * budget": 4.0, "set up * budget": 4.0, "set * budget": 4.0, "add * budget": 4.0,
+               "new budget": 4.0, "make * budget": 4.0, "create budget": 4.0, "define * budget": 4.0},
+        words={**BUDGET_WORDS, "called": 0.5, "named": 0.5, "monthly": 0.5},
+        slots=(Slot("name", "text", required=True, weight=1.0,
+                    ask="What should the budget be called? Say the name in quotes."),
+               Slot("amount", "amount", required=True, weight=2.0, ask="How much a month?"),
+               Slot("labels", "label"), Slot("service", "cloud_service", weight=1.0)),
+        mutates=True,
+    ),
+    ActionSpec(
+        "gcloud-agent", "delete_budget", "Delete a budget (FinOps admins)",
+        template="delete budget \"{name}\"",
+        example={"name": "qa-limit"},
+        verbs={"delete * budget": 4.0, "remove * budget": 4.0, "drop * budget": 4.0, "get rid of * budget": 4.0,
+               "delete budget": 4.0, "remove budget": 4.0},
+        words=BUDGET_WORDS,
+        slots=(Slot("name", "text", required=True, weight=1.0, ask="Which budget? Say its name in quotes."),),
+        mutates=True,
+    ),
+    ActionSpec(
+        "gcloud-agent", "unlabeled_spend", "Spend on resources without a team or env label",
+        template="spend without labels[ for {period}][ missing the {keys} label]",
+        example={},
+        words={**COST_WORDS, "unlabeled": 4.5, "unlabelled": 4.5, "untagged": 4.5, "not labeled": 4.5,
+               "not labelled": 4.5, "not tagged": 4.5, "no label": 3.0, "no labels": 3.0, "missing labels": 3.5,
+               "missing label": 3.5, "missing tags": 3.5, "without labels": 3.5, "without a label": 3.5,
+               "labeled": 1.5, "labelled": 1.5, "tagged": 1.5, "labels": 1.0, "label": 1.0, "tags": 1.0,
+               "missing": 1.0, "without": 0.5, "no": 0.3, "owner": 1.0, "unowned": 3.0, "unallocated": 3.0,
+               "resources": 0.5},
+        slots=(Slot("period", "period", weight=1.0), Slot("keys", "label_key", weight=2.0)),
+    ),
+    ActionSpec(
+        "gcloud-agent", "commitment_recommendations", "Committed use discounts to buy, and how ours are used",
+        template="commitment recommendations",
+        example={},
+        words={"commitment": 3.5, "commitments": 3.5, "committed use": 4.0, "committed use discount": 4.5,
+               "committed use discounts": 4.5, "cud": 4.0, "cuds": 4.0, "commit": 3.0, "reservation": 3.0,
+               "reservations": 3.0, "reserved": 2.0, "savings plan": 3.5, "savings plans": 3.5, "discount": 2.0,
+               "discounts": 2.0, "buy": 1.0, "utilized": 1.0, "utilization": 1.0, "utilised": 1.0,
+               "recommendations": 0.5, "save": 0.5},
+    ),
+    ActionSpec(
+        "gcloud-agent", "find_unused_resources", "Unattached disks, idle external IPs and old snapshots, and their "
+        "cost",
+        template="find unused resources",
+        example={},
+        words={"unused resources": 4.0, "idle resources": 4.0, "wasted": 2.5, "waste": 2.5, "wasted resources": 4.0,
+               "clean up": 3.0, "cleanup": 3.0, "cleaning up": 3.0, "clean-up": 3.0, "old snapshots": 4.0,
+               "snapshots": 3.0, "external ips": 3.5,
+               "external ip": 3.5, "ip addresses": 3.0, "ips": 3.0, "static ips": 3.5, "addresses": 2.0,
+               "resources": 1.0, "orphaned resources": 4.0, "what can we delete": 4.0, "could delete": 2.5,
+               "can delete": 2.5, "save money": 1.0, "save": 0.5, "idle": 1.0, "leftovers": 2.0, "garbage": 2.0},
+    ),
+    ActionSpec(
+        "gcloud-agent", "billing_export_rows", "Raw rows of the billing export (BigQuery schema)",
+        template="billing export rows[ for {period}][ with label {label}][ for service {service}]",
+        example={"period": "yesterday"},
+        words={**COST_WORDS, "billing export": 4.0, "export": 2.0, "raw": 2.0, "rows": 2.0, "line items": 4.0,
+               "line item": 4.0, "records": 1.5},
+        slots=(Slot("period", "period", weight=1.0), Slot("label", "label"),
+               Slot("service", "cloud_service", weight=1.0)),
+    ),
+)
+ACTIONS = ACTIONS + BILLING_ACTIONS
 
 # Things people ask that no action does: when these words win, the answer is a 422 with what can be asked.
 OUT_OF_SCOPE = ActionSpec(

@@ -241,10 +241,12 @@ def _label_context(tokens: tuple[str, ...], start: int, end: int) -> bool:
     if after in LABEL_KEY_WORDS or before in LABEL_KEY_WORDS or before in ("label", "labelled", "labeled", "tagged"):
         return True
     # "search vm logs": first in the prompt, an ordinary word is a verb, not a team.
-    return start > 0 and after in RESOURCE_NOUNS
+    return start > 0 and (after in RESOURCE_NOUNS or after in COST_NOUNS)
 
 
 DISK_NOUNS = frozenset({"disk", "disks", "volume", "volumes", "boot"})
+# "the search budget", "data spend": a label value before a money word is a slice of spend.
+COST_NOUNS = frozenset({"budget", "budgets", "spend", "spending", "cost", "costs", "bill"})
 
 
 def _keep(reading: Reading, said: tuple[str, ...], tokens: tuple[str, ...], start: int, end: int,

@@ -24,7 +24,8 @@ from finopti.services.orchestrator.text import normalize
 # How much filling a slot says "this action", per kind (a slot's own weight overrides it).
 FILL_WEIGHT = {"instance": 1.5, "disk": 1.5, "bucket": 1.5, "zone": 1.0, "machine_type": 1.5, "label": 1.0,
                "service": 2.0, "state": 1.0, "metric": 0.0, "severity": 1.5, "group_by": 1.5, "unattached": 1.5,
-               "percent": 1.5, "days": 0.5, "window": 0.5, "text": 1.0}
+               "percent": 1.5, "days": 0.5, "window": 0.5, "text": 1.0, "period": 1.0, "cloud_service": 1.5,
+               "cost_group": 1.5, "amount": 2.0, "label_key": 1.5}
 # What leaving a named thing unused costs an action: naming an instance and getting a listing is wrong.
 UNUSED_MENTION = {"instance": 2.0, "disk": 2.0, "bucket": 2.0, "service": 2.0, "name": 1.0, "machine_type": 1.0,
                   "zone": 0.5, "region": 0.5, "label": 0.5}
@@ -283,7 +284,34 @@ def _quantity_fill(slot: Slot, evidence: Evidence) -> Fill | None:
         return Fill(float(numbers[0].value), (numbers[0],))  # type: ignore[arg-type]
     if slot.kind == "text" and evidence.quoted:
         return Fill(evidence.quoted[0], ())
+    if slot.kind == "period":
+        for q in evidence.quantities:
+            period = _period_of(q, evidence.tokens) if q.kind == "window" else None
+            if period:
+                return Fill(period, (q,))
+        return None
+    if slot.kind == "amount":
+        money = [q for q in evidence.quantities if q.kind == "money"]
+        return Fill(money[0].value, (money[0],)) if money else None
     return None
+
+
+# Billing is daily: a window names a period when it is said as one ("last week", "the past 30 days",
+# "yesterday"), not as a rate ("a month", "per week").
+_CALENDAR_WEEK_OR_MONTH = {"week": "last_week", "month": "last_month"}
+
+
+def _period_of(quantity: Quantity, tokens: tuple[str, ...]) -> str | None:
+    window: Window = quantity.value  # type: ignore[assignment]
+    said = tokens[quantity.start:quantity.end]
+    if window.said in ("yesterday", "this_week"):
+        return window.said
+    if not window.said.endswith("d") or not set(said) & {"last", "past", "previous", "over", "in", "during",
+                                                          "for", "since", "within"}:
+        return None
+    if len(said) >= 2 and said[-2] in ("last", "previous") and said[-1] in _CALENDAR_WEEK_OR_MONTH:
+        return _CALENDAR_WEEK_OR_MONTH[said[-1]]  # "last week": the calendar week before this one
+    return f"last_{window.days}_days"
 
 
 def _narrow(fills: dict[str, Fill], spec: ActionSpec, evidence: Evidence) -> None:
@@ -373,7 +401,7 @@ def _arguments(candidate: Candidate) -> dict:
             if slot.default is not None:
                 args[slot.arg] = slot.default
             continue
-        if slot.kind == "group_by":
+        if slot.kind in ("group_by", "cost_group"):
             group, key = fill.value  # type: ignore[misc]
             args["group_by"] = group
             if key:
@@ -424,6 +452,12 @@ def _spoken(arguments: dict, spec: ActionSpec) -> dict[str, str]:
             out[arg] = "unattached" if value else ""
         elif kind == "group_by":
             out[arg] = "per instance" if value == "instance" else f"by {arguments.get('label_key', 'team')}"
+        elif kind == "cost_group":
+            out[arg] = f"by {arguments['label_key']}" if value == "label" else f"by {value}"
+        elif kind == "period":
+            out[arg] = _spoken_period(str(value))
+        elif kind == "amount":
+            out[arg] = f"{value:.0f}" if float(value) == int(value) else f"{value:g}"
         elif kind == "severity":
             out[arg] = {"WARNING": "warnings", "ERROR": "errors", "CRITICAL": "critical errors"}.get(str(value), "")
         elif kind == "window":
@@ -433,6 +467,12 @@ def _spoken(arguments: dict, spec: ActionSpec) -> dict[str, str]:
         else:
             out[arg] = str(value)
     return out
+
+
+def _spoken_period(period: str) -> str:
+    if period.startswith("last_") and period.endswith("_days"):
+        return f"the last {period.split('_')[1]} days"
+    return period.replace("_", " ")
 
 
 def _spoken_window(said: str) -> str:

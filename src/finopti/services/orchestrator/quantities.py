@@ -1,10 +1,12 @@
-"""Numbers a prompt gives in free form: time windows ("past 10 days", "yesterday", "last 24 hours", "this week")
-and percentages or thresholds ("under 3%", "below 3 percent", "less than 1.5").
+"""Numbers a prompt gives in free form: time windows ("past 10 days", "yesterday", "last 24 hours", "this week"),
+percentages or thresholds ("under 3%", "below 3 percent", "less than 1.5") and amounts of money ("$2,500",
+"5k", "3000 dollars", "a budget of 400").
 
 A window is kept as said, in a small vocabulary the tools understand (`10d`, `24h`, `30m`, `today`,
 `yesterday`, `this_morning`, `this_week`); `days` turns it into whole days for the analyses that take days."""
 
 import math
+import re
 from dataclasses import dataclass
 
 from finopti.services.orchestrator.text import number
@@ -25,6 +27,10 @@ PERCENT_WORDS = frozenset({"%", "percent", "pct", "per-cent"})
 BELOW = frozenset({"under", "below", "beneath", "<", "lower", "less", "max", "maximum", "at-most"})
 ABOVE = frozenset({"over", "above", ">", "more", "greater", "exceeding", "higher", "beyond"})
 HOURS_PER_UNIT = {"m": 1 / 60, "h": 1, "d": 24}
+MONEY = re.compile(r"^(?P<dollar>\$)?(?P<number>\d[\d,]*(?:\.\d+)?)(?P<scale>[km])?$")
+MONEY_UNITS = frozenset({"dollar", "dollars", "usd", "bucks", "$"})
+MONEY_SCALES = {"k": 1_000, "m": 1_000_000, "thousand": 1_000, "grand": 1_000, "million": 1_000_000}
+BUDGET_WORDS = frozenset({"budget", "budgets", "budgeted"})
 
 
 @dataclass(frozen=True)
@@ -46,7 +52,8 @@ class Window:
 class Quantity:
     start: int
     end: int
-    kind: str  # window, percent, below (a bare number after "under"/"below"), above (a percentage after "over")
+    kind: str  # window, percent, below (a bare number after "under"/"below"), above (a percentage after "over"),
+    # money (an amount: "$2,500", "5k", "3000 dollars", a number next to "budget")
     value: float | Window
 
 
@@ -105,6 +112,27 @@ def _percent_at(tokens: tuple[str, ...], i: int) -> tuple[int, float] | None:
     return None
 
 
+def _money_at(tokens: tuple[str, ...], i: int) -> tuple[int, float] | None:
+    """An amount at token i: with a $ or a k/m, followed by dollars/thousand, or a number by the word budget."""
+    m = MONEY.match(tokens[i])
+    if m is None:
+        return None
+    value = float(m["number"].replace(",", ""))
+    nxt = tokens[i + 1] if i + 1 < len(tokens) else ""
+    used = 1
+    if nxt in MONEY_SCALES and not m["scale"]:
+        value, used = value * MONEY_SCALES[nxt], 2
+        nxt = tokens[i + 2] if i + 2 < len(tokens) else ""
+    if m["scale"]:
+        value *= MONEY_SCALES[m["scale"]]
+    if nxt in MONEY_UNITS:
+        return used + 1, value
+    near_budget = BUDGET_WORDS & set(tokens[max(0, i - 3):i + used + 1])
+    if m["dollar"] or m["scale"] or used == 2 or (near_budget and value >= 1):
+        return used, value
+    return None
+
+
 def find_quantities(tokens: tuple[str, ...], taken: set[int]) -> list[Quantity]:
     found: list[Quantity] = []
     i = 0
@@ -119,6 +147,12 @@ def find_quantities(tokens: tuple[str, ...], taken: set[int]) -> list[Quantity]:
             while start > 0 and tokens[start - 1] in LEADING and start - 1 not in taken:
                 start -= 1
             found.append(Quantity(start, i + used, "window", value))
+            i += used
+            continue
+        money = _money_at(tokens, i)
+        if money is not None:
+            used, value = money
+            found.append(Quantity(i, i + used, "money", value))
             i += used
             continue
         percent = _percent_at(tokens, i)
