@@ -111,6 +111,14 @@ def sign_in(page, edge: str, email: str, path: str = "/") -> None:
         page.wait_for_selector("[data-testid=sign-in-notice]", state="detached")
 
 
+def ask_in_chat(page, edge: str, user: str, prompt: str) -> None:
+    """Sign in on a desktop and ask (test_assistant_browser.py shares it)."""
+    page.set_viewport_size({"width": DESKTOP[0], "height": DESKTOP[1]})
+    sign_in(page, edge, user)
+    page.fill("#prompt", prompt)
+    page.click("#ask")
+
+
 def ask(page, prompt: str) -> "playwright_api.Locator":
     """Ask in the chat and wait for this turn's answer."""
     count = page.locator("[data-testid=turn]").count()
