@@ -13,6 +13,7 @@ const QUANTILE = /\s+(p50|p90|p95|p99)$/;
 const DASH = { p50: undefined, p90: [8, 3], p95: [6, 3], p99: [2, 3] };
 const assigned = new Map();
 const ACCENT = "#2f6fde"; // a chart with one series: the page's accent, not a colour that suggests an error
+const BAND_STROKE = "#9aa8bd", BAND_FILL = "rgba(47, 111, 222, 0.10)";
 
 /** The same name gets the same colour in every chart of the page (a route in the rate, error and latency panels). */
 export function colorFor(name, { single = false } = {}) {
@@ -129,11 +130,12 @@ export function timeSeries(series, { unit = "", height = 220, start, end, fixedM
   const index = new Map(xs.map((x, i) => [x, i]));
   const data = [xs, ...series.map((s) => {
     const ys = new Array(xs.length).fill(null);
-    for (const [t, v] of s.points) ys[index.get(t)] = Number.isFinite(v) ? v : null;
+    for (const [t, v] of s.points) ys[index.get(t)] = v !== null && Number.isFinite(v) ? v : null;
     return ys;
   })];
   const names = series.map((s) => s.name);
-  const colorOf = (name) => colorFor(name, { single: names.length === 1 });
+  const bandEdges = new Set(series.filter((s) => s.band).map((s) => s.name));
+  const colorOf = (name) => (bandEdges.has(name) ? BAND_STROKE : colorFor(name, { single: names.length === 1 }));
   const host = el("div", { class: "plot" });
   const tip = tooltip(names, unit, (x) => absoluteTime(x), colorOf);
   let getPlot = () => null;
@@ -152,10 +154,14 @@ export function timeSeries(series, { unit = "", height = 220, start, end, fixedM
         { stroke: "#5f6b7a", grid: { stroke: "#edf1f6" }, ticks: { show: false }, size: axisSize(),
           values: (_, splits) => splits.map((v) => formatValue(v, unit, { axis: true })) },
       ],
-      series: [{}, ...names.map((name) => ({
-        label: name, stroke: colorOf(name), width: 1.8, dash: dashFor(name), spanGaps: false,
-        points: { show: sparse, size: 5, fill: colorOf(name) },
+      series: [{}, ...series.map(({ name, band }) => ({
+        label: name, stroke: colorOf(name), width: band ? 1 : 1.8,
+        dash: band ? [3, 3] : dashFor(name), spanGaps: false,
+        points: { show: sparse && !band, size: 5, fill: colorOf(name) },
       }))],
+      // Each interval: the area between its upper and lower edge (series listed upper, then lower).
+      bands: series.flatMap((s, i) => (s.band && series[i + 1]?.band === s.band && /upper$/.test(s.name)
+        ? [{ series: [i + 1, i + 2], fill: BAND_FILL }] : [])),
       hooks: { setCursor: [(plot) => { tip.update(plot); lg.update(plot, plot.cursor.idx); }],
         setSeries: [(plot) => lg.update(plot, plot.cursor.idx)] },
     }, data, host);

@@ -50,7 +50,15 @@ function timeseriesView(rows, view) {
     }
     series = [...groups].map(([name, points]) => ({ name, points }));
   } else {
-    series = ys.map((y) => ({ name: view.labels?.[y] || humanLabel(y), points: rows.map((r) => [epochSeconds(r[x]), Number(r[y])]) }));
+    const value = (r, key) => (r[key] === null || r[key] === undefined ? null : Number(r[key]));
+    series = ys.map((y) => ({ name: view.labels?.[y] || humanLabel(y), points: rows.map((r) => [epochSeconds(r[x]), value(r, y)]) }));
+    // An interval (a forecast's 80 % and 95 %): its two edges as series, the area between them shaded.
+    for (const band of view.bands || []) {
+      for (const edge of ["upper", "lower"]) {
+        series.push({ name: `${band.label || "interval"} ${edge}`, band: band.label || "interval",
+          points: rows.map((r) => [epochSeconds(r[x]), value(r, band[edge])]) });
+      }
+    }
   }
   series.forEach((s) => s.points.sort((a, b) => a[0] - b[0]));
   const fixedMax = view.unit === "%" && series.some((s) => s.points.some((p) => p[1] > 50)) ? 100 : undefined;
