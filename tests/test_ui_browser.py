@@ -296,12 +296,15 @@ def test_trace_list_finds_requests_and_unknown_ids_are_not_found(platform, page)
     page.click("[data-testid=trace-filters] button[type=submit]")
     page.wait_for_selector("[data-testid=no-traces]")
 
-    # An id nobody logged: "not found" at once, not a wait; a malformed one is named as such.
+    # An id nobody logged: "not found" after one look, not a wait for lines that will never come; a malformed one
+    # is named as such without asking.
     page.set_viewport_size({"width": DESKTOP[0], "height": DESKTOP[1]})
-    started = time.monotonic()
-    page.goto(f"{platform.edge}/console/trace/{'0' * 31}1")
-    page.wait_for_selector("[data-testid=trace-not-found]:has-text('not found')", timeout=5000)
-    assert time.monotonic() - started < 5
+    unknown = f"{'0' * 31}1"
+    lookups: list[str] = []
+    page.on("request", lambda r: lookups.append(r.url) if f"/api/traces/{unknown}" in r.url else None)
+    page.goto(f"{platform.edge}/console/trace/{unknown}")
+    page.wait_for_selector("[data-testid=trace-not-found]:has-text('not found')")
+    assert len(lookups) == 1, lookups
     page.goto(f"{platform.edge}/console/trace/not-a-trace")
     page.wait_for_selector("[data-testid=trace-not-found]:has-text('not a trace id')")
 
@@ -408,13 +411,11 @@ def test_live_logs_in_time_order_with_histogram_fields_and_empty_states(platform
     answer = platform.ask("list instances in us-central1-a", "erin@finopti.dev")
     assert answer.status_code == 200
     trace_id = answer.json()["trace_id"]
-    asked = time.monotonic()
-    page.wait_for_selector(f"#live-lines a[href='/console/trace/{trace_id}']", timeout=2000)
-    took = time.monotonic() - asked
-    assert took < 2.0, took
+    # It arrives without a reload (how fast: benchmarks/bench_console.py, docs/performance.md).
+    page.wait_for_selector(f"#live-lines a[href='/console/trace/{trace_id}']")
     page.wait_for_function(
         "id => [...document.querySelectorAll('#live-lines .ln[data-service=orchestrator]')]"
-        ".some(r => r.querySelector(`a[href='/console/trace/${id}']`))", arg=trace_id, timeout=2000)
+        ".some(r => r.querySelector(`a[href='/console/trace/${id}']`))", arg=trace_id)
     # Time order, whatever order the components' lines arrived in.
     stamps = [int(t) for t in page.eval_on_selector_all("#live-lines .ln", "els => els.map(e => e.dataset.ts)") if t]
     assert len(stamps) > 10 and stamps == sorted(stamps)
@@ -435,28 +436,28 @@ def test_live_logs_in_time_order_with_histogram_fields_and_empty_states(platform
     page.click("#pause")
     before = page.locator("#live-lines .ln").count()
     paused = platform.ask("list buckets", "erin@finopti.dev").json()["trace_id"]
-    page.wait_for_selector("#pause:has-text('new')", timeout=5000)
+    page.wait_for_selector("#pause:has-text('new')")
     assert page.locator(f"#live-lines a[href='/console/trace/{paused}']").count() == 0
     assert page.locator("#live-lines .ln").count() == before
     page.click("#pause")
-    page.wait_for_selector(f"#live-lines a[href='/console/trace/{paused}']", timeout=2000)
+    page.wait_for_selector(f"#live-lines a[href='/console/trace/{paused}']")
 
     # Filters: one service (its choices are the services seen); text nobody logged: a clear empty state.
     page.select_option("#f-service", "orchestrator")
-    page.wait_for_selector("#live-lines .ln[data-service=orchestrator]", timeout=5000)
+    page.wait_for_selector("#live-lines .ln[data-service=orchestrator]")
     services = set(page.eval_on_selector_all("#live-lines .ln", "els => els.map(e => e.dataset.service)"))
     assert services == {"orchestrator"}, services
     page.select_option("#f-service", "")
     page.fill("#f-text", "nothing-logs-this-zqxj")
-    page.wait_for_selector("[data-testid=live-empty]:has-text('nothing-logs-this-zqxj')", timeout=5000)
+    page.wait_for_selector("[data-testid=live-empty]:has-text('nothing-logs-this-zqxj')")
     assert page.locator("#live-lines .ln").count() == 0
     page.fill("#f-text", "")
     page.select_option("#f-level", "error")
-    page.wait_for_selector("[data-testid=live-empty], #live-lines .ln", timeout=5000)
+    page.wait_for_selector("[data-testid=live-empty], #live-lines .ln")
     levels = set(page.eval_on_selector_all("#live-lines .ln", "els => els.map(e => e.dataset.level)"))
     assert levels <= {"error", "critical"}, levels
     page.select_option("#f-level", "")
-    page.wait_for_selector("#live-lines .ln", timeout=5000)
+    page.wait_for_selector("#live-lines .ln")
 
     phone(page)
     assert_fits(page, "#live-lines .ln .msg", "#pause", "#f-service")
