@@ -55,8 +55,9 @@ def overview_loads(page, edge: str, count: int) -> list[float]:
     loads = []
     for _ in range(count):
         page.goto(f"{edge}/console")
-        page.wait_for_function("() => document.querySelectorAll('.panel').length > 0 && "
-                               "!document.querySelector('.panel[data-state=loading]')", timeout=30000)
+        # Selectors, not wait_for_function: the pages' CSP forbids evaluating strings.
+        page.wait_for_selector(".panel", timeout=30000)
+        page.wait_for_selector(".panel[data-state=loading]", state="detached", timeout=30000)
         loads.append(page.evaluate("performance.now()"))
     return loads
 
@@ -114,7 +115,7 @@ def main() -> None:
                 renders, totals = [], []
                 for _ in range(args.loads):
                     page.goto(f"{edge}/console/trace/{'b' * 32}")
-                    page.wait_for_function("() => document.body.dataset.rendered", timeout=30000)
+                    page.wait_for_selector("body[data-rendered]", timeout=30000)
                     assert page.locator(".waterfall .hop[data-status]").count() >= 50
                     renders.append(float(page.evaluate("document.body.dataset.rendered")))
                     totals.append(page.evaluate("performance.now()"))

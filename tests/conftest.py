@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -143,7 +144,10 @@ def fresh_sandbox(seeded_sandbox: Path, tmp_path: Path):
 
 def start_platform(home: Path) -> Platform:
     port = free_port()
-    run_cli("up", "--detach", home=home, edge_port=port, check=True)
+    # The platform's own copy of the policies: it watches them, and a test may change them.
+    policies = home / "policies"
+    shutil.copytree(REPO / "policies", policies, dirs_exist_ok=True)
+    run_cli("up", "--detach", "--policies", str(policies), home=home, edge_port=port, check=True)
     return Platform(home=home, edge_port=port)
 
 

@@ -22,7 +22,7 @@ from finopti.deploy.verify import check_compose
 from finopti.mesh.envoy import DEFAULT_TIMEOUT, GatewayRuntime, render_envoy
 from finopti.mesh.envoy_traffic import FAULT_FILTER, RATE_LIMIT_FILTER
 from finopti.mesh.model import MeshSpec, load_mesh, parse_mesh
-from finopti.mesh.resolved import resolve
+from finopti.mesh.resolved import load_authz_data, resolve
 
 SCHEMAS = Path(os.environ.get("FINOPTI_APISIX_SCHEMAS", REPO.parent / "shared" / "apisix" / "schema.json"))
 needs_schemas = pytest.mark.skipif(
@@ -123,7 +123,7 @@ def _envoy(spec: MeshSpec) -> dict[str, dict]:
         service_ports={s.name: {v: next(port) for v in s.versions} for s in spec.services},
         jwks_path=Path("/s/jwks.json"), xds_dir=Path("/s/xds"), pki_dir=Path("/s/pki"),
     )
-    return render_envoy(resolve(spec), rt)
+    return render_envoy(resolve(spec, load_authz_data(REPO / "policies")), rt)
 
 
 def _seconds(value: float) -> str:

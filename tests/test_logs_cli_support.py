@@ -46,7 +46,7 @@ def test_parse_since_rejects(text):
 
 
 def test_render_trace(tmp_path):
-    store = LogStore(tmp_path / "t.db")
+    store = LogStore(tmp_path / "t.db", clock=lambda: T0 + 10**9)
     t = "ab" * 16
     lines = [
         gateway(5, "mesh", "/gcloud-tools/mcp", "gcloud-tools", "gcloud-tools.v1", 6, 500, t),
@@ -55,7 +55,7 @@ def test_render_trace(tmp_path):
         completed(10.5, "gcloud-tools", "/mcp", "/mcp", 500, 4.9, t),
         completed(19.5, "orchestrator", "/ask", "/ask", 502, 19.0, t),
     ]
-    store.push([(labels, [value]) for labels, value in lines], now_ns=T0 + 10**9)
+    store.push([(labels, [value]) for labels, value in lines])
     console = Console(width=200, record=True, color_system=None)
     console.print(render_trace(store.trace(t)))
     out = console.export_text().splitlines()

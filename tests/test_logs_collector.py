@@ -135,23 +135,22 @@ def test_parse_line():
     stats = ParseStats()
     line = service_line("gcloud-agent", "done", trace_id="ab" * 16, span_id="cd" * 8, request_id="r-1",
                         user="bob@finopti.dev", route="/v1/actions/{action}", status=200, version="v2")
-    (service, level), value = parse_line(line.encode(), "gcloud-agent-v2", NOW, stats)
-    assert (service, level) == ("gcloud-agent", "info")
-    assert value == ["1795694875548000000", line, {
+    parsed = parse_line(line.encode(), "gcloud-agent-v2", NOW, stats)
+    assert (parsed.service, parsed.level, parsed.ts_ns) == ("gcloud-agent", "info", 1795694875548000000)
+    assert parsed.text == line.encode()  # the original line, not re-encoded
+    assert parsed.metadata() == {
         "trace_id": "ab" * 16, "span_id": "cd" * 8, "request_id": "r-1", "user": "bob@finopti.dev",
-        "route": "/v1/actions/{action}", "component": "gcloud-agent-v2"}]
+        "route": "/v1/actions/{action}", "component": "gcloud-agent-v2"}
+    assert parsed.extras == {"component": "gcloud-agent-v2"}  # what the line does not say itself
     # Empty ids (logged outside a request) are not metadata.
-    (_, _), value = parse_line(service_line("ui", "up", trace_id="", user="").encode(), "ui", NOW, stats)
-    assert len(value) == 2
+    assert parse_line(service_line("ui", "up", trace_id="", user="").encode(), "ui", NOW, stats).metadata() == {}
     # Envoy's diagnostics and supervisord: plain text, level guessed, time of reading.
-    (service, level), value = parse_line(b"[2026-11-26 12:08:17.666][7258][warning][main] caught SIGTERM",
-                                         "gateway.err", NOW, stats)
-    assert (service, level) == ("gateway", "warning") and value[0] == str(NOW)
-    assert value[2] == {"component": "gateway.err"}
-    assert parse_line(b"2026-11-26 12:07:43,954 CRIT Supervisor running", "supervisord", 0, stats)[0] == (
-        "supervisord", "critical")
-    assert parse_line(b'{"broken": ', "ui", 0, stats)[0] == ("ui", "info")
-    assert parse_line(b"caf\xe9 \xff\xfe", "ui", 0, stats)[1][1] == "caf\ufffd \ufffd\ufffd"
+    parsed = parse_line(b"[2026-11-26 12:08:17.666][7258][warning][main] caught SIGTERM", "gateway.err", NOW, stats)
+    assert (parsed.service, parsed.level, parsed.ts_ns) == ("gateway", "warning", NOW)
+    assert parsed.metadata() == {"component": "gateway.err"}
+    assert parse_line(b"2026-11-26 12:07:43,954 CRIT Supervisor running", "supervisord", 0, stats).level == "critical"
+    assert parse_line(b'{"broken": ', "ui", 0, stats)[:2] == ("ui", "info")
+    assert parse_line(b"caf\xe9 \xff\xfe", "ui", 0, stats).text == "caf\ufffd \ufffd\ufffd".encode()
     assert parse_line(b"   ", "ui", 0, stats) is None
     assert (stats.not_json, stats.invalid_utf8, stats.empty) == (4, 1, 1)
 
@@ -285,19 +284,46 @@ def test_push_bodies_stay_under_the_limit(tmp_path, receiver):
 
 
 def test_lines_caused_by_our_own_pushes_are_dropped(tmp_path, receiver):
-    """Each push makes the gateway and the policy service log a line; pushing those would never stop."""
-    running = start(tmp_path, receiver.url)
+    """Each push makes the gateway and the policy service log a line; pushing those would never stop. They are
+    recognised by the verified caller identity (`source`), never by an id a client could choose."""
+    collector_id = "spiffe://finopti.local/svc/collector"
+    running = start(tmp_path, receiver.url, identity=collector_id)
     (tmp_path / "logs" / "gateway.log").write_text("\n".join([
-        json.dumps({"service": "gateway", "message": "access", "route": "logstore-push",
-                    "request_id": "finopti-collector-0b6c4f"}),
-        json.dumps({"service": "gateway", "message": "access", "route": "ask", "request_id": "6a1e"}),
+        json.dumps({"service": "gateway", "message": "access", "route": "logstore-push", "source": collector_id}),
+        json.dumps({"service": "policy", "event": "authz_decision", "route": "logstore-push", "source": "collector"}),
+        # A user who names their request like the collector's pushes is still recorded.
+        json.dumps({"service": "gateway", "message": "access", "route": "ask", "request_id": "finopti-collector-1",
+                    "client_request_id": "finopti-collector-1"}),
+        json.dumps({"service": "gateway", "message": "access", "route": "ask", "source": "spiffe://finopti.local/svc/ui"}),
     ]) + "\n")
-    wait_for(lambda: len(receiver.lines()) == 1, what="the other line")
+    wait_for(lambda: len(receiver.lines()) == 2, what="the two other lines")
     time.sleep(0.3)
     running.stop()
-    assert json.loads(receiver.lines()[0])["route"] == "ask"
-    assert metric(running.collector, "finopti_collector_lines_rejected_total", reason="own_traffic") == 1
-    assert all(p["headers"]["x-request-id"].startswith("finopti-collector-") for p in receiver.pushes)
+    assert [json.loads(line)["route"] for line in receiver.lines()] == ["ask", "ask"]
+    assert metric(running.collector, "finopti_collector_lines_rejected_total", reason="own_traffic") == 2
+
+
+def test_credentials_are_redacted_and_counted(tmp_path, receiver):
+    """The second line of defence: a token that reached a log line is replaced before the line is pushed."""
+    jwt_value = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"
+    running = start(tmp_path, receiver.url)
+    (tmp_path / "logs" / "gateway.log").write_text("\n".join([
+        json.dumps({"service": "gateway", "path": f"/api/logs?access_token={jwt_value}&limit=1"}),
+        json.dumps({"service": "orchestrator", "headers": {"authorization": f"Bearer {jwt_value}"}}),
+        "Traceback: call failed with Authorization: Bearer opaque-secret-value-123",
+        json.dumps({"service": "gateway", "path": "/api/logs?limit=1&q=token"}),
+    ]) + "\n")
+    wait_for(lambda: len(receiver.lines()) == 4, what="4 lines")
+    running.stop()
+    pushed = receiver.lines()
+    assert not any(jwt_value in line or "opaque-secret" in line for line in pushed)
+    objects = [json.loads(line) for line in pushed if line.startswith("{")]
+    assert {o["path"] for o in objects if "path" in o} == {
+        "/api/logs?access_token=[REDACTED]&limit=1", "/api/logs?limit=1&q=token"}  # the second: nothing secret
+    assert [o["headers"]["authorization"] for o in objects if "headers" in o] == ["[REDACTED]"]
+    assert metric(running.collector, "finopti_collector_redactions_total", kind="query_parameter") == 1
+    assert metric(running.collector, "finopti_collector_redactions_total", kind="json_field") == 1
+    assert metric(running.collector, "finopti_collector_redactions_total", kind="authorization") == 1
 
 
 def test_own_log_is_not_collected_and_new_files_are(tmp_path, receiver):

@@ -4,8 +4,8 @@ stored exactly once, in order per file, across a SIGKILLed collector, rotations 
 
 import contextlib
 import os
+import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -114,15 +114,20 @@ class Pipeline:
     def stored(self) -> int:
         return httpx.get(f"{self.store_url}/api/stats", timeout=10).json()["lines"]
 
+
     def seqs_by_service(self) -> dict[str, list[int]]:
-        """Straight from the database: every stored line's seq, per service, in arrival order."""
-        conn = sqlite3.connect(f"file:{self.home / 'logstore.db'}?mode=ro", uri=True)
+        """Every stored line's seq, per service, in the store's order (time, then arrival), read page by page
+        through the query API's cursor."""
         out: dict[str, list[int]] = {}
-        for service, line in conn.execute(
-            "SELECT s.service, l.line FROM logs l JOIN streams s ON s.id = l.stream ORDER BY l.id"
-        ):
-            out.setdefault(service, []).append(orjson.loads(line)["seq"])
-        conn.close()
+        for service in httpx.get(f"{self.store_url}/loki/api/v1/label/service/values", timeout=10).json()["data"]:
+            cursor = None
+            while True:
+                params = {"service": service, "limit": 5000, "direction": "forward",
+                          **({"cursor": cursor} if cursor else {})}
+                page = httpx.get(f"{self.store_url}/api/logs", params=params, timeout=30).json()
+                out.setdefault(service, []).extend(line["line"]["seq"] for line in page["lines"])
+                if not (cursor := page["next_cursor"]):
+                    break
         return out
 
     def stop(self) -> None:
@@ -150,22 +155,46 @@ def pipeline(tmp_path):
     p.stop()
 
 
+def assert_each_line_once(pipeline: Pipeline, per_file: int, *names: str) -> None:
+    """Every line of every file stored exactly once, in order. A sentinel written last to each file is stored
+    after everything before it (and after any batch sent twice): once it is there, nothing else will come."""
+    for name in names:
+        with open(pipeline.logs / f"{name}.log", "ab") as f:
+            f.write(orjson.dumps({"service": name, "message": "sentinel", "seq": per_file}) + b"\n")
+    wait_for(lambda: pipeline.stored() >= len(names) * (per_file + 1), 120, "every line and the sentinels")
+    seqs = pipeline.seqs_by_service()
+    assert sorted(seqs) == sorted(names)
+    for service, got in seqs.items():
+        assert got == list(range(per_file + 1)), f"{service}: {len(got)} lines, first wrong at " + str(
+            next((i for i, (a, b) in enumerate(zip(got, range(per_file + 1), strict=False)) if a != b), len(got)))
+
+
+def kill_repeatedly(proc: Proc, restart, seed: int, kills: int = 6) -> None:
+    """SIGKILL the process at random moments (mid-batch, mid-push, mid-transaction, mid-merge: anywhere), then
+    start it again; a bounded number of times."""
+    rng = random.Random(seed)
+    for _ in range(kills):
+        time.sleep(rng.uniform(0.1, 0.9))
+        proc.signal(signal.SIGKILL)
+        restart()
+
+
 def test_sigkilled_collector_loses_and_repeats_nothing(pipeline):
     pipeline.start_store()
     pipeline.start_collector()
     writer = pipeline.write(50_000, 20_000, "alpha", "beta")  # 100,000 lines over ~2.5 s
-    for _ in range(2):
-        time.sleep(0.8)
-        pipeline.collector.signal(signal.SIGKILL)  # mid-batch, mid-push, mid-positions-write: anywhere
-        pipeline.start_collector()
+    kill_repeatedly(pipeline.collector, pipeline.start_collector, seed=1)
     assert writer.wait(60) == 0
-    wait_for(lambda: pipeline.stored() >= 100_000, 60, "100,000 lines stored")
-    time.sleep(0.5)  # anything extra (a duplicate) would arrive now
-    seqs = pipeline.seqs_by_service()
-    assert sorted(seqs) == ["alpha", "beta"]
-    for service, got in seqs.items():
-        assert got == list(range(50_000)), f"{service}: {len(got)} lines, first wrong at " + str(
-            next((i for i, (a, b) in enumerate(zip(got, range(50_000), strict=False)) if a != b), len(got)))
+    assert_each_line_once(pipeline, 50_000, "alpha", "beta")
+
+
+def test_sigkilled_store_loses_and_repeats_nothing(pipeline):
+    pipeline.start_store()
+    pipeline.start_collector()
+    writer = pipeline.write(50_000, 20_000, "gamma", "delta")
+    kill_repeatedly(pipeline.store, pipeline.start_store, seed=2)
+    assert writer.wait(60) == 0
+    assert_each_line_once(pipeline, 50_000, "gamma", "delta")
 
 
 def test_rotation_while_tailing_loses_nothing(pipeline):
@@ -175,10 +204,7 @@ def test_rotation_while_tailing_loses_nothing(pipeline):
     writer = pipeline.write(20_000, 5_000, "gamma", "delta", rotate_every=2_000)
     assert writer.wait(60) == 0
     assert (pipeline.logs / "gamma.log.3").exists()
-    wait_for(lambda: pipeline.stored() >= 40_000, 30, "40,000 lines stored")
-    time.sleep(0.5)
-    seqs = pipeline.seqs_by_service()
-    assert seqs["gamma"] == list(range(20_000)) and seqs["delta"] == list(range(20_000))
+    assert_each_line_once(pipeline, 20_000, "gamma", "delta")
     rotations = [line for line in httpx.get(f"http://127.0.0.1:{pipeline.collector_port}/metrics").text.splitlines()
                  if line.startswith("finopti_collector_rotations_total ")]
     assert float(rotations[0].split()[1]) >= 10  # 20, unless two came between two looks at a file
@@ -199,9 +225,10 @@ def test_store_outage_loses_nothing(pipeline):
     time.sleep(max(0.0, 10 - (time.monotonic() - down_since)))
     pipeline.start_store()
 
-    wait_for(lambda: pipeline.stored() >= 8_000, 30, "every line after the outage")
-    time.sleep(0.5)
-    assert pipeline.seqs_by_service()["epsilon"] == list(range(2_000)) + list(range(6_000))
+    with open(pipeline.logs / "epsilon.log", "ab") as f:  # last: once it is stored, nothing else will come
+        f.write(orjson.dumps({"service": "epsilon", "message": "sentinel", "seq": 6_000}) + b"\n")
+    wait_for(lambda: pipeline.stored() >= 8_001, 30, "every line after the outage")
+    assert pipeline.seqs_by_service()["epsilon"] == list(range(2_000)) + list(range(6_001))
     metrics = httpx.get(f"http://127.0.0.1:{pipeline.collector_port}/metrics").text
     assert "finopti_collector_push_errors_total" in metrics and 'reason="ConnectError"' in metrics
 

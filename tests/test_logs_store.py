@@ -2,6 +2,9 @@
 (push JSON and protobuf, query API, 400s, SSE tail, trace waterfall, labels)."""
 
 import gzip
+import os
+import random
+import sqlite3
 import threading
 import time
 import uuid
@@ -11,7 +14,11 @@ import orjson
 import pytest
 import uvicorn
 
+from finopti.logs import wire
+from finopti.logs.cli_support import newest_lines
 from finopti.logs.lokipb import encode_push
+from finopti.logs.metadata import from_object, indexed_keys
+from finopti.logs.search import text_pattern
 from finopti.logs.store import Admission, Delivery, LogQuery, LogStore
 from finopti.ports import free_port
 from finopti.services.common import ServiceSettings
@@ -118,26 +125,32 @@ def test_a_delivery_is_stored_once(store):
 
 
 def test_retention_by_age_and_size(tmp_path):
-    store = LogStore(tmp_path / "r.db", retention_seconds=3600, max_bytes=1 << 40)
     now = T0 + 10 * 3600 * 10**9
+    clock = [now - 3600 * 10**9]
+    store = LogStore(tmp_path / "r.db", retention_seconds=3600, max_bytes=1 << 40, clock=lambda: clock[0],
+                     background=False)
     store.push([({"service": "old"}, [[str(now - 2 * 3600 * 10**9), "old line"]]),  # pushed while it was recent
-                ({"service": "new"}, [[str(now - 60 * 10**9), "new line"]])], now_ns=now - 3600 * 10**9)
-    assert store.enforce_retention(now_ns=now) == 1
+                ({"service": "new"}, [[str(now - 60 * 10**9), "new line"]])])
+    store.merge(force=True)
+    clock[0] = now
+    assert store.enforce_retention() == 1
     assert [line["line"] for line in store.query(LogQuery())] == ["new line"]
-    assert store.query(LogQuery(text="old")) == []  # gone from the full-text index too
+    assert store.query(LogQuery(text="old")) == []
 
+    # By size: lines that do not compress (random), so that their parts are big.
     store.max_bytes = 2 << 20
-    big = "x" * 900
     for batch in range(10):
-        store.push([({"service": "bulk"}, [[str(now + batch * 1000 + i), f"{big} {batch}"] for i in range(1000)])],
-                   now_ns=now)
-    assert store.used_bytes() > store.max_bytes
-    deleted = store.enforce_retention(now_ns=now)
-    assert deleted > 0 and store.used_bytes() <= store.max_bytes
+        store.push([({"service": "bulk"}, [[str(now + batch * 1000 + i), f"{os.urandom(450).hex()} {batch}"]
+                                           for i in range(1000)])])
+        store.merge(force=True)
+    assert sum(p.size for p in store._catalog) > store.max_bytes
+    deleted = store.enforce_retention()
+    assert deleted > 0 and sum(p.size for p in store._catalog) <= store.max_bytes
+    assert store.stats()["lines"] == 10_001 - deleted
     newest = store.query(LogQuery(limit=1))[0]
     assert newest["line"].endswith(" 9")  # the oldest went first
-    # The FTS index and the rows agree after deletes: a search finds only rows that exist.
-    assert all(line["line"].startswith(big) for line in store.query(LogQuery(text="x", limit=5000)))
+    oldest = store.query(LogQuery(limit=1, direction="forward", services=["bulk"]))[0]
+    assert int(oldest["line"].rsplit(" ", 1)[1]) * 1000 >= deleted - 1000
     store.close()
 
 
@@ -220,7 +233,7 @@ def test_push_json_gzip_and_protobuf(server):
     (b'{"streams": [{"stream": {}, "values": [["x", "line"]]}]}', "streams[0].values[0][0]"),
     (b'{"streams": [{"stream": {}, "values": [["1", 2]]}]}', "streams[0].values[0][1]"),
     (b'{"streams": [{"stream": {}, "values": [["1", "a", {"trace_id": 5}]]}]}', "streams[0].values[0][2]"),
-    (b'{"streams": [{"stream": {}, "values": [["99999999999999999999999", "a"]]}]}', "invalid push body"),
+    (b'{"streams": [{"stream": {}, "values": [["99999999999999999999999", "a"]]}]}', "streams[0].values[0][0]"),
 ])
 def test_bad_push_is_a_400_naming_the_field(server, body, problem):
     r = httpx.post(f"{server}/loki/api/v1/push", content=body, headers={"content-type": "application/json"})
@@ -293,11 +306,11 @@ def test_tail_streams_new_lines(server):
 
 
 def gateway(ts_ms: int, listener: str, path: str, route: str, upstream: str, duration: int, status: int,
-            trace_id: str, flags: str = "-") -> tuple[dict, list]:
+            trace_id: str, flags: str = "-", **fields) -> tuple[dict, list]:
     obj = {"ts": "", "level": "info", "service": "gateway", "message": "access", "listener": listener,
            "method": "POST", "path": path, "route": route, "upstream_service": upstream, "status": status,
            "response_flags": flags, "duration_ms": duration, "upstream_duration_ms": str(duration),
-           "request_id": "req-1", "trace_id": trace_id, "user": "bob@finopti.dev"}
+           "request_id": "req-1", "trace_id": trace_id, "user": "bob@finopti.dev", **fields}
     return ({"job": "finopti", "service": "gateway", "level": "info"},
             [str(T0 + ts_ms * MS), orjson.dumps(obj).decode(), {"trace_id": trace_id, "request_id": "req-1"}])
 
@@ -312,7 +325,8 @@ def test_trace_waterfall(server):
     t = uuid.uuid4().hex
     # Envoy writes an access line when a request ends, with the time it started: inner hops come first.
     lines = [
-        gateway(12, "mesh", "/gcloud-tools/mcp", "gcloud-tools", "gcloud-tools.v1", 5, 200, t),
+        gateway(12, "mesh", "/gcloud-tools/mcp", "gcloud-tools", "gcloud-tools.v1", 5, 200, t,
+                authz="allowed", authz_rule="role:finops_viewer", authz_reason=None),
         gateway(20, "mesh", "/gcloud-tools/mcp", "gcloud-tools", "gcloud-tools.v1", 6, 500, t),
         gateway(5, "mesh", "/gcloud-agent/v1/actions/list_instances", "gcloud-agent", "gcloud-agent.v1", 30, 502, t),
         gateway(0, "edge", "/api/ask", "ask", "orchestrator.v1", 40, 502, t),
@@ -350,6 +364,9 @@ def test_trace_waterfall(server):
         ["sandbox exploded", "request completed"],
     ]
     assert messages(hops[3]["errors"]) == ["sandbox exploded", "request completed"]
+    # The gateway's own decision (native rules) comes from the access line; the Rego route's from the policy.
+    assert hops[2]["authz"] == {"by": "gateway", "allow": True, "rule": "role:finops_viewer"}
+    assert hops[1]["authz"] is None
     assert hops[2]["errors"] == []
     assert trace["errors"] == 4
     assert trace["duration_ms"] == 40
@@ -367,3 +384,256 @@ def test_stats_and_collector_positions(server):
     assert httpx.get(f"{server}/api/collector/positions", params={"collector": "new"}).json()["seq"] == 0
     metrics = httpx.get(f"{server}/metrics").text
     assert "finopti_logstore_lines_ingested_total" in metrics
+
+
+# --- parts: the same answers before and after merging, paging by cursor -------------------------------------
+
+WORDS = ["alpha", "beta", "gamma", "us-central1-a", "quota", "idle", "Disk", "x9"]
+
+
+def random_lines(rng: random.Random, count: int) -> list[tuple[dict, list]]:
+    """Lines of a few streams, many sharing a time (ties), some ids and users repeated; a JSON line carries its
+    metadata as fields (as the services' lines do), a text line only as metadata."""
+    out = []
+    traces = [uuid.UUID(int=rng.getrandbits(128)).hex for _ in range(count // 6 + 1)]
+    for n in range(count):
+        service, level = rng.choice(["ui", "orchestrator", "gcloud-tools"]), rng.choice(["info", "error"])
+        meta = {}
+        if rng.random() < 0.8:
+            meta["trace_id"] = rng.choice(traces)
+        if rng.random() < 0.5:
+            meta["user"] = rng.choice(["bob@finopti.dev", "carol@finopti.dev", 'we"ird\\user'])
+        if rng.random() < 0.5:
+            meta["request_id"] = f"req-{rng.randrange(count // 4 + 1)}"
+        text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 4))) + f" #{n}"
+        if rng.random() < 0.7:
+            line = orjson.dumps({"message": text, "n": n, **meta}).decode()
+            if rng.random() < 0.3:
+                meta["component"] = f"{service}-v2"
+        else:
+            line = text
+        value = [str(T0 + rng.randrange(count // 3) * MS), line] + ([meta] if meta else [])
+        out.append(({"job": "finopti", "service": service, "level": level}, value))
+    return out
+
+
+def push_as_the_collector(store: LogStore, entries: list[tuple[dict, list]]) -> int:
+    """The collector's columns: a JSON line's metadata is not sent, only what the line does not say."""
+    streams: dict[str, tuple[dict, list]] = {}
+    for labels, value in entries:
+        streams.setdefault(orjson.dumps(labels).decode(), (labels, []))[1].append(value)
+    blocks = []
+    for labels, values in streams.values():
+        ts, texts, extras, keys = [], [], [], set()
+        for value in values:
+            meta = value[2] if len(value) == 3 else {}
+            own = from_object(orjson.loads(value[1])) if value[1].startswith("{") else {}
+            ts.append(int(value[0]))
+            texts.append(value[1].encode())
+            rest = {k: v for k, v in meta.items() if own.get(k) != v}
+            extras.append(orjson.dumps(rest) if rest else b"")
+            keys.update(indexed_keys(meta))
+        blocks.append(wire.encode_block(labels, ts, texts, extras, keys, derived=True))
+    return store.push_lines(wire.encode(blocks))
+
+
+def oracle(lines: list[dict], q: LogQuery) -> list[int]:
+    """The ids `q` should answer, by brute force over every stored line."""
+    pattern = text_pattern(q.text) if q.text else None
+    chosen = []
+    for line in lines:
+        meta = line["metadata"]
+        if q.services and line["service"] not in q.services or q.levels and line["level"] not in q.levels:
+            continue
+        if any(meta.get(f) != v for f, v in q.metadata()):
+            continue
+        if q.start is not None and line["ts_ns"] < q.start or q.end is not None and line["ts_ns"] >= q.end:
+            continue
+        text = line["line"] if isinstance(line["line"], str) else orjson.dumps(line["line"]).decode()
+        if pattern is not None and not pattern.search(text.encode()):
+            continue
+        key = (line["ts_ns"], line["id"])
+        if q.cursor is not None and (key >= q.cursor if q.backward else key <= q.cursor):
+            continue
+        chosen.append(key)
+    chosen.sort(reverse=q.backward)
+    return [line_id for _, line_id in chosen[: q.limit]]
+
+
+def random_query(rng: random.Random, lines: list[dict]) -> LogQuery:
+    some = rng.choice(lines)
+    q = LogQuery(limit=rng.choice([1, 3, 10, 100, 5000]), direction=rng.choice(["backward", "forward"]))
+    if rng.random() < 0.3:
+        q.services = [some["service"]]
+    if rng.random() < 0.2:
+        q.levels = [some["level"]]
+    for name in ("trace_id", "request_id", "user"):
+        if rng.random() < 0.2 and some["metadata"].get(name):
+            setattr(q, name, some["metadata"][name])
+    if rng.random() < 0.05:
+        q.trace_id = uuid.uuid4().hex  # in no part: the Bloom filters say so
+    if rng.random() < 0.3:
+        q.text = rng.choice(WORDS + ["us central1", "quot*", "ALPHA beta", "#1"])
+    if rng.random() < 0.3:
+        q.start = some["ts_ns"] - rng.randrange(3) * MS
+    if rng.random() < 0.3:
+        q.end = some["ts_ns"] + rng.randrange(1, 3) * MS
+    if rng.random() < 0.3:
+        q.cursor = (some["ts_ns"], some["id"])
+    return q
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_queries_answer_as_a_scan_of_every_line_before_and_after_merging(tmp_path, seed):
+    rng = random.Random(seed)
+    store = LogStore(tmp_path / "p.db", retention_seconds=3650 * 86400, background=False)
+    entries = random_lines(rng, 3000)
+    for at in range(0, len(entries), 250):  # pushes of several streams: Loki's JSON, and the collector's columns
+        batch = entries[at:at + 250]
+        if at % 500:
+            assert push_as_the_collector(store, batch) == len(batch)
+        else:
+            by_stream: dict[str, tuple[dict, list]] = {}
+            for labels, value in batch:
+                by_stream.setdefault(orjson.dumps(labels).decode(), (labels, []))[1].append(value)
+            store.push(list(by_stream.values()))
+    everything = store.query(LogQuery(limit=5000, direction="forward"))
+    assert len(everything) == 3000 and len({line["id"] for line in everything}) == 3000
+    # Every line as it was sent, with all its metadata (read from the JSON line where it was not sent).
+    stored = sorted(everything, key=lambda line: line["id"])
+    sent = sorted((value for _, value in entries), key=lambda value: int(value[1].rsplit("#", 1)[1].split('"')[0]))
+    as_sent = [[str(line["ts_ns"]), orjson.dumps(line["line"]).decode() if isinstance(line["line"], dict)
+                else line["line"], line["metadata"]] for line in stored]
+    by_n = sorted(as_sent, key=lambda value: int(value[1].rsplit("#", 1)[1].split('"')[0]))
+    assert by_n == [[v[0], v[1], v[2] if len(v) == 3 else {}] for v in sent]
+    queries = [random_query(rng, everything) for _ in range(150)]
+    for stage in ("level 0", "merged", "reopened"):
+        if stage == "merged":
+            assert store.merge(force=True) > 0 and all(p.level == 1 for p in store._catalog)
+        if stage == "reopened":
+            store.close()
+            store = LogStore(tmp_path / "p.db", retention_seconds=3650 * 86400, background=False)
+        for q in queries:
+            assert [line["id"] for line in store.query(q)] == oracle(everything, q), (stage, q)
+    next_id = push(store, entry(T0, "ui", "after the reopening")) and store.last_id()
+    assert next_id == 3001  # ids go on from where they were
+    store.close()
+
+
+def test_paging_by_cursor_neither_skips_nor_repeats_lines_of_the_same_time(tmp_path):
+    store = LogStore(tmp_path / "c.db", retention_seconds=3650 * 86400, background=False)
+    # Three lines at each of 50 times, over two streams and three pushes.
+    for push_no in range(3):
+        push(store, *[entry(T0 + t * 1000, "ui" if t % 2 else "orchestrator", f"{t}-{push_no}") for t in range(50)])
+    store.merge(force=True)
+    for direction in ("backward", "forward"):
+        for limit in (1, 2, 7, 150):
+            seen, cursor = [], None
+            while True:
+                page = store.query(LogQuery(limit=limit, direction=direction, cursor=cursor))
+                seen += page
+                if len(page) < limit:
+                    break
+                cursor = (page[-1]["ts_ns"], page[-1]["id"])
+            keys = [(line["ts_ns"], line["id"]) for line in seen]
+            assert len(keys) == 150 and len(set(keys)) == 150
+            assert keys == sorted(keys, reverse=direction == "backward")
+    store.close()
+
+
+def test_start_is_exact_to_the_nanosecond(server):
+    """Two lines at the same ts_ns = t + 1000: `start=t+1000` (inclusive) has both, `start=t+1001` neither."""
+    t = (time.time_ns() // 10**9 - 60) * 10**9
+    labels = {"job": "finopti", "service": "exact", "level": "info"}
+    values = [[str(t), "before"], [str(t + 1000), "same time 1"], [str(t + 1000), "same time 2"],
+              [str(t + 2000), "after"]]
+    assert json_push(server, [(labels, values)]).status_code == 204
+
+    def page(**params) -> dict:
+        return httpx.get(f"{server}/api/logs", params={"service": "exact", "direction": "forward", **params}).json()
+
+    assert [line["line"] for line in page(start=str(t + 1000))["lines"]] == ["same time 1", "same time 2", "after"]
+    assert [line["line"] for line in page(start=str(t + 1001))["lines"]] == ["after"]
+    assert [line["line"] for line in page(end=str(t + 1000))["lines"]] == ["before"]
+    first = page(limit=2)
+    assert [line["line"] for line in first["lines"]] == ["before", "same time 1"]
+    rest = page(limit=2, cursor=first["next_cursor"])
+    assert [line["line"] for line in rest["lines"]] == ["same time 2", "after"]
+    assert page(limit=2, cursor=rest["next_cursor"]) == {"lines": [], "next_cursor": None}
+    r = httpx.get(f"{server}/api/logs", params={"cursor": "yesterday"})
+    assert r.status_code == 400 and r.json()["param"] == "cursor"
+
+
+def test_queries_running_while_parts_are_merged_see_every_line_once(tmp_path):
+    store = LogStore(tmp_path / "m.db", retention_seconds=3650 * 86400)  # merging in the background
+    pushed = [0]
+    stop = threading.Event()
+
+    def pusher() -> None:
+        for batch in range(60):
+            store.push([({"service": f"s{k}", "level": "info"},
+                         [[str(T0 + (batch * 100 + i) * MS), f"line {batch}-{k}-{i}", {"trace_id": f"t{i % 7}"}]
+                          for i in range(100)]) for k in range(3)])
+            pushed[0] += 300
+            if batch % 10 == 9:
+                store.merge(force=True)
+        stop.set()
+
+    thread = threading.Thread(target=pusher)
+    thread.start()
+    rounds = 0
+    while not stop.is_set() or rounds < 3:
+        before = pushed[0]
+        lines = store.query(LogQuery(limit=5000, direction="forward", services=["s0", "s1"]))
+        after = pushed[0]
+        ids = [line["id"] for line in lines]
+        assert len(ids) == len(set(ids)) and min(before * 2 // 3, 5000) <= len(ids) <= min(after * 2 // 3, 5000)
+        assert len(store.query(LogQuery(trace_id="t3", limit=5000))) <= after // 7 + 300
+        rounds += 1
+    thread.join()
+    assert store.stats()["lines"] == 18_000
+    store.close()
+
+
+def test_a_store_of_the_first_version_is_converted(tmp_path):
+    """One row per line and a full-text index: every line becomes part of a compressed part, with its id."""
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        CREATE TABLE streams (id INTEGER PRIMARY KEY, labels TEXT NOT NULL UNIQUE, service TEXT NOT NULL,
+                              level TEXT NOT NULL);
+        CREATE TABLE logs (id INTEGER PRIMARY KEY, ts INTEGER NOT NULL, stream INTEGER NOT NULL, tkey INTEGER,
+                           rkey INTEGER, meta TEXT, line TEXT NOT NULL);
+        CREATE VIRTUAL TABLE logs_fts USING fts5(message, content='', columnsize=0);
+        CREATE TABLE collectors (name TEXT PRIMARY KEY, seq INTEGER NOT NULL, positions TEXT NOT NULL);
+        INSERT INTO streams VALUES (1, '{"level":"info","service":"ui"}', 'ui', 'info'),
+                                   (2, '{"level":"error","service":"orchestrator"}', 'orchestrator', 'error');
+        INSERT INTO collectors VALUES ('c1', 42, '{}');
+    """)
+    conn.executemany("INSERT INTO logs(id, ts, stream, meta, line) VALUES (?, ?, ?, ?, ?)", [
+        (n * 3, T0 + n * MS, 1 + n % 2, orjson.dumps({"trace_id": f"t{n % 10}"}).decode() if n % 4 else None,
+         f"line {n}") for n in range(1, 3001)])
+    conn.commit()
+    conn.close()
+    store = LogStore(path, retention_seconds=3650 * 86400, background=False)
+    lines = store.query(LogQuery(limit=5000, direction="forward"))
+    assert [(line["id"], line["line"]) for line in lines] == [(n * 3, f"line {n}") for n in range(1, 3001)]
+    assert [line["line"] for line in store.query(LogQuery(trace_id="t7", services=["orchestrator"], limit=3))] == [
+        "line 2997", "line 2987", "line 2977"]
+    assert store.delivered("c1").seq == 42
+    assert store.push([({"service": "ui"}, [[str(T0), "new"]])]) == 1 and store.last_id() == 9001
+    store.close()
+    tables = {name for (name,) in sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "logs" not in tables and "logs_fts" not in tables
+
+
+def test_finopti_logs_pages_without_gaps(server):
+    """More lines than one page (5,000), many at the same time: `finopti logs -n` gets the newest, once each."""
+    t = (time.time_ns() // 10**9 - 120) * 10**9
+    labels = {"job": "finopti", "service": "paged", "level": "info"}
+    for batch in range(3):
+        values = [[str(t + (batch * 4000 + i) // 3 * 1000), f"line {batch * 4000 + i}"] for i in range(4000)]
+        assert json_push(server, [(labels, values)]).status_code == 204
+    lines = newest_lines(lambda params: httpx.get(f"{server}/api/logs", params=params, timeout=30).json(),
+                         [("service", "paged")], 11_000)
+    assert [line["line"] for line in lines] == [f"line {n}" for n in range(1000, 12_000)]

@@ -349,7 +349,10 @@ def render_envoy_cmd(
         _fail(exc)
     out = out.resolve()
     state = state_dir()
-    grt = gateway_runtime(state, rt)
+    try:
+        grt = gateway_runtime(state, rt, spec.identity)
+    except FinoptiError as exc:
+        _fail(exc)
     grt = dataclasses.replace(grt, xds_dir=out / "xds")
     documents = render_envoy(resolved, grt)
     write_envoy_files(documents, out, out / "xds")
@@ -571,7 +574,7 @@ def _api_error(response) -> FinoptiError:
 
 
 def _log_params(service: list[str] | None, level: str | None, trace: str | None, grep: str | None,
-                since: str | None, limit: int) -> list[tuple[str, str]]:
+                since: str | None) -> list[tuple[str, str]]:
     import time
 
     from finopti.logs.times import parse_since
@@ -581,8 +584,7 @@ def _log_params(service: list[str] | None, level: str | None, trace: str | None,
         if value:
             params.append((key, value))
     if since:
-        params.append(("start", str(int((time.time() - parse_since(since)) * 1e9))))
-    params.append(("limit", str(limit)))
+        params.append(("start", str(time.time_ns() - int(parse_since(since) * 1e9))))
     return params
 
 
@@ -598,9 +600,9 @@ def logs(
     service: Annotated[list[str] | None, typer.Option("--service", "-s", help="Only these services.")] = None,
     level: Annotated[str | None, typer.Option("--level", "-l", help="Only this level (info, error, ...).")] = None,
     trace: Annotated[str | None, typer.Option("--trace", help="Only this trace id (or its unique prefix).")] = None,
-    grep: Annotated[str | None, typer.Option("--grep", help="Full-text search in the message.")] = None,
+    grep: Annotated[str | None, typer.Option("--grep", help="Lines with these words, in order (any case).")] = None,
     since: Annotated[str | None, typer.Option("--since", help="How far back, e.g. 15m, 2h.")] = "15m",
-    limit: Annotated[int, typer.Option("-n", help="How many lines.")] = 100,
+    limit: Annotated[int, typer.Option("-n", help="How many lines (the newest).", min=1)] = 100,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Raw JSON lines.")] = False,
     user: UserOption = "carol@finopti.dev",
@@ -610,13 +612,13 @@ def logs(
 
     import httpx
 
-    from finopti.logs.cli_support import format_line
+    from finopti.logs.cli_support import format_line, newest_lines
 
     try:
         edge, headers = _log_api(user)
         if trace and len(trace) < TRACE_ID_LENGTH:
             trace = _unique_trace(edge, headers, trace)
-        params = _log_params(service, level, trace, grep, since, limit)
+        params = _log_params(service, level, trace, grep, since)
     except (FinoptiError, ValueError) as exc:
         _fail(exc if isinstance(exc, FinoptiError) else FinoptiError(str(exc)))
     color = sys.stdout.isatty() and not as_json
@@ -624,27 +626,33 @@ def logs(
     def show(line: dict) -> None:
         print(json.dumps(line) if as_json else format_line(line, color), flush=follow)
 
-    if follow:
-        try:
-            with httpx.stream("GET", f"{edge}/api/logs/tail", params=params, headers=headers, timeout=None) as r:
-                if not r.is_success:
-                    r.read()
-                    _fail(_api_error(r))
-                for raw in r.iter_lines():
-                    if raw.startswith("data:"):
-                        show(json.loads(raw[5:]))
-        except KeyboardInterrupt:
-            return
-        return
-    response = httpx.get(f"{edge}/api/logs", params=params + [("direction", "backward")], headers=headers, timeout=30)
-    if not response.is_success:
-        _fail(_api_error(response))
-    lines = response.json()["lines"]
-    if not lines:
+    def fetch(page_params: list[tuple[str, str]]) -> dict:
+        response = httpx.get(f"{edge}/api/logs", params=page_params, headers=headers, timeout=30)
+        if not response.is_success:
+            _fail(_api_error(response))
+        return response.json()
+
+    lines = newest_lines(fetch, params, limit)
+    if not lines and not follow:
         err.print(f"no lines matched ({_describe_filters(service, level, trace, grep, since)})", highlight=False)
         return
-    for line in reversed(lines):
+    for line in lines:
         show(line)
+    if not follow:
+        return
+    # The live tail resumes after the newest line shown: every line stored since comes once, none is missed.
+    resume = {"last-event-id": str(max(line["id"] for line in lines))} if lines else {}
+    try:
+        with httpx.stream("GET", f"{edge}/api/logs/tail", params=params, headers={**headers, **resume},
+                          timeout=None) as r:
+            if not r.is_success:
+                r.read()
+                _fail(_api_error(r))
+            for raw in r.iter_lines():
+                if raw.startswith("data:"):
+                    show(json.loads(raw[5:]))
+    except KeyboardInterrupt:
+        return
 
 
 def _unique_trace(edge: str, headers: dict, prefix: str) -> str:

@@ -61,6 +61,11 @@ class DevIdentityProvider:
         return serialization.load_pem_private_key(self.key_path.read_bytes(), password=None)
 
     def issue(self, email: str, groups: list[str] | None = None, ttl: float | None = None) -> str:
+        if self.identity.provider != "dev":
+            from finopti.oidc import IdentityProviderError
+
+            raise IdentityProviderError(f"identity.provider is '{self.identity.provider}': users' tokens come from "
+                                        f"{self.identity.issuer}, not from the development identity provider")
         self.ensure()
         now = int(time.time())
         claims = {

@@ -94,6 +94,15 @@ def _wait_for_gateway(rt: Runtime, spec: MeshSpec, timeout: float) -> None:
     raise PlatformStateError(f"the gateway did not load the new routes within {timeout:.0f}s")
 
 
+def refresh_policies(state: StateDir) -> MeshSpec:
+    """The platform's policy directory changed (data.json, a .rego file): copy it into the running platform
+    and re-render the gateway's own rules from it, with the mesh that is running. A broken file raises before
+    anything is written, so the rules in force stay."""
+    spec = effective_spec(state)
+    render_gateway(spec, state, Runtime.load(state))
+    return spec
+
+
 def effective_spec(state: StateDir) -> MeshSpec:
     rt = Runtime.load(state)
     base = load_mesh(state.running_mesh) if state.running_mesh.exists() else load_mesh(rt.mesh_file)

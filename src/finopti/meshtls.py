@@ -1,12 +1,14 @@
-"""TLS for the mesh: the contexts services use to serve (mTLS, only pinned callers) and to call the gateway."""
+"""TLS for the mesh: the contexts services use to serve (mTLS, only pinned callers) and to call the gateway, and
+the verified caller identity the gateway forwards (x-forwarded-client-cert)."""
 
 from __future__ import annotations
 
 import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
-if TYPE_CHECKING:  # the PKI (cryptography) loads only where certificates are made
+if TYPE_CHECKING:  # the PKI (cryptography) loads only where certificates are made or read
     from finopti.pki import MeshPki
 
 # Who may open a connection to a service: the gateway (all traffic) and Prometheus (scrapes /metrics).
@@ -46,3 +48,36 @@ def write_callers_bundle(pki: MeshPki, previous_gateway_pem: bytes = b"") -> Pat
     tmp.write_bytes(b"".join(parts))
     tmp.replace(bundle)
     return bundle
+
+
+def _split_outside_quotes(text: str, sep: str) -> list[str]:
+    parts, current, quoted = [], [], False
+    for ch in text:
+        if ch == '"':
+            quoted = not quoted
+        if ch == sep and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current))
+    return parts
+
+
+def source_from_xfcc(value: str | None) -> str | None:
+    """Calling service from ``x-forwarded-client-cert`` (``By=..;Hash=..;URI=spiffe://finopti.local/svc/<name>``).
+
+    The mesh listener sets the header itself (SANITIZE_SET), so it holds one element, for the
+    direct peer; if there are several, the last one (appended by the nearest proxy) counts.
+    Anything that is not exactly a mesh SPIFFE id gives ``None``.
+    """
+    if not value:
+        return None
+    element = _split_outside_quotes(value, ",")[-1]
+    for pair in _split_outside_quotes(element, ";"):
+        key, _, raw = pair.strip().partition("=")
+        if key.strip().lower() == "uri":
+            from finopti.pki import identity_from_spiffe
+
+            return identity_from_spiffe(unquote(raw.strip().strip('"')))
+    return None

@@ -18,7 +18,7 @@ import psutil
 import yaml
 
 from finopti.errors import PlatformStateError, StartupError
-from finopti.mesh.model import MeshSpec, load_mesh
+from finopti.mesh.model import Identity, MeshSpec, load_mesh
 from finopti.mesh.supervisor import AuxProgram, ProcessRuntime, components, render_supervisor
 from finopti.paths import StateDir
 from finopti.ports import ensure_free, free_port
@@ -211,8 +211,10 @@ def cert_version(state: StateDir) -> str:
         return ""
 
 
-def gateway_runtime(state: StateDir, rt: Runtime) -> GatewayRuntime:
+def gateway_runtime(state: StateDir, rt: Runtime, identity: Identity | None = None) -> GatewayRuntime:
+    """`identity`: with an OpenID Connect provider, its key set is found by discovery first."""
     from finopti.mesh.envoy import GatewayRuntime
+    from finopti.oidc import discover_jwks_uri
 
     return GatewayRuntime(
         edge_host=rt.edge_host,
@@ -226,6 +228,7 @@ def gateway_runtime(state: StateDir, rt: Runtime) -> GatewayRuntime:
         pki_dir=state.pki,
         cert_version=cert_version(state),
         external_ports={name: port for name, port in rt.aux_ports.items() if name == "prometheus"},
+        jwks_uri=discover_jwks_uri(identity) if identity is not None and identity.provider == "oidc" else "",
     )
 
 
@@ -275,7 +278,7 @@ def render_gateway(spec: MeshSpec, state: StateDir, rt: Runtime) -> ResolvedMesh
 
     mesh = resolve_for(spec, rt)
     render_policy_bundle(mesh, Path(rt.policy_dir), state.policy)
-    grt = gateway_runtime(state, rt)
+    grt = gateway_runtime(state, rt, spec.identity)
     write_envoy_files(render_envoy(mesh, grt), state.gateway, grt.xds_dir)
     return mesh
 

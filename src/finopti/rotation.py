@@ -47,7 +47,7 @@ def rotate_certificates(state: StateDir, progress: Callable[[str], None] = lambd
         rpc.startProcess(component)
         _wait_cluster_healthy(rt, cluster_name(service, version))
         progress(f"{component} restarted with its new certificate")
-    grt = gateway_runtime(state, rt)
+    grt = gateway_runtime(state, rt, spec.identity)
     write_envoy_files(render_envoy(resolve_for(spec, rt), grt), state.gateway, grt.xds_dir)
     progress("gateway switched to its new certificate (live xDS update)")
     return rotated

@@ -19,7 +19,8 @@ from pathlib import Path
 import httpx
 
 from finopti.idp import DevIdentityProvider
-from finopti.mesh.model import MeshSpec, load_mesh
+from finopti.mesh.envoy_authz import EXT_AUTHZ_FILTER, RBAC_FILTER
+from finopti.mesh.model import MeshSpec, Route, load_mesh
 from finopti.mesh.supervisor import components
 from finopti.meshtls import client_context
 from finopti.paths import StateDir
@@ -29,6 +30,7 @@ from finopti.ports import free_port
 
 # A user who holds every role, so only the source identity decides the caller checks.
 PROBE_USER = "erin@finopti.dev"
+NO_ROLE_USER = "dave@finopti.dev"
 SAMPLE_PROMPTS = {"gcloud-agent": "list buckets", "monitoring-agent": "list metrics"}
 
 
@@ -56,13 +58,25 @@ class Probe:
     def token(self, email: str = PROBE_USER) -> str:
         return DevIdentityProvider(self.state.idp, self.spec.identity).issue(email)
 
-    def mesh_get(self, identity: str, path: str) -> httpx.Response:
+    def mesh_get(self, identity: str, path: str, mesh_url: str | None = None) -> httpx.Response:
         with httpx.Client(verify=self.identity_context(identity), timeout=10) as client:
-            return client.get(f"{self.rt.mesh_url}{path}", headers={"authorization": f"Bearer {self.token()}"})
+            return client.get(f"{mesh_url or self.rt.mesh_url}{path}",
+                              headers={"authorization": f"Bearer {self.token()}"})
 
-    def ask(self, prompt: str, headers: dict | None = None) -> httpx.Response:
-        return httpx.post(f"{self.rt.edge_url}/api/ask", json={"prompt": prompt}, timeout=30,
-                          headers={"authorization": f"Bearer {self.token()}", **(headers or {})})
+    def ask(self, prompt: str, headers: dict | None = None, user: str = PROBE_USER,
+            edge: str | None = None) -> httpx.Response:
+        """Through the live edge, or `edge` (another gateway's edge URL)."""
+        return httpx.post(f"{edge or self.rt.edge_url}/api/ask", json={"prompt": prompt}, timeout=30,
+                          headers={"authorization": f"Bearer {self.token(user)}", **(headers or {})})
+
+    def request(self, route: Route, path: str, urls: dict[str, str] | None = None) -> httpx.Response:
+        """GET `path` on the route's listener, as one of the route's allowed callers (`urls`: another gateway's
+        {"edge": …, "mesh": …})."""
+        urls = urls or {"edge": self.rt.edge_url, "mesh": self.rt.mesh_url}
+        if route.listener == "edge":
+            return httpx.get(f"{urls['edge']}{path}", timeout=10,
+                             headers={"authorization": f"Bearer {self.token()}"})
+        return self.mesh_get((route.allowed_callers or ["cli"])[0], path, urls["mesh"])
 
     def log(self, component: str) -> list[dict]:
         lines = []
@@ -198,6 +212,40 @@ def check_identity_headers_stripped(probe: Probe) -> tuple[bool, str]:
     return seen == {PROBE_USER}, f"services saw user(s) {sorted(u or '' for u in seen)}"
 
 
+def _edge_get(probe: Probe, path: str, host: str, headers: dict | None = None) -> httpx.Response:
+    return httpx.get(f"{probe.rt.edge_url}{path}", headers={"host": host, **(headers or {})}, timeout=10)
+
+
+def check_host_allow_list(probe: Probe) -> tuple[bool, str]:
+    """DNS rebinding: a page on any domain resolving to the edge must get nothing but a refusal."""
+    port = probe.rt.edge_port
+    failures = []
+    for host in (f"rebind.verify-mesh.example:{port}", "localhost.", f"127.1:{port}", f"[::ffff:127.0.0.1]:{port}"):
+        response = _edge_get(probe, "/auth/dev-users", host)
+        if response.status_code != 421 or response.json().get("error") != "unknown_host":
+            failures.append(f"Host {host} got {response.status_code}")
+    hosts = probe.spec.gateway.edge.hosts
+    for host in (hosts[0], f"{hosts[0]}:{port}"):
+        if _edge_get(probe, "/", host).status_code != 200:
+            failures.append(f"declared Host {host} is not served")
+    return not failures, "; ".join(failures) or f"other Host names get 421; {', '.join(hosts)} are served"
+
+
+def check_query_token_refused(probe: Probe) -> tuple[bool, str]:
+    """A valid token in the query is refused with 400 naming the parameter, and never reaches the log."""
+    token = probe.token()
+    response = _edge_get(probe, f"/api/logs?limit=1&access_token={token}", probe.spec.gateway.edge.hosts[0])
+    body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+    if response.status_code != 400 or body.get("param") != "access_token":
+        return False, f"a token in the query got {response.status_code} {response.text[:120]}"
+    request_id = response.headers.get("x-request-id")
+    logged = _wait_until(lambda: any(line.get("request_id") == request_id for line in probe.log("gateway")), 5)
+    leaked = [c.stem for c in probe.state.logs.glob("*.log") if token in c.read_text(errors="replace")]
+    if not logged or leaked:
+        return False, f"access line found: {logged}; the token is in {leaked or 'no log'}"
+    return True, "refused with 400 naming access_token; the access log holds [REDACTED]"
+
+
 def _wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -217,7 +265,8 @@ def throwaway_gateway(probe: Probe, *, policy_port: int):
     work = Path(tempfile.mkdtemp(prefix="finopti-verify-gateway-"))
     service_ports = {service: dict(versions) for service, versions in probe.rt.service_ports.items()}
     service_ports["policy"] = dict.fromkeys(service_ports.get("policy", {"v1": 0}), policy_port)
-    grt = dataclasses.replace(gateway_runtime(probe.state, probe.rt), edge_port=free_port(), mesh_port=free_port(),
+    grt = dataclasses.replace(gateway_runtime(probe.state, probe.rt, probe.spec.identity), edge_port=free_port(),
+                              mesh_port=free_port(),
                               admin_port=free_port(), service_ports=service_ports, xds_dir=work / "xds")
     write_envoy_files(render_envoy(resolve_for(probe.spec, probe.rt), grt), work, work / "xds")
     log = (work / "envoy.log").open("w")
@@ -248,32 +297,77 @@ def _answers(url: str) -> bool:
         return False
 
 
-def check_policy_fail_closed(probe: Probe) -> tuple[bool, str]:
-    """A gateway that cannot reach the policy refuses (503, ext_authz's UAEX), proven on a throwaway gateway
-    rendered from the running config with the policy's address pointing at a closed port, while the live
-    gateway keeps answering the same request."""
-    closed = free_port()  # nothing listens there: every check to the policy fails to connect
-    with throwaway_gateway(probe, policy_port=closed) as (grt, log):
-        response = httpx.post(f"http://127.0.0.1:{grt.edge_port}/api/ask", json={"prompt": "list buckets"},
-                              headers={"authorization": f"Bearer {probe.token()}"}, timeout=30)
-        request_id = response.headers.get("x-request-id", "")
+def _authz_config_problems(probe: Probe) -> list[str]:
+    """From the gateway's live configuration: every listener runs the authorization filter, each virtual
+    host's default grants nothing, and every route carries rules of its own or the Rego check. So a route
+    whose rules were lost is refused."""
+    dump = httpx.get(f"{probe.rt.admin_url}/config_dump", timeout=5).json()["configs"]
+    problems, routes = [], 0
+    for section in dump:
+        for listener in section.get("dynamic_listeners", []):
+            config = listener.get("active_state", {}).get("listener", {})
+            filters = [f for chain in config.get("filter_chains", []) for net in chain.get("filters", [])
+                       for f in net.get("typed_config", {}).get("http_filters", [])]
+            if not any(f["name"] == RBAC_FILTER for f in filters):
+                problems.append(f"listener {listener['name']} has no authorization filter")
+        for route_config in section.get("dynamic_route_configs", []):
+            for host in route_config.get("route_config", {}).get("virtual_hosts", []):
+                default = host.get("typed_per_filter_config", {}).get(RBAC_FILTER, {}).get("rbac", {})
+                rules = default.get("rules")  # Envoy's dump leaves out defaults: ALLOW, no policies
+                if rules is None or rules.get("policies") or rules.get("action", "ALLOW") != "ALLOW":
+                    problems.append(f"virtual host {host.get('name')}: the authorization default grants requests")
+                for route in host.get("routes", []):
+                    routes += 1
+                    per_filter = route.get("typed_per_filter_config", {})
+                    native = per_filter.get(RBAC_FILTER, {}).get("rbac", {}).get("rules") is not None
+                    rego = EXT_AUTHZ_FILTER in per_filter
+                    if not (native or rego):
+                        problems.append(f"route {route.get('name')} carries no authorization rules")
+    if not routes:
+        problems.append("the gateway serves no routes")
+    return problems
 
-        def access_line() -> dict | None:
-            for line in log.read_text(errors="replace").splitlines():
-                if request_id and request_id in line and '"access"' in line:
-                    try:
-                        return json.loads(line)
-                    except ValueError:
-                        return None
-            return None
 
-        _wait_until(lambda: access_line() is not None, 5)
-        line = access_line() or {}
-    live = probe.ask("list buckets")
-    flags = str(line.get("response_flags", ""))
-    passed = response.status_code in (403, 503) and "UAEX" in flags and live.status_code == 200
-    return passed, (f"policy unreachable → {response.status_code} (flags {flags or 'none logged'}); "
-                    f"live gateway meanwhile → {live.status_code}")
+def check_authz_fail_closed(probe: Probe) -> tuple[bool, str]:
+    """The live gateway's rules grant nothing by default and refuse a user without a role; a gateway whose policy
+    service is unreachable still decides its native routes and refuses every Rego route (ext_authz's UAEX).
+    The outage is a throwaway gateway rendered from the running config with the policy's address pointing at a
+    closed port: the live policy service and live traffic are never touched."""
+    problems = _authz_config_problems(probe)
+    refused = probe.ask("list buckets", user=NO_ROLE_USER)
+    if refused.status_code != 403 or refused.json().get("rule") != "no-role":
+        problems.append(f"{NO_ROLE_USER} (no role) got {refused.status_code}, not the gateway's 403")
+    rego_routes = [r for r in probe.spec.routes if r.authz == "rego"]
+    request_ids: list[str] = []
+    with throwaway_gateway(probe, policy_port=free_port()) as (grt, log):
+        urls = {"edge": f"http://{probe.rt.edge_host}:{grt.edge_port}",
+                "mesh": f"https://{probe.rt.mesh_host}:{grt.mesh_port}"}
+        # Native decisions need no policy service; routes decided by Rego are refused without it.
+        if (allowed := probe.ask("list buckets", edge=urls["edge"])).status_code != 200:
+            problems.append(f"policy unreachable: {PROBE_USER} got {allowed.status_code} on a native route")
+        if (still := probe.ask("list buckets", user=NO_ROLE_USER, edge=urls["edge"])).status_code != 403:
+            problems.append(f"policy unreachable: {NO_ROLE_USER} got {still.status_code} on a native route")
+        for route in rego_routes:
+            response = probe.request(route, route.path if route.exact else f"{route.path}healthz", urls=urls)
+            request_ids.append(response.headers.get("x-request-id", ""))
+            if response.status_code not in (403, 503):
+                problems.append(f"policy unreachable: route {route.name} (Rego) answered {response.status_code}")
+
+        def flags() -> list[str]:
+            lines = [json.loads(line) for line in log.read_text(errors="replace").splitlines()
+                     if '"access"' in line and line.startswith("{")]
+            return [str(x.get("response_flags")) for x in lines if x.get("request_id") in request_ids]
+
+        if rego_routes and not _wait_until(lambda: len(flags()) >= len(rego_routes), 5):
+            problems.append("the throwaway gateway did not log the Rego routes' requests")
+        elif not all("UAEX" in f for f in flags()):
+            problems.append(f"Rego routes refused without ext_authz's UAEX flag: {flags()}")
+    if (live := probe.ask("list buckets")).status_code != 200:
+        problems.append(f"the live gateway answered {live.status_code} meanwhile")
+    return not problems, "; ".join(problems) or (
+        "listener defaults grant nothing and every route has its own rules; no-role refused; with the policy "
+        f"unreachable (throwaway gateway) native routes still decide and {len(rego_routes)} Rego route(s) are "
+        "refused (UAEX); the live gateway kept answering")
 
 
 CHECKS: list[tuple[str, Callable[[Probe], tuple[bool, str]]]] = [
@@ -282,8 +376,10 @@ CHECKS: list[tuple[str, Callable[[Probe], tuple[bool, str]]]] = [
     ("disallowed source→route pairs get 403, allowed ones pass", check_source_routes),
     ("every hop of a sample request per agent is in the gateway log", check_every_hop_logged),
     ("client-sent identity headers are stripped", check_identity_headers_stripped),
-    ("a gateway that cannot reach the policy refuses (throwaway gateway; live traffic untouched)",
-     check_policy_fail_closed),
+    ("the edge serves only its declared Host names", check_host_allow_list),
+    ("a token in the query is refused and never logged", check_query_token_refused),
+    ("authorization fails closed (gateway rules; an unreachable policy on a throwaway gateway)",
+     check_authz_fail_closed),
 ]
 
 

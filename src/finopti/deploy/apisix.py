@@ -11,6 +11,15 @@ import re
 
 import yaml
 
+from finopti.deploy.apisix_identity import (  # noqa: F401 - JWT_KEY_ENV, CONSUMER: this module's API
+    CLAIMS_LUA,
+    CONSUMER,
+    JWT_KEY_ENV,
+    authentication_plugin,
+    consumers,
+    secret_envs,
+)
+from finopti.deploy.edge_controls import PATH_VARIABLE, edge_global_rule
 from finopti.deploy.topology import (
     ENGINES,
     EXPORT_PORT,
@@ -19,16 +28,14 @@ from finopti.deploy.topology import (
     Topology,
 )
 from finopti.mesh.envoy import DEFAULT_TIMEOUT, IDENTITY_HEADERS
-from finopti.mesh.model import CircuitBreaker, Fault, RateLimit, RoutePolicy
+from finopti.mesh.model import CircuitBreaker, Fault, Identity, RateLimit, RoutePolicy
 from finopti.mesh.resolved import ResolvedMesh, ResolvedRoute
 
 PLUGIN_CONFIG = "finopti-gateway"
-CONSUMER = "finopti_idp"
 OPA_URL = f"http://{ENGINES['policy'].container}:{ENGINES['policy'].port}"
 OPA_POLICY = "finopti/authz"  # data.finopti.authz, as the local gateway asks it
 OPA_TIMEOUT_MS = 1000  # the local ext_authz timeout
 # PEMs reach APISIX as environment variables (secret references, resolved by APISIX at run time).
-JWT_KEY_ENV = "FINOPTI_JWT_PUBLIC_KEY"
 CERT_ENV = "FINOPTI_GATEWAY_CERT"
 KEY_ENV = "FINOPTI_GATEWAY_KEY"
 PKI_DIR = "/pki"  # the gateway's certificate, key and the mesh CA, written by the `pki` service
@@ -43,7 +50,7 @@ METRICS_TIMEOUT = 5.0
 
 # Runs after jwt-auth on every mesh.yaml route (rewrite phase): the identity the policy and the services
 # see is only what the gateway verified, never what a client sent.
-IDENTITY_LUA = """return function(conf, ctx)
+IDENTITY_LUA = CLAIMS_LUA + """return function(conf, ctx)
   local core = require("apisix.core")
   for _, name in ipairs(%(headers)s) do
     core.request.set_header(ctx, name, nil)
@@ -54,19 +61,20 @@ IDENTITY_LUA = """return function(conf, ctx)
   if listener == "mesh" and ngx.var.finopti_caller ~= "" then
     core.request.set_header(ctx, "x-finopti-source", ngx.var.finopti_caller)
   end
-  local claims = ctx.jwt_auth_payload
+  local claims, from_jwt_auth = finopti_claims(ctx, core)
   if claims then
-    local aud, ok = claims.aud, false
+    local aud, ok = claims.aud, not from_jwt_auth  -- openid-connect checks the audience itself
     if type(aud) == "table" then
       for _, a in ipairs(aud) do ok = ok or a == %(audience)s end
     else
-      ok = aud == %(audience)s
+      ok = ok or aud == %(audience)s
     end
     if not ok then
       return core.response.exit(401, {error = "unauthorized", message = "token audience is not " .. %(audience)s})
     end
-    if type(claims.email) == "string" then core.request.set_header(ctx, "x-user-email", claims.email) end
-    if type(claims.groups) == "string" then core.request.set_header(ctx, "x-user-groups", claims.groups) end
+    local email, groups = finopti_claim_text(claims[%(email_claim)s]), finopti_claim_text(claims[%(groups_claim)s])
+    if email then core.request.set_header(ctx, "x-user-email", email) end
+    if groups then core.request.set_header(ctx, "x-user-groups", groups) end
   end
 end"""
 
@@ -86,7 +94,7 @@ ACCESS_LOG_FIELDS = {
     "message": "access",
     "listener": "$finopti_listener",
     "method": "$request_method",
-    "path": "$request_uri",
+    "path": f"${PATH_VARIABLE}",  # $request_uri with credential values redacted (edge_controls)
     "route": "$finopti_route",
     "upstream_host": "$upstream_addr",
     "status": "$status",
@@ -101,7 +109,7 @@ ACCESS_LOG_FIELDS = {
     "source": "$http_x_finopti_source",
     "user_agent": "$http_user_agent",
 }
-LOG_VARIABLES = ("finopti_route", "finopti_duration_ms", "finopti_upstream_ms",
+LOG_VARIABLES = (PATH_VARIABLE, "finopti_route", "finopti_duration_ms", "finopti_upstream_ms",
                  "opentelemetry_trace_id", "opentelemetry_span_id", "opentelemetry_context_traceparent")
 
 PLUGINS = [
@@ -249,14 +257,13 @@ def _rewrite(route: ResolvedRoute) -> dict | None:
     return {"regex_uri": [f"^{re.escape(route.path)}(.*)", f"{route.rewrite}$1"]}
 
 
-def render_route(topo: Topology, route: ResolvedRoute) -> tuple[dict, list[dict]]:
+def render_route(topo: Topology, route: ResolvedRoute, identity: Identity = Identity()) -> tuple[dict, list[dict]]:
     """One mesh.yaml route -> an APISIX route and its upstreams (one per version of the backend)."""
     policy = route.policy
     upstreams = [route_upstream(topo, route.name, route.backend, v, policy) for v in route.versions]
     plugins: dict = {}
     if route.auth == "required":
-        # The consumer is found by the token's issuer; the verified claims go to the identity function.
-        plugins["jwt-auth"] = {"key_claim_name": "iss", "store_in_ctx": True}
+        plugins.update(authentication_plugin(identity))
     if (rewrite := _rewrite(route)) is not None:
         plugins["proxy-rewrite"] = rewrite
     if policy.fault is not None:
@@ -316,13 +323,15 @@ def render_apisix_yaml(mesh: ResolvedMesh, topo: Topology) -> dict:
     # Routes to local-only components (the console's Prometheus proxy) have no place in compose, where
     # Grafana reads Prometheus itself.
     for route in [r for r in mesh.routes if not r.external]:
-        r, ups = render_route(topo, route)
+        r, ups = render_route(topo, route, mesh.identity)
         routes.append(r)
         upstreams.extend(ups)
     metric_routes, metric_upstreams = _metrics(mesh, topo)
     identity = IDENTITY_LUA % {"headers": "{" + ", ".join(json.dumps(h) for h in (*IDENTITY_HEADERS,
                                                                                  "x-finopti-listener")) + "}",
-                               "audience": json.dumps(mesh.identity.audience)}
+                               "audience": json.dumps(mesh.identity.audience),
+                               "email_claim": json.dumps(mesh.identity.email_claim),
+                               "groups_claim": json.dumps(mesh.identity.groups_claim)}
     return {
         "routes": routes + metric_routes,
         "upstreams": upstreams + metric_upstreams,
@@ -335,12 +344,7 @@ def render_apisix_yaml(mesh: ResolvedMesh, topo: Topology) -> dict:
                 "opa": {"host": OPA_URL, "policy": OPA_POLICY, "with_route": True, "timeout": OPA_TIMEOUT_MS},
             },
         }],
-        "consumers": [{
-            "username": CONSUMER,
-            "desc": "the identity provider: tokens whose `iss` is its issuer, signed with its key",
-            "plugins": {"jwt-auth": {"key": mesh.identity.issuer, "algorithm": "RS256",
-                                     "public_key": f"$env://{JWT_KEY_ENV}"}},
-        }],
+        "consumers": consumers(mesh.identity),
         "global_rules": [{
             "id": "finopti",
             "plugins": {
@@ -351,7 +355,7 @@ def render_apisix_yaml(mesh: ResolvedMesh, topo: Topology) -> dict:
                 "prometheus": {"prefer_name": True},
                 "serverless-pre-function": {"phase": "log", "functions": [ACCESS_LOG_LUA]},
             },
-        }],
+        }, edge_global_rule(mesh.gateway.edge)],
         "plugin_metadata": [{"id": "opentelemetry", "set_ngx_var": True, "resource": {"service.name": "gateway"}}],
     }
 
@@ -382,7 +386,7 @@ def render_config_yaml(mesh: ResolvedMesh, topo: Topology) -> dict:
         "nginx_config": {
             "error_log_level": "warn",
             # Secret references ($env://) resolve only variables nginx passes to its workers.
-            "envs": [JWT_KEY_ENV, CERT_ENV, KEY_ENV],
+            "envs": [*secret_envs(mesh.identity), CERT_ENV, KEY_ENV],
             "http": {
                 "access_log_format": json.dumps(ACCESS_LOG_FIELDS).replace('"$status"', "$status"),
                 "access_log_format_escape": "json",

@@ -19,6 +19,7 @@ from finopti.deploy.apisix import (
     render_apisix_yaml,
     render_config_yaml,
 )
+from finopti.deploy.edge_controls import DEV_SIGN_IN_ENV
 from finopti.deploy.observability import (
     logstore_push_url,
     render_alloy,
@@ -40,7 +41,7 @@ from finopti.deploy.topology import (
     Topology,
     plan,
 )
-from finopti.mesh.model import MeshSpec
+from finopti.mesh.model import Identity, MeshSpec
 from finopti.mesh.policy_data import render_route_data
 from finopti.mesh.resolved import resolve
 
@@ -105,6 +106,8 @@ def _backends(topo: Topology, repo: str) -> dict[str, dict]:
                 "FINOPTI_TLS_CERT": f"{PKI_DIR}/tls.crt",
                 "FINOPTI_TLS_KEY": f"{PKI_DIR}/tls.key",
                 "FINOPTI_TLS_CALLERS": f"{PKI_DIR}/callers.pem",
+                # Development sign-in mints tokens for anyone who reaches the edge: never in this bundle.
+                DEV_SIGN_IN_ENV: "false",
             },
             "volumes": [_pki_mount(b.name)],
             # Alone with the gateway: no published port, no other service on this network.
@@ -117,7 +120,7 @@ def _backends(topo: Topology, repo: str) -> dict[str, dict]:
     return services
 
 
-def _apisix(topo: Topology) -> dict:
+def _apisix(topo: Topology, identity: Identity) -> dict:
     # APISIX reads PEMs from environment variables ($env:// secret references): load the gateway's
     # certificate from its pki directory, then start APISIX as its image does.
     start = (f'export {CERT_ENV}="$$(cat {PKI_DIR}/tls.crt)" {KEY_ENV}="$$(cat {PKI_DIR}/tls.key)" '
@@ -133,7 +136,8 @@ def _apisix(topo: Topology) -> dict:
         "command": [start],
         "environment": {
             "APISIX_STAND_ALONE": "true",
-            JWT_KEY_ENV: f"${{{JWT_KEY_ENV}:?set {JWT_KEY_ENV} to the identity provider's PEM public key}}",
+            **({JWT_KEY_ENV: f"${{{JWT_KEY_ENV}:?set {JWT_KEY_ENV} to the identity provider's PEM public key}}"}
+               if identity.provider == "dev" else {}),
         },
         "volumes": [
             "./apisix/config.yaml:/usr/local/apisix/conf/config.yaml:ro",
@@ -266,7 +270,7 @@ def render_compose(spec: MeshSpec, topo: Topology, repo: str = "../..") -> dict:
         },
         ENGINES["policy"].container: _opa(repo),
         **_backends(topo, repo),
-        GATEWAY: _apisix(topo),
+        GATEWAY: _apisix(topo, spec.identity),
         **_observability(spec),
     }
     volumes = {name: {} for name in ("pki", "loki-data", "alloy-data", "promtail-data", "prometheus-data",
@@ -274,13 +278,21 @@ def render_compose(spec: MeshSpec, topo: Topology, repo: str = "../..") -> dict:
     return {"name": PROJECT, "services": services, "networks": _networks(topo), "volumes": volumes}
 
 
-ENV_EXAMPLE = f"""# Copy to .env beside docker-compose.yml and fill in.
-# The identity provider's public key (PEM) that signs users' tokens (RS256), e.g. for the development
-# provider: openssl pkey -in .finopti/idp/signing-key.pem -pubout
+def _env_example(identity: Identity) -> str:
+    if identity.provider == "dev":
+        key = f"""# The identity provider's public key (PEM) that signs users' tokens (RS256), e.g. for the development
+# provider: openssl pkey -in .finopti/idp/signing-key.pem -pubout. One key: rotating it means editing this and
+# restarting APISIX; with identity.provider: oidc in mesh.yaml, APISIX follows the provider's keys instead.
 {JWT_KEY_ENV}="-----BEGIN PUBLIC KEY-----
 ...
 -----END PUBLIC KEY-----"
-GRAFANA_ADMIN_PASSWORD=change-me
+"""
+    else:
+        key = f"# Users' tokens come from {identity.issuer} (OpenID Connect discovery, keys from its JWKS).\n"
+    return "# Copy to .env beside docker-compose.yml and fill in.\n" + key + ENV_EXAMPLE
+
+
+ENV_EXAMPLE = """GRAFANA_ADMIN_PASSWORD=change-me
 # Published ports (defaults shown).
 FINOPTI_EDGE_PORT=8080
 FINOPTI_GRAFANA_PORT=3000
@@ -304,7 +316,7 @@ def render_compose_bundle(spec: MeshSpec, repo_root: Path | str, out_dir: Path |
     mesh = resolve(spec)  # the policy reads its role data from data.json itself, next to routes.json
     files = {
         "docker-compose.yml": _yaml(render_compose(spec, topo, repo)),
-        ".env.example": ENV_EXAMPLE,
+        ".env.example": _env_example(spec.identity),
         "apisix/apisix.yaml": apisix_yaml_text(render_apisix_yaml(mesh, topo)),
         "apisix/config.yaml": _yaml(render_config_yaml(mesh, topo)),
         "opa/routes.json": json.dumps(render_route_data(mesh), indent=2) + "\n",

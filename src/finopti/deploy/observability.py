@@ -8,6 +8,7 @@ multiline rule as the local collector.
 """
 
 from finopti.deploy.apisix import metrics_path
+from finopti.deploy.edge_controls import alloy_redaction_stages, promtail_redaction_stages
 from finopti.deploy.topology import EXPORT_PORT, GATEWAY, LISTENERS, MESH_URL, PROJECT
 from finopti.mesh.model import Logs, MeshSpec
 from finopti.mesh.resolved import ResolvedMesh
@@ -130,7 +131,7 @@ loki.process "{PROJECT}" {{
     max_wait_time = "{_go_duration(multiline.max_wait)}"
     max_lines     = {multiline.max_lines}
   }}
-  stage.json {{
+{alloy_redaction_stages(JOB)}  stage.json {{
     expressions = {_alloy_map(fields, same=True)}
   }}
   // Few streams: only service and level are labels.
@@ -170,6 +171,7 @@ def render_promtail(spec: MeshSpec) -> dict:
                 {"multiline": {"firstline": spec.logs.multiline.firstline,
                                "max_wait_time": _go_duration(spec.logs.multiline.max_wait),
                                "max_lines": spec.logs.multiline.max_lines}},
+                *promtail_redaction_stages(JOB),
                 {"json": {"expressions": {n: n for n in (*LABELS, *METADATA)}}},
                 {"labels": {n: None for n in LABELS}},
                 {"structured_metadata": {n: None for n in METADATA}},

@@ -5,7 +5,10 @@ a Docker engine.
 - every backend is attached only to networks whose other members are the gateway alone (so services cannot
   reach each other except through it), and those networks are internal;
 - every URL a backend is given points at the gateway;
-- only the log collector mounts the Docker socket, and read-only.
+- only the log collector mounts the Docker socket, and read-only;
+- the front door's controls are rendered (`finopti.deploy.edge_controls`): APISIX's Host allow-list, refusal of
+  credentials in the query and CSRF check, the redacted access-log path, the collectors' redaction stage, and
+  development sign-in off.
 
 Roles come from the `finopti.role` label the renderer puts on every service.
 """
@@ -17,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from finopti.deploy.compose import ROLE
+from finopti.deploy.edge_controls import check_edge_controls
 
 PUBLISHERS = {"gateway", "console"}
 DOCKER_SOCKET = "/var/run/docker.sock"
@@ -131,4 +135,4 @@ def verify_compose(bundle_dir: Path | str) -> list[Problem]:
         return [Problem(None, None, f"{path}: not valid YAML: {exc}")]
     if not isinstance(doc, dict):
         return [Problem(None, None, f"{path}: expected a mapping at the top level")]
-    return check_compose(doc)
+    return check_compose(doc) + [Problem(None, None, p) for p in check_edge_controls(path.parent, doc)]

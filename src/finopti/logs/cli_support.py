@@ -1,12 +1,16 @@
 """What `finopti logs` and `finopti trace` print: one readable line per log line, and a trace's waterfall."""
 
+from collections.abc import Callable
+
 from rich.console import Group
 from rich.text import Text
 from rich.tree import Tree
 
 from finopti.logs.times import parse_since
 
-__all__ = ["format_line", "parse_since", "render_trace"]
+__all__ = ["format_line", "newest_lines", "parse_since", "render_trace"]
+
+PAGE = 5000  # the query API's largest page
 
 LEVEL_COLORS = {"debug": "2", "info": "32", "warning": "33", "error": "31", "critical": "1;31"}
 LEVEL_STYLES = {"debug": "dim", "info": "green", "warning": "yellow", "error": "red", "critical": "bold red"}
@@ -63,6 +67,23 @@ def format_line(line: dict, color: bool, show_trace: bool = True) -> str:
         # Whole: `finopti trace` takes what is printed here (a prefix works too, when unique).
         parts.append(_paint(f"trace={trace_id}", "35", color))
     return " ".join(parts)
+
+
+def newest_lines(fetch: Callable[[list[tuple[str, str]]], dict], params: list[tuple[str, str]],
+                 count: int) -> list[dict]:
+    """The newest `count` lines matching `params`, oldest first: `GET /api/logs` (through `fetch`) page by page,
+    each page continuing from the last one's `next_cursor`, so no line is skipped or repeated between pages, even
+    among lines of the same time."""
+    lines: list[dict] = []
+    cursor = None
+    while len(lines) < count:
+        page = fetch([*params, ("direction", "backward"), ("limit", str(min(PAGE, count - len(lines)))),
+                      *([("cursor", cursor)] if cursor else [])])
+        lines += page["lines"]
+        cursor = page.get("next_cursor")
+        if not cursor:
+            break
+    return lines[::-1]
 
 
 def _bar(hop: dict, total_ms: float, width: int = 24) -> str:

@@ -37,15 +37,18 @@ import socket
 import sys
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from finopti.logs import wire
+from finopti.logs.line_guard import identity_of_certificate, own_sources, redact, redact_bytes
+from finopti.logs.metadata import INDEXED, from_object
 from finopti.logs.multiline import (
     DEFAULT_FIRSTLINE,
     DEFAULT_MAX_LINES,
@@ -57,17 +60,13 @@ from finopti.logs.multiline import (
 )
 from finopti.logs.tail import ROTATE_WAIT, Chunk, FileTail, Position
 from finopti.logs.times import FUTURE_GRACE_SECONDS, ns_to_rfc3339, parse_since, rfc3339_ns
+from finopti.logs.times import second_cache as _SECONDS
 
 log = logging.getLogger("finopti.collector")
 
 PUSH_PATH = "/loki/api/v1/push"
 DROP_STATUSES = {400, 413, 422}
-EMPTY_BODY = b'{"streams":[]}'
 JOB = "finopti"
-# Our pushes carry request ids with this prefix; the lines they cause (the gateway's access line, the policy
-# service's decision) are dropped, or each push would produce lines to push: a loop that never idles.
-OWN_REQUEST_PREFIX = "finopti-collector-"
-METADATA_KEYS = ("trace_id", "span_id", "request_id", "user", "route")
 _LEVELS = {"warn": "warning", "err": "error", "crit": "critical", "fatal": "critical", "dbg": "debug"}
 _KNOWN_LEVELS = {name: name for name in ("debug", "info", "warning", "error", "critical")}
 
@@ -92,14 +91,39 @@ class ParseStats:
     empty: int = 0
     own: int = 0
     future: int = 0
+    redacted: dict[str, int] = field(default_factory=dict)  # kind -> credentials replaced (see line_guard)
+
+    def count_redactions(self, counts: dict[str, int]) -> None:
+        for kind, n in counts.items():
+            self.redacted[kind] = self.redacted.get(kind, 0) + n
+
+
+class Parsed(NamedTuple):
+    """An entry ready for a push: its stream, time, text (UTF-8) and metadata. A JSON line's metadata is its own
+    fields (`obj`, see `finopti.logs.metadata`) plus `extras`; a plain-text entry's is `extras` alone."""
+
+    service: str
+    level: str
+    ts_ns: int
+    text: bytes
+    obj: dict | None
+    extras: dict | None  # component (the file, when not the service), original_ts (a clock ahead)
+
+    def metadata(self) -> dict:
+        if self.obj is None:
+            return self.extras or {}
+        return {**from_object(self.obj), **self.extras} if self.extras else from_object(self.obj)
+
+
+_new = tuple.__new__  # a NamedTuple without its Python-level __new__: this is the hot path
 
 
 def parse_line(raw: bytes, component: str, now_ns: int, stats: ParseStats,
-               grace_ns: int = int(FUTURE_GRACE_SECONDS * 1e9)) -> tuple[tuple[str, str], list] | None:
-    """A raw entry (a line, or lines joined by the multiline rule) -> ((service, level), [ts_ns, line,
-    metadata?]) for the push body; None for an entry to skip (empty, or caused by our own pushes). `now_ns` is
-    when it was read: the time of an entry without its own, and of one dated more than `grace_ns` ahead (its own
-    time is kept as metadata `original_ts`).
+               grace_ns: int = int(FUTURE_GRACE_SECONDS * 1e9), own: frozenset[str] = frozenset()) -> Parsed | None:
+    """A raw entry (a line, or lines joined by the multiline rule) -> what to push; None for an entry to skip
+    (empty, or caused by our own pushes: its `source` is one of `own`, see line_guard). Credentials in the entry
+    are redacted. `now_ns` is when it was read: the time of an entry without its own, and
+    of one dated more than `grace_ns` ahead (its own time is kept as metadata `original_ts`).
     The hot path of the collector: a JSON object line is parsed once and never re-encoded."""
     if raw[-1:] == b"\r":
         raw = raw[:-1]
@@ -111,33 +135,38 @@ def parse_line(raw: bytes, component: str, now_ns: int, stats: ParseStats,
             pass
     if obj.__class__ is not dict:
         return _parse_text(raw, component, now_ns, stats)
-    request_id = obj.get("request_id")
-    if request_id.__class__ is str and request_id.startswith(OWN_REQUEST_PREFIX):
+    get = obj.get
+    source = get("source")
+    if source.__class__ is str and source in own:
         stats.own += 1
         return None
-    text = raw.decode()
-    service = obj.get("service")
+    raw, redactions = redact_bytes(raw)
+    if redactions:
+        stats.count_redactions(redactions)
+    service = get("service")
     if service.__class__ is not str or not service:
         service = service_of(component)
-    ts = obj.get("ts")
-    try:
-        ts_ns = rfc3339_ns(ts) if ts.__class__ is str else now_ns
-    except ValueError:
-        ts_ns = now_ns
-    get = obj.get
-    meta = {k: v if v.__class__ is str else str(v) for k in METADATA_KEYS if (v := get(k))}
-    if component != service:
-        meta["component"] = component
+    ts = get("ts")
+    base = _SECONDS.get(ts[:19], -1) if ts.__class__ is str and len(ts) == 24 and ts[19] == "." else -1
+    if base >= 0 and ts[23] == "Z" and ts[20:23].isdigit():  # the services' `…T12:07:55.548Z`, second seen before
+        ts_ns = base + int(ts[20:23]) * 1_000_000
+    else:
+        try:
+            ts_ns = rfc3339_ns(ts) if ts.__class__ is str else now_ns
+        except ValueError:
+            ts_ns = now_ns
+    extras = {"component": component} if component != service else None
     if ts_ns > now_ns + grace_ns:  # a clock ahead: such a line would stay the newest for good
-        meta["original_ts"] = ns_to_rfc3339(ts_ns)
+        extras = {**(extras or {}), "original_ts": ns_to_rfc3339(ts_ns)}
         ts_ns = now_ns
         stats.future += 1
     level = get("level")
-    level = normalize_level(level) if level is not None else infer_level(str(get("message", "")))
-    return (service, level), [str(ts_ns), text, meta] if meta else [str(ts_ns), text]
+    level = _KNOWN_LEVELS.get(level) or (normalize_level(level) if level is not None
+                                         else infer_level(str(get("message", ""))))
+    return _new(Parsed, (service, level, ts_ns, raw, obj, extras))
 
 
-def _parse_text(raw: bytes, component: str, now_ns: int, stats: ParseStats) -> tuple[tuple[str, str], list] | None:
+def _parse_text(raw: bytes, component: str, now_ns: int, stats: ParseStats) -> Parsed | None:
     """An entry that is not a JSON object: kept as it is, its level inferred from what it says, timed when read."""
     if not raw.strip():
         stats.empty += 1
@@ -146,38 +175,131 @@ def _parse_text(raw: bytes, component: str, now_ns: int, stats: ParseStats) -> t
         text = raw.decode()
     except UnicodeDecodeError:
         text = raw.decode(errors="replace")
+        raw = text.encode()
         stats.invalid_utf8 += 1
+    text, redactions = redact(text)
+    if redactions:
+        stats.count_redactions(redactions)
+        raw = text.encode()
     stats.not_json += 1
     service = service_of(component)
-    level = infer_level(text)
-    meta = {"component": component} if component != service else None
-    return (service, level), ([str(now_ns), text, meta] if meta else [str(now_ns), text])
+    return _new(Parsed, (service, infer_level(text), now_ns, raw, None,
+                         {"component": component} if component != service else None))
 
 
 @dataclass
 class Batch:
-    """Entries already encoded, so `bytes` is the push body's size: a gateway in front of the receiver refuses
-    bodies over its limit (1 MiB), and such a refusal cannot be retried."""
+    """Entries ready to send, and what to record once they are stored. `bytes` counts the push body's size: a
+    gateway in front of the receiver refuses bodies over its limit (1 MiB), and such a refusal cannot be retried."""
 
     seq: int = 0
-    streams: dict[tuple[str, str], list[bytes]] = field(default_factory=dict)
     lines: int = 0
-    bytes: int = len(b'{"streams":[]}')
+    bytes: int = 0
     positions: dict[str, Position | None] = field(default_factory=dict)  # None: forget this key
     started: float = field(default_factory=time.monotonic)
     prev: int = 0  # the pushed batch sent before this one
     sent_positions: str = "{}"  # every file's position once this batch and all before it are stored
     done: bool = False
 
+    content_type = "application/json"
+    empty_body = b""
+
+    def add(self, parsed: Parsed, limit: int) -> bool:
+        """Add an entry unless the body would then be larger than `limit` (a batch always takes its first)."""
+        raise NotImplementedError
+
     def body(self) -> bytes:
-        streams = (_stream_head(key) + b",".join(entries) + b"]}" for key, entries in self.streams.items())
-        return b'{"streams":[' + b",".join(streams) + b"]}"
+        raise NotImplementedError
 
 
 @functools.cache
 def _stream_head(key: tuple[str, str]) -> bytes:
     service, level = key
     return b'{"stream":' + orjson.dumps({"job": JOB, "service": service, "level": level}) + b',"values":['
+
+
+@dataclass
+class LokiBatch(Batch):
+    """Loki's JSON push body, for any Loki: each entry `[ts, line, metadata]`, encoded as it is added."""
+
+    streams: dict[tuple[str, str], list[bytes]] = field(default_factory=dict)
+    bytes: int = len(b'{"streams":[]}')
+
+    empty_body = b'{"streams":[]}'
+
+    def add(self, parsed: Parsed, limit: int) -> bool:
+        meta = parsed.metadata()
+        text = parsed.text.decode()
+        entry = orjson.dumps([str(parsed.ts_ns), text, meta] if meta else [str(parsed.ts_ns), text])
+        key = (parsed.service, parsed.level)
+        size = len(entry) + 1 + (0 if key in self.streams else len(_stream_head(key)) + 3)
+        if self.lines and self.bytes + size > limit:
+            return False
+        self.streams.setdefault(key, []).append(entry)
+        self.bytes += size
+        self.lines += 1
+        return True
+
+    def body(self) -> bytes:
+        streams = (_stream_head(key) + b",".join(entries) + b"]}" for key, entries in self.streams.items())
+        return b'{"streams":[' + b",".join(streams) + b"]}"
+
+
+@dataclass
+class StreamLines:
+    ts: list[int] = field(default_factory=list)
+    texts: list[bytes] = field(default_factory=list)
+    extras: list[bytes] = field(default_factory=list)
+    indexed: list[tuple] = field(default_factory=list)  # each JSON line's values of the INDEXED fields, in order
+
+    def keys(self) -> set[str]:
+        """The index keys (`t:<trace id>`...) of these lines, each value once."""
+        out = set()
+        for prefix, values in zip(INDEXED.values(), zip(*self.indexed, strict=True), strict=False):
+            out.update(prefix + v for v in {v for v in values if v.__class__ is str and v})
+            out.update(prefix + str(v) for v in values if v and v.__class__ is not str)  # a number, say
+        return out
+
+
+_NO_EXTRAS = b""
+assert list(INDEXED) == ["trace_id", "request_id", "user"], "LinesBatch.add reads them in this order"
+
+
+@dataclass
+class LinesBatch(Batch):
+    """The embedded store's body (`finopti.logs.wire`): columns per stream, a JSON line's own metadata not repeated.
+    `bytes` counts the columns before compression, which can only make them smaller (or a few bytes larger)."""
+
+    streams: dict[tuple[str, str], StreamLines] = field(default_factory=dict)
+
+    content_type = wire.CONTENT_TYPE
+    empty_body = wire.encode([])
+
+    def add(self, parsed: Parsed, limit: int) -> bool:
+        service, level, ts_ns, text, obj, extras = parsed
+        extras = orjson.dumps(extras) if extras else _NO_EXTRAS
+        key = (service, level)
+        lines = self.streams.get(key)
+        size = len(text) + len(extras) + (17 if lines is not None else 167)
+        if self.lines and self.bytes + size > limit:
+            return False
+        if lines is None:
+            lines = self.streams[key] = StreamLines()
+        lines.ts.append(ts_ns)
+        lines.texts.append(text)
+        lines.extras.append(extras)
+        if obj is not None:
+            get = obj.get
+            lines.indexed.append((get("trace_id"), get("request_id"), get("user")))  # INDEXED's order
+        self.bytes += size
+        self.lines += 1
+        return True
+
+    def body(self) -> bytes:
+        return wire.encode([
+            wire.encode_block({"job": JOB, "service": service, "level": level}, s.ts, s.texts, s.extras, s.keys(),
+                              derived=True)
+            for (service, level), s in self.streams.items()])
 
 
 class Metrics:
@@ -188,6 +310,9 @@ class Metrics:
                               registry=registry)
         self.rejected = Counter("finopti_collector_lines_rejected_total", "Lines not pushed, by reason",
                                 ["reason"], registry=registry)
+        self.redactions = Counter("finopti_collector_redactions_total",
+                                  "Credentials replaced in collected lines, by kind (a gateway or service leak)",
+                                  ["kind"], registry=registry)
         self.unstructured = Counter("finopti_collector_lines_unstructured_total",
                                     "Lines pushed as plain text, by reason (not_json, invalid_utf8)", ["reason"],
                                     registry=registry)
@@ -263,12 +388,15 @@ class Collector:
         future_grace: float = FUTURE_GRACE_SECONDS,
         rotate_wait: float = ROTATE_WAIT,
         registry: CollectorRegistry | None = None,
+        identity: str | None = None,
     ):
         self.logs_dir = Path(logs_dir).resolve()  # positions are keyed by absolute path
         self.positions_path = Path(positions_path)
         self.base_url = push_base(url)
         self.name = name or f"{socket.gethostname()}:{self.logs_dir.resolve()}"
         self.exclude = exclude or set()
+        # Our mesh identity (SPIFFE id): the lines our own pushes cause carry it as their verified `source`.
+        self.own = own_sources(identity)
         self.batch_lines, self.batch_bytes, self.batch_wait = batch_lines, batch_bytes, batch_wait
         self.poll_interval, self.scan_interval, self.max_line_bytes = poll_interval, scan_interval, max_line_bytes
         self.max_backoff, self.shutdown_timeout = max_backoff, shutdown_timeout
@@ -282,7 +410,8 @@ class Collector:
         self.committed: dict[str, Position] = {}  # where every pushed line of each file ends
         self.committed_seq = 0
         self.next_seq = 0
-        self.batch = Batch()
+        self._batch_type: type[Batch] = LokiBatch  # until the receiver is known to be the embedded store
+        self.batch: Batch = LokiBatch()
         self.stats = ParseStats()
         self.queue: queue.Queue[Batch | None] = queue.Queue(maxsize=2)
         self.stopping = threading.Event()
@@ -363,6 +492,9 @@ class Collector:
         # With the store's record the file may lag; without it, the file is all there is: write it every push.
         self._save_every = 0.5 if remote is not None else 0.0
         self.next_seq = max(seq, self._last_pushed)
+        # The embedded store (it keeps our record) takes columns; any other receiver, Loki's JSON.
+        self._batch_type = LinesBatch if remote is not None else LokiBatch
+        self.batch = self._batch_type()
 
     # --- reading ------------------------------------------------------------------------------------------
 
@@ -405,7 +537,7 @@ class Collector:
                 joiner = self.joiners.get((f.dev, f.inode))
                 entry = joiner.expired() if joiner is not None else None
                 if entry is not None:
-                    self._add(entry, component)
+                    self._add_expired(entry, component)
                     self.batch.positions[joiner.key] = joiner.chunk.position(entry.end, entry.last)
         return progressed
 
@@ -422,56 +554,51 @@ class Collector:
     def _take(self, chunk: Chunk, component: str, now_ns: int) -> None:
         """A chunk's lines -> entries in the batch; the chunk's position once its entries are all in."""
         joiner = self._joiner(chunk)
-        done: tuple[int, bytes] | None = None  # end and last line of the last entry put in the batch
+        limit, stats, grace, own = self.batch_bytes, self.stats, self.grace_ns, self.own
+        done_end, done_last = -1, b""  # end and last line of the last entry put in the batch (-1: none yet)
         for raw, line_end in zip(chunk.lines, chunk.ends, strict=True):
             if joiner is None or (raw[:1] == b"{" and not joiner.lines):  # the common case: a whole JSON line
-                self._add_line(raw, component, now_ns, chunk, done)
-                done = (line_end, raw)
+                parsed = parse_line(raw, component, now_ns, stats, grace, own)
+                if parsed is not None and not self.batch.add(parsed, limit):
+                    self._full(chunk, done_end, done_last)
+                    self.batch.add(parsed, limit)
+                done_end, done_last = line_end, raw
                 continue
             for entry in joiner.feed([raw], [line_end], now_ns):
-                self._add(entry, component, chunk, done)
-                done = (entry.end, entry.last)
+                if b"\n" in entry.text:
+                    self.metrics.multiline.inc()
+                stats.empty += entry.blank
+                parsed = parse_line(entry.text, component, entry.read_ns, stats, grace, own)
+                if parsed is not None and not self.batch.add(parsed, limit):
+                    self._full(chunk, done_end, done_last)
+                    self.batch.add(parsed, limit)
+                done_end, done_last = entry.end, entry.last
         for key in chunk.forget:
             self.batch.positions[key] = None
         if joiner is not None and joiner.lines:  # an entry is held: the position stops before it
-            if done is not None:
-                self.batch.positions[chunk.key] = chunk.position(*done)
+            if done_end >= 0:
+                self.batch.positions[chunk.key] = chunk.position(done_end, done_last)
         else:
             self.batch.positions[chunk.key] = chunk.position()
         self.metrics.read.inc(len(chunk.lines))
         if self.batch.lines >= self.batch_lines or self.batch.bytes >= self.batch_bytes:
             self.flush()
 
-    def _add(self, entry: Entry, component: str, chunk: Chunk | None = None,
-             done: tuple[int, bytes] | None = None) -> None:
+    def _full(self, chunk: Chunk, done_end: int, done_last: bytes) -> None:
+        """The batch cannot take the next entry: send it, with the position just after the entry before."""
+        if done_end >= 0:  # else the previous chunk's position, already set
+            self.batch.positions[chunk.key] = chunk.position(done_end, done_last)
+        self.flush()
+
+    def _add_expired(self, entry: Entry, component: str) -> None:
+        """A held multiline entry whose wait is over."""
         if b"\n" in entry.text:
             self.metrics.multiline.inc()
         self.stats.empty += entry.blank
-        self._add_line(entry.text, component, entry.read_ns, chunk, done)
-
-    def _add_line(self, raw: bytes, component: str, now_ns: int, chunk: Chunk | None,
-                  done: tuple[int, bytes] | None) -> None:
-        """Parse one entry into the batch. If the batch is full first, it is flushed with the position `done`
-        (just after the entry before this one, in `chunk`'s file)."""
-        parsed = parse_line(raw, component, now_ns, self.stats, self.grace_ns)
-        if parsed is None:
-            return
-        stream, value = parsed
-        entry = orjson.dumps(value)
-        batch = self.batch
-        entries = batch.streams.get(stream)
-        size = len(entry) + 1 + (0 if entries is not None else len(_stream_head(stream)) + 3)
-        if batch.bytes + size > self.batch_bytes and batch.lines:
-            if chunk is not None and done is not None:  # else the previous chunk's position, already set
-                batch.positions[chunk.key] = chunk.position(*done)
+        parsed = parse_line(entry.text, component, entry.read_ns, self.stats, self.grace_ns, self.own)
+        if parsed is not None and not self.batch.add(parsed, self.batch_bytes):
             self.flush()
-            batch, entries = self.batch, None
-            size = len(entry) + 1 + len(_stream_head(stream)) + 3
-        if entries is None:
-            entries = batch.streams[stream] = []
-        entries.append(entry)
-        batch.bytes += size
-        batch.lines += 1
+            self.batch.add(parsed, self.batch_bytes)
 
     def _count(self) -> None:
         stats, m = self.stats, self.metrics
@@ -483,6 +610,8 @@ class Collector:
         for reason, n in (("not_json", stats.not_json), ("invalid_utf8", stats.invalid_utf8)):
             if n:
                 m.unstructured.labels(reason).inc(n)
+        for kind, n in stats.redacted.items():
+            m.redactions.labels(kind).inc(n)
         self.stats = ParseStats()
         for tail in self.tails.values():
             for value, counter in ((tail.too_long, m.rejected.labels("too_long")), (tail.rotations, m.rotations),
@@ -495,7 +624,7 @@ class Collector:
         if not self.batch.lines and not self.batch.positions:
             return
         self._count()
-        batch, self.batch = self.batch, Batch()
+        batch, self.batch = self.batch, self._batch_type()
         # Numbered from the clock, so a run that could not read the store's record still never reuses a number
         # the store has seen (it would take a new batch for a retried one and drop it).
         batch.seq = self.next_seq = max(time.time_ns(), self.next_seq + 1)
@@ -599,9 +728,8 @@ class Collector:
     def _push(self, batch: Batch, client: httpx.Client) -> bool:
         body = batch.body()
         headers = {
-            "content-type": "application/json",
+            "content-type": batch.content_type,
             "user-agent": "finopti-collector",
-            "x-request-id": f"{OWN_REQUEST_PREFIX}{uuid.uuid4()}",
             "x-finopti-collector": self.name,
             "x-finopti-seq": str(batch.seq),
             "x-finopti-prev-seq": str(batch.prev),
@@ -614,12 +742,12 @@ class Collector:
                 r = client.post(self.base_url + PUSH_PATH, content=body, headers=headers)
                 self.metrics.push_seconds.observe(time.perf_counter() - started)
                 if r.status_code < 300:
-                    if body is not EMPTY_BODY:
+                    if body is not batch.empty_body:
                         self.metrics.pushed.inc(batch.lines)
                     self.receiver_up, self.last_push = True, time.time()
                     return True
                 if r.status_code in DROP_STATUSES:
-                    if body is EMPTY_BODY:
+                    if body is batch.empty_body:
                         return True
                     # The receiver will never take this batch (Loki: line too long, too old...): retrying
                     # would block every later line. Dropped and counted, as Promtail does; an empty batch of the
@@ -629,7 +757,7 @@ class Collector:
                     self.metrics.push_errors.labels(f"http_{r.status_code}").inc()
                     self.metrics.rejected.labels("refused_by_receiver").inc(batch.lines)
                     log.error("receiver refused a batch of %d lines: %s %s", batch.lines, r.status_code, r.text[:500])
-                    body = EMPTY_BODY
+                    body = batch.empty_body
                     continue
                 reason = f"http_{r.status_code}"
             except Exception as exc:  # whatever it is, the batch must not be lost: retry
@@ -698,6 +826,7 @@ def main() -> None:
                               int(env("FINOPTI_COLLECTOR_MULTILINE_MAX_LINES", str(DEFAULT_MAX_LINES))))
     collector = Collector(home / "logs", home / "collector-positions.json", url,
                           name=env("FINOPTI_COLLECTOR_NAME"), exclude=exclude,
+                          identity=identity_of_certificate(env("FINOPTI_TLS_CERT")),
                           batch_bytes=int(env("FINOPTI_COLLECTOR_BATCH_BYTES", "1000000")), multiline=multiline,
                           future_grace=parse_since(env("FINOPTI_COLLECTOR_FUTURE_GRACE", f"{FUTURE_GRACE_SECONDS}")))
     # The reader thread is CPU-bound; with the default 5 ms switch interval the sender waited that long for

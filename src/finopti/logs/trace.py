@@ -1,6 +1,7 @@
 """A trace's waterfall from its log lines: one hop per gateway access entry (Envoy logs every hop, its `ts`
 is when the request started), joined with the `request_completed` event and the other lines of the service
-that served it, and with the policy service's lines that authorized it."""
+that served it, with the gateway's own authorization decision (from the access line) and, for routes decided by
+Rego, the policy service's lines that authorized it."""
 
 ERROR_LEVELS = {"error", "critical", "fatal"}
 # Envoy's timestamps and durations are whole milliseconds (truncated); a service line of a hop may fall
@@ -18,6 +19,14 @@ def _number(value) -> float | None:
 def _is_access(entry: dict) -> bool:
     obj = entry["line"]
     return entry["service"] == "gateway" and isinstance(obj, dict) and obj.get("message") == "access"
+
+
+def _decision(obj: dict) -> dict | None:
+    """The gateway's native authorization decision of this hop, as its access line records it."""
+    if not obj.get("authz"):
+        return None
+    allowed = obj["authz"] == "allowed"
+    return {"by": "gateway", "allow": allowed, "rule": obj.get("authz_rule") if allowed else obj.get("authz_reason")}
 
 
 def _hop(entry: dict) -> dict:
@@ -45,6 +54,7 @@ def _hop(entry: dict) -> dict:
         "request_id": obj.get("request_id"),
         "span_id": obj.get("span_id") or None,
         "user": obj.get("user"),
+        "authz": _decision(obj),
         "served": None,
         "lines": [],
         "errors": [],

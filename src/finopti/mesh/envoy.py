@@ -7,6 +7,27 @@ A pure function of the model and the runtime facts (ports, file paths); only the
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from finopti.mesh.edge_rules import CLIENT_REQUEST_ID_HEADER
+from finopti.mesh.envoy_authz import (
+    EXT_AUTHZ_FILTER,
+    JWT_PAYLOAD,
+    RBAC_NAMESPACE,
+    REASON,
+    REASONS_RESULT,
+    access_log_fields,
+    rbac_filters,
+    reason_messages,
+    route_authz,
+    uses_rego,
+    virtual_host_authz,
+)
+from finopti.mesh.envoy_edge import (
+    early_header_mutations,
+    edge_guard_filter,
+    edge_virtual_hosts,
+    refusal_reply_mappers,
+)
+from finopti.mesh.envoy_identity import jwks_cluster, jwt_provider
 from finopti.mesh.envoy_traffic import (
     FAULT_FILTER,
     RATE_LIMIT_FILTER,
@@ -50,6 +71,7 @@ class GatewayRuntime:
     xds_dir: Path
     pki_dir: Path  # mesh CA and the gateway's certificate (see finopti.pki)
     external_ports: dict[str, int] = field(default_factory=dict)  # e.g. prometheus -> its loopback port
+    jwks_uri: str = ""  # an OpenID Connect provider's key set (identity.provider: oidc), found by discovery
     cert_version: str = ""  # changes on rotation, so Envoy reloads the certificate files
     # Both on for the platform; a benchmark turns them off to measure what they cost.
     mtls: bool = True
@@ -66,8 +88,8 @@ def render_envoy(mesh: ResolvedMesh, rt: GatewayRuntime) -> dict[str, dict]:
         "bootstrap.yaml": _bootstrap(rt),
         "lds.yaml": {"resources": [_listener("edge", mesh, rt), _listener("mesh", mesh, rt)]},
         "cds.yaml": {"resources": _clusters(mesh, rt)},
-        "rds-edge.yaml": {"resources": [_route_config("edge", mesh)]},
-        "rds-mesh.yaml": {"resources": [_route_config("mesh", mesh)]},
+        "rds-edge.yaml": {"resources": [_route_config("edge", mesh, rt)]},
+        "rds-mesh.yaml": {"resources": [_route_config("mesh", mesh, rt)]},
     }
 
 
@@ -214,6 +236,8 @@ def _clusters(mesh: ResolvedMesh, rt: GatewayRuntime) -> list[dict]:
         if name in rt.external_ports:
             clusters.append({"@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
                              **_static_cluster(name, "127.0.0.1", rt.external_ports[name])})
+    if mesh.identity.provider == "oidc":
+        clusters.append(jwks_cluster(rt.jwks_uri))
     return clusters
 
 
@@ -243,7 +267,11 @@ def _access_log(listener: str) -> list[dict]:
         "user": "%REQ(X-USER-EMAIL)%",
         "source": "%DOWNSTREAM_PEER_URI_SAN%",
         "user_agent": "%REQ(USER-AGENT)%",
+        **access_log_fields(),
+        # Never a credential: no Authorization or Cookie value is logged, and the edge redacts the query.
     }
+    if listener == "edge":  # what the client called its request, if short and plain (see envoy_edge)
+        fields["client_request_id"] = f"%REQ({CLIENT_REQUEST_ID_HEADER.upper()})%"
     return [
         {
             "name": "envoy.access_loggers.stdout",
@@ -255,7 +283,7 @@ def _access_log(listener: str) -> list[dict]:
     ]
 
 
-def _local_replies() -> dict:
+def _local_replies(mesh: ResolvedMesh, listener: str) -> dict:
     """Errors the gateway answers itself become JSON like every service's errors. There is no catch-all
     format: a 403 from the policy service already carries its JSON reason and passes through as is."""
 
@@ -278,11 +306,16 @@ def _local_replies() -> dict:
     jwt_refused["status_code"] = 401
     return {
         "mappers": [
+            *refusal_reply_mappers(_reply_fields()),
+            # Then: a token that is missing leaves a jwt_failure too (the route may allow that), so the
+            # authorization's own refusals must not be taken for token failures.
+            *_refusals(mesh, listener),
             jwt_refused,
             mapper(400, "bad_request"),
             mapper(401, "unauthorized"),
             mapper(404, "not_found", "no route matches this path"),
             mapper(413, "payload_too_large", "request body is larger than the gateway accepts"),
+            mapper(426, "upgrade_required", "HTTP/1.0 is not served: use HTTP/1.1 or later"),
             mapper(429, "rate_limited", "too many requests; retry after the time in Retry-After"),
             mapper(502, "bad_gateway"),
             _flagged(mapper(503, "circuit_open", "circuit open: the backend is taken out after consecutive "
@@ -293,6 +326,39 @@ def _local_replies() -> dict:
             mapper(504, "timeout", "the backend did not answer in time"),
         ],
     }
+
+
+def _refusals(mesh: ResolvedMesh, listener: str) -> list[dict]:
+    """The gateway's own authorization refused: the reason rule that matched gives the status and the
+    sentence (the Rego's), so a refusal reads the same whichever tier decided."""
+    def refused(key: str, value: str) -> dict:
+        return {"and_filter": {"filters": [
+            {"status_code_filter": {"comparison": {"op": "EQ", "value": {
+                "default_value": 403, "runtime_key": "finopti.local_reply.403"}}}},
+            {"metadata_filter": {"matcher": {"filter": RBAC_NAMESPACE, "path": [{"key": key}],
+                                             "value": {"string_match": {"exact": value}}},
+                                 "match_if_key_not_found": False}},
+        ]}}
+
+    mappers = []
+    for rule, (status, message) in reason_messages(mesh, listener).items():
+        error = "unauthorized" if status == 401 else "forbidden"
+        mapper: dict = {
+            "filter": refused(REASON, rule),
+            "body_format_override": {"json_format": {**_reply_fields(), "message": message, "error": error,
+                                                     "rule": rule}},
+        }
+        if status != 403:
+            mapper["status_code"] = status
+            mapper["headers_to_add"] = [{"header": {"key": "www-authenticate", "value": 'Bearer realm="finopti"'},
+                                         "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
+        mappers.append(mapper)
+    if mappers:
+        # Refused with no reason rule matching: the rule sets disagree (a renderer bug), still a JSON 403.
+        mappers.append({"filter": refused(REASONS_RESULT, "allowed"), "body_format_override": {"json_format": {
+            **_reply_fields(), "message": "no rule of the gateway allows this request", "error": "forbidden",
+            "rule": "none"}}})
+    return mappers
 
 
 def _flagged(mapper: dict, flag: str) -> dict:
@@ -320,10 +386,12 @@ AUTHZ_HEADERS = ("x-user-email", "x-user-groups", "x-forwarded-client-cert", "tr
 
 
 def _ext_authz(listener: str) -> dict:
-    """Every routed request is decided by the policy service (Rego). Fail closed: if it is down or slower
-    than its timeout, the request is refused with 503, never let through."""
+    """Routes that declare `authz: rego` are decided by the policy service; the filter is off elsewhere.
+    Fail closed: if it is down or slower than its timeout, the request is refused with 503, never let
+    through."""
     return {
-        "name": "envoy.filters.http.ext_authz",
+        "name": EXT_AUTHZ_FILTER,
+        "disabled": True,
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
             "transport_api_version": "V3",
@@ -347,6 +415,7 @@ def _ext_authz(listener: str) -> dict:
 
 def _http_filters(mesh: ResolvedMesh, rt: GatewayRuntime, listener: str) -> list[dict]:
     return [
+        *([edge_guard_filter()] if listener == "edge" else []),
         {
             "name": "finopti.strip_identity",
             "typed_config": {
@@ -359,20 +428,14 @@ def _http_filters(mesh: ResolvedMesh, rt: GatewayRuntime, listener: str) -> list
             "typed_config": {
                 "@type": JWT_AUTHN,
                 "providers": {
-                    JWT_PROVIDER: {
-                        "issuer": mesh.identity.issuer,
-                        "audiences": [mesh.identity.audience],
-                        "local_jwks": {"filename": str(rt.jwks_path)},
-                        # The token travels on so each mesh hop is authorized for the same user.
-                        "forward": True,
-                        "failed_status_in_metadata": JWT_FAILURE_KEY,
-                        "claim_to_headers": [
-                            {"header_name": "x-user-email", "claim_name": "email"},
-                            {"header_name": "x-user-groups", "claim_name": "groups"},
-                        ],
-                    }
+                    # The verified claims also go to the gateway's own authorization (RBAC).
+                    JWT_PROVIDER: {**jwt_provider(mesh.identity, str(rt.jwks_path), rt.jwks_uri, JWT_FAILURE_KEY),
+                                   "payload_in_metadata": JWT_PAYLOAD},
                 },
-                "requirement_map": {JWT_REQUIREMENT: {"provider_name": JWT_PROVIDER}},
+                # A token, when sent, must be valid (401 otherwise); whether a route needs one at all is the
+                # authorization's call, so a caller refused is told so before being asked to sign in.
+                "requirement_map": {JWT_REQUIREMENT: {"requires_any": {"requirements": [
+                    {"provider_name": JWT_PROVIDER}, {"allow_missing": {}}]}}},
             },
         },
         # The body limit comes before authorization: ext_authz pausing the stream would defer the 413.
@@ -383,7 +446,8 @@ def _http_filters(mesh: ResolvedMesh, rt: GatewayRuntime, listener: str) -> list
                 "max_request_bytes": mesh.gateway.max_request_bytes,
             },
         },
-        *([_ext_authz(listener)] if rt.authz else []),
+        *(rbac_filters() if rt.authz else []),
+        *([_ext_authz(listener)] if rt.authz and uses_rego(mesh, listener) else []),
         # Only authorized requests spend tokens or meet injected faults.
         rate_limit_filter(),
         fault_filter(),
@@ -400,7 +464,11 @@ def _listener(name: str, mesh: ResolvedMesh, rt: GatewayRuntime) -> dict:
         "@type": HCM,
         "stat_prefix": name,
         "generate_request_id": True,
-        "preserve_external_request_id": True,
+        # At the edge the gateway always makes the request id (a client's, if plain, is kept next to it);
+        # inside the mesh the id travels on from hop to hop.
+        "preserve_external_request_id": name != "edge",
+        # Before the tracer and the request id: drop invalid trace context, set the client's id aside.
+        "early_header_mutation_extensions": early_header_mutations(name),
         # Clients get the request id back, so a problem report can name the request.
         "always_set_request_id_in_response": True,
         "use_remote_address": name == "edge",
@@ -424,7 +492,7 @@ def _listener(name: str, mesh: ResolvedMesh, rt: GatewayRuntime) -> dict:
         },
         "rds": {"route_config_name": name, "config_source": _file_source(rt, f"rds-{name}.yaml")},
         "access_log": _access_log(name),
-        "local_reply_config": _local_replies(),
+        "local_reply_config": _local_replies(mesh, name),
         "http_filters": _http_filters(mesh, rt, name),
         # Envoy and the policy see the same path: no `..` or `//` tricks around a route's prefix.
         "normalize_path": True,
@@ -442,27 +510,32 @@ def _listener(name: str, mesh: ResolvedMesh, rt: GatewayRuntime) -> dict:
     }
 
 
-def _route_config(listener: str, mesh: ResolvedMesh) -> dict:
+def _per_route_authz(route: ResolvedRoute, mesh: ResolvedMesh, authz: bool) -> dict:
+    return route_authz(route, mesh) if authz else {}
+
+
+def _route_config(listener: str, mesh: ResolvedMesh, rt: GatewayRuntime) -> dict:
+    routes = [e for route in most_specific_first(mesh.routes_on(listener))
+              for e in _routes(route, _per_route_authz(route, mesh, rt.authz))]
+    vhost_authz = {"typed_per_filter_config": virtual_host_authz()} if rt.authz else {}
+    if listener == "edge":
+        virtual_hosts = edge_virtual_hosts(mesh.gateway.edge, rt.edge_port, routes, vhost_authz)
+    else:  # services call the mesh listener by address; their identity is the certificate, not a name
+        virtual_hosts = [{"name": listener, "domains": ["*"], "routes": routes, **vhost_authz}]
     return {
         "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
         "name": listener,
-        "virtual_hosts": [
-            {
-                "name": listener,
-                "domains": ["*"],
-                "routes": [e for route in most_specific_first(mesh.routes_on(listener)) for e in _routes(route)],
-            }
-        ],
+        "virtual_hosts": virtual_hosts,
     }
 
 
-def _routes(route: ResolvedRoute) -> list[dict]:
+def _routes(route: ResolvedRoute, authz: dict) -> list[dict]:
     """One mesh.yaml route becomes up to a few Envoy routes, tried in order: a pinned version per canary
     header value, then (when retries are on and the route is not marked idempotent) safe methods with the
     full retry policy before the other methods with retries only where nothing reached the backend."""
     policy = route.policy
     if route.external:
-        return [_route_entry(route, policy, [], {"cluster": route.backend}, mutations=False)]
+        return [_route_entry(route, policy, [], {"cluster": route.backend}, authz, mutations=False)]
     targets: list[tuple[list[dict], dict]] = []
     if policy.canary is not None:
         for version in policy.canary.weights:
@@ -474,8 +547,8 @@ def _routes(route: ResolvedRoute) -> list[dict]:
         split_by_method = policy.retries is not None and policy.idempotent is None
         if split_by_method:
             safe = [{"name": ":method", "string_match": {"safe_regex": {"regex": "|".join(SAFE_METHODS)}}}]
-            entries.append(_route_entry(route, policy, headers + safe, target, mutations=False))
-        entries.append(_route_entry(route, policy, headers, target, mutations=split_by_method))
+            entries.append(_route_entry(route, policy, headers + safe, target, authz, mutations=False))
+        entries.append(_route_entry(route, policy, headers, target, authz, mutations=split_by_method))
     return entries
 
 
@@ -489,7 +562,7 @@ def _split(service: str, versions: tuple[str, ...], policy: RoutePolicy) -> dict
     ]}}
 
 
-def _route_entry(route: ResolvedRoute, policy: RoutePolicy, headers: list[dict], target: dict,
+def _route_entry(route: ResolvedRoute, policy: RoutePolicy, headers: list[dict], target: dict, authz: dict,
                  mutations: bool) -> dict:
     match: dict = {"path": route.path} if route.exact else {"prefix": route.path}
     if headers:
@@ -505,7 +578,7 @@ def _route_entry(route: ResolvedRoute, policy: RoutePolicy, headers: list[dict],
     per_filter: dict = {"envoy.filters.http.jwt_authn": {
         "@type": JWT_PER_ROUTE,
         **({"disabled": True} if route.auth == "anonymous" else {"requirement_name": JWT_REQUIREMENT}),
-    }}
+    }, **authz}
     if policy.fault is not None:
         per_filter[FAULT_FILTER] = route_fault(policy.fault)
     if policy.rate_limit is not None:

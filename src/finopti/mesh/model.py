@@ -188,6 +188,11 @@ class Route(Strict):
     roles: list[str] | None = Field(
         default=None, description="roles that may use this route ('*': any role); unset: the policy's own rules"
     )
+    authz: Literal["native", "rego"] = Field(
+        default="native",
+        description="who decides each request: 'native', the gateway's own rules rendered from callers, roles "
+        "and actions (no network call); 'rego', the policy service asks policies/*.rego on every request",
+    )
     policy: RoutePolicy = RoutePolicy()
 
 
@@ -196,16 +201,67 @@ class Listener(Strict):
     port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port at start")
 
 
+# A host name, an IPv4 address or a bracketed IPv6 address, lowercase and without a port.
+HOST_PATTERN = r"^(\[[0-9a-f:.]+\]|[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?)$"
+LOOPBACK_HOSTS = ["localhost", "127.0.0.1", "[::1]"]
+
+
+class EdgeListener(Listener):
+    """The north-south listener: browsers and the CLI reach the platform here."""
+
+    hosts: list[str] = Field(
+        default=LOOPBACK_HOSTS, min_length=1,
+        description="host names the edge serves, each with or without the listener's port; a request for any "
+        "other Host is refused (DNS rebinding), and a state-changing browser request from another origin too",
+    )
+
+    @model_validator(mode="after")
+    def _valid_hosts(self) -> "EdgeListener":
+        for index, host in enumerate(self.hosts):
+            if not re.match(HOST_PATTERN, host):
+                raise _FieldError(("hosts", index), f"'{host}' is not a lowercase host name, IPv4 address or "
+                                  "[IPv6] address without a port")
+            if host in self.hosts[:index]:
+                raise _FieldError(("hosts", index), f"duplicate host '{host}'")
+        return self
+
+
 class Gateway(Strict):
-    edge: Listener = Listener(port=8080)
+    edge: EdgeListener = EdgeListener(port=8080)
     mesh: Listener = Listener()
     max_request_bytes: int = Field(default=1024 * 1024, gt=0)
 
 
 class Identity(Strict):
-    issuer: str = "https://idp.finopti.local"
+    """Who signs users' tokens. `dev`: the platform's development identity provider (a key made once in the
+    state dir). `oidc`: the organisation's OpenID Connect provider (Google, Keycloak, Entra ID...), its keys
+    found by issuer discovery and fetched again as they rotate."""
+
+    provider: Literal["dev", "oidc"] = "dev"
+    issuer: str = Field(default="https://idp.finopti.local", pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
     audience: str = "finopti"
-    token_ttl: Duration = 3600.0
+    token_ttl: Duration = Field(default=3600.0, description="lifetime of development tokens")
+    dev_sign_in: bool = Field(
+        default=True, description="the UI's development sign-in (/auth/dev-users, /auth/dev-token): anyone who "
+        "reaches the edge may mint a token for any user of the role data; for loopback development only",
+    )
+    jwks_uri: str | None = Field(default=None, pattern=r"^https?://",
+                                 description="oidc: the key set; unset, it comes from the issuer's discovery "
+                                 "document ({issuer}/.well-known/openid-configuration)")
+    jwks_cache: Duration = Field(default=300.0, description="oidc: how long the gateway keeps the keys before it "
+                                 "fetches them again (a rotated key is trusted at the latest after this)")
+    email_claim: str = Field(default="email", pattern=r"^[A-Za-z0-9_.:-]+$")
+    groups_claim: str = Field(default="groups", pattern=r"^[A-Za-z0-9_.:-]+$",
+                              description="the claim whose groups map to roles in the role data")
+
+    @model_validator(mode="after")
+    def _coherent(self) -> "Identity":
+        if self.provider == "oidc" and self.dev_sign_in:
+            raise _FieldError(("dev_sign_in",), "development sign-in needs the development identity provider "
+                              "(provider: dev); set dev_sign_in: false with provider: oidc")
+        if self.provider == "oidc" and self.jwks_cache <= 0:
+            raise _FieldError(("jwks_cache",), "must be a positive duration")
+        return self
 
 
 class Multiline(Strict):

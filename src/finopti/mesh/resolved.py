@@ -17,6 +17,7 @@ renderer re-derives policy and two renderers cannot disagree about what a route 
       backend (name), external (bool), versions (the backend's; () for an external component)
       auth ("required"|"anonymous"), allowed_callers (tuple | None: any mesh identity)
       roles (tuple | None: not declared; "*" in it: any role), any_role (bool)
+      authz ("native": decided by the gateway's own rules; "rego": the policy service on every request)
       policy: RoutePolicy          the effective policy (route fields over the service's defaults)
       actions_prefix               the gateway path under which the backend's `/v1/actions/<action>` lie
                                    (None: the route cannot reach them)
@@ -181,6 +182,7 @@ class ResolvedRoute:
     auth: str
     allowed_callers: tuple[str, ...] | None
     roles: tuple[str, ...] | None
+    authz: str
     policy: RoutePolicy
     actions_prefix: str | None
     actions: tuple[RouteAction, ...] | None
@@ -279,6 +281,7 @@ def resolve(spec: MeshSpec, authz: AuthzData | None = None) -> ResolvedMesh:
             auth=route.auth,
             allowed_callers=None if route.allowed_callers is None else tuple(route.allowed_callers),
             roles=None if route.roles is None else tuple(route.roles),
+            authz=route.authz,
             policy=spec.effective_policy(route),
             actions_prefix=None if external else actions_prefix(route),
             actions=None if agent is None else _route_actions(route, agent),

@@ -106,6 +106,7 @@ def _gateway_relabeling() -> list[dict]:
         copy("envoy_http_conn_manager_prefix", "listener"),
         copy("envoy_virtual_host", "listener"),
         copy("envoy_route", "route"),
+        copy("envoy_rbac_policy_name", "rule"),  # the gateway's authorization rule that decided
         # Only clusters named <service>.<version> get service/version (not Envoy's own, e.g. trace-sink).
         {
             "source_labels": ["envoy_cluster_name", "finopti_version"],
@@ -205,6 +206,16 @@ def render_recording_rules(mesh: ResolvedMesh, interval: str | None = None) -> d
         {"record": "finopti:fault_delays:rate1m",
          "expr": f"sum by (listener) (rate(envoy_http_fault_delays_injected{{{listeners}}}[1m]))"},
     ]
+    # The gateway's own authorization (RBAC, see finopti.mesh.envoy_authz): requests granted per rule, and
+    # requests refused per reason (exactly one reason rule matches each refusal).
+    authorization = [
+        {"record": "finopti:authz_allowed:rate1m",
+         "expr": "sum by (listener, rule) "
+                 '(rate(envoy_http_rbac_policy_allowed{envoy_rbac_http_prefix="authz_"}[1m]))'},
+        {"record": "finopti:authz_refused:rate1m",
+         "expr": "sum by (listener, rule) "
+                 '(rate(envoy_http_rbac_policy_shadow_denied{envoy_rbac_http_prefix="authz_reason_"}[1m]))'},
+    ]
     services = _red_rules(
         "service", "service, version",
         "finopti_requests_total", "finopti_request_errors_total", "finopti_request_duration_seconds_bucket", 1,
@@ -213,6 +224,7 @@ def render_recording_rules(mesh: ResolvedMesh, interval: str | None = None) -> d
     groups = [
         {"name": "finopti-gateway-red", "rules": gateway},
         {"name": "finopti-gateway-resilience", "rules": resilience},
+        {"name": "finopti-gateway-authorization", "rules": authorization},
         {"name": "finopti-services-red", "rules": services},
         {"name": "finopti-budgets", "rules": _budget_rules()},
     ]

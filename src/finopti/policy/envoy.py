@@ -18,9 +18,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs
 
-from finopti.pki import identity_from_spiffe
+from finopti.claims import groups_from_header
+from finopti.meshtls import source_from_xfcc  # noqa: F401 - part of this module's API
 
 # Credentials never enter the input: the policy needs the verified identity headers, not tokens,
 # and inputs end up in logs and in OPA's decision log.
@@ -66,37 +67,6 @@ def match_route(routes: Iterable[Any], listener: str | None, path: str) -> str |
     return None
 
 
-def _split_outside_quotes(text: str, sep: str) -> list[str]:
-    parts, current, quoted = [], [], False
-    for ch in text:
-        if ch == '"':
-            quoted = not quoted
-        if ch == sep and not quoted:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(ch)
-    parts.append("".join(current))
-    return parts
-
-
-def source_from_xfcc(value: str | None) -> str | None:
-    """Calling service from ``x-forwarded-client-cert`` (``By=..;Hash=..;URI=spiffe://finopti.local/svc/<name>``).
-
-    The mesh listener sets the header itself (SANITIZE_SET), so it holds one element, for the
-    direct peer; if there are several, the last one (appended by the nearest proxy) counts.
-    Anything that is not exactly a mesh SPIFFE id gives ``None``.
-    """
-    if not value:
-        return None
-    element = _split_outside_quotes(value, ",")[-1]
-    for pair in _split_outside_quotes(element, ";"):
-        key, _, raw = pair.strip().partition("=")
-        if key.strip().lower() == "uri":
-            return identity_from_spiffe(unquote(raw.strip().strip('"')))
-    return None
-
-
 def _query_args(query: str) -> dict:
     """Like APISIX (ngx.req.get_uri_args): a repeated argument becomes a list."""
     args = parse_qs(query, keep_blank_values=True)
@@ -124,7 +94,7 @@ def build_input_from_envoy(
     scheme = headers.get("x-forwarded-proto", "https" if listener == "mesh" else "http")
     host, port = _host_port(headers.get("host", headers.get(":authority", "")), scheme)
     user = headers.get("x-user-email") or None
-    groups = [g.strip() for g in headers.get("x-user-groups", "").split(",") if g.strip()]
+    groups = groups_from_header(headers.get("x-user-groups"))
     forwarded_for = headers.get("x-forwarded-for", "")
     return {
         "type": "http",

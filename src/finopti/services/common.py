@@ -31,6 +31,9 @@ class ServiceSettings(BaseSettings):
     tls_key: Path | None = None
     tls_callers: Path | None = None
     mesh_ca: Path | None = None
+    # The ui's development sign-in: None follows the running mesh.yaml (identity.dev_sign_in); the compose
+    # bundle sets false.
+    dev_sign_in: bool | None = None
 
     def mesh_ssl(self):
         """The client TLS context for calls to the gateway's mesh listener, or True (system default)."""
@@ -80,6 +83,7 @@ def create_service_app(settings: ServiceSettings, title: str, quiet_paths: froze
         return JSONResponse(error_body(500, "internal", f"{type(exc).__name__}: {exc}"), 500)
 
     app.add_middleware(
-        TelemetryMiddleware, service=settings.service, version=settings.version, quiet_paths=quiet_paths
+        TelemetryMiddleware, service=settings.service, version=settings.version, quiet_paths=quiet_paths,
+        router=app.router,
     )
     return app

@@ -9,8 +9,12 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from finopti.telemetry.traceparent import parse_traceparent
 
 _propagator = TraceContextTextMapPropagator()
 # Spans are only used for ids and propagation here; the gateway's access log records the hops.
@@ -51,8 +55,16 @@ def reset_request(token) -> None:
     _current.reset(token)
 
 
-def extract_trace(headers: dict[str, str]):
-    return _propagator.extract(carrier=headers)
+def extract_trace(headers: list[tuple[str, str]]) -> Context:
+    """The trace a request continues, from all its (lowercase name, value) header pairs; an empty context (a
+    new trace) when `traceparent` is absent, repeated or invalid by the W3C rules (see traceparent.py)."""
+    parent = parse_traceparent([v for k, v in headers if k == "traceparent"])
+    if parent is None:
+        return Context()
+    states = [v for k, v in headers if k == "tracestate"]
+    span_context = SpanContext(trace_id=int(parent.trace_id, 16), span_id=int(parent.parent_id, 16), is_remote=True,
+                               trace_flags=TraceFlags(parent.flags), trace_state=TraceState.from_header(states))
+    return trace.set_span_in_context(NonRecordingSpan(span_context))
 
 
 def trace_ids() -> tuple[str, str]:

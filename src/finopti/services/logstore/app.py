@@ -1,6 +1,7 @@
 """The log store service: a Loki-compatible push API and the platform's log query API over `LogStore`.
 
-- `POST /loki/api/v1/push`: Loki's JSON body (gzip allowed) or protobuf + snappy (what Promtail sends).
+- `POST /loki/api/v1/push`: Loki's JSON body (gzip allowed) or protobuf + snappy (what Promtail sends), or the
+  collector's columns (`finopti.logs.wire`).
   The collector adds `X-Finopti-Collector`, `X-Finopti-Seq` and `X-Finopti-Positions` so a batch it
   retries is stored once (see `LogStore.push`), and `X-Finopti-Prev-Seq` so its batches are stored in order
   (409 when the one before has not come: the collector sends it again).
@@ -11,7 +12,7 @@
 
 Every path is relative to the app, with no redirects, so the gateway can mount it under `/logs/`.
 Settings (environment): FINOPTI_LOGSTORE_RETENTION (`7d`), FINOPTI_LOGSTORE_MAX_BYTES (`1GiB`),
-FINOPTI_LOGSTORE_RETENTION_INTERVAL (`60s`, how often retention runs).
+FINOPTI_LOGSTORE_FUTURE_GRACE (`10m`), FINOPTI_LOGSTORE_RETENTION_INTERVAL (`60s`, how often retention runs).
 """
 
 import asyncio
@@ -30,7 +31,9 @@ from sse_starlette.sse import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import QueryParams
 
+from finopti.logs import wire
 from finopti.logs.lokipb import decode_push
+from finopti.logs.search import format_cursor, parse_cursor
 from finopti.logs.store import MAX_LIMIT, Admission, Delivery, LogQuery, LogStore, PushError
 from finopti.logs.times import parse_since, parse_time
 from finopti.logs.trace_search import TraceFilter, search_traces
@@ -54,7 +57,8 @@ FUTURE = Counter("finopti_logstore_lines_future_total",
                  "Lines dated beyond the grace period ahead: stored at arrival, their own time kept as original_ts")
 TOO_OLD = Counter("finopti_logstore_lines_too_old_total", "Lines older than the retention when pushed: dropped")
 
-QUERY_PARAMS = {"start", "end", "since", "service", "level", "trace_id", "request_id", "q", "limit", "direction"}
+QUERY_PARAMS = {"start", "end", "since", "service", "level", "trace_id", "request_id", "user", "q", "limit",
+                "direction", "cursor"}
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 SSE_KEEPALIVE_SECONDS = 15.0
 
@@ -90,6 +94,12 @@ def log_query(params: QueryParams, *, default_limit: int = 100) -> LogQuery:
         if value is not None and not _ID.match(value):
             raise bad_request(name, "expected an id of letters, digits, '-', '_', '.' or ':' (at most 128)")
         setattr(q, name, value or None)
+    q.user = params.get("user") or None
+    if params.get("cursor"):
+        try:
+            q.cursor = parse_cursor(params["cursor"])
+        except ValueError as exc:
+            raise bad_request("cursor", f"{exc} (the next_cursor of the page before)") from None
     q.text = params.get("q") or None
     if "limit" in params:
         try:
@@ -245,16 +255,21 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         try:
             if request.headers.get("content-encoding", "").lower() == "gzip":
                 body = gzip.decompress(body)
-            if "protobuf" in request.headers.get("content-type", ""):
+            content_type = request.headers.get("content-type", "")
+            streams = None  # the collector's columns go to the store as they are
+            if "protobuf" in content_type:
                 streams = decode_push(body)
-            else:
+            elif not content_type.startswith(wire.CONTENT_TYPE):
                 streams = json_streams(body)
             delivery = delivery_from(request)
             if delivery is not None and not await order.wait_turn(delivery):
                 return JSONResponse({"error": "conflict", "status": 409,
                                      "message": f"batch {delivery.prev} must be stored first: send it again"}, 409)
             admission = Admission()
-            stored = await run_in_threadpool(store.push, streams, delivery, None, admission)
+            if streams is None:
+                stored = await run_in_threadpool(store.push_lines, body, delivery, None, admission)
+            else:
+                stored = await run_in_threadpool(store.push, streams, delivery, None, admission)
             if delivery is not None:
                 await order.done(delivery)
         except (PushError, ValueError, OSError, IndexError, OverflowError) as exc:
@@ -267,7 +282,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             LINES.inc(stored)
             app.state.arrived.set()  # wake every live tail
             app.state.arrived = asyncio.Event()
-        elif sum(len(values) for _, values in streams):
+        elif admission.duplicate:
             DUPLICATES.inc()
         PUSH_SECONDS.observe(time.perf_counter() - started)
         return Response(status_code=204)
@@ -284,7 +299,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     async def logs(request: Request) -> Response:
         q = log_query(request.query_params)
         lines = await run_in_threadpool(store.query, q)
-        return Response(orjson.dumps({"lines": lines}), media_type="application/json")
+        # A full page may have more after it: the cursor of its last line continues from there, with no gap or
+        # repeat even between lines of the same time.
+        more = format_cursor((lines[-1]["ts_ns"], lines[-1]["id"])) if len(lines) == q.limit else None
+        return Response(orjson.dumps({"lines": lines, "next_cursor": more}), media_type="application/json")
 
     @app.get("/api/logs/tail")
     async def tail(request: Request) -> EventSourceResponse:

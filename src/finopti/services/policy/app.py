@@ -11,11 +11,12 @@ Every decision is logged as one line on the ``finopti.decision`` logger, never w
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-import re
 import time
 import uuid
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from finopti.policy import (
     source_from_xfcc,
 )
 from finopti.services.common import create_service_app, error_body
+from finopti.telemetry.traceparent import parse_traceparent
 
 decision_log = logging.getLogger("finopti.decision")
 
@@ -40,13 +42,12 @@ AUTHZ_PREFIX = "/authz"
 LISTENERS = {"edge", "mesh"}
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 ERRORS = {401: "unauthorized", 403: "forbidden"}
-_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 
-def trace_id_from(traceparent: str | None) -> str | None:
-    """The 32-hex trace id of a W3C ``traceparent`` (``00-<trace>-<span>-<flags>``)."""
-    match = _TRACEPARENT.match((traceparent or "").strip().lower())
-    return match.group(1) if match and set(match.group(1)) != {"0"} else None
+def trace_id_from(traceparent: str | list[str] | None) -> str | None:
+    """The trace id of a W3C ``traceparent`` (every value the request carried), None if absent or invalid."""
+    parent = parse_traceparent(traceparent)
+    return parent.trace_id if parent else None
 
 
 def _original_path(request: Request) -> str:
@@ -79,7 +80,7 @@ def _log_decision(request: Request, decision_id: str, started: float, policy_inp
         extra={
             "event": "authz_decision",
             "decision_id": decision_id,
-            "trace_id": trace_id_from(request.headers.get("traceparent")),
+            "trace_id": trace_id_from(request.headers.getlist("traceparent")),
             "request_id": request.headers.get("x-request-id"),
             **_identity(policy_input),
             **fields,
@@ -119,14 +120,69 @@ class PolicyDirWatcher:
             decision_log.error("policy reload failed, keeping the previous policy: %s", exc)
 
 
+class PolicySourceWatcher:
+    """On a local platform (`finopti up`), the policies directory it was started with (`--policies`) is the
+    source: when its data.json or a .rego file changes, the platform's copy and the gateway's own rules are
+    re-rendered from it (`finopti.live.refresh_policies`), so decisions change live in both tiers."""
+
+    def __init__(self, home: Path):
+        from finopti.paths import StateDir
+
+        self.state = StateDir(Path(home))
+        self.source: Path | None = None
+        self._snapshot: dict[str, float] = {}
+
+    def _stat(self) -> dict[str, float]:
+        assert self.source is not None
+        return {p.name: p.stat().st_mtime for p in self.source.iterdir()
+                if p.suffix == ".rego" or p.name == "data.json"}
+
+    def start(self) -> bool:
+        from finopti.platform import Runtime
+
+        if not self.state.runtime_file.exists():
+            return False  # not part of a local platform (tests, compose): nothing to re-render
+        self.source = Path(Runtime.load(self.state).policy_dir)
+        self._snapshot = self._stat()
+        return True
+
+    async def run(self) -> None:
+        from finopti.live import refresh_policies
+
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                snapshot = self._stat()
+            except OSError:
+                continue
+            if snapshot == self._snapshot:
+                continue
+            self._snapshot = snapshot
+            try:
+                await asyncio.to_thread(refresh_policies, self.state)
+                decision_log.info("gateway rules re-rendered from %s", self.source, extra={"event": "policy_render"})
+            except Exception as exc:  # a broken file: the rules in force stay
+                decision_log.error("policies in %s not applied, keeping the rules in force: %s", self.source, exc)
+
+
 def create_app(settings) -> FastAPI:
     policy_dir = Path(getattr(settings, "policy_dir", Path("policies")))
     engine = PolicyEngine(policy_dir)
     # The route table comes from mesh.yaml when the platform passes it, else from routes.json.
     watcher = PolicyDirWatcher(policy_dir, engine, getattr(settings, "routes", None))
+    source = PolicySourceWatcher(getattr(settings, "home", Path(".finopti")))
 
     app = create_service_app(settings, title="FinOptiAgents policy")
     app.state.engine = engine
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        task = asyncio.create_task(source.run()) if source.start() else None
+        yield
+        if task is not None:
+            task.cancel()
+
+    app.router.lifespan_context = lifespan
 
     @app.api_route(AUTHZ_PREFIX + "/{path:path}", methods=METHODS, include_in_schema=False)
     async def check(request: Request, path: str) -> Response:
@@ -180,6 +236,7 @@ def create_app(settings) -> FastAPI:
             message = f"request body is not valid JSON: {exc}"
             return JSONResponse(error_body(400, "bad_request", message, code="invalid_parameter"), 400)
         policy_input = body.get("input", UNDEFINED)
+        watcher.refresh()
         try:
             result = engine.query(path, policy_input)
         except PolicyError as exc:

@@ -3,7 +3,10 @@ the gateway's edge listener. The HTML shells are public; the pages call the data
 `/api/logs`, `/api/traces/…`, `/api/metrics/…`) on the same origin with the user's bearer token.
 
 Development sign-in: `/auth/dev-users` lists the users of the role data and `/auth/dev-token` mints a token
-with the development identity provider. Production signs users in with OIDC instead."""
+with the development identity provider, for loopback development only: `identity.dev_sign_in: false` in
+mesh.yaml (the compose bundle's setting) switches both off. Production signs users in with OIDC instead.
+
+Every response carries the browser security headers of `finopti.services.security_headers`."""
 
 import html
 import json
@@ -19,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from finopti.dashboards import console_model
 from finopti.services.common import ServiceSettings, create_service_app
+from finopti.services.security_headers import SecurityHeadersMiddleware
 
 STATIC = Path(__file__).parent / "static"
 _TRACE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -94,8 +98,32 @@ def console_access(mesh_file: Path) -> dict[str, list[str] | None]:
     return out
 
 
+def running_identity(settings: ServiceSettings):
+    """The identity section of the mesh the platform runs (it may change with `finopti mesh apply`)."""
+    from finopti.mesh.model import load_mesh
+
+    running = settings.home / "mesh.running.yaml"
+    if not running.exists():
+        raise HTTPException(503, detail={"error": "unavailable",
+                                         "message": "the platform's running mesh is missing; is it up?"})
+    return load_mesh(running).identity
+
+
+def dev_sign_in_identity(settings: ServiceSettings):
+    if settings.dev_sign_in is False:
+        identity = None
+    else:
+        identity = running_identity(settings)
+    if identity is None or not identity.dev_sign_in:
+        raise HTTPException(404, detail={"error": "dev_sign_in_off",
+                                         "message": "development sign-in is switched off (identity.dev_sign_in in "
+                                         "mesh.yaml); sign in with your organisation's identity provider"})
+    return identity
+
+
 def create_app(settings: ServiceSettings) -> FastAPI:
     app = create_service_app(settings, "ui")
+    app.add_middleware(SecurityHeadersMiddleware)
     version = settings.version
 
     @app.get("/", response_class=HTMLResponse)
@@ -133,6 +161,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     @app.get("/auth/dev-users")
     async def dev_users() -> dict:
+        dev_sign_in_identity(settings)
         users = role_users(settings.policy_dir)
         return {
             "users": [{"email": email, "roles": roles} for email, roles in users.items()],
@@ -140,7 +169,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         }
 
     @app.post("/auth/dev-token")
-    async def dev_token(request: TokenRequest) -> dict:
+    async def dev_token(request: TokenRequest) -> JSONResponse:
+        identity = dev_sign_in_identity(settings)
         users = role_users(settings.policy_dir)
         email = request.email.strip().lower()
         if email not in users:
@@ -148,15 +178,11 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                                              "message": f"{request.email!r} is not a user of the role data "
                                              f"(known: {', '.join(users)})"})
         from finopti.idp import DevIdentityProvider
-        from finopti.mesh.model import load_mesh
 
-        running = settings.home / "mesh.running.yaml"
-        if not running.exists():
-            raise HTTPException(503, detail={"error": "unavailable",
-                                             "message": "the platform's running mesh is missing; is it up?"})
-        identity = load_mesh(running).identity
         token = await run_in_threadpool(DevIdentityProvider(settings.home / "idp", identity).issue, email)
-        return {"token": token, "email": email, "roles": users[email]}
+        # A token is a credential: no cache, shared or private, may keep it.
+        return JSONResponse({"token": token, "email": email, "roles": users[email]},
+                            headers={"Cache-Control": "no-store"})
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(GZipMiddleware, minimum_size=1024)  # uPlot is 145 kB as text, 40 kB compressed

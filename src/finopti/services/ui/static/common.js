@@ -11,7 +11,7 @@ export function el(tag, attrs = {}, ...children) {
     if (v === undefined || v === null || v === false) continue;
     if (k === "class") node.className = v;
     else if (k === "text") node.textContent = v;
-    else if (k === "style") Object.assign(node.style, v);
+    else if (k === "style") Object.assign(node.style, v);  // CSSOM: the CSP forbids inline style attributes
     else if (k === "dataset") Object.assign(node.dataset, v);
     else if (k.startsWith("on") && typeof v === "function") node.addEventListener(k.slice(2), v);
     else node.setAttribute(k, v === true ? "" : v);
@@ -85,10 +85,18 @@ export function traceLink(id, text, { fresh = false } = {}) {
     title: `trace ${id}` }, text || id);
 }
 
+/** The development sign-in: a user picker and a button; where it is switched off (identity.dev_sign_in in
+ *  mesh.yaml), the reason instead. */
 async function devUserPicker(idSuffix = "") {
+  const result = await api("/auth/dev-users");
+  if (result.status === 404) {
+    return [el("span", { class: "roles", "data-testid": `dev-sign-in-off${idSuffix}` }, errorMessage(result))];
+  }
+  const badge = el("span", { class: "badge dev", "data-testid": `dev-sign-in${idSuffix}`,
+    title: "Tokens from the platform's development identity provider, for loopback development only. "
+      + "Production signs users in with OIDC." }, "Development sign-in");
   const select = el("select", { "aria-label": "development user", id: `dev-user${idSuffix}`, class: "dev-user" },
     el("option", { value: "" }, "Choose a development user…"));
-  const result = await api("/auth/dev-users");
   for (const u of (result.body && result.body.users) || []) {
     select.append(el("option", { value: u.email }, `${u.email} — ${u.roles.join(", ") || "no role"}`));
   }
@@ -102,7 +110,7 @@ async function devUserPicker(idSuffix = "") {
     if (r.ok) session.set(r.body.token, r.body.email, r.body.roles);
     else status.textContent = errorMessage(r);
   });
-  return [select, button, status];
+  return [badge, select, button, status];
 }
 
 /** The header: a menu button folds the navigation and the sign-in on narrow screens. */
@@ -130,8 +138,7 @@ export async function mountSignIn() {
       );
       return;
     }
-    box.replaceChildren(el("span", { class: "roles", title: "Production signs users in with OIDC" }, "Dev sign-in:"),
-      ...(await devUserPicker()));
+    box.replaceChildren(...(await devUserPicker()));
   };
   window.addEventListener("finopti:auth", render);
   await render();

@@ -36,7 +36,8 @@ export function traceFacts(trace) {
     duration: Number(edge.duration_ms ?? trace.duration_ms ?? 0),
     hops: trace.hops.length, services: services.size, lines: trace.lines.length, errors,
     start: trace.start,
-    authz: trace.hops.reduce((n, h) => n + (h.lines || []).filter((l) => isAuthz(l) && l.line && l.line.event === "authz_decision").length, 0),
+    authz: trace.hops.reduce((n, h) => n + (h.authz ? 1 : 0)
+      + (h.lines || []).filter((l) => isAuthz(l) && l.line && l.line.event === "authz_decision").length, 0),
   };
 }
 
@@ -72,8 +73,13 @@ export function waterfall(trace, { showAuthz = false } = {}) {
   const total = Math.max(1e-3, Number(trace.duration_ms) || 0,
     ...trace.hops.map((h) => (h.start_ns - t0) / 1e6 + (h.duration_ms || 0)));
   const place = (offset, dur) => [Math.max(0, (offset / total) * 100), Math.max(0.4, (dur / total) * 100)];
-  // The policy service's decision of each hop, as rows folded under it.
-  const authzRows = (h) => (h.lines || []).filter((l) => isAuthz(l) && l.line && l.line.event === "request_completed")
+  // The gateway's own decision of each hop (native rules, decided inside the gateway), as a row under it.
+  const native = (h) => (h.authz ? [el("div", { class: "hop sub authz-row", "data-authz": h.authz.allow ? "allow" : "deny" },
+    indent(el("div", { class: "label" }, el("span", { class: `status ${h.authz.allow ? "s2" : "s4"}` }, h.authz.allow ? "allow" : "deny"),
+      " ", el("span", { class: "svc" }, "gateway"), el("span", { class: "muted" }, ` authz · ${h.authz.rule || "no rule"}`)), (h.depth || 0) + 2),
+    el("div", { class: "track" }), el("div", { class: "dur" }, "in-gateway"))] : []);
+  // The policy service's decision of each hop (routes decided by Rego), as rows folded under it.
+  const authzRows = (h) => native(h).concat((h.lines || []).filter((l) => isAuthz(l) && l.line && l.line.event === "request_completed")
     .map((l) => {
       const dur = Number(l.line.duration_ms) || 0;
       const decision = (h.lines || []).find((d) => isAuthz(d) && d.line && d.line.event === "authz_decision");
@@ -84,7 +90,7 @@ export function waterfall(trace, { showAuthz = false } = {}) {
           " ", el("span", { class: "svc" }, "policy"), el("span", { class: "muted" }, " authorization check"),
           decision && decision.line.reason ? el("span", { class: "muted" }, ` · ${decision.line.reason}`) : ""), (h.depth || 0) + 2),
         bar(left, width, "authz"), el("div", { class: "dur" }, formatDuration(dur)));
-    });
+    }));
   const rows = trace.hops.flatMap((h, i) => {
     const [left, width] = place(h.offset_ms ?? (h.start_ns - t0) / 1e6, h.duration_ms || 0);
     const sc = statusClass(h.status);
@@ -111,7 +117,7 @@ export function waterfall(trace, { showAuthz = false } = {}) {
       el("span", { class: "svc" }, h.service || "(gateway)"), h.version ? el("span", { class: "muted" }, ` ${h.version}`) : "", " ",
       el("span", { class: op.kind === "mcp" ? "mcp" : "op" }, op.text),
       el("span", { class: "muted" }, ` · ${h.listener || ""}/${h.route || "no route"}`),
-      checks.length ? el("span", { class: "authz-tag" }, "· authz ✓") : "",
+      checks.length ? el("span", { class: "authz-tag" }, h.authz && !h.authz.allow ? "· authz ✗" : "· authz ✓") : "",
       (h.errors || []).length ? el("span", { class: "status s5" }, " error") : ""), h.depth || 0),
     bar(left, width, sc),
     el("div", { class: "dur" }, formatDuration(h.duration_ms)));

@@ -1,0 +1,90 @@
+"""The front door's rules in engine-neutral terms, shared by the Envoy and APISIX renderings.
+
+- Credentials travel only in `Authorization: Bearer`. A query parameter whose (decoded, case-folded) name
+  contains a credential word, or whose value is a JWT, is refused with 400 and redacted from the access log.
+  Both data planes run Lua, so the scanner is one Lua chunk (`QUERY_CREDENTIALS_LUA`) used by both.
+- The edge serves only the host names of `gateway.edge.hosts`, with or without the listener's port, and a
+  state-changing browser request must come from one of those origins.
+- Client-chosen request ids are kept only when they are short and plain, next to the gateway's own id.
+"""
+
+from finopti.mesh.model import EdgeListener
+
+# A parameter name containing one of these (after percent-decoding and lower-casing) is a credential.
+CREDENTIAL_WORDS = ("token", "jwt", "apikey", "api_key", "api-key", "password", "passwd", "secret",
+                    "authorization", "bearer", "credential", "session_id", "sessionid")
+REDACTED = "[REDACTED]"
+STATE_CHANGING_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+CLIENT_REQUEST_ID_HEADER = "x-client-request-id"
+# Kept only if made of these characters and at most this long; anything else is dropped.
+CLIENT_REQUEST_ID_CHARS = "A-Za-z0-9._:-"
+CLIENT_REQUEST_ID_MAX = 128
+
+CREDENTIAL_IN_QUERY = "credential_in_query"
+CREDENTIAL_MESSAGE = ("credentials belong in the Authorization header (Authorization: Bearer <token>), never in "
+                      "the URL, where logs, browser history and Referer headers keep them; remove the query "
+                      "parameter ")
+
+
+def authorities(edge: EdgeListener, port: int) -> list[str]:
+    """Every Host value the edge answers: each declared host alone and with the listener's port."""
+    return [a for host in edge.hosts for a in (host, f"{host}:{port}")]
+
+
+def origins(edge: EdgeListener, port: int) -> list[str]:
+    """The browser origins allowed to change state: the edge's own authorities, over http or https."""
+    return [f"{scheme}://{a}" for a in authorities(edge, port) for scheme in ("http", "https")]
+
+
+def lua_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+# The scanner: `finopti_scan_query(path)` -> (path with credential values redacted, first credential's
+# name) or nil. Names are percent-decoded up to three times (a double-encoded `access%255Ftoken` is still
+# `access_token` to some parser down the line), `+` is a space, and `&` and `;` both separate pairs.
+QUERY_CREDENTIALS_LUA = """
+local FINOPTI_CREDENTIAL_WORDS = {FINOPTI_WORDS}
+local FINOPTI_REDACTED = FINOPTI_REDACTED_TEXT
+
+local function finopti_unescape(s)
+  for _ = 1, 3 do
+    local decoded = s:gsub("%+", " "):gsub("%%(%x%x)", function(hex)
+      return string.char(tonumber(hex, 16))
+    end)
+    if decoded == s then break end
+    s = decoded
+  end
+  return s
+end
+
+local function finopti_is_credential(name, value)
+  local lower = name:lower()
+  for _, word in ipairs(FINOPTI_CREDENTIAL_WORDS) do
+    if lower:find(word, 1, true) then return true end
+  end
+  return value:find("eyJ[%w_-]+%.eyJ[%w_-]+%.") ~= nil
+end
+
+function finopti_scan_query(path)
+  local mark = path:find("?", 1, true)
+  if not mark then return nil end
+  local out, found = {path:sub(1, mark)}, nil
+  for pair, sep in path:sub(mark + 1):gmatch("([^&;]*)([&;]?)") do
+    local eq = pair:find("=", 1, true)
+    local name = finopti_unescape(eq and pair:sub(1, eq - 1) or pair)
+    local value = finopti_unescape(eq and pair:sub(eq + 1) or "")
+    if pair ~= "" and finopti_is_credential(name, value) then
+      -- Only the name's plain characters are kept: a decoded name may carry the token itself.
+      local shown = name:match("^[^=]*"):gsub("[^%w._-]", ""):sub(1, 64)
+      if shown == "" then shown = "(unnamed)" end
+      found = found or shown
+      pair = shown .. "=" .. FINOPTI_REDACTED
+    end
+    out[#out + 1] = pair .. sep
+  end
+  if not found then return nil end
+  return table.concat(out), found
+end
+""".replace("{FINOPTI_WORDS}", "{" + ", ".join(lua_string(w) for w in CREDENTIAL_WORDS) + "}").replace(
+    "FINOPTI_REDACTED_TEXT", lua_string(REDACTED))

@@ -1,0 +1,379 @@
+"""Issue 11, tried as an attacker would, against the running platform: every probe gets its refusal.
+
+Threat model and the test behind each row: docs/security.md."""
+
+import json
+import random
+import shutil
+import string
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from conftest import REPO
+from test_trace_context import raw_request
+
+from finopti.meshtls import client_context
+
+JSON = "application/json"
+
+
+def _error(status: int, headers: dict, body: bytes, code: str, by_gateway: bool = True) -> dict:
+    assert status != 200 and headers.get("content-type", "").startswith(JSON), (status, headers, body[:300])
+    error = json.loads(body)
+    assert error["error"] == code and error["status"] == status and error["message"], error
+    if by_gateway:  # the gateway's own answers name the request
+        assert error["request_id"] == headers["x-request-id"]
+    return error
+
+
+def _get(platform, target: str, host: str = "127.0.0.1", extra: str = "") -> tuple[int, dict, bytes]:
+    return raw_request(platform.edge_port, f"GET {target} HTTP/1.1\nHost: {host}\n{extra}Connection: close\n")
+
+
+def _post(platform, target: str, body: dict, host: str = "127.0.0.1", extra: str = "",
+          method: str = "POST") -> tuple[int, dict, bytes]:
+    data = json.dumps(body).encode()
+    return raw_request(platform.edge_port, f"{method} {target} HTTP/1.1\nHost: {host}\n{extra}Content-Type: "
+                       f"{JSON}\nContent-Length: {len(data)}\nConnection: close\n", data)
+
+
+def _edge_line(platform, request_id: str) -> dict:
+    lines = platform.wait_for_log("gateway", lambda line: line.get("request_id") == request_id
+                                  and line.get("listener") == "edge")
+    assert len(lines) == 1, f"edge access lines of {request_id}: {lines}"
+    return lines[0]
+
+
+def _lines_of(platform, request_id: str, components=("ui", "orchestrator", "policy", "logstore")) -> list[dict]:
+    return [line for c in components for line in platform.log_lines(c) if line.get("request_id") == request_id]
+
+
+# --- 1. credentials only in Authorization: Bearer -----------------------------------------------------------
+
+# (query with {jwt} for the token, the parameter the answer names). Beyond the probe: percent-encoded and
+# double-encoded names, case, repeated parameters, `;` separators, a JWT under an innocent name.
+CREDENTIAL_QUERIES = [
+    ("access_token={jwt}&limit=1", "access_token"),
+    ("limit=1&access%5Ftoken={jwt}", "access_token"),
+    ("%61ccess_token={jwt}", "access_token"),
+    ("access%255Ftoken={jwt}", "access_token"),
+    ("ACCESS_TOKEN={jwt}", "ACCESS_TOKEN"),
+    ("limit=1;token={jwt}", "token"),
+    ("id_token=x&id_token={jwt}", "id_token"),
+    ("jwt={jwt}", "jwt"),
+    ("api_key=k-5f1c2e9a", "api_key"),
+    ("X-Api-Key=k-5f1c2e9a", "X-Api-Key"),
+    ("q={jwt}", "q"),
+    ("access_token%3D{jwt}", "access_token"),
+]
+
+
+@pytest.mark.parametrize("query, param", CREDENTIAL_QUERIES, ids=[q[1] + ":" + q[0][:18] for q in CREDENTIAL_QUERIES])
+def test_a_token_in_the_query_is_refused_and_never_logged(platform, query, param):
+    """Probe 1: `GET /api/logs?access_token=<JWT>` reached the log store and the JWT was logged."""
+    token = platform.token("carol@finopti.dev")  # a real observability_admin token: accepted, it would work
+    status, headers, body = _get(platform, f"/api/logs?{query.format(jwt=token)}")
+    assert status == 400
+    error = _error(status, headers, body, "credential_in_query")
+    assert error["param"] == param and "Authorization" in error["message"] and param in error["message"]
+    line = _edge_line(platform, headers["x-request-id"])
+    assert "[REDACTED]" in line["path"] and token not in json.dumps(line)
+    assert not _lines_of(platform, headers["x-request-id"]), "the request went past the gateway"
+
+
+def test_the_metrics_probe_is_refused_and_the_store_never_holds_the_token(platform):
+    """Probe 1 exactly: `/api/metrics/query?query=up&access_token=…` answered 200 with data."""
+    token = platform.token("carol@finopti.dev")
+    refused = httpx.get(f"{platform.edge}/api/metrics/query", params={"query": "up", "access_token": token})
+    assert refused.status_code == 400 and refused.json()["param"] == "access_token"
+    allowed = httpx.get(f"{platform.edge}/api/metrics/query", params={"query": "up"},
+                        headers={"authorization": f"Bearer {token}"})
+    assert allowed.status_code != 400
+    request_id = refused.headers["x-request-id"]
+    stored = _wait_for_store(platform, request_id)
+    assert stored and all(token not in json.dumps(entry) for entry in stored)
+    assert "access_token=[REDACTED]" in json.dumps(stored)
+
+
+def _wait_for_store(platform, request_id: str, minimum: int = 1, timeout: float = 15.0) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = httpx.get(f"{platform.edge}/api/logs", params={"request_id": request_id, "limit": 500},
+                          headers=platform.headers("carol@finopti.dev"), timeout=10).json()["lines"]
+        if len(found) >= minimum or time.monotonic() > deadline:
+            return found
+        time.sleep(0.3)
+
+
+def test_authorization_and_cookie_values_reach_no_log(platform):
+    token = platform.token("erin@finopti.dev")
+    response = httpx.post(f"{platform.edge}/api/ask", json={"prompt": "list buckets"}, timeout=60,
+                          headers={"authorization": f"Bearer {token}", "cookie": f"session={token}"})
+    assert response.status_code == 200
+    _wait_for_store(platform, response.headers["x-request-id"], minimum=5)
+    signature = token.rsplit(".", 1)[1]
+    leaked = [p.name for p in platform.state.logs.glob("*.log") if signature in p.read_text(errors="replace")]
+    assert not leaked, f"the token is in {leaked}"
+
+
+def test_a_client_cannot_choose_the_path_the_access_log_shows(platform):
+    """The access log shows the original path (x-envoy-original-path) of rewritten routes; a client that sends
+    that header itself must not be able to hide the path it really called."""
+    status, headers, _ = _get(platform, "/auth/dev-users", extra="X-Envoy-Original-Path: /hidden\n")
+    assert status == 200
+    assert _edge_line(platform, headers["x-request-id"])["path"] == "/auth/dev-users"
+
+
+# --- 2. Host and Origin: DNS rebinding and CSRF --------------------------------------------------------------
+
+def _foreign_hosts(port: int) -> list[str]:
+    """Beyond the probe: other spellings of loopback, a trailing dot, another port, userinfo tricks."""
+    return [f"rebind.attacker.example:{port}", "rebind.attacker.example", "localhost.", f"localhost.:{port}",
+            f"127.1:{port}", f"2130706433:{port}", "0x7f000001", f"[0:0:0:0:0:0:0:1]:{port}",
+            f"[::ffff:127.0.0.1]:{port}", f"127.0.0.1:{port + 1}", f"localhost:{port}@evil.example",
+            "evil.example:80"]
+
+
+def test_dns_rebinding_cannot_mint_a_token_or_stop_a_vm(platform):
+    """Probe 2 exactly: every step of the chain now gets 421 before anything else runs."""
+    host = f"rebind.attacker.example:{platform.edge_port}"
+    origin = f"Origin: http://{host}\n"
+    steps = [
+        _get(platform, "/auth/dev-users", host, origin),
+        _post(platform, "/auth/dev-token", {"email": "alice@finopti.dev"}, host, origin),
+        _post(platform, "/api/ask", {"prompt": "stop instance bastion-dev-01"}, host,
+              origin + f"Authorization: Bearer {platform.token('alice@finopti.dev')}\n"),
+    ]
+    for status, headers, body in steps:
+        assert status == 421
+        _error(status, headers, body, "unknown_host")
+        assert _edge_line(platform, headers["x-request-id"])["route"] == "unknown_host"
+        assert not _lines_of(platform, headers["x-request-id"]), "something behind the gateway ran"
+
+
+@pytest.mark.parametrize("index", range(12))
+def test_every_other_spelling_of_the_host_is_refused(platform, index):
+    host = _foreign_hosts(platform.edge_port)[index]
+    status, headers, body = _get(platform, "/auth/dev-users", host)
+    assert status == 421, host
+    _error(status, headers, body, "unknown_host")
+
+
+def test_declared_hosts_are_served_with_and_without_the_port(platform):
+    port = platform.edge_port
+    for host in ("localhost", f"localhost:{port}", "127.0.0.1", f"127.0.0.1:{port}", "[::1]", f"[::1]:{port}",
+                 f"LOCALHOST:{port}"):
+        status, _, _ = _get(platform, "/auth/dev-users", host)
+        assert status == 200, host
+
+
+def _foreign_origins(port: int) -> list[str]:
+    return [f"http://rebind.attacker.example:{port}", "null", f"http://127.0.0.1:{port + 1}",
+            f"http://localhost:{port}.evil.example", "https://evil.example", f"http://127.0.0.1:{port}, http://evil",
+            f"file://127.0.0.1:{port}"]
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
+def test_state_changing_requests_from_another_origin_get_403(platform, method):
+    port = platform.edge_port
+    for origin in _foreign_origins(port):
+        status, headers, body = _post(platform, "/auth/dev-token", {"email": "alice@finopti.dev"},
+                                      extra=f"Origin: {origin}\n", method=method)
+        assert status == 403, origin
+        _error(status, headers, body, "foreign_origin")
+    status, headers, body = _post(platform, "/api/ask", {"prompt": "stop instance bastion-dev-01"}, method=method,
+                                  extra="Sec-Fetch-Site: cross-site\n"
+                                  f"Authorization: Bearer {platform.token('alice@finopti.dev')}\n")
+    assert status == 403
+    _error(status, headers, body, "cross_site_request")
+    assert not _lines_of(platform, headers["x-request-id"])
+
+
+def test_same_origin_and_non_browser_requests_pass(platform):
+    port = platform.edge_port
+    for extra in (f"Origin: http://127.0.0.1:{port}\n", f"Origin: http://localhost:{port}\n",
+                  "Sec-Fetch-Site: same-origin\n", ""):
+        status, _, body = _post(platform, "/auth/dev-token", {"email": "bob@finopti.dev"}, extra=extra)
+        assert status == 200 and json.loads(body)["email"] == "bob@finopti.dev", extra
+
+
+def _apply(platform, tmp_path: Path, change) -> None:
+    raw = yaml.safe_load((REPO / "mesh.yaml").read_text())
+    change(raw)
+    path = tmp_path / "mesh.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    platform.cli("mesh", "apply", "--mesh", str(path), check=True)
+
+
+def test_hosts_and_dev_sign_in_follow_mesh_yaml(platform, tmp_path):
+    """`gateway.edge.hosts` and `identity.dev_sign_in` change live with `finopti mesh apply`."""
+    port = platform.edge_port
+
+    def change(raw: dict) -> None:
+        raw["gateway"]["edge"]["hosts"] = ["finopti.internal", "127.0.0.1"]
+        raw["identity"]["dev_sign_in"] = False
+
+    _apply(platform, tmp_path, change)
+    try:
+        assert _get(platform, "/", f"finopti.internal:{port}")[0] == 200
+        assert _get(platform, "/", f"localhost:{port}")[0] == 421
+        for status, headers, body in (_get(platform, "/auth/dev-users"),
+                                      _post(platform, "/auth/dev-token", {"email": "alice@finopti.dev"})):
+            assert status == 404
+            error = _error(status, headers, body, "dev_sign_in_off", by_gateway=False)
+            assert "identity.dev_sign_in" in error["message"]
+        token = platform.token("bob@finopti.dev")  # tokens of the running identity provider still work
+        assert platform.ask("list buckets", "bob@finopti.dev").status_code == 200, token
+    finally:
+        platform.cli("mesh", "apply", "--mesh", str(REPO / "mesh.yaml"), check=True)
+    assert _get(platform, "/auth/dev-users", f"localhost:{port}")[0] == 200
+
+
+# --- 3. the audit trail ------------------------------------------------------------------------------------------
+
+def test_a_user_cannot_erase_their_own_actions_from_the_audit_trail(platform):
+    """Probe 3 exactly: alice stops an instance with `x-request-id: finopti-collector-hunt1` (asked, then
+    confirmed: a change is a plan first)."""
+    alice = {**platform.headers("alice@finopti.dev"), "x-request-id": "finopti-collector-hunt1"}
+    plan = httpx.post(f"{platform.edge}/api/ask", json={"prompt": "stop instance notebook-dev-02"}, headers=alice,
+                      timeout=60)
+    assert plan.status_code == 200 and plan.json()["kind"] == "plan", plan.text
+    stop = httpx.post(f"{platform.edge}/api/ask/confirm", json={"token": plan.json()["confirmation"]["token"]},
+                      headers=alice, timeout=60)
+    try:
+        assert stop.status_code == 200, stop.text
+        request_id, trace_id = stop.headers["x-request-id"], stop.json()["trace_id"]
+        assert request_id != "finopti-collector-hunt1"  # the gateway makes the id; the client's is kept beside it
+        assert stop.json()["request_id"] == request_id
+        edge = _edge_line(platform, request_id)
+        assert edge["client_request_id"] == "finopti-collector-hunt1" and edge["user"] == "alice@finopti.dev"
+        stored = _wait_for_store(platform, request_id, minimum=10)
+        services = {entry["service"] for entry in stored}
+        assert {"gateway", "orchestrator", "gcloud-agent", "gcloud-tools"} <= services, services
+        assert {entry["metadata"].get("user") for entry in stored if entry["service"] == "orchestrator"} == {
+            "alice@finopti.dev"}
+        assert _wait_for_store(platform, plan.headers["x-request-id"], minimum=3)  # the plan is stored too
+        deadline = time.monotonic() + 15
+        while True:  # the trace view, once the collector has shipped the agent's hop
+            trace = httpx.get(f"{platform.edge}/api/traces/{trace_id}", headers=platform.headers("carol@finopti.dev"))
+            if "/v1/actions/stop_instance" in trace.text or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert trace.status_code == 200 and "/v1/actions/stop_instance" in trace.text
+        assert {hop["user"] for hop in trace.json()["hops"]} == {"alice@finopti.dev"}
+    finally:
+        start = platform.ask("start instance notebook-dev-02", "alice@finopti.dev")
+        if start.status_code == 200 and start.json().get("kind") == "plan":
+            platform.confirm(start)
+
+
+@pytest.mark.parametrize("client_id, kept", [
+    ("hunt-1.a:b_c", True), ("x" * 128, True), ("x" * 129, False), ("<script>", False), ("a b", False),
+    ("ünïcode", False)])
+def test_client_request_ids_are_kept_only_when_plain(platform, client_id, kept):
+    status, headers, _ = _get(platform, "/", extra=f"X-Request-Id: {client_id}\n")
+    assert status == 200 and headers["x-request-id"] != client_id
+    line = _edge_line(platform, headers["x-request-id"])
+    assert line["client_request_id"] == (client_id if kept else None)
+
+
+# --- 4. bounded metric cardinality ------------------------------------------------------------------------------
+
+def _random_paths(count: int, marker: str) -> list[str]:
+    rng = random.Random(marker)
+    word = lambda: "".join(rng.choices(string.ascii_lowercase + string.digits, k=8))  # noqa: E731
+    kinds = ["/static/{m}-{w}.js", "/console/{m}-{w}", "/auth/{m}-{w}", "/{m}-{w}", "/console/trace/{m}<img-{w}>",
+             "/api/{m}/{w}"]
+    return [rng.choice(kinds).format(m=marker, w=word()) for _ in range(count)]
+
+
+def _series(platform) -> dict[str, int]:
+    """Series of the request metrics of every service, read from each /metrics as Prometheus does."""
+    pki = platform.state.pki
+    ctx = client_context(pki / "prometheus.crt", pki / "prometheus.key", pki / "ca.crt")
+    counts = {}
+    with httpx.Client(verify=ctx, timeout=10) as client:
+        for service, versions in platform.runtime.service_ports.items():
+            for version, port in versions.items():
+                text = client.get(f"https://127.0.0.1:{port}/metrics").text
+                counts[f"{service}.{version}"] = sum(1 for line in text.splitlines()
+                                                     if line.startswith("finopti_request"))
+    return counts
+
+
+def test_random_anonymous_paths_add_no_series(platform):
+    """Probe 4: 500 random anonymous paths leave the number of series unchanged (after a first few made
+    the one `unmatched` series per status)."""
+    with httpx.Client(base_url=platform.edge) as client:
+        for path in _random_paths(30, "warmup"):
+            client.get(path)
+    before = _series(platform)
+    marker = "rnd" + "".join(random.choices(string.digits, k=6))
+    with httpx.Client(base_url=platform.edge) as client:
+        statuses = {client.get(path).status_code for path in _random_paths(500, marker)}
+    assert statuses <= {400, 404, 405}, statuses
+    assert _series(platform) == before
+    port = platform.runtime.aux_ports.get("prometheus")
+    if port:  # and nothing of the paths reached Prometheus
+        found = httpx.get(f"http://127.0.0.1:{port}/api/v1/query",
+                          params={"query": f'count({{route=~".*{marker}.*"}}) or vector(0)'}).json()
+        assert found["data"]["result"][0]["value"][1] == "0"
+
+
+# --- 6. security headers on every UI response -----------------------------------------------------------------
+
+UI_PATHS = ["/", "/console", "/console/live", "/console/trace/4bf92f3577b34da6a3ce929d0e0e4736", "/static/common.js",
+            "/static/style.css", "/console/model.json", "/auth/dev-users", "/static/missing.js", "/console/nope"]
+
+
+@pytest.mark.parametrize("path", UI_PATHS)
+def test_every_ui_response_has_the_security_headers(platform, path):
+    response = httpx.get(f"{platform.edge}{path}")
+    csp = response.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "style-src 'self'" in csp and "'unsafe-inline'" not in csp
+    assert "frame-ancestors 'none'" in csp and "object-src 'none'" in csp
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["referrer-policy"] == "no-referrer"
+
+
+def test_dev_tokens_are_not_cached(platform):
+    response = httpx.post(f"{platform.edge}/auth/dev-token", json={"email": "bob@finopti.dev"})
+    assert response.status_code == 200 and response.headers["cache-control"] == "no-store"
+
+
+def test_pages_work_under_the_policy_without_violations(platform):
+    """A real Chromium: every page renders, signs in, and the browser reports no CSP violation."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed")
+    from finopti.services.ui.browser import CHROMIUM, launch_chromium
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(reason=f"Chromium is missing at {CHROMIUM} (apt-get install chromium)")
+    profile = Path(tempfile.mkdtemp(prefix="finopti-csp-"))
+    try:
+        with sync_api.sync_playwright() as p:
+            context = launch_chromium(p, profile)
+            page = context.new_page()
+            violations: list[str] = []
+            page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+            page.add_init_script("document.addEventListener('securitypolicyviolation', e => "
+                                 "console.error('Content Security Policy violation: ' + e.violatedDirective))")
+            page.goto(f"{platform.edge}/")
+            page.select_option("#dev-user", "erin@finopti.dev")
+            assert page.locator("[data-testid=dev-sign-in]").inner_text() == "Development sign-in"
+            page.click("#sign-in")
+            page.wait_for_selector("[data-testid=signed-in]")
+            page.fill("#prompt", "find idle instances")
+            page.click("#ask")
+            page.wait_for_selector("[data-testid=answer-table]")
+            for path in ("/console", "/console/live", "/console/trace/4bf92f3577b34da6a3ce929d0e0e4736"):
+                page.goto(f"{platform.edge}{path}")  # each page's module replaces the "Loading…" shell
+                page.wait_for_selector("#app >> text=Loading…", state="detached")
+            context.close()
+        assert not violations, violations
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
