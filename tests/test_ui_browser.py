@@ -430,8 +430,7 @@ def test_live_logs_in_time_order_with_histogram_fields_and_empty_states(platform
     # Detected fields become columns.
     page.click("#fields")
     page.check("[data-testid=field-list] input[data-field=status]")
-    page.wait_for_selector("#live-lines .ln .col[data-field=status]")
-    assert "200" in page.locator("#live-lines .ln .col[data-field=status]").all_inner_texts()
+    page.wait_for_selector("#live-lines .ln .col[data-field=status]:text-is('200')")
     page.uncheck("[data-testid=field-list] input[data-field=status]")
     page.click("#fields")
 
@@ -450,17 +449,25 @@ def test_live_logs_in_time_order_with_histogram_fields_and_empty_states(platform
     page.wait_for_selector("#live-lines .ln[data-service=orchestrator]")
     services = set(page.eval_on_selector_all("#live-lines .ln", "els => els.map(e => e.dataset.service)"))
     assert services == {"orchestrator"}, services
+    # Filters nothing matches (the services log no debug lines): a clear empty state that names them, no rows.
+    page.select_option("#f-level", "debug")
+    page.wait_for_selector("[data-testid=live-empty]:has-text('service orchestrator, debug')")
+    assert page.locator("#live-lines .ln").count() == 0
+    page.select_option("#f-level", "")
     page.select_option("#f-service", "")
+    # Text: only lines with the words (the gateway's line of this very search has them in its path).
     page.fill("#f-text", "nothing-logs-this-zqxj")
-    page.wait_for_selector("[data-testid=live-empty]:has-text('nothing-logs-this-zqxj')")
-    # Only lines with the words may follow (the gateway's line of this very search has them in its path).
+    page.press("#f-text", "Enter")
+    page.wait_for_selector("[data-testid=live-empty], #live-lines .ln")
     assert all("nothing-logs-this-zqxj" in t for t in page.locator("#live-lines .ln").all_inner_texts())
     page.fill("#f-text", "")
+    page.press("#f-text", "Enter")
     page.select_option("#f-level", "error")
     page.wait_for_selector("[data-testid=live-empty], #live-lines .ln")
     levels = set(page.eval_on_selector_all("#live-lines .ln", "els => els.map(e => e.dataset.level)"))
     assert levels <= {"error", "critical"}, levels
     page.select_option("#f-level", "")
+    page.wait_for_selector("#stream-status[data-state=on]:has-text('live')")
     page.wait_for_selector("#live-lines .ln")
 
     phone(page)

@@ -251,19 +251,21 @@ async function main() {
     pause, clear, fieldPicker(redraw),
     el("span", { id: "stream-status", class: "small" }),
     el("span", { id: "count", class: "muted small grow" }));
-  form.addEventListener("submit", (e) => e.preventDefault());
+
   const histogramHost = el("div", { class: "histogram", "data-testid": "histogram" });
   const key = el("div", { class: "level-legend" }, Object.entries(LEVEL_COLOURS).map(([l, c]) => el("span", {}, el("i", { class: "swatch", style: { background: c } }), ` ${l}`)));
+  let debounce;
   const restart = () => {
+    clearTimeout(debounce); // a pending text change is applied now, with the other filters: one stream, not two
     state.rows = []; state.buffer = []; state.dirty = true; state.lastId = null;
     out.replaceChildren(el("div", { id: "live-empty", class: "live-empty" }, "Connecting…"));
     document.getElementById("count").textContent = "";
     if (session.token) stream(form, out);
   };
   clear.addEventListener("click", () => { state.rows = []; out.replaceChildren(); state.dirty = true; emptyState(out, form); });
+  form.addEventListener("submit", (e) => { e.preventDefault(); restart(); }); // Enter in the text box: now
   form.querySelector("#f-service").addEventListener("change", restart);
   form.querySelector("#f-level").addEventListener("change", restart);
-  let debounce;
   form.querySelector("#f-text").addEventListener("input", () => { clearTimeout(debounce); debounce = setTimeout(restart, 400); });
   pause.addEventListener("click", () => {
     state.paused = !state.paused;
