@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from finopti.services.agent import Action, create_agent_app, plural
 from finopti.services.common import ServiceSettings
-from finopti.services.monitoring_agent.platform_logs import platform_logs
+from finopti.services.monitoring_agent.platform_logs import PLATFORM_LOGS_SCHEMA, platform_logs
 from finopti.services.views import col, stat, table, timeseries
 
 METRIC_LABELS = {"cpu": "CPU", "memory": "memory"}
@@ -94,7 +94,8 @@ ACTIONS = {
     "query_instance_logs": Action("query_instance_logs", "The instances' log entries (Cloud Logging)",
                                   _instance_logs, view=lambda data, args: ENTRY_COLUMNS),
     "query_platform_logs": Action("", "The platform's own log lines (from the log store)", _platform_logs,
-                                  view=lambda data, args: PLATFORM_COLUMNS, handler=platform_logs),
+                                  view=lambda data, args: PLATFORM_COLUMNS, handler=platform_logs,
+                                  schema=PLATFORM_LOGS_SCHEMA),
 }
 
 
