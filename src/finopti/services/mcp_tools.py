@@ -17,7 +17,7 @@ import httpx
 from fastapi import FastAPI
 from mcp.server.fastmcp import FastMCP
 from mcp.server.transport_security import TransportSecuritySettings
-from mcp.types import LATEST_PROTOCOL_VERSION, CallToolResult, InitializeResult
+from mcp.types import LATEST_PROTOCOL_VERSION, CallToolResult, InitializeResult, ListToolsResult
 
 from finopti.cloud import SandboxError
 from finopti.services.common import ServiceSettings, create_service_app
@@ -121,6 +121,13 @@ class McpClient:
                                    "params": {"name": tool, "arguments": arguments}})
         return _tool_result(CallToolResult.model_validate(result))
 
+    async def list_tools(self) -> dict[str, dict]:
+        if self._protocol is None:
+            await self._initialize()
+        result = ListToolsResult.model_validate(
+            await self._post({"jsonrpc": "2.0", "id": next(self._ids), "method": "tools/list", "params": {}}))
+        return {t.name: {"description": t.description or "", "input_schema": t.inputSchema} for t in result.tools}
+
     async def aclose(self) -> None:
         await self._client.aclose()
 
@@ -136,6 +143,12 @@ def mcp_client(url: str, verify: ssl.SSLContext | bool = True, timeout: float = 
     if key not in clients:
         clients[key] = McpClient(url, verify, timeout, source)
     return clients[key]
+
+
+async def list_tools(url: str, verify: ssl.SSLContext | bool = True, timeout: float = 20.0,
+                     source: str | None = None) -> dict[str, dict]:
+    """The tools a server offers, over MCP: name -> {description, input_schema} (JSON Schema)."""
+    return await mcp_client(url, verify, timeout, source).list_tools()
 
 
 async def call_tool(

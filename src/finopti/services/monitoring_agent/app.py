@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from finopti.services.agent import Action, create_agent_app
 from finopti.services.common import ServiceSettings
-from finopti.services.monitoring_agent.platform_logs import platform_logs
+from finopti.services.monitoring_agent.platform_logs import PLATFORM_LOGS_SCHEMA, platform_logs
 
 
 def _series(data: Any, _: dict) -> str:
@@ -73,7 +73,8 @@ ACTIONS = {
     "query_instance_logs": Action("query_instance_logs", "The instances' log entries (Cloud Logging)",
                                   _instance_logs, view=lambda data, args: ENTRY_COLUMNS),
     "query_platform_logs": Action("", "The platform's own log lines (from the log store)", _platform_logs,
-                                  view=lambda data, args: PLATFORM_COLUMNS, handler=platform_logs),
+                                  view=lambda data, args: PLATFORM_COLUMNS, handler=platform_logs,
+                                  schema=PLATFORM_LOGS_SCHEMA),
 }
 
 
