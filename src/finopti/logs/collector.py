@@ -4,11 +4,16 @@
   streams, as Loki wants. `trace_id`, `span_id`, `request_id`, `user`, `route` (and `component`, the file's
   name, when it differs from the service) travel as per-line structured metadata: unbounded values as labels
   would make a stream per request.
+- Files are followed through rotation and truncation (`finopti.logs.tail`: known by inode and fingerprint);
+  lines are joined into entries by the multiline rule (`finopti.logs.multiline`); a line dated too far ahead
+  is kept at its read time, its own time as metadata `original_ts`.
 - Lines are batched (by count, push-body bytes or age, or as soon as the files are read to their end) and
   pushed by two sender threads (two pushes in flight; the store keeps them in order) while the next batch is
-  read. A batch that fails is retried with exponential backoff, for as long as the receiver is down;
-  positions advance only once a push, and every push before it, has succeeded.
-- Positions (file -> inode and offset, in `collector-positions.json`) are written atomically after each push
+  read: to the embedded store as columns (`finopti.logs.wire`), to any other receiver as Loki's JSON. A batch
+  that fails is retried with exponential backoff, for as long as the receiver is down; positions advance only
+  once a push, and every push before it, has succeeded.
+- Positions (file -> device, inode, fingerprint and offset, in `collector-positions.json`) are written
+  atomically after each push
   (at most every 0.5 s when the store keeps the record below) and on shutdown. The embedded log store also
   records them in the transaction that stores the batch, with a batch number: a batch retried after a lost
   answer is stored once, and a collector killed between a push and its positions file resumes from the
