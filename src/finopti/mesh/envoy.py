@@ -309,6 +309,8 @@ def _access_log(listener: str) -> list[dict]:
         "bytes_sent": "%BYTES_SENT%",
         "request_id": "%REQ(X-REQUEST-ID)%",
         "trace_id": "%TRACE_ID%",
+        # This hop's span: the traceparent the upstream gets names it as parent (the trace view's exact match).
+        "span_id": "%SPAN_ID%",
         "user": "%REQ(X-USER-EMAIL)%",
         "source": "%DOWNSTREAM_PEER_URI_SAN%",
         "user_agent": "%REQ(USER-AGENT)%",

@@ -22,13 +22,21 @@ audit_log = logging.getLogger("finopti.audit")
 COMMON_ACTIONS = ("describe_actions",)
 
 
+def plural(count: int, noun: str) -> str:
+    """"1 day", "3 days": answers read as sentences, never "3 day(s)"."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 @dataclass(frozen=True)
 class Action:
+    """An agent action: the tool that serves it, a one-line summary of its result, and how the chat shows the
+    result (`view`, the presentation contract of docs/console.md; a dict, or a function of data and arguments)."""
+
     tool: str
     description: str
     summarize: Callable[[Any, dict], str]
-    # How the chat should show `data` (the presentation contract in RULES.md / docs/console.md), if not a table.
-    view: Callable[[Any, dict], dict | None] = lambda data, args: None
+    view: dict | Callable[[Any, dict], dict | None] | None = None
+    explain: Callable[[Any, dict], str] | None = None
     # Arguments the tool always gets for this action (several actions may share one tool).
     fixed: dict = field(default_factory=dict)
     # A change to the cloud: every attempt is written to the audit trail.
@@ -169,9 +177,11 @@ def create_agent_app(
             "summary": spec.summarize(data, args),
             "data": data,
         }
-        view = spec.view(data, args)
+        view = spec.view(data, args) if callable(spec.view) else spec.view
         if view is not None:
             answer["view"] = view
+        if explanation is None and spec.explain is not None:
+            explanation = spec.explain(data, args)
         if explanation is not None:
             answer["explanation"] = explanation
         return answer

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from finopti.services.agent import CONFIRMATION_HEADER
 from finopti.services.common import ServiceSettings, create_service_app, error_body
 from finopti.services.meshclient import mesh_client
-from finopti.services.orchestrator import examples
+from finopti.services.orchestrator import examples, suggestions
 from finopti.services.orchestrator.catalog import action
 from finopti.services.orchestrator.confirmations import (
     DEFAULT_TTL,
@@ -30,6 +30,7 @@ from finopti.services.orchestrator.confirmations import (
 from finopti.services.orchestrator.inventory import Inventory, InventoryCache, platform_services
 from finopti.services.orchestrator.parser import Intent, Understanding, capabilities, understand
 from finopti.services.orchestrator.planner import LLMPlanner, PlannerError, PlannerSettings
+from finopti.services.orchestrator.suggestions import ActionPermissions
 from finopti.telemetry import current_request
 from finopti.telemetry.context import trace_ids
 
@@ -151,9 +152,18 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                                                                      "error": exc.error})
         return JSONResponse(error_body(exc.status, exc.error, exc.message, **_ids()), exc.status)
 
+    permissions = ActionPermissions(settings.policy_dir)
+
     @app.get("/capabilities")
     async def list_capabilities() -> dict:
         return {"capabilities": capabilities(), "examples": examples.examples(await inventory.get())}
+
+    @app.get("/suggestions")
+    async def list_suggestions() -> dict:
+        """Example prompts naming what exists, limited to what the user's roles allow (docs/console.md)."""
+        ctx = current_request()
+        found = examples.examples(await inventory.get())
+        return {"user": ctx.user, "suggestions": suggestions.for_user(found, permissions, ctx.user, ctx.groups)}
 
     @app.post("/ask")
     async def ask(request: AskRequest) -> JSONResponse:
