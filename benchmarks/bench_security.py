@@ -1,34 +1,42 @@
-"""Issue 3 figures: what mTLS + ext_authz add per hop, and policy evaluation time alone.
+"""What identity (mTLS) and authorization add per hop, per tier, measured side by side in one run.
 
-Two gateways run side by side in one run: the platform's own (mTLS to services, ext_authz to the Rego
-policy service) and a second Envoy rendered from the same mesh.yaml with both off, in front of a
-plaintext copy of the `ui` service. The same page is fetched through each edge.
+Three gateways rendered from the same mesh.yaml and data.json, in front of the same echo backend (a tiny
+Envoy, so the backend's cost does not blur the gateway's):
 
-Run: .venv/bin/python -m benchmarks.bench_security [--requests 2000] [--concurrency 8]
+- off:    mTLS and authorization off (the JWT is still verified when sent)
+- native: the platform's default: mTLS, and every route decided by the gateway's own rules (Envoy RBAC)
+- rego:   mTLS, and every route decided by the Rego (ext_authz to the policy service)
+
+Two hops: the edge's public page (GET /, no token) and a mesh hop with both identities (the orchestrator's
+certificate, bob's token, POST /gcloud-agent/v1/actions/list_buckets). Each at concurrency 1 and 8; the
+variants take turns, twice, so a busy machine weighs on all alike. Also: one Rego decision in-process.
+
+Run: .venv/bin/python -m benchmarks.bench_security [--requests 1000]
 """
 
 import argparse
-import dataclasses
 import json
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
-from benchmarks.common import REPO, load, running_platform, wait_http
-from finopti.mesh.envoy import render_envoy
-from finopti.mesh.model import load_mesh
-from finopti.platform import envoy_binary, gateway_runtime, resolve_for, write_envoy_files
+from benchmarks.common import REPO, load
+from finopti.mesh.model import load_mesh, parse_mesh
+from finopti.mesh.resolved import load_authz_data, resolve
+from finopti.meshtls import client_context
 from finopti.policy import PolicyEngine
-from finopti.ports import free_port
+from finopti.testing.authz_gateway import AuthzGateway
+
+POLICIES = REPO / "policies"
+MESH_HOP = "/gcloud-agent/v1/actions/list_buckets"
 
 
 def policy_eval_times(n: int = 2000) -> dict:
-    engine = PolicyEngine(REPO / "policies")
+    engine = PolicyEngine(POLICIES)
     policy_input = {
-        "type": "http", "request": {"method": "POST", "path": "/gcloud-agent/v1/actions/list_buckets", "headers": {}},
+        "type": "http", "request": {"method": "POST", "path": MESH_HOP, "headers": {}},
         "finopti": {"user": "bob@finopti.dev", "groups": [], "source": "orchestrator", "route": "gcloud-agent",
                     "listener": "mesh"},
     }
@@ -42,51 +50,55 @@ def policy_eval_times(n: int = 2000) -> dict:
     return {"decisions": n, "p50_ms": round(statistics.median(samples), 3), "p99_ms": round(samples[int(n * 0.99)], 3)}
 
 
+def meshes() -> dict:
+    raw = load_mesh(REPO / "mesh.yaml").model_dump(mode="json", exclude_none=True)
+    for route in raw["routes"]:
+        route["authz"] = "rego"
+    authz = load_authz_data(POLICIES)
+    native = resolve(load_mesh(REPO / "mesh.yaml"), authz)
+    return {"off": (native, False, False), "native": (native, True, True),
+            "rego": (resolve(parse_mesh(raw), authz), True, True)}
+
+
+def hop(gw: AuthzGateway, name: str, requests: int, concurrency: int) -> dict:
+    if name == "edge":
+        return load(gw.url("edge", "/"), requests, concurrency)
+    scheme_kwargs = {"verify": client_context(*gw.pki.paths("orchestrator"), gw.pki.pki_dir / "ca.crt")} \
+        if gw.mtls else {}
+    return load(gw.url("mesh", MESH_HOP), requests, concurrency, method="POST",
+                headers={"authorization": f"Bearer {gw.token('bob@finopti.dev')}"}, **scheme_kwargs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=1000)
     args = parser.parse_args()
-    spec = load_mesh(REPO / "mesh.yaml")
-    with running_platform() as (state, rt, _, env):
-        work = Path(tempfile.mkdtemp(prefix="finopti-bench-plain-"))
-        plain_ui_port = free_port()
-        ui = subprocess.Popen(
-            [sys.executable, "-m", "finopti.services.runner"],
-            env={**{k: v for k, v in env.items() if not k.startswith("FINOPTI_TLS")}, "FINOPTI_SERVICE": "ui",
-                 "FINOPTI_PORT": str(plain_ui_port), "FINOPTI_ENTRYPOINT": "finopti.services.ui.app:create_app",
-                 "FINOPTI_HOME": str(work)},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        plain_rt = dataclasses.replace(rt, edge_port=free_port(), mesh_port=free_port(), admin_port=free_port(),
-                                       service_ports={**rt.service_ports, "ui": {"v1": plain_ui_port}})
-        grt = dataclasses.replace(gateway_runtime(state, plain_rt), xds_dir=work / "xds", mtls=False, authz=False)
-        write_envoy_files(render_envoy(resolve_for(spec, plain_rt), grt), work, work / "xds")
-        envoy = subprocess.Popen([envoy_binary(), "-c", str(work / "bootstrap.yaml"), "--use-dynamic-base-id",
-                                  "--log-level", "error"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            wait_http(f"http://127.0.0.1:{plain_ui_port}/healthz")
-            wait_http(f"http://127.0.0.1:{plain_rt.edge_port}/")
-            load(f"{rt.edge_url}/", total=200)
-            load(f"http://127.0.0.1:{plain_rt.edge_port}/", total=200)
-            secured = load(f"{rt.edge_url}/", args.requests, args.concurrency)
-            plain = load(f"http://127.0.0.1:{plain_rt.edge_port}/", args.requests, args.concurrency)
-            secured_again = load(f"{rt.edge_url}/", args.requests, args.concurrency)
-        finally:
-            envoy.terminate()
-            ui.terminate()
-            envoy.wait(10)
-            ui.wait(10)
-    print(json.dumps({
-        "hop": "edge -> ui (GET /)",
-        "mtls_and_ext_authz_on": secured,
-        "both_off": plain,
-        "mtls_and_ext_authz_on_again": secured_again,
-        "added_p50_ms": round(secured["p50_ms"] - plain["p50_ms"], 2),
-        "added_p99_ms": round(secured["p99_ms"] - plain["p99_ms"], 2),
-        "p50_ratio": round(secured["p50_ms"] / plain["p50_ms"], 2),
-        "policy_evaluation_in_process": policy_eval_times(),
-    }, indent=2))
+    results: dict = {}
+    with ExitStack() as stack:
+        gateways = {}
+        for name, (mesh, mtls, authz) in meshes().items():
+            work = Path(tempfile.mkdtemp(prefix=f"finopti-bench-{name}-"))
+            gateways[name] = stack.enter_context(AuthzGateway(work, mesh, POLICIES, mtls=mtls, authz=authz))
+        for gw in gateways.values():  # warm up: connections, the policy service's first decisions
+            for h in ("edge", "mesh"):
+                hop(gw, h, 200, 4)
+        for h in ("edge", "mesh"):
+            for concurrency in (1, 8):
+                runs: dict = {name: [] for name in gateways}
+                for _ in range(2):
+                    for name, gw in gateways.items():
+                        runs[name].append(hop(gw, h, args.requests, concurrency))
+                key = f"{h}_c{concurrency}"
+                results[key] = {name: {"p50_ms": round(statistics.median(r["p50_ms"] for r in rs), 2),
+                                       "p99_ms": round(statistics.median(r["p99_ms"] for r in rs), 2),
+                                       "rps": round(statistics.median(r["rps"] for r in rs), 1)}
+                                for name, rs in runs.items()}
+                off = results[key]["off"]
+                for tier in ("native", "rego"):
+                    results[key][f"{tier}_added_p50_ms"] = round(results[key][tier]["p50_ms"] - off["p50_ms"], 2)
+                    results[key][f"{tier}_added_p99_ms"] = round(results[key][tier]["p99_ms"] - off["p99_ms"], 2)
+    results["policy_evaluation_in_process"] = policy_eval_times()
+    print(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

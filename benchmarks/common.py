@@ -54,7 +54,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def _load(
-    url: str, total: int, concurrency: int, client_kwargs: dict, headers: dict
+    url: str, total: int, concurrency: int, client_kwargs: dict, headers: dict, method: str = "GET",
+    body: dict | None = None,
 ) -> tuple[list[float], float]:
     latencies: list[float] = []
     counter = iter(range(total))
@@ -64,7 +65,7 @@ async def _load(
         async def worker():
             for _ in counter:
                 t0 = time.perf_counter()
-                response = await client.get(url, headers=headers)
+                response = await client.request(method, url, headers=headers, json=body)
                 latencies.append(time.perf_counter() - t0)
                 response.raise_for_status()
 
@@ -74,8 +75,9 @@ async def _load(
     return latencies, wall
 
 
-def load(url: str, total: int = 2000, concurrency: int = 8, headers: dict | None = None, **client_kwargs) -> dict:
-    latencies, wall = asyncio.run(_load(url, total, concurrency, client_kwargs, headers or {}))
+def load(url: str, total: int = 2000, concurrency: int = 8, headers: dict | None = None, method: str = "GET",
+         body: dict | None = None, **client_kwargs) -> dict:
+    latencies, wall = asyncio.run(_load(url, total, concurrency, client_kwargs, headers or {}, method, body))
     ms = [v * 1000 for v in latencies]
     return {
         "requests": total,

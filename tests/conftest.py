@@ -157,3 +157,27 @@ def platform(tmp_path_factory) -> Platform:
     plat = start_platform(tmp_path_factory.mktemp("platform"))
     yield plat
     plat.cli("down")
+
+
+# --- the compose bundle's gateway: a real APISIX (../shared/apisix-runtime) ----------------------------------
+
+
+@pytest.fixture(scope="session")
+def apisix_runtime() -> Path:
+    from finopti.testing.apisix import ApisixUnavailable, find_runtime
+
+    try:
+        return find_runtime(REPO)
+    except ApisixUnavailable as exc:
+        pytest.skip(f"real APISIX not available: {exc}")
+
+
+@pytest.fixture(scope="session")
+def apisix_platform(apisix_runtime, tmp_path_factory):
+    """mesh.yaml's compose bundle on APISIX: its gateway config for this machine, every service as a process."""
+    from finopti.testing.apisix import ApisixPlatform
+
+    plat = ApisixPlatform(load_mesh(REPO / "mesh.yaml"), apisix_runtime, root=tmp_path_factory.mktemp("apisix"),
+                          repo=REPO).start()
+    yield plat
+    plat.stop()

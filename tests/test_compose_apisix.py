@@ -1,28 +1,37 @@
 """The APISIX rendering: valid for APISIX 3.18's own schemas, and the semantic twin of the Envoy rendering
 (every policy of mesh.yaml appears in both, with the same numbers)."""
 
+import json
 import os
+import re
 from pathlib import Path
 
 import pytest
+import typer
 import yaml
 from conftest import REPO
+from typer.testing import CliRunner
 
 from finopti.deploy.apisix import (
     RATE_LIMIT_KEYS,
+    READY_ROUTE,
     apisix_yaml_text,
     render_apisix_yaml,
     render_config_yaml,
     upstream_id,
 )
-from finopti.deploy.compose import render_compose_bundle
-from finopti.deploy.topology import LISTENERS, plan
+from finopti.deploy.apisix_checks import check_loadable
+from finopti.deploy.apisix_local import LocalPorts, local_site, overlay
+from finopti.deploy.commands import verify_compose_cmd
+from finopti.deploy.compose import render_compose_bundle, write_bundle
+from finopti.deploy.topology import plan
 from finopti.deploy.validate import load_apisix_schemas, validate_apisix, validate_apisix_text, validate_compose_schema
-from finopti.deploy.verify import check_compose
+from finopti.deploy.verify import check_compose, verify_compose
 from finopti.mesh.envoy import DEFAULT_TIMEOUT, render_envoy
 from finopti.mesh.envoy_traffic import FAULT_FILTER, RATE_LIMIT_FILTER
 from finopti.mesh.model import MeshSpec, load_mesh, parse_mesh
 from finopti.mesh.resolved import load_authz_data, resolve
+from finopti.pki import make_foreign_ca_cert
 from finopti.platform import GatewayRuntime
 
 SCHEMAS = Path(os.environ.get("FINOPTI_APISIX_SCHEMAS", REPO.parent / "shared" / "apisix" / "schema.json"))
@@ -89,7 +98,7 @@ def test_the_validator_catches_what_apisix_would_refuse(schemas):
     problems = "\n".join(validate_apisix(doc, schemas, enabled_plugins=["limit-count"]))
     for expected in ("routes[limited]/plugins/limit-count/count", "percentage: 12.5 is not of type 'integer'",
                      "plugin 'fault-injection' is not enabled", "'send' is a required property",
-                     "upstream 'nowhere' is not defined"):
+                     "upstream_id 'nowhere' is not defined"):
         assert expected in problems
     assert validate_apisix_text("routes: []\n", schemas) == ["apisix.yaml does not end with the line '#END'"]
 
@@ -143,7 +152,7 @@ def _check_route(spec: MeshSpec, route, envoy: dict, apisix: dict, config: dict)
     upstreams = {u["id"]: u for u in apisix["upstreams"] if u["id"].startswith(f"{route.name}.{service.name}.")}
     assert entries and len(upstreams) == len(service.versions)
     assert a_route["name"] == route.name  # the name the policy reads, like Envoy's route name
-    assert a_route["vars"] == [["server_port", "==", str(LISTENERS[route.listener])]]
+    assert a_route["vars"] == [["finopti_listener", "==", route.listener]]
     seen = set()
 
     # Timeouts: Envoy's route timeout covers retries; APISIX bounds tries by `timeout`, retries by retry_timeout.
@@ -273,8 +282,152 @@ def test_every_policy_renders_to_both_envoy_and_apisix(mesh):
     assert buffer["typed_config"]["max_request_bytes"] == config["nginx_config"]["http"]["client_max_body_size"]
     assert apisix["plugin_configs"][0]["plugins"]["opa"]["policy"] == "finopti/authz"
     assert all(r.get("plugin_config_id") == "finopti-gateway" for r in apisix["routes"]
-               if not r["id"].startswith("metrics."))
+               if not r["id"].startswith("metrics.") and r["id"] != READY_ROUTE)
     if mesh == "fault-variant":  # together the meshes exercise every kind of policy
         assert seen >= {"timeout", "per_try_timeout", "retries", "circuit_breaker", "rate_limit", "canary", "fault"}
     if mesh == "platform":
         assert "timeout" in seen
+
+
+# --- what APISIX checks in code when it loads apisix.yaml (no schema file needed) ---------------------------
+
+
+def _platform_doc() -> dict:
+    spec = MESHES["platform"]()
+    return render_apisix_yaml(resolve(spec), plan(spec))
+
+
+def _pem_pair(tmp_path: Path) -> tuple[str, str]:
+    cert, key = make_foreign_ca_cert(tmp_path, "gateway")
+    return cert.read_text(), key.read_text()
+
+
+def test_the_rendered_config_passes_apisix_load_checks():
+    assert check_loadable(_platform_doc()) == []
+
+
+def test_an_inline_upstream_client_certificate_reference_is_caught_as_apisix_rejects_it():
+    """APISIX 3.18 parses an upstream's inline tls.client_cert as a PEM, without resolving `$env://`: every such
+    upstream is rejected at load and its routes answer 502. The form the bundle used to render."""
+    doc = _platform_doc()
+    for upstream in doc["upstreams"]:
+        if "tls" in upstream:
+            upstream["tls"] = {"client_cert": "$env://FINOPTI_GATEWAY_CERT", "client_key": "$env://FINOPTI_GATEWAY_KEY"}
+    problems = check_loadable(doc)
+    with_tls = [u["id"] for u in doc["upstreams"] if "tls" in u]
+    assert len(with_tls) > 10 and len(problems) == len(with_tls)
+    assert all("failed to parse cert" in p and "tls.client_cert_id" in p for p in problems)
+    assert problems[0].startswith(f"upstreams[{with_tls[0]}]: ")
+
+
+def test_load_checks_cover_certificates_references_expressions_and_plugin_code(tmp_path):
+    cert, key = _pem_pair(tmp_path)
+    doc = _platform_doc()
+    ups = {u["id"]: u for u in doc["upstreams"]}
+    routes = {r["id"]: r for r in doc["routes"]}
+    ups["ask.orchestrator.v1"]["tls"] = {"client_cert": cert, "client_key": key}  # a real PEM pair: fine
+    ups["ui.ui.v1"]["tls"] = {"client_cert": "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----",
+                              "client_key": key}
+    ups["ui-auth.ui.v1"]["tls"] = {"client_cert_id": "nobody"}
+    ups["ui-static.ui.v1"]["upstream_host"] = "$env://SERVICE_HOST"
+    ups["ui-console.ui.v1"]["upstream_host"] = ""
+    doc["ssls"].append({"id": "junk", "type": "client", "cert": "x" * 200, "key": key})
+    doc["ssls"].append({"id": "server", "type": "server", "snis": ["a"], "cert": cert, "key": key})
+    ups["logstore.logstore.v1"]["tls"] = {"client_cert_id": "server"}
+    routes["ui"]["vars"] = [["finopti_listener", "=~", "edge"]]
+    routes["ui-static"]["vars"] = ["finopti_listener", "==", "edge"]
+    routes["metrics.ui.v1"]["vars"] = [["remote_addr", "ipmatch", ["10.0.0.0/33"]]]
+    routes["gcloud-agent"]["plugins"]["proxy-rewrite"]["regex_uri"] = ["^/gcloud-agent/(.*", "/$1"]
+    routes["gcloud-tools"]["plugins"]["proxy-rewrite"]["regex_uri"] = ["^/x", "/y", "^/z"]
+    routes["logs-api"]["plugins"]["fault-injection"] = {"abort": {"http_status": 503, "percentage": 5,
+                                                                  "vars": [[["http_x", "~==", "1"]]]}}
+    routes["traces-api"]["plugin_config_id"] = "missing"
+    doc["consumers"][0]["plugins"]["jwt-auth"].pop("public_key")
+    doc["global_rules"].append({"id": "extra", "plugins": {"serverless-post-function": {
+        "phase": "log", "functions": ["return function() end"]}}})
+    problems = "\n".join(check_loadable(doc))
+    expected = [
+        "upstreams[ui.ui.v1]: failed to parse cert",
+        "upstreams[ui-auth.ui.v1]: tls.client_cert_id: ssl id [nobody] not exits",
+        "upstreams[logstore.logstore.v1]: tls.client_cert_id: ssl [server] type should be 'client'",
+        "upstreams[ui-static.ui.v1]/upstream_host: APISIX does not resolve the secret reference",
+        "upstreams[ui-console.ui.v1]: `upstream_host` can't be empty when `pass_host` is `rewrite`",
+        "ssls[junk]: failed to parse cert",
+        "routes[ui]: failed to validate the 'vars' expression: invalid operator '=~'",
+        "routes[ui-static]: failed to validate the 'vars' expression: rule should be wrapped inside brackets",
+        "routes[metrics.ui.v1]: failed to validate the 'vars' expression: invalid ip address: 10.0.0.0/33",
+        "routes[gcloud-agent]/plugins/proxy-rewrite: invalid regex_uri(^/gcloud-agent/(.*)",
+        "routes[gcloud-tools]/plugins/proxy-rewrite: The length of regex_uri should be an even number",
+        "routes[logs-api]/plugins/fault-injection: abort.vars: invalid operator '~=='",
+        "routes[traces-api]: plugin_config_id 'missing' is not defined in plugin_configs",
+        "consumers[finopti_idp]/plugins/jwt-auth: missing valid public key",
+        "global_rules[extra]/plugins/serverless-post-function: also in global rule 'finopti'; APISIX then runs it",
+    ]
+    for line in expected:
+        assert line in problems
+    assert "ask.orchestrator.v1" not in problems and "ssls[server]" not in problems
+    assert len(problems.splitlines()) == len(expected)
+
+
+def test_verify_compose_fails_on_a_bundle_apisix_would_not_load_whole(tmp_path):
+    """`verify-compose` checks the gateway's config too: the committed bundle passes, the broken client
+    certificate form does not (named by file, item and APISIX's own error), with or without the schemas."""
+    app = typer.Typer()
+    app.command()(verify_compose_cmd)
+    bundle = tmp_path / "bundle"
+    write_bundle(render_compose_bundle(MESHES["platform"](), REPO, bundle), bundle)
+    assert CliRunner().invoke(app, [str(bundle)]).exit_code == 0
+    routes = bundle / "apisix" / "apisix.yaml"
+    routes.write_text(routes.read_text().replace(
+        "client_cert_id: gateway-client", "client_cert: $env://FINOPTI_GATEWAY_CERT\n    client_key: $env://KEY"))
+    for args in ([str(bundle)], [str(bundle), "--apisix-schemas", str(SCHEMAS)] if SCHEMAS.is_file() else []):
+        if not args:
+            continue
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 1
+        assert ("FAIL service 'apisix': apisix/apisix.yaml: upstreams[ask.orchestrator.v1]: failed to parse cert"
+                in result.output)
+    assert [p for p in verify_compose(bundle) if p.service == "apisix"]
+    routes.write_text(routes.read_text().removesuffix("#END\n"))
+    assert any("does not end with the line '#END'" in str(p) for p in verify_compose(bundle))
+
+
+# --- the local overlay: a run on one machine differs only in where things are ------------------------------
+
+# Every value a local run of the bundle's gateway may change, and nothing else (docs/deploy.md).
+OVERLAY_PATHS = [
+    r"config\.yaml apisix/node_listen/\d+/(ip|port)",
+    r"config\.yaml apisix/status/port",
+    r"config\.yaml plugin_attr/prometheus/export_addr/(ip|port)",
+    r"config\.yaml nginx_config/http_configuration_snippet",  # listener ports, caller addresses: lines below
+    r"config\.yaml nginx_config/http_server_location_configuration_snippet",  # the CA's path: lines below
+    r"apisix\.yaml upstreams/[\w.-]+/nodes/0/(host|port)",
+    r"apisix\.yaml plugin_configs/finopti-gateway/plugins/opa/host",
+    r"apisix\.yaml routes/finopti-ready/plugins/serverless-pre-function/functions/0",  # its node list: below
+]
+OVERLAY_LINES = [
+    r"\s+\d+ (edge|mesh|metrics|ready);",  # map $server_port -> listener
+    r"\s+[\d.]+/\d+ [\w-]+;",  # geo: caller network -> caller name
+    r"proxy_ssl_trusted_certificate \S+;",
+    r'\s+for _, node in ipairs\(\{(\{"[\w.-]+", \d+\}(, )?)+\}\) do',
+]
+
+
+def test_a_local_run_of_the_bundle_differs_only_where_the_gateway_runs():
+    spec = MESHES["platform"]()
+    topo = plan(spec)
+    ports = LocalPorts(edge=20001, mesh=20002, metrics=20003, ready=20004, status=20005, export=20006)
+    nodes = {b.name: 21000 + i for i, b in enumerate(topo.backends)}
+    changes = overlay(resolve(spec), topo, local_site(topo, ports, nodes, Path("/tmp/pki/ca.crt"), 22000))
+    where = {f"{c['file']} {c['path']}" for c in changes}
+    unexpected = [w for w in where if not any(re.fullmatch(p, w) for p in OVERLAY_PATHS)]
+    assert unexpected == []
+    for change in (c for c in changes if c["path"].endswith(("snippet", "functions/0"))):
+        for line in (change["compose"] + "\n" + change["local"]).splitlines():
+            assert any(re.fullmatch(p, line) for p in OVERLAY_LINES), line
+    # Every kind of fact did change (the test sees the overlay), and the local render names no compose host.
+    assert {re.sub(r"/[\w.-]+/nodes/0/.*", "/*/nodes", w) for w in where} >= {
+        "apisix.yaml upstreams/*/nodes", "apisix.yaml plugin_configs/finopti-gateway/plugins/opa/host",
+        "config.yaml nginx_config/http_server_location_configuration_snippet"}
+    local = json.dumps([c["local"] for c in changes])
+    assert "opa" not in local and "/pki/" not in local.replace("/tmp/pki/", "")

@@ -20,7 +20,7 @@ import yaml
 from conftest import REPO
 from test_trace_context import raw_request
 
-from finopti.deploy.apisix import IDENTITY_LUA
+from finopti.deploy.apisix import identity_function
 from finopti.deploy.apisix_identity import authentication_plugin
 from finopti.deploy.compose import render_compose_bundle
 from finopti.deploy.edge_controls import (
@@ -33,7 +33,6 @@ from finopti.deploy.edge_controls import (
 from finopti.deploy.verify import verify_compose
 from finopti.idp import generate_key
 from finopti.logs.line_guard import redact
-from finopti.mesh.envoy import IDENTITY_HEADERS
 from finopti.mesh.model import EdgeListener, Identity, load_mesh
 from finopti.ports import free_port
 from finopti.testing.oidc_provider import JWKS_PATH, OidcProvider
@@ -152,11 +151,7 @@ def _apisix(run: Path, idp: OidcProvider):
         },
     }
     upstream = {"type": "roundrobin", "nodes": {f"127.0.0.1:{echo.server_address[1]}": 1}}
-    identity_function = IDENTITY_LUA % {
-        "headers": "{" + ", ".join(json.dumps(h) for h in (*IDENTITY_HEADERS, "x-finopti-listener")) + "}",
-        "audience": json.dumps(identity.audience), "email_claim": json.dumps(identity.email_claim),
-        "groups_claim": json.dumps(identity.groups_claim)}
-    who = {"serverless-post-function": {"phase": "rewrite", "functions": [identity_function]}}
+    who = {"serverless-post-function": {"phase": "rewrite", "functions": [identity_function(identity)]}}
     routes = {
         "routes": [
             {"id": "user", "uri": "/api/*", "priority": 10, "upstream": copy.deepcopy(upstream),

@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 
+import cramjam
 import httpx
 import orjson
 import pytest
@@ -17,7 +18,7 @@ import uvicorn
 from finopti.logs import wire
 from finopti.logs.cli_support import newest_lines
 from finopti.logs.lokipb import encode_push
-from finopti.logs.metadata import from_object, indexed_keys
+from finopti.logs.metadata import from_object, indexed_values
 from finopti.logs.search import text_pattern
 from finopti.logs.store import Admission, Delivery, LogQuery, LogStore
 from finopti.ports import free_port
@@ -424,7 +425,7 @@ def push_as_the_collector(store: LogStore, entries: list[tuple[dict, list]]) -> 
         streams.setdefault(orjson.dumps(labels).decode(), (labels, []))[1].append(value)
     blocks = []
     for labels, values in streams.values():
-        ts, texts, extras, keys = [], [], [], set()
+        ts, texts, extras, metas = [], [], [], []
         for value in values:
             meta = value[2] if len(value) == 3 else {}
             own = from_object(orjson.loads(value[1])) if value[1].startswith("{") else {}
@@ -432,8 +433,9 @@ def push_as_the_collector(store: LogStore, entries: list[tuple[dict, list]]) -> 
             texts.append(value[1].encode())
             rest = {k: v for k, v in meta.items() if own.get(k) != v}
             extras.append(orjson.dumps(rest) if rest else b"")
-            keys.update(indexed_keys(meta))
-        blocks.append(wire.encode_block(labels, ts, texts, extras, keys, derived=True))
+            metas.append(meta)
+        indexed = {field: list(values) for field, values in indexed_values(metas).items()}
+        blocks.append(wire.encode_block(labels, ts, texts, extras, indexed, derived=True))
     return store.push_lines(wire.encode(blocks))
 
 
@@ -637,3 +639,38 @@ def test_finopti_logs_pages_without_gaps(server):
     lines = newest_lines(lambda params: httpx.get(f"{server}/api/logs", params=params, timeout=30).json(),
                          [("service", "paged")], 11_000)
     assert [line["line"] for line in lines] == [f"line {n}" for n in range(1000, 12_000)]
+
+
+@pytest.mark.parametrize(("body", "problem"), [
+    (b"\x00\x05\x00", "block 0: truncated"),
+    (wire.encode([wire.encode_block({"service": "x"}, [T0], [b"a"], [b""], {}, derived=True)[:-3]]),
+     "block 0: truncated"),
+    (wire.encode([wire.encode_block({"service": 5}, [T0], [b"a"], [b""], {}, derived=True)]),
+     "labels must be an object of strings"),
+])
+def test_a_bad_collector_body_is_a_400_naming_the_problem(server, body, problem):
+    r = httpx.post(f"{server}/loki/api/v1/push", content=body, headers={"content-type": wire.CONTENT_TYPE})
+    assert r.status_code == 400 and problem in r.json()["message"]
+    compressed = bytes(cramjam.lz4.compress_block(body))
+    r = httpx.post(f"{server}/loki/api/v1/push", content=compressed,
+                   headers={"content-type": wire.CONTENT_TYPE, "content-encoding": "lz4"})
+    assert r.status_code == 400 and problem in r.json()["message"]
+    r = httpx.post(f"{server}/loki/api/v1/push", content=b"not lz4",
+                   headers={"content-type": wire.CONTENT_TYPE, "content-encoding": "lz4"})
+    assert r.status_code == 400 and "LZ4" in r.json()["message"]
+
+
+def test_the_collector_body_over_http(server):
+    """Derived metadata comes back whole; the user filter finds it."""
+    t = time.time_ns()
+    line = orjson.dumps({"ts": "x", "message": "hello", "trace_id": "cd" * 16, "user": "erin@finopti.dev"})
+    body = wire.encode([wire.encode_block({"job": "finopti", "service": "wired", "level": "info"}, [t, t + 1],
+                                          [line, b"plain text"], [b'{"component":"wired-v2"}', b""],
+                                          {"trace_id": ["cd" * 16], "user": ["erin@finopti.dev"]}, derived=True)])
+    r = httpx.post(f"{server}/loki/api/v1/push", content=body, headers={"content-type": wire.CONTENT_TYPE})
+    assert r.status_code == 204
+    [found] = httpx.get(f"{server}/api/logs", params={"user": "erin@finopti.dev"}).json()["lines"]
+    assert found["line"]["message"] == "hello" and found["service"] == "wired"
+    assert found["metadata"] == {"trace_id": "cd" * 16, "user": "erin@finopti.dev", "component": "wired-v2"}
+    assert [line["line"] for line in httpx.get(f"{server}/api/logs", params={"service": "wired"}).json()[
+        "lines"]] == ["plain text", found["line"]]

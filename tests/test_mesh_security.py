@@ -205,5 +205,6 @@ def test_rotation_reissues_certificates_without_stopping_the_platform(platform):
         time.sleep(0.3)
     assert served == after["gateway"]
     status = {c["name"]: c for c in json.loads(platform.cli("status", "--json").stdout)["components"]}
-    assert status["gateway"]["pid"] == gateway_pid and all(c["state"] == "healthy" for c in status.values())
+    assert status["gateway"]["pid"] == gateway_pid
+    assert all(c["state"] == "healthy" for c in status.values()), status
     assert platform.ask("list buckets").status_code == 200

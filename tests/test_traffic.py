@@ -9,6 +9,7 @@ import time
 import httpx
 import pytest
 from conftest import REPO, Platform, run_cli
+from planes import Backend
 
 from finopti.meshtls import client_context
 from finopti.ports import free_port
@@ -28,22 +29,11 @@ def traffic(tmp_path_factory) -> Platform:
     plat.cli("down")
 
 
-class Backend:
-    """Direct access to a test backend with the gateway's certificate: control and hit counts, never traffic."""
-
-    def __init__(self, platform: Platform, service: str, version: str = "v1"):
-        pki = platform.state.pki
-        self.client = httpx.Client(
-            base_url=f"https://127.0.0.1:{platform.runtime.service_ports[service][version]}",
-            verify=client_context(pki / "gateway.crt", pki / "gateway.key", pki / "ca.crt"), timeout=10)
-        self.client.post("/reset").raise_for_status()
-
-    def control(self, **settings) -> None:
-        self.client.post("/control", json=settings).raise_for_status()
-
-    @property
-    def hits(self) -> int:
-        return self.client.get("/hits").json().get("echo", 0)
+def _backend(platform: Platform, service: str, version: str = "v1") -> Backend:
+    """A test backend of this platform, reached directly with the gateway's certificate (never traffic)."""
+    pki = platform.state.pki
+    return Backend(f"https://127.0.0.1:{platform.runtime.service_ports[service][version]}",
+                       client_context(pki / "gateway.crt", pki / "gateway.key", pki / "ca.crt"))
 
 
 def _stat(platform: Platform, name: str) -> int:
@@ -74,7 +64,7 @@ async def _many(platform: Platform, path: str, count: int, concurrency: int = 8,
 
 
 def test_get_failing_once_succeeds_after_one_retry(traffic):
-    backend = Backend(traffic, "flaky")
+    backend = _backend(traffic, "flaky")
     retries_before = _stat(traffic, "cluster.flaky.v1.upstream_rq_retry")
     backend.control(fail_next=1, fail_status=503)
     response = _get(traffic, "/retry/x")
@@ -84,7 +74,7 @@ def test_get_failing_once_succeeds_after_one_retry(traffic):
 
 
 def test_mutating_post_failing_is_not_retried(traffic):
-    backend = Backend(traffic, "flaky")
+    backend = _backend(traffic, "flaky")
     backend.control(fail_next=1, fail_status=503)
     response = httpx.post(f"{traffic.edge}/retry/x", json={}, headers={
         "authorization": f"Bearer {traffic.token('alice@finopti.dev')}"})
@@ -94,7 +84,7 @@ def test_mutating_post_failing_is_not_retried(traffic):
 
 @pytest.mark.timeout(120)
 def test_circuit_opens_after_consecutive_failures_and_closes_after_recovery(traffic):
-    backend = Backend(traffic, "breaker")
+    backend = _backend(traffic, "breaker")
     ejections_before = _stat(traffic, "cluster.breaker.v1.outlier_detection.ejections_enforced_total")
     backend.control(fail_always=True, fail_status=500)
     for _ in range(5):  # consecutive_failures: 5

@@ -2,15 +2,20 @@
 `finopti.mesh.envoy`. Each policy maps to one plugin or upstream field; what APISIX cannot express the
 same way is listed in docs/deploy.md.
 
-Pure functions returning data; `compose.render_compose_bundle` turns them into files.
+Pure functions returning data; `compose.render_compose_bundle` turns them into files. Where the gateway runs
+(addresses, ports, file paths) is an `ApisixSite`: compose's by default, another for a local run of the same
+configuration (`finopti.deploy.apisix_local`), so the two renders differ only in those facts.
 """
 
 import copy
 import json
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import yaml
 
+from finopti.deploy import apisix_lua as lua
 from finopti.deploy.apisix_identity import (  # noqa: F401 - JWT_KEY_ENV, CONSUMER: this module's API
     CLAIMS_LUA,
     CONSUMER,
@@ -24,14 +29,22 @@ from finopti.deploy.topology import (
     ENGINES,
     EXPORT_PORT,
     LISTENERS,
+    READY_PORT,
     SERVICE_PORT,
+    STATUS_PORT,
     Topology,
 )
+from finopti.mesh import replies
 from finopti.mesh.envoy import DEFAULT_TIMEOUT, IDENTITY_HEADERS
 from finopti.mesh.model import CircuitBreaker, Fault, Identity, RateLimit, RoutePolicy
 from finopti.mesh.resolved import ResolvedMesh, ResolvedRoute
+from finopti.pki import TRUST_DOMAIN
+from finopti.policy.envoy import SECRET_HEADERS
 
 PLUGIN_CONFIG = "finopti-gateway"
+READY_ROUTE = "finopti-ready"
+READY_PATH = "/ready"
+READY_CONNECT_TIMEOUT_MS = 500
 OPA_URL = f"http://{ENGINES['policy'].container}:{ENGINES['policy'].port}"
 OPA_POLICY = "finopti/authz"  # data.finopti.authz, as the local gateway asks it
 OPA_TIMEOUT_MS = 1000  # the local ext_authz timeout
@@ -39,6 +52,10 @@ OPA_TIMEOUT_MS = 1000  # the local ext_authz timeout
 CERT_ENV = "FINOPTI_GATEWAY_CERT"
 KEY_ENV = "FINOPTI_GATEWAY_KEY"
 PKI_DIR = "/pki"  # the gateway's certificate, key and the mesh CA, written by the `pki` service
+# The certificate the gateway presents to services. APISIX resolves secret references in `ssls` objects, not
+# in an upstream's inline `tls.client_cert` (it would parse "$env://..." as a PEM and reject the upstream),
+# so upstreams refer to one `ssls` object of type `client` by id.
+GATEWAY_CLIENT_SSL = "gateway-client"
 RATE_LIMIT_KEYS = {"user": "http_x_user_email", "caller": "http_x_finopti_source"}
 BREAKER_STATUSES = [500, 502, 503, 504]
 # Answers that count as healthy for api-breaker: one of them resets the failure count, like Envoy's
@@ -47,44 +64,7 @@ HEALTHY_STATUSES = [200, 201, 202, 204, 301, 302, 304, 400, 401, 403, 404, 409, 
 # Envoy's connect_timeout on every cluster.
 CONNECT_TIMEOUT = 1.0
 METRICS_TIMEOUT = 5.0
-
-# Runs after jwt-auth on every mesh.yaml route (rewrite phase): the identity the policy and the services
-# see is only what the gateway verified, never what a client sent.
-IDENTITY_LUA = CLAIMS_LUA + """return function(conf, ctx)
-  local core = require("apisix.core")
-  for _, name in ipairs(%(headers)s) do
-    core.request.set_header(ctx, name, nil)
-  end
-  local listener = ngx.var.finopti_listener
-  core.request.set_header(ctx, "x-finopti-listener", listener)
-  -- The caller is the network the request came from: each service is alone with the gateway on its own.
-  if listener == "mesh" and ngx.var.finopti_caller ~= "" then
-    core.request.set_header(ctx, "x-finopti-source", ngx.var.finopti_caller)
-  end
-  local claims, from_jwt_auth = finopti_claims(ctx, core)
-  if claims then
-    local aud, ok = claims.aud, not from_jwt_auth  -- openid-connect checks the audience itself
-    if type(aud) == "table" then
-      for _, a in ipairs(aud) do ok = ok or a == %(audience)s end
-    else
-      ok = ok or aud == %(audience)s
-    end
-    if not ok then
-      return core.response.exit(401, {error = "unauthorized", message = "token audience is not " .. %(audience)s})
-    end
-    local email, groups = finopti_claim_text(claims[%(email_claim)s]), finopti_claim_text(claims[%(groups_claim)s])
-    if email then core.request.set_header(ctx, "x-user-email", email) end
-    if groups then core.request.set_header(ctx, "x-user-groups", groups) end
-  end
-end"""
-
-# Fills the access log fields nginx has no variable for (log phase runs before the access log is written).
-ACCESS_LOG_LUA = """return function(conf, ctx)
-  ngx.var.finopti_route = ctx.var.route_name or ""
-  ngx.var.finopti_duration_ms = math.floor((ngx.now() - ngx.req.start_time()) * 1000 + 0.5)
-  local upstream = tonumber(ngx.var.upstream_response_time)
-  if upstream then ngx.var.finopti_upstream_ms = math.floor(upstream * 1000 + 0.5) end
-end"""
+METRICS_REFRESH = 5  # seconds between the Prometheus exporter's snapshots
 
 # One JSON object per request on stdout, with the fields of the local gateway's access log.
 ACCESS_LOG_FIELDS = {
@@ -103,10 +83,11 @@ ACCESS_LOG_FIELDS = {
     "bytes_received": "$request_length",
     "bytes_sent": "$bytes_sent",
     "request_id": "$http_x_request_id",
+    "client_request_id": "$http_x_client_request_id",
     "trace_id": "$opentelemetry_trace_id",
     "span_id": "$opentelemetry_span_id",
     "user": "$http_x_user_email",
-    "source": "$http_x_finopti_source",
+    "source": "$finopti_source_id",
     "user_agent": "$http_user_agent",
 }
 LOG_VARIABLES = (PATH_VARIABLE, "finopti_route", "finopti_duration_ms", "finopti_upstream_ms",
@@ -114,9 +95,38 @@ LOG_VARIABLES = (PATH_VARIABLE, "finopti_route", "finopti_duration_ms", "finopti
 
 PLUGINS = [
     "request-id", "opentelemetry", "prometheus", "serverless-pre-function", "serverless-post-function",
-    "jwt-auth", "opa", "proxy-rewrite", "fault-injection", "api-breaker", "limit-conn", "limit-count",
-    "response-rewrite", "traffic-split",
+    "exit-transformer", "jwt-auth", "opa", "proxy-rewrite", "fault-injection", "api-breaker", "limit-conn",
+    "limit-count", "response-rewrite", "traffic-split",
 ]
+
+
+@dataclass(frozen=True)
+class ApisixSite:
+    """Where the gateway runs: every address, port and path the rendering needs, and nothing else."""
+
+    listen: Mapping[str, tuple[str, int]]  # edge, mesh, metrics, ready -> (ip, port)
+    status: tuple[str, int]  # APISIX's status API (/status/ready)
+    export: tuple[str, int]  # APISIX's Prometheus exporter
+    nodes: Mapping[str, tuple[str, int]]  # a backend's container name (or an engine's) -> where to reach it
+    callers: Mapping[str, str]  # network (CIDR) -> the caller name of requests arriving from it
+    ca_file: str  # the mesh CA, to verify services' certificates
+    opa_url: str
+
+
+def compose_site(topo: Topology) -> ApisixSite:
+    """The compose bundle: listeners on every interface of the container (the readiness one on loopback),
+    services by container name, callers by their network's subnet, certificates from the `pki` volume."""
+    nodes = {b.name: (b.name, SERVICE_PORT) for b in topo.backends}
+    nodes.update({e.container: (e.container, e.port) for e in ENGINES.values()})
+    return ApisixSite(
+        listen={**{name: ("0.0.0.0", port) for name, port in LISTENERS.items()}, "ready": ("127.0.0.1", READY_PORT)},
+        status=("127.0.0.1", STATUS_PORT),
+        export=("0.0.0.0", EXPORT_PORT),
+        nodes=nodes,
+        callers=topo.callers(),
+        ca_file=f"{PKI_DIR}/ca.crt",
+        opa_url=OPA_URL,
+    )
 
 
 def upstream_id(route: str, service: str, version: str) -> str:
@@ -127,30 +137,40 @@ def _num(seconds: float) -> float | int:
     return int(seconds) if float(seconds).is_integer() else round(seconds, 3)
 
 
-def _node(topo: Topology, service: str, version: str) -> dict:
+def _node(topo: Topology, site: ApisixSite, service: str, version: str) -> dict:
     """Where a service version listens, and how the gateway talks to it."""
     engine = ENGINES.get(service)
     if engine is not None:
-        return {"nodes": [{"host": engine.container, "port": engine.port, "weight": 1}], "scheme": "http"}
+        host, port = site.nodes[engine.container]
+        return {"nodes": [{"host": host, "port": port, "weight": 1}], "scheme": "http"}
     backend = topo.backend(service, version)
+    host, port = site.nodes[backend.name]
     return {
-        "nodes": [{"host": backend.name, "port": SERVICE_PORT, "weight": 1}],
+        "nodes": [{"host": host, "port": port, "weight": 1}],
         # mTLS: the gateway presents its certificate (services accept only it); nginx checks the service's
         # certificate against the mesh CA for this host name (config.yaml's location snippet).
         "scheme": "https",
         "pass_host": "rewrite",
         "upstream_host": backend.name,
-        "tls": {"client_cert": f"$env://{CERT_ENV}", "client_key": f"$env://{KEY_ENV}"},
+        "tls": {"client_cert_id": GATEWAY_CLIENT_SSL},
     }
 
 
-def route_upstream(topo: Topology, route: str, service: str, version: str, policy: RoutePolicy) -> dict:
+def gateway_client_ssl() -> dict:
+    """The gateway's client certificate for upstream mTLS, from the environment at run time."""
+    return {"id": GATEWAY_CLIENT_SSL, "type": "client",
+            "desc": "the gateway's mesh certificate, presented to every service (they accept only it)",
+            "cert": f"$env://{CERT_ENV}", "key": f"$env://{KEY_ENV}"}
+
+
+def route_upstream(topo: Topology, site: ApisixSite, route: str, service: str, version: str,
+                   policy: RoutePolicy) -> dict:
     """Timeouts and retries live on the upstream, so each route gets its own upstream per version."""
     per_try = policy.per_try_timeout or policy.timeout or DEFAULT_TIMEOUT
     upstream = {
         "id": upstream_id(route, service, version),
         "type": "roundrobin",
-        **_node(topo, service, version),
+        **_node(topo, site, service, version),
         # APISIX's timeouts are per try; the whole request is bounded by retry_timeout below.
         "timeout": {"connect": _num(min(CONNECT_TIMEOUT, per_try)), "send": _num(per_try), "read": _num(per_try)},
         "retries": policy.retries.attempts if policy.retries else 0,
@@ -168,7 +188,7 @@ def rate_limit(limit: RateLimit) -> dict:
         "key": RATE_LIMIT_KEYS[limit.key],
         # limit-count answers 503 by default; the local gateway answers 429.
         "rejected_code": 429,
-        "rejected_msg": "too many requests; retry after the time in Retry-After",
+        "rejected_msg": replies.RATE_LIMITED.message,
         "policy": "local",
         "show_limit_quota_header": True,
     }
@@ -182,8 +202,8 @@ def retry_after(limit: RateLimit) -> dict:
 def circuit_breaker(breaker: CircuitBreaker) -> dict:
     return {
         "break_response_code": 503,
-        "break_response_body": json.dumps({"error": "circuit_open", "message": "circuit open: the backend is "
-                                           "taken out after consecutive failures; retry later"}),
+        "break_response_body": json.dumps({"error": replies.CIRCUIT_OPEN.error,
+                                           "message": replies.CIRCUIT_OPEN.message}),
         "break_response_headers": [{"key": "content-type", "value": "application/json"}],
         "unhealthy": {"http_statuses": BREAKER_STATUSES, "failures": breaker.consecutive_failures},
         "healthy": {"http_statuses": HEALTHY_STATUSES, "successes": 1},
@@ -201,7 +221,7 @@ def concurrency_limit(breaker: CircuitBreaker) -> dict:
         "key_type": "var",
         "key": "route_id",  # one counter per route
         "rejected_code": 503,
-        "rejected_msg": "too many requests in flight to the backend",
+        "rejected_msg": replies.OVERLOADED.message,
     }
 
 
@@ -218,7 +238,7 @@ def fault(f: Fault) -> dict:
         config["abort"] = {
             "http_status": f.abort.status,
             "percentage": _percent(f.abort.percent),
-            "body": json.dumps({"error": "fault_injected", "message": "fault injected by the gateway"}),
+            "body": json.dumps({"error": replies.FAULT_INJECTED.error, "message": replies.FAULT_INJECTED.message}),
         }
     for part in config.values():
         if match:
@@ -257,10 +277,11 @@ def _rewrite(route: ResolvedRoute) -> dict | None:
     return {"regex_uri": [f"^{re.escape(route.path)}(.*)", f"{route.rewrite}$1"]}
 
 
-def render_route(topo: Topology, route: ResolvedRoute, identity: Identity = Identity()) -> tuple[dict, list[dict]]:
+def render_route(topo: Topology, site: ApisixSite, route: ResolvedRoute,
+                 identity: Identity = Identity()) -> tuple[dict, list[dict]]:
     """One mesh.yaml route -> an APISIX route and its upstreams (one per version of the backend)."""
     policy = route.policy
-    upstreams = [route_upstream(topo, route.name, route.backend, v, policy) for v in route.versions]
+    upstreams = [route_upstream(topo, site, route.name, route.backend, v, policy) for v in route.versions]
     plugins: dict = {}
     if route.auth == "required":
         plugins.update(authentication_plugin(identity))
@@ -282,7 +303,7 @@ def render_route(topo: Topology, route: ResolvedRoute, identity: Identity = Iden
         **_uris(route),
         # Like Envoy's ordering: exact paths, then longer prefixes first.
         "priority": len(route.path) + (1000 if route.exact else 0),
-        "vars": [["server_port", "==", str(LISTENERS[route.listener])]],
+        "vars": listener_vars(route.listener),
         "upstream_id": upstream_id(route.name, route.backend, route.versions[0]),
         "plugin_config_id": PLUGIN_CONFIG,
         "plugins": plugins,
@@ -290,14 +311,19 @@ def render_route(topo: Topology, route: ResolvedRoute, identity: Identity = Iden
     return rendered, upstreams
 
 
-def _metrics(mesh: ResolvedMesh, topo: Topology) -> tuple[list[dict], list[dict]]:
+def listener_vars(listener: str) -> list:
+    """Which listener a request arrived on, by name (config.yaml's `map` of ports), not by port."""
+    return [["finopti_listener", "==", listener]]
+
+
+def _metrics(mesh: ResolvedMesh, topo: Topology, site: ApisixSite) -> tuple[list[dict], list[dict]]:
     """Prometheus scrapes each service version through the gateway too, from its own network only."""
     routes, upstreams = [], []
     for service in mesh.services:
         for version in service.versions:
             up = upstream_id("metrics", service.name, version)
             upstreams.append({
-                "id": up, "type": "roundrobin", **_node(topo, service.name, version),
+                "id": up, "type": "roundrobin", **_node(topo, site, service.name, version),
                 "timeout": {"connect": _num(CONNECT_TIMEOUT), "send": _num(METRICS_TIMEOUT),
                             "read": _num(METRICS_TIMEOUT)},
                 "retries": 0,
@@ -306,8 +332,7 @@ def _metrics(mesh: ResolvedMesh, topo: Topology) -> tuple[list[dict], list[dict]
                 "id": f"metrics.{service.name}.{version}",
                 "name": f"metrics.{service.name}.{version}",
                 "uri": metrics_path(service.name, version),
-                "vars": [["server_port", "==", str(LISTENERS["metrics"])],
-                         ["remote_addr", "ipmatch", [str(topo.metrics_subnet)]]],
+                "vars": [*listener_vars("metrics"), ["finopti_caller", "==", "prometheus"]],
                 "upstream_id": up,
                 "plugins": {"proxy-rewrite": {"uri": "/metrics"}},
             })
@@ -318,46 +343,110 @@ def metrics_path(service: str, version: str) -> str:
     return f"/metrics/{service}/{version}"
 
 
-def render_apisix_yaml(mesh: ResolvedMesh, topo: Topology) -> dict:
+def identity_function(identity: Identity) -> str:
+    """The plugin configuration's rewrite function: verified identity headers (after authentication)."""
+    return CLAIMS_LUA + lua.IDENTITY % {
+        "headers": lua.lua_list((*IDENTITY_HEADERS, "x-finopti-listener")),
+        "audience": lua.lua_string(identity.audience),
+        "email_claim": lua.lua_string(identity.email_claim),
+        "groups_claim": lua.lua_string(identity.groups_claim),
+        "secret_headers": lua.lua_list(sorted(SECRET_HEADERS)),
+    }
+
+
+def global_plugins() -> dict:
+    """The global rule's plugins: request ids, trace context, metrics, and the project's error body on every
+    answer the gateway gives itself (`replies`), as the local gateway's: APISIX's own exits through
+    `exit-transformer`; nginx's errors after routing (502, 504) in the header and body filters, which also stamp
+    the access log's fields; nginx's early ones (413) in config.yaml's `error_page` location.
+
+    APISIX runs a plugin at most once across all global rules (a plugin in two rules runs in neither), and a
+    serverless plugin in one phase: the edge's rule holds serverless-pre-function (rewrite), this one
+    serverless-post-function (body filter); the header filter rides on request-id's `_meta.pre_function`."""
+    table = lua.lua_replies()
+    known = "{" + ", ".join(f"[{lua.lua_string(r.message)}] = {lua.lua_string(r.error)}"
+                            for r in (replies.OVERLOADED, replies.RATE_LIMITED)) + "}"
+    policy = replies.POLICY_UNAVAILABLE
+    exit_reply = lua.EXIT_REPLY % {"replies": table, "known": known, "policy_status": policy.status,
+                                   "policy_error": lua.lua_string(policy.error),
+                                   "policy_message": lua.lua_string(policy.message)}
+    return {
+        # Made by the gateway at the edge (a client's id is set aside first), kept inside the mesh.
+        "request-id": {"header_name": "x-request-id", "include_in_response": True, "algorithm": "uuid",
+                       "_meta": {"pre_function": lua.header_filter()}},
+        # Creates or continues W3C traceparent; sampler off: ids and propagation, no span export.
+        "opentelemetry": {"sampler": {"name": "always_off"}},
+        "prometheus": {"prefer_name": True},
+        "exit-transformer": {"functions": [exit_reply]},
+        "serverless-post-function": {"phase": "body_filter", "functions": [lua.body_filter()]},
+    }
+
+
+READY_KINDS = ("routes", "upstreams", "ssls", "plugin_configs", "consumers", "global_rules")
+
+
+def readiness_route(doc: dict) -> dict:
+    """`GET /ready` on the loopback-only `ready` listener: 200 only when every item of `doc` (this route
+    included) loaded and some upstream node accepts a connection (see apisix_lua.READY)."""
+    expected = {kind: [str(item.get("id", item.get("username"))) for item in doc.get(kind) or []]
+                for kind in READY_KINDS}
+    expected["routes"].append(READY_ROUTE)
+    nodes = sorted({(n["host"], n["port"]) for u in doc.get("upstreams") or [] for n in u.get("nodes") or []})
+    function = lua.READY % {
+        "expected": "{" + ", ".join(f"{kind} = {lua.lua_list(ids)}" for kind, ids in expected.items()) + "}",
+        "kinds": lua.lua_list(READY_KINDS),
+        "nodes": "{" + ", ".join(f"{{{lua.lua_string(h)}, {p}}}" for h, p in nodes) + "}",
+        "timeout_ms": READY_CONNECT_TIMEOUT_MS,
+    }
+    return {
+        "id": READY_ROUTE,
+        "name": READY_ROUTE,
+        "uri": READY_PATH,
+        "methods": ["GET", "HEAD"],
+        "vars": listener_vars("ready"),
+        "plugins": {"serverless-pre-function": {"phase": "access", "functions": [function]}},
+    }
+
+
+def render_apisix_yaml(mesh: ResolvedMesh, topo: Topology, site: ApisixSite | None = None) -> dict:
+    site = site or compose_site(topo)
     routes, upstreams = [], []
     # Routes to local-only components (the console's Prometheus proxy) have no place in compose, where
     # Grafana reads Prometheus itself.
     for route in [r for r in mesh.routes if not r.external]:
-        r, ups = render_route(topo, route, mesh.identity)
+        r, ups = render_route(topo, site, route, mesh.identity)
         routes.append(r)
         upstreams.extend(ups)
-    metric_routes, metric_upstreams = _metrics(mesh, topo)
-    identity = IDENTITY_LUA % {"headers": "{" + ", ".join(json.dumps(h) for h in (*IDENTITY_HEADERS,
-                                                                                 "x-finopti-listener")) + "}",
-                               "audience": json.dumps(mesh.identity.audience),
-                               "email_claim": json.dumps(mesh.identity.email_claim),
-                               "groups_claim": json.dumps(mesh.identity.groups_claim)}
-    return {
+    metric_routes, metric_upstreams = _metrics(mesh, topo, site)
+    doc = {
         "routes": routes + metric_routes,
         "upstreams": upstreams + metric_upstreams,
+        "ssls": [gateway_client_ssl()],
         "plugin_configs": [{
             "id": PLUGIN_CONFIG,
             "desc": "every mesh.yaml route: verified identity headers, then the Rego policy in OPA",
             "plugins": {
-                "serverless-post-function": {"phase": "rewrite", "functions": [identity]},
-                # Fail closed: APISIX's opa plugin denies (403) when OPA cannot be asked.
-                "opa": {"host": OPA_URL, "policy": OPA_POLICY, "with_route": True, "timeout": OPA_TIMEOUT_MS},
+                "serverless-post-function": {"phase": "rewrite", "functions": [identity_function(mesh.identity)]},
+                # Fail closed: the opa plugin refuses when OPA cannot be asked (503, see error_replies).
+                "opa": {"host": site.opa_url, "policy": OPA_POLICY, "with_route": True, "timeout": OPA_TIMEOUT_MS},
             },
         }],
         "consumers": consumers(mesh.identity),
-        "global_rules": [{
-            "id": "finopti",
-            "plugins": {
-                # Kept when the client sends one, like the local gateway.
-                "request-id": {"header_name": "x-request-id", "include_in_response": True, "algorithm": "uuid"},
-                # Creates or continues W3C traceparent; sampler off: ids and propagation, no span export.
-                "opentelemetry": {"sampler": {"name": "always_off"}},
-                "prometheus": {"prefer_name": True},
-                "serverless-pre-function": {"phase": "log", "functions": [ACCESS_LOG_LUA]},
-            },
-        }, edge_global_rule(mesh.gateway.edge)],
+        "global_rules": [{"id": "finopti", "plugins": global_plugins()}, edge_global_rule(mesh.gateway.edge)],
         "plugin_metadata": [{"id": "opentelemetry", "set_ngx_var": True, "resource": {"service.name": "gateway"}}],
     }
+    doc["routes"].append(readiness_route(doc))
+    return doc
+
+
+def readiness_probe(site: ApisixSite) -> str:
+    """The gateway's container healthcheck, in bash (no curl in APISIX's image): APISIX's workers are up
+    (/status/ready) and its readiness route says every item loaded and some backend accepts connections."""
+    probes = [(site.status, "/status/ready"), (site.listen["ready"], READY_PATH)]
+    return " && ".join(
+        f"(exec 3<>/dev/tcp/{ip}/{port} && printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' >&3 "
+        "&& head -n 1 <&3 | grep -q ' 200 ')"
+        for (ip, port), path in probes)
 
 
 def _next_upstream(mesh: ResolvedMesh) -> str:
@@ -366,21 +455,32 @@ def _next_upstream(mesh: ResolvedMesh) -> str:
     return " ".join(["error", "timeout", *(f"http_{c}" for c in codes)])
 
 
-def render_config_yaml(mesh: ResolvedMesh, topo: Topology) -> dict:
-    listeners = "\n".join(f"    {port} {name};" for name, port in LISTENERS.items())
-    callers = "\n".join(f"    {subnet} {caller};" for subnet, caller in topo.callers().items())
+def _listen(address: tuple[str, int]) -> dict:
+    return {"ip": address[0], "port": address[1]}
+
+
+def render_config_yaml(mesh: ResolvedMesh, topo: Topology, site: ApisixSite | None = None) -> dict:
+    site = site or compose_site(topo)
+    listeners = "\n".join(f"    {port} {name};" for name, (_, port) in site.listen.items())
+    callers = "\n".join(f"    {network} {caller};" for network, caller in site.callers.items())
     log_vars = "\n".join(f"set ${name} '';" for name in LOG_VARIABLES)
+    early_errors = lua.EARLY_ERROR_LOCATION % {"replies": lua.lua_replies()}
     return {
         "apisix": {
-            "node_listen": list(LISTENERS.values()),
+            "node_listen": [_listen(address) for address in site.listen.values()],
             "enable_ipv6": False,
-            "status": {"ip": "127.0.0.1", "port": 7085},  # /status/ready for the healthcheck
+            # Nothing here uses APISIX's control API nor an SSL listener: neither is opened.
+            "enable_control": False,
+            "ssl": {"enable": False},
+            "status": _listen(site.status),  # /status/ready, with /ready, for the healthcheck
         },
         "deployment": {"role": "data_plane", "role_data_plane": {"config_provider": "yaml"}},
         "plugins": PLUGINS,
+        "stream_plugins": [],
         "plugin_attr": {
-            "prometheus": {"export_uri": "/apisix/prometheus/metrics",
-                           "export_addr": {"ip": "0.0.0.0", "port": EXPORT_PORT}},
+            # The exporter serves a snapshot refreshed on a timer (APISIX's default: every 15 s).
+            "prometheus": {"export_uri": "/apisix/prometheus/metrics", "export_addr": _listen(site.export),
+                           "refresh_interval": METRICS_REFRESH},
             "opentelemetry": {"set_ngx_var": True},
         },
         "nginx_config": {
@@ -396,7 +496,14 @@ def render_config_yaml(mesh: ResolvedMesh, topo: Topology) -> dict:
             "http_configuration_snippet": (
                 f"map $server_port $finopti_listener {{\n    default \"\";\n{listeners}\n}}\n"
                 f"geo $finopti_caller {{\n    default \"\";\n{callers}\n}}\n"
+                # The access log names a mesh caller as the local gateway does: by its SPIFFE id.
+                f"map $finopti_listener:$finopti_caller $finopti_source_id {{\n    default \"\";\n"
+                f"    \"~^mesh:(?<caller>.+)$\" \"spiffe://{TRUST_DOMAIN}/svc/$caller\";\n}}\n"
             ),
+            "http_server_configuration_snippet": early_errors.replace(
+                "    default_type application/json;\n",
+                "    default_type application/json;\n" + "".join(f"    {line}\n" for line in log_vars.splitlines()),
+                1),
             "http_server_location_configuration_snippet": (
                 f"{log_vars}\n"
                 f"proxy_next_upstream {_next_upstream(mesh)};\n"
@@ -404,7 +511,7 @@ def render_config_yaml(mesh: ResolvedMesh, topo: Topology) -> dict:
                 "proxy_ssl_verify on;\n"
                 "proxy_ssl_server_name on;\n"
                 "proxy_ssl_name $upstream_host;\n"
-                f"proxy_ssl_trusted_certificate {PKI_DIR}/ca.crt;\n"
+                f"proxy_ssl_trusted_certificate {site.ca_file};\n"
                 "proxy_ssl_verify_depth 2;\n"
             ),
         },

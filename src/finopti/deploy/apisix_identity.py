@@ -17,6 +17,7 @@ from finopti.oidc import discovery_url
 
 JWT_KEY_ENV = "FINOPTI_JWT_PUBLIC_KEY"
 CONSUMER = "finopti_idp"
+JWT_CLOCK_SKEW = 60  # seconds
 
 
 def authentication_plugin(identity: Identity) -> dict:
@@ -45,7 +46,10 @@ def consumers(identity: Identity) -> list[dict]:
     return [{
         "username": CONSUMER,
         "desc": "the identity provider: tokens whose `iss` is its issuer, signed with its key",
-        "plugins": {"jwt-auth": {"key": identity.issuer, "algorithm": "RS256", "public_key": f"$env://{JWT_KEY_ENV}"}},
+        "plugins": {"jwt-auth": {"key": identity.issuer, "algorithm": "RS256", "public_key": f"$env://{JWT_KEY_ENV}",
+                                 # nbf/exp leeway, as Envoy's jwt_authn (its default clock skew): without it a
+                                 # token is refused in the second it was issued (`nbf` = now).
+                                 "lifetime_grace_period": JWT_CLOCK_SKEW}},
     }]
 
 

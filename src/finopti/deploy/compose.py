@@ -15,7 +15,9 @@ from finopti.deploy.apisix import (
     KEY_ENV,
     PKI_DIR,
     apisix_yaml_text,
+    compose_site,
     dump_yaml,
+    readiness_probe,
     render_apisix_yaml,
     render_config_yaml,
 )
@@ -125,8 +127,8 @@ def _apisix(topo: Topology, identity: Identity) -> dict:
     # certificate from its pki directory, then start APISIX as its image does.
     start = (f'export {CERT_ENV}="$$(cat {PKI_DIR}/tls.crt)" {KEY_ENV}="$$(cat {PKI_DIR}/tls.key)" '
              "&& exec /docker-entrypoint.sh docker-start")
-    ready = ("exec 3<>/dev/tcp/127.0.0.1/7085 && printf 'GET /status/ready HTTP/1.0\\r\\n\\r\\n' >&3 "
-             "&& grep -q ' 200 ' <&3")
+    # Healthy means serving: workers up, every route and upstream loaded, some backend reachable.
+    ready = readiness_probe(compose_site(topo))
     depends = {"pki": {"condition": "service_completed_successfully"},
                ENGINES["policy"].container: {"condition": "service_healthy"}}
     depends.update({b.name: {"condition": "service_healthy"} for b in topo.backends})

@@ -13,6 +13,8 @@ GATEWAY = "apisix"
 # Prometheus (through the gateway, like every other call), and APISIX's own Prometheus export.
 LISTENERS = {"edge": 9080, "mesh": 9081, "metrics": 9092}
 EXPORT_PORT = 9091
+STATUS_PORT = 7085  # APISIX's status API (/status/ready), container-local
+READY_PORT = 9095  # the gateway's own readiness route (/ready), container-local
 SERVICE_PORT = 8443  # every service serves mTLS on this port inside its container
 MESH_URL = f"http://{GATEWAY}:{LISTENERS['mesh']}"
 OBSERVABILITY_NETWORK = "observability"

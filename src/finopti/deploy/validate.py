@@ -5,11 +5,13 @@
   ../shared/apisix, not shipped with the project). Validated the way APISIX loads a standalone file:
   Draft 7, property defaults filled in before `if/then/else` is evaluated, PCRE patterns (the `regex`
   package), and no length/pattern/enum checks on secret references (`$env://...`), whose values APISIX
-  resolves at run time. A schema pass is necessary, not sufficient: some plugins check more in code.
+  resolves at run time. A schema pass is necessary, not sufficient: APISIX checks more in code, which
+  `apisix_checks.check_loadable` reproduces (PEM certificates, `vars` expressions, references, ...).
 """
 
 import copy
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,12 +22,10 @@ from jsonschema import Draft7Validator, ValidationError
 from jsonschema.exceptions import best_match
 from jsonschema.validators import extend, validator_for
 
+from finopti.deploy.apisix_checks import check_loadable
+from finopti.deploy.apisix_checks import is_secret as _is_secret
+
 COMPOSE_SCHEMA = Path(__file__).parent / "schemas" / "compose-spec.json"
-SECRET_PREFIXES = ("$env://", "$ENV://", "$secret://")
-
-
-def _is_secret(value: object) -> bool:
-    return isinstance(value, str) and value.startswith(SECRET_PREFIXES)
 
 
 def _pcre_pattern(validator, pattern: str, instance, schema) -> Iterator[ValidationError]:
@@ -91,7 +91,8 @@ def load_apisix_schemas(path: Path | str) -> dict:
 
 
 def validate_apisix(doc: dict, schemas: dict, enabled_plugins: list[str] | None = None) -> list[str]:
-    """Problems of a standalone apisix.yaml (parsed): each resource, each plugin, each reference."""
+    """Problems of a standalone apisix.yaml (parsed): each resource and plugin against APISIX's schemas,
+    then what APISIX checks in code at load (`check_loadable`), references included."""
     main, plugins = schemas["main"], schemas["plugins"]
     problems: list[str] = []
 
@@ -118,30 +119,45 @@ def validate_apisix(doc: dict, schemas: dict, enabled_plugins: list[str] | None 
             problems.append(f"plugin_metadata[{name}]: the plugin has no metadata")
             continue
         problems.extend(_errors(schema, {k: v for k, v in item.items() if k != "id"}, f"plugin_metadata[{name}]"))
-    problems.extend(_references(doc))
-    return problems
-
-
-def _references(doc: dict) -> list[str]:
-    upstreams = {u.get("id") for u in doc.get("upstreams") or []}
-    configs = {c.get("id") for c in doc.get("plugin_configs") or []}
-    problems = []
-    for route in doc.get("routes") or []:
-        where = f"routes[{route.get('id')}]"
-        wanted = [route.get("upstream_id")]
-        split = (route.get("plugins") or {}).get("traffic-split") or {}
-        wanted += [w.get("upstream_id") for rule in split.get("rules", []) for w in rule.get("weighted_upstreams", [])]
-        for up in wanted:
-            if up is not None and up not in upstreams:
-                problems.append(f"{where}: upstream '{up}' is not defined")
-        if route.get("plugin_config_id") is not None and route["plugin_config_id"] not in configs:
-            problems.append(f"{where}: plugin_config '{route['plugin_config_id']}' is not defined")
+    problems.extend(check_loadable(doc))
     return problems
 
 
 def validate_apisix_text(text: str, schemas: dict, enabled_plugins: list[str] | None = None) -> list[str]:
     problems = [] if text.rstrip().endswith("#END") else ["apisix.yaml does not end with the line '#END'"]
     return problems + validate_apisix(yaml.safe_load(text) or {}, schemas, enabled_plugins)
+
+
+def default_apisix_schemas() -> Path | None:
+    """APISIX's schemas: FINOPTI_APISIX_SCHEMAS, else ../shared/apisix/schema.json beside the working directory
+    (the project's checkout); None when neither exists (they are not shipped with the project)."""
+    configured = os.environ.get("FINOPTI_APISIX_SCHEMAS")
+    path = Path(configured) if configured else Path.cwd().parent / "shared" / "apisix" / "schema.json"
+    return path if path.is_file() else None
+
+
+def validate_apisix_dir(apisix_dir: Path | str, schemas: dict | None = None) -> list[str]:
+    """Problems of a bundle's `apisix/` directory (apisix.yaml with config.yaml's plugin list): what APISIX
+    checks in code at load, always; its JSON schemas too when `schemas` is given."""
+    directory = Path(apisix_dir)
+    try:
+        text = (directory / "apisix.yaml").read_text()
+        config = yaml.safe_load((directory / "config.yaml").read_text()) or {}
+        doc = yaml.safe_load(text) or {}
+    except FileNotFoundError as exc:
+        return [f"{exc.filename}: file not found"]
+    except yaml.YAMLError as exc:
+        return [f"{directory}: not valid YAML: {exc}"]
+    enabled = config.get("plugins") if isinstance(config, dict) else None
+    if schemas is not None:
+        return validate_apisix_text(text, schemas, enabled)
+    problems = [] if text.rstrip().endswith("#END") else ["apisix.yaml does not end with the line '#END'"]
+    problems += check_loadable(doc)
+    if enabled is not None:
+        used = {name for section in ("routes", "plugin_configs", "global_rules", "consumers")
+                for item in doc.get(section) or [] for name in item.get("plugins") or {}}
+        problems += [f"plugin '{name}' is used but not enabled in config.yaml" for name in sorted(used - set(enabled))]
+    return problems
 
 
 def validate_compose_schema(doc: dict, schema_path: Path = COMPOSE_SCHEMA) -> list[str]:

@@ -6,6 +6,9 @@ a Docker engine.
   reach each other except through it), and those networks are internal;
 - every URL a backend is given points at the gateway;
 - only the log collector mounts the Docker socket, and read-only;
+- the gateway's `apisix/apisix.yaml` would load whole in APISIX: what APISIX checks in code at load
+  (certificates, expressions, references; `finopti.deploy.apisix_checks`) and, when its schemas are at
+  hand, its JSON schemas (`finopti.deploy.validate`);
 - the front door's controls are rendered (`finopti.deploy.edge_controls`): APISIX's Host allow-list, refusal of
   credentials in the query and CSRF check, the redacted access-log path, the collectors' redaction stage, and
   development sign-in off.
@@ -21,6 +24,8 @@ import yaml
 
 from finopti.deploy.compose import ROLE
 from finopti.deploy.edge_controls import check_edge_controls
+from finopti.deploy.topology import GATEWAY
+from finopti.deploy.validate import load_apisix_schemas, validate_apisix_dir
 
 PUBLISHERS = {"gateway", "console"}
 DOCKER_SOCKET = "/var/run/docker.sock"
@@ -122,11 +127,22 @@ def check_compose(doc: dict) -> list[Problem]:
     return list(dict.fromkeys(problems))
 
 
-def verify_compose(bundle_dir: Path | str) -> list[Problem]:
-    """Check `docker-compose.yml` in a bundle directory (or the file itself)."""
+def verify_compose(bundle_dir: Path | str, apisix_schemas: Path | None = None) -> list[Problem]:
+    """Check `docker-compose.yml` in a bundle directory (or the file itself), and the gateway's config beside it
+    (`apisix/`), against APISIX's schemas too when `apisix_schemas` (schema.json) is given."""
     path = Path(bundle_dir)
     if path.is_dir():
         path = path / "docker-compose.yml"
+    problems = _verify_compose_file(path)
+    apisix_dir = path.parent / "apisix"
+    if apisix_dir.is_dir():
+        schemas = load_apisix_schemas(apisix_schemas) if apisix_schemas else None
+        problems += [Problem(GATEWAY, None, f"apisix/apisix.yaml: {problem}")
+                     for problem in validate_apisix_dir(apisix_dir, schemas)]
+    return problems
+
+
+def _verify_compose_file(path: Path) -> list[Problem]:
     try:
         doc = yaml.safe_load(path.read_text())
     except FileNotFoundError:

@@ -245,24 +245,23 @@ class LokiBatch(Batch):
         return b'{"streams":[' + b",".join(streams) + b"]}"
 
 
-@dataclass
-class StreamLines:
-    ts: list[int] = field(default_factory=list)
-    texts: list[bytes] = field(default_factory=list)
-    extras: list[bytes] = field(default_factory=list)
-    indexed: list[tuple] = field(default_factory=list)  # each JSON line's values of the INDEXED fields, in order
-
-    def keys(self) -> set[str]:
-        """The index keys (`t:<trace id>`...) of these lines, each value once."""
-        out = set()
-        for prefix, values in zip(INDEXED.values(), zip(*self.indexed, strict=True), strict=False):
-            out.update(prefix + v for v in {v for v in values if v.__class__ is str and v})
-            out.update(prefix + str(v) for v in values if v and v.__class__ is not str)  # a number, say
-        return out
-
-
+StreamLines = tuple[list[int], list[bytes], list[bytes], list[tuple]]  # times, texts, extras, indexed values
 _NO_EXTRAS = b""
 assert list(INDEXED) == ["trace_id", "request_id", "user"], "LinesBatch.add reads them in this order"
+
+
+def _indexed_values(indexed: list[tuple]) -> dict[str, list]:
+    """The distinct values of JSON lines' INDEXED fields (each line's, in that order), by field."""
+    out = {}
+    for name, values in zip(INDEXED, zip(*indexed, strict=True), strict=False):
+        try:
+            distinct = set(values)
+        except TypeError:  # a list or an object as a trace id: as text, as its metadata reads it
+            distinct = {v if v.__class__ is str else str(v) for v in values}
+        distinct.discard(None)
+        distinct.discard("")
+        out[name] = list(distinct)
+    return out
 
 
 @dataclass
@@ -284,22 +283,23 @@ class LinesBatch(Batch):
         if self.lines and self.bytes + size > limit:
             return False
         if lines is None:
-            lines = self.streams[key] = StreamLines()
-        lines.ts.append(ts_ns)
-        lines.texts.append(text)
-        lines.extras.append(extras)
+            lines = self.streams[key] = ([], [], [], [])
+        times, texts, extra, indexed = lines
+        times.append(ts_ns)
+        texts.append(text)
+        extra.append(extras)
         if obj is not None:
             get = obj.get
-            lines.indexed.append((get("trace_id"), get("request_id"), get("user")))  # INDEXED's order
+            indexed.append((get("trace_id"), get("request_id"), get("user")))  # INDEXED's order
         self.bytes += size
         self.lines += 1
         return True
 
     def body(self) -> bytes:
         return wire.encode([
-            wire.encode_block({"job": JOB, "service": service, "level": level}, s.ts, s.texts, s.extras, s.keys(),
-                              derived=True)
-            for (service, level), s in self.streams.items()])
+            wire.encode_block({"job": JOB, "service": service, "level": level}, times, texts, extras,
+                              _indexed_values(indexed), derived=True)
+            for (service, level), (times, texts, extras, indexed) in self.streams.items()])
 
 
 class Metrics:

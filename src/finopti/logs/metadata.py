@@ -5,8 +5,10 @@ stored without it (the collector does not send what the line already says)."""
 import zlib
 
 METADATA_KEYS = ("trace_id", "span_id", "request_id", "user", "route")
-# The metadata a lookup goes straight to: the log store keeps, per part, a hash of each of these values.
+# The metadata a lookup goes straight to: the log store keeps, per part, a hash of each of these values (the hash of
+# `t:<trace id>`, `r:<request id>`, `u:<user>`).
 INDEXED = {"trace_id": "t:", "request_id": "r:", "user": "u:"}
+_SEEDS = {field: zlib.crc32(prefix.encode()) for field, prefix in INDEXED.items()}
 
 
 def from_object(obj: dict) -> dict[str, str]:
@@ -15,13 +17,17 @@ def from_object(obj: dict) -> dict[str, str]:
     return {k: v if v.__class__ is str else str(v) for k in METADATA_KEYS if (v := get(k))}
 
 
-def index_key(field: str, value: str) -> str:
-    return INDEXED[field] + value
+def key_hash(field: str, value: object) -> int:
+    """The hash of an indexed value: CRC-32 of `<prefix><value as text>`, the prefix taken as a starting value."""
+    text = value if value.__class__ is str else str(value)
+    return zlib.crc32(text.encode("utf-8", "surrogatepass"), _SEEDS[field])
 
 
-def key_hash(key: str) -> int:
-    return zlib.crc32(key.encode("utf-8", "surrogatepass"))
-
-
-def indexed_keys(meta: dict) -> list[str]:
-    return [INDEXED[f] + v for f in INDEXED if (v := meta.get(f)) and v.__class__ is str]
+def indexed_values(metas) -> dict[str, set]:
+    """The distinct INDEXED values of these metadata dicts, by field."""
+    out: dict[str, set] = {field: set() for field in INDEXED}
+    for meta in metas:
+        for field, values in out.items():
+            if value := meta.get(field):
+                values.add(value if value.__class__ is str else str(value))
+    return out

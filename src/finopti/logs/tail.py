@@ -22,6 +22,8 @@ import hashlib
 import os
 import time
 from dataclasses import dataclass, field
+from itertools import accumulate, count
+from operator import add
 from pathlib import Path
 from typing import BinaryIO
 
@@ -412,14 +414,29 @@ class FileTail:
             f.last_growth = time.monotonic()
             parts = data.split(b"\n")
             rest = parts.pop()
-            cursor = start
-            for i, part in enumerate(parts):
-                cursor += len(part) + 1
-                if i == 0:
-                    if f.discarding:
-                        f.discarding, end, last = False, cursor, None
-                        continue
-                    part, f.buffer = f.buffer + part, b""
+            # Each line's end (in the file), with no loop in Python; the first line is what was held plus its rest.
+            all_ends = list(map(add, accumulate(map(len, parts)), count(start + 1)))
+            if parts and not f.discarding:
+                if f.buffer:
+                    parts[0], f.buffer = f.buffer + parts[0], b""
+                if max(map(len, parts)) <= self.max_line_bytes:  # the common case
+                    if len(parts) > max_lines and all_ends[max_lines - 1] < f.offset:
+                        lines, ends = parts[:max_lines], all_ends[:max_lines]
+                        f.give_back(ends[-1])  # the next read starts after the last line taken
+                        rest = b""
+                    else:
+                        lines, ends = parts, all_ends
+                    end, last = ends[-1], lines[-1]
+                    f.buffer = rest
+                    if len(f.buffer) > self.max_line_bytes:
+                        f.buffer, f.discarding = b"", True
+                        self.too_long += 1
+                    continue
+            for i, part in enumerate(parts):  # a line too long, or the end of one being skipped
+                cursor = all_ends[i]
+                if i == 0 and f.discarding:
+                    f.discarding, end, last = False, cursor, None
+                    continue
                 end = cursor
                 if len(part) > self.max_line_bytes:
                     self.too_long += 1

@@ -3,10 +3,12 @@ so that neither side encodes or parses a JSON entry per line (the Loki JSON body
 the lines). The collector sends it only to a receiver that keeps its delivery record (the embedded store); to a
 real Loki it sends Loki's JSON.
 
-    body   LZ4 block of: blocks, one per stream
+    body   blocks, one per stream (with `Content-Encoding: lz4`, an LZ4 block of them: the collector sends them as
+           they are, on loopback compressing costs more than the bytes it saves)
     block  flags (1: metadata derived from the JSON lines), then the sizes (uint32) of: labels (JSON object),
-           index keys (JSON array of `t:<trace id>`, `r:<request id>`, `u:<user>`), head, text, meta; then those
-           sections (head, text, meta as in `finopti.logs.parts`, with one id run starting at 0)
+           indexed values (JSON object: `{"trace_id": [...], "request_id": [...], "user": [...]}`, each value once),
+           head, text, meta; then those sections (head, text, meta as in `finopti.logs.parts`, with one id run
+           starting at 0)
 """
 
 import struct
@@ -15,34 +17,39 @@ from array import array
 import cramjam
 import orjson
 
+from finopti.logs.metadata import INDEXED
 from finopti.logs.parts import DERIVED, HEAD, RUN, Columns, hashes, parse_head
 
 CONTENT_TYPE = "application/x-finopti-lines"
 BLOCK = struct.Struct("<BIIIII")
 
 
-def encode_block(labels: dict[str, str], ts: list[int], texts: list[bytes], metas: list[bytes], keys: set[str],
-                 derived: bool) -> bytes:
+def encode_block(labels: dict[str, str], ts: list[int], texts: list[bytes], metas: list[bytes],
+                 indexed: dict[str, list], derived: bool) -> bytes:
     """One stream's lines (each text without its newline; metadata as JSON bytes or b"")."""
     n = len(ts)
-    text = b"\n".join(texts) + b"\n" if texts else b""
+    text = b"\n".join([*texts, b""]) if texts else b""
     head = b"".join([HEAD.pack(n, 1), array("q", ts).tobytes(), RUN.pack(0, n),
-                     array("I", [len(t) + 1 for t in texts]).tobytes(), array("I", map(len, metas)).tobytes()])
+                     array("I", map((1).__add__, map(len, texts))).tobytes(), array("I", map(len, metas)).tobytes()])
     meta = b"".join(metas)
-    sections = [orjson.dumps(labels), orjson.dumps(sorted(keys)), head, text, meta]
+    sections = [orjson.dumps(labels), orjson.dumps(indexed), head, text, meta]
     return BLOCK.pack(DERIVED if derived else 0, *map(len, sections)) + b"".join(sections)
 
 
 def encode(blocks: list[bytes]) -> bytes:
-    return bytes(cramjam.lz4.compress_block(b"".join(blocks)))
+    return b"".join(blocks)
 
 
-def decode(body: bytes) -> list[tuple[dict[str, str], Columns]]:
-    """A body -> [(labels, columns with ids from 0)]; ValueError naming what is wrong."""
+def decompress(body: bytes) -> bytes:
+    """A body sent with `Content-Encoding: lz4`."""
     try:
-        raw = bytes(cramjam.lz4.decompress_block(body))
+        return bytes(cramjam.lz4.decompress_block(body))
     except Exception as exc:  # cramjam raises its own error type
         raise ValueError(f"body is not an LZ4 block: {exc}") from None
+
+
+def decode(raw: bytes) -> list[tuple[dict[str, str], Columns]]:
+    """A body -> [(labels, columns with ids from 0)]; ValueError naming what is wrong."""
     view, at, out = memoryview(raw), 0, []
     while at < len(raw):
         where = f"block {len(out)}"
@@ -64,8 +71,8 @@ def decode(body: bytes) -> list[tuple[dict[str, str], Columns]]:
             raise ValueError(f"{where}: {exc}") from None
         if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
             raise ValueError(f"{where}: labels must be an object of strings")
-        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-            raise ValueError(f"{where}: index keys must be a list of strings")
+        if not isinstance(keys, dict) or not all(k in INDEXED and isinstance(v, list) for k, v in keys.items()):
+            raise ValueError(f"{where}: indexed values must be an object of lists, by field ({', '.join(INDEXED)})")
         if sum(text_lengths) != len(text) or sum(meta_lengths) != len(meta):
             raise ValueError(f"{where}: the lengths do not add up to the text and metadata sections")
         out.append((labels, Columns(ts, runs, text_lengths, meta_lengths, bytes(text), bytes(meta),

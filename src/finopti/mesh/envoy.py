@@ -7,6 +7,7 @@ A pure function of the model and the runtime facts (ports, file paths); only the
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from finopti.mesh import replies
 from finopti.mesh.edge_rules import CLIENT_REQUEST_ID_HEADER
 from finopti.mesh.envoy_authz import (
     EXT_AUTHZ_FILTER,
@@ -282,21 +283,23 @@ def _access_log(listener: str) -> list[dict]:
 
 
 def _local_replies(mesh: ResolvedMesh, listener: str) -> dict:
-    """Errors the gateway answers itself become JSON like every service's errors. There is no catch-all
-    format: a 403 from the policy service already carries its JSON reason and passes through as is."""
+    """Errors the gateway answers itself become JSON like every service's errors (`finopti.mesh.replies`, shared
+    with the APISIX rendering). There is no catch-all format: a 403 from the policy service already carries its
+    JSON reason and passes through as is."""
 
-    def mapper(code: int, error: str, message: str | None = None) -> dict:
+    def mapper(reply: replies.Reply, status: int | None = None) -> dict:
+        code = status or reply.status
         m: dict = {
             "filter": {"status_code_filter": {"comparison": {"op": "EQ", "value": {
                 "default_value": code, "runtime_key": f"finopti.local_reply.{code}"}}}},
         }
-        if message:
-            m["body"] = {"inline_string": message}
-        m["body_format_override"] = {"json_format": {**_reply_fields(), "error": error}}
+        if reply.fixed:
+            m["body"] = {"inline_string": reply.message}
+        m["body_format_override"] = {"json_format": {**_reply_fields(), "error": reply.error}}
         return m
 
     # jwt_authn answers 403 for a token with the wrong audience; any token failure is a 401 for us.
-    jwt_refused = mapper(403, "unauthorized")
+    jwt_refused = mapper(replies.UNAUTHORIZED, status=403)
     jwt_refused["filter"] = {"and_filter": {"filters": [jwt_refused["filter"], {"metadata_filter": {
         "matcher": {"filter": "envoy.filters.http.jwt_authn", "path": [{"key": JWT_FAILURE_KEY}],
                     "value": {"present_match": True}},
@@ -309,19 +312,20 @@ def _local_replies(mesh: ResolvedMesh, listener: str) -> dict:
             # authorization's own refusals must not be taken for token failures.
             *_refusals(mesh, listener),
             jwt_refused,
-            mapper(400, "bad_request"),
-            mapper(401, "unauthorized"),
-            mapper(404, "not_found", "no route matches this path"),
-            mapper(413, "payload_too_large", "request body is larger than the gateway accepts"),
-            mapper(426, "upgrade_required", "HTTP/1.0 is not served: use HTTP/1.1 or later"),
-            mapper(429, "rate_limited", "too many requests; retry after the time in Retry-After"),
-            mapper(502, "bad_gateway"),
-            _flagged(mapper(503, "circuit_open", "circuit open: the backend is taken out after consecutive "
-                            "failures; retry later"), "UH"),
-            _flagged(mapper(503, "overloaded", "too many requests in flight to the backend"), "UO"),
-            _flagged(mapper(503, "fault_injected", "fault injected by the gateway"), "FI"),
-            mapper(503, "unavailable"),
-            mapper(504, "timeout", "the backend did not answer in time"),
+            mapper(replies.BAD_REQUEST),
+            mapper(replies.UNAUTHORIZED),
+            mapper(replies.NOT_FOUND),
+            mapper(replies.PAYLOAD_TOO_LARGE),
+            mapper(replies.UPGRADE_REQUIRED),
+            mapper(replies.RATE_LIMITED),
+            mapper(replies.BAD_GATEWAY),
+            _flagged(mapper(replies.CIRCUIT_OPEN), "UH"),
+            _flagged(mapper(replies.OVERLOADED), "UO"),
+            _flagged(mapper(replies.FAULT_INJECTED), "FI"),
+            # ext_authz could not ask the policy service (status_on_error): refused, and said so.
+            _flagged(mapper(replies.POLICY_UNAVAILABLE), "UAEX"),
+            mapper(replies.UNAVAILABLE),
+            mapper(replies.TIMEOUT),
         ],
     }
 
@@ -361,7 +365,7 @@ def _refusals(mesh: ResolvedMesh, listener: str) -> list[dict]:
 
 def _flagged(mapper: dict, flag: str) -> dict:
     """Narrow a mapper to local replies carrying an Envoy response flag (UH: no healthy host, i.e. the
-    circuit is open; UO: overflow; FI: injected fault)."""
+    circuit is open; UO: overflow; FI: injected fault; UAEX: external authorization refused or failed)."""
     mapper["filter"] = {"and_filter": {"filters": [
         mapper["filter"], {"response_flag_filter": {"flags": [flag]}}]}}
     return mapper

@@ -6,6 +6,7 @@ The same .rego files run unchanged on OPA behind Apache APISIX's `opa` plugin.
 from finopti.policy.engine import DECISION_RULE, UNDEFINED, Decision, PolicyEngine, PolicyError
 from finopti.policy.envoy import (
     Route,
+    RouteIndex,
     as_route,
     build_input_from_envoy,
     load_route_table,
@@ -21,6 +22,7 @@ __all__ = [
     "PolicyEngine",
     "PolicyError",
     "Route",
+    "RouteIndex",
     "TestResult",
     "as_route",
     "build_input_from_envoy",

@@ -58,13 +58,25 @@ def match_route(routes: Iterable[Any], listener: str | None, path: str) -> str |
     match; the same order here keeps the policy's route the one Envoy forwards to. Matching is on
     the path without its query string.
     """
-    path = path.split("?", 1)[0]
-    candidates = [as_route(r) for r in routes]
-    candidates = [r for r in candidates if not listener or r.listener == listener]
-    for route in sorted(candidates, key=lambda r: (not r.exact, -len(r.path_prefix))):
-        if path == route.path_prefix if route.exact else path.startswith(route.path_prefix):
-            return route.name
-    return None
+    return RouteIndex(routes).match(listener, path)
+
+
+class RouteIndex:
+    """The route table sorted once, per listener, in the gateway's order; `match` is then a scan."""
+
+    def __init__(self, routes: Iterable[Any]):
+        ordered = sorted((as_route(r) for r in routes), key=lambda r: (not r.exact, -len(r.path_prefix)))
+        self._all = ordered
+        self._by_listener: dict[str, list[Route]] = {}
+        for route in ordered:
+            self._by_listener.setdefault(route.listener, []).append(route)
+
+    def match(self, listener: str | None, path: str) -> str | None:
+        path = path.split("?", 1)[0]
+        for route in self._by_listener.get(listener, []) if listener else self._all:
+            if path == route.path_prefix if route.exact else path.startswith(route.path_prefix):
+                return route.name
+        return None
 
 
 def _query_args(query: str) -> dict:

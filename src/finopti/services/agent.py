@@ -118,7 +118,8 @@ def create_agent_app(
             if spec.handler is not None:
                 data = await spec.handler(settings, args)
             else:
-                data = await call_tool(tools_url, spec.tool, {**args, **spec.fixed}, verify=mesh_tls)
+                data = await call_tool(tools_url, spec.tool, {**args, **spec.fixed}, verify=mesh_tls,
+                                       source=settings.mesh_source)
         except HTTPException:
             raise
         except ToolError as exc:

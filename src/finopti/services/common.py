@@ -24,6 +24,8 @@ class ServiceSettings(BaseSettings):
     version: str = "v1"
     port: int = 0
     mesh_url: str = "http://127.0.0.1:8081"
+    # The address mesh calls leave from, for a gateway that knows callers by address (unset: the system's choice).
+    mesh_source: str | None = None
     home: Path = Path(".finopti")
     policy_dir: Path = Path("policies")
     # mTLS (set by the platform; unset in in-process tests): our identity, who may call us, the mesh CA.

@@ -1,23 +1,27 @@
 """Shared shape of the MCP tool servers: a FastMCP server (streamable HTTP at /mcp) inside a service app,
 and the client side the agents use to call a tool through the mesh."""
 
+import asyncio
 import contextlib
 import functools
+import itertools
 import json
 import re
 import ssl
+import weakref
 from collections.abc import Callable
 from typing import Any
 
+import anyio.to_thread
 import httpx
 from fastapi import FastAPI
-from mcp.client.session import ClientSession
-from mcp.client.streamable_http import streamablehttp_client
 from mcp.server.fastmcp import FastMCP
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp.types import LATEST_PROTOCOL_VERSION, CallToolResult, InitializeResult
 
 from finopti.cloud import SandboxError
 from finopti.services.common import ServiceSettings, create_service_app
+from finopti.services.meshclient import mesh_transport
 from finopti.telemetry import outgoing_headers
 
 
@@ -56,38 +60,95 @@ def create_tool_server_app(settings: ServiceSettings, server: FastMCP, title: st
 
 
 def reports_errors(fn: Callable) -> Callable:
-    """Wrap a tool so a sandbox error reaches the caller as 'Kind: message', parsed back by `call_tool`."""
+    """Wrap a tool so a sandbox error reaches the caller as 'Kind: message', parsed back by `call_tool`.
 
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    The tool runs in a worker thread (with the request's context: its user, its trace): a slow analysis
+    must not hold the event loop, or the gateway's 1 s health checks would find the server dead."""
+
+    def guarded(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except SandboxError as exc:
             raise RuntimeError(f"{type(exc).__name__}: {exc}") from exc
 
+    @functools.wraps(fn)
+    async def wrapper(*args, **kwargs):
+        return await anyio.to_thread.run_sync(functools.partial(guarded, *args, **kwargs))
+
     return wrapper
 
 
-def _client_factory(verify: ssl.SSLContext | bool) -> Callable[..., httpx.AsyncClient]:
-    def factory(headers=None, timeout=None, auth=None) -> httpx.AsyncClient:
-        return httpx.AsyncClient(headers=headers, timeout=timeout, auth=auth, verify=verify)
+class McpClient:
+    """An agent's MCP client for its tool server: one session, initialized once, over one keep-alive
+    connection to the gateway, and one `POST /mcp` per tool call carrying that request's trace and identity
+    headers. The tool servers are stateless (`new_tool_server`): no session id to keep, every call stands
+    alone at the gateway, which authorizes it for the user of the request it serves."""
 
-    return factory
+    def __init__(self, url: str, verify: ssl.SSLContext | bool = True, timeout: float = 20.0,
+                 source: str | None = None):
+        self.url = url
+        self._client = httpx.AsyncClient(verify=verify, timeout=timeout, transport=mesh_transport(verify, source))
+        self._ids = itertools.count(1)
+        self._protocol: str | None = None
+        self._lock = asyncio.Lock()
+
+    async def _post(self, message: dict) -> dict | None:
+        headers = {**outgoing_headers(), "accept": "application/json, text/event-stream",
+                   "mcp-protocol-version": self._protocol or LATEST_PROTOCOL_VERSION}
+        response = await self._client.post(self.url, json=message, headers=headers)
+        response.raise_for_status()  # the gateway's refusal (401/403/503) keeps its status and JSON body
+        if "id" not in message:
+            return None
+        reply = response.json()
+        if "error" in reply:
+            raise ToolError("ToolError", str(reply["error"].get("message") or reply["error"]))
+        return reply["result"]
+
+    async def _initialize(self) -> None:
+        async with self._lock:
+            if self._protocol is not None:
+                return
+            result = await self._post({"jsonrpc": "2.0", "id": next(self._ids), "method": "initialize", "params": {
+                "protocolVersion": LATEST_PROTOCOL_VERSION, "capabilities": {},
+                "clientInfo": {"name": "finopti-agent", "version": "1"}}})
+            self._protocol = InitializeResult.model_validate(result).protocolVersion
+            await self._post({"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+    async def call_tool(self, tool: str, arguments: dict[str, Any]) -> Any:
+        if self._protocol is None:
+            await self._initialize()
+        result = await self._post({"jsonrpc": "2.0", "id": next(self._ids), "method": "tools/call",
+                                   "params": {"name": tool, "arguments": arguments}})
+        return _tool_result(CallToolResult.model_validate(result))
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+# One client per tool server URL and TLS context, per event loop (an httpx client belongs to its loop).
+_CLIENTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def mcp_client(url: str, verify: ssl.SSLContext | bool = True, timeout: float = 20.0,
+               source: str | None = None) -> McpClient:
+    clients = _CLIENTS.setdefault(asyncio.get_running_loop(), {})
+    key = (url, id(verify), timeout, source)
+    if key not in clients:
+        clients[key] = McpClient(url, verify, timeout, source)
+    return clients[key]
 
 
 async def call_tool(
-    url: str, tool: str, arguments: dict[str, Any], verify: ssl.SSLContext | bool = True, timeout: float = 20.0
+    url: str, tool: str, arguments: dict[str, Any], verify: ssl.SSLContext | bool = True, timeout: float = 20.0,
+    source: str | None = None,
 ) -> Any:
     """Call one tool over MCP (streamable HTTP) at `url`, carrying the request's trace and identity;
-    `verify` is the caller's mesh TLS context."""
-    async with (
-        streamablehttp_client(
-            url, headers=outgoing_headers(), timeout=timeout, httpx_client_factory=_client_factory(verify)
-        ) as (read, write, _),
-        ClientSession(read, write) as session,
-    ):
-        await session.initialize()
-        result = await session.call_tool(tool, arguments)
+    `verify` is the caller's mesh TLS context, `source` its source address (`meshclient.mesh_transport`). The
+    session and its connection are reused across calls."""
+    return await mcp_client(url, verify, timeout, source).call_tool(tool, arguments)
+
+
+def _tool_result(result: CallToolResult) -> Any:
     if result.isError:
         text = " ".join(getattr(c, "text", "") for c in result.content)
         text = re.sub(r"^Error executing tool [\w-]+: ", "", text)

@@ -13,8 +13,16 @@ async def _add_context(request: httpx.Request) -> None:
         request.headers.setdefault(name, value)
 
 
-def mesh_client(mesh_url: str, verify: ssl.SSLContext | bool = True, timeout: float = 30.0) -> httpx.AsyncClient:
-    """`verify` is the service's mesh TLS context (its certificate plus the mesh CA)."""
+def mesh_transport(verify: ssl.SSLContext | bool, source: str | None) -> httpx.AsyncHTTPTransport | None:
+    """A transport whose connections leave from `source`, when set: a gateway that knows its callers by address
+    (compose's one network per service; loopback stand-ins when the bundle runs on one machine) sees ours."""
+    return httpx.AsyncHTTPTransport(verify=verify, local_address=source) if source else None
+
+
+def mesh_client(mesh_url: str, verify: ssl.SSLContext | bool = True, timeout: float = 30.0,
+                source: str | None = None) -> httpx.AsyncClient:
+    """`verify` is the service's mesh TLS context (its certificate plus the mesh CA); `source` its source address."""
     return httpx.AsyncClient(
-        base_url=mesh_url, verify=verify, timeout=timeout, event_hooks={"request": [_add_context]}
+        base_url=mesh_url, verify=verify, timeout=timeout, event_hooks={"request": [_add_context]},
+        transport=mesh_transport(verify, source),
     )

@@ -1,6 +1,7 @@
 """A real gateway for authorization tests and benchmarks: Envoy with the rendered configuration of a mesh, every
-backend answered by one echo server (so a request that passes authorization answers 200), and the real policy
-service (Rego, OPA REST API) behind routes that declare `authz: rego`.
+backend answered by one echo server (a second, tiny Envoy: a request that passes authorization answers 200, at a
+cost that does not blur what the gateway adds), and the real policy service (Rego, OPA REST API) behind routes
+that declare `authz: rego`.
 
     with AuthzGateway(tmp, mesh, policies) as gw:
         gw.request("mesh", "GET", "/gcloud-tools/x", caller="gcloud-agent", token=gw.token("bob@finopti.dev"))
@@ -18,13 +19,12 @@ import shutil
 import ssl
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import jwt
+import yaml
 
 from finopti.idp import KEY_ID, DevIdentityProvider
 from finopti.mesh.envoy import POLICY_CLUSTER, GatewayRuntime, render_envoy
@@ -35,26 +35,30 @@ from finopti.pki import ensure_pki
 from finopti.platform import envoy_binary, write_envoy_files
 from finopti.ports import free_port
 
-ECHO_BODY = b'{"echo": true}'
+ECHO_BODY = '{"echo": true}'
 
 
-class _Echo(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: Envoy reuses its upstream connections
-
-    def _answer(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        if length:
-            self.rfile.read(length)
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(ECHO_BODY)))
-        self.end_headers()
-        self.wfile.write(ECHO_BODY)
-
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _answer
-
-    def log_message(self, *args) -> None:
-        pass
+def echo_bootstrap(port: int, admin_port: int) -> dict:
+    """An Envoy that answers every request 200 with ECHO_BODY."""
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
+                 "HttpConnectionManager",
+        "stat_prefix": "echo",
+        "route_config": {"virtual_hosts": [{"name": "echo", "domains": ["*"], "routes": [{
+            "match": {"prefix": "/"},
+            "direct_response": {"status": 200, "body": {"inline_string": ECHO_BODY}}}]}]},
+        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+    }
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "static_resources": {"listeners": [{
+            "name": "echo",
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+            "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                                            "typed_config": hcm}]}],
+        }]},
+    }
 
 
 def _wait(predicate, timeout: float, what: str) -> None:
@@ -79,7 +83,6 @@ class AuthzGateway:
         self.identities = sorted({b.name for b in mesh.services} | {"cli", "collector", "prometheus"})
         self._procs: list[subprocess.Popen] = []
         self._clients: dict[str | None, httpx.Client] = {}
-        self._echo: ThreadingHTTPServer | None = None
         self._opa: httpx.Client | None = None
         self.generation = 0
 
@@ -99,10 +102,10 @@ class AuthzGateway:
     def _start(self) -> None:
         self.pki = ensure_pki(self.work / "pki", ["gateway", *self.identities])
         self.idp = DevIdentityProvider(self.work / "idp", self.mesh.identity).ensure()
-        self._echo = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
-        self._echo.daemon_threads = True
-        threading.Thread(target=self._echo.serve_forever, daemon=True).start()
-        self.echo_port = self._echo.server_address[1]
+        self.echo_port, echo_admin = free_port(), free_port()
+        (self.work / "echo.yaml").write_text(yaml.safe_dump(echo_bootstrap(self.echo_port, echo_admin)))
+        self._spawn("echo", [envoy_binary(), "-c", str(self.work / "echo.yaml"), "--use-dynamic-base-id",
+                             "--concurrency", "1", "--log-level", "error"], {})
         self.policy_dir = self.work / "policy"
         self._write_policy_dir(self.mesh)
         self.policy_port = free_port()
@@ -118,6 +121,7 @@ class AuthzGateway:
               30, "policy service")
         _wait(lambda: httpx.get(f"http://127.0.0.1:{self.admin_port}/ready", timeout=1).status_code == 200,
               30, "envoy")
+        _wait(lambda: httpx.get(f"http://127.0.0.1:{self.echo_port}/", timeout=1).status_code == 200, 30, "echo")
 
     def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> None:
         log = open(self.work / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
@@ -133,8 +137,6 @@ class AuthzGateway:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        if self._echo is not None:
-            self._echo.shutdown()
 
     # ---------------------------------------------------------------- configuration
 

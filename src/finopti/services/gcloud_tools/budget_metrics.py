@@ -1,8 +1,8 @@
 """Budgets as Prometheus metrics, so threshold alerts are Prometheus alerts (rules in observability.prometheus).
 
-Exported on the tool server's /metrics, computed when scraped and kept for `ttl` seconds (a budget's
-status needs a forecast; the billing export changes at most daily); creating or deleting a budget
-drops the cached values at once.
+Exported on the tool server's /metrics. A budget's status needs a forecast (about 50 ms of CPU each), so
+a scrape serves the last computed states and a background thread recomputes them at most every `ttl`
+seconds (the billing export changes at most daily) and at once after a budget is created or deleted.
 """
 
 from __future__ import annotations
@@ -19,32 +19,65 @@ log = logging.getLogger("finopti.budgets")
 
 
 class BudgetCollector(Collector):
+    """Serves the last computed budget states; computing them happens in a background thread (a scrape runs
+    on the server's event loop and must stay quick), at most every `ttl` seconds and at once after a change."""
+
     def __init__(self, states: Callable[[], list[dict]], ttl: float = 30.0) -> None:
         self._states = states
         self._ttl = ttl
         self._lock = threading.Lock()
-        self._cached: tuple[float, list[dict]] | None = None
+        self._snapshot: list[dict] = []
+        self._computed_at: float | None = None
+        self._refreshing = False
+        self._stale = False  # a change arrived while a refresh ran: refresh again after it
 
     def invalidate(self) -> None:
+        """A budget was created or deleted: recompute now rather than at the next expiry."""
         with self._lock:
-            self._cached = None
+            self._computed_at = None
+            self._stale = self._refreshing
+        self._refresh_in_background()
 
-    def _current(self) -> list[dict]:
+    def _refresh_in_background(self) -> None:
         with self._lock:
-            if self._cached is None or time.monotonic() - self._cached[0] > self._ttl:
-                self._cached = (time.monotonic(), self._states())
-            return self._cached[1]
+            due = self._computed_at is None or time.monotonic() - self._computed_at > self._ttl
+            if self._refreshing or not due:
+                return
+            self._refreshing = True
+        threading.Thread(target=self._refresh, name="budget-metrics", daemon=True).start()
+
+    def _refresh(self) -> None:
+        try:
+            states = self._states()
+        except Exception:  # keep serving the last states; the error is in the log
+            log.exception("budget metrics unavailable")
+            states = None
+        with self._lock:
+            if states is not None:
+                self._snapshot, self._computed_at = states, time.monotonic()
+            again, self._stale, self._refreshing = self._stale, False, False
+        if again:
+            self.invalidate()
+
+    def wait_fresh(self, timeout: float) -> bool:
+        """For tests and start-up: wait until a computation has finished (True) or `timeout` passes."""
+        deadline = time.monotonic() + timeout
+        self._refresh_in_background()
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self._computed_at is not None and not self._refreshing:
+                    return True
+            time.sleep(0.05)
+        return False
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         # Names only, so registering does not compute every budget's status.
         yield from self._families([])
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        try:
-            states = self._current()
-        except Exception:  # a scrape must still answer; the error is in the log
-            log.exception("budget metrics unavailable")
-            states = []
+        self._refresh_in_background()
+        with self._lock:
+            states = list(self._snapshot)
         yield from self._families(states)
 
     @staticmethod

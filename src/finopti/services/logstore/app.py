@@ -220,8 +220,11 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         started = time.perf_counter()
         body = await request.body()
         try:
-            if request.headers.get("content-encoding", "").lower() == "gzip":
+            encoding = request.headers.get("content-encoding", "").lower()
+            if encoding == "gzip":
                 body = gzip.decompress(body)
+            elif encoding == "lz4":
+                body = wire.decompress(body)
             content_type = request.headers.get("content-type", "")
             streams = None  # the collector's columns go to the store as they are
             if "protobuf" in content_type:

@@ -69,7 +69,7 @@ async def platform_logs(settings: ServiceSettings, args: dict) -> Any:
     if args.get("text"):
         params.append(("q", str(args["text"])))
     try:
-        async with mesh_client(settings.mesh_url, verify=settings.mesh_ssl()) as mesh:
+        async with mesh_client(settings.mesh_url, verify=settings.mesh_ssl(), source=settings.mesh_source) as mesh:
             response = await mesh.get("/logstore/api/logs", params=params)
     except httpx.HTTPError as exc:
         raise HTTPException(502, {"error": "logstore_unreachable", "message": f"logstore: {exc}"}) from None

@@ -74,7 +74,7 @@ def clarification_body(understanding: Understanding) -> dict:
 
 def create_app(settings: ServiceSettings) -> FastAPI:
     app = create_service_app(settings, "orchestrator")
-    mesh = mesh_client(settings.mesh_url, verify=settings.mesh_ssl())
+    mesh = mesh_client(settings.mesh_url, verify=settings.mesh_ssl(), source=settings.mesh_source)
 
     async def fetch_inventory() -> dict:
         """The names the parser knows, read as the current user from the first agent that lets them."""

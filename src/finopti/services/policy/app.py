@@ -20,17 +20,18 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from prometheus_client import Counter
 
 from finopti.policy import (
     UNDEFINED,
     Decision,
     PolicyEngine,
     PolicyError,
+    RouteIndex,
     build_input_from_envoy,
     load_route_table,
-    match_route,
     source_from_xfcc,
 )
 from finopti.services.common import create_service_app, error_body
@@ -40,7 +41,9 @@ decision_log = logging.getLogger("finopti.decision")
 
 AUTHZ_PREFIX = "/authz"
 LISTENERS = {"edge", "mesh"}
-METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+# Bounded labels: route names of mesh.yaml (or "none"), and the decision.
+DECISIONS = Counter("finopti_authz_decisions_total", "Rego decisions of the policy service's ext_authz check",
+                    ["route", "allow"])
 ERRORS = {401: "unauthorized", 403: "forbidden"}
 
 
@@ -48,14 +51,6 @@ def trace_id_from(traceparent: str | list[str] | None) -> str | None:
     """The trace id of a W3C ``traceparent`` (every value the request carried), None if absent or invalid."""
     parent = parse_traceparent(traceparent)
     return parent.trace_id if parent else None
-
-
-def _original_path(request: Request) -> str:
-    # The raw path, as Envoy matched it (a decoded %2F would move segment boundaries), plus query.
-    raw = request.scope.get("raw_path") or request.url.path.encode()
-    path = raw.decode("latin-1")[len(AUTHZ_PREFIX) :] or "/"
-    query = request.url.query
-    return f"{path}?{query}" if query else path
 
 
 def _identity(policy_input: Any) -> dict:
@@ -74,14 +69,15 @@ def _identity(policy_input: Any) -> dict:
     }
 
 
-def _log_decision(request: Request, decision_id: str, started: float, policy_input: Any, **fields) -> None:
+def _log_decision(traceparents: list[str], request_id: str | None, decision_id: str, started: float,
+                  policy_input: Any, **fields) -> None:
     decision_log.info(
         "authz decision",
         extra={
             "event": "authz_decision",
             "decision_id": decision_id,
-            "trace_id": trace_id_from(request.headers.getlist("traceparent")),
-            "request_id": request.headers.get("x-request-id"),
+            "trace_id": trace_id_from(traceparents),
+            "request_id": request_id,
             **_identity(policy_input),
             **fields,
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
@@ -98,6 +94,7 @@ class PolicyDirWatcher:
         self.engine = engine
         self.fixed_routes = routes
         self.routes = routes or load_route_table(policy_dir)
+        self.index = RouteIndex(self.routes)
         self._snapshot = self._stat()
         self._checked = time.monotonic()
 
@@ -114,6 +111,7 @@ class PolicyDirWatcher:
         try:
             self.engine.reload()
             self.routes = self.fixed_routes or load_route_table(self.policy_dir)
+            self.index = RouteIndex(self.routes)
             self._snapshot = snapshot
             decision_log.info("policies reloaded", extra={"event": "policy_reload"})
         except (PolicyError, OSError, ValueError) as exc:  # keep deciding with the old policy
@@ -165,7 +163,7 @@ class PolicySourceWatcher:
                 decision_log.error("policies in %s not applied, keeping the rules in force: %s", self.source, exc)
 
 
-def create_app(settings) -> FastAPI:
+def create_app(settings):
     policy_dir = Path(getattr(settings, "policy_dir", Path("policies")))
     engine = PolicyEngine(policy_dir)
     # The route table comes from mesh.yaml when the platform passes it, else from routes.json.
@@ -184,40 +182,44 @@ def create_app(settings) -> FastAPI:
 
     app.router.lifespan_context = lifespan
 
-    @app.api_route(AUTHZ_PREFIX + "/{path:path}", methods=METHODS, include_in_schema=False)
-    async def check(request: Request, path: str) -> Response:
+    async def check(scope: dict, receive, send) -> None:
+        """Envoy's ext_authz check, served below FastAPI (no routing, no middleware, no body): the decision
+        and its log line are the whole work of a request."""
         started = time.perf_counter()
         decision_id = str(uuid.uuid4())
-        headers = dict(request.headers)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         listener = headers.get("x-finopti-listener")
         listener = listener if listener in LISTENERS else None  # unknown listener: no route, deny
-        original = _original_path(request)
+        # The raw path, as Envoy matched it (a decoded %2F would move segment boundaries), plus query.
+        raw = scope.get("raw_path") or scope["path"].encode()
+        original = raw.decode("latin-1")[len(AUTHZ_PREFIX):] or "/"
+        if scope.get("query_string"):
+            original += "?" + scope["query_string"].decode("latin-1")
         # Only the mesh listener sets x-forwarded-client-cert from a verified client certificate.
         source = source_from_xfcc(headers.get("x-forwarded-client-cert")) if listener == "mesh" else None
         watcher.refresh()
-        route = match_route(watcher.routes, listener, original) if listener else None
-        policy_input = build_input_from_envoy(request.method, original, headers, route, listener, source)
+        route = watcher.index.match(listener, original) if listener else None
+        policy_input = build_input_from_envoy(scope["method"], original, headers, route, listener, source)
         decision: Decision = engine.decide(policy_input)
-        _log_decision(
-            request,
-            decision_id,
-            started,
-            policy_input,
-            allow=decision.allow,
-            reason=decision.reason,
-            status=decision.status,
-        )
-        reply_headers = {
-            "x-finopti-authz": "allow" if decision.allow else "deny",
-            "x-finopti-decision-id": decision_id,
-        }
-        if decision.allow:
-            return Response(status_code=200, headers=reply_headers)
-        if decision.status == 401:
-            reply_headers["www-authenticate"] = 'Bearer realm="finopti"'
-        error = ERRORS.get(decision.status, "policy_error")
-        body = error_body(decision.status, error, decision.reason, decision_id=decision_id)
-        return JSONResponse(body, decision.status, headers=reply_headers)
+        traceparents = [v.decode("latin-1") for k, v in scope["headers"] if k == b"traceparent"]
+        _log_decision(traceparents, headers.get("x-request-id"), decision_id, started, policy_input,
+                      allow=decision.allow, reason=decision.reason, status=decision.status)
+        DECISIONS.labels(route=route or "none", allow=str(decision.allow).lower()).inc()
+        reply = [(b"x-finopti-authz", b"allow" if decision.allow else b"deny"),
+                 (b"x-finopti-decision-id", decision_id.encode())]
+        body = b""
+        if not decision.allow:
+            if decision.status == 401:
+                reply.append((b"www-authenticate", b'Bearer realm="finopti"'))
+            error = ERRORS.get(decision.status, "policy_error")
+            body = json.dumps(error_body(decision.status, error, decision.reason, decision_id=decision_id,
+                                         request_id=headers.get("x-request-id"),
+                                         trace_id=trace_id_from(traceparents))).encode()
+            reply.append((b"content-type", b"application/json"))
+        reply.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": 200 if decision.allow else decision.status,
+                    "headers": reply})
+        await send({"type": "http.response.body", "body": body})
 
     @app.post("/v1/data", include_in_schema=False)
     @app.post("/v1/data/{path:path}", include_in_schema=False)
@@ -244,9 +246,17 @@ def create_app(settings) -> FastAPI:
         elif isinstance(result, bool):
             fields["allow"] = result
         logged_input = None if policy_input is UNDEFINED else policy_input
-        _log_decision(request, decision_id, started, logged_input, **fields)
+        _log_decision(request.headers.getlist("traceparent"), request.headers.get("x-request-id"), decision_id,
+                      started, logged_input, **fields)
         if result is UNDEFINED:  # OPA leaves "result" out when the document is undefined
             return JSONResponse({"decision_id": decision_id})
         return JSONResponse({"result": result, "decision_id": decision_id})
 
-    return app
+    async def asgi(scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(AUTHZ_PREFIX + "/"):
+            await check(scope, receive, send)
+        else:
+            await app(scope, receive, send)
+
+    asgi.state = app.state  # type: ignore[attr-defined]  (tests read the engine from here)
+    return asgi
