@@ -1,5 +1,6 @@
-"""Console benchmark in a real headless Chromium through the real gateway: console page load to interactive,
-trace view render of a synthetic 50-hop trace, live-tail delay from a log write to the screen.
+"""Console benchmark in a real headless Chromium through the real gateway: each page from navigation to drawn
+(overview on a desktop and on a phone, trace list), the chat from asking to the answer's chart, the trace view
+rendering a synthetic 50-hop trace, the live tail's delay from a log write to the screen.
 
     .venv/bin/python -m benchmarks.bench_console [--loads 7]
 """
@@ -49,6 +50,18 @@ def synthetic_trace(hops: int = 50) -> dict:
             "unattached": [], "errors": 1}
 
 
+def overview_loads(page, edge: str, count: int) -> list[float]:
+    """Milliseconds from navigation to every overview panel drawn, `count` times."""
+    loads = []
+    for _ in range(count):
+        page.goto(f"{edge}/console")
+        # Selectors, not wait_for_function: the pages' CSP forbids evaluating strings.
+        page.wait_for_selector(".panel", timeout=30000)
+        page.wait_for_selector(".panel[data-state=loading]", state="detached", timeout=30000)
+        loads.append(page.evaluate("performance.now()"))
+    return loads
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--loads", type=int, default=7)
@@ -71,14 +84,30 @@ def main() -> None:
                     "sessionStorage.setItem('finopti.roles', '[\"gcloud_admin\",\"observability_admin\"]');")
                 page = context.new_page()
 
-                # 1. Console overview: navigation start -> every panel rendered (charts drawn or empty reasons).
-                loads = []
+                # 1. Console overview: navigation start -> every panel rendered (charts drawn or empty reasons),
+                # on a desktop, then on a phone (390×844) where the panels stack.
+                loads = overview_loads(page, edge, args.loads)
+                page.set_viewport_size({"width": 390, "height": 844})
+                phone_loads = overview_loads(page, edge, args.loads)
+                page.set_viewport_size({"width": 1280, "height": 800})
+                # 1c. Trace list: navigation -> the table of requests drawn.
+                list_loads = []
                 for _ in range(args.loads):
-                    page.goto(f"{edge}/console")
-                    # Selectors, not wait_for_function: the pages' CSP forbids evaluating strings.
-                    page.wait_for_selector(".panel", timeout=30000)
-                    page.wait_for_selector(".panel[data-state=loading]", state="detached", timeout=30000)
-                    loads.append(page.evaluate("performance.now()"))
+                    page.goto(f"{edge}/console/traces")
+                    page.wait_for_selector("[data-testid=trace-table], [data-testid=no-traces]", timeout=30000)
+                    list_loads.append(page.evaluate("performance.now()"))
+                # 1d. Chat: the Ask click -> the answer's bar chart drawn (the request through every hop included).
+                page.goto(f"{edge}/")
+                page.wait_for_selector("#prompt:not([disabled])")
+                asks = []
+                for i in range(args.loads):
+                    page.fill("#prompt", "monthly cost by team")
+                    started = page.evaluate("performance.now()")
+                    page.click("#ask")
+                    page.wait_for_function(
+                        "n => document.querySelectorAll('[data-testid=turn] [data-chart=bar] canvas').length > n",
+                        arg=i, timeout=30000)
+                    asks.append(page.evaluate("performance.now()") - started)
                 # 2. Trace view of a synthetic 50-hop trace (the API answer injected by route interception).
                 body = json.dumps(synthetic_trace(50))
                 page.route("**/api/traces/**", lambda route: route.fulfill(
@@ -113,6 +142,10 @@ def main() -> None:
     med = statistics.median
     print(f"console overview load to interactive (all {args.loads} loads, every panel drawn): "
           f"p50 {med(loads):.0f} ms, max {max(loads):.0f} ms")
+    print(f"console overview on a phone (390x844): p50 {med(phone_loads):.0f} ms, max {max(phone_loads):.0f} ms")
+    print(f"trace list, navigation to table: p50 {med(list_loads):.0f} ms, max {max(list_loads):.0f} ms")
+    print(f"chat, Ask click to the answer's bar chart (monthly cost by team): p50 {med(asks):.0f} ms, "
+          f"max {max(asks):.0f} ms")
     print(f"trace view, synthetic 50-hop trace: render p50 {med(renders):.1f} ms (fetch + DOM), "
           f"page load to rendered p50 {med(totals):.0f} ms")
     print(f"live tail, log write to screen: p50 {med(delays):.0f} ms, max {max(delays):.0f} ms")

@@ -27,12 +27,11 @@ from finopti.deploy.compose import render_compose_bundle, write_bundle
 from finopti.deploy.topology import plan
 from finopti.deploy.validate import load_apisix_schemas, validate_apisix, validate_apisix_text, validate_compose_schema
 from finopti.deploy.verify import check_compose, verify_compose
-from finopti.mesh.envoy import DEFAULT_TIMEOUT, render_envoy
+from finopti.mesh.envoy import DEFAULT_TIMEOUT, GatewayRuntime, render_envoy
 from finopti.mesh.envoy_traffic import FAULT_FILTER, RATE_LIMIT_FILTER
 from finopti.mesh.model import MeshSpec, load_mesh, parse_mesh
 from finopti.mesh.resolved import load_authz_data, resolve
 from finopti.pki import make_foreign_ca_cert
-from finopti.platform import GatewayRuntime
 
 SCHEMAS = Path(os.environ.get("FINOPTI_APISIX_SCHEMAS", REPO.parent / "shared" / "apisix" / "schema.json"))
 needs_schemas = pytest.mark.skipif(

@@ -31,8 +31,9 @@ from finopti.dashboards.grafana import CONTAINER_DASHBOARDS
 GOLDEN = Path(__file__).parent / "golden" / "grafana"
 OUT = Path("deploy/compose/grafana")
 # Values a person would pick, to turn templated queries into what the data source receives.
-SAMPLE = {"service": ["orchestrator", "gateway"], "version": ".*", "route": ".*", "level": ".*",
-          "text": "timeout", "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "__range": "1h"}
+SAMPLE = {"service": ["orchestrator", "gateway"], "version": ".*", "route": ".*", "level": ".*", "traffic": "user",
+          "text": "timeout", "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "__range": "1h",
+          "__interval": "1m"}
 GRAFANA_GLOBALS = {"__range", "__interval", "__rate_interval"}
 LOKI_STREAM_LABELS = {"job", "service", "level"}
 
@@ -42,7 +43,13 @@ def _files() -> dict[str, str]:
 
 
 def _dashboard_json() -> dict[str, dict]:
-    return {path: json.loads(c) for path, c in _files().items() if path.endswith(".json")}
+    """The provisioned dashboards (dashboards/), as Grafana loads them from the compose bundle."""
+    return {path: json.loads(c) for path, c in _files().items() if path.startswith("dashboards/")}
+
+
+def _exported_json() -> dict[str, dict]:
+    """The dashboards to import into another Grafana (export/)."""
+    return {path: json.loads(c) for path, c in _files().items() if path.startswith("export/")}
 
 
 def _targets(kind: str):
@@ -71,6 +78,9 @@ def test_layout_is_the_compose_grafana_directory():
         "dashboards/finopti-debug-console.json",
         "dashboards/finopti-overview.json",
         "dashboards/finopti-trace-view.json",
+        "export/finopti-debug-console.json",
+        "export/finopti-overview.json",
+        "export/finopti-trace-view.json",
         "provisioning/dashboards/dashboards.yml",
         "provisioning/datasources/datasources.yml",
     ]
@@ -126,7 +136,8 @@ def test_loki_queries_use_only_the_three_stream_labels_and_never_trace_id_as_one
     exprs = [expr for _, _, expr in _targets("loki")]
     assert exprs
     for expr in exprs:
-        for selector in re.findall(r"\{([^}]*)\}", expr):
+        # Stream selectors only: label_format's Go templates (in backquotes) have braces too.
+        for selector in re.findall(r"\{([^}]*)\}", re.sub(r"`[^`]*`", "", expr)):
             labels = set(re.findall(r"(\w+)\s*(?:=~|!~|!=|=)", selector))
             assert labels <= LOKI_STREAM_LABELS, (expr, labels)
             assert 'job="finopti"' in selector, expr
@@ -194,13 +205,89 @@ def test_console_model_is_plain_json_and_mirrors_the_dashboards():
     assert [d["uid"] for d in model["dashboards"]] == [d.uid for d in dashboards()]
     for d in model["dashboards"]:
         for panel in d["panels"]:
-            assert panel["kind"] in {"timeseries", "stat", "table", "logs", "trace"}
+            assert panel["kind"] in {"timeseries", "stat", "table", "logs", "trace", "graph"}
             assert "expected_empty_reason" in panel and panel["queries"]
             for q in panel["queries"]:
-                assert q["type"] in {"metric", "log"}
-                assert q["promql"] if q["type"] == "metric" else q["logql"].startswith(("{", "topk("))
+                assert q["type"] in {"metric", "log", "graph"}
+                if q["type"] == "metric":
+                    assert q["promql"]
+                elif q["type"] == "log":
+                    assert q["logql"].startswith(("{", "topk(", "sum by ("))
+        assert {link["uid"] for link in d["links"]} == {x.uid for x in dashboards()} - {d["uid"]}
     names = {v["name"] for d in model["dashboards"] for v in d["variables"]}
-    assert {"service", "route", "version", "trace_id", "level", "text"} <= names
+    assert {"service", "route", "version", "trace_id", "level", "text", "traffic"} <= names
+
+
+# --- what the overview shows (the issue's complaints, each as a property of the model) ----------------------
+
+
+def _overview() -> dict:
+    return next(d for d in console_model()["dashboards"] if d["uid"] == "finopti-overview")
+
+
+def _promql(panel: dict) -> list[str]:
+    return [q["promql"] for q in panel["queries"] if q["type"] == "metric"]
+
+
+def test_user_traffic_by_default_and_streams_never_in_latency():
+    overview = _overview()
+    traffic = next(v for v in overview["variables"] if v["name"] == "traffic")
+    assert traffic["default"] == "user" and set(traffic["options"]) == {"user", "platform"}
+    for panel in overview["panels"]:
+        for expr in _promql(panel):
+            if "finopti:route_" in expr or "finopti:service_" in expr:
+                assert 'traffic=~"$traffic"' in expr, (panel["title"], expr)
+            if "latency_seconds" in expr:
+                assert 'traffic!="stream"' in expr, (panel["title"], expr)
+
+
+def test_counts_of_events_are_whole_numbers():
+    for panel in _overview()["panels"]:
+        for expr in _promql(panel):
+            if "increase(" in expr:
+                assert expr.startswith("round("), (panel["title"], expr)
+
+
+def test_error_panel_counts_the_gateways_own_5xx():
+    """Injected faults and open circuits are answered by the gateway, not a backend: the listener series."""
+    panel = next(p for p in _overview()["panels"] if p["title"] == "Error ratio")
+    assert any("finopti:listener_errors:ratio_rate1m" in e for e in _promql(panel))
+
+
+def test_top_errors_leave_out_request_completed_lines():
+    panel = next(p for p in _overview()["panels"] if p["title"] == "Top error messages")
+    (query,) = panel["queries"]
+    assert query["drop_events"] == ["request_completed"] and 'event!="request_completed"' in query["logql"]
+
+
+def test_service_graph_queries_edges_from_access_lines():
+    panel = next(p for p in _overview()["panels"] if p["kind"] == "graph")
+    (query,) = panel["queries"]
+    assert set(query["logql"]) == {"requests", "errors", "p95_ms"}
+    assert "ui" in query["exclude_services"] and "orchestrator" not in query["exclude_services"]
+    grafana = _dashboard_json()["dashboards/finopti-overview.json"]
+    table = next(p for p in grafana["panels"] if p["title"] == "Service graph")
+    assert [t["expr"] for t in table["targets"]] == list(query["logql"].values())
+
+
+def test_exported_dashboards_ask_for_their_data_sources_at_import():
+    """Grafana's import reads __inputs, asks for a data source per input and replaces ${DS_...} with it."""
+    for path, d in _exported_json().items():
+        names = {i["name"] for i in d["__inputs"]}
+        assert names and names <= {"DS_PROMETHEUS", "DS_LOKI"}, path
+        assert all(i["type"] == "datasource" and i["pluginId"] in ("prometheus", "loki") for i in d["__inputs"])
+        text = json.dumps(d)
+        assert PROMETHEUS_UID not in text and LOKI_UID not in text, f"{path} still names our data sources"
+        used = set(re.findall(r'"uid": "\$\{(DS_\w+)\}"', text))
+        assert used == names, path
+        provisioned = _dashboard_json()[path.replace("export/", "dashboards/")]
+        assert d["panels"][0]["title"] == provisioned["panels"][0]["title"] and d["links"] == provisioned["links"]
+
+
+def test_dashboards_link_to_each_other():
+    uids = {d.uid for d in dashboards()}
+    for path, d in _dashboard_json().items():
+        assert {link["url"] for link in d["links"]} == {f"/d/{uid}" for uid in uids - {d["uid"]}}, path
 
 
 def test_overview_has_every_signal_the_platform_promises():

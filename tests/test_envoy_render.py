@@ -9,11 +9,11 @@ import yaml
 from conftest import REPO
 
 from finopti.idp import generate_key, jwks_for
-from finopti.mesh.envoy import render_envoy
+from finopti.mesh.envoy import GatewayRuntime, render_envoy
 from finopti.mesh.model import load_mesh
 from finopti.mesh.resolved import load_authz_data, resolve
 from finopti.pki import ensure_pki
-from finopti.platform import GatewayRuntime, envoy_binary, plan_placeholder_runtime
+from finopti.platform import envoy_binary, plan_placeholder_runtime
 
 GOLDEN = Path(__file__).parent / "golden" / "envoy"
 MESHES = {"platform": REPO / "mesh.yaml", "traffic": REPO / "tests" / "fixtures" / "traffic-mesh.yaml"}

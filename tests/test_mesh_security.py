@@ -21,10 +21,18 @@ def _mesh(platform, identity: str, path: str, user: str = "erin@finopti.dev", me
 
 
 def test_verify_mesh_passes_all_checks(platform):
+    policy_pid = next(s["pid"] for s in json.loads(platform.cli("status", "--json").stdout)["components"]
+                      if s["name"] == "policy")
     result = platform.cli("verify-mesh", "--json", timeout=180)
     report = json.loads(result.stdout)
     assert [c["number"] for c in report["checks"]] == [1, 2, 3, 4, 5, 6, 7, 8]
     assert report["passed"] and result.returncode == 0, json.dumps(report, indent=2)
+    # Progress as it goes (on stderr, so the JSON stays JSON), and fail-closed proven without touching the live
+    # platform: the policy service was never stopped (same process), a throwaway gateway refused instead.
+    assert all(f"[{n}/8]" in result.stderr for n in range(1, 9)), result.stderr
+    assert "(UAEX)" in report["checks"][7]["detail"] and "throwaway" in report["checks"][7]["detail"]
+    after = {s["name"]: s for s in json.loads(platform.cli("status", "--json").stdout)["components"]}
+    assert after["policy"]["pid"] == policy_pid and after["policy"]["state"] == "healthy"
 
 
 def test_plain_http_to_a_service_gets_no_answer(platform):

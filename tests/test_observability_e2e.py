@@ -87,7 +87,7 @@ def test_every_overview_query_returns_data_after_traffic(platform):
     port = platform.runtime.aux_ports["prometheus"]
     overview = next(d for d in console_model()["dashboards"] if d["uid"] == "finopti-overview")
     queries = [(panel, q["promql"].replace("$__range", "5m").replace("$service", ".*").replace("$version", ".*")
-                .replace("$route", ".*"))
+                .replace("$route", ".*").replace("$traffic", "user"))
                for panel in overview["panels"] for q in panel["queries"] if q["type"] == "metric"]
     deadline = time.monotonic() + 120
     while True:

@@ -332,7 +332,19 @@ def test_alert_rules_evaluate_without_errors(stack):
     assert "FinoptiTargetMissing" not in firing
 
 
-SAMPLE = {"$__range": "5m", "$service": ".*", "$version": ".*", "$route": ".*"}
+def test_error_panel_shows_the_gateways_own_5xx(stack):
+    """The edge's only 5xx here are the gateway's injected 503s: the backend never fails on `ask`, so the route
+    series stays 0 and the overview's listener series (same panel) is what shows them."""
+    panel = next(p for d in console_model()["dashboards"] for p in d["panels"] if p["title"] == "Error ratio")
+    listener_query = next(q["promql"] for q in panel["queries"] if "listener_errors" in q["promql"])
+    listener = _eventually(stack, listener_query.replace("edge|mesh", "edge"))
+    assert _labels(listener, "listener") == {("edge",)}
+    _eventually(stack, 'finopti:route_requests:rate1m{route="ask"}')
+    route = stack.values('finopti:route_errors:ratio_rate1m{route="ask"}')
+    assert route and set(route.values()) == {0.0}, route
+
+
+SAMPLE = {"$__range": "5m", "$service": ".*", "$version": ".*", "$route": ".*", "$traffic": ".*"}
 
 
 def test_every_dashboard_promql_runs_on_the_real_prometheus(stack):

@@ -14,6 +14,7 @@ from finopti.mesh.resolved import (
     parse_authz_data,
     resolve,
 )
+from finopti.services.agent import COMMON_ACTIONS
 from finopti.services.gcloud_agent.app import ACTIONS as GCLOUD_ACTIONS
 from finopti.services.monitoring_agent.app import ACTIONS as MONITORING_ACTIONS
 
@@ -138,8 +139,8 @@ def test_data_json_lists_exactly_the_actions_each_agent_serves():
     """A new agent action must get its roles in data.json (or the gateway refuses it), and data.json must
     not grant actions no agent serves."""
     agents = load_authz_data(POLICIES).agents
-    assert sorted(agents["gcloud-agent"]) == sorted(GCLOUD_ACTIONS)
-    assert sorted(agents["monitoring-agent"]) == sorted(MONITORING_ACTIONS)
+    assert sorted(agents["gcloud-agent"]) == sorted([*GCLOUD_ACTIONS, *COMMON_ACTIONS])
+    assert sorted(agents["monitoring-agent"]) == sorted([*MONITORING_ACTIONS, *COMMON_ACTIONS])
 
 
 def test_committed_route_table_is_a_fresh_render():

@@ -1,6 +1,7 @@
 """The ui service in-process: pages, static assets, the dashboard model and the development sign-in."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -22,7 +23,12 @@ def client(tmp_path) -> TestClient:
     return TestClient(create_app(settings))
 
 
-@pytest.mark.parametrize("path", ["/", "/console", "/console/live", "/console/trace/0af7651916cd43dd8448eb211c80319c"])
+PAGES = ["/", "/console", "/console/live", "/console/traces", "/console/trace/0af7651916cd43dd8448eb211c80319c"]
+STATIC = REPO / "src/finopti/services/ui/static"
+VENDOR = STATIC / "vendor"
+
+
+@pytest.mark.parametrize("path", PAGES)
 def test_pages_are_html_shells_with_modules(client, path):
     response = client.get(path)
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
@@ -30,17 +36,65 @@ def test_pages_are_html_shells_with_modules(client, path):
     assert "production uses OIDC" in response.text
 
 
+@pytest.mark.parametrize("path", PAGES)
+def test_pages_hold_under_a_strict_content_security_policy(client, path):
+    """No inline script, style or event handler: `script-src 'self'; style-src 'self'` holds."""
+    text = client.get(path).text
+    assert not re.search(r"<script(?![^>]*\ssrc=)[^>]*>", text), "inline script"
+    assert "<style" not in text and not re.search(r"\sstyle=", text), "inline style"
+    assert not re.search(r"\son[a-z]+=", text, re.IGNORECASE), "inline event handler"
+
+
+def _own_assets() -> list[Path]:
+    return sorted(p for p in STATIC.rglob("*") if p.is_file() and VENDOR not in p.parents)
+
+
+def test_own_scripts_use_no_eval_inline_styles_or_html_strings():
+    for asset in _own_assets():
+        if asset.suffix != ".js":
+            continue
+        text = asset.read_text()
+        for pattern in (r"\beval\(", r"new Function\(", r"\.innerHTML\b", r"\.outerHTML\b", r"insertAdjacentHTML",
+                        r"setAttribute\(\s*[\"']style", r"\.cssText\b", r"setTimeout\(\s*[\"'`]"):
+            assert not re.search(pattern, text), f"{asset.name}: {pattern}"
+
+
+def test_uplot_is_the_npm_package_with_its_licence():
+    """vendor/uplot is copied from the npm package pinned in package.json (scripts/vendor-ui.sh), unchanged."""
+    pinned = json.loads((REPO / "package.json").read_text())["dependencies"]["uplot"]
+    lock = json.loads((REPO / "package-lock.json").read_text())["packages"]["node_modules/uplot"]
+    assert lock["version"] == pinned and lock["license"] == "MIT"
+    vendored = VENDOR / "uplot"
+    assert "MIT License" in (vendored / "LICENSE").read_text()
+    assert f"(v{pinned})" in (vendored / "uPlot.esm.js").read_text()[:400]
+    package = REPO / "node_modules" / "uplot"
+    if not package.is_dir():
+        pytest.skip("node_modules/uplot is not installed (npm ci): cannot compare the vendored copy")
+    for name, source in (("uPlot.esm.js", "dist/uPlot.esm.js"), ("uPlot.min.css", "dist/uPlot.min.css"),
+                         ("LICENSE", "LICENSE")):
+        assert (vendored / name).read_bytes() == (package / source).read_bytes(), name
+
+
 def test_trace_page_refuses_bad_ids(client):
     assert client.get("/console/trace/not a trace<script>").status_code in (400, 404)
 
 
-def test_static_assets_have_no_external_urls(client):
-    static = REPO / "src/finopti/services/ui/static"
-    for asset in static.iterdir():
-        response = client.get(f"/static/{asset.name}")
-        assert response.status_code == 200
-        assert "http://" not in response.text.replace("http://www.w3.org/2000/svg", "")
-        assert "https://" not in response.text, asset.name
+def test_static_assets_are_served_and_name_no_other_origin(client):
+    """Our own files load nothing from elsewhere (the browser test also checks every request a page makes)."""
+    for asset in _own_assets() + sorted(VENDOR.rglob("*.*")):
+        response = client.get(f"/static/{asset.relative_to(STATIC).as_posix()}")
+        assert response.status_code == 200, asset
+        if VENDOR not in asset.parents:
+            assert "http://" not in response.text.replace("http://www.w3.org/2000/svg", ""), asset.name
+            assert "https://" not in response.text, asset.name
+    big = client.get("/static/vendor/uplot/uPlot.esm.js", headers={"accept-encoding": "gzip"})
+    assert big.headers.get("content-encoding") == "gzip"
+
+
+def test_console_access_names_the_roles_of_each_area(client):
+    access = client.get("/console/access.json").json()
+    assert access == {"trace": ["observability_admin"], "logs": ["observability_admin"],
+                      "metrics": ["observability_admin"]}
 
 
 def test_model_json_is_the_console_model(client):

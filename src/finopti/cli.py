@@ -1,22 +1,17 @@
-"""`finopti`: a thin command line over the platform library."""
+"""`finopti`: a thin command line over the platform library.
 
-import dataclasses
-import json
-import signal
+Start-up time matters for a command people type: only typer is imported up front; each command imports what
+it uses (`python -X importtime -m finopti.cli --help` shows it; benchmarks/bench_cli.py times it).
+Output: tables fit a terminal; piped (or `-o wide`) they are never cut; `-o json` / `--json` for machines.
+"""
+
 import sys
-import time
 from pathlib import Path
 from typing import Annotated
 
-import httpx
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from finopti.errors import FinoptiError, PlatformStateError
-from finopti.idp import DevIdentityProvider
-from finopti.mesh.envoy import render_envoy
-from finopti.mesh.model import load_mesh
 from finopti.paths import state_dir
 
 app = typer.Typer(help="FinOptiAgents: a FinOps assistant behind a strict service mesh.", no_args_is_help=True)
@@ -33,16 +28,63 @@ app.add_typer(fault_app, name="fault")
 canary_app = typer.Typer(help="Canary weights, applied live.")
 app.add_typer(canary_app, name="canary")
 
-console = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# Wide enough that no table column is ever cut: what a pipe, a file or `-o wide` gets.
+UNLIMITED_WIDTH = 100_000
+
+
+class _Output:
+    """A rich Console made on first use (rich costs ~0.1 s to import): the terminal's width on a terminal,
+    unlimited when piped or asked for (`-o wide`)."""
+
+    def __init__(self, stderr: bool = False):
+        self.stderr = stderr
+        self.wide = False
+        self._console = None
+
+    def __getattr__(self, name):
+        if self._console is None:
+            from rich.console import Console
+
+            stream = sys.stderr if self.stderr else sys.stdout
+            width = UNLIMITED_WIDTH if self.wide or not stream.isatty() else None
+            self._console = Console(stderr=self.stderr, soft_wrap=True, width=width)
+        return getattr(self._console, name)
+
+
+console = _Output()
+err = _Output(stderr=True)
 
 MeshOption = Annotated[Path, typer.Option("--mesh", "-m", help="The mesh spec.", envvar="FINOPTI_MESH")]
 PolicyOption = Annotated[Path, typer.Option("--policies", help="Rego policies and role data.")]
+OutputOption = Annotated[str, typer.Option("--output", "-o", help="table (fits the terminal), wide (never cut) "
+                                           "or json.", metavar="table|wide|json")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output (same as -o json).")]
+
+
+def _output(output: str, as_json: bool) -> str:
+    """The output format asked for; `wide` makes every console unlimited."""
+    if output not in ("table", "wide", "json"):
+        _fail(FinoptiError(f"--output must be table, wide or json, not {output!r}"))
+    if output == "wide":
+        console.wide = err.wide = True
+    return "json" if as_json else output
+
+
+def _table(*columns: str):
+    from rich.table import Table
+
+    return Table(*columns)
 
 
 def _fail(exc: FinoptiError) -> None:
     err.print(f"[bold red]error:[/] {exc}", highlight=False)
     raise typer.Exit(exc.exit_code)
+
+
+def _load_mesh(path: Path):
+    from finopti.mesh.model import load_mesh
+
+    return load_mesh(path)
 
 
 @app.command()
@@ -53,6 +95,9 @@ def up(
     policies: PolicyOption = Path("policies"),
 ) -> None:
     """Render configs from mesh.yaml, start the gateway and every service, wait until all are healthy."""
+    import signal
+    import time
+
     from finopti import platform
 
     state = state_dir()
@@ -104,22 +149,39 @@ def down() -> None:
 
 
 @app.command()
-def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
-    """Each component with its state (healthy / starting / down), pid and address."""
+def status(
+    as_json: JsonOption = False,
+    output: OutputOption = "table",
+    mesh: MeshOption = Path("mesh.yaml"),
+) -> None:
+    """Each component with its state (healthy / starting / down / stopped), pid and address; when the platform is
+    not running, every component mesh.yaml declares, stopped."""
     from finopti import platform
 
+    fmt = _output(output, as_json)
+    running = True
     try:
         statuses = platform.platform_status(state_dir())
+    except PlatformStateError:
+        running = False
+        try:
+            statuses = platform.stopped_status(_load_mesh(mesh))
+        except FinoptiError as exc:
+            _fail(exc)
     except FinoptiError as exc:
         _fail(exc)
-    if as_json:
-        print(json.dumps({"components": [s.__dict__ for s in statuses]}, indent=2))
-        return
-    table = Table("component", "state", "pid", "address")
-    colours = {"healthy": "green", "starting": "yellow", "down": "red"}
-    for s in statuses:
-        table.add_row(s.name, f"[{colours[s.state]}]{s.state}[/]", str(s.pid or "-"), s.address)
-    console.print(table)
+    if fmt == "json":
+        import json
+
+        print(json.dumps({"running": running, "components": [s.__dict__ for s in statuses]}, indent=2))
+    else:
+        table = _table("component", "state", "pid", "address")
+        colours = {"healthy": "green", "starting": "yellow", "down": "red", "stopped": "dim"}
+        for s in statuses:
+            table.add_row(s.name, f"[{colours[s.state]}]{s.state}[/]", str(s.pid or "-"), s.address)
+        console.print(table)
+        if not running:
+            console.print("the platform is not running: [bold]finopti up[/] starts it")
     if any(s.state != "healthy" for s in statuses):
         raise typer.Exit(1)
 
@@ -132,8 +194,10 @@ def token(
     mesh: MeshOption = Path("mesh.yaml"),
 ) -> None:
     """Print a JWT for EMAIL from the local development identity provider."""
+    from finopti.idp import DevIdentityProvider
+
     try:
-        spec = load_mesh(mesh)
+        spec = _load_mesh(mesh)
     except FinoptiError as exc:
         _fail(exc)
     idp = DevIdentityProvider(state_dir().idp, spec.identity)
@@ -148,15 +212,22 @@ def ask(
     project: Annotated[str | None, typer.Option(help="Cloud project to ask about.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole answer as JSON.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Confirm a planned change without asking.")] = False,
+    output: OutputOption = "table",
 ) -> None:
-    """Send PROMPT through the gateway's edge as USER and print the answer. A change (stop, start, resize,
-    delete) is first a plan: confirm it when asked, or with --yes."""
+    """Send PROMPT through the gateway's edge as USER and print the answer and its rows. A change (stop, start,
+    resize, delete) is first a plan: confirm it when asked, or with --yes."""
+    import json
+
+    import httpx
+
+    from finopti.idp import DevIdentityProvider
     from finopti.platform import Runtime
 
+    fmt = _output(output, as_json)
     state = state_dir()
     try:
         rt = Runtime.load(state)
-        spec = load_mesh(rt.mesh_file)
+        spec = _load_mesh(rt.mesh_file)
     except FinoptiError as exc:
         _fail(exc)
     jwt_token = DevIdentityProvider(state.idp, spec.identity).issue(user, [g for g in groups.split(",") if g])
@@ -168,21 +239,23 @@ def ask(
         except httpx.HTTPError as exc:
             _fail(PlatformStateError(f"cannot reach the gateway at {rt.edge_url}: {exc}"))
         try:
-            return response, response.json()
+            payload = response.json()
         except ValueError:
-            return response, {"error": "bad_gateway_response", "message": response.text[:500],
-                              "status": response.status_code}
+            payload = {"error": "bad_gateway_response", "message": response.text[:500],
+                       "status": response.status_code}
+        payload.setdefault("request_id", response.headers.get("x-request-id"))
+        return response, payload
 
     body: dict = {"prompt": prompt}
     if project:
         body["project"] = project
     response, payload = post("/api/ask", body)
     if response.is_success and payload.get("kind") == "plan":
-        if not as_json:
+        if fmt != "json":
             _show_answer(response, payload)
         if yes:
             verb = "confirm"
-        elif as_json:
+        elif fmt == "json":
             print(json.dumps(payload, indent=2))
             err.print("not confirmed: nothing changed (run again with --yes to confirm)")
             return
@@ -192,18 +265,24 @@ def ask(
             except (typer.Abort, EOFError):
                 verb = "cancel"
         response, payload = post(f"/api/ask/{verb}", {"token": payload["confirmation"]["token"]})
-    if as_json:
+    if fmt == "json":
         print(json.dumps(payload, indent=2))
         raise typer.Exit(0 if response.is_success else 1)
     _show_answer(response, payload)
 
 
-def _show_answer(response: httpx.Response, payload: dict) -> None:
+def _show_answer(response, payload: dict) -> None:
+    """The answer, its rows (as the chat draws them), a plan's facts, or a refusal with what to try instead;
+    always the request and trace ids."""
+    ids = f"request {payload.get('request_id')} · trace {payload.get('trace_id')}"
     if not response.is_success:
         err.print(f"[bold red]{response.status_code}[/] {payload.get('message', payload)}", highlight=False)
-        offered = [s["prompt"] for s in payload.get("suggestions", []) if isinstance(s, dict) and "prompt" in s]
-        for prompt in offered or payload.get("capabilities", []):
-            err.print(f"  • {prompt}", highlight=False)
+        suggestions = [s["prompt"] for s in payload.get("suggestions") or [] if isinstance(s, dict) and "prompt" in s]
+        if suggestions:
+            err.print("try, for example:")
+        for prompt_text in suggestions or payload.get("capabilities", []):
+            err.print(f"  • {prompt_text}", highlight=False)
+        err.print(f"[dim]{ids}[/]", highlight=False)
         raise typer.Exit(1)
     for note in payload.get("notes", []):
         console.print(f"[dim]({note})[/]", highlight=False)
@@ -223,10 +302,31 @@ def _show_answer(response: httpx.Response, payload: dict) -> None:
                       highlight=False)
         console.print(f"  the confirmation expires at {payload['confirmation']['expires_at']}", highlight=False)
         return
-    console.print(
-        f"[dim]agent {payload.get('agent')} · action {payload.get('action')} · trace {payload.get('trace_id')}[/]"
-    )
-    console.print(f"[dim]see the request's lifecycle: finopti trace {payload.get('trace_id')}[/]")
+    _print_rows(payload)
+    console.print(f"[dim]agent {payload.get('agent')} · action {payload.get('action')} · {ids}[/]", highlight=False)
+    console.print(f"[dim]see the request's lifecycle: finopti trace {payload.get('trace_id')}[/]", highlight=False)
+
+
+def _print_rows(payload: dict) -> None:
+    """The answer's rows as the chat shows them (its view): columns, units, order, totals."""
+    from rich import box
+
+    from finopti.presentation import answer_table
+
+    rows = answer_table(payload)
+    if rows is None:
+        return
+    table = _table()
+    table.box = box.SIMPLE_HEAD
+    for column, numeric in zip(rows.columns, rows.numeric, strict=True):
+        table.add_column(column.label, justify="right" if numeric else "left")
+    for row in rows.rows:
+        table.add_row(*row)
+    if rows.totals:
+        table.show_footer = True
+        for column, total in zip(table.columns, rows.totals, strict=True):
+            column.footer = total
+    console.print(table)
 
 
 @render_app.command("envoy")
@@ -236,10 +336,13 @@ def render_envoy_cmd(
     policies: PolicyOption = Path("policies"),
 ) -> None:
     """Write the Envoy bootstrap and xDS files (ports as declared; 0 becomes a placeholder)."""
+    import dataclasses
+
+    from finopti.mesh.envoy import render_envoy
     from finopti.platform import gateway_runtime, plan_placeholder_runtime, resolve_for, write_envoy_files
 
     try:
-        spec = load_mesh(mesh)
+        spec = _load_mesh(mesh)
         rt = dataclasses.replace(plan_placeholder_runtime(spec, mesh), policy_dir=str(policies))
         resolved = resolve_for(spec, rt)
     except FinoptiError as exc:
@@ -257,19 +360,35 @@ def render_envoy_cmd(
 
 
 @app.command("verify-mesh")
-def verify_mesh_cmd(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
-    """Probe the running platform: prove that no service can be reached around the gateway."""
+def verify_mesh_cmd(as_json: JsonOption = False, output: OutputOption = "table") -> None:
+    """Probe the running platform: prove that no service can be reached around the gateway and that a gateway
+    whose policy is unreachable refuses (on a throwaway gateway: live traffic is never interrupted)."""
+    import time
+
+    from finopti.verify import CHECKS, verify_mesh
     from finopti.verify import as_json as checks_json
-    from finopti.verify import verify_mesh
+
+    fmt = _output(output, as_json)
+    started = {"at": time.monotonic()}
+
+    def progress(number: int, name: str, check=None) -> None:
+        # On stderr, so `verify-mesh --json > file` stays JSON.
+        if check is None:
+            started["at"] = time.monotonic()
+            err.print(f"[dim][{number}/{len(CHECKS)}][/] {name} …", highlight=False)
+        else:
+            mark = "[green]pass[/]" if check.passed else "[bold red]FAIL[/]"
+            err.print(f"[dim][{number}/{len(CHECKS)}][/] {mark} in {time.monotonic() - started['at']:.1f}s",
+                      highlight=False)
 
     try:
-        checks = verify_mesh(state_dir())
+        checks = verify_mesh(state_dir(), progress=progress)
     except FinoptiError as exc:
         _fail(exc)
-    if as_json:
+    if fmt == "json":
         print(checks_json(checks))
     else:
-        table = Table("#", "check", "result", "detail")
+        table = _table("#", "check", "result", "detail")
         for c in checks:
             table.add_row(str(c.number), c.name, "[green]pass[/]" if c.passed else "[bold red]FAIL[/]", c.detail)
         console.print(table)
@@ -305,18 +424,24 @@ def pki_rotate() -> None:
 
 
 @pki_app.command("show")
-def pki_show(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+def pki_show(as_json: JsonOption = False, output: OutputOption = "table") -> None:
     """Each mesh identity with its SPIFFE id, serial and expiry."""
     from finopti.pki import cert_info
 
+    fmt = _output(output, as_json)
     state = state_dir()
     infos = [cert_info(p) for p in sorted(state.pki.glob("*.crt"))]
-    if as_json:
+    if fmt == "json":
+        import json
+
         print(json.dumps(infos, indent=2, default=str))
         return
-    table = Table("file", "spiffe id", "serial", "expires")
+    if not infos:
+        err.print(f"no certificates in {state.pki} yet: `finopti up` makes the mesh CA and one per identity")
+        return
+    table = _table("file", "spiffe id", "serial", "expires")
     for i in infos:
-        table.add_row(Path(i["path"]).name, i["spiffe_id"] or "(CA)", i["serial"][:16], str(i["not_after"]))
+        table.add_row(Path(i["path"]).name, i["spiffe_id"] or "(CA)", i["serial"], str(i["not_after"]))
     console.print(table)
 
 
@@ -335,18 +460,21 @@ def mesh_apply(
 
 
 @mesh_app.command("show")
-def mesh_show(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+def mesh_show(as_json: JsonOption = False, output: OutputOption = "table") -> None:
     """The effective policy of every route (mesh.yaml, service defaults and drills combined)."""
+    import json
+
     from finopti.live import effective_spec, policy_table
 
+    fmt = _output(output, as_json)
     try:
         rows = policy_table(effective_spec(state_dir()))
     except FinoptiError as exc:
         _fail(exc)
-    if as_json:
+    if fmt == "json":
         print(json.dumps({"routes": rows}, indent=2))
         return
-    table = Table("route", "listener", "path", "backend", "policy")
+    table = _table("route", "listener", "path", "backend", "policy")
     for row in rows:
         policy = "; ".join(f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in row["policy"].items())
         table.add_row(row["route"], row["listener"], row["path"], row["backend"], policy or "-")
@@ -362,6 +490,8 @@ def fault_inject(
     header: Annotated[str | None, typer.Option(help="Only requests with this header, as name=value.")] = None,
 ) -> None:
     """Inject a delay and/or an abort on ROUTE, live."""
+    import json
+
     from finopti.live import inject_fault
 
     if delay is None and abort is None:
@@ -421,20 +551,32 @@ def canary_set(
 UserOption = Annotated[
     str, typer.Option("--user", "-u", envvar="FINOPTI_USER", help="Read as this user (needs observability_admin).")
 ]
+TRACE_ID_LENGTH = 32
 
 
 def _log_api(user: str):
     """(edge URL, headers) for the log API: read through the gateway like any user, as `user`."""
+    from finopti.idp import DevIdentityProvider
     from finopti.platform import Runtime
 
     state = state_dir()
     rt = Runtime.load(state)
-    jwt_token = DevIdentityProvider(state.idp, load_mesh(rt.mesh_file).identity).issue(user)
+    jwt_token = DevIdentityProvider(state.idp, _load_mesh(rt.mesh_file).identity).issue(user)
     return rt.edge_url, {"authorization": f"Bearer {jwt_token}"}
+
+
+def _api_error(response) -> FinoptiError:
+    try:
+        message = response.json().get("message") or response.text[:300]
+    except ValueError:
+        message = response.text[:300]
+    return FinoptiError(f"{response.status_code}: {message}")
 
 
 def _log_params(service: list[str] | None, level: str | None, trace: str | None, grep: str | None,
                 since: str | None) -> list[tuple[str, str]]:
+    import time
+
     from finopti.logs.times import parse_since
 
     params: list[tuple[str, str]] = [("service", s) for s in service or []]
@@ -446,11 +588,18 @@ def _log_params(service: list[str] | None, level: str | None, trace: str | None,
     return params
 
 
+def _describe_filters(service, level, trace, grep, since) -> str:
+    parts = [f"service {', '.join(service)}" if service else "", f"level {level}" if level else "",
+             f"trace {trace}" if trace else "", f"text {grep!r}" if grep else "",
+             f"in the last {since}" if since else ""]
+    return ", ".join(p for p in parts if p) or "no filter"
+
+
 @app.command()
 def logs(
     service: Annotated[list[str] | None, typer.Option("--service", "-s", help="Only these services.")] = None,
     level: Annotated[str | None, typer.Option("--level", "-l", help="Only this level (info, error, ...).")] = None,
-    trace: Annotated[str | None, typer.Option("--trace", help="Only this trace id.")] = None,
+    trace: Annotated[str | None, typer.Option("--trace", help="Only this trace id (or its unique prefix).")] = None,
     grep: Annotated[str | None, typer.Option("--grep", help="Lines with these words, in order (any case).")] = None,
     since: Annotated[str | None, typer.Option("--since", help="How far back, e.g. 15m, 2h.")] = "15m",
     limit: Annotated[int, typer.Option("-n", help="How many lines (the newest).", min=1)] = 100,
@@ -458,26 +607,35 @@ def logs(
     as_json: Annotated[bool, typer.Option("--json", help="Raw JSON lines.")] = False,
     user: UserOption = "carol@finopti.dev",
 ) -> None:
-    """Search every process's logs (oldest first), or follow them live."""
+    """Search every process's logs (oldest first), or follow them live. Trace ids are printed whole."""
+    import json
+
+    import httpx
+
     from finopti.logs.cli_support import format_line, newest_lines
 
     try:
         edge, headers = _log_api(user)
+        if trace and len(trace) < TRACE_ID_LENGTH:
+            trace = _unique_trace(edge, headers, trace)
         params = _log_params(service, level, trace, grep, since)
     except (FinoptiError, ValueError) as exc:
         _fail(exc if isinstance(exc, FinoptiError) else FinoptiError(str(exc)))
-    color = console.is_terminal and not as_json
+    color = sys.stdout.isatty() and not as_json
 
     def show(line: dict) -> None:
-        print(json.dumps(line) if as_json else format_line(line, color))
+        print(json.dumps(line) if as_json else format_line(line, color), flush=follow)
 
     def fetch(page_params: list[tuple[str, str]]) -> dict:
         response = httpx.get(f"{edge}/api/logs", params=page_params, headers=headers, timeout=30)
         if not response.is_success:
-            _fail(FinoptiError(f"{response.status_code}: {response.json().get('message', response.text[:300])}"))
+            _fail(_api_error(response))
         return response.json()
 
     lines = newest_lines(fetch, params, limit)
+    if not lines and not follow:
+        err.print(f"no lines matched ({_describe_filters(service, level, trace, grep, since)})", highlight=False)
+        return
     for line in lines:
         show(line)
     if not follow:
@@ -489,7 +647,7 @@ def logs(
                           timeout=None) as r:
             if not r.is_success:
                 r.read()
-                _fail(FinoptiError(f"{r.status_code}: {r.text[:300]}"))
+                _fail(_api_error(r))
             for raw in r.iter_lines():
                 if raw.startswith("data:"):
                     show(json.loads(raw[5:]))
@@ -497,32 +655,97 @@ def logs(
         return
 
 
+def _unique_trace(edge: str, headers: dict, prefix: str) -> str:
+    """The one trace id starting with `prefix` among the requests of the last week; an error naming the
+    candidates when several do, or none."""
+    import httpx
+
+    if not prefix or any(c not in "0123456789abcdefABCDEF" for c in prefix):
+        raise FinoptiError(f"{prefix!r} is not a trace id: expected {TRACE_ID_LENGTH} hex digits, or the first few")
+    response = httpx.get(f"{edge}/api/traces/", headers=headers, timeout=30,
+                         params={"prefix": prefix, "since": "7d", "traffic": "all", "limit": "10"})
+    if not response.is_success:
+        raise _api_error(response)
+    found = sorted({t["trace_id"] for t in response.json()["traces"]})
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise FinoptiError(f"no trace id starts with {prefix!r} in the last 7 days (give the whole id for older ones)")
+    raise FinoptiError(f"{len(found)} trace ids start with {prefix!r}: {', '.join(found)} — give more digits")
+
+
+def _newest_trace(edge: str, headers: dict) -> str:
+    import httpx
+
+    response = httpx.get(f"{edge}/api/traces/", headers=headers, timeout=30,
+                         params={"since": "1d", "traffic": "user", "limit": "1"})
+    if not response.is_success:
+        raise _api_error(response)
+    traces = response.json()["traces"]
+    if not traces:
+        raise FinoptiError("no request came in through the edge in the last day")
+    return traces[0]["trace_id"]
+
+
 @app.command()
 def trace(
-    trace_id: str,
+    trace_id: Annotated[str | None, typer.Argument(help="A trace id, or its first digits when they are unique.")]
+    = None,
+    last: Annotated[bool, typer.Option("--last", help="The newest request that came in through the edge.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="The whole trace as JSON.")] = False,
     user: UserOption = "carol@finopti.dev",
 ) -> None:
     """A request's lifecycle: each hop in order with service, route, status, duration and its log lines."""
+    import json
+
+    import httpx
+
     from finopti.logs.cli_support import render_trace
 
+    if (trace_id is None) == (not last):
+        _fail(FinoptiError("give a trace id (or its first digits), or --last"))
     try:
         edge, headers = _log_api(user)
+        if last:
+            trace_id = _newest_trace(edge, headers)
+        elif len(trace_id) < TRACE_ID_LENGTH:
+            trace_id = _unique_trace(edge, headers, trace_id)
     except FinoptiError as exc:
         _fail(exc)
     response = httpx.get(f"{edge}/api/traces/{trace_id}", headers=headers, timeout=30)
+    if response.status_code == 404:
+        _fail(FinoptiError(f"trace {trace_id} not found: no component logged a line with it (lines are kept "
+                           "for the log store's retention, 7 days by default)"))
     if not response.is_success:
-        _fail(FinoptiError(f"{response.status_code}: {response.json().get('message', response.text[:300])}"))
+        _fail(_api_error(response))
     if as_json:
         print(json.dumps(response.json(), indent=2))
     else:
         console.print(render_trace(response.json()))
 
 
-from finopti.deploy.commands import render_compose_cmd, verify_compose_cmd  # noqa: E402
+@render_app.command("compose")
+def render_compose_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Directory to write the compose bundle to.")] = Path(
+        "deploy/compose"),
+    mesh: MeshOption = Path("mesh.yaml"),
+) -> None:
+    """Write the docker compose bundle (APISIX, OPA, services, Loki, Alloy, Prometheus, Grafana)."""
+    from finopti.deploy.commands import render_compose_cmd as render
 
-render_app.command("compose")(render_compose_cmd)
-app.command("verify-compose")(verify_compose_cmd)
+    render(out, mesh)
+
+
+@app.command("verify-compose")
+def verify_compose_cmd(
+    bundle: Annotated[Path, typer.Argument(help="The bundle directory or its docker-compose.yml.")] = Path(
+        "deploy/compose"),
+) -> None:
+    """Prove the bundle's isolation rules statically: no backend publishes a port, each backend shares its
+    network only with the gateway, every service-to-service URL points at the gateway."""
+    from finopti.deploy.commands import verify_compose_cmd as verify
+
+    verify(bundle)
 
 
 def main() -> None:
@@ -531,3 +754,7 @@ def main() -> None:
     except FinoptiError as exc:  # a library error that a command did not catch
         err.print(f"[bold red]error:[/] {exc}")
         sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

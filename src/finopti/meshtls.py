@@ -1,11 +1,15 @@
 """TLS for the mesh: the contexts services use to serve (mTLS, only pinned callers) and to call the gateway, and
 the verified caller identity the gateway forwards (x-forwarded-client-cert)."""
 
+from __future__ import annotations
+
 import ssl
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
-from finopti.pki import MeshPki, identity_from_spiffe
+if TYPE_CHECKING:  # the PKI (cryptography) loads only where certificates are made or read
+    from finopti.pki import MeshPki
 
 # Who may open a connection to a service: the gateway (all traffic) and Prometheus (scrapes /metrics).
 SERVICE_CALLERS = ("gateway", "prometheus")
@@ -73,5 +77,7 @@ def source_from_xfcc(value: str | None) -> str | None:
     for pair in _split_outside_quotes(element, ";"):
         key, _, raw = pair.strip().partition("=")
         if key.strip().lower() == "uri":
+            from finopti.pki import identity_from_spiffe
+
             return identity_from_spiffe(unquote(raw.strip().strip('"')))
     return None

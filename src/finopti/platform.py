@@ -1,5 +1,7 @@
 """Start, stop and inspect the local platform: render configs from mesh.yaml, run them under supervisord."""
 
+from __future__ import annotations
+
 import json
 import os
 import shutil
@@ -10,33 +12,23 @@ import xmlrpc.client
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import httpx
 import psutil
 import yaml
-from supervisor.xmlrpc import SupervisorTransport
 
 from finopti.errors import PlatformStateError, StartupError
-from finopti.idp import DevIdentityProvider
-from finopti.logs.settings import collector_environment
-from finopti.mesh.envoy import GatewayRuntime, cluster_name, render_envoy
 from finopti.mesh.model import Identity, MeshSpec, load_mesh
-from finopti.mesh.policy_data import render_route_data
-from finopti.mesh.resolved import ResolvedMesh, load_authz_data, resolve
 from finopti.mesh.supervisor import AuxProgram, ProcessRuntime, components, render_supervisor
-from finopti.meshtls import PLATFORM_IDENTITIES, TRUST_BUNDLE, write_callers_bundle
-from finopti.observability import (
-    ScrapeTargets,
-    ScrapeTls,
-    prometheus_command,
-    render_alert_rules,
-    render_prometheus_config,
-    render_recording_rules,
-)
-from finopti.oidc import discover_jwks_uri
 from finopti.paths import StateDir
-from finopti.pki import MeshPki, PkiError, cert_info, ensure_pki
 from finopti.ports import ensure_free, free_port
+
+# Rendering needs the Envoy renderer, the PKI, the identity provider and Prometheus's rules; `finopti status`
+# and other quick commands need none of them: imported where used, so those commands start fast.
+if TYPE_CHECKING:
+    from finopti.mesh.envoy import GatewayRuntime
+    from finopti.mesh.resolved import ResolvedMesh
+    from finopti.pki import MeshPki
 
 STARTUP_TIMEOUT = 90.0
 
@@ -73,7 +65,7 @@ class Runtime:
         state.runtime_file.write_text(json.dumps(asdict(self), indent=2))
 
     @classmethod
-    def load(cls, state: StateDir) -> "Runtime":
+    def load(cls, state: StateDir) -> Runtime:
         try:
             return cls(**json.loads(state.runtime_file.read_text()))
         except FileNotFoundError:
@@ -83,7 +75,7 @@ class Runtime:
 @dataclass
 class ComponentStatus:
     name: str
-    state: str  # healthy / starting / down
+    state: str  # healthy / starting / down / stopped (the platform is not running)
     pid: int | None
     address: str
 
@@ -137,6 +129,9 @@ def prometheus_binary() -> str | None:
 
 
 def _aux_programs(spec: MeshSpec, state: StateDir, rt: Runtime) -> tuple[AuxProgram, ...]:
+    from finopti.logs.settings import collector_environment
+    from finopti.observability import prometheus_command
+
     tls = {
         "FINOPTI_TLS_CERT": str(state.pki / "collector.crt"),
         "FINOPTI_TLS_KEY": str(state.pki / "collector.key"),
@@ -163,6 +158,14 @@ def _aux_programs(spec: MeshSpec, state: StateDir, rt: Runtime) -> tuple[AuxProg
 
 def render_prometheus(spec: MeshSpec, mesh: ResolvedMesh, state: StateDir, rt: Runtime) -> None:
     """Scrape config and rules, rendered from the mesh; Prometheus scrapes with its own mesh identity."""
+    from finopti.observability import (
+        ScrapeTargets,
+        ScrapeTls,
+        render_alert_rules,
+        render_prometheus_config,
+        render_recording_rules,
+    )
+
     directory = state.root / "prometheus"
     targets = ScrapeTargets.local(rt.admin_port, rt.service_ports)
     tls = ScrapeTls(state.pki / "ca.crt", state.pki / "prometheus.crt", state.pki / "prometheus.key")
@@ -183,11 +186,16 @@ def envoy_binary() -> str:
 
 
 def mesh_identities(spec: MeshSpec) -> list[str]:
+    from finopti.meshtls import PLATFORM_IDENTITIES
+
     return [*PLATFORM_IDENTITIES, *(s.name for s in spec.services)]
 
 
 def ensure_mesh_pki(spec: MeshSpec, state: StateDir) -> MeshPki:
     """The mesh CA and a certificate per identity (made once, re-issued when close to expiry)."""
+    from finopti.meshtls import TRUST_BUNDLE, write_callers_bundle
+    from finopti.pki import ensure_pki
+
     pki = ensure_pki(state.pki, mesh_identities(spec))
     if not (state.pki / TRUST_BUNDLE).exists():
         write_callers_bundle(pki)
@@ -195,6 +203,8 @@ def ensure_mesh_pki(spec: MeshSpec, state: StateDir) -> MeshPki:
 
 
 def cert_version(state: StateDir) -> str:
+    from finopti.pki import PkiError, cert_info
+
     try:
         return cert_info(state.pki / "gateway.crt")["serial"]
     except (FileNotFoundError, PkiError):
@@ -203,6 +213,9 @@ def cert_version(state: StateDir) -> str:
 
 def gateway_runtime(state: StateDir, rt: Runtime, identity: Identity | None = None) -> GatewayRuntime:
     """`identity`: with an OpenID Connect provider, its key set is found by discovery first."""
+    from finopti.mesh.envoy import GatewayRuntime
+    from finopti.oidc import discover_jwks_uri
+
     return GatewayRuntime(
         edge_host=rt.edge_host,
         edge_port=rt.edge_port,
@@ -244,6 +257,8 @@ def write_envoy_files(documents: dict[str, dict], out_dir: Path, xds_dir: Path) 
 def render_policy_bundle(mesh: ResolvedMesh, source: Path, target: Path) -> None:
     """The policy service's directory: the Rego and role data from `source`, and the route table of
     the mesh.yaml actually running (so a changed mesh.yaml and its policy never disagree)."""
+    from finopti.mesh.policy_data import render_route_data
+
     target.mkdir(parents=True, exist_ok=True)
     for path in sorted(source.glob("*.rego")) + [source / "data.json"]:
         write_atomically(target / path.name, path.read_text())
@@ -252,11 +267,15 @@ def render_policy_bundle(mesh: ResolvedMesh, source: Path, target: Path) -> None
 
 def resolve_for(spec: MeshSpec, rt: Runtime) -> ResolvedMesh:
     """The mesh as every renderer reads it, with the role data of the platform's policy directory."""
+    from finopti.mesh.resolved import load_authz_data, resolve
+
     return resolve(spec, load_authz_data(rt.policy_dir))
 
 
 def render_gateway(spec: MeshSpec, state: StateDir, rt: Runtime) -> ResolvedMesh:
     """The policy service's directory and the gateway's files, from one resolved mesh."""
+    from finopti.mesh.envoy import render_envoy
+
     mesh = resolve_for(spec, rt)
     render_policy_bundle(mesh, Path(rt.policy_dir), state.policy)
     grt = gateway_runtime(state, rt, spec.identity)
@@ -265,6 +284,8 @@ def render_gateway(spec: MeshSpec, state: StateDir, rt: Runtime) -> ResolvedMesh
 
 
 def render_platform(spec: MeshSpec, state: StateDir, rt: Runtime) -> None:
+    from finopti.idp import DevIdentityProvider
+
     DevIdentityProvider(state.idp, spec.identity).ensure()
     ensure_mesh_pki(spec, state)
     mesh = render_gateway(spec, state, rt)
@@ -306,6 +327,8 @@ def supervisor_pid(state: StateDir) -> int | None:
 
 
 def supervisor_rpc(state: StateDir):
+    from supervisor.xmlrpc import SupervisorTransport
+
     transport = SupervisorTransport(None, None, f"unix://{state.supervisor_socket}")
     return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport).supervisor
 
@@ -327,6 +350,8 @@ def start_supervisor(state: StateDir) -> None:
 
 
 def gateway_ready(rt: Runtime) -> bool:
+    import httpx
+
     try:
         return httpx.get(f"{rt.admin_url}/ready", timeout=1.0).status_code == 200
     except httpx.HTTPError:
@@ -336,6 +361,8 @@ def gateway_ready(rt: Runtime) -> bool:
 def service_health(rt: Runtime) -> dict[str, bool]:
     """cluster -> passes the gateway's active health check. Only the gateway talks to services (mTLS), so
     their health is read from the gateway's admin API rather than probed directly."""
+    import httpx
+
     try:
         clusters = httpx.get(f"{rt.admin_url}/clusters?format=json", timeout=1.0).json()
     except (httpx.HTTPError, ValueError):
@@ -358,6 +385,8 @@ AUX_HEALTH = {"collector": "/healthz", "prometheus": "/-/ready"}
 
 def aux_healthy(rt: Runtime, name: str) -> bool:
     """The collector and Prometheus serve plain HTTP on loopback (they are not mesh services)."""
+    import httpx
+
     try:
         return httpx.get(f"http://127.0.0.1:{rt.aux_ports[name]}{AUX_HEALTH[name]}", timeout=1.0).status_code == 200
     except httpx.HTTPError:
@@ -373,8 +402,17 @@ def component_addresses(spec: MeshSpec, rt: Runtime) -> dict[str, str]:
     return out
 
 
+def stopped_status(spec: MeshSpec) -> list[ComponentStatus]:
+    """What `status` shows when the platform is not running: every component it would start, stopped."""
+    names = ["gateway", *(c for c, _, _ in components(spec)), "collector",
+             *(["prometheus"] if prometheus_binary() else [])]
+    return [ComponentStatus(name, "stopped", None, "-") for name in names]
+
+
 def platform_status(state: StateDir) -> list[ComponentStatus]:
     rt = Runtime.load(state)
+    from finopti.mesh.envoy import cluster_name  # once running: a stopped platform's status needs no renderer
+
     spec = load_mesh(rt.mesh_file)
     processes: dict[str, dict] = {}
     if supervisor_pid(state):

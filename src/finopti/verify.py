@@ -3,12 +3,15 @@
 Each check returns a `Check`; the CLI prints them as a table (or JSON) and exits non-zero on a failure.
 """
 
+import contextlib
+import dataclasses
 import json
+import shutil
 import socket
 import ssl
+import subprocess
 import tempfile
 import time
-import xmlrpc.client
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,7 +25,8 @@ from finopti.mesh.supervisor import components
 from finopti.meshtls import client_context
 from finopti.paths import StateDir
 from finopti.pki import make_foreign_ca_cert
-from finopti.platform import Runtime, platform_status, supervisor_rpc
+from finopti.platform import Runtime
+from finopti.ports import free_port
 
 # A user who holds every role, so only the source identity decides the caller checks.
 PROBE_USER = "erin@finopti.dev"
@@ -54,20 +58,25 @@ class Probe:
     def token(self, email: str = PROBE_USER) -> str:
         return DevIdentityProvider(self.state.idp, self.spec.identity).issue(email)
 
-    def mesh_get(self, identity: str, path: str) -> httpx.Response:
+    def mesh_get(self, identity: str, path: str, mesh_url: str | None = None) -> httpx.Response:
         with httpx.Client(verify=self.identity_context(identity), timeout=10) as client:
-            return client.get(f"{self.rt.mesh_url}{path}", headers={"authorization": f"Bearer {self.token()}"})
+            return client.get(f"{mesh_url or self.rt.mesh_url}{path}",
+                              headers={"authorization": f"Bearer {self.token()}"})
 
-    def ask(self, prompt: str, headers: dict | None = None, user: str = PROBE_USER) -> httpx.Response:
-        return httpx.post(f"{self.rt.edge_url}/api/ask", json={"prompt": prompt}, timeout=30,
+    def ask(self, prompt: str, headers: dict | None = None, user: str = PROBE_USER,
+            edge: str | None = None) -> httpx.Response:
+        """Through the live edge, or `edge` (another gateway's edge URL)."""
+        return httpx.post(f"{edge or self.rt.edge_url}/api/ask", json={"prompt": prompt}, timeout=30,
                           headers={"authorization": f"Bearer {self.token(user)}", **(headers or {})})
 
-    def request(self, route: Route, path: str) -> httpx.Response:
-        """GET `path` on the route's listener, as one of the route's allowed callers."""
+    def request(self, route: Route, path: str, urls: dict[str, str] | None = None) -> httpx.Response:
+        """GET `path` on the route's listener, as one of the route's allowed callers (`urls`: another gateway's
+        {"edge": …, "mesh": …})."""
+        urls = urls or {"edge": self.rt.edge_url, "mesh": self.rt.mesh_url}
         if route.listener == "edge":
-            return httpx.get(f"{self.rt.edge_url}{path}", timeout=10,
+            return httpx.get(f"{urls['edge']}{path}", timeout=10,
                              headers={"authorization": f"Bearer {self.token()}"})
-        return self.mesh_get((route.allowed_callers or ["cli"])[0], path)
+        return self.mesh_get((route.allowed_callers or ["cli"])[0], path, urls["mesh"])
 
     def log(self, component: str) -> list[dict]:
         lines = []
@@ -140,6 +149,17 @@ def _caller_refused(response: httpx.Response) -> bool:
         return False
 
 
+def _upstream_unreachable(response: httpx.Response) -> bool:
+    """A 503 the gateway gives after the policy let the call through, because the service outside the platform
+    (an LLM API that is not running here) does not answer: the decision itself was to pass."""
+    if response.status_code != 503:
+        return False
+    try:
+        return "upstream connect error" in response.json().get("message", "")
+    except ValueError:
+        return False
+
+
 def check_source_routes(probe: Probe) -> tuple[bool, str]:
     failures, pairs = [], 0
     callers = [s.name for s in probe.spec.services] + ["cli"]
@@ -151,6 +171,8 @@ def check_source_routes(probe: Probe) -> tuple[bool, str]:
             response = probe.mesh_get(caller, route.path if route.exact else f"{route.path}healthz")
             refused = _caller_refused(response)
             allowed = caller in route.allowed_callers
+            if allowed and probe.spec.is_external(route.backend) and _upstream_unreachable(response):
+                continue
             if allowed and (refused or response.status_code in (401, 503)):
                 failures.append(f"{caller}→{route.name} should pass, got {response.status_code}")
             if not allowed and not refused:
@@ -246,6 +268,48 @@ def _wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
     return False
 
 
+@contextlib.contextmanager
+def throwaway_gateway(probe: Probe, *, policy_port: int):
+    """A second Envoy rendered from the running platform's mesh and runtime, on ports and an xDS directory of
+    its own, whose policy cluster points at `policy_port`. The live gateway and services are untouched."""
+    from finopti.mesh.envoy import render_envoy
+    from finopti.platform import envoy_binary, gateway_runtime, resolve_for, write_envoy_files
+
+    work = Path(tempfile.mkdtemp(prefix="finopti-verify-gateway-"))
+    service_ports = {service: dict(versions) for service, versions in probe.rt.service_ports.items()}
+    service_ports["policy"] = dict.fromkeys(service_ports.get("policy", {"v1": 0}), policy_port)
+    grt = dataclasses.replace(gateway_runtime(probe.state, probe.rt, probe.spec.identity), edge_port=free_port(),
+                              mesh_port=free_port(),
+                              admin_port=free_port(), service_ports=service_ports, xds_dir=work / "xds")
+    write_envoy_files(render_envoy(resolve_for(probe.spec, probe.rt), grt), work, work / "xds")
+    log = (work / "envoy.log").open("w")
+    proc = subprocess.Popen(
+        [envoy_binary(), "-c", str(work / "bootstrap.yaml"), "--log-level", "warn", "--concurrency", "1",
+         "--file-flush-interval-msec", "100", "--use-dynamic-base-id", "--base-id-path", str(work / "base-id")],
+        stdout=log, stderr=subprocess.STDOUT)
+    try:
+        admin = f"http://127.0.0.1:{grt.admin_port}/ready"
+        if not _wait_until(lambda: proc.poll() is None and _answers(admin), 30):
+            raise RuntimeError(f"the throwaway gateway did not get ready: {(work / 'envoy.log').read_text()[-500:]}")
+        yield grt, work / "envoy.log"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        log.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def _authz_config_problems(probe: Probe) -> list[str]:
     """From the gateway's live configuration: every listener runs the authorization filter, each virtual
     host's default grants nothing, and every route carries rules of its own or the Rego check. So a route
@@ -278,34 +342,45 @@ def _authz_config_problems(probe: Probe) -> list[str]:
 
 
 def check_authz_fail_closed(probe: Probe) -> tuple[bool, str]:
+    """The live gateway's rules grant nothing by default and refuse a user without a role; a gateway whose policy
+    service is unreachable still decides its native routes and refuses every Rego route (ext_authz's UAEX).
+    The outage is a throwaway gateway rendered from the running config with the policy's address pointing at a
+    closed port: the live policy service and live traffic are never touched."""
     problems = _authz_config_problems(probe)
     refused = probe.ask("list buckets", user=NO_ROLE_USER)
     if refused.status_code != 403 or refused.json().get("rule") != "no-role":
         problems.append(f"{NO_ROLE_USER} (no role) got {refused.status_code}, not the gateway's 403")
     rego_routes = [r for r in probe.spec.routes if r.authz == "rego"]
-    rpc = supervisor_rpc(probe.state)
-    try:
-        rpc.stopProcess("policy")
-    except xmlrpc.client.Fault as exc:
-        return False, f"could not stop the policy service: {exc.faultString}"
-    try:
+    request_ids: list[str] = []
+    with throwaway_gateway(probe, policy_port=free_port()) as (grt, log):
+        urls = {"edge": f"http://{probe.rt.edge_host}:{grt.edge_port}",
+                "mesh": f"https://{probe.rt.mesh_host}:{grt.mesh_port}"}
         # Native decisions need no policy service; routes decided by Rego are refused without it.
-        if (allowed := probe.ask("list buckets")).status_code != 200:
-            problems.append(f"policy down: {PROBE_USER} got {allowed.status_code} on a native route")
-        if (still := probe.ask("list buckets", user=NO_ROLE_USER)).status_code != 403:
-            problems.append(f"policy down: {NO_ROLE_USER} got {still.status_code} on a native route")
+        if (allowed := probe.ask("list buckets", edge=urls["edge"])).status_code != 200:
+            problems.append(f"policy unreachable: {PROBE_USER} got {allowed.status_code} on a native route")
+        if (still := probe.ask("list buckets", user=NO_ROLE_USER, edge=urls["edge"])).status_code != 403:
+            problems.append(f"policy unreachable: {NO_ROLE_USER} got {still.status_code} on a native route")
         for route in rego_routes:
-            response = probe.request(route, route.path if route.exact else f"{route.path}healthz")
+            response = probe.request(route, route.path if route.exact else f"{route.path}healthz", urls=urls)
+            request_ids.append(response.headers.get("x-request-id", ""))
             if response.status_code not in (403, 503):
-                problems.append(f"policy down: route {route.name} (Rego) answered {response.status_code}")
-    finally:
-        rpc.startProcess("policy")
-    if not _wait_until(lambda: any(s.name == "policy" and s.state == "healthy"
-                                   for s in platform_status(probe.state)), 30):
-        problems.append("the policy service was not healthy 30 s after its restart")
+                problems.append(f"policy unreachable: route {route.name} (Rego) answered {response.status_code}")
+
+        def flags() -> list[str]:
+            lines = [json.loads(line) for line in log.read_text(errors="replace").splitlines()
+                     if '"access"' in line and line.startswith("{")]
+            return [str(x.get("response_flags")) for x in lines if x.get("request_id") in request_ids]
+
+        if rego_routes and not _wait_until(lambda: len(flags()) >= len(rego_routes), 5):
+            problems.append("the throwaway gateway did not log the Rego routes' requests")
+        elif not all("UAEX" in f for f in flags()):
+            problems.append(f"Rego routes refused without ext_authz's UAEX flag: {flags()}")
+    if (live := probe.ask("list buckets")).status_code != 200:
+        problems.append(f"the live gateway answered {live.status_code} meanwhile")
     return not problems, "; ".join(problems) or (
         "listener defaults grant nothing and every route has its own rules; no-role refused; with the policy "
-        f"service down native routes still decide and {len(rego_routes)} Rego route(s) are refused")
+        f"unreachable (throwaway gateway) native routes still decide and {len(rego_routes)} Rego route(s) are "
+        "refused (UAEX); the live gateway kept answering")
 
 
 CHECKS: list[tuple[str, Callable[[Probe], tuple[bool, str]]]] = [
@@ -316,21 +391,26 @@ CHECKS: list[tuple[str, Callable[[Probe], tuple[bool, str]]]] = [
     ("client-sent identity headers are stripped", check_identity_headers_stripped),
     ("the edge serves only its declared Host names", check_host_allow_list),
     ("a token in the query is refused and never logged", check_query_token_refused),
-    # Last: it stops the policy service, and requests decided by it are refused until it is back.
-    ("authorization fails closed (gateway rules, policy service down)", check_authz_fail_closed),
+    ("authorization fails closed (gateway rules; an unreachable policy on a throwaway gateway)",
+     check_authz_fail_closed),
 ]
 
 
-def verify_mesh(state: StateDir) -> list[Check]:
+def verify_mesh(state: StateDir, progress: Callable[..., None] | None = None) -> list[Check]:
+    """Every check in order; `progress(number, name)` before each and `progress(number, name, check)` after."""
     rt = Runtime.load(state)
     probe = Probe(state, rt, load_mesh(rt.mesh_file))
     results = []
     for number, (name, check) in enumerate(CHECKS, start=1):
+        if progress:
+            progress(number, name)
         try:
             passed, detail = check(probe)
         except Exception as exc:  # a probe that crashes is a failed check, not a crashed command
             passed, detail = False, f"{type(exc).__name__}: {exc}"
         results.append(Check(number, name, passed, detail))
+        if progress:
+            progress(number, name, results[-1])
     return results
 
 

@@ -3,15 +3,17 @@
 from dataclasses import asdict
 
 from finopti.dashboards.catalog import dashboards
-from finopti.dashboards.logql import logql
-from finopti.dashboards.model import Dashboard, LogQuery, MetricQuery, Panel, Query
+from finopti.dashboards.logql import graph_logql, logql
+from finopti.dashboards.model import Dashboard, GraphQuery, LogQuery, MetricQuery, Panel, Query
 
-CONSOLE_MODEL_VERSION = 1
+CONSOLE_MODEL_VERSION = 2
 
 
 def _query(q: Query) -> dict:
     if isinstance(q, MetricQuery):
         return {"type": "metric", "promql": q.promql, "legend": q.legend}
+    if isinstance(q, GraphQuery):
+        return {"type": "graph", "exclude_services": list(q.exclude_services), "logql": graph_logql(q)}
     assert isinstance(q, LogQuery)
     return {
         "type": "log",
@@ -21,6 +23,8 @@ def _query(q: Query) -> dict:
         "text": q.text,
         "top_by": list(q.top_by),
         "limit": q.limit,
+        "drop_events": list(q.drop_events),
+        "volume_by": list(q.volume_by),
         "logql": logql(q),  # the same filter for a Loki backend
     }
 
@@ -51,6 +55,7 @@ def _dashboard(d: Dashboard) -> dict:
         "refresh": d.refresh,
         "time_from": d.time_from,
         "variables": variables,
+        "links": [{"title": link.title, "uid": link.uid} for link in d.links],
         "panels": [_panel(p) for p in d.panels],
     }
 
@@ -64,6 +69,9 @@ def console_model() -> dict:
             "$__range": "the dashboard's time window as a duration, e.g. 1h",
             "log text": "case-insensitive regex on the raw line",
             "log trace_var": "the line's trace_id field equals the variable's value",
+            "log drop_events": "lines whose event field is one of these are left out",
+            "graph": "gateway access lines of the window: one edge per (source identity or 'clients', upstream "
+            "service) with requests, 5xx and p95 duration_ms; exclude_services unless traffic includes platform",
         },
         "dashboards": [_dashboard(d) for d in dashboards()],
     }

@@ -5,7 +5,9 @@ Built with the official grafana-foundation-sdk builders (targeting Grafana 11.6,
 
     provisioning/datasources/datasources.yml   Prometheus + Loki with fixed uids
     provisioning/dashboards/dashboards.yml     a file provider for the dashboards folder
-    dashboards/<uid>.json
+    dashboards/<uid>.json                      provisioned: data sources by their fixed uids
+    export/<uid>.json                          to import into another Grafana: `__inputs` name the two data
+                                               sources (${DS_PROMETHEUS}, ${DS_LOKI}), chosen at import
 """
 
 import json
@@ -18,14 +20,16 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.common import LogsSortOrder
 from grafana_foundation_sdk.models.dashboard import (
     DashboardCursorSync,
+    DashboardLinkType,
     DataSourceRef,
     DataTransformerConfig,
+    VariableOption,
     VariableRefresh,
 )
 
 from finopti.dashboards.catalog import TRACE_VIEW_UID, dashboards
-from finopti.dashboards.logql import logql
-from finopti.dashboards.model import Dashboard, LogQuery, MetricQuery, Panel, Variable
+from finopti.dashboards.logql import graph_logql, logql
+from finopti.dashboards.model import Dashboard, GraphQuery, LogQuery, MetricQuery, Panel, Variable
 
 PROMETHEUS_UID = "finopti-prometheus"
 LOKI_UID = "finopti-loki"
@@ -34,7 +38,9 @@ LOKI = DataSourceRef(type_val="loki", uid=LOKI_UID)
 # Where the compose file mounts `dashboards/` inside the Grafana container.
 CONTAINER_DASHBOARDS = "/var/lib/grafana/dashboards"
 ALL = ".*"  # what "All" stands for in a regex matcher
-PANEL_HEIGHT = {"stat": 5, "logs": 14, "table": 10, "trace": 10, "timeseries": 8}
+PANEL_HEIGHT = {"stat": 5, "logs": 14, "table": 10, "trace": 10, "timeseries": 8, "graph": 8}
+# Data sources as an exported dashboard names them (Grafana's "export for sharing externally").
+INPUTS = {PROMETHEUS_UID: ("DS_PROMETHEUS", "Prometheus", "prometheus"), LOKI_UID: ("DS_LOKI", "Loki", "loki")}
 
 
 def _variable(v: Variable):
@@ -54,6 +60,8 @@ def _variable(v: Variable):
         )
     if v.multi:
         var = var.multi(True).include_all(True).all_value(ALL)
+    if v.default:
+        var = var.current(VariableOption(selected=True, text=[v.default], value=[v.default]))
     return var
 
 
@@ -62,6 +70,12 @@ def _targets(panel: Panel) -> list:
     targets = []
     for index, q in enumerate(panel.queries):
         ref = chr(ord("A") + index)
+        if isinstance(q, GraphQuery):
+            # One instant query per figure; the panel merges them into one row per edge.
+            for sub, (name, expr) in enumerate(graph_logql(q).items()):
+                targets.append(loki.Dataquery().expr(expr).ref_id(chr(ord("A") + sub)).datasource(LOKI)
+                               .legend_format(name).query_type("instant"))
+            continue
         if isinstance(q, MetricQuery):
             t = prometheus.Dataquery().expr(q.promql).ref_id(ref).datasource(PROMETHEUS)
             if q.legend:
@@ -69,6 +83,8 @@ def _targets(panel: Panel) -> list:
             targets.append(t.instant() if instant else t.range())
         else:
             t = loki.Dataquery().expr(logql(q)).ref_id(ref).datasource(LOKI)
+            if q.volume_by:
+                t = t.legend_format(" ".join(f"{{{{{label}}}}}" for label in q.volume_by))
             targets.append(t.query_type("instant" if q.top_by else "range"))
     return targets
 
@@ -87,7 +103,7 @@ def _log_fields_table(columns: tuple[str, ...]) -> list[DataTransformerConfig]:
 
 
 def _panel(p: Panel, panel_id: int):
-    logs_only = all(isinstance(q, LogQuery) for q in p.queries)
+    logs_only = all(isinstance(q, LogQuery | GraphQuery) for q in p.queries)
     if p.kind == "timeseries":
         b = timeseries.Panel()
     elif p.kind == "stat":
@@ -95,6 +111,14 @@ def _panel(p: Panel, panel_id: int):
     elif p.kind == "logs":
         b = (logs.Panel().show_time(True).wrap_log_message(True).enable_log_details(True)
              .sort_order(LogsSortOrder.DESCENDING))
+    elif p.kind == "graph":
+        # Grafana's node graph wants nodes and edges frames that LogQL cannot shape: a table of the edges.
+        b = table.Panel()
+        b = b.with_transformation(DataTransformerConfig(id_val="merge", options={}))
+        b = b.with_transformation(DataTransformerConfig(id_val="organize", options={
+            "excludeByName": {"Time": True},
+            "renameByName": {"Value #A": "requests", "Value #B": "errors (5xx)", "Value #C": "p95 (ms)"},
+        }))
     else:
         # "trace" is a list of hops: Grafana's traces panel needs a tracing data source, we have log lines.
         b = table.Panel()
@@ -128,6 +152,9 @@ def grafana_dashboard(d: Dashboard) -> dict:
         b = b.refresh(d.refresh)
     for v in d.variables:
         b = b.with_variable(_variable(v))
+    for link in d.links:
+        b = b.link(gd.DashboardLink(link.title).type(DashboardLinkType.LINK).url(f"/d/{link.uid}")
+                   .include_vars(False).keep_time(True).icon("dashboard"))
     for index, p in enumerate(d.panels, start=1):
         b = b.with_panel(_panel(p, index))
     # Through JSON once: the SDK's models become plain dicts and lists.
@@ -192,5 +219,23 @@ def render_grafana(
         out / "provisioning/dashboards/dashboards.yml": yaml.safe_dump(_provider(), sort_keys=False),
     }
     for d in dashboards():
-        files[out / "dashboards" / f"{d.uid}.json"] = json.dumps(grafana_dashboard(d), indent=2) + "\n"
+        rendered = grafana_dashboard(d)
+        files[out / "dashboards" / f"{d.uid}.json"] = json.dumps(rendered, indent=2) + "\n"
+        files[out / "export" / f"{d.uid}.json"] = json.dumps(for_import(rendered), indent=2) + "\n"
     return files
+
+
+def for_import(dashboard: dict) -> dict:
+    """The dashboard as Grafana exports it for another Grafana: `__inputs` ask for a Prometheus and a Loki data
+    source at import, and every reference to ours becomes `${DS_PROMETHEUS}` / `${DS_LOKI}`."""
+    text = json.dumps(dashboard)
+    used = [uid for uid in INPUTS if f'"uid": "{uid}"' in text]
+    for uid in used:
+        text = text.replace(f'"uid": "{uid}"', f'"uid": "${{{INPUTS[uid][0]}}}"')
+    exported = json.loads(text)
+    exported.pop("id", None)
+    inputs = [{"name": INPUTS[uid][0], "label": INPUTS[uid][1], "description": "", "type": "datasource",
+               "pluginId": INPUTS[uid][2], "pluginName": INPUTS[uid][1]} for uid in used]
+    requires = [{"type": "grafana", "id": "grafana", "name": "Grafana", "version": "11.6.0"}] + [
+        {"type": "datasource", "id": INPUTS[uid][2], "name": INPUTS[uid][1], "version": "1.0.0"} for uid in used]
+    return {"__inputs": inputs, "__requires": requires, **exported}

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-PanelKind = Literal["timeseries", "stat", "table", "logs", "trace"]
+PanelKind = Literal["timeseries", "stat", "table", "logs", "trace", "graph"]
 
 
 @dataclass(frozen=True)
@@ -35,9 +35,22 @@ class LogQuery:
     text: str | None = None  # case-insensitive regex the line must contain
     top_by: tuple[str, ...] = ()  # count matching lines in the window by these fields, show the top ones
     limit: int = 10  # how many groups `top_by` shows
+    drop_events: tuple[str, ...] = ()  # leave out lines whose `event` field is one of these
+    volume_by: tuple[str, ...] = ()  # count matching lines per interval by these stream labels (a histogram)
 
 
-Query = MetricQuery | LogQuery
+@dataclass(frozen=True)
+class GraphQuery:
+    """Who calls whom, from the gateway's access lines in the window: one edge per (caller, callee) with its
+    requests, errors (5xx, the gateway's own answers included) and p95 duration. The caller is the source's
+    mesh identity; requests on the edge listener come from `clients`. Calls to `exclude_services` are left
+    out unless the dashboard's `traffic` variable asks for platform traffic (the console) — Grafana leaves
+    them out."""
+
+    exclude_services: tuple[str, ...] = ()
+
+
+Query = MetricQuery | LogQuery | GraphQuery
 
 
 @dataclass(frozen=True)
@@ -68,12 +81,21 @@ class Variable:
 
 
 @dataclass(frozen=True)
+class Link:
+    """A link to another dashboard of the model (Grafana: a dashboard link; the console: its page)."""
+
+    title: str
+    uid: str
+
+
+@dataclass(frozen=True)
 class Dashboard:
     uid: str
     title: str
     variables: tuple[Variable, ...]
     panels: tuple[Panel, ...]
     description: str = ""
+    links: tuple[Link, ...] = ()
     refresh: str = "30s"
     time_from: str = "now-1h"
     tags: tuple[str, ...] = field(default=("finopti",))

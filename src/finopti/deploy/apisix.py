@@ -451,7 +451,9 @@ def readiness_probe(site: ApisixSite) -> str:
 
 def _next_upstream(mesh: ResolvedMesh) -> str:
     """nginx retries on connection errors and timeouts; status codes are one list for the whole gateway."""
-    codes = sorted({c for r in mesh.routes if r.policy.retries for c in r.policy.retries.conditions if c.isdigit()})
+    # External routes are not rendered here (see render_apisix_yaml), so their conditions do not count.
+    codes = sorted({c for r in mesh.routes if r.policy.retries and not r.external
+                    for c in r.policy.retries.conditions if c.isdigit()})
     return " ".join(["error", "timeout", *(f"http_{c}" for c in codes)])
 
 

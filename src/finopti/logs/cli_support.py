@@ -40,7 +40,7 @@ def _value(key: str, value: object) -> str:
 
 
 def format_line(line: dict, color: bool, show_trace: bool = True) -> str:
-    """`12:07:55.548 gcloud-tools  INFO  request completed  route=/mcp status=200 duration_ms=2.6ms  trace=7b9d9a84`
+    """`12:07:55.548 gcloud-tools  INFO  request completed  route=/mcp status=200 duration_ms=2.6ms  trace=7b9d…`
     for a line of the query API (`{ts, service, level, line, metadata}`)."""
     level = str(line.get("level") or "info").lower()
     ts = str(line.get("ts") or "")
@@ -64,7 +64,8 @@ def format_line(line: dict, color: bool, show_trace: bool = True) -> str:
     if fields:
         parts.append(_paint(fields, "2", color))
     if trace_id and show_trace:
-        parts.append(_paint(f"trace={str(trace_id)[:8]}", "35", color))
+        # Whole: `finopti trace` takes what is printed here (a prefix works too, when unique).
+        parts.append(_paint(f"trace={trace_id}", "35", color))
     return " ".join(parts)
 
 

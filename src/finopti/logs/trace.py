@@ -52,6 +52,7 @@ def _hop(entry: dict) -> dict:
         "response_flags": obj.get("response_flags"),
         "response_code_details": obj.get("response_code_details"),
         "request_id": obj.get("request_id"),
+        "span_id": obj.get("span_id") or None,
         "user": obj.get("user"),
         "authz": _decision(obj),
         "served": None,
@@ -94,7 +95,11 @@ def build_trace(trace_id: str, lines: list[dict]) -> dict:
             continue
         end_ns = entry["ts_ns"]
         start_ns = end_ns - int((_number(obj.get("duration_ms")) or 0) * 1e6)
-        candidates = [
+        # Exactly: the hop whose span is the service's parent span. Else (lines without span ids), by time: the
+        # service's clock and timing are not the gateway's, so this is a guess under load.
+        candidates = [h for h in hops if h["served"] is None and h.get("span_id")
+                      and h["span_id"] == obj.get("parent_span_id") and h["service"] == entry["service"]]
+        candidates = candidates or [
             h for h in hops
             if h["served"] is None and _serves(h, entry, start_ns, end_ns)
             and (not obj.get("path") or str(h["path"] or "").split("?")[0].endswith(obj["path"]))
@@ -102,14 +107,23 @@ def build_trace(trace_id: str, lines: list[dict]) -> dict:
         if candidates:
             hop = min(candidates, key=lambda h: abs(h["start_ns"] - start_ns))
             hop["served"] = {k: obj.get(k) for k in ("service", "version", "route", "status", "duration_ms")}
+            # What a tool server was asked over MCP (JSON-RPC method and tool), when it says.
+            hop["served"].update({k: obj[k] for k in ("mcp_method", "mcp_tool") if obj.get(k)})
             hop["lines"].append(entry)
             entry["_hop"] = True
 
-    # Every other service line goes under the latest-started hop to that service that was open at the time;
-    # the authorization of a hop goes under that hop.
+    # The service's own span of each served hop: its other lines carry it.
+    by_span = {(h["service"], h["lines"][0]["line"].get("span_id")): h for h in hops if h["served"] and h["lines"]}
+    # Every other service line goes under the hop of its span, else the latest-started hop to that service that
+    # was open at the time; the authorization of a hop goes under that hop.
     unattached = []
     for entry in others:
         if entry.pop("_hop", False):
+            continue
+        obj = entry["line"] if isinstance(entry["line"], dict) else {}
+        hop = by_span.get((entry["service"], obj.get("span_id"))) if obj.get("span_id") else None
+        if hop is not None:
+            hop["lines"].append(entry)
             continue
         candidates = [h for h in hops if _serves(h, entry, entry["ts_ns"], entry["ts_ns"])]
         candidates = candidates or [h for h in hops if _authorizes(h, entry)]

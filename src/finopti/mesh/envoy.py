@@ -4,8 +4,10 @@
 A pure function of the model and the runtime facts (ports, file paths); only the CLI writes files.
 """
 
+import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from finopti.mesh import replies
 from finopti.mesh.edge_rules import CLIENT_REQUEST_ID_HEADER
@@ -42,7 +44,7 @@ from finopti.mesh.envoy_traffic import (
     route_rate_limit,
 )
 from finopti.mesh.model import RoutePolicy
-from finopti.mesh.resolved import ResolvedMesh, ResolvedRoute, most_specific_first
+from finopti.mesh.resolved import ResolvedBackend, ResolvedMesh, ResolvedRoute, most_specific_first
 from finopti.observability.envoy_stats import envoy_stats_config, route_stat_prefix
 from finopti.pki import TRUST_DOMAIN
 
@@ -232,14 +234,58 @@ def _clusters(mesh: ResolvedMesh, rt: GatewayRuntime) -> list[dict]:
             if breaker is not None or budget is not None:
                 cluster["circuit_breakers"] = circuit_breakers(breaker, budget)
             clusters.append(cluster)
-    for name in (b.name for b in mesh.backends if b.external):
-        # A platform component on loopback that speaks plain HTTP (Prometheus): no mesh identity to check.
-        if name in rt.external_ports:
+    for backend in (b for b in mesh.backends if b.external):
+        if backend.url is not None:
+            clusters.append(_external_cluster(backend))
+        elif backend.name in rt.external_ports:
+            # A platform component on loopback that speaks plain HTTP (Prometheus): no mesh identity to check.
             clusters.append({"@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
-                             **_static_cluster(name, "127.0.0.1", rt.external_ports[name])})
+                             **_static_cluster(backend.name, "127.0.0.1", rt.external_ports[backend.name])})
     if mesh.identity.provider == "oidc":
         clusters.append(jwks_cluster(rt.jwks_uri))
     return clusters
+
+
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+EXTERNAL_STRIPPED_HEADERS = ("x-forwarded-client-cert", "x-user-email", "x-user-groups", "x-finopti-source",
+                             "x-finopti-listener", "x-envoy-expected-rq-timeout-ms")
+
+
+def _external_cluster(backend: ResolvedBackend) -> dict:
+    """A service outside the platform (an LLM API) at its declared address: resolved by DNS unless it is an IP,
+    TLS verified against the system's CAs with SNI for https, protected by its routes' circuit breaker."""
+    url = urlsplit(backend.url)
+    host, tls = url.hostname or "", url.scheme == "https"
+    port = url.port or (443 if tls else 80)
+    try:
+        ipaddress.ip_address(host)
+        kind = "STATIC"
+    except ValueError:
+        kind = "LOGICAL_DNS"
+    cluster: dict = {
+        "@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+        **_static_cluster(backend.name, host, port),
+        "type": kind,
+        "connect_timeout": "5s",
+        # One upstream: when the breaker ejects it, answer 503 at once rather than keep sending ("panic").
+        "common_lb_config": {"healthy_panic_threshold": {"value": 0.0}},
+    }
+    if kind == "LOGICAL_DNS":
+        cluster["dns_lookup_family"] = "V4_PREFERRED"
+    if tls:
+        cluster["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": host,
+            "common_tls_context": {"validation_context": {
+                "trusted_ca": {"filename": SYSTEM_CA_BUNDLE},
+                "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": host}}],
+            }},
+        }}
+    if backend.circuit_breaker is not None:
+        cluster["outlier_detection"] = outlier_detection(backend.circuit_breaker)
+    if backend.circuit_breaker is not None or backend.retry_budget_percent is not None:
+        cluster["circuit_breakers"] = circuit_breakers(backend.circuit_breaker, backend.retry_budget_percent)
+    return cluster
 
 
 def _access_log(listener: str) -> list[dict]:
@@ -263,6 +309,8 @@ def _access_log(listener: str) -> list[dict]:
         "bytes_sent": "%BYTES_SENT%",
         "request_id": "%REQ(X-REQUEST-ID)%",
         "trace_id": "%TRACE_ID%",
+        # This hop's span: the traceparent the upstream gets names it as parent (the trace view's exact match).
+        "span_id": "%SPAN_ID%",
         "user": "%REQ(X-USER-EMAIL)%",
         "source": "%DOWNSTREAM_PEER_URI_SAN%",
         "user_agent": "%REQ(USER-AGENT)%",
@@ -537,7 +585,13 @@ def _routes(route: ResolvedRoute, authz: dict) -> list[dict]:
     full retry policy before the other methods with retries only where nothing reached the backend."""
     policy = route.policy
     if route.external:
-        return [_route_entry(route, policy, [], {"cluster": route.backend}, authz, mutations=False)]
+        target: dict = {"cluster": route.backend}
+        if route.external_url:  # the service outside expects its own name as Host (and as SNI, see the cluster)
+            target["host_rewrite_literal"] = urlsplit(route.external_url).netloc
+        entry = _route_entry(route, policy, [], target, authz, mutations=False)
+        if route.external_url:  # and learns nothing of the mesh: no caller certificate, no identity headers
+            entry["request_headers_to_remove"] = list(EXTERNAL_STRIPPED_HEADERS)
+        return [entry]
     targets: list[tuple[list[dict], dict]] = []
     if policy.canary is not None:
         for version in policy.canary.weights:

@@ -299,19 +299,34 @@ class Logs(Strict):
         return self
 
 
+class ExternalService(Strict):
+    """A service outside the platform that a route may lead to (an LLM API): calls to it leave through the
+    gateway like every other call, with the route's timeout, retries, circuit breaker and rate limit."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    url: str = Field(pattern=r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?/?$",
+                     description="scheme, host and port (https is verified against the system's CAs); "
+                     "the route's rewrite gives the path")
+
+
 class MeshSpec(Strict):
     gateway: Gateway = Gateway()
     identity: Identity = Identity()
     services: list[Service] = Field(min_length=1)
     # Platform components that are not mesh services but may back a route (e.g. prometheus, for the
-    # console's charts); the platform knows their addresses at start.
-    external: list[Literal["prometheus"]] = Field(default=[])
+    # console's charts; the platform knows their addresses at start), and services outside the platform
+    # declared with their address (an LLM API).
+    external: list[Literal["prometheus"] | ExternalService] = Field(default=[])
     routes: list[Route] = Field(min_length=1)
     logs: Logs = Logs()
 
     @model_validator(mode="after")
     def _check_references(self) -> "MeshSpec":
         _no_duplicates("services", [s.name for s in self.services])
+        _no_duplicates("external", self.external_names)
+        for index, name in enumerate(self.external_names):
+            if name in {s.name for s in self.services}:
+                raise _FieldError(("external", index), f"'{name}' is already a service")
         _no_duplicates("routes", [r.name for r in self.routes])
         _no_duplicates("routes (listener + path)", [f"{r.listener} {r.path}" for r in self.routes])
         names = {s.name for s in self.services}
@@ -353,8 +368,16 @@ class MeshSpec(Strict):
     def routes_on(self, listener: str) -> list[Route]:
         return [r for r in self.routes if r.listener == listener]
 
+    @property
+    def external_names(self) -> list[str]:
+        return [e if isinstance(e, str) else e.name for e in self.external]
+
+    def external_service(self, name: str) -> ExternalService | None:
+        """An external service declared with its address (None for platform components like prometheus)."""
+        return next((e for e in self.external if isinstance(e, ExternalService) and e.name == name), None)
+
     def is_external(self, backend: str) -> bool:
-        return backend in self.external
+        return backend in self.external_names
 
     def effective_policy(self, route: Route) -> RoutePolicy:
         """The route's policy with unset fields taken from its backend service's defaults."""

@@ -31,6 +31,7 @@ renderer re-derives policy and two renderers cannot disagree about what a route 
       circuit_breaker, retry_budget_percent   Envoy keeps both per cluster: the service's policy or,
                                    failing that, the first route to it that sets one
       actions: tuple[ActionRule] | None  the agent's actions as data.json declares them
+      url                          an external service's address (an LLM API); None for the rest
 
     AuthzData (policies/data.json, `finopti.roles` and `finopti.agents`)
       user_roles: {email: (role, ...)}, group_roles: {group: (role, ...)}
@@ -186,6 +187,7 @@ class ResolvedRoute:
     policy: RoutePolicy
     actions_prefix: str | None
     actions: tuple[RouteAction, ...] | None
+    external_url: str | None = None  # the address of the external service it leads to, if declared
 
     @property
     def any_role(self) -> bool:
@@ -208,6 +210,7 @@ class ResolvedBackend:
     circuit_breaker: CircuitBreaker | None
     retry_budget_percent: float | None
     actions: tuple[ActionRule, ...] | None
+    url: str | None = None  # an external service's address (scheme://host:port); None for platform components
 
 
 @dataclass(frozen=True)
@@ -257,7 +260,8 @@ def _route_actions(route: Route, agent: dict[str, ActionRule]) -> tuple[RouteAct
 
 
 def _backend_protection(spec: MeshSpec, service: str) -> tuple[CircuitBreaker | None, float | None]:
-    policies = [spec.service(service).policy] + [spec.effective_policy(r) for r in spec.routes if r.backend == service]
+    own = [] if spec.is_external(service) else [spec.service(service).policy]
+    policies = own + [spec.effective_policy(r) for r in spec.routes if r.backend == service]
     breaker = next((p.circuit_breaker for p in policies if p.circuit_breaker is not None), None)
     budget = next((p.retries.budget_percent for p in policies if p.retries is not None), None)
     return breaker, budget
@@ -284,6 +288,7 @@ def resolve(spec: MeshSpec, authz: AuthzData | None = None) -> ResolvedMesh:
             authz=route.authz,
             policy=spec.effective_policy(route),
             actions_prefix=None if external else actions_prefix(route),
+            external_url=declared.url if (declared := spec.external_service(route.backend)) else None,
             actions=None if agent is None else _route_actions(route, agent),
         ))
     backends = []
@@ -295,8 +300,11 @@ def resolve(spec: MeshSpec, authz: AuthzData | None = None) -> ResolvedMesh:
             circuit_breaker=breaker, retry_budget_percent=budget,
             actions=None if agent is None else tuple(agent.values()),
         ))
-    for name in spec.external:
-        backends.append(ResolvedBackend(name=name, external=True, versions=(), health=None, circuit_breaker=None,
-                                        retry_budget_percent=None, actions=None))
+    for name in spec.external_names:
+        declared = spec.external_service(name)
+        breaker, budget = _backend_protection(spec, name) if declared else (None, None)
+        backends.append(ResolvedBackend(name=name, external=True, versions=(), health=None, circuit_breaker=breaker,
+                                        retry_budget_percent=budget, actions=None,
+                                        url=declared.url if declared else None))
     return ResolvedMesh(gateway=spec.gateway, identity=spec.identity, routes=tuple(routes),
                         backends=tuple(backends), authz=authz)

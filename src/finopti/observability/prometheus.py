@@ -13,6 +13,7 @@ from pathlib import Path
 
 from finopti.mesh.model import MeshSpec
 from finopti.mesh.resolved import ResolvedMesh
+from finopti.observability.traffic import PLATFORM, STREAM, USER, classify_routes, regex, service_traffic
 
 GATEWAY_JOB = "gateway"
 SERVICES_JOB = "finopti-services"
@@ -127,18 +128,35 @@ def _ratio(errors: str, total: str, by: str) -> str:
     return f"(sum by ({by}) ({errors}) or sum by ({by}) ({total}) * 0) / sum by ({by}) ({total})"
 
 
-def _red_rules(prefix: str, by: str, total: str, errors: str, bucket: str, per_seconds: float) -> list[dict]:
-    """Requests per second, error ratio and latency quantiles for one level of aggregation."""
+def _traffic_label(expr: str, label: str, classes: dict[str, str]) -> str:
+    """`expr` with a `traffic` label (user | platform | stream, finopti.observability.traffic) chosen by the value
+    of `label`: dashboards show user traffic by default and never draw a stream's duration as latency."""
+    out = f'label_replace({expr}, "traffic", "{USER}", "{label}", ".*")'
+    for kind in (PLATFORM, STREAM):
+        names = [name for name, traffic in classes.items() if traffic == kind]
+        if names:
+            out = f'label_replace({out}, "traffic", "{kind}", "{label}", "{regex(names)}")'
+    return out
+
+
+def _red_rules(prefix: str, by: str, total: str, errors: str, bucket: str, per_seconds: float,
+               traffic: tuple[str, dict[str, str]] | None = None) -> list[dict]:
+    """Requests per second, error ratio and latency quantiles for one level of aggregation; `traffic` is
+    (label, value -> class) when its series get a `traffic` label."""
+
+    def classified(expr: str) -> str:
+        return _traffic_label(expr, *traffic) if traffic else expr
+
     rules = [
-        {"record": f"finopti:{prefix}_requests:rate1m", "expr": f"sum by ({by}) (rate({total}[1m]))"},
+        {"record": f"finopti:{prefix}_requests:rate1m", "expr": classified(f"sum by ({by}) (rate({total}[1m]))")},
         {"record": f"finopti:{prefix}_errors:ratio_rate1m",
-         "expr": _ratio(f"rate({errors}[1m])", f"rate({total}[1m])", by)},
+         "expr": classified(_ratio(f"rate({errors}[1m])", f"rate({total}[1m])", by))},
     ]
     scale = "" if per_seconds == 1 else f" / {per_seconds:g}"
     for name, q in QUANTILES.items():
         rules.append({
             "record": f"finopti:{prefix}_latency_seconds:{name}",
-            "expr": f"histogram_quantile({q}, sum by ({by}, le) (rate({bucket}[1m]))){scale}",
+            "expr": classified(f"histogram_quantile({q}, sum by ({by}, le) (rate({bucket}[1m]))){scale}"),
         })
     return rules
 
@@ -154,6 +172,7 @@ def render_recording_rules(mesh: ResolvedMesh, interval: str | None = None) -> d
             f"envoy_vhost_route_upstream_rq_total{{{listeners}}}",
             f'envoy_vhost_route_upstream_rq_xx{{{listeners},envoy_response_code_class="5"}}',
             f"envoy_vhost_route_upstream_rq_time_bucket{{{listeners}}}", envoy_ms,
+            traffic=("route", classify_routes(mesh)),
         ),
         # Per listener: every request, including the gateway's own answers (401, 404, 429, 503).
         *_red_rules(
@@ -200,6 +219,7 @@ def render_recording_rules(mesh: ResolvedMesh, interval: str | None = None) -> d
     services = _red_rules(
         "service", "service, version",
         "finopti_requests_total", "finopti_request_errors_total", "finopti_request_duration_seconds_bucket", 1,
+        traffic=("service", {s.name: service_traffic(s.name) for s in mesh.services}),
     )
     groups = [
         {"name": "finopti-gateway-red", "rules": gateway},
@@ -263,10 +283,11 @@ def render_alert_rules(mesh: ResolvedMesh, interval: str | None = None) -> dict:
                 "warning", f"No scrape target for {service.name} {version}, which mesh.yaml declares",
                 {"service": service.name, "version": version},
             ))
+    traffic = classify_routes(mesh)
     for route in mesh.routes:
         timeout = route.policy.timeout
-        if not timeout:
-            continue  # no timeout declared: nothing to be near
+        if not timeout or traffic[route.name] == STREAM:
+            continue  # no timeout declared: nothing to be near; a stream ends when its watcher leaves
         limit = round(timeout * LATENCY_NEAR_TIMEOUT, 3)
         rules.append(_alert(
             "FinoptiRouteLatencyNearTimeout",

@@ -10,7 +10,7 @@ import httpx
 from fastapi import Body, FastAPI, Header, HTTPException
 
 from finopti.services.common import ServiceSettings, create_service_app
-from finopti.services.mcp_tools import ToolError, call_tool
+from finopti.services.mcp_tools import ToolError, call_tool, list_tools
 from finopti.telemetry import current_request
 
 ERROR_STATUS = {"NotFound": 404, "InvalidArgument": 400, "AlreadyExists": 409}
@@ -18,15 +18,25 @@ ERROR_STATUS = {"NotFound": 404, "InvalidArgument": 400, "AlreadyExists": 409}
 CONFIRMATION_HEADER = "x-finopti-confirmation"
 
 audit_log = logging.getLogger("finopti.audit")
+# Actions every agent serves besides its own.
+COMMON_ACTIONS = ("describe_actions",)
+
+
+def plural(count: int, noun: str) -> str:
+    """"1 day", "3 days": answers read as sentences, never "3 day(s)"."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 @dataclass(frozen=True)
 class Action:
+    """An agent action: the tool that serves it, a one-line summary of its result, and how the chat shows the
+    result (`view`, the presentation contract of docs/console.md; a dict, or a function of data and arguments)."""
+
     tool: str
     description: str
     summarize: Callable[[Any, dict], str]
-    # How the chat should show `data` (the presentation contract in RULES.md / docs/console.md), if not a table.
-    view: Callable[[Any, dict], dict | None] = lambda data, args: None
+    view: dict | Callable[[Any, dict], dict | None] | None = None
+    explain: Callable[[Any, dict], str] | None = None
     # Arguments the tool always gets for this action (several actions may share one tool).
     fixed: dict = field(default_factory=dict)
     # A change to the cloud: every attempt is written to the audit trail.
@@ -34,6 +44,8 @@ class Action:
     # Served by the agent itself instead of a tool (the platform's own logs, read from the log store through
     # the mesh): called with the agent's settings and the arguments; it raises HTTPException on failure.
     handler: Callable[[ServiceSettings, dict], Awaitable[Any]] | None = None
+    # The JSON Schema of its arguments when no tool has one (a handler's); a tool's comes from its server.
+    schema: dict | None = None
 
 
 def _difference(before: dict | None, after: dict | None) -> str:
@@ -102,6 +114,26 @@ def create_agent_app(
     async def list_actions() -> dict:
         return {"agent": settings.service, "actions": {n: a.description for n, a in actions.items()}}
 
+    async def describe_actions(_: ServiceSettings, __: dict) -> dict:
+        """Every action a planner may call, with its arguments' JSON Schema as the tool server declares it
+        (arguments the agent fixes itself are left out)."""
+        try:
+            tools = await list_tools(tools_url, verify=mesh_tls, source=settings.mesh_source)
+        except Exception as exc:
+            raise _mesh_failure(tool_route, exc) from None
+        out = {}
+        for name, spec in actions.items():
+            if name in ("describe_actions", "inventory") or spec.fixed:
+                continue
+            schema = spec.schema or (tools.get(spec.tool) or {}).get("input_schema")
+            if schema is not None:
+                out[name] = {"description": spec.description, "mutates": spec.mutates, "input_schema": schema}
+        return out
+
+    actions = {**actions, "describe_actions": Action(
+        "", "The actions with their arguments' schemas (for a planner)",
+        lambda data, _: f"{len(data)} actions", handler=describe_actions)}
+
     @app.post("/v1/actions/{action}")
     async def run_action(
         action: str, arguments: dict[str, Any] = Body(default_factory=dict),
@@ -145,9 +177,11 @@ def create_agent_app(
             "summary": spec.summarize(data, args),
             "data": data,
         }
-        view = spec.view(data, args)
+        view = spec.view(data, args) if callable(spec.view) else spec.view
         if view is not None:
             answer["view"] = view
+        if explanation is None and spec.explain is not None:
+            explanation = spec.explain(data, args)
         if explanation is not None:
             answer["explanation"] = explanation
         return answer

@@ -17,12 +17,13 @@ import httpx
 from fastapi import FastAPI
 from mcp.server.fastmcp import FastMCP
 from mcp.server.transport_security import TransportSecuritySettings
-from mcp.types import LATEST_PROTOCOL_VERSION, CallToolResult, InitializeResult
+from mcp.types import LATEST_PROTOCOL_VERSION, CallToolResult, InitializeResult, ListToolsResult
 
 from finopti.cloud import SandboxError
 from finopti.services.common import ServiceSettings, create_service_app
 from finopti.services.meshclient import mesh_transport
 from finopti.telemetry import outgoing_headers
+from finopti.telemetry.context import add_log_fields
 
 
 class ToolError(Exception):
@@ -45,8 +46,61 @@ def new_tool_server(name: str) -> FastMCP:
     )
 
 
+MAX_PEEK_BYTES = 1 << 20
+
+
+class McpLogFields:
+    """Reads each JSON-RPC request (it is small and whole: stateless JSON mode) before the MCP app does, and
+    puts its method and tool name on the request's `request completed` line: without them every hop to a tool
+    server reads "POST /mcp". The body is handed to the app unchanged."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        chunks, more, size = [], True, 0
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False) and size <= MAX_PEEK_BYTES
+        body = b"".join(chunks)
+        add_log_fields(mcp_fields(body))
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": more}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def mcp_fields(body: bytes) -> dict:
+    """{"mcp_method": "tools/call", "mcp_tool": "list_instances"} from a JSON-RPC request (or a batch's first)."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return {}
+    if isinstance(doc, list) and doc:
+        doc = doc[0]
+    if not isinstance(doc, dict) or not isinstance(doc.get("method"), str):
+        return {}
+    fields = {"mcp_method": doc["method"][:100]}
+    params = doc.get("params")
+    if doc["method"] == "tools/call" and isinstance(params, dict) and isinstance(params.get("name"), str):
+        fields["mcp_tool"] = params["name"][:100]
+    return fields
+
+
 def create_tool_server_app(settings: ServiceSettings, server: FastMCP, title: str) -> FastAPI:
-    mcp_app = server.streamable_http_app()
+    mcp_app = McpLogFields(server.streamable_http_app())
     app = create_service_app(settings, title)
 
     @contextlib.asynccontextmanager
@@ -121,6 +175,13 @@ class McpClient:
                                    "params": {"name": tool, "arguments": arguments}})
         return _tool_result(CallToolResult.model_validate(result))
 
+    async def list_tools(self) -> dict[str, dict]:
+        if self._protocol is None:
+            await self._initialize()
+        result = ListToolsResult.model_validate(
+            await self._post({"jsonrpc": "2.0", "id": next(self._ids), "method": "tools/list", "params": {}}))
+        return {t.name: {"description": t.description or "", "input_schema": t.inputSchema} for t in result.tools}
+
     async def aclose(self) -> None:
         await self._client.aclose()
 
@@ -136,6 +197,12 @@ def mcp_client(url: str, verify: ssl.SSLContext | bool = True, timeout: float = 
     if key not in clients:
         clients[key] = McpClient(url, verify, timeout, source)
     return clients[key]
+
+
+async def list_tools(url: str, verify: ssl.SSLContext | bool = True, timeout: float = 20.0,
+                     source: str | None = None) -> dict[str, dict]:
+    """The tools a server offers, over MCP: name -> {description, input_schema} (JSON Schema)."""
+    return await mcp_client(url, verify, timeout, source).list_tools()
 
 
 async def call_tool(

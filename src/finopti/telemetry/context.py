@@ -28,6 +28,8 @@ class RequestContext:
     authorization: str = ""
     user: str = ""
     groups: list[str] = field(default_factory=list)
+    # Extra fields for this request's `request completed` line, set by whoever learns them (MCP method, tool).
+    log_fields: dict = field(default_factory=dict)
 
 
 _current: ContextVar[RequestContext | None] = ContextVar("finopti_request", default=None)
@@ -36,6 +38,13 @@ _NO_REQUEST = RequestContext()
 
 def current_request() -> RequestContext:
     return _current.get() or _NO_REQUEST
+
+
+def add_log_fields(fields: dict) -> None:
+    """Fields for the current request's `request completed` line (nothing outside a request)."""
+    ctx = _current.get()
+    if ctx is not None:
+        ctx.log_fields.update(fields)
 
 
 def set_request(ctx: RequestContext):

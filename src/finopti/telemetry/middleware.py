@@ -78,12 +78,15 @@ class TelemetryMiddleware:
         request_token = set_request(ctx)
         otel_token = otel_context.attach(extract_trace(pairs))
         status = 500
+        stream = False
         started = time.perf_counter()
 
         async def send_with_status(message):
-            nonlocal status
+            nonlocal status, stream
             if message["type"] == "http.response.start":
                 status = message["status"]
+                stream = any(k.lower() == b"content-type" and v.startswith(b"text/event-stream")
+                             for k, v in message.get("headers", ()))
             await send(message)
 
         try:
@@ -91,14 +94,21 @@ class TelemetryMiddleware:
                 try:
                     await self.app(scope, receive, send_with_status)
                 finally:
-                    self._record(scope, route, status, time.perf_counter() - started, headers)
+                    # The caller's span (the gateway hop that forwarded this request): the trace view matches
+                    # this line to that hop by it, whatever the two clocks say.
+                    parent = headers.get("traceparent", "").split("-")
+                    fields = {**ctx.log_fields, **({"parent_span_id": parent[2]} if len(parent) == 4 else {})}
+                    self._record(scope, route, status, time.perf_counter() - started, headers, stream, fields)
         finally:
             otel_context.detach(otel_token)
             reset_request(request_token)
 
-    def _record(self, scope: dict, route: str, status: int, seconds: float, headers: dict[str, str]) -> None:
+    def _record(self, scope: dict, route: str, status: int, seconds: float, headers: dict[str, str],
+                stream: bool, fields: dict) -> None:
         REQUESTS.labels(self.service, self.version, route, scope["method"], str(status)).inc()
-        LATENCY.labels(self.service, self.version, route).observe(seconds)
+        # A stream (Server-Sent Events) lasts as long as someone watches: its duration is not a latency.
+        if not stream:
+            LATENCY.labels(self.service, self.version, route).observe(seconds)
         if status >= 500:
             ERRORS.labels(self.service, self.version, route).inc()
         log.log(
@@ -113,5 +123,7 @@ class TelemetryMiddleware:
                 "duration_ms": round(seconds * 1000, 2),
                 # The calling service, as the gateway verified it (mesh listener only; None from the edge).
                 "source": source_from_xfcc(headers.get("x-forwarded-client-cert")),
+                **({"stream": True} if stream else {}),
+                **fields,
             },
         )

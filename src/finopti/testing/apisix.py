@@ -69,6 +69,19 @@ def short_tempdir(prefix: str) -> Path:
     return path
 
 
+def json_lines(path: Path) -> list[dict]:
+    """The JSON lines of a log file (other lines skipped); [] while it does not exist."""
+    if not path.exists():
+        return []
+    lines = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            lines.append(json.loads(line))
+        except ValueError:
+            continue
+    return lines
+
+
 def _wait(check, what: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -129,15 +142,7 @@ class ApisixInstance:
         return [line for line in self.errors() if "failed to check item data" in line]
 
     def access_lines(self) -> list[dict]:
-        if not self.access_log.exists():
-            return []
-        lines = []
-        for line in self.access_log.read_text(errors="replace").splitlines():
-            try:
-                lines.append(json.loads(line))
-            except ValueError:
-                continue
-        return lines
+        return json_lines(self.access_log)
 
 
 @dataclass
@@ -151,13 +156,7 @@ class ServiceProcess:
     process: subprocess.Popen
 
     def log_lines(self) -> list[dict]:
-        lines = []
-        for line in self.log.read_text(errors="replace").splitlines():
-            try:
-                lines.append(json.loads(line))
-            except ValueError:
-                continue
-        return lines
+        return json_lines(self.log)
 
 
 class ApisixPlatform:

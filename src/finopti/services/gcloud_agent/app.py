@@ -4,15 +4,29 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from finopti.services.agent import Action, create_agent_app
+from finopti.services.agent import Action, create_agent_app, plural
 from finopti.services.common import ServiceSettings
 from finopti.services.gcloud_agent.finops_actions import FINOPS_ACTIONS
+from finopti.services.views import bar, col, detail, stat, table
+
+
+def _filters(args: dict) -> str:
+    """The arguments of a listing in words: "running, in us-central1-a, labelled team=data"."""
+    words = []
+    if args.get("state"):
+        words.append(str(args["state"]).lower())
+    if args.get("zone"):
+        words.append(f"in {args['zone']}")
+    if args.get("label"):
+        words.append(f"labelled {args['label']}")
+    return ", ".join(words)
 
 
 def _count(noun: str):
     def summarize(data: Any, args: dict) -> str:
-        where = " ".join(f"{k}={v}" for k, v in args.items() if not isinstance(v, bool) or v)
-        return f"{len(data)} {noun}" + (f" ({where})" if where else "")
+        kind = f"unattached {noun}" if args.get("unattached_only") else noun
+        where = _filters(args)
+        return plural(len(data), kind) + (f" ({where})" if where else "")
 
     return summarize
 
@@ -27,13 +41,13 @@ def _describe(data: Any, _: dict) -> str:
 
 def _idle(data: Any, args: dict) -> str:
     saving = sum(i.get("monthly_saving_usd", 0) for i in data)
-    return (f"{len(data)} idle instances (avg CPU under {args.get('cpu_threshold', 5.0)}% over "
-            f"{args.get('days', 7)} days); stopping them saves ${saving:,.2f}/month")
+    return (f"{plural(len(data), 'idle instance')} (average CPU under {args.get('cpu_threshold', 5.0):g}% over "
+            f"{plural(args.get('days', 7), 'day')}); stopping them saves ${saving:,.2f}/month")
 
 
 def _rightsizing(data: Any, _: dict) -> str:
     saving = sum(max(r.get("monthly_saving_usd", 0), 0) for r in data)
-    return f"{len(data)} rightsizing recommendations; downsizing saves ${saving:,.2f}/month"
+    return f"{plural(len(data), 'rightsizing recommendation')}; downsizing saves ${saving:,.2f}/month"
 
 
 def _money(value: float) -> str:
@@ -75,27 +89,82 @@ def _inventory(data: Any, _: dict) -> str:
             f"in {len(data['zones'])} zones")
 
 
+INSTANCE_COLUMNS = [col("name"), col("zone"), col("machine_type", "Machine type"), col("state"), col("labels"),
+                    col("created", unit="datetime")]
+MONEY_SORT = ("monthly_cost_usd", True)
+
+
+def _cost_view(data: Any, args: dict) -> dict:
+    group = {"instance": "Instance", "label": str(args.get("label_key") or data.get("label_key") or "label").title()}
+    stats = [stat("Total per month", "totals.total", "USD"), stat("Compute", "totals.compute", "USD"),
+             stat("Disks", "totals.disks", "USD"), stat("Storage", "totals.storage", "USD")]
+    if not data.get("groups"):
+        return detail(stats=stats)
+    return bar(rows="groups", x="key", y=["compute", "disks", "storage"], unit="USD", stacked=True,
+               columns=[col("key", group.get(data.get("group_by"), "Group")), col("compute", unit="USD"),
+                        col("disks", unit="USD"), col("storage", unit="USD"), col("total", unit="USD")],
+               totals=True, sort=("total", True), stats=stats)
+
+
+def _explain_cost(data: Any, _: dict) -> str:
+    return (f"Monthly estimate over {data.get('hours_per_month', 730)} hours from the sandbox price table: "
+            f"{data.get('note', '')}.").replace("..", ".")
+
+
 ACTIONS = {
     "inventory": Action("inventory", "Names of every instance, disk, bucket, zone and machine type", _inventory),
-    "list_instances": Action("list_instances", "List VM instances (zone, state, label filters)", _count("instances")),
-    "describe_instance": Action("describe_instance", "Describe one instance", _describe),
-    "start_instance": Action("start_instance", "Start an instance", _message, mutates=True),
-    "stop_instance": Action("stop_instance", "Stop an instance", _message, mutates=True),
+    "list_instances": Action("list_instances", "List VM instances (zone, state, label filters)", _count("instance"),
+                             view=table(columns=INSTANCE_COLUMNS, sort=("name", False))),
+    "describe_instance": Action("describe_instance", "Describe one instance", _describe, view=detail()),
+    "start_instance": Action("start_instance", "Start an instance", _message, view=detail(), mutates=True),
+    "stop_instance": Action("stop_instance", "Stop an instance", _message, view=detail(), mutates=True),
     "resize_instance": Action("resize_instance", "Change a stopped instance's machine type", _message,
-                              mutates=True),
-    "delete_instance": Action("delete_instance", "Delete an instance", _message, mutates=True),
+                              view=detail(), mutates=True),
+    "delete_instance": Action("delete_instance", "Delete an instance", _message, view=detail(), mutates=True),
     # Planning is its own action to the gateway's policy: a role may see what a change would do without
     # being allowed to make it.
     **{f"plan_{change}": Action("plan_change", f"What {change} would do (nothing changes)", _plan,
                                 fixed={"action": change})
        for change in ("start_instance", "stop_instance", "resize_instance", "delete_instance")},
-    "list_disks": Action("list_disks", "List disks (optionally only unattached ones)", _count("disks")),
-    "list_buckets": Action("list_buckets", "List storage buckets", _count("buckets")),
-    "find_idle_instances": Action("find_idle_instances", "Find idle running instances", _idle),
-    "rightsizing_recommendations": Action(
-        "rightsizing_recommendations", "Recommend machine type changes", _rightsizing
+    "list_disks": Action("list_disks", "List disks (optionally only unattached ones)", _count("disk"),
+                         view=table(columns=[col("name"), col("zone"), col("type"), col("size_gb", "Size", "GB"),
+                                             col("attached_to", "Attached to"), col("labels"),
+                                             col("created", unit="datetime"),
+                                             col("monthly_cost_usd", "Monthly cost", "USD")],
+                                    totals=True, sort=MONEY_SORT)),
+    "list_buckets": Action("list_buckets", "List storage buckets", _count("bucket"),
+                           view=table(columns=[col("name"), col("location"), col("storage_class", "Storage class"),
+                                               col("size_gb", "Size", "GB"), col("labels"),
+                                               col("created", unit="datetime"),
+                                               col("monthly_cost_usd", "Monthly cost", "USD")],
+                                      totals=True, sort=MONEY_SORT)),
+    "find_idle_instances": Action(
+        "find_idle_instances", "Find idle running instances", _idle,
+        view=bar(x="name", y=["monthly_saving_usd"], unit="USD", labels={"monthly_saving_usd": "Monthly saving"},
+                 columns=[col("name"), col("zone"), col("machine_type", "Machine type"),
+                          col("avg_cpu", "Average CPU", "%"), col("max_cpu", "Max CPU", "%"),
+                          col("hourly_price_usd", "Hourly price", "USD"),
+                          col("monthly_saving_usd", "Monthly saving", "USD"), col("labels")],
+                 totals=["monthly_saving_usd"], sort=("monthly_saving_usd", True)),
+        explain=lambda data, args: (
+            f"Running instances whose average CPU over the last {plural(args.get('days', 7), 'day')} is under "
+            f"{args.get('cpu_threshold', 5.0):g}%; stopping one saves its compute price for 730 hours "
+            "(disks are still billed)."),
     ),
-    "estimate_monthly_cost": Action("estimate_monthly_cost", "Estimate the monthly bill", _cost),
+    "rightsizing_recommendations": Action(
+        "rightsizing_recommendations", "Recommend machine type changes", _rightsizing,
+        view=bar(x="name", y=["monthly_saving_usd"], unit="USD", labels={"monthly_saving_usd": "Monthly saving"},
+                 columns=[col("name"), col("machine_type", "Machine type"),
+                          col("recommended_machine_type", "Recommended"), col("action"),
+                          col("cpu_p95", "CPU p95", "%"), col("memory_p95", "Memory p95", "%"),
+                          col("current_monthly_usd", "Current", "USD"),
+                          col("recommended_monthly_usd", "Recommended cost", "USD"),
+                          col("monthly_saving_usd", "Monthly saving", "USD"), col("zone"), col("reason")],
+                 totals=["current_monthly_usd", "recommended_monthly_usd", "monthly_saving_usd"],
+                 sort=("monthly_saving_usd", True)),
+    ),
+    "estimate_monthly_cost": Action("estimate_monthly_cost", "Estimate the monthly bill", _cost,
+                                    view=_cost_view, explain=_explain_cost),
     **FINOPS_ACTIONS,
 }
 

@@ -6,7 +6,8 @@
   retries is stored once (see `LogStore.push`), and `X-Finopti-Prev-Seq` so its batches are stored in order
   (409 when the one before has not come: the collector sends it again).
 - `GET /loki/api/v1/labels`, `GET /loki/api/v1/label/{name}/values`: for Grafana's label browser.
-- `GET /api/logs`, `GET /api/logs/tail` (Server-Sent Events), `GET /api/traces/{trace_id}`, `GET /api/stats`,
+- `GET /api/logs`, `GET /api/logs/tail` (Server-Sent Events), `GET /api/traces/` (the trace list: user, route,
+  status, prefix, traffic, start/end/since, limit), `GET /api/traces/{trace_id}`, `GET /api/stats`,
   `GET /api/collector/positions?collector=`.
 
 Every path is relative to the app, with no redirects, so the gateway can mount it under `/logs/`.
@@ -35,6 +36,7 @@ from finopti.logs.lokipb import decode_push
 from finopti.logs.search import format_cursor, parse_cursor
 from finopti.logs.store import MAX_LIMIT, Admission, Delivery, LogQuery, LogStore, PushError
 from finopti.logs.times import parse_since, parse_time
+from finopti.logs.trace_search import TraceFilter, search_traces
 from finopti.mesh.model import parse_size
 from finopti.services.common import ServiceSettings, create_service_app
 
@@ -110,6 +112,37 @@ def log_query(params: QueryParams, *, default_limit: int = 100) -> LogQuery:
     if q.direction not in ("backward", "forward"):
         raise bad_request("direction", "expected 'backward' (newest first) or 'forward'")
     return q
+
+
+TRACE_PARAMS = {"start", "end", "since", "user", "route", "status", "prefix", "traffic", "limit"}
+_STATUS = re.compile(r"^([1-5]xx|error|[1-5]\d\d)$")
+
+
+def trace_filter(params: QueryParams) -> TraceFilter:
+    """Query string of the trace list -> TraceFilter; a 400 naming the parameter for anything unusable."""
+    unknown = sorted(set(params) - TRACE_PARAMS)
+    if unknown:
+        raise bad_request(unknown[0], f"unknown parameter (known: {', '.join(sorted(TRACE_PARAMS))})")
+    times = log_query(QueryParams({k: v for k, v in params.items() if k in ("start", "end", "since")}))
+    f = TraceFilter(start=times.start, end=times.end)
+    f.user, f.route, f.prefix = params.get("user") or None, params.get("route") or None, params.get("prefix") or None
+    if f.prefix and not re.fullmatch(r"[0-9a-fA-F]{1,32}", f.prefix):
+        raise bad_request("prefix", "expected the first hex digits of a trace id")
+    status = params.get("status") or None
+    if status and not _STATUS.match(status.lower()):
+        raise bad_request("status", "expected 2xx, 4xx, 5xx, error or a status code such as 503")
+    f.status = status.lower() if status else None
+    f.traffic = params.get("traffic") or "user"
+    if f.traffic not in ("user", "platform", "all"):
+        raise bad_request("traffic", "expected user (default), platform or all")
+    if "limit" in params:
+        try:
+            f.limit = int(params["limit"])
+        except ValueError:
+            raise bad_request("limit", "expected an integer") from None
+        if not 1 <= f.limit <= 500:
+            raise bad_request("limit", "must be between 1 and 500")
+    return f
 
 
 def json_streams(body: bytes) -> list[tuple[dict, list]]:
@@ -304,6 +337,12 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         # EventSourceResponse ends the stream when the client goes or the server shuts down (a plain streaming
         # response would hold uvicorn's graceful shutdown forever) and sends a comment every 15 s.
         return EventSourceResponse(events(), ping=SSE_KEEPALIVE_SECONDS, headers={"X-Accel-Buffering": "no"})
+
+    @app.get("/api/traces/")
+    async def traces(request: Request) -> Response:
+        """The trace list: requests that entered through the edge, newest first (finopti.logs.trace_search)."""
+        result = await run_in_threadpool(search_traces, store, trace_filter(request.query_params))
+        return Response(orjson.dumps(result), media_type="application/json")
 
     @app.get("/api/traces/{trace_id}")
     async def trace(trace_id: str) -> Response:

@@ -21,6 +21,18 @@ AT_LEAST = {"DEFAULT": "debug", "DEBUG": "debug", "INFO": "info", "NOTICE": "war
             "ERROR": "error", "CRITICAL": "critical", "ALERT": "critical", "EMERGENCY": "critical"}
 FETCH = 1000  # lines read per question; the answer says when there were more
 DEFAULT_WINDOW = "1h"
+PLATFORM_LOGS_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "service": {"type": "string", "description": "a platform service (gateway, orchestrator, gcloud-agent, "
+                    "monitoring-agent, gcloud-tools, monitoring-tools, ui, logstore, policy, collector)"},
+        "min_severity": {"type": "string", "enum": list(AT_LEAST), "description": "this level and worse"},
+        "window": {"type": "string", "description": "30m, 6h, 2d, today, yesterday, this_morning or this_week",
+                   "default": DEFAULT_WINDOW},
+        "text": {"type": "string", "description": "text the lines contain"},
+    },
+    "additionalProperties": False,
+}
 
 
 def _message(line: dict) -> str:

@@ -4,6 +4,7 @@ Understanding is entity-first (`parser.py`) over the cloud's inventory, read thr
 and cached (`inventory.py`). No retries and no authorization here: the gateway owns both (it authorizes every
 hop for the user)."""
 
+import json
 import logging
 import os
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ from pydantic import BaseModel, Field
 from finopti.services.agent import CONFIRMATION_HEADER
 from finopti.services.common import ServiceSettings, create_service_app, error_body
 from finopti.services.meshclient import mesh_client
-from finopti.services.orchestrator import examples
+from finopti.services.orchestrator import examples, suggestions
 from finopti.services.orchestrator.catalog import action
 from finopti.services.orchestrator.confirmations import (
     DEFAULT_TTL,
@@ -28,6 +29,8 @@ from finopti.services.orchestrator.confirmations import (
 )
 from finopti.services.orchestrator.inventory import Inventory, InventoryCache, platform_services
 from finopti.services.orchestrator.parser import Intent, Understanding, capabilities, understand
+from finopti.services.orchestrator.planner import LLMPlanner, PlannerError, PlannerSettings
+from finopti.services.orchestrator.suggestions import ActionPermissions
 from finopti.telemetry import current_request
 from finopti.telemetry.context import trace_ids
 
@@ -72,6 +75,12 @@ def clarification_body(understanding: Understanding) -> dict:
     }
 
 
+def _with(response: JSONResponse, extra: dict) -> JSONResponse:
+    """The answer with how it was planned (`planner`, and why the LLM was not used when it failed)."""
+    body = json.loads(response.body)
+    return JSONResponse({**body, **extra}, response.status_code)
+
+
 def create_app(settings: ServiceSettings) -> FastAPI:
     app = create_service_app(settings, "orchestrator")
     mesh = mesh_client(settings.mesh_url, verify=settings.mesh_ssl(), source=settings.mesh_source)
@@ -92,6 +101,31 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     confirmations = Confirmations(settings.home / "orchestrator",
                                   ttl=float(os.environ.get("FINOPTI_CONFIRMATION_TTL", DEFAULT_TTL)))
     app.state.confirmations = confirmations
+
+    schemas: dict[str, dict] = {}
+
+    async def action_schemas() -> dict[str, dict]:
+        """Each agent's actions with their MCP tool schemas, read once per agent (as the first user allowed)."""
+        for agent in INVENTORY_SOURCES:
+            if agent not in schemas:
+                result, _ = await call(agent, "describe_actions", {})
+                if result is not None:
+                    schemas[agent] = result["data"]
+        return schemas
+
+    planner_settings = PlannerSettings.from_env()
+    planner = None if planner_settings is None else LLMPlanner(
+        f"{settings.mesh_url.rstrip('/')}/llm", planner_settings, settings.mesh_ssl(), action_schemas,
+        settings.mesh_source)
+
+    async def plan_prompt(prompt: str, known: Inventory) -> tuple[Understanding, dict]:
+        """The LLM's plan when it is on and it works; otherwise the deterministic parser's."""
+        if planner is None:
+            return understand(prompt, known), {"planner": "parser"}
+        try:
+            return await planner.plan(prompt, known), {"planner": "llm"}
+        except PlannerError as exc:
+            return understand(prompt, known), {"planner": "parser", "planner_fallback": f"LLM planner: {exc.reason}"}
 
     async def call(agent: str, name: str, arguments: dict, headers: dict | None = None
                    ) -> tuple[dict | None, JSONResponse | None]:
@@ -118,20 +152,29 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                                                                      "error": exc.error})
         return JSONResponse(error_body(exc.status, exc.error, exc.message, **_ids()), exc.status)
 
+    permissions = ActionPermissions(settings.policy_dir)
+
     @app.get("/capabilities")
     async def list_capabilities() -> dict:
         return {"capabilities": capabilities(), "examples": examples.examples(await inventory.get())}
 
+    @app.get("/suggestions")
+    async def list_suggestions() -> dict:
+        """Example prompts naming what exists, limited to what the user's roles allow (docs/console.md)."""
+        ctx = current_request()
+        found = examples.examples(await inventory.get())
+        return {"user": ctx.user, "suggestions": suggestions.for_user(found, permissions, ctx.user, ctx.groups)}
+
     @app.post("/ask")
     async def ask(request: AskRequest) -> JSONResponse:
         known = await inventory.get()
-        understanding = understand(request.prompt, known)
+        understanding, how = await plan_prompt(request.prompt, known)
         response = await answer(request, understanding, known)
         intent = understanding.intent
         log.info("ask", extra={"event": "ask", "prompt": request.prompt, "status": response.status_code,
                                "outcome": understanding.kind, "agent": intent.agent if intent else None,
-                               "action": intent.action if intent else None})
-        return response
+                               "action": intent.action if intent else None, **how})
+        return _with(response, how)
 
     async def answer(request: AskRequest, understanding: Understanding, known: Inventory) -> JSONResponse:
         if understanding.kind == "unknown":

@@ -15,6 +15,7 @@ start of three instances and the labels app=notebook, env=prod): the action that
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from rapidfuzz.distance import OSA
 
@@ -101,6 +102,7 @@ PART_SYNONYMS = {"db": {"database", "databases"}, "prod": {"production"}, "dev":
 _CANONICAL_PART = {word: part for part, words in PART_SYNONYMS.items() for word in words}
 
 
+@lru_cache(maxsize=1 << 16)
 def compare_part(said: str, name: str) -> str:
     """'equal', 'close' (a typo in letters) or 'different'."""
     if _norm(said) == _norm(name) or said in PART_SYNONYMS.get(name, ()):

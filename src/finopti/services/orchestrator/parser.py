@@ -119,27 +119,28 @@ def _typo_of(token: str) -> str | None:
     return None
 
 
+_BY_FIRST_WORD: dict[str, list[tuple[int, list[str], str]]] = {}
+for _rank, (_words, _phrase) in enumerate(_PHRASES):
+    _BY_FIRST_WORD.setdefault(_words[0], []).append((_rank, _words, _phrase))
+
+
 def _match_phrases(tokens: tuple[str, ...], taken: set[int]) -> list[Phrase]:
+    """Every catalogue phrase in the tokens, longest first; a token belongs to one phrase at most."""
     found: list[Phrase] = []
     used = set(taken)
-    for words, phrase in _PHRASES:  # longest first
-        if "*" in words:
-            head, tail = words[0], words[-1]
-            for i, token in enumerate(tokens):
-                if token != head or i in used:
-                    continue
-                for j in range(i + 2, min(len(tokens), i + 6)):
-                    if tokens[j] == tail and j not in used:
-                        found.append(Phrase(i, j + 1, phrase, frozenset({i, j})))
-                        used |= {i, j}
-                        break
-            continue
-        n = len(words)
-        for i in range(len(tokens) - n + 1):
-            span = range(i, i + n)
-            if tuple(tokens[i:i + n]) == tuple(words) and not used.intersection(span):
-                found.append(Phrase(i, i + n, phrase, frozenset(span)))
-                used.update(span)
+    candidates = []  # (rank, start, words, phrase): rank orders longer phrases first, as _PHRASES does
+    for i, token in enumerate(tokens):
+        for rank, words, phrase in _BY_FIRST_WORD.get(token, ()):
+            if "*" in words:
+                tail = next((j for j in range(i + 2, min(len(tokens), i + 6)) if tokens[j] == words[-1]), None)
+                if tail is not None:
+                    candidates.append((rank, i, (i, tail), phrase))
+            elif tuple(tokens[i:i + len(words)]) == tuple(words):
+                candidates.append((rank, i, tuple(range(i, i + len(words))), phrase))
+    for _, start, span, phrase in sorted(candidates):
+        if not used.intersection(span):
+            found.append(Phrase(start, span[-1] + 1, phrase, frozenset(span)))
+            used.update(span)
     for i, token in enumerate(tokens):
         if i not in used and token not in STOPWORDS:
             typo = _typo_of(token)

@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
@@ -30,30 +31,40 @@ PAGES = {
     "chat": ("Ask", "chat.js"),
     "overview": ("Platform Overview", "overview.js"),
     "trace": ("Trace View", "trace.js"),
-    "live": ("Debug Console", "live.js"),
+    "traces": ("Traces", "traces.js"),
+    "live": ("Live logs", "live.js"),
 }
+NAV = (("chat", "/", "Ask"), ("overview", "/console", "Overview"), ("traces", "/console/traces", "Traces"),
+       ("live", "/console/live", "Live logs"))
+# What each console area reads, to tell which roles it needs (the route serving it, from the running mesh).
+CONSOLE_AREAS = {"trace": "/api/traces/x", "logs": "/api/logs/tail", "metrics": "/api/metrics/query"}
 
 
 def page(kind: str, version: str, **data: str) -> str:
+    """The HTML shell of a page: no inline script, style or handler (a strict Content-Security-Policy holds)."""
     title, script = PAGES[kind]
     attrs = " ".join(f'data-{k.replace("_", "-")}="{html.escape(v)}"' for k, v in data.items())
+    current = "traces" if kind == "trace" else kind
     nav = "".join(
-        f'<a href="{href}"{" aria-current=page" if key == kind else ""}>{label}</a>'
-        for key, href, label in (("chat", "/", "Ask"), ("overview", "/console", "Overview"),
-                                 ("live", "/console/live", "Live logs"))
+        f'<a href="{href}"{" aria-current=page" if key == current else ""}>{label}</a>' for key, href, label in NAV
     )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title} · FinOptiAgents</title>
+<link rel="stylesheet" href="/static/vendor/uplot/uPlot.min.css?v={version}">
 <link rel="stylesheet" href="/static/style.css?v={version}">
 <link rel="icon" href="data:,">
 </head>
 <body data-page="{kind}" {attrs}>
 <header class="top">
   <a class="brand" href="/"><span class="logo">◆</span> FinOptiAgents</a>
-  <nav>{nav}</nav>
-  <div id="signin" class="signin"></div>
+  <button id="menu-toggle" class="menu-toggle" type="button" aria-expanded="false" aria-controls="menu"
+    aria-label="menu">☰</button>
+  <div id="menu" class="menu">
+    <nav>{nav}</nav>
+    <div id="signin" class="signin"></div>
+  </div>
 </header>
 <main id="app"><p class="muted">Loading…</p></main>
 <footer class="foot">ui {html.escape(version)} · served through the gateway ·
@@ -69,6 +80,22 @@ class TokenRequest(BaseModel):
 def role_users(policy_dir: Path) -> dict[str, list[str]]:
     data = json.loads((policy_dir / "data.json").read_text())
     return dict(data.get("finopti", {}).get("roles", {}).get("users", {}))
+
+
+def console_access(mesh_file: Path) -> dict[str, list[str] | None]:
+    """area -> roles of the edge route that serves it (None: the policy's own rules, or no running mesh)."""
+    from finopti.mesh.model import load_mesh
+    from finopti.policy.envoy import match_route
+
+    if not mesh_file.exists():
+        return dict.fromkeys(CONSOLE_AREAS)
+    spec = load_mesh(mesh_file)
+    routes = {r.name: r for r in spec.routes}
+    out: dict[str, list[str] | None] = {}
+    for area, path in CONSOLE_AREAS.items():
+        name = match_route(spec.routes, "edge", path)
+        out[area] = list(routes[name].roles) if name and routes[name].roles else None
+    return out
 
 
 def running_identity(settings: ServiceSettings):
@@ -112,6 +139,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     async def live() -> str:
         return page("live", version)
 
+    @app.get("/console/traces", response_class=HTMLResponse)
+    async def traces() -> str:
+        return page("traces", version)
+
     @app.get("/console/trace/{trace_id}", response_class=HTMLResponse)
     async def trace(trace_id: str) -> str:
         if not _TRACE_ID.match(trace_id):
@@ -121,6 +152,12 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     @app.get("/console/model.json")
     async def model() -> JSONResponse:
         return JSONResponse(console_model(), headers={"Cache-Control": "no-cache"})
+
+    @app.get("/console/access.json")
+    async def access() -> JSONResponse:
+        """Roles each console area needs (the route serving it in the running mesh), so pages link only where
+        the user may follow; the gateway still decides every request."""
+        return JSONResponse(console_access(settings.home / "mesh.running.yaml"), headers={"Cache-Control": "no-cache"})
 
     @app.get("/auth/dev-users")
     async def dev_users() -> dict:
@@ -148,4 +185,5 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                             headers={"Cache-Control": "no-store"})
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(GZipMiddleware, minimum_size=1024)  # uPlot is 145 kB as text, 40 kB compressed
     return app

@@ -1,9 +1,14 @@
 // Platform Overview: rendered from the dashboard model (/console/model.json), the same model Grafana renders.
-import { api, el, errorMessage, mountSignIn, session, signInNotice } from "./common.js";
-import { formatValue, legend, lineChart } from "./charts.js";
+import { timeSeries } from "./charts.js";
+import { api, consoleAccess, el, errorMessage, mayUse, mountSignIn, roleNotice, session, signInNotice } from "./common.js";
+import { formatDuration, formatValue } from "./format.js";
+import { serviceGraph } from "./graph.js";
 
 const WINDOWS = { "5m": 300, "15m": 900, "1h": 3600, "6h": 21600 };
 const state = { window: "5m", timer: null, model: null };
+const selected = {}; // variable name -> chosen value ("" is All)
+
+class Denied extends Error {}
 
 function interpolate(query, values) {
   return query.replace(/\$(\w+)/g, (m, name) => (name in values ? values[name] : m));
@@ -11,10 +16,9 @@ function interpolate(query, values) {
 
 function legendName(template, metric) {
   if (!template) return Object.entries(metric).filter(([k]) => k !== "__name__").map(([k, v]) => `${k}=${v}`).join(" ") || "value";
-  return template.replace(/\{\{\s*(\w+)\s*\}\}/g, (_, k) => metric[k] ?? "").trim() || "value";
+  return template.replace(/\{\{\s*(\w+)\s*\}\}/g, (_, k) => metric[k] ?? "").replace(/\s+/g, " ").trim() || "value";
 }
 
-const selected = {}; // variable name -> chosen value ("" is All)
 // Regex-escaped, and each backslash doubled for the PromQL string literal.
 const escapeRegex = (v) => v.replace(/[.*+?^${}()|[\]\\]/g, "\\\\$&");
 
@@ -25,10 +29,18 @@ function values() {
   return out;
 }
 
+async function query(path) {
+  const r = await api(path);
+  if (r.status === 401 || r.status === 403) throw new Denied(errorMessage(r));
+  if (!r.ok) throw new Error(errorMessage(r));
+  return r.body;
+}
+
 async function variableSelect(variable, onChange) {
   const select = el("select", { "aria-label": variable.label || variable.name, "data-variable": variable.name },
-    el("option", { value: "" }, "All"));
-  selected[variable.name] = "";
+    el("option", { value: "" }, "All"), (variable.options || []).map((o) => el("option", { value: o }, o)));
+  select.value = variable.default || "";
+  selected[variable.name] = select.value;
   const fill = async () => {
     if (variable.kind !== "label_values" || variable.values_from !== "metrics") return;
     const label = variable.values_label || variable.name;
@@ -56,63 +68,105 @@ async function timeseries(panel, body) {
   const series = [];
   for (const q of panel.queries.filter((q) => q.type === "metric")) {
     const params = new URLSearchParams({ query: interpolate(q.promql, values()), start, end, step });
-    const r = await api(`/api/metrics/query_range?${params}`);
-    if (!r.ok) throw new Error(errorMessage(r));
-    for (const s of r.body.data.result || []) {
+    const data = await query(`/api/metrics/query_range?${params}`);
+    for (const s of data.data.result || []) {
       series.push({ name: legendName(q.legend, s.metric), points: s.values.map(([t, v]) => [Number(t), Number(v)]) });
     }
   }
   if (!series.some((s) => s.points.length)) return body.replaceChildren(emptyReason(panel));
   series.sort((a, b) => a.name.localeCompare(b.name));
-  const width = panel.width >= 24 ? 1160 : 560;
   // A young platform has data only at the end of the window: start the axis near the first sample.
   const first = Math.min(...series.flatMap((s) => s.points.map((p) => p[0])));
   const from = Math.max(start, Math.min(end - 60, first - 2 * step));
-  body.replaceChildren(lineChart(series, { unit: panel.unit, start: from, end, width }), legend(series, panel.unit));
+  const fixedMax = panel.unit === "percentunit" && series.some((s) => s.points.some((p) => p[1] > 0.5)) ? 1 : undefined;
+  body.replaceChildren(timeSeries(series, { unit: panel.unit, start: from, end, height: 200, fixedMax }));
 }
 
 async function stat(panel, body) {
   const items = [];
   for (const q of panel.queries.filter((q) => q.type === "metric")) {
     const params = new URLSearchParams({ query: interpolate(q.promql, values()) });
-    const r = await api(`/api/metrics/query?${params}`);
-    if (!r.ok) throw new Error(errorMessage(r));
-    const result = r.body.data.result || [];
-    const v = result.length ? Number(result[0].value[1]) : null;
-    items.push({ label: q.legend, value: v });
+    const data = await query(`/api/metrics/query?${params}`);
+    const result = data.data.result || [];
+    items.push({ label: q.legend, value: result.length ? Number(result[0].value[1]) : null });
   }
   if (items.every((i) => i.value === null)) return body.replaceChildren(emptyReason(panel, "No series."));
-  body.replaceChildren(...items.map((i) => el("div", { class: "stat" }, formatValue(i.value ?? 0, panel.unit),
+  // Counts of events are whole numbers (the model rounds increase()).
+  body.replaceChildren(...items.map((i) => el("div", { class: "stat" }, formatValue(i.value ?? 0, panel.unit === "short" ? "count" : panel.unit),
     i.label ? el("small", {}, i.label) : null)));
+}
+
+async function logLines(q, services = []) {
+  const params = new URLSearchParams({ limit: "5000", start: String(Date.now() - WINDOWS[state.window] * 1000) });
+  for (const s of services) params.append("service", s);
+  for (const l of (q.level || "").split("|")) if (l && !l.startsWith("$")) params.append("level", l);
+  return (await query(`/api/logs?${params}`)).lines || [];
 }
 
 async function logTable(panel, body) {
   const q = panel.queries.find((q) => q.type === "log");
-  const params = new URLSearchParams({ limit: "1000", start: String(Date.now() - WINDOWS[state.window] * 1000) });
-  for (const s of q.services || []) {
-    const v = s.startsWith("$") ? selected[s.slice(1)] : s;
-    if (v) params.append("service", v);
-  }
-  for (const l of (q.level || "").split("|")) if (l && !l.startsWith("$")) params.append("level", l);
-  const r = await api(`/api/logs?${params}`);
-  if (!r.ok) throw new Error(errorMessage(r));
-  const lines = r.body.lines || [];
+  const services = (q.services || []).map((s) => (s.startsWith("$") ? selected[s.slice(1)] : s)).filter(Boolean);
+  const drop = new Set(q.drop_events || []);
+  const lines = (await logLines(q, services)).filter((l) => !(l.line && typeof l.line === "object" && drop.has(l.line.event)));
   const by = q.top_by && q.top_by.length ? q.top_by : ["service", "message"];
   const counts = new Map();
   for (const line of lines) {
     const obj = line.line && typeof line.line === "object" ? line.line : { message: String(line.line) };
     const key = by.map((k) => (k === "service" ? line.service : obj[k] ?? "")).map(String);
     const id = JSON.stringify(key);
-    const item = counts.get(id) || { key, count: 0, last: line.ts };
+    const item = counts.get(id) || { key, count: 0 };
     item.count += 1;
     counts.set(id, item);
   }
   if (!counts.size) return body.replaceChildren(emptyReason(panel));
   const rows = [...counts.values()].sort((a, b) => b.count - a.count).slice(0, q.limit || 20);
   body.replaceChildren(el("div", { class: "table-wrap" }, el("table", { class: "data" },
-    el("thead", {}, el("tr", {}, by.map((k) => el("th", {}, k)), el("th", {}, "count"))),
-    el("tbody", {}, rows.map((r) => el("tr", {}, r.key.map((v) => el("td", { style: "white-space:normal" }, v)),
-      el("td", { class: "num" }, r.count)))))));
+    el("thead", {}, el("tr", {}, by.map((k) => el("th", {}, el("span", { class: "th" }, k))), el("th", { class: "num" }, el("span", { class: "th" }, "count")))),
+    el("tbody", {}, rows.map((r) => el("tr", {}, r.key.map((v, i) => el("td", { class: "wrap", "data-label": by[i] }, v)),
+      el("td", { class: "num", "data-label": "count" }, r.count)))))));
+}
+
+/** Edges of the service graph from the gateway's access lines (what the model's graph query describes). */
+export function graphEdges(lines, exclude) {
+  const edges = new Map();
+  for (const entry of lines) {
+    const o = entry.line;
+    if (entry.service !== "gateway" || !o || typeof o !== "object" || o.message !== "access") continue;
+    const target = String(o.upstream_service || "").split(".")[0] || "gateway";
+    if (exclude.has(target)) continue;
+    const source = o.source ? String(o.source).split("/").pop() : "clients";
+    const key = `${source}→${target}`;
+    const edge = edges.get(key) || { source, target, requests: 0, errors: 0, durations: [] };
+    edge.requests += 1;
+    const status = Number(o.status);
+    if (!status || status >= 500) edge.errors += 1;
+    edge.durations.push(Number(o.duration_ms) || 0);
+    edges.set(key, edge);
+  }
+  return [...edges.values()].map((e) => {
+    const sorted = e.durations.sort((a, b) => a - b);
+    return { source: e.source, target: e.target, requests: e.requests, errors: e.errors,
+      p95_ms: sorted[Math.max(0, Math.ceil(0.95 * sorted.length) - 1)] };
+  });
+}
+
+async function graph(panel, body) {
+  const q = panel.queries.find((q) => q.type === "graph");
+  const platform = selected.traffic === "" || selected.traffic === "platform";
+  const lines = await logLines(q, ["gateway"]);
+  const edges = graphEdges(lines, new Set(platform ? [] : q.exclude_services || []));
+  if (!edges.length) return body.replaceChildren(emptyReason(panel));
+  const seconds = WINDOWS[state.window];
+  body.replaceChildren(serviceGraph(edges, { seconds }),
+    el("details", { class: "as-table" }, el("summary", {}, `The ${edges.length} edges as a table`),
+      el("div", { class: "table-wrap" }, el("table", { class: "data graph-edges", "data-testid": "graph-edges" },
+        el("thead", {}, el("tr", {}, ["caller", "callee", "requests", "req/s", "errors", "p95"].map((h) => el("th", {}, el("span", { class: "th" }, h))))),
+        el("tbody", {}, edges.sort((a, b) => b.requests - a.requests).map((e) => el("tr", {},
+          el("td", { "data-label": "caller" }, e.source), el("td", { "data-label": "callee" }, e.target),
+          el("td", { class: "num", "data-label": "requests" }, e.requests.toLocaleString()),
+          el("td", { class: "num", "data-label": "req/s" }, formatValue(e.requests / seconds, "reqps")),
+          el("td", { class: `num${e.errors ? " err" : ""}`, "data-label": "errors" }, e.errors.toLocaleString()),
+          el("td", { class: "num", "data-label": "p95" }, formatDuration(e.p95_ms)))))))));
 }
 
 async function renderPanel(panel, node) {
@@ -120,17 +174,14 @@ async function renderPanel(panel, node) {
   try {
     if (panel.kind === "timeseries") await timeseries(panel, body);
     else if (panel.kind === "stat") await stat(panel, body);
+    else if (panel.kind === "graph") await graph(panel, body);
     else await logTable(panel, body);
     node.dataset.state = body.querySelector(".empty") ? "empty" : "data";
   } catch (err) {
+    if (err instanceof Denied) throw err;
     node.dataset.state = "error";
     body.replaceChildren(el("div", { class: "notice error small" }, String(err.message || err)));
   }
-}
-
-async function refresh(panels) {
-  await Promise.all(panels.map(([panel, node]) => renderPanel(panel, node)));
-  document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString([], { hour12: false })}`;
 }
 
 async function main() {
@@ -143,32 +194,52 @@ async function main() {
     Object.keys(WINDOWS).map((k) => el("option", { value: k, selected: k === state.window }, `last ${k}`)));
   const grid = el("div", { class: "grid" });
   const panels = dash.panels.map((p) => {
-    const node = el("section", { class: "panel", style: `grid-column: span ${p.width || 12}`, "data-kind": p.kind,
+    const node = el("section", { class: "panel", style: { gridColumn: `span ${p.width || 12}` }, "data-kind": p.kind,
       "data-title": p.title, "data-state": "loading" },
-      el("h3", {}, p.title), p.description ? el("p", { class: "desc" }, p.description) : null,
-      el("div", { class: "panel-body" }, el("span", { class: "muted small" }, "Loading…")));
+    el("h3", {}, p.title), p.description ? el("p", { class: "desc" }, p.description) : null,
+    el("div", { class: "panel-body" }, el("span", { class: "muted small" }, "Loading…")));
     grid.append(node);
     return [p, node];
   });
+  const refresh = async () => {
+    try {
+      await Promise.all(panels.map(([panel, node]) => renderPanel(panel, node)));
+    } catch (err) {
+      // One notice for the page, not a denial in every panel.
+      if (!(err instanceof Denied)) throw err;
+      clearInterval(state.timer);
+      gate.replaceChildren(roleNotice((await consoleAccess()).metrics || ["observability_admin"], "the platform's metrics"));
+      grid.hidden = toolbar.hidden = true;
+      return;
+    }
+    document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString([], { hour12: false })}`;
+  };
   const variables = await Promise.all(dash.variables.map((v) => variableSelect(v, () => refreshAll())));
   const refreshAll = async () => {
     for (const v of variables) await v.fill();
-    await refresh(panels);
+    await refresh();
   };
+  const refreshButton = el("button", { type: "button", class: "secondary" }, "Refresh");
+  refreshButton.addEventListener("click", () => refreshAll());
+  const links = { "finopti-trace-view": "/console/traces", "finopti-debug-console": "/console/live" };
   const toolbar = el("div", { class: "toolbar" }, el("label", {}, "Window", windowSelect), variables.map((v) => v.node),
-    el("button", { class: "secondary", onclick: () => refreshAll() }, "Refresh"),
-    el("span", { class: "muted small", id: "updated" }),
-    el("span", { class: "muted small", style: "margin-left:auto" },
+    refreshButton, el("span", { class: "muted small", id: "updated" }),
+    el("span", { class: "muted small grow" }, (dash.links || []).map((l) => [el("a", { href: links[l.uid] || "#" }, l.title), " · "]),
       el("a", { href: "/console/model.json" }, "dashboard model"), " · Grafana renders the same model"));
-  windowSelect.addEventListener("change", () => { state.window = windowSelect.value; refresh(panels); });
+  windowSelect.addEventListener("change", () => { state.window = windowSelect.value; refresh(); });
   app.replaceChildren(el("h1", {}, dash.title.replace(/^FinOptiAgents — /, "")),
     el("p", { class: "subtitle" }, dash.description), gate, toolbar, grid);
-  const start = () => {
+  const start = async () => {
     clearInterval(state.timer);
-    if (!session.token) { gate.replaceChildren(signInNotice("observability_admin")); grid.hidden = true; return; }
-    gate.replaceChildren(); grid.hidden = false;
+    if (!session.token) { gate.replaceChildren(signInNotice("observability_admin")); grid.hidden = toolbar.hidden = true; return; }
+    if (!(await mayUse("metrics"))) {
+      gate.replaceChildren(roleNotice((await consoleAccess()).metrics || [], "the platform's metrics"));
+      grid.hidden = toolbar.hidden = true;
+      return;
+    }
+    gate.replaceChildren(); grid.hidden = toolbar.hidden = false;
     refreshAll();
-    state.timer = setInterval(() => refresh(panels), 30000);
+    state.timer = setInterval(refresh, 30000);
   };
   window.addEventListener("finopti:auth", start);
   start();

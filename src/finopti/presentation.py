@@ -1,0 +1,147 @@
+"""An answer's rows as text, for the command line: the same `view` contract the chat draws (docs/console.md) —
+the rows it names, its columns, units, totals and order — rendered as plain strings. Pure functions; the CLI
+puts the result in a table. (The browser's side of the contract is the ui's views.js.)"""
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+CURRENCY = re.compile(r"^[A-Z]{3}$")
+ISO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£"}
+MAX_COLUMNS = 12
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    label: str
+    unit: str = ""
+
+
+@dataclass(frozen=True)
+class AnswerTable:
+    columns: list[Column]
+    rows: list[list[str]]
+    numeric: list[bool]  # right-aligned columns
+    totals: list[str] | None = None
+
+
+def human_label(key: str) -> str:
+    text = re.sub(r"_(usd|eur|gbp|pct|percent)$", "", key, flags=re.IGNORECASE).replace("_", " ").strip()
+    return text[:1].upper() + text[1:]
+
+
+def guess_unit(key: str, values: list) -> str:
+    match = re.search(r"_(usd|eur|gbp)$", key.lower())
+    if match:
+        return match.group(1).upper()
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, str) and ISO_TIME.match(v) for v in present):
+        return "datetime"
+    if re.search(r"(^|_)(cpu|memory)(_|$)|_pct$|_percent$", key.lower()) and all(
+            isinstance(v, int | float) for v in present):
+        return "%"
+    if key.lower().endswith("_gb"):
+        return "GB"
+    return ""
+
+
+def format_value(value, unit: str = "") -> str:
+    """A cell: money with its currency, percentages, dates, objects as k=v, booleans as yes/no."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict):
+        return " ".join(f"{k}={v}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(str(v.get("name", v)) if isinstance(v, dict) else str(v) for v in value)
+    if unit == "datetime" and isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M")
+        except ValueError:
+            return value
+    if isinstance(value, int | float):
+        if CURRENCY.match(unit or ""):
+            sign = "-" if value < 0 else ""
+            return f"{sign}{SYMBOLS.get(unit, unit + ' ')}{abs(value):,.2f}"
+        number = f"{value:,}" if isinstance(value, int) else f"{value:,.2f}"
+        if unit in ("%", "percent"):
+            return f"{number}%"
+        return f"{number} {unit}" if unit and unit not in ("count", "short") else number
+    return str(value)
+
+
+def _pick(data, path: str | None):
+    if not path:
+        return data
+    for part in path.split("."):
+        data = data.get(part) if isinstance(data, dict) else None
+    return data
+
+
+def _is_rows(value) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(r, dict) for r in value)
+
+
+def rows_of(data, view: dict) -> list[dict] | None:
+    if "rows" in view:
+        rows = _pick(data, view["rows"])
+    elif isinstance(data, list):
+        rows = data
+    else:
+        rows = None
+    return rows if _is_rows(rows) else None
+
+
+def _columns(rows: list[dict], view: dict) -> list[Column]:
+    declared = view.get("columns") or []
+    if declared:
+        out = []
+        for c in declared:
+            c = {"key": c} if isinstance(c, str) else c
+            unit = c.get("unit")
+            out.append(Column(c["key"], c.get("label") or human_label(c["key"]),
+                              unit if unit is not None else guess_unit(c["key"], [r.get(c["key"]) for r in rows])))
+        return out
+    keys: list[str] = []
+    for row in rows[:200]:
+        keys += [k for k in row if k not in keys]
+    nested = {k for k in keys if any(isinstance(r.get(k), dict | list) for r in rows)}
+    ordered = [k for k in keys if k not in nested] + [k for k in keys if k in nested]
+    return [Column(k, human_label(k), guess_unit(k, [r.get(k) for r in rows])) for k in ordered[:MAX_COLUMNS]]
+
+
+def answer_table(payload: dict) -> AnswerTable | None:
+    """The rows of an /api/ask answer as its view says (or inferred), or None when `data` holds no rows."""
+    view = payload.get("view") if isinstance(payload.get("view"), dict) else {}
+    data = payload.get("data")
+    rows = rows_of(data, view)
+    if rows is None and view.get("type") == "detail" and isinstance(data, dict):
+        scalars = {k: v for k, v in data.items() if not _is_rows(v)}
+        return AnswerTable([Column("field", "Field"), Column("value", "Value")],
+                           [[human_label(k), format_value(v, guess_unit(k, [v]))] for k, v in scalars.items()],
+                           [False, False])
+    if rows is None:
+        return None
+    columns = _columns(rows, view)
+    sort = view.get("sort")
+    if isinstance(sort, dict) and sort.get("key"):
+        key = sort["key"]
+        present = [r for r in rows if r.get(key) is not None]
+        rows = sorted(present, key=lambda r: r[key], reverse=bool(sort.get("desc"))) + [
+            r for r in rows if r.get(key) is None]
+    numeric = [all(isinstance(r.get(c.key), int | float) and not isinstance(r.get(c.key), bool)
+                   for r in rows if r.get(c.key) is not None) and any(r.get(c.key) is not None for r in rows)
+               for c in columns]
+    table_rows = [[format_value(r.get(c.key), c.unit) for c in columns] for r in rows]
+    totals_keys = view.get("totals")
+    if totals_keys is True:
+        totals_keys = [c.key for c in columns if CURRENCY.match(c.unit or "")]
+    totals = None
+    if totals_keys:
+        totals = [format_value(round(sum(r.get(c.key) or 0 for r in rows), 2), c.unit) if c.key in totals_keys
+                  else "" for c in columns]
+        totals[0] = totals[0] or f"Total ({len(rows)})"
+    return AnswerTable(columns, table_rows, numeric, totals)
