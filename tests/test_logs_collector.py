@@ -4,6 +4,7 @@ structured metadata, original lines), robustness to bad lines, retries, rotation
 import itertools
 import json
 import os
+import random
 import shutil
 import threading
 import time
@@ -16,6 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from finopti.logs.collector import Collector, ParseStats, parse_line, serve_http
+from finopti.logs.line_guard import _BYTE_MARKS, _has_mark, lines_with_marks
 from finopti.logs.multiline import Joiner, MultilineRule, infer_level
 from finopti.logs.tail import FileTail, Position, anchor_of, digest
 
@@ -596,3 +598,13 @@ def test_tail_reads_every_file_of_several_rotations_between_two_looks(tmp_path):
     os.rename(log, tmp_path / "x.log.1")
     log.write_bytes(b"d\n")
     assert read_all(tail) == [b"b", b"c", b"d"] and tail.rotations == 2
+
+
+def test_a_chunk_finds_the_same_lines_to_redact_as_each_line():
+    """The collector looks for redaction's marks once per chunk: exactly the lines a per-line look would pick."""
+    rng = random.Random(5)
+    pieces = [b"abc", b"={", b"Bearer ", b"eyJx", b"token\"", b"passw", b"SECRET", b"\"key\"", b"zz", b" ", b"e",
+              b"yJ", b"ear", b"er ", b"=", b"KEY\""]
+    for _ in range(200):
+        lines = [b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 6))) for _ in range(rng.randint(1, 30))]
+        assert lines_with_marks(lines) == {i for i, line in enumerate(lines) if _has_mark(line, _BYTE_MARKS)}

@@ -454,3 +454,47 @@ def test_tls_accepts_rotated_client_under_same_ca(mesh: MeshPki, gateway: MtlsSe
     reply = exchange(gateway.port, client_context(mesh.ca_cert, *mesh.paths("orchestrator")))
     assert reply == b"hello spiffe://finopti.local/svc/orchestrator"
     assert gateway.next_result()[0] == "accepted"
+
+
+def _handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext) -> bool:
+    """A real TLS handshake over a socket pair: does the server accept the client's certificate?"""
+    a, b = socket.socketpair()
+    result: dict = {}
+
+    def serve() -> None:
+        try:
+            with server_ctx.wrap_socket(a, server_side=True) as s:
+                s.recv(1)
+                result["ok"] = True
+        except (ssl.SSLError, OSError):
+            result["ok"] = False
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        with client_ctx.wrap_socket(b, server_hostname="svc") as c:
+            c.sendall(b"x")
+    except (ssl.SSLError, OSError):
+        pass
+    thread.join(timeout=10)
+    return result.get("ok", False)
+
+
+def test_a_service_accepts_every_caller_file_it_is_given(tmp_path: Path) -> None:
+    """Kubernetes gives a service two files to trust (FINOPTI_TLS_CALLERS=ca:own, os.pathsep-separated): the CA
+    that issues only the gateway's certificate, and its own leaf for its health probe; nothing else gets in."""
+    callers = ensure_pki(tmp_path / "callers", ["gateway"])
+    mesh = ensure_pki(tmp_path / "mesh", ["svc", "other"])
+    trusted = f"{callers.ca_cert}{os.pathsep}{mesh.paths('svc')[0]}"
+    from finopti.meshtls import server_context as service_context
+
+    server = service_context(*mesh.paths("svc"), Path(trusted))
+
+    def client(pki: MeshPki, name: str) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(mesh.ca_cert))
+        ctx.load_cert_chain(*pki.paths(name))
+        return ctx
+
+    assert _handshake(server, client(callers, "gateway"))
+    assert _handshake(server, client(mesh, "svc"))
+    assert not _handshake(server, client(mesh, "other"))  # same CA as the service, not a caller

@@ -748,6 +748,35 @@ def verify_compose_cmd(
     verify(bundle)
 
 
+@render_app.command("kubernetes")
+def render_kubernetes_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Directory to write the Helm chart to.")] = Path(
+        "deploy/kubernetes"),
+    mesh: MeshOption = Path("mesh.yaml"),
+) -> None:
+    """Write the Kubernetes package: a Helm chart (APISIX and OPA, a Deployment per service, NetworkPolicies,
+    cert-manager identities, Alloy, Loki, Prometheus, Grafana)."""
+    from finopti.deploy.commands import render_kubernetes_cmd as render
+
+    render(out, mesh)
+
+
+@app.command("verify-kubernetes")
+def verify_kubernetes_cmd(
+    source: Annotated[str, typer.Argument(help="The chart directory, a file of rendered manifests (helm template "
+                                               "output), or - for standard input.")] = "deploy/kubernetes",
+    values: Annotated[list[Path] | None, typer.Option("--values", "-f", help="Values files for the chart, as for "
+                                                                               "helm (later ones win).")] = None,
+    namespace: Annotated[str, typer.Option("--namespace", "-n", help="The release's namespace.")] = "finopti",
+) -> None:
+    """Prove from the rendered manifests alone that no backend pod can be reached but by the gateway (and
+    Prometheus, for /metrics) and that backends reach nothing but the gateway and DNS; check every pod's
+    security context and every manifest against Kubernetes' schemas."""
+    from finopti.deploy.commands import verify_kubernetes_cmd as verify
+
+    verify(source, values, namespace)
+
+
 def main() -> None:
     try:
         app()

@@ -3,6 +3,7 @@ the verified caller identity the gateway forwards (x-forwarded-client-cert)."""
 
 from __future__ import annotations
 
+import os
 import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,11 +22,14 @@ def server_context(cert: Path, key: Path, callers_bundle: Path) -> ssl.SSLContex
     """Require a client certificate that is one of the pinned callers' leaf certificates.
 
     The bundle holds leaf certificates, not the CA: PARTIAL_CHAIN makes OpenSSL accept a pinned leaf as
-    a trust anchor, so a certificate the mesh CA issued to another service is still refused."""
+    a trust anchor, so a certificate the mesh CA issued to another service is still refused. `callers_bundle`
+    may name several files, separated by os.pathsep (Kubernetes: the CA that issues only the gateway's and
+    Prometheus's certificates, and the service's own certificate for its health probe)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert, key)
-    ctx.load_verify_locations(cafile=str(callers_bundle))
+    for bundle in str(callers_bundle).split(os.pathsep):
+        ctx.load_verify_locations(cafile=bundle)
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     return ctx

@@ -101,16 +101,32 @@ PLUGINS = [
 
 
 @dataclass(frozen=True)
+class CallerCertificates:
+    """Callers known by their certificate instead of their network (Kubernetes: pod addresses come and go).
+
+    The `listeners` are TLS; a client must present a certificate of the CA in `ca_env` (checked in the handshake)
+    and its subject's common name is the caller's name (the mesh issuer writes it, with the SPIFFE id beside it)."""
+
+    listeners: tuple[str, ...]  # which of ApisixSite.listen take TLS with client certificates
+    snis: tuple[str, ...]  # the gateway's host names as callers dial them
+    ca_env: str  # the environment variable holding the callers' CA (PEM)
+
+
+@dataclass(frozen=True)
 class ApisixSite:
     """Where the gateway runs: every address, port and path the rendering needs, and nothing else."""
 
-    listen: Mapping[str, tuple[str, int]]  # edge, mesh, metrics, ready -> (ip, port)
+    listen: Mapping[str, tuple[str, int]]  # edge, mesh, metrics (optional), ready -> (ip, port)
     status: tuple[str, int]  # APISIX's status API (/status/ready)
     export: tuple[str, int]  # APISIX's Prometheus exporter
     nodes: Mapping[str, tuple[str, int]]  # a backend's container name (or an engine's) -> where to reach it
     callers: Mapping[str, str]  # network (CIDR) -> the caller name of requests arriving from it
     ca_file: str  # the mesh CA, to verify services' certificates
     opa_url: str
+    caller_certificates: CallerCertificates | None = None  # callers by certificate instead of `callers`
+    # Where rate-limit counters live: None, in each gateway (one gateway); (host, port) of a Redis shared by
+    # every replica, so a limit holds across them.
+    rate_limit_store: tuple[str, int] | None = None
 
 
 def compose_site(topo: Topology) -> ApisixSite:
@@ -163,6 +179,17 @@ def gateway_client_ssl() -> dict:
             "cert": f"$env://{CERT_ENV}", "key": f"$env://{KEY_ENV}"}
 
 
+GATEWAY_SERVER_SSL = "gateway-server"
+
+
+def gateway_server_ssl(callers: CallerCertificates) -> dict:
+    """The gateway's certificate on its TLS listeners, and the CA its callers' certificates must come from."""
+    return {"id": GATEWAY_SERVER_SSL, "type": "server", "snis": list(callers.snis),
+            "desc": "the gateway's mesh certificate on its TLS listeners; callers must present one of the mesh CA",
+            "cert": f"$env://{CERT_ENV}", "key": f"$env://{KEY_ENV}",
+            "client": {"ca": f"$env://{callers.ca_env}", "depth": 2}}
+
+
 def route_upstream(topo: Topology, site: ApisixSite, route: str, service: str, version: str,
                    policy: RoutePolicy) -> dict:
     """Timeouts and retries live on the upstream, so each route gets its own upstream per version."""
@@ -180,7 +207,11 @@ def route_upstream(topo: Topology, site: ApisixSite, route: str, service: str, v
     return upstream
 
 
-def rate_limit(limit: RateLimit) -> dict:
+def rate_limit(limit: RateLimit, store: tuple[str, int] | None = None) -> dict:
+    counters = {"policy": "local"} if store is None else {
+        # One counter per key across every gateway replica. Fail closed: no store, no request.
+        "policy": "redis", "redis_host": store[0], "redis_port": store[1], "redis_timeout": 500,
+        "allow_degradation": False}
     return {
         "count": limit.requests,
         "time_window": max(1, round(limit.per)),
@@ -189,7 +220,7 @@ def rate_limit(limit: RateLimit) -> dict:
         # limit-count answers 503 by default; the local gateway answers 429.
         "rejected_code": 429,
         "rejected_msg": replies.RATE_LIMITED.message,
-        "policy": "local",
+        **counters,
         "show_limit_quota_header": True,
     }
 
@@ -293,7 +324,7 @@ def render_route(topo: Topology, site: ApisixSite, route: ResolvedRoute,
         plugins["api-breaker"] = circuit_breaker(policy.circuit_breaker)
         plugins["limit-conn"] = concurrency_limit(policy.circuit_breaker)
     if policy.rate_limit is not None:
-        plugins["limit-count"] = rate_limit(policy.rate_limit)
+        plugins["limit-count"] = rate_limit(policy.rate_limit, site.rate_limit_store)
         plugins["response-rewrite"] = retry_after(policy.rate_limit)
     if policy.canary is not None:
         plugins["traffic-split"] = canary(route.name, route.backend, policy)
@@ -417,11 +448,13 @@ def render_apisix_yaml(mesh: ResolvedMesh, topo: Topology, site: ApisixSite | No
         r, ups = render_route(topo, site, route, mesh.identity)
         routes.append(r)
         upstreams.extend(ups)
-    metric_routes, metric_upstreams = _metrics(mesh, topo, site)
+    # Prometheus scrapes services through the gateway where it has a metrics listener (compose).
+    metric_routes, metric_upstreams = _metrics(mesh, topo, site) if "metrics" in site.listen else ([], [])
     doc = {
         "routes": routes + metric_routes,
         "upstreams": upstreams + metric_upstreams,
-        "ssls": [gateway_client_ssl()],
+        "ssls": [gateway_client_ssl(), *([gateway_server_ssl(site.caller_certificates)]
+                                         if site.caller_certificates else [])],
         "plugin_configs": [{
             "id": PLUGIN_CONFIG,
             "desc": "every mesh.yaml route: verified identity headers, then the Rego policy in OPA",
@@ -461,19 +494,32 @@ def _listen(address: tuple[str, int]) -> dict:
     return {"ip": address[0], "port": address[1]}
 
 
+def _caller_variable(site: ApisixSite) -> str:
+    """nginx's $finopti_caller: the caller's name, by the network it comes from or by its certificate."""
+    if site.caller_certificates is None:
+        callers = "\n".join(f"    {network} {caller};" for network, caller in site.callers.items())
+        return f"geo $finopti_caller {{\n    default \"\";\n{callers}\n}}\n"
+    # Only a certificate verified against the callers' CA names a caller (APISIX refuses others in the handshake).
+    return ("map \"$ssl_client_verify:$ssl_client_s_dn\" $finopti_caller {\n    default \"\";\n"
+            "    \"~^SUCCESS:(.*,)?CN=(?<caller>[a-z0-9-]+)(,.*)?$\" $caller;\n}\n")
+
+
 def render_config_yaml(mesh: ResolvedMesh, topo: Topology, site: ApisixSite | None = None) -> dict:
     site = site or compose_site(topo)
     listeners = "\n".join(f"    {port} {name};" for name, (_, port) in site.listen.items())
-    callers = "\n".join(f"    {network} {caller};" for network, caller in site.callers.items())
+    tls = site.caller_certificates
+    tls_listeners = set(tls.listeners) if tls else set()
+    ssl = {"enable": False} if tls is None else {
+        "enable": True, "listen": [_listen(site.listen[name]) for name in tls.listeners]}
     log_vars = "\n".join(f"set ${name} '';" for name in LOG_VARIABLES)
     early_errors = lua.EARLY_ERROR_LOCATION % {"replies": lua.lua_replies()}
     return {
         "apisix": {
-            "node_listen": [_listen(address) for address in site.listen.values()],
+            "node_listen": [_listen(address) for name, address in site.listen.items() if name not in tls_listeners],
             "enable_ipv6": False,
-            # Nothing here uses APISIX's control API nor an SSL listener: neither is opened.
+            # Nothing here uses APISIX's control API; TLS listeners only where callers are known by certificate.
             "enable_control": False,
-            "ssl": {"enable": False},
+            "ssl": ssl,
             "status": _listen(site.status),  # /status/ready, with /ready, for the healthcheck
         },
         "deployment": {"role": "data_plane", "role_data_plane": {"config_provider": "yaml"}},
@@ -488,7 +534,7 @@ def render_config_yaml(mesh: ResolvedMesh, topo: Topology, site: ApisixSite | No
         "nginx_config": {
             "error_log_level": "warn",
             # Secret references ($env://) resolve only variables nginx passes to its workers.
-            "envs": [*secret_envs(mesh.identity), CERT_ENV, KEY_ENV],
+            "envs": [*secret_envs(mesh.identity), CERT_ENV, KEY_ENV, *([tls.ca_env] if tls else [])],
             "http": {
                 "access_log_format": json.dumps(ACCESS_LOG_FIELDS).replace('"$status"', "$status"),
                 "access_log_format_escape": "json",
@@ -497,9 +543,9 @@ def render_config_yaml(mesh: ResolvedMesh, topo: Topology, site: ApisixSite | No
             },
             "http_configuration_snippet": (
                 f"map $server_port $finopti_listener {{\n    default \"\";\n{listeners}\n}}\n"
-                f"geo $finopti_caller {{\n    default \"\";\n{callers}\n}}\n"
+                + _caller_variable(site)
                 # The access log names a mesh caller as the local gateway does: by its SPIFFE id.
-                f"map $finopti_listener:$finopti_caller $finopti_source_id {{\n    default \"\";\n"
+                + f"map $finopti_listener:$finopti_caller $finopti_source_id {{\n    default \"\";\n"
                 f"    \"~^mesh:(?<caller>.+)$\" \"spiffe://{TRUST_DOMAIN}/svc/$caller\";\n}}\n"
             ),
             "http_server_configuration_snippet": early_errors.replace(

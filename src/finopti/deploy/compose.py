@@ -40,6 +40,7 @@ from finopti.deploy.topology import (
     POLICY_NETWORK,
     PROJECT,
     SERVICE_PORT,
+    Backend,
     Topology,
     plan,
 )
@@ -89,28 +90,34 @@ def _hardening() -> dict:
     return {"cap_drop": ["ALL"], "security_opt": ["no-new-privileges:true"], "restart": "unless-stopped"}
 
 
+def service_environment(b: Backend, mesh_url: str, pki_dir: str) -> dict[str, str]:
+    """What a container of the platform image is told: which service version it is, and the gateway's address
+    (the only other one it knows). Compose and Kubernetes give the same, but for where things are."""
+    return {
+        "FINOPTI_SERVICE": b.service,
+        "FINOPTI_VERSION": b.version,
+        "FINOPTI_ENTRYPOINT": b.entrypoint,
+        "FINOPTI_HOST": "0.0.0.0",
+        "FINOPTI_PORT": str(SERVICE_PORT),
+        "FINOPTI_HEALTH": b.health,
+        # The only other address a service knows: the gateway's east-west listener.
+        "FINOPTI_MESH_URL": mesh_url,
+        "FINOPTI_HOME": "/home/finopti/state",
+        "FINOPTI_TLS_CERT": f"{pki_dir}/tls.crt",
+        "FINOPTI_TLS_KEY": f"{pki_dir}/tls.key",
+        "FINOPTI_TLS_CALLERS": f"{pki_dir}/callers.pem",
+        # Development sign-in mints tokens for anyone who reaches the edge: never in this bundle.
+        DEV_SIGN_IN_ENV: "false",
+    }
+
+
 def _backends(topo: Topology, repo: str) -> dict[str, dict]:
     services = {}
     for b in topo.backends:
         services[b.name] = {
             "image": PLATFORM_IMAGE,
             "build": _build(repo),
-            "environment": {
-                "FINOPTI_SERVICE": b.service,
-                "FINOPTI_VERSION": b.version,
-                "FINOPTI_ENTRYPOINT": b.entrypoint,
-                "FINOPTI_HOST": "0.0.0.0",
-                "FINOPTI_PORT": str(SERVICE_PORT),
-                "FINOPTI_HEALTH": b.health,
-                # The only other address a service knows: the gateway's east-west listener.
-                "FINOPTI_MESH_URL": MESH_URL,
-                "FINOPTI_HOME": "/home/finopti/state",
-                "FINOPTI_TLS_CERT": f"{PKI_DIR}/tls.crt",
-                "FINOPTI_TLS_KEY": f"{PKI_DIR}/tls.key",
-                "FINOPTI_TLS_CALLERS": f"{PKI_DIR}/callers.pem",
-                # Development sign-in mints tokens for anyone who reaches the edge: never in this bundle.
-                DEV_SIGN_IN_ENV: "false",
-            },
+            "environment": service_environment(b, MESH_URL, PKI_DIR),
             "volumes": [_pki_mount(b.name)],
             # Alone with the gateway: no published port, no other service on this network.
             "networks": [b.network],

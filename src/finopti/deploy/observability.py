@@ -67,12 +67,18 @@ def render_loki(logs: Logs) -> dict:
     }
 
 
-def logstore_push_url(spec: MeshSpec) -> str | None:
-    """The mesh route the `collector` may push logs to (the logstore service), as an URL on the gateway."""
+def logstore_push_path(spec: MeshSpec) -> str | None:
+    """The mesh route the `collector` may push logs to (the logstore service): its path on the gateway."""
     for route in spec.routes_on("mesh"):
         if "collector" in (route.allowed_callers or []) and route.path.endswith("/loki/api/v1/push"):
-            return MESH_URL + route.path
+            return route.path
     return None
+
+
+def logstore_push_url(spec: MeshSpec, mesh_url: str = MESH_URL) -> str | None:
+    """That route as an URL on the gateway's mesh listener."""
+    path = logstore_push_path(spec)
+    return None if path is None else mesh_url + path
 
 
 def push_urls(spec: MeshSpec) -> list[str]:
@@ -88,12 +94,48 @@ def _alloy_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def alloy_endpoint(url: str, tls: dict[str, str] | None = None) -> str:
+    """A `loki.write` endpoint; `tls`: Alloy's tls_config fields (ca_file, cert_file, key_file, server_name)."""
+    block = "".join(f"      {k} = {_alloy_string(v)}\n" for k, v in (tls or {}).items())
+    return f'  endpoint {{\n    url = "{url}"\n' + (f"    tls_config {{\n{block}    }}\n" if tls else "") + "  }\n"
+
+
+def alloy_pipeline(spec: MeshSpec, endpoints: list[str], first_stages: str = "") -> str:
+    """`loki.process "finopti"` and `loki.write "finopti"`: the parsing, labels and structured metadata every
+    rendering of the collector shares (compose reads containers, Kubernetes pod log files; `first_stages`
+    unwraps what the source adds, e.g. the container runtime's line format)."""
+    fields = (*LABELS, *METADATA)
+    multiline = spec.logs.multiline
+    return f"""loki.process "{PROJECT}" {{
+{first_stages}  // A traceback (any line the first-line rule does not match) joins the entry before it.
+  stage.multiline {{
+    firstline     = {_alloy_string(multiline.firstline)}
+    max_wait_time = "{_go_duration(multiline.max_wait)}"
+    max_lines     = {multiline.max_lines}
+  }}
+{alloy_redaction_stages(JOB)}  stage.json {{
+    expressions = {_alloy_map(fields, same=True)}
+  }}
+  // Few streams: only service and level are labels.
+  stage.labels {{
+    values = {_alloy_map(LABELS)}
+  }}
+  // Unbounded values travel per line, as structured metadata.
+  stage.structured_metadata {{
+    values = {_alloy_map(METADATA)}
+  }}
+  forward_to = [loki.write.{PROJECT}.receiver]
+}}
+
+loki.write "{PROJECT}" {{
+{"".join(endpoints)}}}
+"""
+
+
 def render_alloy(spec: MeshSpec) -> str:
     """Alloy's configuration language: discover this project's containers, join multiline entries, parse JSON,
     label, push."""
-    fields = (*LABELS, *METADATA)
-    multiline = spec.logs.multiline
-    endpoints = "".join(f'  endpoint {{\n    url = "{url}"\n  }}\n' for url in push_urls(spec))
+    endpoints = [alloy_endpoint(url) for url in push_urls(spec)]
     return f"""// Rendered from mesh.yaml by finopti; do not edit.
 // Containers of the compose project `{PROJECT}` only, read through the Docker socket (mounted read-only).
 discovery.docker "{PROJECT}" {{
@@ -124,30 +166,7 @@ loki.source.docker "{PROJECT}" {{
   forward_to    = [loki.process.{PROJECT}.receiver]
 }}
 
-loki.process "{PROJECT}" {{
-  // A traceback (any line the first-line rule does not match) joins the entry before it.
-  stage.multiline {{
-    firstline     = {_alloy_string(multiline.firstline)}
-    max_wait_time = "{_go_duration(multiline.max_wait)}"
-    max_lines     = {multiline.max_lines}
-  }}
-{alloy_redaction_stages(JOB)}  stage.json {{
-    expressions = {_alloy_map(fields, same=True)}
-  }}
-  // Few streams: only service and level are labels.
-  stage.labels {{
-    values = {_alloy_map(LABELS)}
-  }}
-  // Unbounded values travel per line, as structured metadata.
-  stage.structured_metadata {{
-    values = {_alloy_map(METADATA)}
-  }}
-  forward_to = [loki.write.{PROJECT}.receiver]
-}}
-
-loki.write "{PROJECT}" {{
-{endpoints}}}
-"""
+""" + alloy_pipeline(spec, endpoints)
 
 
 def render_promtail(spec: MeshSpec) -> dict:

@@ -4,11 +4,16 @@
   streams, as Loki wants. `trace_id`, `span_id`, `request_id`, `user`, `route` (and `component`, the file's
   name, when it differs from the service) travel as per-line structured metadata: unbounded values as labels
   would make a stream per request.
+- Files are followed through rotation and truncation (`finopti.logs.tail`: known by inode and fingerprint);
+  lines are joined into entries by the multiline rule (`finopti.logs.multiline`); a line dated too far ahead
+  is kept at its read time, its own time as metadata `original_ts`.
 - Lines are batched (by count, push-body bytes or age, or as soon as the files are read to their end) and
   pushed by two sender threads (two pushes in flight; the store keeps them in order) while the next batch is
-  read. A batch that fails is retried with exponential backoff, for as long as the receiver is down;
-  positions advance only once a push, and every push before it, has succeeded.
-- Positions (file -> inode and offset, in `collector-positions.json`) are written atomically after each push
+  read: to the embedded store as columns (`finopti.logs.wire`), to any other receiver as Loki's JSON. A batch
+  that fails is retried with exponential backoff, for as long as the receiver is down; positions advance only
+  once a push, and every push before it, has succeeded.
+- Positions (file -> device, inode, fingerprint and offset, in `collector-positions.json`) are written
+  atomically after each push
   (at most every 0.5 s when the store keeps the record below) and on shutdown. The embedded log store also
   records them in the transaction that stores the batch, with a batch number: a batch retried after a lost
   answer is stored once, and a collector killed between a push and its positions file resumes from the
@@ -47,7 +52,7 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from finopti.logs import wire
-from finopti.logs.line_guard import identity_of_certificate, own_sources, redact, redact_bytes
+from finopti.logs.line_guard import identity_of_certificate, lines_with_marks, own_sources, redact, redact_bytes
 from finopti.logs.metadata import INDEXED, from_object
 from finopti.logs.multiline import (
     DEFAULT_FIRSTLINE,
@@ -119,10 +124,12 @@ _new = tuple.__new__  # a NamedTuple without its Python-level __new__: this is t
 
 
 def parse_line(raw: bytes, component: str, now_ns: int, stats: ParseStats,
-               grace_ns: int = int(FUTURE_GRACE_SECONDS * 1e9), own: frozenset[str] = frozenset()) -> Parsed | None:
+               grace_ns: int = int(FUTURE_GRACE_SECONDS * 1e9), own: frozenset[str] = frozenset(),
+               redact: bool = True) -> Parsed | None:
     """A raw entry (a line, or lines joined by the multiline rule) -> what to push; None for an entry to skip
     (empty, or caused by our own pushes: its `source` is one of `own`, see line_guard). Credentials in the entry
-    are redacted. `now_ns` is when it was read: the time of an entry without its own, and
+    are redacted (`redact=False`: the line is known to hold none of line_guard's marks). `now_ns` is when it was
+    read: the time of an entry without its own, and
     of one dated more than `grace_ns` ahead (its own time is kept as metadata `original_ts`).
     The hot path of the collector: a JSON object line is parsed once and never re-encoded."""
     if raw[-1:] == b"\r":
@@ -140,9 +147,10 @@ def parse_line(raw: bytes, component: str, now_ns: int, stats: ParseStats,
     if source.__class__ is str and source in own:
         stats.own += 1
         return None
-    raw, redactions = redact_bytes(raw)
-    if redactions:
-        stats.count_redactions(redactions)
+    if redact:
+        raw, redactions = redact_bytes(raw)
+        if redactions:
+            stats.count_redactions(redactions)
     service = get("service")
     if service.__class__ is not str or not service:
         service = service_of(component)
@@ -556,9 +564,10 @@ class Collector:
         joiner = self._joiner(chunk)
         limit, stats, grace, own = self.batch_bytes, self.stats, self.grace_ns, self.own
         done_end, done_last = -1, b""  # end and last line of the last entry put in the batch (-1: none yet)
-        for raw, line_end in zip(chunk.lines, chunk.ends, strict=True):
+        suspects = lines_with_marks(chunk.lines)  # the lines redaction must look at, found for the whole chunk
+        for i, (raw, line_end) in enumerate(zip(chunk.lines, chunk.ends, strict=True)):
             if joiner is None or (raw[:1] == b"{" and not joiner.lines):  # the common case: a whole JSON line
-                parsed = parse_line(raw, component, now_ns, stats, grace, own)
+                parsed = parse_line(raw, component, now_ns, stats, grace, own, i in suspects)
                 if parsed is not None and not self.batch.add(parsed, limit):
                     self._full(chunk, done_end, done_last)
                     self.batch.add(parsed, limit)

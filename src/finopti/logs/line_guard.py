@@ -13,6 +13,8 @@
 """
 
 import re
+from bisect import bisect_right
+from itertools import accumulate
 from pathlib import Path
 
 from finopti.mesh.edge_rules import CREDENTIAL_WORDS, REDACTED
@@ -67,6 +69,24 @@ def _has_mark(line: str | bytes, marks: tuple) -> bool:
         if mark in line:
             return True
     return False
+
+
+def lines_with_marks(lines: list[bytes]) -> set[int]:
+    """The indexes of the lines that hold one of the marks (the only ones `redact_bytes` rewrites): one search per
+    mark over a whole chunk of lines instead of one per line, several times cheaper. No mark holds a newline, so
+    none is found across two lines."""
+    blob = b"\n".join(lines)
+    hits: set[int] = set()
+    ends: list[int] | None = None
+    for mark in _BYTE_MARKS:
+        at = blob.find(mark)
+        while at >= 0:
+            if ends is None:
+                ends = list(accumulate(map((1).__add__, map(len, lines))))
+            line = bisect_right(ends, at)
+            hits.add(line)
+            at = blob.find(mark, ends[line]) if line < len(ends) else -1
+    return hits
 
 
 def redact_bytes(raw: bytes) -> tuple[bytes, dict[str, int]]:

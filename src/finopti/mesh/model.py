@@ -166,6 +166,10 @@ class Service(Strict):
     health: str = Field(default="/healthz", pattern=r"^/")
     versions: list[str] = Field(default=["v1"], min_length=1)
     policy: RoutePolicy = RoutePolicy()
+    state: Literal["ephemeral", "persistent"] = Field(
+        default="ephemeral", description="persistent: the service keeps data in its home directory that must "
+        "outlive a restart and exist once (a database): deployments give it a volume and run one replica; "
+        "ephemeral services can run as many replicas as the load needs")
 
     @model_validator(mode="after")
     def _unique_versions(self) -> "Service":
