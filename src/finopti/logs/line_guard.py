@@ -73,9 +73,10 @@ def _has_mark(line: str | bytes, marks: tuple) -> bool:
 
 def lines_with_marks(lines: list[bytes]) -> set[int]:
     """The indexes of the lines that hold one of the marks (the only ones `redact_bytes` rewrites): one search per
-    mark over a whole chunk of lines instead of one per line, several times cheaper. No mark holds a newline, so
-    none is found across two lines."""
-    blob = b"\n".join(lines)
+    mark over a whole chunk of lines instead of one per line, several times cheaper. The marks are lower-case, so
+    the chunk is searched lower-cased, like a single line (`suspect`). No mark holds a newline, so none is found
+    across two lines."""
+    blob = b"\n".join(lines).lower()
     hits: set[int] = set()
     ends: list[int] | None = None
     for mark in _BYTE_MARKS:
@@ -89,9 +90,14 @@ def lines_with_marks(lines: list[bytes]) -> set[int]:
     return hits
 
 
+def suspect(raw: bytes) -> bool:
+    """Whether redaction must look at this line: one of the marks is in it, in any letter case."""
+    return _has_mark(raw.lower(), _BYTE_MARKS)
+
+
 def redact_bytes(raw: bytes) -> tuple[bytes, dict[str, int]]:
     """`redact` for a UTF-8 line as the collector reads it: decoded only when one of the marks is in it."""
-    if not _has_mark(raw.lower(), _BYTE_MARKS):
+    if not suspect(raw):
         return raw, {}
     text, counts = _rewrite(raw.decode(errors="replace"))
     return (text.encode(), counts) if counts else (raw, counts)
