@@ -4,11 +4,8 @@ real APISIX runtime (../shared/apisix-runtime)."""
 
 import copy
 import json
-import os
 import re
 import shutil
-import subprocess
-import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -35,9 +32,9 @@ from finopti.idp import generate_key
 from finopti.logs.line_guard import redact
 from finopti.mesh.model import EdgeListener, Identity, load_mesh
 from finopti.ports import free_port
+from finopti.testing.apisix import ApisixInstance, ApisixUnavailable, find_runtime, short_tempdir
 from finopti.testing.oidc_provider import JWKS_PATH, OidcProvider
 
-RUNTIME = REPO.parent / "shared" / "apisix-runtime"
 JWT = "eyJhbGciOiJSUzI1NiIsImtpZCI6ImZpbm9wdGktZGV2LTEifQ.eyJpc3MiOiJodHRwczovL2lkcCJ9.c2lnbmF0dXJlc2lnbmF0dXJl"
 
 
@@ -120,22 +117,22 @@ class _Echo(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def apisix():
-    run = RUNTIME / "bin" / "apisix-run"
-    if not run.exists():
-        pytest.skip(reason=f"the APISIX runtime is not at {RUNTIME}")
+    try:
+        runtime = find_runtime(REPO)
+    except ApisixUnavailable as exc:
+        pytest.skip(reason=str(exc))
     with OidcProvider() as idp:
-        yield from _apisix(run, idp)
+        yield from _apisix(runtime, idp)
 
 
-def _apisix(run: Path, idp: OidcProvider):
+def _apisix(runtime: Path, idp: OidcProvider):
     """One APISIX with the rendered edge guard, and a route authenticated as the compose bundle renders it for
     an OpenID Connect identity (`openid-connect` and the identity function), in front of an echo server."""
     identity = Identity(provider="oidc", issuer=idp.issuer, dev_sign_in=False, jwks_cache=300)
     echo = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
     threading.Thread(target=echo.serve_forever, daemon=True).start()
     edge, mesh, status = free_port(), free_port(), free_port()
-    # APISIX listens on unix sockets under its work dir, whose path must stay short: not pytest's tmp_path.
-    work = Path(tempfile.mkdtemp(prefix="fe-", dir="/tmp"))
+    work = short_tempdir("fe-")
     config = {
         "apisix": {"node_listen": [edge, mesh], "enable_admin": False, "enable_control": False,
                    "ssl": {"enable": False}, "status": {"ip": "127.0.0.1", "port": status}},
@@ -165,20 +162,14 @@ def _apisix(run: Path, idp: OidcProvider):
     }
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     (work / "apisix.yaml").write_text(yaml.safe_dump(routes) + "#END\n")
-    env = {**os.environ, "APISIX_WORKER_PROCESSES": "1"}
-    if not os.access(RUNTIME / "openresty" / "bin" / "openresty", os.X_OK):
-        # APISIX's CLI runs `openresty` from PATH; a copy of the runtime may have lost that link to its nginx.
-        (work / "bin").mkdir()
-        (work / "bin" / "openresty").symlink_to(RUNTIME / "openresty" / "nginx" / "sbin" / "nginx")
-        env["PATH"] = f"{env['PATH']}:{work / 'bin'}"
-    started = subprocess.run([str(run), "--config", str(work / "config.yaml"), "--routes", str(work / "apisix.yaml"),
-                              "--workdir", str(work / "run")], capture_output=True, text=True, env=env, timeout=60)
-    assert started.returncode == 0, started.stderr
+    instance = ApisixInstance(runtime, work / "run", {"APISIX_WORKER_PROCESSES": "1"})
+    instance.start(work / "config.yaml", work / "apisix.yaml")
     try:
         _wait_ready(status)
-        yield {"edge": edge, "mesh": mesh, "log": work / "run" / "logs" / "access.log", "idp": idp}
+        assert instance.load_failures() == []
+        yield {"edge": edge, "mesh": mesh, "log": instance.access_log, "idp": idp}
     finally:
-        subprocess.run([str(run), "--stop", "--workdir", str(work / "run")], capture_output=True, timeout=30)
+        instance.stop()
         echo.shutdown()
         shutil.rmtree(work, ignore_errors=True)
 

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from finopti.logs.collector import Collector, ParseStats, parse_line, serve_http
-from finopti.logs.line_guard import _BYTE_MARKS, _has_mark, lines_with_marks
+from finopti.logs.line_guard import lines_with_marks, suspect
 from finopti.logs.multiline import Joiner, MultilineRule, infer_level
 from finopti.logs.tail import FileTail, Position, anchor_of, digest
 
@@ -314,18 +314,21 @@ def test_credentials_are_redacted_and_counted(tmp_path, receiver):
         json.dumps({"service": "orchestrator", "headers": {"authorization": f"Bearer {jwt_value}"}}),
         "Traceback: call failed with Authorization: Bearer opaque-secret-value-123",
         json.dumps({"service": "gateway", "path": "/api/logs?limit=1&q=token"}),
+        json.dumps({"service": "ui", "msg": f"upstream answered {jwt_value}"}),  # a bare JWT: no "=", no scheme
+        "RETRY WITH AUTHORIZATION: BEARER OPAQUE-SECRET-VALUE-456",  # upper case
     ]) + "\n")
-    wait_for(lambda: len(receiver.lines()) == 4, what="4 lines")
+    wait_for(lambda: len(receiver.lines()) == 6, what="6 lines")
     running.stop()
     pushed = receiver.lines()
-    assert not any(jwt_value in line or "opaque-secret" in line for line in pushed)
+    assert not any(jwt_value in line or "opaque-secret" in line.lower() for line in pushed)
     objects = [json.loads(line) for line in pushed if line.startswith("{")]
     assert {o["path"] for o in objects if "path" in o} == {
         "/api/logs?access_token=[REDACTED]&limit=1", "/api/logs?limit=1&q=token"}  # the second: nothing secret
     assert [o["headers"]["authorization"] for o in objects if "headers" in o] == ["[REDACTED]"]
     assert metric(running.collector, "finopti_collector_redactions_total", kind="query_parameter") == 1
     assert metric(running.collector, "finopti_collector_redactions_total", kind="json_field") == 1
-    assert metric(running.collector, "finopti_collector_redactions_total", kind="authorization") == 1
+    assert metric(running.collector, "finopti_collector_redactions_total", kind="authorization") == 2
+    assert metric(running.collector, "finopti_collector_redactions_total", kind="jwt") == 1
 
 
 def test_own_log_is_not_collected_and_new_files_are(tmp_path, receiver):
@@ -603,8 +606,8 @@ def test_tail_reads_every_file_of_several_rotations_between_two_looks(tmp_path):
 def test_a_chunk_finds_the_same_lines_to_redact_as_each_line():
     """The collector looks for redaction's marks once per chunk: exactly the lines a per-line look would pick."""
     rng = random.Random(5)
-    pieces = [b"abc", b"={", b"Bearer ", b"eyJx", b"token\"", b"passw", b"SECRET", b"\"key\"", b"zz", b" ", b"e",
-              b"yJ", b"ear", b"er ", b"=", b"KEY\""]
+    pieces = [b"abc", b"={", b"Bearer ", b"BEARER ", b"eyJx", b"EYJ", b"token\"", b"passw", b"SECRET", b"\"key\"",
+              b"zz", b" ", b"e", b"yJ", b"ear", b"er ", b"=", b"KEY\""]
     for _ in range(200):
         lines = [b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 6))) for _ in range(rng.randint(1, 30))]
-        assert lines_with_marks(lines) == {i for i, line in enumerate(lines) if _has_mark(line, _BYTE_MARKS)}
+        assert lines_with_marks(lines) == {i for i, line in enumerate(lines) if suspect(line)}

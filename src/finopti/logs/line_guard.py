@@ -44,12 +44,11 @@ def identity_of_certificate(cert: Path | str | None) -> str | None:
 # --- redaction ---------------------------------------------------------------------------------------------
 
 _WORDS = tuple(CREDENTIAL_WORDS) + ("cookie",)
-# Cheap first look, on the hot path of the collector (substring tests, no regex): every form below needs one
-# of these. A JWT starts with "eyJ"; a query parameter, a cookie or base64 padding has "="; Authorization
-# values name their scheme; JSON fields named like a credential end in these letters. Most lines hold none
-# of them and are left untouched.
-_MARKS = ("eyJ", "=", "earer ", "EARER ", "asic ", "ASIC ", "assw", "ASSW", "ecret", "ECRET", 'oken"', 'OKEN"',
-          'key"', 'KEY"')
+# Cheap first look, on the hot path of the collector (a few substring tests of the lower-cased line, no regex):
+# every form below needs one of these. A JWT starts with "eyJ"; a query parameter, a cookie or base64 padding has
+# "="; Authorization values name their scheme; JSON fields named like a credential end in these letters. Most
+# lines hold none of them and are left untouched.
+_MARKS = ("eyj", "=", "earer ", "asic ", "assw", "ecret", 'oken"', 'key"')
 _BYTE_MARKS = tuple(m.encode() for m in _MARKS)
 
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
@@ -74,9 +73,10 @@ def _has_mark(line: str | bytes, marks: tuple) -> bool:
 
 def lines_with_marks(lines: list[bytes]) -> set[int]:
     """The indexes of the lines that hold one of the marks (the only ones `redact_bytes` rewrites): one search per
-    mark over a whole chunk of lines instead of one per line, several times cheaper. No mark holds a newline, so
-    none is found across two lines."""
-    blob = b"\n".join(lines)
+    mark over a whole chunk of lines instead of one per line, several times cheaper. The marks are lower-case, so
+    the chunk is searched lower-cased, like a single line (`suspect`). No mark holds a newline, so none is found
+    across two lines."""
+    blob = b"\n".join(lines).lower()
     hits: set[int] = set()
     ends: list[int] | None = None
     for mark in _BYTE_MARKS:
@@ -90,9 +90,14 @@ def lines_with_marks(lines: list[bytes]) -> set[int]:
     return hits
 
 
+def suspect(raw: bytes) -> bool:
+    """Whether redaction must look at this line: one of the marks is in it, in any letter case."""
+    return _has_mark(raw.lower(), _BYTE_MARKS)
+
+
 def redact_bytes(raw: bytes) -> tuple[bytes, dict[str, int]]:
     """`redact` for a UTF-8 line as the collector reads it: decoded only when one of the marks is in it."""
-    if not _has_mark(raw, _BYTE_MARKS):
+    if not suspect(raw):
         return raw, {}
     text, counts = _rewrite(raw.decode(errors="replace"))
     return (text.encode(), counts) if counts else (raw, counts)
@@ -100,7 +105,7 @@ def redact_bytes(raw: bytes) -> tuple[bytes, dict[str, int]]:
 
 def redact(text: str) -> tuple[str, dict[str, int]]:
     """The line with credentials replaced, and how many of each kind were replaced (empty: untouched)."""
-    if not _has_mark(text, _MARKS):
+    if not _has_mark(text.lower(), _MARKS):
         return text, {}
     return _rewrite(text)
 
