@@ -260,10 +260,10 @@ def test_planner_reads_several_tool_calls_as_a_choice(fake, tmp_path):
 def test_an_https_llm_service_renders_to_a_verified_tls_cluster(tmp_path):
     """An external API on the internet: DNS, TLS verified against the system CAs with SNI, its own Host, and
     nothing of the mesh's identity sent to it. The real Envoy validates the cluster."""
-    from finopti.mesh.envoy import SYSTEM_CA_BUNDLE, render_envoy
+    from finopti.mesh.envoy import SYSTEM_CA_BUNDLE, GatewayRuntime, render_envoy
     from finopti.mesh.model import parse_mesh
     from finopti.mesh.resolved import load_authz_data, resolve
-    from finopti.platform import GatewayRuntime, envoy_binary
+    from finopti.platform import envoy_binary
 
     spec = yaml.safe_load((REPO / "mesh.yaml").read_text())
     spec["external"] = ["prometheus", {"name": "llm", "url": "https://generativelanguage.googleapis.com"}]

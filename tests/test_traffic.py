@@ -154,7 +154,9 @@ def test_fault_delay_abort_and_clear(traffic):
     assert min(t for t, _ in delayed) >= 0.3
     before = _gateway_durations(traffic, {rid for _, rid in baseline})
     after = _gateway_durations(traffic, {rid for _, rid in delayed})
-    assert min(after) >= 300 and statistics.median(after) - statistics.median(before) >= 290, (before, after)
+    # Envoy stamps a request with its event loop's cached clock and its timers fire on a coarse wheel: a 300 ms
+    # delay reads as 298-304 ms in its log (seen on a busy machine), never as the 1 ms of an undelayed request.
+    assert min(after) >= 290 and statistics.median(after) - statistics.median(before) >= 290, (before, after)
     assert _stat(traffic, "http.edge.fault.delays_injected") >= 10
     traffic.cli("fault", "inject", "fault", "--abort", "503", "--percent", "50", check=True)
     responses = asyncio.run(_many(traffic, "/fault/x", 1000))
