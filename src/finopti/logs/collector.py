@@ -76,12 +76,18 @@ _LEVELS = {"warn": "warning", "err": "error", "crit": "critical", "fatal": "crit
 _KNOWN_LEVELS = {name: name for name in ("debug", "info", "warning", "error", "critical")}
 
 
-def normalize_level(level: object) -> str:
-    known = _KNOWN_LEVELS.get(level)  # type: ignore[arg-type]
-    if known is not None:
-        return known
-    text = str(level or "info").lower()
-    return _LEVELS.get(text, text)
+_NUMERIC_LEVELS = {1: "debug", 2: "debug", 3: "info", 4: "warning", 5: "error", 6: "critical"}  # pino, bunyan
+
+
+def normalize_level(level: object, message: object = "") -> str:
+    """A JSON line's `level` as its stream's label: a word (`WARN` -> `warning`), a number as pino and bunyan
+    write them (30 info, 50 error); absent or anything else (a list, an object) inferred from the message."""
+    if level.__class__ is str:
+        text = level.lower() or "info"
+        return _KNOWN_LEVELS.get(text) or _LEVELS.get(text, text)
+    if level.__class__ is int:
+        return _NUMERIC_LEVELS.get(level // 10, "info")
+    return infer_level(message if message.__class__ is str else "")
 
 
 def service_of(component: str) -> str:
@@ -156,8 +162,9 @@ def parse_line(raw: bytes, component: str, now_ns: int, stats: ParseStats,
         service = service_of(component)
     ts = get("ts")
     base = _SECONDS.get(ts[:19], -1) if ts.__class__ is str and len(ts) == 24 and ts[19] == "." else -1
-    if base >= 0 and ts[23] == "Z" and ts[20:23].isdigit():  # the services' `…T12:07:55.548Z`, second seen before
-        ts_ns = base + int(ts[20:23]) * 1_000_000
+    millis = ts[20:23] if base >= 0 and ts[23] == "Z" else ""
+    if millis.isascii() and millis.isdigit():  # the services' `…T12:07:55.548Z`, its second seen before
+        ts_ns = base + int(millis) * 1_000_000
     else:
         try:
             ts_ns = rfc3339_ns(ts) if ts.__class__ is str else now_ns
@@ -169,8 +176,7 @@ def parse_line(raw: bytes, component: str, now_ns: int, stats: ParseStats,
         ts_ns = now_ns
         stats.future += 1
     level = get("level")
-    level = _KNOWN_LEVELS.get(level) or (normalize_level(level) if level is not None
-                                         else infer_level(str(get("message", ""))))
+    level = (level.__class__ is str and _KNOWN_LEVELS.get(level)) or normalize_level(level, get("message"))
     return _new(Parsed, (service, level, ts_ns, raw, obj, extras))
 
 
