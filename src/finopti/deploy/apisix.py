@@ -56,7 +56,8 @@ PKI_DIR = "/pki"  # the gateway's certificate, key and the mesh CA, written by t
 # in an upstream's inline `tls.client_cert` (it would parse "$env://..." as a PEM and reject the upstream),
 # so upstreams refer to one `ssls` object of type `client` by id.
 GATEWAY_CLIENT_SSL = "gateway-client"
-RATE_LIMIT_KEYS = {"user": "http_x_user_email", "caller": "http_x_finopti_source"}
+# The caller by the gateway's own variable (its network or its certificate), not a header a service never gets.
+RATE_LIMIT_KEYS = {"user": "http_x_user_email", "caller": "finopti_caller"}
 BREAKER_STATUSES = [500, 502, 503, 504]
 # Answers that count as healthy for api-breaker: one of them resets the failure count, like Envoy's
 # *consecutive* 5xx counter (4xx are the client's fault, not the backend's).
