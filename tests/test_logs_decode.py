@@ -105,6 +105,9 @@ def test_odd_numbers_in_a_cursor_are_refused_not_crashed_on():
     assert parse_cursor("-5:7") == (-5, 7)
 
 
+SECRET = "s3cr3t-value-of-the-token"
+
+
 def random_lines(rng: random.Random, now_ns: int, count: int) -> list[bytes]:
     """Lines as services, Envoy, Python tracebacks and broken writers make them."""
     ids = [f"{rng.getrandbits(128):032x}" for _ in range(8)]
@@ -122,7 +125,11 @@ def random_lines(rng: random.Random, now_ns: int, count: int) -> list[bytes]:
                    "span_id": rng.choice(["ab" * 8, ""]), "route": rng.choice(["/mcp", None])}
             if rng.random() < 0.05:
                 obj["ts"] = "2099-01-01T00:00:00.000Z"  # a clock far ahead: stored at read time, original_ts kept
-            out.append(orjson.dumps({k: v for k, v in obj.items() if v is not None or rng.random() < 0.5}))
+            if rng.random() < 0.05:
+                obj["bytes"] = 10**30  # valid JSON that orjson refuses (beyond 64 bits)
+            if rng.random() < 0.05:
+                obj["route"] = f"/x?access_token={SECRET}"  # redacted in the line, so in its metadata too
+            out.append(json.dumps({k: v for k, v in obj.items() if v is not None or rng.random() < 0.5}).encode())
         elif kind < 0.8:
             out.append(f"[{ts}][7258][warning][main] {' '.join(rng.choices(words, k=4))}".encode())
         elif kind < 0.9:
@@ -162,6 +169,8 @@ def test_the_columns_body_stores_what_lokis_json_does(tmp_path):
         lines = fast.query(everything)
         assert len(lines) == 2000 - stats.empty - stats.own
         assert any(x["metadata"].get("original_ts") for x in lines)
+        assert any(x["metadata"].get("route", "").startswith("/x?access_token=") for x in lines)
+        assert SECRET not in orjson.dumps(lines).decode()
         queries = [LogQuery(limit=5000, trace_id=t) for t in {x["metadata"].get("trace_id") for x in lines} if t]
         queries += [LogQuery(limit=5000, request_id=r) for r in {x["metadata"].get("request_id") for x in lines} if r]
         queries += [everything, LogQuery(limit=5000, user="bob@finopti.dev"),
