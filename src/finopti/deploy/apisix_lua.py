@@ -103,6 +103,9 @@ if type(detail) == "table" then
   message = detail.message or detail.error_msg
   out.error_msg = nil
 end
+local replaced = %(replaced)s
+local swap = message and replaced[message]
+if swap then code, out.error, message = swap.status, swap.error, swap.message end
 local err = type(out.error) == "string" and out.error or known[message] or reply.error
 if code == 403 and (body == nil or body == "") then
   -- The opa plugin answers a bare 403 when it cannot ask OPA: refused (fail closed), and said so.
