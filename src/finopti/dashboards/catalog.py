@@ -98,6 +98,24 @@ overview = Dashboard(
               unit="percentunit", description="Share of each backend's gateway traffic per version.",
               expected_empty_reason="Only one series (100%) per service while it has a single version; "
               "empty for services without traffic."),
+        Panel("Circuit state", "timeseries",
+              (MetricQuery('finopti:circuit_open{service=~"$service"}', "{{service}} {{version}}"),),
+              unit="short",
+              description="1 while a circuit is open: the gateway keeps the backend out after consecutive failures "
+              "and answers its callers 503 circuit_open at once; 0 while closed. Alert: FinoptiCircuitOpen.",
+              expected_empty_reason="Only backends with a circuit breaker have a line; empty until the gateway "
+              "has sent them a request."),
+        Panel("Shed requests", "timeseries",
+              (MetricQuery('sum by (service) (finopti:upstream_overflows:rate1m{service=~"$service"})',
+                           "{{service}} overloaded (503)"),
+               MetricQuery('sum by (service) (finopti:circuit_refused:rate1m{service=~"$service"})',
+                           "{{service}} circuit open (503)"),
+               MetricQuery("sum(finopti:rate_limited:rate1m)", "rate limited (429)")),
+              unit="reqps",
+              description="Requests the gateway answered itself instead of letting them queue: past a service's "
+              "concurrency limit (503 overloaded, Retry-After), while its circuit is open (503 circuit_open), or "
+              "past a user's rate limit (429, Retry-After).",
+              expected_empty_reason="Nothing was shed in the window."),
         Panel("Retries", "stat",
               (_count('sum(increase(envoy_cluster_upstream_rq_retry{service=~"$service"}[$__range]))'),),
               unit="short", width=6,

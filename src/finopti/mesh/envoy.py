@@ -248,7 +248,7 @@ def _clusters(mesh: ResolvedMesh, rt: GatewayRuntime) -> list[dict]:
 
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 EXTERNAL_STRIPPED_HEADERS = ("x-forwarded-client-cert", "x-user-email", "x-user-groups", "x-finopti-source",
-                             "x-finopti-listener", "x-envoy-expected-rq-timeout-ms")
+                             "x-finopti-listener", "x-envoy-expected-rq-timeout-ms", "x-drill", "baggage")
 
 
 def _external_cluster(backend: ResolvedBackend) -> dict:
@@ -344,6 +344,9 @@ def _local_replies(mesh: ResolvedMesh, listener: str) -> dict:
         if reply.fixed:
             m["body"] = {"inline_string": reply.message}
         m["body_format_override"] = {"json_format": {**_reply_fields(), "error": reply.error}}
+        if reply.retry_after is not None:
+            m["headers_to_add"] = [{"header": {"key": "retry-after", "value": str(reply.retry_after)},
+                                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
         return m
 
     # jwt_authn answers 403 for a token with the wrong audience; any token failure is a 401 for us.

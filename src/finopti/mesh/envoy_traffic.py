@@ -51,15 +51,32 @@ def retry_policy(retries: Retries, per_try_timeout: float | None, mutations: boo
     return policy
 
 
-def outlier_detection(breaker: CircuitBreaker) -> dict:
+def _failures_counted(breaker: CircuitBreaker) -> dict:
+    if breaker.failures == "unreachable":
+        # Only what the gateway saw itself (connect failure, reset, timeout) counts; the backend's own 5xx answers,
+        # often a dependency's failure passed on, do not: a drill on one hop cannot open the breakers above it.
+        return {
+            "split_external_local_origin_errors": True,
+            "consecutive_local_origin_failure": breaker.consecutive_failures,
+            "enforcing_consecutive_local_origin_failure": 100,
+            "enforcing_local_origin_success_rate": 0,
+            "enforcing_consecutive_5xx": 0,
+            "enforcing_consecutive_gateway_failure": 0,
+        }
     return {
         "consecutive_5xx": breaker.consecutive_failures,
         "consecutive_gateway_failure": breaker.consecutive_failures,
         "enforcing_consecutive_5xx": 100,
         "enforcing_consecutive_gateway_failure": 100,
-        "enforcing_success_rate": 0,
         # Connect failures count like 5xx answers (APISIX's api-breaker sees both as failures).
         "split_external_local_origin_errors": False,
+    }
+
+
+def outlier_detection(breaker: CircuitBreaker) -> dict:
+    return {
+        **_failures_counted(breaker),
+        "enforcing_success_rate": 0,
         "interval": "1s",  # how often Envoy checks whether an open period has ended
         # The open period is base_ejection_time times the number of trips, up to max_ejection_time.
         "base_ejection_time": _seconds(breaker.open_for),
@@ -75,6 +92,10 @@ def outlier_detection(breaker: CircuitBreaker) -> dict:
 def circuit_breakers(breaker: CircuitBreaker | None, retry_budget_percent: float | None) -> dict:
     threshold: dict = {"priority": "DEFAULT"}
     if breaker is not None:
+        # Services speak HTTP/1.1 to the gateway: a request in flight holds a connection. With as many connections
+        # as requests, a request over max_requests waits (max_pending of them) instead of opening a connection and
+        # failing when it finds no request slot; past max_pending it is shed at once (503 overloaded, flag UO).
+        threshold["max_connections"] = breaker.max_requests
         threshold["max_requests"] = breaker.max_requests
         threshold["max_pending_requests"] = breaker.max_pending
     if retry_budget_percent is not None:
