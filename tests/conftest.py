@@ -117,6 +117,15 @@ class Platform:
             time.sleep(0.1)
 
 
+@pytest.fixture
+def cpu_burner():
+    """A process spinning on one core for the length of a test: live operations must hold on a busy machine."""
+    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    yield proc
+    proc.kill()  # our own child, by its pid
+    proc.wait()
+
+
 @pytest.fixture(scope="session")
 def seeded_sandbox(tmp_path_factory) -> Path:
     """One freshly seeded sandbox database per session, to copy rather than seed again (seeding takes ~1 s)."""

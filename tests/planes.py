@@ -26,8 +26,8 @@ FAULT_DELAY = 0.4  # seconds
 
 def traffic_mesh_file(directory: Path) -> Path:
     """tests/fixtures/traffic-mesh.yaml with deterministic faults on a header (`fault` delays then aborts,
-    `delay` only delays) and a route the policy service decides on Envoy too (`decided`). Both data planes load
-    this file."""
+    `delay` only delays), a route the policy service decides on Envoy too (`decided`) and a mesh route
+    (`mesh-echo`, for the caller `flaky`). Both data planes load this file."""
     raw = yaml.safe_load(TRAFFIC_MESH.read_text())
     header = {"name": FAULT_HEADER[0], "value": FAULT_HEADER[1]}
     delay = {"duration": f"{int(FAULT_DELAY * 1000)}ms", "percent": 100}
@@ -39,6 +39,9 @@ def traffic_mesh_file(directory: Path) -> Path:
     # Decided by the policy service (Rego) on Envoy too, as every route is by OPA on APISIX.
     raw["routes"].append({"name": "decided", "listener": "edge", "path": "/decided/", "rewrite": "/echo/",
                           "backend": "steady", "roles": ["*"], "authz": "rego"})
+    # The mesh listener to a backend that echoes what reached it: the identity headers each gateway sets.
+    raw["routes"].append({"name": "mesh-echo", "listener": "mesh", "path": "/steady/", "rewrite": "/echo/",
+                          "backend": "steady", "roles": ["*"], "allowed_callers": ["flaky"]})
     path = directory / "parity-mesh.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
@@ -122,6 +125,14 @@ class Plane:
     def start_policy(self) -> None:
         raise NotImplementedError
 
+    def stop_backend(self, service: str) -> None:
+        """Stop a backend's (first version's) process: the gateway can no longer connect to it."""
+        raise NotImplementedError
+
+    def start_backend(self, service: str) -> None:
+        """Start it again and wait until it answers."""
+        raise NotImplementedError
+
     def wait_access(self, predicate, until, timeout: float = 15.0) -> list[dict]:
         """Access log lines matching `predicate`, once `until(lines)` holds (each gateway flushes its log late:
         APISIX every 3 s) or the time is up."""
@@ -198,6 +209,21 @@ class EnvoyPlane(Plane):
             time.sleep(0.1)
         raise TimeoutError("the policy service did not come back")
 
+    def stop_backend(self, service: str) -> None:
+        supervisor_rpc(self.platform.state).stopProcess(service)
+
+    def start_backend(self, service: str) -> None:
+        supervisor_rpc(self.platform.state).startProcess(service)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.backend(service)  # it answers (and is reset)
+                return
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{service} did not come back") from None
+                time.sleep(0.1)
+
 
 class ApisixPlane(Plane):
     """The compose bundle's APISIX: mesh callers are known by the address they call from."""
@@ -245,3 +271,9 @@ class ApisixPlane(Plane):
 
     def start_policy(self) -> None:
         self.platform.start_service("opa")
+
+    def stop_backend(self, service: str) -> None:
+        self.platform.stop_service(self._container(service))
+
+    def start_backend(self, service: str) -> None:
+        self.platform.start_service(self._container(service))

@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -124,16 +125,23 @@ def test_readiness_fails_while_no_upstream_is_reachable(gateway_only):
     assert refused.status_code == 503 and refused.json()["error"] == "policy_unavailable"
 
 
-def test_a_backend_that_cannot_be_reached_is_502_in_the_error_shape(gateway_only):
-    """nginx's own 502 (connection refused) is rewritten by the global header and body filters."""
+def test_a_backend_that_cannot_be_reached_is_503_unavailable_in_the_error_shape(gateway_only):
+    """nginx's own 502 (connection refused: no answer from the backend) becomes the local gateway's 503
+    `unavailable` in the global header and body filters, in the access log too."""
     gateway_only.start(only={"opa"})
     response = httpx.get(f"{gateway_only.edge}/", timeout=10)
-    assert response.status_code == 502 and response.headers["content-type"] == "application/json"
+    assert response.status_code == 503 and response.headers["content-type"] == "application/json"
     body = response.json()
-    assert body["error"] == "bad_gateway" and body["message"] and body["status"] == 502
+    assert body["error"] == "unavailable" and body["message"] and body["status"] == 503
     assert body["request_id"] == response.headers["x-request-id"] and len(body["trace_id"]) == 32
     assert int(response.headers["content-length"]) == len(response.content)
     assert httpx.get(gateway_only.ready_url, timeout=10).json()["reachable"] == 1  # OPA
+    request_id = response.headers["x-request-id"]
+    deadline = time.monotonic() + 15  # APISIX writes its access log in batches
+    while not (lines := [x for x in gateway_only.gateway.access_lines() if x.get("request_id") == request_id]):
+        assert time.monotonic() < deadline, "no access log line"
+        time.sleep(0.2)
+    assert lines[0]["status"] == 503
 
 
 class _RecordingOpa(ThreadingHTTPServer):
@@ -167,14 +175,20 @@ def test_credentials_stay_out_of_what_apisix_sends_to_opa(gateway_only):
     threading.Thread(target=opa.serve_forever, daemon=True).start()
     try:
         gateway_only.start_gateway()
-        httpx.post(f"{gateway_only.edge}/api/ask", json={"prompt": "list buckets"}, timeout=10, headers={
-            "authorization": f"Bearer {gateway_only.token('alice@finopti.dev')}", "cookie": "session=secret",
-            "x-api-key": "k-123", "proxy-authorization": "Basic eDp5"})
+        secrets = {"authorization": f"Bearer {gateway_only.token('alice@finopti.dev')}", "cookie": "session=secret",
+                   "x-api-key": "k-123", "proxy-authorization": "Basic eDp5"}
+        httpx.post(f"{gateway_only.edge}/api/ask", json={"prompt": "list buckets"}, timeout=10, headers=secrets)
+        with gateway_only.caller_client("orchestrator", timeout=10) as client:  # on the mesh, as a service
+            client.post(f"{gateway_only.mesh_url}/gcloud-agent/v1/actions/list_buckets", json={}, headers=secrets)
     finally:
         opa.shutdown()
         opa.server_close()
-    assert len(opa.inputs) == 1
-    headers = opa.inputs[0]["request"]["headers"]
-    assert not {"authorization", "cookie", "x-api-key", "proxy-authorization"} & set(headers), headers
-    assert headers["x-user-email"] == "alice@finopti.dev" and headers["x-finopti-listener"] == "edge"
-    assert opa.inputs[0]["route"]["name"] == "ask"
+    assert len(opa.inputs) == 2
+    edge, mesh = (given["request"]["headers"] for given in opa.inputs)
+    for headers in (edge, mesh):
+        assert not {"authorization", "cookie", "x-api-key", "proxy-authorization"} & set(headers), headers
+        assert headers["x-user-email"] == "alice@finopti.dev"
+    assert edge["x-finopti-listener"] == "edge" and "x-finopti-source" not in edge
+    # The caller's name is the policy's (the service itself does not get it: tests/test_data_planes.py).
+    assert mesh["x-finopti-listener"] == "mesh" and mesh["x-finopti-source"] == "orchestrator"
+    assert [given["route"]["name"] for given in opa.inputs] == ["ask", "gcloud-agent"]

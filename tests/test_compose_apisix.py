@@ -10,6 +10,7 @@ import pytest
 import typer
 import yaml
 from conftest import REPO
+from meshes import EVERY_POLICY, MESHES
 from typer.testing import CliRunner
 
 from finopti.deploy.apisix import (
@@ -29,7 +30,7 @@ from finopti.deploy.validate import load_apisix_schemas, validate_apisix, valida
 from finopti.deploy.verify import check_compose, verify_compose
 from finopti.mesh.envoy import DEFAULT_TIMEOUT, GatewayRuntime, render_envoy
 from finopti.mesh.envoy_traffic import FAULT_FILTER, RATE_LIMIT_FILTER
-from finopti.mesh.model import MeshSpec, load_mesh, parse_mesh
+from finopti.mesh.model import MeshSpec
 from finopti.mesh.resolved import load_authz_data, resolve
 from finopti.pki import make_foreign_ca_cert
 
@@ -38,27 +39,6 @@ needs_schemas = pytest.mark.skipif(
     not SCHEMAS.is_file(),
     reason=f"APISIX 3.18 schemas not found at {SCHEMAS} (copy of ../shared/apisix; FINOPTI_APISIX_SCHEMAS moves it)",
 )
-
-
-def _fault_variant() -> MeshSpec:
-    """The traffic fixture with a fault on its `fault` route: delay and abort, only for a header."""
-    raw = yaml.safe_load((REPO / "tests" / "fixtures" / "traffic-mesh.yaml").read_text())
-    fault = next(r for r in raw["routes"] if r["name"] == "fault")
-    fault["policy"] = {"fault": {"delay": {"duration": "250ms", "percent": 50},
-                                 "abort": {"status": 503, "percent": 12.5},
-                                 "header": {"name": "x-finopti-fault", "value": "on"}}}
-    raw["routes"].append({"name": "slow-write", "listener": "edge", "path": "/slow/", "rewrite": "/echo/",
-                          "backend": "flaky", "roles": ["*"],
-                          "policy": {"timeout": "8s", "idempotent": True,
-                                     "retries": {"attempts": 3, "conditions": ["reset", "502", "504"]}}})
-    return parse_mesh(raw, source="fault variant")
-
-
-MESHES = {
-    "platform": lambda: load_mesh(REPO / "mesh.yaml"),
-    "traffic": lambda: load_mesh(REPO / "tests" / "fixtures" / "traffic-mesh.yaml"),
-    "fault-variant": _fault_variant,
-}
 
 
 @pytest.fixture(scope="module")
@@ -285,7 +265,7 @@ def test_every_policy_renders_to_both_envoy_and_apisix(mesh):
     assert all(r.get("plugin_config_id") == "finopti-gateway" for r in apisix["routes"]
                if not r["id"].startswith("metrics.") and r["id"] != READY_ROUTE)
     if mesh == "fault-variant":  # together the meshes exercise every kind of policy
-        assert seen >= {"timeout", "per_try_timeout", "retries", "circuit_breaker", "rate_limit", "canary", "fault"}
+        assert seen >= EVERY_POLICY
     if mesh == "platform":
         assert "timeout" in seen
 

@@ -23,6 +23,7 @@ from finopti.testing.apisix import ApisixPlatform
 
 PLANES = ["envoy", "apisix"]
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
+HEX16 = re.compile(r"^[0-9a-f]{16}$")
 ALICE, BOB, CAROL, DAVE = "alice@finopti.dev", "bob@finopti.dev", "carol@finopti.dev", "dave@finopti.dev"
 ASK = {"prompt": "list instances in us-central1-a"}
 # Not a difference of answers but of mechanism: who is a mesh caller. Envoy's mesh listener requires a client
@@ -221,6 +222,7 @@ def test_the_trace_id_follows_a_request_through_every_hop(plane):
                              until=lambda lines: routes <= {line["route"] for line in lines})
     assert {line["route"] for line in hops} >= routes, hops
     assert all(line["request_id"] == request_id for line in hops), hops
+    assert all(HEX16.match(line.get("span_id") or "") for line in hops), hops  # each hop its own span
     assert next(line for line in hops if line["route"] == "ask")["client_request_id"] == client_id
     mesh_hops = {line["route"]: line for line in hops if line["listener"] == "mesh"}
     assert mesh_hops["gcloud-agent"]["source"].endswith("/svc/orchestrator")
@@ -421,3 +423,38 @@ def test_policy_unreachable_fails_closed(traffic):
     while get(traffic, "/decided/x").status_code != 200:
         assert time.monotonic() < deadline, "requests were not allowed again once the policy came back"
         time.sleep(0.2)
+
+
+# --- what reaches a backend, and a backend that is gone ----------------------------------------------------------
+
+
+def test_a_backend_gets_the_same_identity_headers_from_either_gateway(traffic):
+    """What reaches a backend, on the edge and on the mesh listener: the verified user and groups (never a
+    client's), the gateway's request id, the client's trace continued, the token forwarded; nothing else of the
+    gateway's (the caller's name is the policy's, not the service's), nothing a client forged."""
+    trace_id = uuid.uuid4().hex
+    forged = {"x-user-email": DAVE, "x-user-groups": "forged", "x-finopti-source": "orchestrator",
+              "x-jwt-payload": "e30", "traceparent": f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"}
+    token = {"authorization": f"Bearer {traffic.token(ALICE, ['finops-team', 'sre'])}"}
+    edge = httpx.get(f"{traffic.edge}/steady/x", headers={**forged, **token}, timeout=30)
+    mesh = traffic.mesh_call("flaky", "GET", "/steady/x", headers={**forged, **token})
+    for answer in (edge, mesh):
+        assert answer.status_code == 200, answer.text
+        seen = answer.json()["headers"]
+        assert set(seen) == {"x-user-email", "x-user-groups", "x-request-id", "traceparent", "authorization"}, seen
+        assert (seen["x-user-email"], seen["x-user-groups"]) == (ALICE, "finops-team,sre")
+        assert seen["x-request-id"] == answer.headers["x-request-id"]
+        assert seen["traceparent"].split("-")[1] == trace_id
+        assert seen["authorization"] == "Bearer"
+    # The policy still knows the caller: another service is refused on the same route.
+    assert_error(traffic, traffic.mesh_call("canary", "GET", "/steady/x", headers=token), 403, "forbidden")
+
+
+def test_a_backend_that_is_down_gets_the_same_answer_from_either_gateway(traffic):
+    """Nothing answers at the backend's address: 503 `unavailable` from both (nginx's own word would be 502)."""
+    traffic.stop_backend("steady")
+    try:
+        assert_error(traffic, get(traffic, "/steady/x"), 503, "unavailable")
+    finally:
+        traffic.start_backend("steady")
+    assert get(traffic, "/steady/x").status_code == 200

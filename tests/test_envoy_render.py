@@ -65,10 +65,15 @@ def test_real_envoy_accepts_the_rendered_config(tmp_path, mesh):
         listeners.append({k: v for k, v in listener.items() if k != "@type"})
     bootstrap = docs["bootstrap.yaml"]
     bootstrap.pop("dynamic_resources")
+    # The gateway's certificate, an SDS secret in its own watched file, becomes a static secret of the same name.
+    bootstrap["static_resources"]["secrets"] = [
+        {k: v for k, v in s.items() if k != "@type"} for s in docs["sds-gateway.yaml"]["resources"]]
+    _drop_key(listeners, "sds_config")
     bootstrap["static_resources"]["listeners"] = listeners
     bootstrap["static_resources"]["clusters"] += [
         {k: v for k, v in c.items() if k != "@type"} for c in docs["cds.yaml"]["resources"]
     ]
+    _drop_key(bootstrap["static_resources"]["clusters"], "sds_config")
     config = tmp_path / "envoy.yaml"
     config.write_text(yaml.safe_dump(bootstrap))
     result = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(config)], capture_output=True, text=True,
@@ -77,12 +82,23 @@ def test_real_envoy_accepts_the_rendered_config(tmp_path, mesh):
     assert "OK" in result.stdout + result.stderr
 
 
+def _drop_key(node, key: str) -> None:
+    """Remove `key` from every mapping in a nested document."""
+    if isinstance(node, dict):
+        node.pop(key, None)
+        node = list(node.values())
+    if isinstance(node, list):
+        for child in node:
+            _drop_key(child, key)
+
+
 def test_render_envoy_cli_writes_bootstrap_and_xds_files(tmp_path):
     from conftest import run_cli
 
     out = tmp_path / "envoy"
     result = run_cli("render", "envoy", "--out", str(out), home=tmp_path / "state", check=True)
-    assert "wrote 5 files" in result.stdout
+    assert "wrote 6 files" in result.stdout
     bootstrap = yaml.safe_load((out / "bootstrap.yaml").read_text())
     assert bootstrap["dynamic_resources"]["lds_config"]["path_config_source"]["path"] == str(out / "xds" / "lds.yaml")
-    assert {p.name for p in (out / "xds").iterdir()} == {"lds.yaml", "cds.yaml", "rds-edge.yaml", "rds-mesh.yaml"}
+    assert {p.name for p in (out / "xds").iterdir()} == {"lds.yaml", "cds.yaml", "rds-edge.yaml", "rds-mesh.yaml",
+                                                      "sds-gateway.yaml"}

@@ -61,7 +61,12 @@ def test_list_budgets_shows_the_seeded_budgets_as_a_bar_chart(platform):
     answer = act(platform, "list_budgets").json()
     seeded = {b["name"]: b["state"] for b in answer["data"] if b["created_by"] == "seed"}
     assert seeded == {"monthly-total": "forecast_over", "payments": "on_track", "search-prod": "forecast_over"}
-    assert answer["view"] == {"type": "bar", "x": "name", "y": ["actual", "forecast", "amount"], "unit": "USD"}
+    view = answer["view"]
+    assert (view["type"], view["x"], view["unit"]) == ("bar", "name", "USD")
+    assert view["y"] == ["actual", "forecast", "amount"]
+    assert {c["key"]: c.get("unit") for c in view["columns"]}["amount"] == "USD"
+    for part in ("Data: ", "Period: ", "Filter: ", "Method: "):
+        assert part in answer["explanation"], answer["explanation"]
 
 
 def test_forecast_view_is_a_time_series_with_intervals(platform):

@@ -11,6 +11,7 @@ import pytest
 import typer
 import yaml
 from conftest import REPO
+from meshes import EVERY_POLICY, MESHES, policies_used
 from typer.testing import CliRunner
 
 from finopti.deploy import helm
@@ -19,9 +20,11 @@ from finopti.deploy.commands import render_kubernetes_cmd
 from finopti.deploy.compose import render_compose_bundle, rendered_files, write_bundle
 from finopti.deploy.edge_controls import EDGE_RULE, guard_hosts
 from finopti.deploy.kube_validate import validate_manifest, validate_manifests
+from finopti.deploy.kube_workloads import REDIS, REDIS_PORT
 from finopti.deploy.kubernetes import CHART_DIR, render_kubernetes_chart
 from finopti.deploy.topology import plan
 from finopti.mesh.model import load_mesh, parse_mesh
+from finopti.mesh.resolved import resolve
 
 CHART = REPO / CHART_DIR
 SECRETS = {"identity": {"publicKey": "-----BEGIN PUBLIC KEY-----\nMFkw\n-----END PUBLIC KEY-----\n"},
@@ -312,32 +315,39 @@ def test_the_gateway_and_opa_scale_and_load_the_same_files_as_compose(manifests,
 # --- parity with compose -------------------------------------------------------------------------------------
 
 
-def _mesh_defaults() -> dict:
-    spec = load_mesh(REPO / "mesh.yaml")
+def _mesh_values(spec) -> dict:
+    """The values that give the chart the mesh's own host names and issuer (the compose render has them)."""
     return {**SECRETS, "gateway": {"hosts": list(spec.gateway.edge.hosts)},
             "identity": {**SECRETS["identity"], "issuer": spec.identity.issuer}}
 
 
-def test_every_route_and_policy_of_mesh_yaml_is_rendered_as_in_compose(compose):
+def _shared_counters(theirs: dict, ours: dict) -> None:
+    """The one difference a route may have: the chart's rate limits count in the store every gateway replica
+    shares (fail closed without it), compose's in its one gateway."""
+    assert theirs.pop("policy") == "local"
+    assert {k: ours.pop(k) for k in ("policy", "redis_host", "redis_port", "redis_timeout", "allow_degradation")} \
+        == {"policy": "redis", "redis_host": REDIS, "redis_port": REDIS_PORT, "redis_timeout": 500,
+            "allow_degradation": False}
+
+
+@pytest.mark.parametrize("mesh", sorted(MESHES))
+def test_every_route_and_policy_of_mesh_yaml_is_rendered_as_in_compose(mesh, tmp_path):
     """The same renderer for a Kubernetes site: every route (path, listener vars, rewrite, authentication, OPA,
     timeouts, retries, breaker, rate limit, canary, fault) and upstream equals compose's, and every difference
-    left is a fact of where the gateway runs."""
-    docs = helm.template(CHART, _mesh_defaults())
+    left is a fact of where the gateway runs. Over mesh.yaml and the test meshes, which together have every kind
+    of policy."""
+    spec = MESHES[mesh]()
+    chart = CHART if mesh == "platform" else _chart_of(spec, tmp_path)
+    docs = helm.template(chart, _mesh_values(spec))
+    compose = render_compose_bundle(spec, REPO)
     kube = yaml.safe_load(config_data(docs, "apisix-config")["apisix.yaml"])
     theirs = yaml.safe_load(compose["apisix/apisix.yaml"])
-    spec = load_mesh(REPO / "mesh.yaml")
-    served = [r.name for r in spec.routes if not spec.is_external(r.backend)]
-    ours, them = ({r["id"]: r for r in doc["routes"]} for doc in (kube, theirs))
-    # Where rate-limit counters live is a fact of the site: every gateway replica shares Redis; compose's one
-    # gateway keeps them itself.
-    counters = ("policy", "redis_host", "redis_port", "redis_timeout", "allow_degradation")
-    for name in served:
-        ours_limit, their_limit = (r["plugins"].get("limit-count", {}) for r in (ours[name], them[name]))
-        assert ours_limit.get("policy", "redis") == "redis" and their_limit.get("policy", "local") == "local"
-        for limit in (ours_limit, their_limit):
-            for key in counters:
-                limit.pop(key, None)
-        assert ours[name] == them[name], name
+    served = [r for r in resolve(spec).routes if not r.external]
+    ours, them = ({r["id"]: copy.deepcopy(r) for r in doc["routes"]} for doc in (kube, theirs))
+    for route in served:
+        if route.policy.rate_limit is not None:
+            _shared_counters(them[route.name]["plugins"]["limit-count"], ours[route.name]["plugins"]["limit-count"])
+        assert ours[route.name] == them[route.name], route.name
     upstreams = ({u["id"]: u for u in doc["upstreams"]} for doc in (kube, theirs))
     ours_up, them_up = upstreams
     for upstream, body in ours_up.items():
@@ -346,10 +356,21 @@ def test_every_route_and_policy_of_mesh_yaml_is_rendered_as_in_compose(compose):
         assert kube[section] == theirs[section], section
     # What differs is where it runs: compose's Prometheus scrapes through a metrics listener; Kubernetes adds the
     # TLS listener's certificate and the readiness route lists what this site loads.
-    assert set(them) - set(ours) == {r for r in them if r.startswith("metrics.")} | {"finopti-ready"} - set(ours)
+    assert set(them) - set(ours) == {r for r in them if r.startswith("metrics.")}
     assert set(ours) - set(them) == set()
     assert [s["id"] for s in kube["ssls"]] == ["gateway-client", "gateway-server"]
     assert [s["id"] for s in theirs["ssls"]] == ["gateway-client"]
+    # The same route table for OPA, and a counter store exactly when a route APISIX serves is rate limited.
+    assert config_data(docs, "opa-policies")["routes.json"] == compose["opa/routes.json"]
+    limited = any(r.policy.rate_limit is not None for r in served)
+    assert bool([d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == REDIS]) == limited
+    if mesh == "fault-variant":
+        assert set().union(*(policies_used(MESHES[m]()) for m in MESHES)) >= EVERY_POLICY
+
+
+def _chart_of(spec, tmp_path):
+    write_bundle(render_kubernetes_chart(spec, REPO), tmp_path)
+    return tmp_path
 
 
 def test_rules_dashboards_loki_and_the_log_pipeline_are_compose_s(manifests, compose):

@@ -91,3 +91,23 @@ def test_a_clock_ahead_cannot_pin_the_store(pipeline):
     assert pushed["line"] == "dated 2100" and pushed["metadata"] == {"original_ts": "2100-01-01T00:00:00.000000Z"}
     assert metric(store_metrics, "finopti_logstore_lines_future_total") == 1
     assert metric(store_metrics, "finopti_logstore_lines_too_old_total") == 1
+
+
+def test_odd_lines_and_file_names_do_not_stop_the_collector(pipeline):
+    """Values that once raised in the collector's reader (which a restarted collector would read again, forever):
+    a millisecond field of `²` digits, a level that is a list or an object, a rotated file named `x.log.²`."""
+    (pipeline.logs / "odd.log.²").write_bytes(b"")
+    odd = [{"ts": "2026-11-26T12:07:55.²²²Z", "message": "superscript"}, {"level": ["error"], "message": "listed"},
+           {"level": {"name": "warn"}, "message": "Traceback (most recent call last):"},
+           {"level": 50, "message": "pino"}]
+    with open(pipeline.logs / "odd.log", "ab") as f:
+        f.write(b"".join(orjson.dumps({"service": "odd", **line}) + b"\n" for line in odd))
+    wait_for(lambda: len(query(pipeline, service="odd")) == 4, 30, "four odd lines")
+    assert [line["level"] for line in query(pipeline, service="odd", direction="forward")] == [
+        "info", "info", "error", "error"]
+    assert pipeline.collector.popen.poll() is None
+    r = httpx.get(f"{pipeline.store_url}/api/logs", params={"cursor": "²:1"}, timeout=10)
+    assert r.status_code == 400 and r.json()["param"] == "cursor"
+    with httpx.stream("GET", f"{pipeline.store_url}/api/logs/tail", params={"service": "odd", "since": "1h"},
+                      headers={"last-event-id": b"\xb2"}, timeout=10) as r:  # `²` in Latin-1
+        assert r.status_code == 200

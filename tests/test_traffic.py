@@ -2,16 +2,22 @@
 the tests control and whose hits they count."""
 
 import asyncio
+import json
 import shutil
+import socket
+import ssl
 import statistics
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 from conftest import REPO, Platform, run_cli
+from cryptography import x509
 from planes import Backend
 
 from finopti.meshtls import client_context
+from finopti.pki import cert_info
 from finopti.ports import free_port
 
 TRAFFIC_MESH = REPO / "tests" / "fixtures" / "traffic-mesh.yaml"
@@ -205,7 +211,7 @@ async def _steady_load(platform: Platform, path: str, rate: int, seconds: float)
 
 
 @pytest.mark.timeout(180)
-def test_mesh_apply_under_load_drops_nothing(traffic):
+def test_mesh_apply_under_load_drops_nothing(traffic, cpu_burner):
     mesh = traffic.home / "mesh.yaml"
 
     async def scenario():
@@ -225,6 +231,56 @@ def test_mesh_apply_under_load_drops_nothing(traffic):
     failed = [s for s in statuses if s != 200]
     assert not failed, f"{len(failed)} failed requests: {sorted(set(failed))}"
     assert _get(traffic, "/added/x").status_code == 200  # the change is in effect
+
+
+def _served_serial(port: int, cert: Path, key: Path, ca: Path) -> str | None:
+    """The serial of the certificate a TLS server on loopback presents to a client holding `cert`, if it answers
+    a request with it (with TLS 1.3 a server refuses a client's certificate only after the handshake); None if
+    it does not."""
+    ctx = ssl.create_default_context(cafile=str(ca))
+    ctx.check_hostname = False
+    ctx.load_cert_chain(cert, key)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, ctx.wrap_socket(raw) as tls:
+            tls.sendall(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n")
+            if not tls.recv(12).startswith(b"HTTP/1.1"):
+                return None
+            return format(x509.load_der_x509_certificate(tls.getpeercert(binary_form=True)).serial_number, "x")
+    except (ssl.SSLError, ConnectionError):
+        return None
+
+
+@pytest.mark.timeout(180)
+def test_pki_rotate_under_load_drops_nothing(traffic, cpu_burner, tmp_path):
+    """Every certificate is re-issued and served without restarting anything, while 1000 requests flow."""
+    pki, rt = traffic.state.pki, traffic.runtime
+    outgoing = tmp_path / "gateway.crt", tmp_path / "gateway.key"
+    for copy in outgoing:
+        shutil.copy(pki / copy.name, copy)
+    pids = {c["name"]: c["pid"] for c in json.loads(traffic.cli("status", "--json").stdout)["components"]}
+
+    async def scenario():
+        load = asyncio.create_task(_steady_load(traffic, "/steady/x", rate=100, seconds=10))
+        await asyncio.sleep(3)
+        rotated = await asyncio.to_thread(traffic.cli, "pki", "rotate")
+        return await load, rotated
+
+    statuses, rotated = asyncio.run(scenario())
+    assert rotated.returncode == 0, rotated.stderr
+    assert "rotation took" in rotated.stdout
+    assert len(statuses) == 1000
+    failed = [s for s in statuses if s != 200]
+    assert not failed, f"{len(failed)} failed requests: {sorted(set(failed))}"
+    # Nothing restarted, yet the gateway and the services serve their new certificates...
+    after = {c["name"]: c["pid"] for c in json.loads(traffic.cli("status", "--json").stdout)["components"]}
+    assert after == pids
+    gateway_cert = pki / "gateway.crt", pki / "gateway.key", pki / "ca.crt"
+    assert _served_serial(rt.mesh_port, pki / "cli.crt", pki / "cli.key", pki / "ca.crt") == (
+        cert_info(pki / "gateway.crt")["serial"])
+    steady_port = rt.service_ports["steady"]["v1"]
+    assert _served_serial(steady_port, *gateway_cert) == cert_info(pki / "steady.crt")["serial"]
+    # ...and a service trusts the gateway's outgoing certificate no more.
+    assert _served_serial(steady_port, *outgoing, pki / "ca.crt") is None
 
 
 def test_apply_refuses_a_broken_mesh_and_keeps_the_running_one(traffic, tmp_path):

@@ -119,13 +119,19 @@ def ask_in_chat(page, edge: str, user: str, prompt: str) -> None:
     page.click("#ask")
 
 
+def turn_of(page, prompt: str) -> "playwright_api.Locator":
+    """The newest turn that asked `prompt` (turns are prepended: a plain `.first` would follow later questions)."""
+    asked = page.locator(".q").filter(has_text=re.compile(rf"^\s*{re.escape(prompt)}\s*$"))
+    return page.locator("[data-testid=turn]").filter(has=asked).first
+
+
 def ask(page, prompt: str) -> "playwright_api.Locator":
     """Ask in the chat and wait for this turn's answer."""
     count = page.locator("[data-testid=turn]").count()
     page.fill("#prompt", prompt)
     page.click("#ask")
     page.wait_for_function("n => document.querySelectorAll('[data-testid=turn][data-status]').length > n", arg=count)
-    return page.locator("[data-testid=turn]").first
+    return turn_of(page, prompt)
 
 
 def test_dev_sign_in_refuses_unknown_users(platform):

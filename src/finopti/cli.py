@@ -308,25 +308,26 @@ def _show_answer(response, payload: dict) -> None:
 
 
 def _print_rows(payload: dict) -> None:
-    """The answer's rows as the chat shows them (its view): columns, units, order, totals."""
+    """The answer's rows as the chat shows them (its view): columns, units, order, totals; then its further
+    tables, each under its title."""
     from rich import box
 
-    from finopti.presentation import answer_table
+    from finopti.presentation import answer_tables
 
-    rows = answer_table(payload)
-    if rows is None:
-        return
-    table = _table()
-    table.box = box.SIMPLE_HEAD
-    for column, numeric in zip(rows.columns, rows.numeric, strict=True):
-        table.add_column(column.label, justify="right" if numeric else "left")
-    for row in rows.rows:
-        table.add_row(*row)
-    if rows.totals:
-        table.show_footer = True
-        for column, total in zip(table.columns, rows.totals, strict=True):
-            column.footer = total
-    console.print(table)
+    for rows in answer_tables(payload):
+        if rows.title:
+            console.print(f"[bold]{rows.title}[/]", highlight=False)
+        table = _table()
+        table.box = box.SIMPLE_HEAD
+        for column, numeric in zip(rows.columns, rows.numeric, strict=True):
+            table.add_column(column.label, justify="right" if numeric else "left")
+        for row in rows.rows:
+            table.add_row(*row)
+        if rows.totals:
+            table.show_footer = True
+            for column, total in zip(table.columns, rows.totals, strict=True):
+                column.footer = total
+        console.print(table)
 
 
 @render_app.command("envoy")

@@ -5,14 +5,13 @@ Drills (faults, canary weights) are kept as overrides in the state dir, on top o
 (a live xDS update) and to the policy service through its bundle (reloaded on change)."""
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import yaml
 
 from finopti.errors import MeshSpecError, PlatformStateError
+from finopti.gateway_sync import wait_for_gateway
 from finopti.mesh.model import MeshSpec, load_mesh, parse_mesh
 from finopti.mesh.resolved import resolve
 from finopti.paths import StateDir
@@ -61,37 +60,23 @@ def _same_processes(old: MeshSpec, new: MeshSpec) -> None:
         )
 
 
-def apply_mesh(state: StateDir, mesh_file: Path | None = None, wait: float = 10.0) -> MeshSpec:
-    """Validate and push mesh.yaml (plus drills) to the running gateway and policy service."""
+def apply_mesh(state: StateDir, mesh_file: Path | None = None, wait: float = 30.0) -> MeshSpec:
+    """Validate and push mesh.yaml (plus drills) to the running gateway and policy service; returns once the
+    gateway serves it on every connection (`gateway_sync`). The policy service reads its bundle afresh on the
+    next decision after a change, so it needs no wait."""
     rt = Runtime.load(state)
     mesh_file = Path(mesh_file or rt.mesh_file).resolve()
     running = load_mesh(state.running_mesh) if state.running_mesh.exists() else load_mesh(rt.mesh_file)
     base = load_mesh(mesh_file)
     _same_processes(running, base)
     spec = with_overrides(base, load_overrides(state), str(mesh_file))
-    render_gateway(spec, state, rt)
+    _, versions = render_gateway(spec, state, rt)
     write_atomically(state.running_mesh, yaml.safe_dump(base.model_dump(mode="json", exclude_none=True)))
     if str(mesh_file) != rt.mesh_file:
         rt.mesh_file = str(mesh_file)
         rt.save(state)
-    _wait_for_gateway(rt, spec, wait)
+    wait_for_gateway(rt.admin_url, versions, wait)
     return spec
-
-
-def _wait_for_gateway(rt: Runtime, spec: MeshSpec, timeout: float) -> None:
-    """Until Envoy's config dump holds every route of the new spec (file watches are fast, not instant)."""
-    deadline = time.monotonic() + timeout
-    expected = {f'"name": "{r.name}"' for r in spec.routes}
-    while time.monotonic() < deadline:
-        try:
-            dump = httpx.get(f"{rt.admin_url}/config_dump?resource=dynamic_route_configs", timeout=2).text
-        except httpx.HTTPError:
-            dump = ""
-        if all(name in dump for name in expected):
-            time.sleep(0.3)  # let the policy service notice its new route table too
-            return
-        time.sleep(0.1)
-    raise PlatformStateError(f"the gateway did not load the new routes within {timeout:.0f}s")
 
 
 def refresh_policies(state: StateDir) -> MeshSpec:
@@ -99,7 +84,9 @@ def refresh_policies(state: StateDir) -> MeshSpec:
     and re-render the gateway's own rules from it, with the mesh that is running. A broken file raises before
     anything is written, so the rules in force stay."""
     spec = effective_spec(state)
-    render_gateway(spec, state, Runtime.load(state))
+    rt = Runtime.load(state)
+    _, versions = render_gateway(spec, state, rt)
+    wait_for_gateway(rt.admin_url, versions)
     return spec
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -202,15 +203,6 @@ def ensure_mesh_pki(spec: MeshSpec, state: StateDir) -> MeshPki:
     return pki
 
 
-def cert_version(state: StateDir) -> str:
-    from finopti.pki import PkiError, cert_info
-
-    try:
-        return cert_info(state.pki / "gateway.crt")["serial"]
-    except (FileNotFoundError, PkiError):
-        return ""
-
-
 def gateway_runtime(state: StateDir, rt: Runtime, identity: Identity | None = None) -> GatewayRuntime:
     """`identity`: with an OpenID Connect provider, its key set is found by discovery first."""
     from finopti.mesh.envoy import GatewayRuntime
@@ -226,7 +218,6 @@ def gateway_runtime(state: StateDir, rt: Runtime, identity: Identity | None = No
         jwks_path=state.idp / "jwks.json",
         xds_dir=state.gateway / "xds",
         pki_dir=state.pki,
-        cert_version=cert_version(state),
         external_ports={name: port for name, port in rt.aux_ports.items() if name == "prometheus"},
         jwks_uri=discover_jwks_uri(identity) if identity is not None and identity.provider == "oidc" else "",
     )
@@ -247,11 +238,27 @@ class _PlainDumper(yaml.SafeDumper):
         return True
 
 
-def write_envoy_files(documents: dict[str, dict], out_dir: Path, xds_dir: Path) -> None:
-    """The bootstrap goes in out_dir, the watched xDS files in xds_dir."""
-    for name, doc in documents.items():
-        target = out_dir / name if name == "bootstrap.yaml" else xds_dir / name
-        write_atomically(target, yaml.dump(doc, Dumper=_PlainDumper, sort_keys=False))
+BOOTSTRAP = "bootstrap.yaml"
+
+
+def _write_order(name: str) -> int:
+    # Secrets, then clusters, then the listeners and routes that name them: nothing points at what is not there.
+    order = {BOOTSTRAP: 0, "cds.yaml": 2, "lds.yaml": 3}
+    return order.get(name, 1 if name.startswith("sds-") else 4)
+
+
+def write_envoy_files(documents: dict[str, dict], out_dir: Path, xds_dir: Path) -> dict[str, str]:
+    """The bootstrap goes in out_dir, the watched xDS files in xds_dir, each stamped with the hash of its content
+    as `version_info`. Returns file -> version, what `gateway_sync.wait_for_gateway` waits for."""
+    versions = {}
+    for name in sorted(documents, key=_write_order):
+        text = yaml.dump(documents[name], Dumper=_PlainDumper, sort_keys=False)
+        if name == BOOTSTRAP:
+            write_atomically(out_dir / name, text)
+            continue
+        versions[name] = hashlib.sha256(text.encode()).hexdigest()[:16]
+        write_atomically(xds_dir / name, f"version_info: {versions[name]}\n{text}")
+    return versions
 
 
 def render_policy_bundle(mesh: ResolvedMesh, source: Path, target: Path) -> None:
@@ -272,15 +279,16 @@ def resolve_for(spec: MeshSpec, rt: Runtime) -> ResolvedMesh:
     return resolve(spec, load_authz_data(rt.policy_dir))
 
 
-def render_gateway(spec: MeshSpec, state: StateDir, rt: Runtime) -> ResolvedMesh:
-    """The policy service's directory and the gateway's files, from one resolved mesh."""
+def render_gateway(spec: MeshSpec, state: StateDir, rt: Runtime) -> tuple[ResolvedMesh, dict[str, str]]:
+    """The policy service's directory and the gateway's files, from one resolved mesh; returns the mesh and the
+    versions of the files written (see `write_envoy_files`)."""
     from finopti.mesh.envoy import render_envoy
 
     mesh = resolve_for(spec, rt)
     render_policy_bundle(mesh, Path(rt.policy_dir), state.policy)
     grt = gateway_runtime(state, rt, spec.identity)
-    write_envoy_files(render_envoy(mesh, grt), state.gateway, grt.xds_dir)
-    return mesh
+    versions = write_envoy_files(render_envoy(mesh, grt), state.gateway, grt.xds_dir)
+    return mesh, versions
 
 
 def render_platform(spec: MeshSpec, state: StateDir, rt: Runtime) -> None:
@@ -288,7 +296,7 @@ def render_platform(spec: MeshSpec, state: StateDir, rt: Runtime) -> None:
 
     DevIdentityProvider(state.idp, spec.identity).ensure()
     ensure_mesh_pki(spec, state)
-    mesh = render_gateway(spec, state, rt)
+    mesh, _ = render_gateway(spec, state, rt)
     process_rt = ProcessRuntime(
         state_dir=state.root,
         logs_dir=state.logs,

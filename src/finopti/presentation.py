@@ -25,6 +25,7 @@ class AnswerTable:
     rows: list[list[str]]
     numeric: list[bool]  # right-aligned columns
     totals: list[str] | None = None
+    title: str | None = None  # a further table's heading (the view's `tables`)
 
 
 def human_label(key: str) -> str:
@@ -69,6 +70,8 @@ def format_value(value, unit: str = "") -> str:
         number = f"{value:,}" if isinstance(value, int) else f"{value:,.2f}"
         if unit in ("%", "percent"):
             return f"{number}%"
+        if unit == "percentunit":
+            return f"{value * 100:,.2f}%"
         return f"{number} {unit}" if unit and unit not in ("count", "short") else number
     return str(value)
 
@@ -79,6 +82,11 @@ def _pick(data, path: str | None):
     for part in path.split("."):
         data = data.get(part) if isinstance(data, dict) else None
     return data
+
+
+def cell(row: dict, key: str):
+    """A row's value for a column key: the key itself, else a dot path into nested objects."""
+    return row[key] if key in row else _pick(row, key)
 
 
 def _is_rows(value) -> bool:
@@ -102,8 +110,8 @@ def _columns(rows: list[dict], view: dict) -> list[Column]:
         for c in declared:
             c = {"key": c} if isinstance(c, str) else c
             unit = c.get("unit")
-            out.append(Column(c["key"], c.get("label") or human_label(c["key"]),
-                              unit if unit is not None else guess_unit(c["key"], [r.get(c["key"]) for r in rows])))
+            out.append(Column(c["key"], c.get("label") or human_label(c["key"].split(".")[-1]),
+                              unit if unit is not None else guess_unit(c["key"], [cell(r, c["key"]) for r in rows])))
         return out
     keys: list[str] = []
     for row in rows[:200]:
@@ -125,23 +133,53 @@ def answer_table(payload: dict) -> AnswerTable | None:
                            [False, False])
     if rows is None:
         return None
+    return _table(data, rows, view)
+
+
+def answer_tables(payload: dict) -> list[AnswerTable]:
+    """The answer's table, then each of its view's further `tables` that has rows (an anomaly list, the
+    resources behind a breakdown), each with its title."""
+    view = payload.get("view") if isinstance(payload.get("view"), dict) else {}
+    data = payload.get("data")
+    main = answer_table(payload)
+    further = []
+    for t in view.get("tables") or []:
+        rows = rows_of(data, t) if isinstance(t, dict) else None
+        if rows is not None:
+            further.append(_table(data, rows, t, title=t.get("title") or human_label(str(t.get("rows", "")))))
+    return ([main] if main else []) + further
+
+
+def _totals(data, rows: list[dict], columns: list[Column], spec) -> list[str] | None:
+    """True: every money column summed; [keys]: those summed; {key: dot path}: the answer's own figure (None: sum)."""
+    if spec is True:
+        spec = [c.key for c in columns if CURRENCY.match(c.unit or "")]
+    if not spec:
+        return None
+    given = {k: _pick(data, path) for k, path in spec.items() if path} if isinstance(spec, dict) else {}
+    totals = []
+    for c in columns:
+        if c.key not in spec:
+            totals.append("")
+            continue
+        figure = given.get(c.key)
+        if not isinstance(figure, int | float):
+            figure = sum(cell(r, c.key) or 0 for r in rows)
+        totals.append(format_value(round(figure, 2), c.unit))
+    totals[0] = totals[0] or f"Total ({len(rows)})"
+    return totals
+
+
+def _table(data, rows: list[dict], view: dict, title: str | None = None) -> AnswerTable:
     columns = _columns(rows, view)
     sort = view.get("sort")
     if isinstance(sort, dict) and sort.get("key"):
         key = sort["key"]
-        present = [r for r in rows if r.get(key) is not None]
-        rows = sorted(present, key=lambda r: r[key], reverse=bool(sort.get("desc"))) + [
-            r for r in rows if r.get(key) is None]
-    numeric = [all(isinstance(r.get(c.key), int | float) and not isinstance(r.get(c.key), bool)
-                   for r in rows if r.get(c.key) is not None) and any(r.get(c.key) is not None for r in rows)
-               for c in columns]
-    table_rows = [[format_value(r.get(c.key), c.unit) for c in columns] for r in rows]
-    totals_keys = view.get("totals")
-    if totals_keys is True:
-        totals_keys = [c.key for c in columns if CURRENCY.match(c.unit or "")]
-    totals = None
-    if totals_keys:
-        totals = [format_value(round(sum(r.get(c.key) or 0 for r in rows), 2), c.unit) if c.key in totals_keys
-                  else "" for c in columns]
-        totals[0] = totals[0] or f"Total ({len(rows)})"
-    return AnswerTable(columns, table_rows, numeric, totals)
+        present = [r for r in rows if cell(r, key) is not None]
+        rows = sorted(present, key=lambda r: cell(r, key), reverse=bool(sort.get("desc"))) + [
+            r for r in rows if cell(r, key) is None]
+    values = [[cell(r, c.key) for c in columns] for r in rows]
+    numeric = [all(isinstance(v[i], int | float) and not isinstance(v[i], bool) for v in values if v[i] is not None)
+               and any(v[i] is not None for v in values) for i in range(len(columns))]
+    table_rows = [[format_value(v, c.unit) for v, c in zip(row, columns, strict=True)] for row in values]
+    return AnswerTable(columns, table_rows, numeric, _totals(data, rows, columns, view.get("totals")), title)

@@ -56,7 +56,8 @@ PKI_DIR = "/pki"  # the gateway's certificate, key and the mesh CA, written by t
 # in an upstream's inline `tls.client_cert` (it would parse "$env://..." as a PEM and reject the upstream),
 # so upstreams refer to one `ssls` object of type `client` by id.
 GATEWAY_CLIENT_SSL = "gateway-client"
-RATE_LIMIT_KEYS = {"user": "http_x_user_email", "caller": "http_x_finopti_source"}
+# The caller by the gateway's own variable (its network or its certificate), not a header a service never gets.
+RATE_LIMIT_KEYS = {"user": "http_x_user_email", "caller": "finopti_caller"}
 # What api-breaker counts as a failure. It sees statuses only: "unreachable" takes nginx's own answers when the
 # backend could not be reached (502) or did not answer in time (504), and so also a backend's own 502 or 504.
 BREAKER_STATUSES = {"5xx": [500, 502, 503, 504], "unreachable": [502, 504]}

@@ -58,6 +58,14 @@ IDENTITY = """return function(conf, ctx)
   local seen = core.table.clone(core.request.headers(ctx))
   for _, name in ipairs(%(secret_headers)s) do seen[name] = nil end
   ctx.headers = seen
+  -- The caller and the listener are for the policy only: the service gets the user's identity, as from the
+  -- local gateway (cleared on the request itself, not in the policy's copy).
+  ngx.req.clear_header("x-finopti-source")
+  ngx.req.clear_header("x-finopti-listener")
+  -- ngx.req's own changes mark APISIX's header cache stale, which would refill the policy's copy from the
+  -- request (credentials in, caller out): the copy is meant to differ, so keep it.
+  local has_a6, a6_request = pcall(require, "resty.apisix.request")
+  if has_a6 then a6_request.clear_request_header() end
 end"""
 
 # The access log fields nginx has no variable for, stamped when the answer's headers go out and again when
@@ -140,6 +148,12 @@ HEADER_FILTER = """return function(conf, ctx)
   local core = require("apisix.core")
   if core.response.get_response_source(ctx) == "upstream" then return end
   local replies = %(replies)s
+  -- No answer ever came from the backend (refused, reset, TLS failure): nginx says 502, the local gateway 503
+  -- `unavailable`, which is what it is. 502 stays for a backend that answered something unreadable.
+  if status == 502 and ((ngx.var.upstream_header_time or "-"):match("([^%%s,:]+)%%s*$") or "-") == "-" then
+    status = %(unavailable)d
+    ngx.status = status
+  end
   local reply = replies[status] or {error = "error", message = "the gateway could not answer"}
   ctx.finopti_reply = require("cjson.safe").encode({
     error = reply.error, message = reply.message, status = status,
@@ -166,7 +180,8 @@ end"""
 
 def header_filter() -> str:
     return ACCESS_STAMP + "\n" + HEADER_FILTER % {
-        "replies": lua_replies(), "client_header": lua_string(CLIENT_REQUEST_ID_HEADER),
+        "replies": lua_replies(), "unavailable": replies.UNAVAILABLE.status,
+        "client_header": lua_string(CLIENT_REQUEST_ID_HEADER),
         "client_max": CLIENT_REQUEST_ID_MAX, "client_chars": _lua_class(CLIENT_REQUEST_ID_CHARS)}
 
 

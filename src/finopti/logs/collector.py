@@ -53,7 +53,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from finopti.logs import wire
 from finopti.logs.line_guard import identity_of_certificate, lines_with_marks, own_sources, redact, redact_bytes
-from finopti.logs.metadata import INDEXED, from_object
+from finopti.logs.metadata import INDEXED, NOT_AN_OBJECT, Fields, decode_fields, from_object
 from finopti.logs.multiline import (
     DEFAULT_FIRSTLINE,
     DEFAULT_MAX_LINES,
@@ -76,12 +76,18 @@ _LEVELS = {"warn": "warning", "err": "error", "crit": "critical", "fatal": "crit
 _KNOWN_LEVELS = {name: name for name in ("debug", "info", "warning", "error", "critical")}
 
 
-def normalize_level(level: object) -> str:
-    known = _KNOWN_LEVELS.get(level)  # type: ignore[arg-type]
-    if known is not None:
-        return known
-    text = str(level or "info").lower()
-    return _LEVELS.get(text, text)
+_NUMERIC_LEVELS = {1: "debug", 2: "debug", 3: "info", 4: "warning", 5: "error", 6: "critical"}  # pino, bunyan
+
+
+def normalize_level(level: object, message: object = "") -> str:
+    """A JSON line's `level` as its stream's label: a word (`WARN` -> `warning`), a number as pino and bunyan
+    write them (30 info, 50 error); absent or anything else (a list, an object) inferred from the message."""
+    if level.__class__ is str:
+        text = level.lower() or "info"
+        return _KNOWN_LEVELS.get(text) or _LEVELS.get(text, text)
+    if level.__class__ is int:
+        return _NUMERIC_LEVELS.get(level // 10, "info")
+    return infer_level(message if message.__class__ is str else "")
 
 
 def service_of(component: str) -> str:
@@ -111,7 +117,7 @@ class Parsed(NamedTuple):
     level: str
     ts_ns: int
     text: bytes
-    obj: dict | None
+    obj: Fields | None
     extras: dict | None  # component (the file, when not the service), original_ts (a clock ahead)
 
     def metadata(self) -> dict:
@@ -131,19 +137,17 @@ def parse_line(raw: bytes, component: str, now_ns: int, stats: ParseStats,
     are redacted (`redact=False`: the line is known to hold none of line_guard's marks). `now_ns` is when it was
     read: the time of an entry without its own, and
     of one dated more than `grace_ns` ahead (its own time is kept as metadata `original_ts`).
-    The hot path of the collector: a JSON object line is parsed once and never re-encoded."""
+    The hot path of the collector: a JSON object line is parsed once, only the fields it reads, and never
+    re-encoded."""
     if raw[-1:] == b"\r":
         raw = raw[:-1]
-    obj = None
-    if raw[:1] == b"{":
-        try:
-            obj = orjson.loads(raw)  # also checks the bytes are UTF-8
-        except orjson.JSONDecodeError:
-            pass
-    if obj.__class__ is not dict:
+    if raw[:1] != b"{":
         return _parse_text(raw, component, now_ns, stats)
-    get = obj.get
-    source = get("source")
+    try:
+        obj = decode_fields(raw)  # also checks the bytes are UTF-8
+    except NOT_AN_OBJECT:
+        return _parse_text(raw, component, now_ns, stats)
+    source = obj.source
     if source.__class__ is str and source in own:
         stats.own += 1
         return None
@@ -151,13 +155,15 @@ def parse_line(raw: bytes, component: str, now_ns: int, stats: ParseStats,
         raw, redactions = redact_bytes(raw)
         if redactions:
             stats.count_redactions(redactions)
-    service = get("service")
+            obj = decode_fields(raw)  # the redacted values, as the store will read them back from the line
+    service = obj.service
     if service.__class__ is not str or not service:
         service = service_of(component)
-    ts = get("ts")
+    ts = obj.ts
     base = _SECONDS.get(ts[:19], -1) if ts.__class__ is str and len(ts) == 24 and ts[19] == "." else -1
-    if base >= 0 and ts[23] == "Z" and ts[20:23].isdigit():  # the services' `…T12:07:55.548Z`, second seen before
-        ts_ns = base + int(ts[20:23]) * 1_000_000
+    millis = ts[20:23] if base >= 0 and ts[23] == "Z" else ""
+    if millis.isascii() and millis.isdigit():  # the services' `…T12:07:55.548Z`, its second seen before
+        ts_ns = base + int(millis) * 1_000_000
     else:
         try:
             ts_ns = rfc3339_ns(ts) if ts.__class__ is str else now_ns
@@ -168,9 +174,8 @@ def parse_line(raw: bytes, component: str, now_ns: int, stats: ParseStats,
         extras = {**(extras or {}), "original_ts": ns_to_rfc3339(ts_ns)}
         ts_ns = now_ns
         stats.future += 1
-    level = get("level")
-    level = _KNOWN_LEVELS.get(level) or (normalize_level(level) if level is not None
-                                         else infer_level(str(get("message", ""))))
+    level = obj.level
+    level = (level.__class__ is str and _KNOWN_LEVELS.get(level)) or normalize_level(level, obj.message)
     return _new(Parsed, (service, level, ts_ns, raw, obj, extras))
 
 
@@ -264,10 +269,12 @@ def _indexed_values(indexed: list[tuple]) -> dict[str, list]:
     for name, values in zip(INDEXED, zip(*indexed, strict=True), strict=False):
         try:
             distinct = set(values)
-        except TypeError:  # a list or an object as a trace id: as text, as its metadata reads it
+        except TypeError:  # a list or an object as a trace id
             distinct = {v if v.__class__ is str else str(v) for v in values}
         distinct.discard(None)
         distinct.discard("")
+        if not set(map(type, distinct)) <= {str}:  # as text, as its metadata reads it (but not 0 or false)
+            distinct = {v if v.__class__ is str else str(v) for v in distinct if v}
         out[name] = list(distinct)
     return out
 
@@ -297,8 +304,7 @@ class LinesBatch(Batch):
         texts.append(text)
         extra.append(extras)
         if obj is not None:
-            get = obj.get
-            indexed.append((get("trace_id"), get("request_id"), get("user")))  # INDEXED's order
+            indexed.append((obj.trace_id, obj.request_id, obj.user))  # INDEXED's order
         self.bytes += size
         self.lines += 1
         return True

@@ -26,7 +26,7 @@ from functools import cached_property
 import cramjam
 import orjson
 
-from finopti.logs.metadata import from_object, indexed_values, key_hash
+from finopti.logs.metadata import fields_of, from_object, indexed_values, key_hash
 
 MAGIC = b"FLP2"
 DIRECTORY = struct.Struct("<4sBBIII")
@@ -121,13 +121,8 @@ class Columns:
             stored = self.meta[meta_at:meta_at + meta_length]
             at, meta_at = at + text_length, meta_at + meta_length
             meta = orjson.loads(stored) if stored else {}
-            if self.derived and text.startswith("{"):
-                try:
-                    obj = orjson.loads(text)
-                except orjson.JSONDecodeError:
-                    obj = None
-                if obj.__class__ is dict:
-                    meta = {**from_object(obj), **meta}
+            if self.derived and text.startswith("{") and (fields := fields_of(text)) is not None:
+                meta = {**from_object(fields), **meta}
             out.append([str(ts), text, meta] if meta else [str(ts), text])
         return out
 
@@ -241,8 +236,10 @@ class View:
             meta = orjson.loads(stored) if stored else {}
         except orjson.JSONDecodeError:
             meta = {}
-        if self.derived and parsed.__class__ is dict:
-            meta = {**from_object(parsed), **meta}
+        if self.derived and text.startswith("{"):  # read as the collector read it (`fields_of`)
+            fields = parsed if parsed.__class__ is dict else fields_of(text)
+            if fields is not None:
+                meta = {**from_object(fields), **meta}
         return parsed, meta if meta.__class__ is dict else {}
 
     def lines_matching(self, pattern) -> set[int]:

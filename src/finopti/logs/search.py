@@ -44,7 +44,7 @@ def format_cursor(cursor: Cursor) -> str:
 
 def parse_cursor(text: str) -> Cursor:
     ts, sep, line_id = text.partition(":")
-    if not sep or not ts.lstrip("-").isdigit() or not line_id.isdigit():
+    if not sep or not text.isascii() or not ts.lstrip("-").isdigit() or not line_id.isdigit():
         raise ValueError(f"expected <ts_ns>:<id>, got {text!r}")
     return int(ts), int(line_id)
 

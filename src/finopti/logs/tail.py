@@ -75,7 +75,7 @@ def rotated_siblings(path: Path) -> list[Path]:
         suffix = sibling.name[len(path.name) + 1:]
         if sibling.name.endswith(COMPRESSED) or suffix.endswith(".tmp") or not sibling.is_file():
             continue
-        if suffix.isdigit():
+        if suffix.isascii() and suffix.isdigit():
             numbered.append((-int(suffix), sibling))
         else:
             dated.append((sibling.name, sibling))

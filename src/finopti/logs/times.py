@@ -41,7 +41,7 @@ def rfc3339_ns(text: str) -> int:
                 second_cache.clear()
             second_cache[text[:19]] = base
         millis = text[20:23]
-        if base >= 0 and millis.isdigit():
+        if base >= 0 and millis.isascii() and millis.isdigit():  # int() takes `²` or `١` too
             return base + int(millis) * 1_000_000
     parsed = datetime.fromisoformat(text)
     if parsed.tzinfo is None:

@@ -75,7 +75,6 @@ class GatewayRuntime:
     pki_dir: Path  # mesh CA and the gateway's certificate (see finopti.pki)
     external_ports: dict[str, int] = field(default_factory=dict)  # e.g. prometheus -> its loopback port
     jwks_uri: str = ""  # an OpenID Connect provider's key set (identity.provider: oidc), found by discovery
-    cert_version: str = ""  # changes on rotation, so Envoy reloads the certificate files
     # Both on for the platform; a benchmark turns them off to measure what they cost.
     mtls: bool = True
     authz: bool = True
@@ -93,6 +92,7 @@ def render_envoy(mesh: ResolvedMesh, rt: GatewayRuntime) -> dict[str, dict]:
         "cds.yaml": {"resources": _clusters(mesh, rt)},
         "rds-edge.yaml": {"resources": [_route_config("edge", mesh, rt)]},
         "rds-mesh.yaml": {"resources": [_route_config("mesh", mesh, rt)]},
+        **({SDS_FILE: {"resources": [_gateway_secret(rt)]}} if rt.mtls else {}),
     }
 
 
@@ -151,13 +151,26 @@ def _static_cluster(name: str, host: str, port: int) -> dict:
     }
 
 
-def _tls_files(rt: GatewayRuntime) -> dict:
+GATEWAY_SECRET = "gateway"
+SDS_FILE = f"sds-{GATEWAY_SECRET}.yaml"
+
+
+def _gateway_secret(rt: GatewayRuntime) -> dict:
+    """The gateway's certificate as an SDS secret: Envoy watches the PKI directory and, when a rotation moves a
+    new pair into place, serves it on new connections at once, with no listener or cluster replaced."""
     return {
-        "tls_certificates": [{
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
+        "name": GATEWAY_SECRET,
+        "tls_certificate": {
             "certificate_chain": {"filename": str(rt.pki_dir / "gateway.crt")},
             "private_key": {"filename": str(rt.pki_dir / "gateway.key")},
-        }],
+            "watched_directory": {"path": str(rt.pki_dir)},
+        },
     }
+
+
+def _tls_files(rt: GatewayRuntime) -> dict:
+    return {"tls_certificate_sds_secret_configs": [{"name": GATEWAY_SECRET, "sds_config": _file_source(rt, SDS_FILE)}]}
 
 
 def _spiffe(name: str) -> str:
@@ -226,7 +239,6 @@ def _clusters(mesh: ResolvedMesh, rt: GatewayRuntime) -> list[dict]:
                 # Health changes (an opened circuit) reach the workers at once, not merged over Envoy's
                 # default 1 s window during which requests would still reach the ejected backend.
                 "common_lb_config": {"healthy_panic_threshold": {"value": 0.0}, "update_merge_window": "0s"},
-                "metadata": {"filter_metadata": {"finopti": {"cert_version": rt.cert_version}}},
             }
             breaker, budget = service.circuit_breaker, service.retry_budget_percent
             if breaker is not None:
@@ -559,7 +571,6 @@ def _listener(name: str, mesh: ResolvedMesh, rt: GatewayRuntime) -> dict:
         "name": name,
         "address": _address(host, port),
         "filter_chains": [chain],
-        "metadata": {"filter_metadata": {"finopti": {"cert_version": rt.cert_version}}},
     }
 
 

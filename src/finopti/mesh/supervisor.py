@@ -9,6 +9,12 @@ from finopti.meshtls import TRUST_BUNDLE
 
 LOG_MAX_BYTES = "20MB"
 LOG_BACKUPS = 3
+# A changed listener drains its old connections (each answer says `Connection: close`) and closes those still
+# open after DRAIN_SECONDS, so no request is served by the old filters after that (Envoy's default: a gradual
+# drain over 10 minutes). Longer than a client keeps an idle connection (httpx: 5 s), so that close never races
+# a request.
+DRAIN_SECONDS = 6
+ENVOY_DRAIN_ARGS = ("--drain-strategy", "immediate", "--drain-time-s", str(DRAIN_SECONDS))
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,7 @@ def render_supervisor(spec: MeshSpec, rt: ProcessRuntime) -> str:
             # One worker thread: plenty for one machine, and it leaves the other core to the services.
             # A dynamic base id lets two platforms (two test runs) share one machine.
             f"{rt.envoy} -c {rt.envoy_bootstrap} --log-level warn --file-flush-interval-msec 200 --concurrency 1"
+            f" {' '.join(ENVOY_DRAIN_ARGS)}"
             f" --use-dynamic-base-id --base-id-path {rt.state_dir / 'envoy.base-id'}",
             rt,
         ),

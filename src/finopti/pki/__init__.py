@@ -7,8 +7,11 @@ from finopti.pki.core import (
     ensure_pki,
     identity_from_spiffe,
     make_foreign_ca_cert,
+    promote,
     rotate,
     spiffe_id,
+    stage,
+    staged_paths,
 )
 from finopti.pki.errors import PkiError
 
@@ -20,6 +23,9 @@ __all__ = [
     "ensure_pki",
     "identity_from_spiffe",
     "make_foreign_ca_cert",
+    "promote",
     "rotate",
     "spiffe_id",
+    "stage",
+    "staged_paths",
 ]

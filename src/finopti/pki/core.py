@@ -314,6 +314,36 @@ def rotate(pki_dir: Path, identities: list[str], validity_days: int = 7) -> list
     return list(pki.identities)
 
 
+STAGED = ".next"
+
+
+def staged_paths(pki: MeshPki, name: str) -> tuple[Path, Path]:
+    """Where `stage` puts an identity's next certificate and key (not a `*.crt`: never taken for one in use)."""
+    cert, key = pki.paths(name)
+    return cert.with_name(cert.name + STAGED), key.with_name(key.name + STAGED)
+
+
+def stage(pki_dir: Path, identities: list[str], validity_days: int = 7) -> MeshPki:
+    """Issue the next certificate of each identity beside the one in use, so that whoever pins it can trust it
+    before it is served (`promote` puts it in place)."""
+    pki, validity = _prepare(pki_dir, identities, validity_days)
+    with _locked(pki.pki_dir):
+        ca_cert, ca_key = _ensure_ca(pki.pki_dir)
+        for name in pki.identities:
+            _write_pair(*staged_paths(pki, name), *_build_leaf(name, ca_cert, ca_key, validity))
+    return pki
+
+
+def promote(pki_dir: Path, identities: list[str]) -> None:
+    """Move the staged certificates into place: key first, like `_write_pair`, each by one rename."""
+    pki, _ = _prepare(pki_dir, identities, 7)
+    with _locked(pki.pki_dir):
+        for name in pki.identities:
+            (staged_cert, staged_key), (cert, key) = staged_paths(pki, name), pki.paths(name)
+            os.replace(staged_key, key)
+            os.replace(staged_cert, cert)
+
+
 def cert_info(path: Path) -> dict[str, Any]:
     """Summary of a certificate for status output. Times are aware UTC datetimes; serial is hex."""
     path = Path(path)

@@ -26,10 +26,12 @@ import httpx
 import jwt
 import yaml
 
+from finopti.gateway_sync import wait_for_gateway
 from finopti.idp import KEY_ID, DevIdentityProvider
 from finopti.mesh.envoy import POLICY_CLUSTER, GatewayRuntime, render_envoy
 from finopti.mesh.policy_data import render_route_data
 from finopti.mesh.resolved import ResolvedMesh
+from finopti.mesh.supervisor import ENVOY_DRAIN_ARGS
 from finopti.meshtls import client_context
 from finopti.pki import ensure_pki
 from finopti.platform import envoy_binary, write_envoy_files
@@ -84,7 +86,6 @@ class AuthzGateway:
         self._procs: list[subprocess.Popen] = []
         self._clients: dict[str | None, httpx.Client] = {}
         self._opa: httpx.Client | None = None
-        self.generation = 0
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -115,7 +116,8 @@ class AuthzGateway:
             "FINOPTI_POLICY_DIR": str(self.policy_dir), "FINOPTI_HOME": str(self.work)})
         self.edge_port, self.mesh_port, self.admin_port = free_port(), free_port(), free_port()
         self._render()
-        self._spawn("envoy", [envoy_binary(), "-c", str(self.work / "bootstrap.yaml"), "--use-dynamic-base-id",
+        self._spawn("envoy", [envoy_binary(), "-c", str(self.work / "bootstrap.yaml"), *ENVOY_DRAIN_ARGS,
+                              "--use-dynamic-base-id",
                               "--concurrency", str(self.concurrency), "--log-level", "error"], {})
         _wait(lambda: httpx.get(f"http://127.0.0.1:{self.policy_port}/healthz", timeout=1).status_code == 200,
               30, "policy service")
@@ -155,9 +157,9 @@ class AuthzGateway:
             admin_port=self.admin_port, service_ports=ports, jwks_path=self.idp.jwks_path,
             xds_dir=self.work / "xds", pki_dir=self.pki.pki_dir,
             external_ports={b.name: self.echo_port for b in self.mesh.backends if b.external},
-            mtls=self.mtls, authz=self.authz, cert_version=str(self.generation))
+            mtls=self.mtls, authz=self.authz)
 
-    def _render(self) -> None:
+    def _render(self) -> dict[str, str]:
         documents = render_envoy(self.mesh, self._runtime())
         for cluster in documents["cds.yaml"]["resources"]:
             # Every backend is the echo server over plain HTTP; the policy cluster is the real policy service.
@@ -167,18 +169,14 @@ class AuthzGateway:
             for group in cluster["load_assignment"]["endpoints"]:
                 for endpoint in group["lb_endpoints"]:
                     endpoint["endpoint"]["address"]["socket_address"]["port_value"] = port
-        write_envoy_files(documents, self.work, self.work / "xds")
+        return write_envoy_files(documents, self.work, self.work / "xds")
 
     def apply(self, mesh: ResolvedMesh, data: dict | None = None) -> None:
         """Render `mesh` (and, for the policy service, `data` as data.json) into the running gateway and wait
         until Envoy serves it."""
         self.mesh = mesh
         self._write_policy_dir(mesh, data)
-        self.generation += 1
-        self._render()
-        marker = f'"cert_version": "{self.generation}"'
-        _wait(lambda: marker in httpx.get(f"http://127.0.0.1:{self.admin_port}/config_dump?resource="
-                                          "dynamic_active_clusters", timeout=2).text, 15, "new configuration")
+        wait_for_gateway(f"http://127.0.0.1:{self.admin_port}", self._render(), 15)
         time.sleep(1.2)  # the policy service looks at its directory at most once a second
 
     # ---------------------------------------------------------------- requests

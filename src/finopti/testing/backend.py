@@ -1,15 +1,27 @@
 """A backend whose failures the caller controls and whose hits it counts.
 
-`/echo` is the traffic endpoint (any method); `/control`, `/hits` and `/reset` are for the test harness,
-which calls them directly with the gateway's certificate so they never count as traffic."""
+`/echo` is the traffic endpoint (any method): it answers with the request headers a gateway sets (identity,
+request id, trace context), so a test sees what reached the backend. `/control`, `/hits` and `/reset` are for
+the test harness, which calls them directly with the gateway's certificate so they never count as traffic."""
 
 import asyncio
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from finopti.services.common import ServiceSettings, create_service_app
+
+# What a gateway puts on a request, or must take off it; the token's scheme only, never the token.
+ECHOED_HEADERS = ("x-user-email", "x-user-groups", "x-finopti-source", "x-jwt-payload", "x-request-id",
+                  "x-client-request-id", "traceparent", "authorization")
+
+
+def echoed_headers(request: Request) -> dict[str, str]:
+    seen = {name: request.headers[name] for name in ECHOED_HEADERS if name in request.headers}
+    if "authorization" in seen:
+        seen["authorization"] = seen["authorization"].split(" ", 1)[0]
+    return seen
 
 
 class Control(BaseModel):
@@ -26,7 +38,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     @app.api_route("/echo", methods=["GET", "POST", "PUT", "DELETE"])
     @app.api_route("/echo/{rest:path}", methods=["GET", "POST", "PUT", "DELETE"])
-    async def echo(rest: str = "") -> JSONResponse:
+    async def echo(request: Request, rest: str = "") -> JSONResponse:
         state["hits"]["echo"] = state["hits"].get("echo", 0) + 1
         state["in_flight"] += 1
         try:
@@ -42,7 +54,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                 state["control"] = control.model_copy(update={"fail_next": control.fail_next - 1})
             return JSONResponse({"error": "injected by the test", "version": settings.version},
                                 control.fail_status)
-        return JSONResponse({"service": settings.service, "version": settings.version, "path": rest})
+        return JSONResponse({"service": settings.service, "version": settings.version, "path": rest,
+                             "headers": echoed_headers(request)})
 
     @app.post("/control")
     async def set_control(control: Control) -> dict:

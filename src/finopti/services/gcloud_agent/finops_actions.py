@@ -1,8 +1,5 @@
-"""gcloud-agent's billing actions: one sentence that answers the question, and how the chat should chart it.
-
-Views follow the presentation contract (RULES.md): `type` timeseries | bar | table, `rows` the key in
-`data` holding the list to draw (absent when `data` is the list), `x`, `y` and `unit`.
-"""
+"""gcloud-agent's billing actions: one sentence that answers the question; how the chat charts it is in
+finops_views.py (the presentation contract of docs/console.md)."""
 
 from __future__ import annotations
 
@@ -11,6 +8,7 @@ from typing import Any
 
 from finopti.cloud.finops.common import format_money
 from finopti.services.agent import Action
+from finopti.services.gcloud_agent import finops_views as views
 
 _money = format_money
 
@@ -37,11 +35,6 @@ def _report(data: Any, _: dict) -> str:
     by = "" if dim in ("day", "month") else f"; largest by {dim}: {top}"
     return (f"net cost {_span(data['period'])}{_filter(data)}: {_money(t['net'], cur)} (cost {_money(t['cost'], cur)},"
             f" credits {_money(t['credits'], cur)}){by}")
-
-
-def _report_view(data: Any, _: dict) -> dict:
-    kind = "timeseries" if data["group_by"] in ("day", "month") else "bar"
-    return {"type": kind, "rows": "groups", "x": "key", "y": ["net"], "unit": data["currency"]}
 
 
 def _compare(data: Any, _: dict) -> str:
@@ -74,23 +67,12 @@ def _forecast(data: Any, _: dict) -> str:
             f"{_money(nhi, cur)})")
 
 
-FORECAST_VIEW = {"type": "timeseries", "rows": "series", "x": "date", "y": ["actual", "forecast"],
-                 "bands": [{"lower": "lower_80", "upper": "upper_80", "label": "80%"},
-                           {"lower": "lower_95", "upper": "upper_95", "label": "95%"}]}
-
-
 def _anomalies(data: Any, _: dict) -> str:
     found = data["anomalies"]
     if not found:
         return f"no cost anomalies {_span(data['period'])}{_filter(data)}"
     return f"{len(found)} cost anomal{'y' if len(found) == 1 else 'ies'} {_span(data['period'])}: " + "; ".join(
         a["reason"] for a in found)
-
-
-def _anomalies_view(data: Any, _: dict) -> dict:
-    flagged = sorted({a["service"] for a in data["anomalies"]})
-    return {"type": "timeseries", "rows": "series", "x": "date", "y": flagged, "unit": data["currency"],
-            "markers": {"rows": "anomalies", "x": "date", "series": "service", "label": "reason"}}
 
 
 def _budget_line(s: dict) -> str:
@@ -109,12 +91,18 @@ def _budget_created(data: Any, _: dict) -> str:
     return f"{data['message']}; {_budget_status(data['status'], {})}"
 
 
-BUDGET_VIEW = {"type": "timeseries", "rows": "series", "x": "date", "y": ["actual", "forecast", "budget"]}
-
-
 def _budgets(data: Any, _: dict) -> str:
     return f"{len(data)} budget{'s' if len(data) != 1 else ''}" + (": " if data else "") + "; ".join(
         _budget_line(b) for b in data)
+
+
+def _explain_budgets(data: Any, _: dict) -> str:
+    months = sorted({b["month"] for b in data})
+    return ("Data: the budgets and the billing export of the sandbox. Period: month to date "
+            f"({', '.join(months) or 'this month'}). Filter: each budget's own (project, service or labels). "
+            "Method: each budget's actual = net cost (credits included) of "
+            "its slice this month; forecast = actual + a least-squares forecast of the remaining days; chance of "
+            "going over from the forecast's interval (ask for one budget's status for its intervals and thresholds).")
 
 
 def _commitments(data: Any, _: dict) -> str:
@@ -165,43 +153,34 @@ def _budget_plan(data: Any, _: dict) -> str:
     return f"{'; '.join(data['changes'])}; undo with “{data['undo']}”"
 
 
-def _const(view: dict):
-    return lambda data, args: {**view, "unit": data.get("currency", "USD") if isinstance(data, dict) else "USD"}
-
-
 FINOPS_ACTIONS = {
     "billing_export_rows": Action("billing_export_rows", "Raw billing export rows (BigQuery schema)", _rows,
-                                  lambda d, a: {"type": "table", "rows": "rows"}),
+                                  views.billing_export_rows),
     "cost_report": Action("cost_report", "Cost over a period by service, project, SKU, team, label or day",
-                          _report, _report_view),
+                          _report, views.cost_report),
     "compare_costs": Action("compare_costs", "Compare two periods' cost and find what drove the change", _compare,
-                            _const({"type": "bar", "rows": "drivers", "x": "key", "y": ["previous", "current"]})),
+                            views.compare_costs),
     "forecast_costs": Action("forecast_costs", "Forecast this month's and next month's cost with intervals",
-                             _forecast, _const(FORECAST_VIEW)),
+                             _forecast, views.forecast_costs),
     "detect_cost_anomalies": Action("detect_cost_anomalies", "Find days and services with unusual cost",
-                                    _anomalies, _anomalies_view),
+                                    _anomalies, views.detect_cost_anomalies),
     "unlabeled_spend": Action("unlabeled_spend", "Spend on resources without a team or env label", _unlabeled,
-                              _const({"type": "bar", "rows": "by_service", "x": "key", "y": ["net"]})),
+                              views.unlabeled_spend),
     "create_budget": Action("create_budget", "Create a monthly budget with alert thresholds", _budget_created,
-                            lambda d, a: {**BUDGET_VIEW, "rows": "status.series", "unit": "USD"}, mutates=True),
+                            views.create_budget, mutates=True),
     "delete_budget": Action("delete_budget", "Delete a budget", _message, mutates=True),
     # A budget change is confirmed like any change: first its plan (allowed to whoever may see costs).
     **{f"plan_{change}": Action("plan_budget_change", f"What {change} would do (nothing changes)", _budget_plan,
                                 fixed={"action": change})
        for change in ("create_budget", "delete_budget")},
     "list_budgets": Action("list_budgets", "List budgets with actual and forecast spend", _budgets,
-                           lambda d, a: {"type": "bar", "x": "name", "y": ["actual", "forecast", "amount"],
-                                         "unit": "USD"}),
+                           views.list_budgets, explain=_explain_budgets),
     "budget_status": Action("budget_status", "Will a budget hold: actual, forecast, thresholds crossed",
-                            _budget_status, _const(BUDGET_VIEW)),
+                            _budget_status, views.budget_status),
     "commitment_recommendations": Action("commitment_recommendations",
                                          "Committed use discounts to buy, from steady usage", _commitments,
-                                         _const({"type": "bar", "rows": "recommendations", "x": "key",
-                                                 "y": ["monthly_saving_1y"]})),
+                                         views.commitment_recommendations),
     "find_unused_resources": Action(
         "find_unused_resources", "Unattached disks, idle external IPs and old snapshots with their cost", _unused,
-        lambda d, a: {"type": "table", "rows": "items", "columns": [
-            {"key": "kind", "label": "Kind"}, {"key": "name", "label": "Resource"},
-            {"key": "project", "label": "Project"}, {"key": "reason", "label": "Why"},
-            {"key": "monthly_cost_usd", "label": "Monthly cost", "unit": "USD"}]}),
+        views.find_unused_resources),
 }

@@ -313,7 +313,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         With start or since, the lines stored since then come first."""
         q = log_query(request.query_params, default_limit=1000)
         resume = request.headers.get("last-event-id", "")
-        if resume.isdigit():
+        if resume.isascii() and resume.isdigit():
             after = int(resume)
         elif q.start is not None:
             after = 0

@@ -14,6 +14,7 @@ const DASH = { p50: undefined, p90: [8, 3], p95: [6, 3], p99: [2, 3] };
 const assigned = new Map();
 const ACCENT = "#2f6fde"; // a chart with one series: the page's accent, not a colour that suggests an error
 const BAND_STROKE = "#9aa8bd", BAND_FILL = "rgba(47, 111, 222, 0.10)";
+const MARKER = "#111827"; // points of interest on a line (an anomaly): rings, no line; no series colour is this dark
 
 /** The same name gets the same colour in every chart of the page (a route in the rate, error and latency panels). */
 export function colorFor(name, { single = false } = {}) {
@@ -135,7 +136,10 @@ export function timeSeries(series, { unit = "", height = 220, start, end, fixedM
   })];
   const names = series.map((s) => s.name);
   const bandEdges = new Set(series.filter((s) => s.band).map((s) => s.name));
-  const colorOf = (name) => (bandEdges.has(name) ? BAND_STROKE : colorFor(name, { single: names.length === 1 }));
+  const marked = new Set(series.filter((s) => s.marker).map((s) => s.name));
+  const lines = series.length - marked.size;
+  const colorOf = (name) => (bandEdges.has(name) ? BAND_STROKE : marked.has(name) ? MARKER
+    : colorFor(name, { single: lines === 1 }));
   const host = el("div", { class: "plot" });
   const tip = tooltip(names, unit, (x) => absoluteTime(x), colorOf);
   let getPlot = () => null;
@@ -154,7 +158,10 @@ export function timeSeries(series, { unit = "", height = 220, start, end, fixedM
         { stroke: "#5f6b7a", grid: { stroke: "#edf1f6" }, ticks: { show: false }, size: axisSize(),
           values: (_, splits) => splits.map((v) => formatValue(v, unit, { axis: true })) },
       ],
-      series: [{}, ...series.map(({ name, band }) => ({
+      series: [{}, ...series.map(({ name, band, marker }) => (marker ? {
+        label: name, stroke: MARKER, width: 2, paths: () => null,
+        points: { show: true, size: 11, width: 2, stroke: MARKER, fill: "#fff" },
+      } : {
         label: name, stroke: colorOf(name), width: band ? 1 : 1.8,
         dash: band ? [3, 3] : dashFor(name), spanGaps: false,
         points: { show: sparse && !band, size: 5, fill: colorOf(name) },
@@ -169,7 +176,9 @@ export function timeSeries(series, { unit = "", height = 220, start, end, fixedM
     lg.update(u, null);
     return u;
   });
-  return el("div", { class: "chart-box", "data-chart": "timeseries", "data-series": String(series.length) }, host, lg.box);
+  const markCount = series.filter((s) => s.marker).reduce((n, s) => n + s.points.length, 0);
+  return el("div", { class: "chart-box", "data-chart": "timeseries", "data-series": String(lines),
+    "data-markers": markCount ? String(markCount) : null }, host, lg.box);
 }
 
 const shorten = (text, max = 28) => (text.length > max ? `${text.slice(0, max - 1)}…` : text);

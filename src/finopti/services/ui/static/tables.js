@@ -5,6 +5,18 @@ import { absoluteTime, formatValue, guessUnit, humanLabel, isCurrency } from "./
 
 const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
 
+/** A dot path inside data ("points", "totals.total", "plans.TWELVE_MONTH.monthly_saving"); "" or absent is data. */
+export function pick(data, path) {
+  if (!path) return data;
+  return String(path).split(".").reduce((v, k) => (v === null || v === undefined ? undefined : v[k]), data);
+}
+
+/** A row's value for a column key: the key itself, else a dot path into nested objects. */
+export const cellValue = (row, key) => (row !== null && typeof row === "object" && key in row ? row[key] : pick(row, key));
+
+// Text longer than this wraps in its cell instead of widening the table (a recommendation's reason).
+const LONG_TEXT = 48;
+
 /** Columns of `rows`: scalars first, nested objects last, at most `max`; units guessed from names and values. */
 export function inferColumns(rows, max = 14) {
   const keys = [];
@@ -18,7 +30,8 @@ function normalizeColumns(columns, rows) {
   if (!Array.isArray(columns) || !columns.length) return inferColumns(rows);
   const guessed = new Map(inferColumns(rows, 100).map((c) => [c.key, c]));
   return columns.map((c) => (typeof c === "string" ? { key: c } : c)).map((c) => ({
-    key: c.key, label: c.label || humanLabel(c.key), unit: c.unit ?? guessed.get(c.key)?.unit ?? "",
+    key: c.key, label: c.label || humanLabel(c.key.split(".").pop()),
+    unit: c.unit ?? guessed.get(c.key)?.unit ?? guessUnit(c.key, rows.map((r) => cellValue(r, c.key))),
   }));
 }
 
@@ -56,7 +69,7 @@ function csvCell(value) {
 /** CSV of every row (not only the visible page), raw values, a header of column keys. */
 export function toCsv(rows, columns) {
   const lines = [columns.map((c) => csvCell(c.key)).join(",")];
-  for (const row of rows) lines.push(columns.map((c) => csvCell(row[c.key])).join(","));
+  for (const row of rows) lines.push(columns.map((c) => csvCell(cellValue(row, c.key))).join(","));
   return lines.join("\r\n") + "\r\n";
 }
 
@@ -70,39 +83,50 @@ function download(filename, text) {
 }
 
 /**
- * rows -> a sortable table. options: columns [{key, label, unit}], totals (true: every money column, or keys),
+ * rows -> a sortable table. options: columns [{key, label, unit}], totals (true: every money column, keys, or
+ * {key: figure}),
  * sort {key, desc}, filename for the CSV.
  */
 export function dataTable(rows, { columns, totals, sort, filename = "answer.csv", testid = "answer-table" } = {}) {
   const cols = normalizeColumns(columns, rows);
+  // totals: true (every money column), [keys] (summed), or {key: figure} (the answer's own total, unrounded;
+  // a null figure is summed).
+  const given = isObject(totals) ? totals : {};
   const totalKeys = totals === true ? cols.filter((c) => isCurrency(c.unit)).map((c) => c.key)
-    : Array.isArray(totals) ? totals : [];
+    : Array.isArray(totals) ? totals : Object.keys(given);
   const state = { key: sort?.key ?? null, desc: sort?.desc ?? false };
   const tbody = el("tbody");
+  const numeric = (key) => typeof rows.map((r) => cellValue(r, key)).find((v) => v !== null && v !== undefined) === "number";
+  const long = new Set(cols.filter((c) => rows.some((r) => plain(cellValue(r, c.key)).length > LONG_TEXT)).map((c) => c.key));
   const heads = cols.map((c) => {
     const button = el("button", { type: "button", class: "sort", title: `sort by ${c.label}` }, c.label);
-    const th = el("th", { scope: "col", "data-key": c.key, class: typeof rows.find((r) => r[c.key] !== null && r[c.key] !== undefined)?.[c.key] === "number" ? "num" : "" }, button);
+    const th = el("th", { scope: "col", "data-key": c.key, class: numeric(c.key) ? "num" : "" }, button);
     button.addEventListener("click", () => {
-      state.desc = state.key === c.key ? !state.desc : typeof rows[0]?.[c.key] === "number";
+      state.desc = state.key === c.key ? !state.desc : numeric(c.key);
       state.key = c.key;
       draw();
     });
     return th;
   });
   const draw = () => {
-    const sorted = state.key ? [...rows].sort((a, b) => compare(a[state.key], b[state.key]) * (state.desc ? -1 : 1)) : rows;
+    const sorted = state.key
+      ? [...rows].sort((a, b) => compare(cellValue(a, state.key), cellValue(b, state.key)) * (state.desc ? -1 : 1)) : rows;
     heads.forEach((th) => {
       th.setAttribute("aria-sort", th.dataset.key === state.key ? (state.desc ? "descending" : "ascending") : "none");
     });
-    tbody.replaceChildren(...sorted.map((r) => el("tr", {}, cols.map((c) => el("td", {
-      class: typeof r[c.key] === "number" ? "num" : "", "data-label": c.label, "data-key": c.key,
-    }, el("span", { class: "cell" }, cellContent(r[c.key], c.unit)))))));
+    tbody.replaceChildren(...sorted.map((r) => el("tr", {}, cols.map((c) => {
+      const value = cellValue(r, c.key);
+      return el("td", { class: typeof value === "number" ? "num" : long.has(c.key) ? "wrap" : "", "data-label": c.label,
+        "data-key": c.key }, el("span", { class: "cell" }, cellContent(value, c.unit)));
+    }))));
   };
   draw();
   const foot = totalKeys.length ? el("tfoot", {}, el("tr", { class: "totals", "data-testid": "totals" }, cols.map((c, i) => {
     if (totalKeys.includes(c.key)) {
-      const sum = rows.reduce((s, r) => s + (Number(r[c.key]) || 0), 0);
-      return el("td", { class: "num", "data-label": `Total ${c.label.toLowerCase()}`, "data-key": c.key }, formatValue(Math.round(sum * 100) / 100, c.unit));
+      const sum = typeof given[c.key] === "number" ? given[c.key]
+        : rows.reduce((s, r) => s + (Number(cellValue(r, c.key)) || 0), 0);
+      return el("td", { class: "num", "data-label": `Total ${c.label.toLowerCase()}`, "data-key": c.key },
+        formatValue(Math.round(sum * 100) / 100, c.unit));
     }
     return el("td", { "data-label": "", class: i === 0 ? "total-label" : "empty" }, i === 0 ? `Total (${rows.length})` : "");
   }))) : null;

@@ -1,17 +1,20 @@
 // An answer's `data` drawn as its `view` says (the presentation contract in docs/console.md): a time series as
-// a line chart, a breakdown as bars with a totals table, rows as a sortable table, one object as details.
+// a line chart, a breakdown as bars with a totals table, rows as a sortable table, one object as details; then
+// the view's further tables (an anomaly list under its chart, the resources behind a breakdown).
 import { barChart, timeSeries } from "./charts.js";
 import { el } from "./common.js";
 import { epochSeconds, formatValue, humanLabel } from "./format.js";
-import { dataTable, inferColumns, keyValues } from "./tables.js";
+import { cellValue, dataTable, inferColumns, keyValues, pick } from "./tables.js";
 
 const isRow = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
 const isRows = (v) => Array.isArray(v) && v.length > 0 && v.every(isRow);
 
-/** A dot path inside data ("points", "totals.total"); "" or absent is data itself. */
-export function pick(data, path) {
-  if (!path) return data;
-  return String(path).split(".").reduce((v, k) => (v === null || v === undefined ? undefined : v[k]), data);
+export { pick };
+
+/** A view's `totals`; as {key: dot path in data}, each path is read (the answer's own unrounded total). */
+function totalsOf(data, totals) {
+  if (!isRow(totals)) return totals;
+  return Object.fromEntries(Object.entries(totals).map(([key, path]) => [key, path ? pick(data, path) ?? null : null]));
 }
 
 function rowsOf(data, view) {
@@ -38,7 +41,25 @@ function aggregate(values, agg = "sum") {
   return xs.reduce((a, b) => a + b, 0);
 }
 
-function timeseriesView(rows, view) {
+/**
+ * `markers` {rows, x, series, label?}: points of interest (an anomaly's day on its service's line) drawn as dots
+ * on the line of the row's `series` value (or of the only line), as one more legend entry.
+ */
+function markers(data, rows, view, x) {
+  const m = view.markers;
+  const found = m && m.rows !== undefined ? pick(data, m.rows) : null;
+  if (!isRows(found)) return null;
+  const ys = view.y?.length ? view.y : [];
+  const points = found.map((mark) => {
+    const key = m.series ? String(mark[m.series]) : ys[0];
+    const row = rows.find((r) => String(r[x]) === String(mark[m.x || x]));
+    const v = row ? cellValue(row, key) : null;
+    return [epochSeconds(mark[m.x || x]), v === null || v === undefined ? null : Number(v)];
+  }).filter((p) => p[0] !== null && p[1] !== null);
+  return points.length ? { name: m.label || "marked", marker: true, points } : null;
+}
+
+function timeseriesView(data, rows, view) {
   const x = view.x || "ts", ys = view.y?.length ? view.y : Object.keys(rows[0]).filter((k) => typeof rows[0][k] === "number");
   let series;
   if (view.series) {
@@ -46,11 +67,11 @@ function timeseriesView(rows, view) {
     for (const r of rows) {
       const name = String(r[view.series]);
       if (!groups.has(name)) groups.set(name, []);
-      groups.get(name).push([epochSeconds(r[x]), Number(r[ys[0]])]);
+      groups.get(name).push([epochSeconds(r[x]), Number(cellValue(r, ys[0]))]);
     }
     series = [...groups].map(([name, points]) => ({ name, points }));
   } else {
-    const value = (r, key) => (r[key] === null || r[key] === undefined ? null : Number(r[key]));
+    const value = (r, key) => { const v = cellValue(r, key); return v === null || v === undefined ? null : Number(v); };
     series = ys.map((y) => ({ name: view.labels?.[y] || humanLabel(y), points: rows.map((r) => [epochSeconds(r[x]), value(r, y)]) }));
     // An interval (a forecast's 80 % and 95 %): its two edges as series, the area between them shaded.
     for (const band of view.bands || []) {
@@ -60,6 +81,8 @@ function timeseriesView(rows, view) {
       }
     }
   }
+  const marks = markers(data, rows, view, x);
+  if (marks) series.push(marks);
   series.forEach((s) => s.points.sort((a, b) => a[0] - b[0]));
   const fixedMax = view.unit === "%" && series.some((s) => s.points.some((p) => p[1] > 50)) ? 100 : undefined;
   return timeSeries(series, { unit: view.unit || "", height: 240, fixedMax });
@@ -70,8 +93,9 @@ function barView(rows, view) {
   const ys = view.y?.length ? view.y : Object.keys(rows[0]).filter((k) => typeof rows[0][k] === "number").slice(0, 1);
   const limit = view.limit || 30;
   const shown = rows.slice(0, limit);
+  const values = (y) => shown.map((r) => cellValue(r, y));
   const chart = barChart(shown.map((r) => String(r[x])),
-    ys.map((y) => ({ name: view.labels?.[y] || humanLabel(y), values: shown.map((r) => r[y]) })),
+    ys.map((y) => ({ name: view.labels?.[y] || humanLabel(y.split(".").pop()), values: values(y) })),
     { unit: view.unit || "", stacked: Boolean(view.stacked) });
   return [chart, rows.length > limit ? el("p", { class: "muted small" }, `The chart shows the first ${limit} of ${rows.length}; the table has them all.`) : null];
 }
@@ -79,18 +103,26 @@ function barView(rows, view) {
 /** data + view -> nodes. Without a view: a table for rows, details for one object, text otherwise. */
 export function renderView(data, view, { filename = "answer.csv" } = {}) {
   const v = isRow(view) ? view : {};
+  const parts = mainView(data, v, filename);
+  for (const [i, t] of (Array.isArray(v.tables) ? v.tables : []).entries()) {
+    parts.push(furtherTable(data, t, filename.replace(/\.csv$/, `-${t.rows || i}.csv`)));
+  }
+  return parts;
+}
+
+function mainView(data, v, filename) {
   const rows = rowsOf(data, v);
   const parts = [];
   if (v.title) parts.push(el("h3", { class: "view-title" }, v.title));
   if (Array.isArray(v.stats) && v.stats.length) parts.push(stats(data, v, isRows(rows) ? rows : null));
-  const table = () => dataTable(rows, { columns: v.columns, totals: v.totals, sort: v.sort, filename });
+  const table = () => dataTable(rows, { columns: v.columns, totals: totalsOf(data, v.totals), sort: v.sort, filename });
   if (isRow(data) && (v.type === "detail" || (!v.type && v.rows === undefined))) {
     parts.push(keyValues(Object.fromEntries(Object.entries(data).filter(([, val]) => !isRows(val)))), otherRows(data, null));
     return parts;
   }
   if (isRows(rows)) {
     if (v.type === "timeseries") {
-      parts.push(timeseriesView(rows, v), el("details", { class: "as-table" },
+      parts.push(timeseriesView(data, rows, v), el("details", { class: "as-table" },
         el("summary", {}, `Show the ${rows.length} points as a table`), table()));
       return parts;
     }
@@ -104,6 +136,18 @@ export function renderView(data, view, { filename = "answer.csv" } = {}) {
   if (Array.isArray(rows) && !rows.length && v.empty) parts.push(el("p", { class: "muted", "data-testid": "answer-empty" }, v.empty));
   if (Array.isArray(data) && data.length) parts.push(el("p", {}, data.map((d) => String(d)).join(", ")));
   return parts;
+}
+
+/** One of the view's `tables`: {rows, title, columns, totals, sort, empty}, under a heading of its own. */
+function furtherTable(data, t, filename) {
+  const rows = isRow(t) ? pick(data, t.rows) : null;
+  const title = el("h3", { class: "view-title" }, t.title || humanLabel(String(t.rows || "")));
+  if (!isRows(rows)) {
+    return Array.isArray(rows) && t.empty ? el("section", { "data-testid": "further-table" }, title, el("p", { class: "muted" }, t.empty)) : null;
+  }
+  return el("section", { "data-testid": "further-table", "data-rows-of": t.rows },
+    title, dataTable(rows, { columns: t.columns, totals: totalsOf(data, t.totals), sort: t.sort, filename,
+      testid: "answer-subtable" }));
 }
 
 /** Further lists of rows inside an object answer (an instance's disks), each as its own table. */
