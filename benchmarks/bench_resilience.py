@@ -5,13 +5,13 @@ gcloud-agent → gcloud-tools), the clients spread over the four development use
 mesh.yaml's per-user rate limits and per-service concurrency limits both apply. Printed: the answers by status
 and error code, latency of the admitted requests (200) and of the shed ones (429 rate_limited, 503 overloaded),
 whether every shed answer carried Retry-After and the JSON error body, and the gateway's own counts of what it
-shed.
+shed. A shed client waits the Retry-After it was given before its next ask (`--ignore-retry-after`: at once).
 
 `--baseline` runs the same burst first on a platform whose mesh.yaml has the protections taken out (no circuit
 breaker, rate limit or retries on any route): the queueing the protections replace, measured in the same run.
 
 Bounded: clients x rounds requests, 30 s timeout each. Run:
-    .venv/bin/python -m benchmarks.bench_resilience [--clients 50] [--rounds 4] [--baseline]
+    .venv/bin/python -m benchmarks.bench_resilience [--clients 50] [--rounds 4] [--baseline] [--ignore-retry-after]
 """
 
 import argparse
@@ -37,8 +37,9 @@ PROTECTIONS = ("circuit_breaker", "rate_limit", "retries", "per_try_timeout")
 SHED_STATS = ("upstream_rq_pending_overflow", "http_local_rate_limit.rate_limited")
 
 
-async def burst(url: str, tokens: list[str], clients: int, rounds: int) -> list[dict]:
-    """`clients` concurrent clients, each `rounds` asks back to back; one record per answer."""
+async def burst(url: str, tokens: list[str], clients: int, rounds: int, honor_retry_after: bool) -> list[dict]:
+    """`clients` concurrent clients, each `rounds` asks back to back (waiting Retry-After after a shed one when
+    `honor_retry_after`); one record per answer."""
     records: list[dict] = []
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(timeout=30, limits=limits) as client:
@@ -63,6 +64,8 @@ async def burst(url: str, tokens: list[str], clients: int, rounds: int) -> list[
                     record = {"status": 0, "error": type(exc).__name__}
                 record["seconds"] = time.perf_counter() - t0
                 records.append(record)
+                if honor_retry_after and (record.get("retry_after") or "").isdigit():
+                    await asyncio.sleep(int(record["retry_after"]))  # a well-behaved client comes back later
 
         tasks = [asyncio.create_task(one_client(i)) for i in range(clients)]
         start.set()  # every client is ready: they all ask at once
@@ -108,7 +111,7 @@ def summarize(records: list[dict], before: dict, after: dict, wall: float) -> di
     }
 
 
-def run(mesh: Path | None, clients: int, rounds: int) -> dict:
+def run(mesh: Path | None, clients: int, rounds: int, honor_retry_after: bool) -> dict:
     spec = load_mesh(mesh or REPO / "mesh.yaml")
     with running_platform(mesh) as (state, rt, _, _env):
         idp = DevIdentityProvider(state.idp, spec.identity)
@@ -119,7 +122,7 @@ def run(mesh: Path | None, clients: int, rounds: int) -> dict:
         time.sleep(1.5)  # every user's rate-limit bucket full again
         before = gateway_counts(rt.admin_url)
         started = time.perf_counter()
-        records = asyncio.run(burst(url, tokens, clients, rounds))
+        records = asyncio.run(burst(url, tokens, clients, rounds, honor_retry_after))
         wall = time.perf_counter() - started
         return summarize(records, before, gateway_counts(rt.admin_url), wall)
 
@@ -142,12 +145,15 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--baseline", action="store_true", help="first the same burst without the protections")
+    parser.add_argument("--ignore-retry-after", action="store_true",
+                        help="a shed client asks again at once instead of after Retry-After")
     args = parser.parse_args()
-    result = {"clients": args.clients, "rounds": args.rounds}
+    honor = not args.ignore_retry_after
+    result = {"clients": args.clients, "rounds": args.rounds, "honor_retry_after": honor}
     if args.baseline:
         result["unprotected"] = run(unprotected_mesh(Path(tempfile.mkdtemp(prefix="finopti-bench-mesh-"))),
-                                    args.clients, args.rounds)
-    result["mesh.yaml"] = run(None, args.clients, args.rounds)
+                                    args.clients, args.rounds, honor)
+    result["mesh.yaml"] = run(None, args.clients, args.rounds, honor)
     print(json.dumps(result, indent=2))
 
 
