@@ -399,6 +399,10 @@ def test_overview_user_traffic_service_graph_and_charts(platform, page):
         names = [re.sub(r"\s+p\d\d$", "", n) for n in _legend(page, title)]
         assert len(set(colours)) == len(set(names)), (title, names, colours)
         assert panel.locator("[data-testid=legend]").evaluate("e => e.scrollHeight <= e.clientHeight + 1"), title
+    # However many routes: the page's own chart module gives 20 series 20 colours (18 routes once shared 12).
+    colours = page.evaluate("() => import('/static/charts.js').then(m => "
+                            "Array.from({length: 20}, (_, i) => m.colorFor(`route-${i}`)))")
+    assert len(set(colours)) == 20, colours
     # Hover shows values; a legend click isolates a series, a second click brings the others back.
     panel = page.locator(".panel[data-title='Requests per route']")
     box = panel.locator(".u-over").bounding_box()
