@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Debian packages the platform uses: Prometheus (metrics history) and Chromium (browser tests).
+# Debian packages the platform uses: Prometheus (metrics history), Chromium (browser tests), and redis-tools
+# (its redis-check-rdb is the Redis server: the gateway replicas' shared rate-limit store in the Kubernetes tests;
+# the package starts no service, unlike redis-server).
 # Installed with apt-get where it exists and we are root; otherwise say what is missing and go on.
 set -u
 want=()
 command -v prometheus >/dev/null 2>&1 || want+=(prometheus)
 command -v chromium >/dev/null 2>&1 || want+=(chromium)
+command -v redis-check-rdb >/dev/null 2>&1 || command -v redis-server >/dev/null 2>&1 || want+=(redis-tools)
 [ ${#want[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null 2>&1; then
   echo "note: apt-get not found; without ${want[*]} some features and tests are skipped" >&2

@@ -164,8 +164,9 @@ def _check_route(spec: MeshSpec, route, envoy: dict, apisix: dict, config: dict)
         cb = policy.circuit_breaker
         for version in service.versions:
             cluster = clusters[f"{service.name}.{version}"]
-            counted = "consecutive_5xx" if cb.failures == "5xx" else "consecutive_local_origin_failure"
-            assert cluster["outlier_detection"][counted] == cb.consecutive_failures
+            assert cluster["outlier_detection"]["consecutive_5xx"] == cb.consecutive_failures
+            enforced = cluster["outlier_detection"]["enforcing_consecutive_5xx"]
+            assert enforced == (100 if cb.failures == "5xx" else 0)
             assert cluster["outlier_detection"]["max_ejection_time"] == _seconds(cb.max_open)
             threshold = cluster["circuit_breakers"]["thresholds"][0]
             assert (threshold["max_requests"], threshold["max_pending_requests"]) == (cb.max_requests, cb.max_pending)

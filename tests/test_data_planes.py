@@ -7,6 +7,7 @@ fixture with deterministic faults) loaded once per plane. Where the planes diffe
 says so in EXPECTED_DIFFERENCES and asserts each plane's answer (docs/deploy.md lists them).
 """
 
+import json
 import re
 import shutil
 import time
@@ -257,6 +258,23 @@ def test_the_gateway_counts_requests_per_route_and_prometheus_reaches_every_serv
         other = plane.scrape(service, "ui")
         expected = EXPECTED_DIFFERENCES["scrape by another identity"][plane.name]
         assert (other == REFUSED) if expected == REFUSED else (other.status_code == expected)
+
+
+def test_every_access_log_line_carries_its_trace_span_and_request_ids(plane):
+    """Every line the gateway wrote, whoever answered (a service, the gateway's own 401/403/404/413), on both
+    listeners: JSON with the trace id, a span id and the request id."""
+    answers = [ask(plane, ALICE), ask(plane, DAVE), ask(plane, None), httpx.get(f"{plane.edge}/nowhere", timeout=30),
+               httpx.post(f"{plane.edge}/api/ask", content=b"{" + b" " * (1024 * 1024) + b"}", timeout=60,
+                          headers={**plane.auth(ALICE), "content-type": "application/json"})]
+    assert [a.status_code for a in answers] == [200, 403, 401, 404, 413]
+    ids = {a.headers["x-request-id"] for a in answers}
+    lines = plane.wait_access(lambda line: True, until=lambda found: ids <= {x.get("request_id") for x in found})
+    assert ids <= {line.get("request_id") for line in lines}
+    assert {line.get("listener") for line in lines} >= {"edge", "mesh"}
+    for line in lines:
+        assert HEX32.match(line.get("trace_id") or ""), line
+        assert HEX16.match(line.get("span_id") or ""), json.dumps(line)
+        assert line.get("request_id"), line
 
 
 # --- traffic policies (the traffic mesh, loaded once per plane) ----------------------------------------------

@@ -6,6 +6,7 @@ through the API (the documented sandbox's numbers are checked in test_finops_e2e
 
 import re
 
+import httpx
 import test_ui_browser as ui
 
 # The chat page's browser fixtures and helpers (Debian's Chromium; skipped with a reason without it).
@@ -21,9 +22,15 @@ def dollars(text: str) -> float:
     return float(re.sub(r"[^\d.\-]", "", text))
 
 
-def answered(platform, page, prompt: str):
-    """The prompt asked in the chat (its turn, answered 200) and through the API (its JSON, for the figures)."""
-    turn = ui.ask(page, prompt)
+def answered(platform, page, prompt: str, *, chip: bool = False):
+    """The prompt asked in the chat, typed or by clicking its suggestion (its turn, answered 200), and through the
+    API (its JSON, for the figures)."""
+    if chip:
+        page.locator("[data-testid=suggestions] button").filter(has_text=prompt).click()
+        turn = ui.turn_of(page, prompt)
+        turn.locator("xpath=self::*[@data-status]").wait_for()
+    else:
+        turn = ui.ask(page, prompt)
     assert turn.get_attribute("data-status") == "200", turn.inner_text()
     assert turn.locator("details.explanation summary:has-text('How this was computed')").count() == 1
     api = platform.ask(prompt, USER)
@@ -73,8 +80,12 @@ def test_trends_forecasts_anomalies_and_budgets_are_time_series(platform, page):
     hover_shows_dollars(daily)
     turns.append(daily)
 
-    # Forecast: actual and forecast lines with the 80 % and 95 % intervals; month-end and next month in dollars.
-    forecast, data = answered(platform, page, "forecast this month's and next month's cost")
+    # Forecast, from the chat's own suggestion (billing questions lead the chips of a user who may see costs):
+    # actual and forecast lines with the 80 % and 95 % intervals; month-end and next month in dollars.
+    offered = httpx.get(f"{platform.edge}/api/suggestions", headers=platform.headers(USER), timeout=30).json()
+    chip = next(s["prompt"] for s in offered["suggestions"] if s["action"] == "forecast_costs")
+    assert {"compare_costs", "forecast_costs"} <= {s["action"] for s in offered["suggestions"]}
+    forecast, data = answered(platform, page, chip, chip=True)
     chart = forecast.locator("[data-chart=timeseries]")
     chart.locator("canvas").first.wait_for()
     legend = chart.locator(".lg-name").all_inner_texts()
@@ -206,3 +217,30 @@ def test_breakdowns_comparisons_and_savings_are_bars_with_dollar_totals(platform
         assert turn.locator("[data-chart=bar] canvas").bounding_box()["width"] > 250
     compare.scroll_into_view_if_needed()
     ui.shot(page, "finops-bars")
+
+
+def test_a_finops_admin_confirms_a_budget_and_sees_it_drawn(platform, page):
+    """A budget is a change: its plan, Confirm, then the new budget drawn like a budget's status (spent, forecast
+    and budget lines, the amount, the alert thresholds). Deleted again through the API afterwards."""
+    admin, name = "fiona@finopti.dev", "browser-check"
+    ui.sign_in(page, platform.edge, admin)
+    turn = ui.ask(page, f'create budget "{name}" of 300 for env=dev')
+    turn.locator("[data-testid=plan]").wait_for()
+    turn.locator("[data-testid=confirm]").click()
+    outcome = turn.locator("[data-testid=plan-outcome]")
+    try:
+        chart = outcome.locator("[data-chart=timeseries]")
+        chart.locator("canvas").first.wait_for()
+        assert chart.locator(".lg-name").all_inner_texts() == ["Actual", "Forecast", "Budget"]
+        assert dollars(stat(outcome, "Budget")) == 300
+        thresholds = outcome.locator("[data-testid=further-table][data-rows-of='status.thresholds']")
+        assert thresholds.locator("tbody tr").count() >= 1
+        assert all(MONEY.match(t) for t in thresholds.locator("td[data-key=amount] .cell").all_inner_texts())
+        ui.shot(page, "finops-budget-created")
+        ui.phone(page)
+        ui.assert_fits(page, "[data-testid=plan-outcome] [data-chart=timeseries] canvas",
+                       "[data-testid=plan-outcome] td[data-key=amount]")
+    finally:
+        plan = platform.ask(f'delete budget "{name}"', admin)
+        if plan.status_code == 200 and plan.json().get("kind") == "plan":
+            assert platform.confirm(plan, admin).status_code == 200

@@ -241,6 +241,7 @@ def test_rate_limits_share_one_counter_store_across_gateway_replicas(tmp_path):
     limit = next(r for r in apisix["routes"] if r["id"] == "gcloud-agent")["plugins"]["limit-count"]
     assert limit["count"] == 100 and limit["time_window"] == 60
     assert (limit["policy"], limit["redis_host"], limit["redis_port"]) == ("redis", "redis", 6379)
+    assert limit["group"] == "finopti.gcloud-agent"  # one counter name for every replica
     assert limit["allow_degradation"] is False  # no store, no request (fail closed)
     assert find(docs, "Deployment", "redis") and find(docs, "NetworkPolicy", "redis")
     assert validate_manifests(docs) == []
@@ -321,13 +322,14 @@ def _mesh_values(spec) -> dict:
             "identity": {**SECRETS["identity"], "issuer": spec.identity.issuer}}
 
 
-def _shared_counters(theirs: dict, ours: dict) -> None:
+def _shared_counters(route: str, theirs: dict, ours: dict) -> None:
     """The one difference a route may have: the chart's rate limits count in the store every gateway replica
     shares (fail closed without it), compose's in its one gateway."""
     assert theirs.pop("policy") == "local"
-    assert {k: ours.pop(k) for k in ("policy", "redis_host", "redis_port", "redis_timeout", "allow_degradation")} \
-        == {"policy": "redis", "redis_host": REDIS, "redis_port": REDIS_PORT, "redis_timeout": 500,
-            "allow_degradation": False}
+    shared = ("policy", "redis_host", "redis_port", "redis_timeout", "allow_degradation", "group")
+    assert {k: ours.pop(k) for k in shared} == {
+        "policy": "redis", "redis_host": REDIS, "redis_port": REDIS_PORT, "redis_timeout": 500,
+        "allow_degradation": False, "group": f"finopti.{route}"}
 
 
 @pytest.mark.parametrize("mesh", sorted(MESHES))
@@ -346,7 +348,8 @@ def test_every_route_and_policy_of_mesh_yaml_is_rendered_as_in_compose(mesh, tmp
     ours, them = ({r["id"]: copy.deepcopy(r) for r in doc["routes"]} for doc in (kube, theirs))
     for route in served:
         if route.policy.rate_limit is not None:
-            _shared_counters(them[route.name]["plugins"]["limit-count"], ours[route.name]["plugins"]["limit-count"])
+            _shared_counters(route.name, them[route.name]["plugins"]["limit-count"],
+                             ours[route.name]["plugins"]["limit-count"])
         assert ours[route.name] == them[route.name], route.name
     upstreams = ({u["id"]: u for u in doc["upstreams"]} for doc in (kube, theirs))
     ours_up, them_up = upstreams

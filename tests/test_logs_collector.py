@@ -8,6 +8,7 @@ import random
 import shutil
 import threading
 import time
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -146,15 +147,22 @@ def test_parse_line():
     assert parsed.extras == {"component": "gcloud-agent-v2"}  # what the line does not say itself
     # Empty ids (logged outside a request) are not metadata.
     assert parse_line(service_line("ui", "up", trace_id="", user="").encode(), "ui", NOW, stats).metadata() == {}
-    # Envoy's diagnostics and supervisord: plain text, level guessed, time of reading.
+    # Envoy's diagnostics and supervisord: plain text, level guessed, dated by the (local) time they start with.
     parsed = parse_line(b"[2026-11-26 12:08:17.666][7258][warning][main] caught SIGTERM", "gateway.err", NOW, stats)
-    assert (parsed.service, parsed.level, parsed.ts_ns) == ("gateway", "warning", NOW)
+    written = int(datetime(2026, 11, 26, 12, 8, 17).timestamp()) * 10**9 + 666_000_000
+    assert (parsed.service, parsed.level, parsed.ts_ns) == ("gateway", "warning", written)
     assert parsed.metadata() == {"component": "gateway.err"}
     assert parse_line(b"2026-11-26 12:07:43,954 CRIT Supervisor running", "supervisord", 0, stats).level == "critical"
+    supervisord = parse_line(b"2026-11-26 12:07:43,954 INFO spawned: 'ui'", "supervisord", NOW, stats)
+    assert supervisord.ts_ns == int(datetime(2026, 11, 26, 12, 7, 43).timestamp()) * 10**9 + 954_000_000
+    # No time of its own (a traceback at start-up), or one further ahead than the grace: the time it was read.
+    assert parse_line(b"Traceback (most recent call last):", "ui", NOW, stats).ts_ns == NOW
+    ahead = parse_line(b"[2099-01-01 00:00:00.000][1][info][main] from the future", "gateway.err", NOW, stats)
+    assert ahead.ts_ns == NOW and ahead.extras["original_ts"][:4] in ("2098", "2099")
     assert parse_line(b'{"broken": ', "ui", 0, stats)[:2] == ("ui", "info")
     assert parse_line(b"caf\xe9 \xff\xfe", "ui", 0, stats).text == "caf\ufffd \ufffd\ufffd".encode()
     assert parse_line(b"   ", "ui", 0, stats) is None
-    assert (stats.not_json, stats.invalid_utf8, stats.empty) == (4, 1, 1)
+    assert (stats.not_json, stats.invalid_utf8, stats.empty) == (7, 1, 1)
 
 
 def test_pushes_labels_and_structured_metadata_never_ids_as_labels(tmp_path, receiver):

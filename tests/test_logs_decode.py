@@ -187,9 +187,31 @@ def test_the_columns_body_stores_what_lokis_json_does(tmp_path):
         slow.close()
 
 
+@pytest.mark.parametrize("raw", [b'{"x": "caf\xe9"}', b'{"caf\xe9": 1}', b'{"x": ["\xff"], "level": "error"}',
+                                 b'{"x": "\\ud800"}', b'{"message": "m", "x": NaN}', b"{'x': 1}"])
+def test_a_line_that_is_not_json_throughout_is_text(raw):
+    """Invalid UTF-8 in a field the collector does not read (which its decoder skips unchecked), a lone surrogate,
+    NaN, single quotes: text, with invalid bytes replaced, as any not-JSON line."""
+    stats = ParseStats()
+    parsed = parse_line(raw, "ui", NOW, stats)
+    assert parsed.obj is None and parsed.ts_ns == NOW and stats.not_json == 1
+    assert parsed.text == raw.decode(errors="replace").encode()
+    assert LokiBatch().add(parsed, 1_000_000)
+
+
 def test_random_bytes_never_stop_the_reader():
+    """Random bytes after a `{`, and good lines with a few bytes changed: every one goes into both push bodies."""
     rng = random.Random(7)
     alphabet = string.printable.encode() + bytes(range(128, 256))
-    for _ in range(5000):
-        raw = b"{" + bytes(rng.choices(alphabet, k=rng.randrange(0, 60)))
-        parse_line(raw, "ui", NOW, ParseStats())
+    good = random_lines(rng, NOW, 200)
+    for n in range(6000):
+        if n % 2:
+            raw = b"{" + bytes(rng.choices(alphabet, k=rng.randrange(0, 60)))
+        else:
+            raw = bytearray(rng.choice(good))
+            for _ in range(rng.randint(1, 3)):
+                raw[rng.randrange(len(raw))] = rng.choice(alphabet)
+            raw = bytes(raw)
+        parsed = parse_line(raw, "ui", NOW, ParseStats())
+        if parsed is not None:
+            assert LinesBatch().add(parsed, 1_000_000) and LokiBatch().add(parsed, 1_000_000)

@@ -101,10 +101,10 @@ overview = Dashboard(
         Panel("Circuit state", "timeseries",
               (MetricQuery('finopti:circuit_open{service=~"$service"}', "{{service}} {{version}}"),),
               unit="short",
-              description="1 while a circuit is open: the gateway keeps the backend out after consecutive failures "
-              "and answers its callers 503 circuit_open at once; 0 while closed. Alert: FinoptiCircuitOpen.",
-              expected_empty_reason="Only backends with a circuit breaker have a line; empty until the gateway "
-              "has sent them a request."),
+              description="1 while a circuit is open: the gateway keeps the service version out (consecutive bad "
+              "answers, or a failing health check) and answers its callers 503 circuit_open at once; 0 while "
+              "closed. Alert: FinoptiCircuitOpen.",
+              expected_empty_reason="Empty until Prometheus has scraped the gateway."),
         Panel("Shed requests", "timeseries",
               (MetricQuery('sum by (service) (finopti:upstream_overflows:rate1m{service=~"$service"})',
                            "{{service}} overloaded (503)"),

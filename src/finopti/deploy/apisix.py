@@ -210,11 +210,14 @@ def route_upstream(topo: Topology, site: ApisixSite, route: str, service: str, v
     return upstream
 
 
-def rate_limit(limit: RateLimit, store: tuple[str, int] | None = None) -> dict:
+def rate_limit(limit: RateLimit, store: tuple[str, int] | None = None, route: str = "") -> dict:
     counters = {"policy": "local"} if store is None else {
         # One counter per key across every gateway replica. Fail closed: no store, no request.
         "policy": "redis", "redis_host": store[0], "redis_port": store[1], "redis_timeout": 500,
-        "allow_degradation": False}
+        "allow_degradation": False,
+        # The counter's name: without a group, limit-count names it after the version of the configuration
+        # each replica loaded, which differs between replicas (and they would count apart).
+        "group": f"finopti.{route}"}
     return {
         "count": limit.requests,
         "time_window": max(1, round(limit.per)),
@@ -226,6 +229,12 @@ def rate_limit(limit: RateLimit, store: tuple[str, int] | None = None) -> dict:
         **counters,
         "show_limit_quota_header": True,
     }
+
+
+# Answers of APISIX's plugins said in their own words, in the project's instead (only APISIX has these cases).
+RATE_LIMIT_UNAVAILABLE = replies.Reply(503, "rate_limit_unavailable", "the rate-limit counters could not be "
+                                       "reached; the request is refused (fail closed)")
+REPLACED_REPLIES = {"failed to limit count": RATE_LIMIT_UNAVAILABLE}  # limit-count without its store
 
 
 def retry_after(limit: RateLimit) -> dict:
@@ -327,7 +336,7 @@ def render_route(topo: Topology, site: ApisixSite, route: ResolvedRoute,
         plugins["api-breaker"] = circuit_breaker(policy.circuit_breaker)
         plugins["limit-conn"] = concurrency_limit(policy.circuit_breaker)
     if policy.rate_limit is not None:
-        plugins["limit-count"] = rate_limit(policy.rate_limit, site.rate_limit_store)
+        plugins["limit-count"] = rate_limit(policy.rate_limit, site.rate_limit_store, route.name)
         plugins["response-rewrite"] = retry_after(policy.rate_limit)
     if policy.canary is not None:
         plugins["traffic-split"] = canary(route.name, route.backend, policy)
@@ -404,7 +413,9 @@ def global_plugins() -> dict:
     retry_after = "{" + ", ".join(f"[{lua.lua_string(r.error)}] = {lua.lua_string(str(r.retry_after))}"
                                   for r in (replies.OVERLOADED,) if r.retry_after is not None) + "}"
     policy = replies.POLICY_UNAVAILABLE
-    exit_reply = lua.EXIT_REPLY % {"replies": table, "known": known, "retry_after": retry_after,
+    replaced = "{" + ", ".join(f"[{lua.lua_string(said)}] = {{status = {r.status}, error = {lua.lua_string(r.error)}, "
+                               f"message = {lua.lua_string(r.message)}}}" for said, r in REPLACED_REPLIES.items()) + "}"
+    exit_reply = lua.EXIT_REPLY % {"replies": table, "known": known, "replaced": replaced, "retry_after": retry_after,
                                    "policy_status": policy.status,
                                    "policy_error": lua.lua_string(policy.error),
                                    "policy_message": lua.lua_string(policy.message)}

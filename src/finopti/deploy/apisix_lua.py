@@ -103,6 +103,9 @@ if type(detail) == "table" then
   message = detail.message or detail.error_msg
   out.error_msg = nil
 end
+local replaced = %(replaced)s
+local swap = message and replaced[message]
+if swap then code, out.error, message = swap.status, swap.error, swap.message end
 local err = type(out.error) == "string" and out.error or known[message] or reply.error
 if code == 403 and (body == nil or body == "") then
   -- The opa plugin answers a bare 403 when it cannot ask OPA: refused (fail closed), and said so.
@@ -222,6 +225,9 @@ location @finopti_early_error {
         ngx.header["x-request-id"] = rid
         ngx.req.set_header("x-request-id", rid)  -- for the access log's request_id
         ngx.var.opentelemetry_trace_id = trace
+        ngx.var.opentelemetry_span_id = ngx.var.request_id:sub(17)  -- this answer's own span, as on every line
+        ngx.update_time()
+        ngx.var.finopti_duration_ms = math.floor((ngx.now() - ngx.req.start_time()) * 1000 + 0.5)
         ngx.say(require("cjson.safe").encode({
             error = reply.error, message = reply.message, status = status, trace_id = trace, request_id = rid,
         }))

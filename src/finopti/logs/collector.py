@@ -64,7 +64,7 @@ from finopti.logs.multiline import (
     infer_level,
 )
 from finopti.logs.tail import ROTATE_WAIT, Chunk, FileTail, Position
-from finopti.logs.times import FUTURE_GRACE_SECONDS, ns_to_rfc3339, parse_since, rfc3339_ns
+from finopti.logs.times import FUTURE_GRACE_SECONDS, leading_time_ns, ns_to_rfc3339, parse_since, rfc3339_ns
 from finopti.logs.times import second_cache as _SECONDS
 
 log = logging.getLogger("finopti.collector")
@@ -142,11 +142,11 @@ def parse_line(raw: bytes, component: str, now_ns: int, stats: ParseStats,
     if raw[-1:] == b"\r":
         raw = raw[:-1]
     if raw[:1] != b"{":
-        return _parse_text(raw, component, now_ns, stats)
+        return _parse_text(raw, component, now_ns, stats, grace_ns)
     try:
         obj = decode_fields(raw)  # also checks the bytes are UTF-8
     except NOT_AN_OBJECT:
-        return _parse_text(raw, component, now_ns, stats)
+        return _parse_text(raw, component, now_ns, stats, grace_ns)
     source = obj.source
     if source.__class__ is str and source in own:
         stats.own += 1
@@ -179,8 +179,9 @@ def parse_line(raw: bytes, component: str, now_ns: int, stats: ParseStats,
     return _new(Parsed, (service, level, ts_ns, raw, obj, extras))
 
 
-def _parse_text(raw: bytes, component: str, now_ns: int, stats: ParseStats) -> Parsed | None:
-    """An entry that is not a JSON object: kept as it is, its level inferred from what it says, timed when read."""
+def _parse_text(raw: bytes, component: str, now_ns: int, stats: ParseStats, grace_ns: int) -> Parsed | None:
+    """An entry that is not a JSON object: kept as it is, its level inferred from what it says, dated by the time
+    it starts with (Envoy's diagnostics, supervisord), else when it was read."""
     if not raw.strip():
         stats.empty += 1
         return None
@@ -196,8 +197,15 @@ def _parse_text(raw: bytes, component: str, now_ns: int, stats: ParseStats) -> P
         raw = text.encode()
     stats.not_json += 1
     service = service_of(component)
-    return _new(Parsed, (service, infer_level(text), now_ns, raw, None,
-                         {"component": component} if component != service else None))
+    extras = {"component": component} if component != service else None
+    ts_ns = leading_time_ns(text[:40])
+    if ts_ns is None:
+        ts_ns = now_ns
+    elif ts_ns > now_ns + grace_ns:  # a clock ahead, as for JSON lines
+        extras = {**(extras or {}), "original_ts": ns_to_rfc3339(ts_ns)}
+        ts_ns = now_ns
+        stats.future += 1
+    return _new(Parsed, (service, infer_level(text), ts_ns, raw, None, extras))
 
 
 @dataclass

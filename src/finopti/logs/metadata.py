@@ -31,12 +31,19 @@ class Fields(msgspec.Struct, gc=False):
     route: Any = None
 
 
-decode_fields = msgspec.json.Decoder(Fields).decode  # raises msgspec.DecodeError for anything but a JSON object
-NOT_AN_OBJECT = msgspec.DecodeError  # ValidationError (an array, a number...) is one
+_decode_fields = msgspec.json.Decoder(Fields).decode
+NOT_AN_OBJECT = (msgspec.DecodeError, UnicodeDecodeError)  # msgspec's ValidationError (an array...) is a DecodeError
+
+
+def decode_fields(raw: bytes | str) -> Fields:
+    """A JSON object line's fields; raises one of NOT_AN_OBJECT for any other line (text, broken JSON, an array, a
+    lone surrogate, invalid UTF-8). msgspec checks the UTF-8 of the strings it builds, not of those it skips."""
+    if raw.__class__ is bytes and not raw.isascii():
+        raw.decode()
+    return _decode_fields(raw)
 
 
 def fields_of(raw: bytes | str) -> Fields | None:
-    """A JSON object line's fields; None for any other line (text, broken JSON, an array, a lone surrogate)."""
     try:
         return decode_fields(raw)
     except NOT_AN_OBJECT:

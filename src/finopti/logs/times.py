@@ -49,6 +49,24 @@ def rfc3339_ns(text: str) -> int:
     return int(parsed.timestamp()) * 1_000_000_000 + parsed.microsecond * 1000
 
 
+# A text line that starts with its own time: Envoy's `[2026-11-26 12:08:17.666]`, supervisord's and Python
+# logging's `2026-11-26 12:07:43,954`; both write this machine's local time, without a zone.
+_LEADING_TIME = re.compile(r"\[?(\d{4})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(?:[.,](\d{1,9}))?(?![\d:])")
+
+
+def leading_time_ns(text: str) -> int | None:
+    """The time a text line starts with, read in the local time zone, in ns; None when it starts with none."""
+    match = _LEADING_TIME.match(text)
+    if match is None:
+        return None
+    *fields, fraction = match.groups()
+    try:
+        local = datetime(*map(int, fields))  # naive: timestamp() reads it in the local zone, as it was written
+    except ValueError:
+        return None
+    return int(local.timestamp()) * 1_000_000_000 + int((fraction or "").ljust(9, "0"))
+
+
 def parse_time(text: str) -> int:
     """A query bound: RFC 3339, or a Unix timestamp in s, ms, µs or ns (told apart by magnitude, as Loki does).
     Numbers are read exactly (a float is off by up to ±128 ns at today's nanoseconds)."""

@@ -51,32 +51,28 @@ def retry_policy(retries: Retries, per_try_timeout: float | None, mutations: boo
     return policy
 
 
-def _failures_counted(breaker: CircuitBreaker) -> dict:
-    if breaker.failures == "unreachable":
-        # Only what the gateway saw itself (connect failure, reset, timeout) counts; the backend's own 5xx answers,
-        # often a dependency's failure passed on, do not: a drill on one hop cannot open the breakers above it.
-        return {
-            "split_external_local_origin_errors": True,
-            "consecutive_local_origin_failure": breaker.consecutive_failures,
-            "enforcing_consecutive_local_origin_failure": 100,
-            "enforcing_local_origin_success_rate": 0,
-            "enforcing_consecutive_5xx": 0,
-            "enforcing_consecutive_gateway_failure": 0,
-        }
+def outlier_detection(breaker: CircuitBreaker) -> dict:
+    # `failures: unreachable`: no answer opens the circuit. The service relays its dependencies' failures (a
+    # tool server's 503, a drill's injected 503), and counting them would take a healthy agent out for every
+    # user because of one tool server or one drill. Like every service, it is taken out when it stops answering,
+    # by the active health check.
+    enforced = 100 if breaker.failures == "5xx" else 0
     return {
         "consecutive_5xx": breaker.consecutive_failures,
         "consecutive_gateway_failure": breaker.consecutive_failures,
-        "enforcing_consecutive_5xx": 100,
-        "enforcing_consecutive_gateway_failure": 100,
-        # Connect failures count like 5xx answers (APISIX's api-breaker sees both as failures).
-        "split_external_local_origin_errors": False,
-    }
-
-
-def outlier_detection(breaker: CircuitBreaker) -> dict:
-    return {
-        **_failures_counted(breaker),
+        "enforcing_consecutive_5xx": enforced,
+        "enforcing_consecutive_gateway_failure": enforced,
         "enforcing_success_rate": 0,
+        # The breaker counts what the backend answers (5xx, and 502/503/504 it relays). What keeps a request
+        # from reaching it (refused connection, reset, timeout: "local origin") opens no circuit: a crashed
+        # or hung backend fails the gateway's active health check instead, which takes it out of the pool
+        # within two checks and puts it back at the first check it passes. An ejection would outlast a
+        # crash by `open_for` (a restart takes 1-3 s), and a passing health check cannot end an ejection
+        # early without also ending one for bad answers.
+        "split_external_local_origin_errors": True,
+        "consecutive_local_origin_failure": breaker.consecutive_failures,
+        "enforcing_consecutive_local_origin_failure": 0,
+        "enforcing_local_origin_success_rate": 0,
         "interval": "1s",  # how often Envoy checks whether an open period has ended
         # The open period is base_ejection_time times the number of trips, up to max_ejection_time.
         "base_ejection_time": _seconds(breaker.open_for),

@@ -79,9 +79,10 @@ class CircuitBreaker(Strict):
     consecutive_failures: int = Field(default=5, ge=1, description="failures in a row that open it")
     failures: Literal["5xx", "unreachable"] = Field(
         default="5xx",
-        description="what counts as a failure. 5xx: any 5xx answer, and no answer (connect failure, reset, "
-        "timeout). unreachable: only no answer; a 5xx the backend answers does not count, for a service that "
-        "passes on its dependencies' failures (an agent whose tool server is down is not itself broken)",
+        description="what opens the circuit. 5xx: consecutive_failures 5xx answers in a row (relayed ones "
+        "included). unreachable: no answer does, for a service that passes on its dependencies' failures (an "
+        "agent whose tool server is down is not itself broken). Either way a service that stops answering is "
+        "taken out by the gateway's active health check",
     )
     open_for: Duration = Field(default=10.0, description="first open period; it grows with each trip")
     max_open: Duration = Field(default=300.0, description="the longest open period")
@@ -225,6 +226,13 @@ class EdgeListener(Listener):
         description="host names the edge serves, each with or without the listener's port; a request for any "
         "other Host is refused (DNS rebinding), and a state-changing browser request from another origin too",
     )
+    # Slow clients (slowloris, a body at 1 byte/s) must not hold connections for ever: 408 or a close.
+    header_timeout: Duration = Field(default=10.0, gt=0, description="a request's headers must arrive within "
+                                     "this long of its first byte (408 otherwise)")
+    request_timeout: Duration = Field(default=30.0, gt=0, description="a whole request, body included, must "
+                                      "arrive within this long (408 otherwise); the answer may take longer")
+    idle_timeout: Duration = Field(default=60.0, gt=0, description="a connection with no request in flight is "
+                                   "closed after this long")
 
     @model_validator(mode="after")
     def _valid_hosts(self) -> "EdgeListener":

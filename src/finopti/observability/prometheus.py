@@ -197,10 +197,11 @@ def render_recording_rules(mesh: ResolvedMesh, interval: str | None = None) -> d
                  '(rate(envoy_cluster_outlier_detection_ejections_enforced_total{service!=""}[1m]))'},
         {"record": "finopti:upstream_overflows:rate1m",
          "expr": 'sum by (service, version) (rate(envoy_cluster_upstream_rq_pending_overflow{service!=""}[1m]))'},
-        # 1 while the gateway keeps a backend out after consecutive failures (its circuit is open), else 0; only
-        # backends with a circuit breaker have the series.
+        # 1 while the gateway keeps a service version out (its circuit is open: ejected after consecutive bad
+        # answers, or failing its health check), else 0; callers get 503 circuit_open at once meanwhile.
         {"record": "finopti:circuit_open",
-         "expr": 'max by (service, version) (envoy_cluster_outlier_detection_ejections_active{service!=""})'},
+         "expr": 'max by (service, version) (envoy_cluster_membership_total{service!=""} '
+                 '- envoy_cluster_membership_healthy{service!=""})'},
         # Requests answered 503 at once because no backend was in (an open circuit, or a failing health check).
         {"record": "finopti:circuit_refused:rate1m",
          "expr": 'sum by (service, version) (rate(envoy_cluster_upstream_cx_none_healthy{service!=""}[1m]))'},
@@ -270,8 +271,8 @@ def render_alert_rules(mesh: ResolvedMesh, interval: str | None = None) -> dict:
                "The gateway ejected {{ $labels.service }} {{ $labels.version }} (outlier detection) "
                "in the last 5 minutes"),
         _alert("FinoptiCircuitOpen", "finopti:circuit_open > 0", "0m", "critical",
-               "The circuit of {{ $labels.service }} {{ $labels.version }} is open: the gateway keeps it out after "
-               "consecutive failures and answers its callers 503 circuit_open"),
+               "The circuit of {{ $labels.service }} {{ $labels.version }} is open: the gateway keeps it out "
+               "(consecutive bad answers, or its health check fails) and answers its callers 503 circuit_open"),
         _alert("FinoptiLoadShedding", "finopti:upstream_overflows:rate1m > 0", "1m", "warning",
                "The gateway sheds {{ $value | humanize }} requests/s to {{ $labels.service }} "
                "{{ $labels.version }} (503 overloaded: its concurrency limit is reached)"),

@@ -344,6 +344,8 @@ class ApisixPlatform:
         ip, port = self.site.status
         _wait(lambda: _answers(f"http://{ip}:{port}/status/ready"), f"{GATEWAY}: /status/ready not 200",
               START_TIMEOUT)
+        if routes_text is None and (failures := self.gateway.load_failures()):
+            raise RuntimeError("APISIX rejected items of the rendered configuration:\n" + "\n".join(failures))
 
     def stop_gateway(self) -> None:
         self.gateway.stop()

@@ -5,7 +5,9 @@ issue (from the chart's Certificate resources: the same issuers, common names, D
 each pod's `/pki` directory as its projected volume builds it, OPA's files (from the ConfigMap), the services' own
 health probe, and the gateway's configuration (the chart's renderer for a Kubernetes site). What stands in for the
 cluster: every pod listens on a loopback port, the gateway's name is `localhost` (no cluster DNS here), and the
-policy service serves OPA's REST API in OPA's place, as in the compose harness.
+policy service serves OPA's REST API in OPA's place, as in the compose harness. The gateway runs as `replicas`
+APISIX instances in front of the same pods, as the Deployment's replicas are; when a route APISIX serves is rate
+limited, their counters live in one Redis-protocol store (`finopti.testing.apisix_store`), as the chart's do.
 """
 
 import dataclasses
@@ -41,6 +43,7 @@ from finopti.mesh.model import MeshSpec
 from finopti.mesh.resolved import resolve
 from finopti.ports import free_port
 from finopti.testing.apisix import ApisixInstance, _answers, _run_service, _terminate, _wait, short_tempdir
+from finopti.testing.apisix_store import CounterStore
 
 LOOPBACK = "127.0.0.1"
 GATEWAY_NAME = "localhost"  # the gateway's Service name in the cluster (`apisix`); no cluster DNS here
@@ -144,19 +147,25 @@ class Pod:
 class KubePlatform:
     """The chart rendered by Helm, and some of its pods started on loopback. `start()` / `stop()`."""
 
-    def __init__(self, spec: MeshSpec, chart: Path, runtime: Path, root: Path | None = None):
+    def __init__(self, spec: MeshSpec, chart: Path, runtime: Path, root: Path | None = None, replicas: int = 1):
         self.spec = spec
         self.chart = chart
         self.runtime = runtime
         self.root = root or short_tempdir("kub-")
         self.idp = DevIdentityProvider(self.root / "idp", spec.identity)
         self.pods: dict[str, Pod] = {}
-        self.gateway = ApisixInstance(runtime, self.root / "gw", {})
-        self.ports = {name: free_port() for name in ("edge", "mesh", "ready", "status", "export")}
+        self.gateways = [ApisixInstance(runtime, self.root / f"gw{i or ''}", {}) for i in range(replicas)]
+        self.replica_ports = [{name: free_port() for name in ("edge", "mesh", "ready", "status", "export")}
+                              for _ in range(replicas)]
+        self.gateway, self.ports = self.gateways[0], self.replica_ports[0]
+        self.store: CounterStore | None = None
 
     @property
     def edge(self) -> str:
-        return f"http://{LOOPBACK}:{self.ports['edge']}"
+        return self.edge_of(0)
+
+    def edge_of(self, replica: int) -> str:
+        return f"http://{LOOPBACK}:{self.replica_ports[replica]['edge']}"
 
     @property
     def mesh_url(self) -> str:
@@ -182,7 +191,10 @@ class KubePlatform:
                 self._start_pod(name)
             for pod in self.pods.values():
                 _wait(lambda p=pod: self.probe(p.name), f"{pod.name} not healthy (log: {pod.log})", START_TIMEOUT)
-            self._start_gateway()
+            if kubernetes_site(resolve(self.spec), plan(self.spec)).rate_limit_store is not None:
+                self.store = CounterStore(self.root / "store").start()
+            for replica in range(len(self.gateways)):
+                self._start_gateway(replica)
         except BaseException:
             self.stop()
             raise
@@ -241,33 +253,38 @@ class KubePlatform:
         command = [sys.executable if part == "python" else part for part in command]
         return subprocess.run(command, env=pod.env, capture_output=True, timeout=10).returncode == 0
 
-    def site(self):
+    def site(self, replica: int = 0):
         mesh = resolve(self.spec)
         site = kubernetes_site(mesh, plan(self.spec))
+        ports = self.replica_ports[replica]
         return mesh, dataclasses.replace(
             site,
-            listen={name: (LOOPBACK, self.ports[name]) for name in ("edge", "mesh", "ready")},
-            status=(LOOPBACK, self.ports["status"]), export=(LOOPBACK, self.ports["export"]),
+            listen={name: (LOOPBACK, ports[name]) for name in ("edge", "mesh", "ready")},
+            status=(LOOPBACK, ports["status"]), export=(LOOPBACK, ports["export"]),
             nodes={name: (LOOPBACK, port) for name, port in self.nodes.items()},
             ca_file=str(self.pki_dir("apisix") / "mesh-ca.crt"),
             opa_url=f"http://{LOOPBACK}:{self.nodes[ENGINES['policy'].container]}",
             caller_certificates=dataclasses.replace(site.caller_certificates, snis=(GATEWAY_NAME,)),
+            rate_limit_store=self.store.address if site.rate_limit_store and self.store else site.rate_limit_store,
         )
 
-    def _start_gateway(self) -> None:
+    def _start_gateway(self, replica: int = 0) -> None:
         spec = self.deployment("apisix")["spec"]["template"]["spec"]
         volume = next(v for v in spec["volumes"] if v["name"] == "pki")
         pki = projected_pki(volume, self.secrets, self.pki_dir("apisix"))
-        mesh, site = self.site()
-        conf = self.root / "conf"
+        mesh, site = self.site(replica)
+        conf = self.root / f"conf{replica or ''}"
         conf.mkdir(exist_ok=True)
         (conf / "config.yaml").write_text(dump_yaml(render_config_yaml(mesh, plan(self.spec), site)))
         (conf / "apisix.yaml").write_text(apisix_yaml_text(render_apisix_yaml(mesh, plan(self.spec), site)))
-        self.gateway.env = {JWT_KEY_ENV: self.public_key, CERT_ENV: (pki / "tls.crt").read_text(),
-                            KEY_ENV: (pki / "tls.key").read_text(), MESH_CA_ENV: (pki / "mesh-ca.crt").read_text()}
-        self.gateway.start(conf / "config.yaml", conf / "apisix.yaml")
-        status = f"http://{LOOPBACK}:{self.ports['status']}/status/ready"
+        gateway = self.gateways[replica]
+        gateway.env = {JWT_KEY_ENV: self.public_key, CERT_ENV: (pki / "tls.crt").read_text(),
+                       KEY_ENV: (pki / "tls.key").read_text(), MESH_CA_ENV: (pki / "mesh-ca.crt").read_text()}
+        gateway.start(conf / "config.yaml", conf / "apisix.yaml")
+        status = f"http://{LOOPBACK}:{self.replica_ports[replica]['status']}/status/ready"
         _wait(lambda: _answers(status), f"{status} not 200", START_TIMEOUT)
+        if failures := gateway.load_failures():
+            raise RuntimeError("APISIX rejected items of the chart's configuration:\n" + "\n".join(failures))
 
     def client_tls(self, secret: str, trust: str) -> "object":
         """A TLS context with the identity of `secret` (a Certificate's Secret), trusting `trust`'s CA Secret."""
@@ -283,7 +300,10 @@ class KubePlatform:
                             timeout=30)
 
     def stop(self) -> None:
-        self.gateway.stop()
+        for gateway in self.gateways:
+            gateway.stop()
+        if self.store is not None:
+            self.store.stop()
         for pod in self.pods.values():
             if pod.process is not None:
                 _terminate(pod.process, wait=False)

@@ -14,6 +14,10 @@ from finopti.policy.engine import PolicyEngine, PolicyError
 from finopti.policy.envoy import build_input_from_envoy, load_route_table, match_route
 
 LIMIT = 8
+# The chips lead with one question of each kind people come for (a cost trend, a forecast, waste, usage, a
+# breakdown, the inventory, the platform's errors), then the catalog's order; always only what the user may run.
+FIRST = ("compare_costs", "forecast_costs", "find_idle_instances", "query_time_series", "estimate_monthly_cost",
+         "detect_cost_anomalies", "list_instances", "query_platform_logs")
 
 
 class ActionPermissions:
@@ -45,10 +49,11 @@ class ActionPermissions:
 
 def for_user(examples: list[dict], permissions: ActionPermissions, user: str, groups: list[str],
              limit: int = LIMIT) -> list[dict]:
-    """The read-only examples whose action the user's roles allow, at most `limit`, in the catalog's order."""
+    """The read-only examples whose action the user's roles allow, at most `limit`: FIRST's, then the catalog's."""
     decided: dict[tuple[str, str], bool] = {}
     out = []
-    for example in examples:
+    rank = {action: i for i, action in enumerate(FIRST)}
+    for example in sorted(examples, key=lambda e: rank.get(e["action"], len(FIRST))):
         if example.get("mutates"):
             continue
         key = (example["agent"], example["action"])

@@ -150,6 +150,17 @@ export function graphEdges(lines, exclude) {
   });
 }
 
+// The graph runs left to right on a desktop, top to bottom on a phone: redrawn when the width crosses over (a
+// rotation, a resized window), so its labels keep their size instead of being scaled down to fit.
+const PHONE = window.matchMedia("(max-width: 720px)");
+let shownGraph = null; // {node, edges, seconds}
+PHONE.addEventListener("change", () => {
+  if (!shownGraph?.node.isConnected) return;
+  const node = serviceGraph(shownGraph.edges, { seconds: shownGraph.seconds, vertical: PHONE.matches });
+  shownGraph.node.replaceWith(node);
+  shownGraph.node = node;
+});
+
 async function graph(panel, body) {
   const q = panel.queries.find((q) => q.type === "graph");
   const platform = selected.traffic === "" || selected.traffic === "platform";
@@ -157,7 +168,8 @@ async function graph(panel, body) {
   const edges = graphEdges(lines, new Set(platform ? [] : q.exclude_services || []));
   if (!edges.length) return body.replaceChildren(emptyReason(panel));
   const seconds = WINDOWS[state.window];
-  body.replaceChildren(serviceGraph(edges, { seconds }),
+  shownGraph = { node: serviceGraph(edges, { seconds, vertical: PHONE.matches }), edges, seconds };
+  body.replaceChildren(shownGraph.node,
     el("details", { class: "as-table" }, el("summary", {}, `The ${edges.length} edges as a table`),
       el("div", { class: "table-wrap" }, el("table", { class: "data graph-edges", "data-testid": "graph-edges" },
         el("thead", {}, el("tr", {}, ["caller", "callee", "requests", "req/s", "errors", "p95"].map((h) => el("th", {}, el("span", { class: "th" }, h))))),
