@@ -1,5 +1,6 @@
 """What the front door costs the gateway per request (issue 11): the edge guard (Lua: credentials in the query),
-the early header mutations (CEL: traceparent and request id checks), the Host allow-list and the Origin routes.
+the early header mutations (CEL: traceparent and request id checks; a new traceparent made from UUIDs when there is
+none), the Host allow-list and the Origin routes, the read timeouts and header limits.
 
 Two real Envoys run side by side in one run, each answering a direct response so nothing but the gateway is
 measured: one with the edge's front door as `finopti.mesh.envoy_edge` renders it, one with none of it. The same
@@ -24,7 +25,12 @@ import psutil
 import yaml
 
 from benchmarks.common import wait_http
-from finopti.mesh.envoy_edge import early_header_mutations, edge_guard_filter, edge_virtual_hosts
+from finopti.mesh.envoy_edge import (
+    early_header_mutations,
+    edge_guard_filter,
+    edge_protocol_options,
+    edge_virtual_hosts,
+)
 from finopti.mesh.model import EdgeListener
 from finopti.platform import envoy_binary
 from finopti.ports import free_port
@@ -49,6 +55,7 @@ def bootstrap(port: int, admin: int, front_door: bool) -> dict:
                      {"name": "edge", "domains": ["*"], "routes": [ANSWER]}]}}
     if front_door:
         hcm["early_header_mutation_extensions"] = early_header_mutations("edge")
+        hcm.update(edge_protocol_options(EdgeListener()))
         hcm["http_filters"] = [edge_guard_filter(), ROUTER]
         hcm["route_config"] = {"virtual_hosts": edge_virtual_hosts(EdgeListener(), port, [ANSWER], {})}
     return {

@@ -234,6 +234,18 @@ def test_apisix_serves_the_declared_hosts_and_refuses_foreign_origins(apisix):
         assert status == expected, (extra, body)
 
 
+def test_apisix_refuses_header_names_with_underscores(apisix):
+    """As the local gateway: `x_user_email` could pass for the identity header the gateway strips."""
+    status, headers, body = raw_request(apisix["edge"], "GET /api/logs HTTP/1.1\nHost: localhost\n"
+                                        "x_user_email: carol@finopti.dev\nConnection: close\n")
+    error = json.loads(body)
+    assert status == 400 and error["error"] == "header_with_underscore" and error["message"], error
+    assert error["request_id"] == headers["x-request-id"]
+    status, _, _ = raw_request(apisix["edge"], "GET / HTTP/1.1\nHost: localhost\nx-user-agent-ok: 1\n"
+                               "Connection: close\n")
+    assert status == 200
+
+
 def test_apisix_drops_a_token_cookie(apisix):
     status, _, body = raw_request(apisix["edge"], f"GET / HTTP/1.1\nHost: localhost\nCookie: a=1; jwt={JWT}; b=2\n"
                                   "Connection: close\n")

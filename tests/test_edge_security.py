@@ -5,6 +5,7 @@ Threat model and the test behind each row: docs/security.md."""
 import json
 import random
 import shutil
+import socket
 import string
 import tempfile
 import time
@@ -322,6 +323,69 @@ def test_random_anonymous_paths_add_no_series(platform):
         found = httpx.get(f"http://127.0.0.1:{port}/api/v1/query",
                           params={"query": f'count({{route=~".*{marker}.*"}}) or vector(0)'}).json()
         assert found["data"]["result"][0]["value"][1] == "0"
+
+
+# --- 5. what the gateway answers before a request is read: JSON with ids, header names without `_` ---------------
+
+def _exchange(platform, data: bytes) -> tuple[int, dict, bytes]:
+    """Send raw bytes and read the answer, even if the gateway answers (and closes) before it has read them all."""
+    with socket.create_connection(("127.0.0.1", platform.edge_port), timeout=30) as sock:
+        try:
+            sock.sendall(data)
+        except OSError:
+            pass  # refused mid-way: its answer is already in our receive buffer
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except OSError:
+            pass
+    head, _, body = received.partition(b"\r\n\r\n")
+    status_line, *fields = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (f.partition(":") for f in fields)}
+    return int(status_line.split()[1]), headers, body[:int(headers.get("content-length", len(body)))]
+
+
+def _head(*fields: str) -> bytes:
+    return ("GET /auth/dev-users HTTP/1.1\r\nHost: 127.0.0.1\r\n" + "".join(f + "\r\n" for f in fields)
+            + "Connection: close\r\n\r\n").encode("latin-1")
+
+
+# Requests Envoy refuses while reading them (its codec), each with the error code of its JSON answer.
+UNREAD = {
+    "bad request line": (b"GARBAGE / HTTP/1.1 x\r\n\r\n", 400, "malformed_request"),
+    "space in a header name": (_head("bad header: x"), 400, "malformed_request"),
+    "content-length and chunked": (b"POST /auth/dev-token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 3\r\n"
+                                   b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "malformed_request"),
+    "bad chunk size": (b"POST /auth/dev-token HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       b"zz\r\n", 400, "malformed_request"),
+    "200 headers": (_head(*(f"x-h{i}: v" for i in range(200))), 431, "headers_too_large"),
+    "a 100 KB header": (_head("x-big: " + "a" * 100_000), 431, "headers_too_large"),
+    "underscore": (_head("x_user_email: carol@finopti.dev"), 400, "header_with_underscore"),
+}
+
+
+@pytest.mark.parametrize("case", list(UNREAD))
+def test_what_the_gateway_cannot_read_is_answered_in_json_with_ids(platform, case):
+    """Envoy's own answers to broken HTTP were text (431) or JSON without a request id: every one is the project's
+    error body, its request id in the header and on the gateway's access line."""
+    data, status, code = UNREAD[case]
+    got, headers, body = _exchange(platform, data)
+    assert got == status
+    error = _error(got, headers, body, code)
+    assert error["reason"].startswith("http1."), error
+    assert _edge_line(platform, headers["x-request-id"])["status"] == status
+
+
+@pytest.mark.parametrize("name", ["x_user_email", "X_User_Groups", "x_finopti_source", "x_jwt_payload"])
+def test_identity_headers_spelled_with_underscores_are_refused(platform, name):
+    """The gateway strips `x-user-email` & co. from clients; the same names with `_` (which CGI-style servers,
+    nginx with underscores_in_headers or a WSGI app read as the same header) are refused before any filter."""
+    value = "observability-admins" if "groups" in name.lower() else "carol@finopti.dev"
+    status, headers, body = _exchange(platform, _head(f"{name}: {value}").replace(b"/auth/dev-users", b"/api/logs"))
+    assert status == 400
+    _error(status, headers, body, "header_with_underscore")
+    assert not _lines_of(platform, headers["x-request-id"]), "the request went past the gateway"
 
 
 # --- 6. security headers on every UI response -----------------------------------------------------------------

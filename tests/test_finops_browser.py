@@ -217,3 +217,30 @@ def test_breakdowns_comparisons_and_savings_are_bars_with_dollar_totals(platform
         assert turn.locator("[data-chart=bar] canvas").bounding_box()["width"] > 250
     compare.scroll_into_view_if_needed()
     ui.shot(page, "finops-bars")
+
+
+def test_a_finops_admin_confirms_a_budget_and_sees_it_drawn(platform, page):
+    """A budget is a change: its plan, Confirm, then the new budget drawn like a budget's status (spent, forecast
+    and budget lines, the amount, the alert thresholds). Deleted again through the API afterwards."""
+    admin, name = "fiona@finopti.dev", "browser-check"
+    ui.sign_in(page, platform.edge, admin)
+    turn = ui.ask(page, f'create budget "{name}" of 300 for env=dev')
+    turn.locator("[data-testid=plan]").wait_for()
+    turn.locator("[data-testid=confirm]").click()
+    outcome = turn.locator("[data-testid=plan-outcome]")
+    try:
+        chart = outcome.locator("[data-chart=timeseries]")
+        chart.locator("canvas").first.wait_for()
+        assert chart.locator(".lg-name").all_inner_texts() == ["Actual", "Forecast", "Budget"]
+        assert dollars(stat(outcome, "Budget")) == 300
+        thresholds = outcome.locator("[data-testid=further-table][data-rows-of='status.thresholds']")
+        assert thresholds.locator("tbody tr").count() >= 1
+        assert all(MONEY.match(t) for t in thresholds.locator("td[data-key=amount] .cell").all_inner_texts())
+        ui.shot(page, "finops-budget-created")
+        ui.phone(page)
+        ui.assert_fits(page, "[data-testid=plan-outcome] [data-chart=timeseries] canvas",
+                       "[data-testid=plan-outcome] td[data-key=amount]")
+    finally:
+        plan = platform.ask(f'delete budget "{name}"', admin)
+        if plan.status_code == 200 and plan.json().get("kind") == "plan":
+            assert platform.confirm(plan, admin).status_code == 200

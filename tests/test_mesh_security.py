@@ -25,11 +25,11 @@ def test_verify_mesh_passes_all_checks(platform):
                       if s["name"] == "policy")
     result = platform.cli("verify-mesh", "--json", timeout=180)
     report = json.loads(result.stdout)
-    assert [c["number"] for c in report["checks"]] == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert [c["number"] for c in report["checks"]] == [1, 2, 3, 4, 5, 6, 7, 8, 9]
     assert report["passed"] and result.returncode == 0, json.dumps(report, indent=2)
     # Progress as it goes (on stderr, so the JSON stays JSON), and fail-closed proven without touching the live
     # platform: the policy service was never stopped (same process), a throwaway gateway refused instead.
-    assert all(f"[{n}/8]" in result.stderr for n in range(1, 9)), result.stderr
+    assert all(f"[{n}/9]" in result.stderr for n in range(1, 10)), result.stderr
     assert "(UAEX)" in report["checks"][7]["detail"] and "throwaway" in report["checks"][7]["detail"]
     after = {s["name"]: s for s in json.loads(platform.cli("status", "--json").stdout)["components"]}
     assert after["policy"]["pid"] == policy_pid and after["policy"]["state"] == "healthy"

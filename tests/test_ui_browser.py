@@ -153,6 +153,8 @@ def test_every_suggestion_answers_for_its_user(platform, user):
         answer = platform.ask(s["prompt"], user)
         assert answer.status_code == 200, (user, s["prompt"], answer.text)
         assert (answer.json()["agent"], answer.json()["action"]) == (s["agent"], s["action"])
+        said = answer.json()["answer"] + " " + (answer.json().get("explanation") or "")
+        assert not re.search(r"=True|=False|\(s\)|\bNone\b|\{'|\['", said), (s["prompt"], said)  # no Python reprs
 
 
 def test_a_user_without_role_gets_no_suggestions_and_a_request_id(platform):

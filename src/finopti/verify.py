@@ -259,6 +259,46 @@ def check_query_token_refused(probe: Probe) -> tuple[bool, str]:
     return True, "refused with 400 naming access_token; the access log holds [REDACTED]"
 
 
+def _raw_edge(probe: Probe, head: str) -> tuple[int, dict]:
+    """One request written byte for byte (no client library sends these), and the JSON body of its answer."""
+    with socket.create_connection((probe.rt.edge_host, probe.rt.edge_port), timeout=10) as sock:
+        sock.sendall(head.encode("latin-1"))
+        received = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                received += chunk
+    head_bytes, _, body = received.partition(b"\r\n\r\n")
+    status = int(head_bytes.split(b" ", 2)[1]) if head_bytes.startswith(b"HTTP/") else 0
+    headers = {k.strip().lower(): v.strip() for k, _, v in
+               (f.partition(":") for f in head_bytes.decode("latin-1").split("\r\n")[1:])}
+    try:
+        error = json.loads(body)
+    except ValueError:
+        error = {}
+    return status, {**error, "x-request-id": headers.get("x-request-id")} if isinstance(error, dict) else {}
+
+
+def check_unreadable_requests(probe: Probe) -> tuple[bool, str]:
+    """What the edge refuses while reading a request is answered in JSON with a request id: header names with
+    `_` (an identity header spelled `x_user_email`), too many headers, broken HTTP."""
+    host = probe.spec.gateway.edge.hosts[0]
+    cases = {
+        "x_user_email header": (f"GET /api/logs HTTP/1.1\r\nHost: {host}\r\nx_user_email: {PROBE_USER}\r\n", 400,
+                                "header_with_underscore"),
+        "200 headers": (f"GET / HTTP/1.1\r\nHost: {host}\r\n" + "".join(f"x-h{i}: v\r\n" for i in range(200)),
+                        431, "headers_too_large"),
+        "space in a header name": (f"GET / HTTP/1.1\r\nHost: {host}\r\nbad header: v\r\n", 400, "malformed_request"),
+    }
+    failures = []
+    for name, (head, status, code) in cases.items():
+        got, body = _raw_edge(probe, head + "Connection: close\r\n\r\n")
+        if got != status or body.get("error") != code or not body.get("message") \
+                or not body.get("request_id") or body["request_id"] != body["x-request-id"]:
+            failures.append(f"{name}: {got} {body.get('error')}")
+    return not failures, "; ".join(failures) or "refused in JSON with a request id: " + ", ".join(
+        f"{name} {status} {code}" for name, (_, status, code) in cases.items())
+
+
 def _wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -393,6 +433,7 @@ CHECKS: list[tuple[str, Callable[[Probe], tuple[bool, str]]]] = [
     ("a token in the query is refused and never logged", check_query_token_refused),
     ("authorization fails closed (gateway rules; an unreachable policy on a throwaway gateway)",
      check_authz_fail_closed),
+    ("header names with `_`, too many headers and broken HTTP are refused in JSON", check_unreadable_requests),
 ]
 
 

@@ -1,7 +1,8 @@
 """The front door's controls (`finopti.mesh.edge_rules`) in the compose bundle's words, and their check.
 
 - APISIX: one global rule (`finopti-edge`, rewrite phase, before any route's plugin) that answers, on the edge
-  listener, 421 for a Host that is not one of `gateway.edge.hosts`, 400 for a credential in the query, 403
+  listener, 400 for a header name with `_`, 421 for a Host that is not one of `gateway.edge.hosts`, 400 for a
+  credential in the query, 403
   for a state-changing request from another origin or marked cross-site; it also drops a `jwt` cookie
   (jwt-auth would read one) and sets the access log's path with credential values redacted, on every listener.
   Global rules run even when no route matches, so a foreign Host never gets as far as a 404.
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from finopti.mesh import replies
 from finopti.mesh.edge_rules import (
     CREDENTIAL_IN_QUERY,
     CREDENTIAL_MESSAGE,
@@ -63,6 +65,14 @@ return function(conf, ctx)
   local redacted, name = finopti_scan_query(ngx.var.request_uri or "")
   ngx.var.finopti_path = redacted or ngx.var.request_uri
   if ngx.var.finopti_listener ~= "edge" then return end
+  local headers = ngx.req.get_headers(MAX_HEADERS)
+  -- nginx passes `x_user_email` on (APISIX turns underscores_in_headers on), and some servers read it as the
+  -- identity header the gateway strips: refused, as the local gateway does.
+  for header in pairs(headers) do
+    if header:find("_", 1, true) then
+      return refuse(400, UNDERSCORE.error, UNDERSCORE.message, {reason = "header name " .. header:sub(1, 64)})
+    end
+  end
   -- nginx's $host drops a trailing dot and takes an absolute URI's host: both it and the header must pass.
   if not (HOSTS[ngx.var.host] and HOSTS[host_name(ngx.var.http_host)]) then
     return refuse(421, "unknown_host", UNKNOWN_HOST_MESSAGE)
@@ -70,7 +80,6 @@ return function(conf, ctx)
   if redacted then
     return refuse(400, CREDENTIAL_ERROR, CREDENTIAL_MESSAGE .. "'" .. name .. "'", {param = name})
   end
-  local headers = ngx.req.get_headers()
   if STATE_CHANGING[ngx.req.get_method()] then
     -- Same origin: the page was served by this edge under the Host it is calling (already one of HOSTS).
     local origin, host = headers["origin"], (headers["host"] or ""):lower()
@@ -100,6 +109,9 @@ def edge_guard_function(edge: EdgeListener) -> str:
     constants = {
         "HOSTS": _lua_set(edge.hosts),
         "STATE_CHANGING": _lua_set(STATE_CHANGING_METHODS),
+        "MAX_HEADERS": str(replies.MAX_HEADERS),
+        "UNDERSCORE": f"{{error = {lua_string(replies.HEADER_WITH_UNDERSCORE.error)}, "
+                      f"message = {lua_string(replies.HEADER_WITH_UNDERSCORE.message)}}}",
         "CREDENTIAL_ERROR": lua_string(CREDENTIAL_IN_QUERY),
         "CREDENTIAL_MESSAGE": lua_string(CREDENTIAL_MESSAGE),
         "UNKNOWN_HOST_MESSAGE": lua_string(f"this gateway serves only the hosts {hosts} (gateway.edge.hosts in "

@@ -25,10 +25,16 @@ from finopti.mesh.envoy_authz import (
     virtual_host_authz,
 )
 from finopti.mesh.envoy_edge import (
+    NEW_REQUEST_ID,
+    REQUEST_ID,
+    TRACE_ID,
+    cel_filter,
     early_header_mutations,
     edge_guard_filter,
+    edge_protocol_options,
     edge_virtual_hosts,
     refusal_reply_mappers,
+    reply_body,
 )
 from finopti.mesh.envoy_identity import jwks_cluster, jwt_provider
 from finopti.mesh.envoy_traffic import (
@@ -319,7 +325,7 @@ def _access_log(listener: str) -> list[dict]:
         "upstream_duration_ms": "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%",
         "bytes_received": "%BYTES_RECEIVED%",
         "bytes_sent": "%BYTES_SENT%",
-        "request_id": "%REQ(X-REQUEST-ID)%",
+        "request_id": REQUEST_ID,  # a request refused before it had one: the id its answer carries
         "trace_id": "%TRACE_ID%",
         # This hop's span: the traceparent the upstream gets names it as parent (the trace view's exact match).
         "span_id": "%SPAN_ID%",
@@ -355,7 +361,17 @@ def _local_replies(mesh: ResolvedMesh, listener: str) -> dict:
         }
         if reply.fixed:
             m["body"] = {"inline_string": reply.message}
-        m["body_format_override"] = {"json_format": {**_reply_fields(), "error": reply.error}}
+        # A backend's failure names the service the request was for (the message says what failed).
+        backend = {"backend": "%UPSTREAM_CLUSTER%"} if code >= 500 else {}
+        m["body_format_override"] = reply_body({**_reply_fields(), "error": reply.error, **backend})
+        return m
+
+    def unread(reply: replies.Reply, details: str | None = None) -> dict:
+        """A request refused while it was read: it may have no request id yet, so its answer gets a new one."""
+        m = mapper(reply)
+        if details is not None:
+            m["filter"] = {"and_filter": {"filters": [m["filter"], cel_filter(details)]}}
+        m["headers_to_add"] = [NEW_REQUEST_ID]
         return m
 
     # jwt_authn answers 403 for a token with the wrong audience; any token failure is a 401 for us.
@@ -367,6 +383,11 @@ def _local_replies(mesh: ResolvedMesh, listener: str) -> dict:
     jwt_refused["status_code"] = 401
     return {
         "mappers": [
+            unread(replies.HEADER_WITH_UNDERSCORE, "response.code_details == 'http1.unexpected_underscore'"),
+            unread(replies.MALFORMED, "response.code_details.startsWith('http1.') || "
+                   "response.code_details.startsWith('http2.')"),
+            unread(replies.HEADERS_TOO_LARGE),
+            unread(replies.REQUEST_TIMEOUT),
             *refusal_reply_mappers(_reply_fields()),
             # Then: a token that is missing leaves a jwt_failure too (the route may allow that), so the
             # authorization's own refusals must not be taken for token failures.
@@ -407,8 +428,8 @@ def _refusals(mesh: ResolvedMesh, listener: str) -> list[dict]:
         error = "unauthorized" if status == 401 else "forbidden"
         mapper: dict = {
             "filter": refused(REASON, rule),
-            "body_format_override": {"json_format": {**_reply_fields(), "message": message, "error": error,
-                                                     "rule": rule}},
+            "body_format_override": reply_body({**_reply_fields(), "message": message, "error": error,
+                                                "rule": rule}),
         }
         if status != 403:
             mapper["status_code"] = status
@@ -417,9 +438,9 @@ def _refusals(mesh: ResolvedMesh, listener: str) -> list[dict]:
         mappers.append(mapper)
     if mappers:
         # Refused with no reason rule matching: the rule sets disagree (a renderer bug), still a JSON 403.
-        mappers.append({"filter": refused(REASONS_RESULT, "allowed"), "body_format_override": {"json_format": {
+        mappers.append({"filter": refused(REASONS_RESULT, "allowed"), "body_format_override": reply_body({
             **_reply_fields(), "message": "no rule of the gateway allows this request", "error": "forbidden",
-            "rule": "none"}}})
+            "rule": "none"})})
     return mappers
 
 
@@ -436,8 +457,8 @@ def _reply_fields() -> dict:
         "message": "%LOCAL_REPLY_BODY%",
         "status": "%RESPONSE_CODE%",
         "reason": "%RESPONSE_CODE_DETAILS%",
-        "request_id": "%REQ(X-REQUEST-ID)%",
-        "trace_id": "%TRACE_ID%",
+        "request_id": REQUEST_ID,
+        "trace_id": TRACE_ID,
     }
 
 
@@ -559,6 +580,8 @@ def _listener(name: str, mesh: ResolvedMesh, rt: GatewayRuntime) -> dict:
         # Envoy and the policy see the same path: no `..` or `//` tricks around a route's prefix.
         "normalize_path": True,
         "merge_slashes": True,
+        # Bounds on reading a request from outside: timeouts for slow clients, header limits, no `_` in names.
+        **(edge_protocol_options(mesh.gateway.edge) if name == "edge" else {}),
     }
     chain: dict = {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
     if name == "mesh" and rt.mtls:

@@ -7,11 +7,15 @@
 - State-changing requests whose Origin is not one of the edge's own, or that a browser marks cross-site,
   meet a route answering 403 before the application routes.
 - Early header mutations run before Envoy's tracer and request-id generation: an invalid W3C `traceparent`
-  is dropped (so a fresh trace starts and every line of the request carries its id), and at the edge a
-  client's `x-request-id` is moved to `x-client-request-id` when it is short and plain, dropped otherwise;
-  the gateway always makes its own request id there.
+  is dropped and the gateway makes a new one (so a fresh trace starts, every line of the request carries its
+  id, and the gateway's own error answers can name it), and at the edge a client's `x-request-id` is moved to
+  `x-client-request-id` when it is short and plain, dropped otherwise; the gateway always makes its own
+  request id there.
+- The edge reads requests with bounds: headers and the whole request must arrive in time (408), an idle
+  connection is closed, header count and size are limited (431), and header names with `_` are refused.
 """
 
+from finopti.mesh import replies
 from finopti.mesh.edge_rules import (
     CLIENT_REQUEST_ID_CHARS,
     CLIENT_REQUEST_ID_HEADER,
@@ -130,12 +134,28 @@ def _replace_checked(header: str, condition: str, max_length: int | None = None)
             _set(header, f"%REQ({aside}){cut}%"), {"remove": aside}]
 
 
+# Random hex for a new trace: the first 8 characters of a UUID each (a formatter can only cut a value's end).
+_RANDOM = [f"x-finopti-random-{i}" for i in range(6)]
+NEW_TRACEPARENT = ("00-" + "".join(f"%REQ({h}):8%" for h in _RANDOM[:4]) + "-"
+                   + "".join(f"%REQ({h}):8%" for h in _RANDOM[4:]) + "-00")
+
+
+def _new_trace() -> list[dict]:
+    """A request without a valid traceparent gets a new one here rather than from Envoy's tracer, which then
+    continues it (same trace id, not sampled, as before): so the trace id is in the request's headers, where
+    the gateway's own error answers can read it (a local reply cannot see the tracer's span)."""
+    return [*(_set(h, "%UNIQUE_ID%") for h in _RANDOM),
+            {"append": {"header": {"key": "traceparent", "value": NEW_TRACEPARENT}, "append_action": "ADD_IF_ABSENT"}},
+            *({"remove": h} for h in _RANDOM)]
+
+
 def early_header_mutations(listener: str) -> list[dict]:
     # A higher version's extra fields are cut: Envoy's tracer reads exactly 55 characters. tracestate means
     # nothing without the valid traceparent it came with; it goes first, while traceparent is unchecked.
     mutations = [
         *_replace_checked("tracestate", f"'tracestate' in request.headers && {TRACEPARENT_VALID}"),
         *_replace_checked("traceparent", TRACEPARENT_VALID, max_length=55),
+        *_new_trace(),
     ]
     if listener == "edge":
         mutations += [
@@ -146,6 +166,29 @@ def early_header_mutations(listener: str) -> list[dict]:
         "name": "envoy.http.early_header_mutation.header_mutation",
         "typed_config": {"@type": EARLY_HEADER_MUTATION, "mutations": mutations},
     }]
+
+
+# --- reading requests: slow and malformed clients ------------------------------------------------------------
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
+
+
+def edge_protocol_options(edge: EdgeListener) -> dict:
+    """The edge's connection manager settings for reading requests. Envoy's defaults wait for ever for headers
+    and body (a client at 1 byte/s holds a connection as long as it likes) and accept `_` in header names."""
+    return {
+        "request_headers_timeout": _seconds(edge.header_timeout),
+        "request_timeout": _seconds(edge.request_timeout),
+        "max_request_headers_kb": replies.MAX_HEADERS_KB,
+        "common_http_protocol_options": {
+            "idle_timeout": _seconds(edge.idle_timeout),
+            "max_headers_count": replies.MAX_HEADERS,
+            # `x_user_email` is not stripped as `x-user-email` is, and some servers (CGI, nginx's
+            # underscores_in_headers, WSGI) read the two as one: refused, not guessed at.
+            "headers_with_underscores_action": "REJECT_REQUEST",
+        },
+    }
 
 
 # --- host names and origins ---------------------------------------------------------------------------------
@@ -208,19 +251,40 @@ def edge_virtual_hosts(edge: EdgeListener, port: int, routes: list[dict], vhost_
 
 # --- JSON answers --------------------------------------------------------------------------------------------
 
+CEL_FORMATTER = "type.googleapis.com/envoy.extensions.formatter.cel.v3.Cel"
+# Ids for every answer the gateway gives itself. The request id is the request's, or, for a request refused
+# before its headers were read (no id yet), the one the reply mapper put on the answer; the access log reads
+# it the same way. The trace id is read from the request's traceparent (always valid by then, see
+# `_new_trace`); a request that was never read has none.
+REQUEST_ID = ("%CEL('x-request-id' in request.headers ? request.headers['x-request-id'] "
+              ": response.headers['x-request-id'])%")
+TRACE_ID = "%CEL(request.headers['traceparent'].substring(3, 35))%"
+NEW_REQUEST_ID = {"header": {"key": "x-request-id", "value": "%UNIQUE_ID%"}, "append_action": "ADD_IF_ABSENT"}
+
+
+def reply_body(fields: dict) -> dict:
+    """A local reply's JSON body format (CEL's string functions on, for TRACE_ID)."""
+    return {"json_format": fields, "formatters": [{"name": "envoy.formatter.cel", "typed_config": {
+        "@type": CEL_FORMATTER, "cel_config": {"enable_string_functions": True}}}]}
+
+
+def cel_filter(expression: str) -> dict:
+    return {"extension_filter": {"name": "envoy.access_loggers.extension_filters.cel", "typed_config": {
+        "@type": CEL_FILTER, "expression": expression}}}
+
+
 def refusal_reply_mappers(reply_fields: dict) -> list[dict]:
     """Local-reply mappers for the edge's own refusals; they come before the generic per-status ones."""
     credential = {
         "filter": {"metadata_filter": {
             "matcher": {"filter": EDGE_METADATA, "path": [{"key": "error"}], "value": {"present_match": True}},
             "match_if_key_not_found": False}},
-        "body_format_override": {"json_format": {**reply_fields, "error": f"%DYNAMIC_METADATA({EDGE_METADATA}:error)%",
-                                                 "param": f"%DYNAMIC_METADATA({EDGE_METADATA}:param)%"}},
+        "body_format_override": reply_body({**reply_fields, "error": f"%DYNAMIC_METADATA({EDGE_METADATA}:error)%",
+                                            "param": f"%DYNAMIC_METADATA({EDGE_METADATA}:param)%"}),
     }
     names = ", ".join(f"'{n}'" for n in REFUSAL_ROUTES)
     routes = {
-        "filter": {"extension_filter": {"name": "envoy.access_loggers.extension_filters.cel", "typed_config": {
-            "@type": CEL_FILTER, "expression": f"xds.route_name in [{names}]"}}},
-        "body_format_override": {"json_format": {**reply_fields, "error": "%ROUTE_NAME%"}},
+        "filter": cel_filter(f"xds.route_name in [{names}]"),
+        "body_format_override": reply_body({**reply_fields, "error": "%ROUTE_NAME%"}),
     }
     return [credential, routes]

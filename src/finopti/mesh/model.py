@@ -218,6 +218,13 @@ class EdgeListener(Listener):
         description="host names the edge serves, each with or without the listener's port; a request for any "
         "other Host is refused (DNS rebinding), and a state-changing browser request from another origin too",
     )
+    # Slow clients (slowloris, a body at 1 byte/s) must not hold connections for ever: 408 or a close.
+    header_timeout: Duration = Field(default=10.0, gt=0, description="a request's headers must arrive within "
+                                     "this long of its first byte (408 otherwise)")
+    request_timeout: Duration = Field(default=30.0, gt=0, description="a whole request, body included, must "
+                                      "arrive within this long (408 otherwise); the answer may take longer")
+    idle_timeout: Duration = Field(default=60.0, gt=0, description="a connection with no request in flight is "
+                                   "closed after this long")
 
     @model_validator(mode="after")
     def _valid_hosts(self) -> "EdgeListener":

@@ -14,6 +14,19 @@ class Reply:
 
 
 BAD_REQUEST = Reply(400, "bad_request", "the request is malformed", fixed=False)
+# Refused while the request is read, before it has a route (HTTP parsing, limits on headers, slow clients).
+MALFORMED = Reply(400, "malformed_request", "the request is not valid HTTP/1.1 and was not read; `reason` names "
+                  "what the gateway could not parse")
+HEADER_WITH_UNDERSCORE = Reply(400, "header_with_underscore", "header names with an underscore are refused: some "
+                               "servers read `x_user_email` as `x-user-email`, so it could pass for a header the "
+                               "gateway strips; use '-' in header names")
+REQUEST_TIMEOUT = Reply(408, "request_timeout", "the request did not arrive in time: its headers or its body "
+                        "came too slowly, and the gateway closed the connection")
+# What the edge accepts of a request's headers (Envoy's defaults, stated).
+MAX_HEADERS = 100
+MAX_HEADERS_KB = 60
+HEADERS_TOO_LARGE = Reply(431, "headers_too_large", "the request's headers are too many or too large for the "
+                          f"gateway (at most {MAX_HEADERS} headers, {MAX_HEADERS_KB} KiB in all)")
 UNAUTHORIZED = Reply(401, "unauthorized", "a valid bearer token is required", fixed=False)
 FORBIDDEN = Reply(403, "forbidden", "the request is not allowed", fixed=False)
 NOT_FOUND = Reply(404, "not_found", "no route matches this path")
@@ -25,8 +38,8 @@ CIRCUIT_OPEN = Reply(503, "circuit_open", "circuit open: the backend is taken ou
                      "retry later")
 OVERLOADED = Reply(503, "overloaded", "too many requests in flight to the backend")
 FAULT_INJECTED = Reply(503, "fault_injected", "fault injected by the gateway")
-POLICY_UNAVAILABLE = Reply(503, "policy_unavailable", "the authorization policy could not be asked; the request "
-                           "is refused (fail closed)")
+POLICY_UNAVAILABLE = Reply(503, "policy_unavailable", "authorization service unavailable: the policy service did "
+                           "not answer in time, so the request is refused (fail closed)")
 UNAVAILABLE = Reply(503, "unavailable", "the backend is unavailable", fixed=False)
 TIMEOUT = Reply(504, "timeout", "the backend did not answer in time")
 

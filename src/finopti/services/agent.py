@@ -4,6 +4,7 @@ sees what is asked), each served by a tool on the agent's own tool server, reach
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 import httpx
@@ -11,6 +12,7 @@ from fastapi import Body, FastAPI, Header, HTTPException
 
 from finopti.services.common import ServiceSettings, create_service_app
 from finopti.services.mcp_tools import ToolError, call_tool, list_tools
+from finopti.services.meshclient import unanswered
 from finopti.telemetry import current_request
 
 ERROR_STATUS = {"NotFound": 404, "InvalidArgument": 400, "AlreadyExists": 409}
@@ -83,13 +85,27 @@ def _explained(parts: Any) -> str | None:
 
 
 def _root_cause(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    return exc
+    """The failure that explains a call's exception group: an answer from the gateway first, then a transport
+    error, then whatever came first (a closed stream says nothing of why)."""
+    leaves = list(_leaves(exc))
+    for kind in (httpx.HTTPStatusError, httpx.HTTPError):
+        for leaf in leaves:
+            if isinstance(leaf, kind):
+                return leaf
+    return leaves[0] if leaves else exc
+
+
+def _leaves(exc: BaseException):
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc
 
 
 def _mesh_failure(tool_route: str, exc: BaseException) -> HTTPException:
-    """A failed MCP call: the gateway's answer (a policy denial, an open circuit) keeps its status."""
+    """A failed MCP call: the gateway's answer (a policy denial, an open circuit) keeps its status, error and
+    message, which say which component failed and why."""
     cause = _root_cause(exc)
     if isinstance(cause, httpx.HTTPStatusError):
         status = cause.response.status_code
@@ -97,10 +113,12 @@ def _mesh_failure(tool_route: str, exc: BaseException) -> HTTPException:
             body = cause.response.json()
         except (ValueError, httpx.ResponseNotRead):
             body = {}
-        message = body.get("message") or f"{tool_route} answered {status}"
-        return HTTPException(status, {**body, "error": body.get("error", "tool_call_failed"), "message": message})
-    return HTTPException(502, {"error": "tool_server_unavailable",
-                               "message": f"{tool_route}: {type(cause).__name__}: {cause}"})
+        body = body if isinstance(body, dict) else {}
+        message = body.get("message") or (f"{tool_route} answered {status} {HTTPStatus(status).phrase} without "
+                                          "saying why")
+        return HTTPException(status, {**body, "error": body.get("error") or "tool_call_failed", "message": message})
+    status, error, message = unanswered(tool_route, cause)
+    return HTTPException(status, {"error": error, "message": message})
 
 
 def create_agent_app(

@@ -1,6 +1,8 @@
 """What every service is built from: settings from the environment and an app with the shared parts."""
 
 import logging
+from email.message import Message
+from http import HTTPStatus
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -10,7 +12,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from finopti.telemetry.context import current_request, trace_ids
 from finopti.telemetry.middleware import TelemetryMiddleware
+from finopti.telemetry.traceparent import parse_traceparent
 
 log = logging.getLogger("finopti.service")
 
@@ -46,8 +50,51 @@ class ServiceSettings(BaseSettings):
         return client_context(self.tls_cert, self.tls_key, self.mesh_ca)
 
 
+# The `error` code of an answer that names no code of its own (the project's codes, as the gateway's replies).
+ERROR_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+               406: "not_acceptable", 409: "conflict", 410: "gone", 413: "payload_too_large",
+               415: "unsupported_media_type", 422: "invalid_request", 429: "rate_limited", 500: "internal",
+               502: "bad_gateway", 503: "unavailable", 504: "timeout"}
+
+
+def error_code(status: int) -> str:
+    return ERROR_CODES.get(status, f"http_{status}")
+
+
+def request_ids(request: Request | None = None) -> dict:
+    """The ids an error body carries: the request's, from its context, else from its headers (an error handled
+    outside the telemetry middleware, a 500), else None."""
+    trace_id, _ = trace_ids()
+    request_id = current_request().request_id
+    if request is not None:
+        if not trace_id:
+            parent = parse_traceparent(request.headers.getlist("traceparent"))
+            trace_id = parent.trace_id if parent else ""
+        request_id = request_id or request.headers.get("x-request-id", "")
+    return {"request_id": request_id or None, "trace_id": trace_id or None}
+
+
 def error_body(status: int, error: str, message: str, **details) -> dict:
-    return {"error": error, "message": message, "status": status, **details}
+    """The project's error body; ids of the current request unless `details` names them."""
+    return {"error": error, "message": message or HTTPStatus(status).phrase, "status": status, **request_ids(),
+            **details}
+
+
+def _is_json(content_type: str) -> bool:
+    message = Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+def _unreadable_body(exc: BaseException | None) -> str:
+    """Why FastAPI could not read a JSON body it took for JSON (it says only "There was an error parsing the
+    body")."""
+    if isinstance(exc, UnicodeDecodeError):
+        return f"request body is not UTF-8 (byte {exc.start}): JSON must be UTF-8"
+    if isinstance(exc, RecursionError):
+        return "request body nests arrays or objects too deeply to be read"
+    return f"request body could not be read as JSON: {type(exc).__name__}: {exc}" if exc else ""
 
 
 def create_service_app(settings: ServiceSettings, title: str, quiet_paths: frozenset[str] = frozenset()) -> FastAPI:
@@ -64,25 +111,43 @@ def create_service_app(settings: ServiceSettings, title: str, quiet_paths: froze
         return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
-        if any(e.get("type") == "json_invalid" for e in errors):
-            return JSONResponse(error_body(400, "bad_request", "request body is not valid JSON"), 400)
+        invalid = [e for e in errors if e.get("type") == "json_invalid"]
+        if invalid:
+            problem = invalid[0].get("ctx", {}).get("error", "JSON decode error")
+            where = f"{problem} at character {invalid[0]['loc'][-1]}"
+            return JSONResponse(error_body(400, "bad_request", f"request body is not valid JSON: {where}"), 400)
+        content_type = request.headers.get("content-type", "")
+        if content_type and not _is_json(content_type) and any(e["loc"][:1] == ("body",) for e in errors):
+            message = f"request body must be JSON (Content-Type: application/json), not {content_type}"
+            return JSONResponse(error_body(415, "unsupported_media_type", message), 415)
         problems = [
             {"field": ".".join(str(p) for p in e["loc"] if p != "body"), "problem": e["msg"]} for e in errors
         ]
         return JSONResponse(error_body(422, "invalid_request", "request body is invalid", problems=problems), 422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        detail = exc.detail if isinstance(exc.detail, dict) else {"message": str(exc.detail)}
-        body = {"status": exc.status_code, "error": detail.pop("error", "error"), **detail}
-        return JSONResponse(body, exc.status_code, headers=getattr(exc, "headers", None))
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        status = exc.status_code
+        detail = dict(exc.detail) if isinstance(exc.detail, dict) else {"message": str(exc.detail or "")}
+        if status == 405:
+            allowed = (exc.headers or {}).get("Allow", "")
+            detail["message"] = f"{request.method} is not allowed on {request.url.path}; allowed: {allowed or 'none'}"
+        elif status == 404 and "error" not in detail:
+            detail["message"] = f"{settings.service} has no route for {request.url.path}"
+        elif status == 400 and "error" not in detail:
+            detail["message"] = _unreadable_body(exc.__cause__) or detail["message"]
+        body = {**error_body(status, detail.pop("error", error_code(status)), detail.pop("message", "")),
+                **request_ids(request), **detail}
+        return JSONResponse(body, status, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error: %s", exc)
-        return JSONResponse(error_body(500, "internal", f"{type(exc).__name__}: {exc}"), 500)
+        text = f": {exc}" if str(exc) else " (no message)"
+        return JSONResponse(error_body(500, "internal", f"{settings.service} failed: {type(exc).__name__}{text}",
+                                       **request_ids(request)), 500)
 
     app.add_middleware(
         TelemetryMiddleware, service=settings.service, version=settings.version, quiet_paths=quiet_paths,

@@ -13,6 +13,22 @@ async def _add_context(request: httpx.Request) -> None:
         request.headers.setdefault(name, value)
 
 
+def describe(exc: BaseException) -> str:
+    """An exception as a message that is never empty (httpx's timeouts and anyio's closed streams say nothing)."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def unanswered(target: str, exc: BaseException) -> tuple[int, str, str]:
+    """(status, error, message) for a call through the mesh that got no answer at all, naming what failed."""
+    if isinstance(exc, httpx.TimeoutException):
+        return 504, "timeout", f"{target} did not answer in time ({describe(exc)})"
+    if isinstance(exc, httpx.ConnectError):
+        return 502, "mesh_unreachable", f"the gateway's mesh listener could not be reached to call {target} " \
+                                        f"({describe(exc)})"
+    return 502, "bad_gateway", f"the call to {target} failed before an answer came ({describe(exc)})"
+
+
 def mesh_transport(verify: ssl.SSLContext | bool, source: str | None) -> httpx.AsyncHTTPTransport | None:
     """A transport whose connections leave from `source`, when set: a gateway that knows its callers by address
     (compose's one network per service; loopback stand-ins when the bundle runs on one machine) sees ours."""

@@ -16,8 +16,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from finopti.services.agent import CONFIRMATION_HEADER
-from finopti.services.common import ServiceSettings, create_service_app, error_body
-from finopti.services.meshclient import mesh_client
+from finopti.services.common import ServiceSettings, create_service_app, error_body, request_ids
+from finopti.services.meshclient import mesh_client, unanswered
 from finopti.services.orchestrator import examples, suggestions
 from finopti.services.orchestrator.catalog import action
 from finopti.services.orchestrator.confirmations import (
@@ -32,7 +32,6 @@ from finopti.services.orchestrator.parser import Intent, Understanding, capabili
 from finopti.services.orchestrator.planner import LLMPlanner, PlannerError, PlannerSettings
 from finopti.services.orchestrator.suggestions import ActionPermissions
 from finopti.telemetry import current_request
-from finopti.telemetry.context import trace_ids
 
 log = logging.getLogger("finopti.orchestrator")
 
@@ -53,9 +52,7 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _ids() -> dict:
-    trace_id, _ = trace_ids()
-    return {"trace_id": trace_id, "request_id": current_request().request_id}
+_ids = request_ids  # the request's ids, in answers as in errors
 
 
 def _option(option) -> dict:
@@ -133,7 +130,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         try:
             response = await mesh.post(f"/{agent}/v1/actions/{name}", json=arguments, headers=headers or {})
         except httpx.HTTPError as exc:
-            return None, JSONResponse(error_body(502, "agent_unreachable", f"{agent}: {exc}", **_ids()), 502)
+            status, error, message = unanswered(agent, exc)
+            return None, JSONResponse(error_body(status, error, message, agent=agent, action=name), status)
         try:
             result: dict[str, Any] = response.json()
         except ValueError:
@@ -143,7 +141,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             body = {**result, "agent": agent, "action": name, **_ids()}
             body.setdefault("status", response.status_code)
             body.setdefault("error", "agent_error")
-            body.setdefault("message", f"{agent} answered {response.status_code}")
+            if not body.get("message"):
+                body["message"] = f"{agent} answered {response.status_code} without saying why"
             return None, JSONResponse(body, response.status_code)
         return result, None
 
