@@ -425,4 +425,8 @@ def test_a_backend_that_is_down_gets_the_same_answer_from_either_gateway(traffic
         assert_error(traffic, get(traffic, "/steady/x"), 503, "unavailable")
     finally:
         traffic.start_backend("steady")
-    assert get(traffic, "/steady/x").status_code == 200
+    # The gateway takes it back once it sees it healthy again (Envoy's health check, at its own pace).
+    deadline = time.monotonic() + 60
+    while (back := get(traffic, "/steady/x")).status_code != 200:
+        assert time.monotonic() < deadline, f"the backend was not served again: {back.status_code} {back.text}"
+        time.sleep(0.2)
