@@ -3,7 +3,9 @@ the tests control and whose hits they count."""
 
 import asyncio
 import json
+import os
 import shutil
+import signal
 import socket
 import ssl
 import statistics
@@ -189,17 +191,19 @@ def _timed(platform: Platform, count: int) -> list[tuple[float, str]]:
     return out
 
 
-async def _steady_load(platform: Platform, path: str, rate: int, seconds: float) -> list[int]:
-    """`rate` requests per second for `seconds`, each on its own schedule; returns the status codes."""
+async def _steady_load(platform: Platform, path: str, rate: int, seconds: float) -> list[tuple[float, int]]:
+    """`rate` requests per second for `seconds`, each on its own schedule; returns (sent at, status code) of
+    each (0: no answer), time from time.monotonic()."""
     token = platform.token("alice@finopti.dev")
-    statuses: list[int] = []
+    results: list[tuple[float, int]] = []
     async with httpx.AsyncClient(timeout=10, headers={"authorization": f"Bearer {token}"},
                                  limits=httpx.Limits(max_connections=64)) as client:
         async def one():
+            sent = time.monotonic()
             try:
-                statuses.append((await client.get(f"{platform.edge}{path}")).status_code)
+                results.append((sent, (await client.get(f"{platform.edge}{path}")).status_code))
             except httpx.HTTPError:
-                statuses.append(0)
+                results.append((sent, 0))
         tasks, started = [], time.monotonic()
         for i in range(int(rate * seconds)):
             delay = started + i / rate - time.monotonic()
@@ -207,7 +211,7 @@ async def _steady_load(platform: Platform, path: str, rate: int, seconds: float)
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(one()))
         await asyncio.gather(*tasks)
-    return statuses
+    return sorted(results)
 
 
 @pytest.mark.timeout(180)
@@ -225,10 +229,10 @@ def test_mesh_apply_under_load_drops_nothing(traffic, cpu_burner):
         applied = await asyncio.to_thread(traffic.cli, "mesh", "apply", "--mesh", str(mesh))
         return await load, applied
 
-    statuses, applied = asyncio.run(scenario())
+    results, applied = asyncio.run(scenario())
     assert applied.returncode == 0, applied.stderr
-    assert len(statuses) == 2000
-    failed = [s for s in statuses if s != 200]
+    assert len(results) == 2000
+    failed = [s for _, s in results if s != 200]
     assert not failed, f"{len(failed)} failed requests: {sorted(set(failed))}"
     assert _get(traffic, "/added/x").status_code == 200  # the change is in effect
 
@@ -265,11 +269,11 @@ def test_pki_rotate_under_load_drops_nothing(traffic, cpu_burner, tmp_path):
         rotated = await asyncio.to_thread(traffic.cli, "pki", "rotate")
         return await load, rotated
 
-    statuses, rotated = asyncio.run(scenario())
+    results, rotated = asyncio.run(scenario())
     assert rotated.returncode == 0, rotated.stderr
     assert "rotation took" in rotated.stdout
-    assert len(statuses) == 1000
-    failed = [s for s in statuses if s != 200]
+    assert len(results) == 1000
+    failed = [s for _, s in results if s != 200]
     assert not failed, f"{len(failed)} failed requests: {sorted(set(failed))}"
     # Nothing restarted, yet the gateway and the services serve their new certificates...
     after = {c["name"]: c["pid"] for c in json.loads(traffic.cli("status", "--json").stdout)["components"]}
@@ -281,6 +285,34 @@ def test_pki_rotate_under_load_drops_nothing(traffic, cpu_burner, tmp_path):
     assert _served_serial(steady_port, *gateway_cert) == cert_info(pki / "steady.crt")["serial"]
     # ...and a service trusts the gateway's outgoing certificate no more.
     assert _served_serial(steady_port, *outgoing, pki / "ca.crt") is None
+
+
+def _pid(platform: Platform, component: str) -> int:
+    status = json.loads(platform.cli("status", "--json").stdout)["components"]
+    return next(c["pid"] for c in status if c["name"] == component)
+
+
+@pytest.mark.timeout(180)
+def test_a_crashed_backend_answers_again_as_soon_as_it_passes_its_health_check(traffic, cpu_burner):
+    """SIGKILL of a service behind a breaker, under load: its refused connections open no circuit (the gateway's
+    health check takes it out of the pool and puts it back), so the breaker cannot outlast the crash."""
+    ejections = "cluster.breaker.v1.outlier_detection.ejections_enforced_total"
+    ejections_before, pid = _stat(traffic, ejections), _pid(traffic, "breaker")
+
+    async def scenario():
+        load = asyncio.create_task(_steady_load(traffic, "/breaker/x", rate=20, seconds=12))
+        await asyncio.sleep(2)
+        os.kill(pid, signal.SIGKILL)  # the platform's process, by its pid; the supervisor restarts it
+        return time.monotonic(), await load
+
+    crashed_at, results = asyncio.run(scenario())
+    assert {s for _, s in results} <= {200, 503}, sorted({s for _, s in results})
+    first_answer = next((t for t, s in results if t > crashed_at and s == 200), None)
+    assert first_answer is not None, "no answer after the crash within the load's 10 s"
+    print(f"crash to first answer: {first_answer - crashed_at:.2f}s")
+    assert all(s == 200 for t, s in results if t > first_answer + 0.5)  # back for good, no flapping
+    assert _pid(traffic, "breaker") != pid
+    assert _stat(traffic, ejections) == ejections_before  # the breaker never opened for the crash
 
 
 def test_apply_refuses_a_broken_mesh_and_keeps_the_running_one(traffic, tmp_path):

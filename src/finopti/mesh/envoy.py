@@ -64,6 +64,7 @@ JWT_PROVIDER = "finopti-idp"
 JWT_REQUIREMENT = "user"
 JWT_FAILURE_KEY = "jwt_failure"
 DEFAULT_TIMEOUT = 15.0
+UPSTREAM_IDLE_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -233,8 +234,11 @@ def _clusters(mesh: ResolvedMesh, rt: GatewayRuntime) -> list[dict]:
                 **({"transport_socket": _upstream_tls(rt, service.name)} if rt.mtls else {}),
                 # Active health checks tell `finopti status` (through the admin API) whether each service
                 # answers, without any client other than the gateway talking to services.
+                # The check is also what takes a crashed or hung service out of the pool and puts it back
+                # (see envoy_traffic.outlier_detection): every second, 2 s to answer (a busy machine), out
+                # after 2 failures, back after 1 pass.
                 "health_checks": [{
-                    "timeout": "1s",
+                    "timeout": "2s",
                     "interval": "1s",
                     "no_traffic_interval": "1s",
                     "unhealthy_threshold": 2,
@@ -245,6 +249,14 @@ def _clusters(mesh: ResolvedMesh, rt: GatewayRuntime) -> list[dict]:
                 # Health changes (an opened circuit) reach the workers at once, not merged over Envoy's
                 # default 1 s window during which requests would still reach the ejected backend.
                 "common_lb_config": {"healthy_panic_threshold": {"value": 0.0}, "update_merge_window": "0s"},
+                # The gateway closes an idle connection before the service would (UPSTREAM_IDLE_SECONDS <
+                # runner.KEEP_ALIVE_SECONDS): a request is never sent on a connection the service is closing,
+                # which a busy machine answers with a 503 (UC).
+                "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "common_http_protocol_options": {"idle_timeout": f"{UPSTREAM_IDLE_SECONDS}s"},
+                    "explicit_http_config": {"http_protocol_options": {}},
+                }},
             }
             breaker, budget = service.circuit_breaker, service.retry_budget_percent
             if breaker is not None:

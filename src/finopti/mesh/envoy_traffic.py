@@ -58,8 +58,16 @@ def outlier_detection(breaker: CircuitBreaker) -> dict:
         "enforcing_consecutive_5xx": 100,
         "enforcing_consecutive_gateway_failure": 100,
         "enforcing_success_rate": 0,
-        # Connect failures count like 5xx answers (APISIX's api-breaker sees both as failures).
-        "split_external_local_origin_errors": False,
+        # The breaker counts what the backend answers (5xx, and 502/503/504 it relays). What keeps a request
+        # from reaching it (refused connection, reset, timeout: "local origin") opens no circuit: a crashed
+        # or hung backend fails the gateway's active health check instead, which takes it out of the pool
+        # within two checks and puts it back at the first check it passes. An ejection would outlast a
+        # crash by `open_for` (a restart takes 1-3 s), and a passing health check cannot end an ejection
+        # early without also ending one for bad answers.
+        "split_external_local_origin_errors": True,
+        "consecutive_local_origin_failure": breaker.consecutive_failures,
+        "enforcing_consecutive_local_origin_failure": 0,
+        "enforcing_local_origin_success_rate": 0,
         "interval": "1s",  # how often Envoy checks whether an open period has ended
         # The open period is base_ejection_time times the number of trips, up to max_ejection_time.
         "base_ejection_time": _seconds(breaker.open_for),

@@ -11,6 +11,10 @@ from finopti.meshtls import server_context
 from finopti.services.common import ServiceSettings
 from finopti.telemetry import configure_logging
 
+# Longer than the gateway keeps an idle connection to a service (mesh.envoy.UPSTREAM_IDLE_SECONDS): the gateway
+# closes first, so it never sends a request on a connection the service is closing (uvicorn's default: 5 s).
+KEEP_ALIVE_SECONDS = 75
+
 
 def load_factory(entrypoint: str):
     module_name, _, attr = entrypoint.partition(":")
@@ -26,7 +30,8 @@ def main() -> None:
     app = load_factory(entrypoint)(settings)
     # FINOPTI_HOST: 127.0.0.1 locally; the compose bundle sets 0.0.0.0 so the gateway container can reach it.
     host = os.environ.get("FINOPTI_HOST", "127.0.0.1")
-    config = uvicorn.Config(app, host=host, port=settings.port, log_config=None, access_log=False)
+    config = uvicorn.Config(app, host=host, port=settings.port, log_config=None, access_log=False,
+                            timeout_keep_alive=KEEP_ALIVE_SECONDS)
     config.load()
     if settings.tls_cert and settings.tls_key and settings.tls_callers:
         # uvicorn cannot pin callers itself; swap in our context after it loaded its own settings.
