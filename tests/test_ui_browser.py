@@ -353,7 +353,7 @@ def test_links_only_where_the_user_may_follow_and_request_ids_everywhere(platfor
 
 
 WIDTHS = "els => els.map(e => e.getBoundingClientRect().width)"
-WANTED_PANELS = {"Requests per route", "Requests per service", "Service graph"}
+WANTED_PANELS = {"Requests per route", "Latency per route (upstream)", "Requests per service", "Service graph"}
 
 
 def _legend(page, title: str) -> list[str]:
@@ -364,14 +364,16 @@ def test_overview_user_traffic_service_graph_and_charts(platform, page):
     for _ in range(3):
         assert platform.ask("find idle instances", "erin@finopti.dev").status_code == 200
     sign_in(page, platform.edge, "erin@finopti.dev", "/console")
-    # Prometheus scrapes every few seconds and the recording rules need two samples for a rate: wait.
-    deadline = time.monotonic() + 60
+    # Prometheus scrapes every few seconds and the recording rules need two samples for a rate (a latency
+    # quantile too): wait, on a busy machine for up to two minutes.
+    deadline = time.monotonic() + 120
     while True:
         page.wait_for_selector(".panel[data-state=loading]", state="detached")
         states = dict(page.eval_on_selector_all(".panel", "els => els.map(e => [e.dataset.title, e.dataset.state])"))
         with_data = [t for t, s in states.items() if s == "data"]
         if WANTED_PANELS <= set(with_data) or time.monotonic() > deadline:
             break
+        platform.ask("find idle instances", "erin@finopti.dev")  # traffic in every rate window while waiting
         time.sleep(3)
         page.click("text=Refresh")
     assert "error" not in states.values(), states
@@ -397,6 +399,10 @@ def test_overview_user_traffic_service_graph_and_charts(platform, page):
         names = [re.sub(r"\s+p\d\d$", "", n) for n in _legend(page, title)]
         assert len(set(colours)) == len(set(names)), (title, names, colours)
         assert panel.locator("[data-testid=legend]").evaluate("e => e.scrollHeight <= e.clientHeight + 1"), title
+    # However many routes: the page's own chart module gives 20 series 20 colours (18 routes once shared 12).
+    colours = page.evaluate("() => import('/static/charts.js').then(m => "
+                            "Array.from({length: 20}, (_, i) => m.colorFor(`route-${i}`)))")
+    assert len(set(colours)) == 20, colours
     # Hover shows values; a legend click isolates a series, a second click brings the others back.
     panel = page.locator(".panel[data-title='Requests per route']")
     box = panel.locator(".u-over").bounding_box()

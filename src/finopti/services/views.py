@@ -71,11 +71,12 @@ def timeseries(*, x: str, y: list[str], unit: Unit, rows: str | None = None, ser
                labels: dict[str, str] | None = None, stats: list[dict] | None = None,
                columns: list[dict] | None = None, title: str | None = None, bands: list[dict] | None = None,
                marks: dict | None = None, totals: Totals | None = None,
-               tables: list[dict] | None = None) -> dict:
+               tables: list[dict] | None = None, joins: dict[str, str] | None = None) -> dict:
     """A line per `y` key (or per value of `series`) over time `x` (ISO 8601 or epoch seconds); the points as a
-    table behind a disclosure."""
+    table behind a disclosure. `joins` {"forecast": "actual"}: that line starts at the other's last point."""
     return {**table(rows=rows, columns=columns, stats=stats, title=title, totals=totals, tables=tables),
-            **_view("timeseries", x=x, y=y, unit=unit, series=series, labels=labels, bands=bands, markers=marks)}
+            **_view("timeseries", x=x, y=y, unit=unit, series=series, labels=labels, bands=bands, markers=marks,
+                    joins=joins)}
 
 
 def detail(*, stats: list[dict] | None = None, title: str | None = None) -> dict:

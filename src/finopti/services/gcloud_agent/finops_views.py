@@ -60,7 +60,7 @@ def compare_costs(data: Any, _: dict) -> dict:
 def forecast_costs(data: Any, _: dict) -> dict:
     cur = _currency(data)
     return timeseries(
-        rows="series", x="date", y=["actual", "forecast"], unit=cur,
+        rows="series", x="date", y=["actual", "forecast"], unit=cur, joins={"forecast": "actual"},
         bands=[band("lower_80", "upper_80", "80%"), band("lower_95", "upper_95", "95%")],
         columns=[col("date", "Date"), *_money_columns(cur, ("actual", "Actual"), ("forecast", "Forecast"),
                                                         ("lower_80", "80% low"), ("upper_80", "80% high"),
@@ -89,7 +89,7 @@ def detect_cost_anomalies(data: Any, _: dict) -> dict:
 
 def _budget(prefix: str, cur: str) -> dict:
     return timeseries(
-        rows=f"{prefix}series", x="date", y=["actual", "forecast", "budget"], unit=cur,
+        rows=f"{prefix}series", x="date", y=["actual", "forecast", "budget"], unit=cur, joins={"forecast": "actual"},
         columns=[col("date", "Date"), *_money_columns(cur, ("actual", "Spent"), ("forecast", "Forecast"),
                                                         ("budget", "Budget"))],
         stats=[stat("Spent", f"{prefix}actual", cur), stat("Forecast", f"{prefix}forecast", cur),

@@ -41,7 +41,7 @@ from finopti.logs.times import parse_since, parse_time
 from finopti.logs.trace_search import TraceFilter, search_traces
 from finopti.mesh.model import parse_size
 from finopti.paths import StateDir
-from finopti.services.common import Health, ServiceSettings, create_service_app
+from finopti.services.common import Health, ServiceSettings, create_service_app, error_body
 
 log = logging.getLogger("finopti.logstore")
 
@@ -291,8 +291,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                 streams = json_streams(body)
             delivery = delivery_from(request)
             if delivery is not None and not await order.wait_turn(delivery):
-                return JSONResponse({"error": "conflict", "status": 409,
-                                     "message": f"batch {delivery.prev} must be stored first: send it again"}, 409)
+                return JSONResponse(error_body(409, "conflict",
+                                               f"batch {delivery.prev} must be stored first: send it again"), 409)
             admission = Admission()
             try:
                 if streams is None:
@@ -301,8 +301,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                     stored = await run_in_threadpool(store.push, streams, delivery, None, admission)
             except (sqlite3.Error, OSError) as exc:  # the store, not the push: unhealthy until a write succeeds
                 health.failed(f"cannot store: {exc}")
-                return JSONResponse({"error": "store_unavailable", "status": 503,
-                                     "message": f"the log store cannot write ({exc}); send the batch again"},
+                return JSONResponse(error_body(503, "store_unavailable",
+                                               f"the log store cannot write ({exc}); send the batch again"),
                                     503, headers={"retry-after": "1"})
             health.recovered()
             if delivery is not None:
@@ -310,7 +310,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         except (PushError, ValueError, OSError, IndexError, OverflowError) as exc:
             REJECTED.inc()
             message = str(exc) if isinstance(exc, PushError) else f"invalid push body: {exc}"
-            return JSONResponse({"error": "bad_request", "message": message, "status": 400}, 400)
+            return JSONResponse(error_body(400, "bad_request", message), 400)
         FUTURE.inc(admission.future)
         TOO_OLD.inc(admission.too_old)
         if stored:

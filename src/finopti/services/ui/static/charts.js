@@ -158,12 +158,12 @@ export function timeSeries(series, { unit = "", height = 220, start, end, fixedM
         { stroke: "#5f6b7a", grid: { stroke: "#edf1f6" }, ticks: { show: false }, size: axisSize(),
           values: (_, splits) => splits.map((v) => formatValue(v, unit, { axis: true })) },
       ],
-      series: [{}, ...series.map(({ name, band, marker }) => (marker ? {
+      series: [{}, ...series.map(({ name, band, marker, dashed }) => (marker ? {
         label: name, stroke: MARKER, width: 2, paths: () => null,
         points: { show: true, size: 11, width: 2, stroke: MARKER, fill: "#fff" },
       } : {
         label: name, stroke: colorOf(name), width: band ? 1 : 1.8,
-        dash: band ? [3, 3] : dashFor(name), spanGaps: false,
+        dash: band ? [3, 3] : dashed ? [7, 4] : dashFor(name), spanGaps: false,
         points: { show: sparse && !band, size: 5, fill: colorOf(name) },
       }))],
       // Each interval: the area between its upper and lower edge (series listed upper, then lower).

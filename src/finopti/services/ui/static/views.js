@@ -73,6 +73,15 @@ function timeseriesView(data, rows, view) {
   } else {
     const value = (r, key) => { const v = cellValue(r, key); return v === null || v === undefined ? null : Number(v); };
     series = ys.map((y) => ({ name: view.labels?.[y] || humanLabel(y), points: rows.map((r) => [epochSeconds(r[x]), value(r, y)]) }));
+    // `joins` {forecast: "actual"}: a line that continues another starts at that one's last point (no gap),
+    // dashed.
+    for (const [line, from] of Object.entries(view.joins || {})) {
+      const to = series[ys.indexOf(line)], before = series[ys.indexOf(from)];
+      const last = before?.points.filter((pt) => pt[1] !== null).pop();
+      const at = last && to?.points.find((pt) => pt[0] === last[0]);
+      if (at && at[1] === null) at[1] = last[1];
+      if (to) to.dashed = true; // what is projected is drawn dashed, what happened solid
+    }
     // An interval (a forecast's 80 % and 95 %): its two edges as series, the area between them shaded.
     for (const band of view.bands || []) {
       for (const edge of ["upper", "lower"]) {
