@@ -225,6 +225,21 @@ def _batch(parsed) -> LinesBatch:
     return batch
 
 
+def test_a_line_nested_too_deep_is_text_and_can_be_queried(tmp_path):
+    """msgspec raises RecursionError (not a DecodeError) past ~1,000 levels: such a line is text, not a crash of
+    the collector's reader, nor of a query that reads it back."""
+    deep = b'{"trace_id": "ab", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    parsed = parse_line(deep, "ui", NOW, ParseStats())
+    assert parsed.obj is None and parsed.text == deep
+    store = store_of(tmp_path, "deep")
+    try:
+        store.push_lines(_batch(parsed).body(), now_ns=NOW)
+        [line] = store.query(LogQuery(start=0))
+        assert line["line"] == deep.decode() and line["metadata"] == {}
+    finally:
+        store.close()
+
+
 def test_random_bytes_never_stop_the_reader():
     """Random bytes after a `{`, and good lines with a few bytes changed: every one goes into both push bodies."""
     rng = random.Random(7)
