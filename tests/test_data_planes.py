@@ -331,13 +331,14 @@ def test_a_backend_slower_than_its_timeout_gets_504(traffic):
 def test_the_breaker_opens_after_consecutive_failures_and_closes_after_recovery(traffic):
     backend = traffic.backend("breaker")
     backend.control(fail_always=True, fail_status=500)
-    for _ in range(5):  # consecutive_failures: 5
-        assert get(traffic, "/breaker/x").status_code == 500
+    for attempt in range(5):  # consecutive_failures: 5, each on another path of the route (the state is one)
+        assert get(traffic, f"/breaker/path-{attempt}").status_code == 500
     # Envoy ejects the host on its main thread and hands it to the workers a moment later: poll for the open
     # circuit instead of assuming it is there on the very next request.
-    deadline = time.monotonic() + 5
-    while (response := get(traffic, "/breaker/x")).status_code != 503:
+    deadline, poll = time.monotonic() + 5, 0
+    while (response := get(traffic, f"/breaker/poll-{poll}")).status_code != 503:  # new paths still
         assert time.monotonic() < deadline, f"the circuit did not open: {response.status_code}"
+        poll += 1
         time.sleep(0.05)
     # While open, nothing reaches the backend. Once an open period ends (APISIX: 2 s, then 4, 8...; Envoy: 5 s,
     # then 10...), one request goes through to probe it, fails, and the circuit opens again for longer.
@@ -420,4 +421,8 @@ def test_a_backend_that_is_down_gets_the_same_answer_from_either_gateway(traffic
         assert_error(traffic, get(traffic, "/steady/x"), 503, "unavailable")
     finally:
         traffic.start_backend("steady")
-    assert get(traffic, "/steady/x").status_code == 200
+    # The gateway takes it back once it sees it healthy again (Envoy's health check, at its own pace).
+    deadline = time.monotonic() + 60
+    while (back := get(traffic, "/steady/x")).status_code != 200:
+        assert time.monotonic() < deadline, f"the backend was not served again: {back.status_code} {back.text}"
+        time.sleep(0.2)

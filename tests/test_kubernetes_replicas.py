@@ -1,21 +1,26 @@
 """N gateway replicas, as the chart runs them (no cluster): two real APISIX 3.18 with the chart's gateway
 configuration in front of the same pods, their rate-limit counters in one Redis-protocol store as the chart's
 Valkey holds them. A limit is the whole gateway's, not each replica's; without its store the limited route fails
-closed. Skipped with the reason when the APISIX runtime (../shared/apisix-runtime) or a Redis server is absent."""
+closed. A circuit breaker is each replica's own (docs/deploy.md, Scale). Skipped with the reason when the APISIX
+runtime (../shared/apisix-runtime) or a Redis server is absent."""
+
+import time
 
 import httpx
 import pytest
 from conftest import REPO
 from meshes import MESHES
+from planes import Backend
 
 from finopti.deploy.compose import write_bundle
 from finopti.deploy.kubernetes import render_kubernetes_chart
 from finopti.testing.apisix import ApisixUnavailable, find_runtime
 from finopti.testing.apisix_store import StoreUnavailable, find_server
-from finopti.testing.kubernetes import KubePlatform
+from finopti.testing.kubernetes import LOOPBACK, KubePlatform
 
 ALICE, BOB, CAROL = "alice@finopti.dev", "bob@finopti.dev", "carol@finopti.dev"
 LIMIT = 5  # tests/fixtures/traffic-mesh.yaml: route `limited`, 5 per 60 s per user
+FAILURES = 5  # and service `breaker`: consecutive_failures 5
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +33,7 @@ def gateways(tmp_path_factory):
     spec = MESHES["traffic"]()
     chart = tmp_path_factory.mktemp("chart")
     write_bundle(render_kubernetes_chart(spec, REPO), chart)
-    platform = KubePlatform(spec, chart, runtime, replicas=2).start({"steady-v1"})
+    platform = KubePlatform(spec, chart, runtime, replicas=2).start({"steady-v1", "breaker-v1"})
     try:
         yield platform
     finally:
@@ -78,3 +83,28 @@ def test_without_its_store_a_limited_route_fails_closed(gateways):
     finally:
         gateways.store.start()
     assert get(gateways, 0, "/limited/x", ALICE).status_code == 200
+
+
+def test_each_replica_keeps_its_own_circuit(gateways):
+    """A failing backend is cut off by each replica after failures of its own: while one replica's circuit is
+    open, the other still lets requests reach the backend (up to N x consecutive_failures in all, as N Envoys)."""
+    tls = gateways.client_tls("finopti-gateway-tls", "finopti-mesh-ca")  # as the gateway, to steer the backend
+    tls.check_hostname = False
+    backend = Backend(f"https://{LOOPBACK}:{gateways.pods['breaker-v1'].port}", tls)
+    backend.control(fail_always=True, fail_status=500)
+    try:
+        for replica in range(2):
+            for attempt in range(FAILURES):
+                hits = backend.hits
+                assert get(gateways, replica, f"/breaker/{attempt}", ALICE).status_code == 500
+                assert backend.hits == hits + 1  # not cut off by the other replica's open circuit
+            _wait_open(gateways, replica)
+    finally:
+        backend.control()
+
+
+def _wait_open(gateways: KubePlatform, replica: int) -> None:
+    deadline = time.monotonic() + 30  # a request after an open period is a probe (500) and reopens it
+    while (answer := get(gateways, replica, "/breaker/x", ALICE)).status_code != 503:
+        assert answer.status_code == 500 and time.monotonic() < deadline, answer.text
+    assert _body(answer)["error"] == "circuit_open"

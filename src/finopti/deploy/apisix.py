@@ -250,6 +250,7 @@ def circuit_breaker(breaker: CircuitBreaker) -> dict:
         "healthy": {"http_statuses": HEALTHY_STATUSES, "successes": 1},
         # api-breaker opens for 2, 4, 8 ... seconds up to this; Envoy for open_for x trips up to max_open.
         "max_breaker_sec": max(3, round(breaker.max_open)),
+        "_meta": {"pre_function": lua.BREAKER_KEY},  # one state per route, not per path
     }
 
 
@@ -263,6 +264,7 @@ def concurrency_limit(breaker: CircuitBreaker) -> dict:
         "key": "route_id",  # one counter per route
         "rejected_code": 503,
         "rejected_msg": replies.OVERLOADED.message,
+        "_meta": {"pre_function": lua.BREAKER_KEY_RESTORE},  # after api-breaker (see BREAKER_KEY)
     }
 
 

@@ -78,6 +78,18 @@ ACCESS_STAMP = """local function stamp(ctx)
   if upstream then ngx.var.finopti_upstream_ms = math.floor(upstream * 1000 + 0.5) end
 end"""
 
+# api-breaker names its counters after the request's Host and path, so each path of a route (each agent action)
+# would count its failures apart and a failing backend would be cut off path by path. Its `_meta.pre_function`
+# (before its access and log phases) names them after the route instead, as Envoy keeps one state per backend
+# cluster; limit-conn, which runs right after it in both phases on every route that has a breaker, puts the
+# path back before anything else reads it.
+BREAKER_KEY = """return function(conf, ctx)
+  ctx.var.uri = "/finopti-route/" .. tostring(ctx.route_id)
+end"""
+BREAKER_KEY_RESTORE = """return function(conf, ctx)
+  ctx.var.uri = ngx.var.uri
+end"""
+
 # `exit-transformer` (a chunk called with code, body, headers): every answer APISIX's own code gives
 # (`core.response.exit`: no route, jwt-auth, opa, limit-count, limit-conn, api-breaker, fault-injection...)
 # becomes the project's error body. A plugin's JSON body keeps its `error` and `message` (and other fields);

@@ -44,6 +44,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from operator import attrgetter
 from pathlib import Path
 from typing import NamedTuple
 
@@ -266,19 +267,19 @@ class LokiBatch(Batch):
         return b'{"streams":[' + b",".join(streams) + b"]}"
 
 
-StreamLines = tuple[list[int], list[bytes], list[bytes], list[tuple]]  # times, texts, extras, indexed values
+StreamLines = tuple[list[int], list[bytes], list[bytes], list[Fields]]  # times, texts, extras, JSON lines' fields
 _NO_EXTRAS = b""
-assert list(INDEXED) == ["trace_id", "request_id", "user"], "LinesBatch.add reads them in this order"
 
 
-def _indexed_values(indexed: list[tuple]) -> dict[str, list]:
-    """The distinct values of JSON lines' INDEXED fields (each line's, in that order), by field."""
+def _indexed_values(lines: list[Fields]) -> dict[str, list]:
+    """The distinct values of JSON lines' INDEXED fields, by field."""
     out = {}
-    for name, values in zip(INDEXED, zip(*indexed, strict=True), strict=False):
+    for name in INDEXED:
+        values = map(attrgetter(name), lines)
         try:
             distinct = set(values)
         except TypeError:  # a list or an object as a trace id
-            distinct = {v if v.__class__ is str else str(v) for v in values}
+            distinct = {v if v.__class__ is str else str(v) for v in map(attrgetter(name), lines)}
         distinct.discard(None)
         distinct.discard("")
         if not set(map(type, distinct)) <= {str}:  # as text, as its metadata reads it (but not 0 or false)
@@ -312,7 +313,7 @@ class LinesBatch(Batch):
         texts.append(text)
         extra.append(extras)
         if obj is not None:
-            indexed.append((obj.trace_id, obj.request_id, obj.user))  # INDEXED's order
+            indexed.append(obj)
         self.bytes += size
         self.lines += 1
         return True

@@ -17,6 +17,8 @@ from bisect import bisect_right
 from itertools import accumulate
 from pathlib import Path
 
+import ahocorasick_rs
+
 from finopti.mesh.edge_rules import CREDENTIAL_WORDS, REDACTED
 from finopti.pki import identity_from_spiffe
 
@@ -50,6 +52,9 @@ _WORDS = tuple(CREDENTIAL_WORDS) + ("cookie",)
 # lines hold none of them and are left untouched.
 _MARKS = ("eyj", "=", "earer ", "asic ", "assw", "ecret", 'oken"', 'key"')
 _BYTE_MARKS = tuple(m.encode() for m in _MARKS)
+# All the marks in one pass over a chunk (Aho-Corasick), instead of one pass per mark: the collector's reader spent a
+# fifth of its time on those eight passes.
+_MARK_AUTOMATON = ahocorasick_rs.BytesAhoCorasick(list(_BYTE_MARKS))
 
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 _SCHEME = re.compile(r"\b([Bb]earer|BEARER|[Bb]asic|BASIC) +(?!\[REDACTED\])[A-Za-z0-9._~+/=-]{8,}")
@@ -72,22 +77,15 @@ def _has_mark(line: str | bytes, marks: tuple) -> bool:
 
 
 def lines_with_marks(lines: list[bytes]) -> set[int]:
-    """The indexes of the lines that hold one of the marks (the only ones `redact_bytes` rewrites): one search per
-    mark over a whole chunk of lines instead of one per line, several times cheaper. The marks are lower-case, so
-    the chunk is searched lower-cased, like a single line (`suspect`). No mark holds a newline, so none is found
-    across two lines."""
-    blob = b"\n".join(lines).lower()
-    hits: set[int] = set()
-    ends: list[int] | None = None
-    for mark in _BYTE_MARKS:
-        at = blob.find(mark)
-        while at >= 0:
-            if ends is None:
-                ends = list(accumulate(map((1).__add__, map(len, lines))))
-            line = bisect_right(ends, at)
-            hits.add(line)
-            at = blob.find(mark, ends[line]) if line < len(ends) else -1
-    return hits
+    """The indexes of the lines that hold one of the marks (the only ones `redact_bytes` rewrites): one search over
+    a whole chunk of lines for all the marks at once, several times cheaper than a search per line. The marks are
+    lower-case, so the chunk is searched lower-cased, like a single line (`suspect`). No mark holds a newline, so
+    none is found across two lines, and a match that hides an overlapping one is in the same line."""
+    found = _MARK_AUTOMATON.find_matches_as_indexes(b"\n".join(lines).lower())
+    if not found:
+        return set()
+    ends = list(accumulate(map((1).__add__, map(len, lines))))
+    return {bisect_right(ends, start) for _, start, _ in found}
 
 
 def suspect(raw: bytes) -> bool:

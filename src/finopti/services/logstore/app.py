@@ -38,7 +38,7 @@ from finopti.logs.store import MAX_LIMIT, Admission, Delivery, LogQuery, LogStor
 from finopti.logs.times import parse_since, parse_time
 from finopti.logs.trace_search import TraceFilter, search_traces
 from finopti.mesh.model import parse_size
-from finopti.services.common import ServiceSettings, create_service_app
+from finopti.services.common import ServiceSettings, create_service_app, error_body
 
 log = logging.getLogger("finopti.logstore")
 
@@ -266,8 +266,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                 streams = json_streams(body)
             delivery = delivery_from(request)
             if delivery is not None and not await order.wait_turn(delivery):
-                return JSONResponse({"error": "conflict", "status": 409,
-                                     "message": f"batch {delivery.prev} must be stored first: send it again"}, 409)
+                return JSONResponse(error_body(409, "conflict",
+                                               f"batch {delivery.prev} must be stored first: send it again"), 409)
             admission = Admission()
             if streams is None:
                 stored = await run_in_threadpool(store.push_lines, body, delivery, None, admission)
@@ -278,7 +278,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         except (PushError, ValueError, OSError, IndexError, OverflowError) as exc:
             REJECTED.inc()
             message = str(exc) if isinstance(exc, PushError) else f"invalid push body: {exc}"
-            return JSONResponse({"error": "bad_request", "message": message, "status": 400}, 400)
+            return JSONResponse(error_body(400, "bad_request", message), 400)
         FUTURE.inc(admission.future)
         TOO_OLD.inc(admission.too_old)
         if stored:

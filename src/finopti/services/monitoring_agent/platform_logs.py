@@ -13,7 +13,7 @@ from finopti.cloud import InvalidArgument
 from finopti.cloud.windows import bounds, describe
 from finopti.logs.times import ns_to_rfc3339
 from finopti.services.common import ServiceSettings
-from finopti.services.meshclient import mesh_client
+from finopti.services.meshclient import mesh_client, unanswered
 
 LEVELS = ("debug", "info", "warning", "error", "critical")
 # Cloud Logging's severities (what the assistant says) onto the log store's levels.
@@ -84,7 +84,8 @@ async def platform_logs(settings: ServiceSettings, args: dict) -> Any:
         async with mesh_client(settings.mesh_url, verify=settings.mesh_ssl(), source=settings.mesh_source) as mesh:
             response = await mesh.get("/logstore/api/logs", params=params)
     except httpx.HTTPError as exc:
-        raise HTTPException(502, {"error": "logstore_unreachable", "message": f"logstore: {exc}"}) from None
+        status, error, message = unanswered("the log store", exc)
+        raise HTTPException(status, {"error": error, "message": message}) from None
     if not response.is_success:
         # The gateway's decision (a role that may not read logs) or the store's own error, as it is.
         try:
