@@ -21,12 +21,17 @@ FINOPTI = str(Path(sys.executable).with_name("finopti"))
 
 
 @contextmanager
-def running_platform():
-    """Start a platform in a temporary state dir; yields (state, runtime, seconds to healthy)."""
+def running_platform(mesh: Path | None = None):
+    """Start a platform (mesh.yaml, or `mesh`) in a temporary state dir; yields (state, runtime, seconds to
+    healthy, environment)."""
     home = Path(tempfile.mkdtemp(prefix="finopti-bench-"))
     env = {**os.environ, "FINOPTI_HOME": str(home), "FINOPTI_EDGE_PORT": str(free_port())}
     started = time.perf_counter()
-    subprocess.run([FINOPTI, "up", "--detach"], cwd=REPO, env=env, check=True, capture_output=True)
+    mesh_args = ["--mesh", str(mesh)] if mesh is not None else []
+    up = subprocess.run([FINOPTI, "up", "--detach", *mesh_args], cwd=REPO, env=env, capture_output=True, text=True)
+    if up.returncode != 0:
+        subprocess.run([FINOPTI, "down"], cwd=REPO, env=env, capture_output=True)
+        raise RuntimeError(f"finopti up failed ({up.returncode}):\n{up.stdout}\n{up.stderr}")
     elapsed = time.perf_counter() - started
     state = StateDir(home)
     try:

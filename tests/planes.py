@@ -62,6 +62,11 @@ class Backend:
     def hits(self) -> int:
         return self.client.get("/hits").json().get("echo", 0)
 
+    @property
+    def in_flight(self) -> int:
+        """Requests the backend is serving (held, with control(hold=True))."""
+        return self.client.get("/hits").json()["in_flight"]
+
 
 def counter(text: str, name: str, **labels: str) -> float:
     """The sum of a Prometheus counter's samples whose labels include `labels`."""

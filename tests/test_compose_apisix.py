@@ -165,11 +165,14 @@ def _check_route(spec: MeshSpec, route, envoy: dict, apisix: dict, config: dict)
         for version in service.versions:
             cluster = clusters[f"{service.name}.{version}"]
             assert cluster["outlier_detection"]["consecutive_5xx"] == cb.consecutive_failures
+            enforced = cluster["outlier_detection"]["enforcing_consecutive_5xx"]
+            assert enforced == (100 if cb.failures == "5xx" else 0)
             assert cluster["outlier_detection"]["max_ejection_time"] == _seconds(cb.max_open)
             threshold = cluster["circuit_breakers"]["thresholds"][0]
             assert (threshold["max_requests"], threshold["max_pending_requests"]) == (cb.max_requests, cb.max_pending)
         breaker = plugins["api-breaker"]
         assert breaker["unhealthy"]["failures"] == cb.consecutive_failures
+        assert breaker["unhealthy"]["http_statuses"] == ([500, 502, 503, 504] if cb.failures == "5xx" else [502, 504])
         assert breaker["max_breaker_sec"] == round(cb.max_open) and breaker["break_response_code"] == 503
         assert (plugins["limit-conn"]["conn"], plugins["limit-conn"]["burst"]) == (cb.max_requests, cb.max_pending)
     else:

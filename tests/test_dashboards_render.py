@@ -298,6 +298,7 @@ def test_overview_has_every_signal_the_platform_promises():
                    "finopti:service_latency_seconds:p50", "envoy_cluster_upstream_rq_retry",
                    "envoy_cluster_outlier_detection_ejections_enforced_total",
                    "envoy_http_local_rate_limit_rate_limited", "envoy_http_fault_aborts_injected",
-                   "finopti:upstream_requests:rate1m"):
+                   "finopti:upstream_requests:rate1m", "finopti:circuit_open", "finopti:upstream_overflows:rate1m",
+                   "finopti:circuit_refused:rate1m"):
         assert needle in text, needle
     assert any(p.kind == "table" and p.queries[0].top_by for p in overview.panels)  # top error messages

@@ -361,6 +361,57 @@ def test_the_breaker_opens_after_consecutive_failures_and_closes_after_recovery(
     assert [get(traffic, "/breaker/x").status_code for _ in range(3)] == [200] * 3
 
 
+@pytest.mark.timeout(120)
+def test_a_burst_past_the_concurrency_limit_is_shed_with_retry_after(traffic):
+    """/narrow/ allows 4 requests in flight and 4 more waiting (Envoy: for one of the 4 connections; APISIX:
+    limit-conn's burst, let through after a short delay); the rest are shed at once with 503 overloaded,
+    Retry-After and the JSON error body, and never reach the backend. The backend holds every request it gets
+    until the shed ones have been answered, so nothing finishes early to make room.
+
+    Envoy counts a request waiting for a connection still being opened as waiting too, so with cold connections
+    it may admit fewer than 8 (never fewer than 4); four held requests first leave 4 connections open."""
+    import asyncio
+
+    backend = traffic.backend("narrow")
+    answers: list[httpx.Response] = []
+
+    async def held(client: httpx.AsyncClient, count: int, shed_expected: int) -> None:
+        backend.control(hold=True)
+        before = len(answers)
+
+        async def one() -> None:
+            answers.append(await client.get(f"{traffic.edge}/narrow/x"))
+
+        tasks = [asyncio.create_task(one()) for _ in range(count)]
+        deadline = time.monotonic() + 60
+        while len(answers) - before < shed_expected or backend.in_flight < min(count, 4):
+            assert time.monotonic() < deadline, f"{len(answers) - before} answers, {backend.in_flight} held"
+            await asyncio.sleep(0.05)
+        assert {a.status_code for a in answers[before:]} <= {503}  # nothing admitted has been answered yet
+        await asyncio.to_thread(backend.control, hold=False)
+        await asyncio.gather(*tasks)
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(headers=traffic.auth(ALICE), timeout=60,
+                                     limits=httpx.Limits(max_connections=50)) as client:
+            await held(client, 4, 0)  # the gateway's 4 connections to the backend, open
+            answers.clear()
+            await held(client, 50, 42)
+
+    hits = backend.hits
+    try:
+        asyncio.run(scenario())
+    finally:
+        backend.control()
+    admitted = [a for a in answers if a.status_code == 200]
+    shed = [a for a in answers if a.status_code != 200]
+    assert len(answers) == 50 and 4 <= len(admitted) <= 8, [a.status_code for a in answers]
+    for answer in shed:
+        assert_error(traffic, answer, 503, "overloaded")
+        assert answer.headers["retry-after"] == "1"
+    assert backend.hits == hits + 4 + len(admitted)  # a shed request never reached the backend
+
+
 def test_canary_split_and_pin_header(traffic):
     with httpx.Client(headers=traffic.auth(ALICE), timeout=30) as client:
         versions = [client.get(f"{traffic.edge}/canary/x").json()["version"] for _ in range(300)]

@@ -332,6 +332,20 @@ def test_alert_rules_evaluate_without_errors(stack):
     assert "FinoptiTargetMissing" not in firing
 
 
+def test_an_open_circuit_fires_its_alert_and_shows_in_the_console_panel(stack):
+    """gcloud-agent is ejected again and again by the background traffic (Envoy's default open period: 30 s)."""
+    panel = next(p for d in console_model()["dashboards"] for p in d["panels"] if p["title"] == "Circuit state")
+    state = _eventually(stack, panel["queries"][0]["promql"].replace("$service", "gcloud-agent"))
+    assert _labels(state, "service", "version") == {("gcloud-agent", "v1")}
+
+    def firing():
+        alerts = httpx.get(f"http://127.0.0.1:{stack.prom}/api/v1/alerts").json()["data"]["alerts"]
+        return [a for a in alerts if a["labels"]["alertname"] == "FinoptiCircuitOpen" and a["state"] == "firing"]
+
+    alerts = _wait("FinoptiCircuitOpen firing", firing, timeout=60)
+    assert {(a["labels"]["service"], a["labels"]["severity"]) for a in alerts} == {("gcloud-agent", "critical")}
+
+
 def test_error_panel_shows_the_gateways_own_5xx(stack):
     """The edge's only 5xx here are the gateway's injected 503s: the backend never fails on `ask`, so the route
     series stays 0 and the overview's listener series (same panel) is what shows them."""

@@ -98,6 +98,24 @@ overview = Dashboard(
               unit="percentunit", description="Share of each backend's gateway traffic per version.",
               expected_empty_reason="Only one series (100%) per service while it has a single version; "
               "empty for services without traffic."),
+        Panel("Circuit state", "timeseries",
+              (MetricQuery('finopti:circuit_open{service=~"$service"}', "{{service}} {{version}}"),),
+              unit="short",
+              description="1 while a circuit is open: the gateway keeps the service version out (consecutive bad "
+              "answers, or a failing health check) and answers its callers 503 circuit_open at once; 0 while "
+              "closed. Alert: FinoptiCircuitOpen.",
+              expected_empty_reason="Empty until Prometheus has scraped the gateway."),
+        Panel("Shed requests", "timeseries",
+              (MetricQuery('sum by (service) (finopti:upstream_overflows:rate1m{service=~"$service"})',
+                           "{{service}} overloaded (503)"),
+               MetricQuery('sum by (service) (finopti:circuit_refused:rate1m{service=~"$service"})',
+                           "{{service}} circuit open (503)"),
+               MetricQuery("sum(finopti:rate_limited:rate1m)", "rate limited (429)")),
+              unit="reqps",
+              description="Requests the gateway answered itself instead of letting them queue: past a service's "
+              "concurrency limit (503 overloaded, Retry-After), while its circuit is open (503 circuit_open), or "
+              "past a user's rate limit (429, Retry-After).",
+              expected_empty_reason="Nothing was shed in the window."),
         Panel("Retries", "stat",
               (_count('sum(increase(envoy_cluster_upstream_rq_retry{service=~"$service"}[$__range]))'),),
               unit="short", width=6,

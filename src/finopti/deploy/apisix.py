@@ -58,7 +58,9 @@ PKI_DIR = "/pki"  # the gateway's certificate, key and the mesh CA, written by t
 GATEWAY_CLIENT_SSL = "gateway-client"
 # The caller by the gateway's own variable (its network or its certificate), not a header a service never gets.
 RATE_LIMIT_KEYS = {"user": "http_x_user_email", "caller": "finopti_caller"}
-BREAKER_STATUSES = [500, 502, 503, 504]
+# What api-breaker counts as a failure. It sees statuses only: "unreachable" takes nginx's own answers when the
+# backend could not be reached (502) or did not answer in time (504), and so also a backend's own 502 or 504.
+BREAKER_STATUSES = {"5xx": [500, 502, 503, 504], "unreachable": [502, 504]}
 # Answers that count as healthy for api-breaker: one of them resets the failure count, like Envoy's
 # *consecutive* 5xx counter (4xx are the client's fault, not the backend's).
 HEALTHY_STATUSES = [200, 201, 202, 204, 301, 302, 304, 400, 401, 403, 404, 409, 422]
@@ -246,7 +248,7 @@ def circuit_breaker(breaker: CircuitBreaker) -> dict:
         "break_response_body": json.dumps({"error": replies.CIRCUIT_OPEN.error,
                                            "message": replies.CIRCUIT_OPEN.message}),
         "break_response_headers": [{"key": "content-type", "value": "application/json"}],
-        "unhealthy": {"http_statuses": BREAKER_STATUSES, "failures": breaker.consecutive_failures},
+        "unhealthy": {"http_statuses": BREAKER_STATUSES[breaker.failures], "failures": breaker.consecutive_failures},
         "healthy": {"http_statuses": HEALTHY_STATUSES, "successes": 1},
         # api-breaker opens for 2, 4, 8 ... seconds up to this; Envoy for open_for x trips up to max_open.
         "max_breaker_sec": max(3, round(breaker.max_open)),
@@ -409,10 +411,13 @@ def global_plugins() -> dict:
     table = lua.lua_replies()
     known = "{" + ", ".join(f"[{lua.lua_string(r.message)}] = {lua.lua_string(r.error)}"
                             for r in (replies.OVERLOADED, replies.RATE_LIMITED)) + "}"
+    # A shed request says when to come back (limit-conn's 503), as the local gateway's does.
+    retry_after = "{" + ", ".join(f"[{lua.lua_string(r.error)}] = {lua.lua_string(str(r.retry_after))}"
+                                  for r in (replies.OVERLOADED,) if r.retry_after is not None) + "}"
     policy = replies.POLICY_UNAVAILABLE
     replaced = "{" + ", ".join(f"[{lua.lua_string(said)}] = {{status = {r.status}, error = {lua.lua_string(r.error)}, "
                                f"message = {lua.lua_string(r.message)}}}" for said, r in REPLACED_REPLIES.items()) + "}"
-    exit_reply = lua.EXIT_REPLY % {"replies": table, "known": known, "replaced": replaced,
+    exit_reply = lua.EXIT_REPLY % {"replies": table, "known": known, "replaced": replaced, "retry_after": retry_after,
                                    "policy_status": policy.status,
                                    "policy_error": lua.lua_string(policy.error),
                                    "policy_message": lua.lua_string(policy.message)}

@@ -132,6 +132,8 @@ out.request_id = ngx.var.http_x_request_id or ""
 ngx.ctx.finopti_replied = true
 headers = headers or {}
 headers["content-type"] = "application/json"
+local retry_after = %(retry_after)s
+if retry_after[err] then headers["retry-after"] = retry_after[err] end
 return code, out, headers"""
 
 # request-id's `_meta.pre_function`, which APISIX calls before each of that plugin's phases:

@@ -278,7 +278,7 @@ def _clusters(mesh: ResolvedMesh, rt: GatewayRuntime) -> list[dict]:
 
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 EXTERNAL_STRIPPED_HEADERS = ("x-forwarded-client-cert", "x-user-email", "x-user-groups", "x-finopti-source",
-                             "x-finopti-listener", "x-envoy-expected-rq-timeout-ms")
+                             "x-finopti-listener", "x-envoy-expected-rq-timeout-ms", "x-drill", "baggage")
 
 
 def _external_cluster(backend: ResolvedBackend) -> dict:
@@ -376,6 +376,9 @@ def _local_replies(mesh: ResolvedMesh, listener: str) -> dict:
         # A backend's failure names the service the request was for (the message says what failed).
         backend = {"backend": "%UPSTREAM_CLUSTER%"} if code >= 500 else {}
         m["body_format_override"] = reply_body({**_reply_fields(), "error": reply.error, **backend})
+        if reply.retry_after is not None:
+            m["headers_to_add"] = [{"header": {"key": "retry-after", "value": str(reply.retry_after)},
+                                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
         return m
 
     def unread(reply: replies.Reply, details: str | None = None) -> dict:

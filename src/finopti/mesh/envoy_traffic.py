@@ -52,11 +52,16 @@ def retry_policy(retries: Retries, per_try_timeout: float | None, mutations: boo
 
 
 def outlier_detection(breaker: CircuitBreaker) -> dict:
+    # `failures: unreachable`: no answer opens the circuit. The service relays its dependencies' failures (a
+    # tool server's 503, a drill's injected 503), and counting them would take a healthy agent out for every
+    # user because of one tool server or one drill. Like every service, it is taken out when it stops answering,
+    # by the active health check.
+    enforced = 100 if breaker.failures == "5xx" else 0
     return {
         "consecutive_5xx": breaker.consecutive_failures,
         "consecutive_gateway_failure": breaker.consecutive_failures,
-        "enforcing_consecutive_5xx": 100,
-        "enforcing_consecutive_gateway_failure": 100,
+        "enforcing_consecutive_5xx": enforced,
+        "enforcing_consecutive_gateway_failure": enforced,
         "enforcing_success_rate": 0,
         # The breaker counts what the backend answers (5xx, and 502/503/504 it relays). What keeps a request
         # from reaching it (refused connection, reset, timeout: "local origin") opens no circuit: a crashed
@@ -83,6 +88,10 @@ def outlier_detection(breaker: CircuitBreaker) -> dict:
 def circuit_breakers(breaker: CircuitBreaker | None, retry_budget_percent: float | None) -> dict:
     threshold: dict = {"priority": "DEFAULT"}
     if breaker is not None:
+        # Services speak HTTP/1.1 to the gateway: a request in flight holds a connection. With as many connections
+        # as requests, a request over max_requests waits (max_pending of them) instead of opening a connection and
+        # failing when it finds no request slot; past max_pending it is shed at once (503 overloaded, flag UO).
+        threshold["max_connections"] = breaker.max_requests
         threshold["max_requests"] = breaker.max_requests
         threshold["max_pending_requests"] = breaker.max_pending
     if retry_budget_percent is not None:

@@ -76,11 +76,19 @@ class Retries(Strict):
 
 
 class CircuitBreaker(Strict):
-    consecutive_failures: int = Field(default=5, ge=1, description="5xx or connect errors in a row that open it")
+    consecutive_failures: int = Field(default=5, ge=1, description="failures in a row that open it")
+    failures: Literal["5xx", "unreachable"] = Field(
+        default="5xx",
+        description="what opens the circuit. 5xx: consecutive_failures 5xx answers in a row (relayed ones "
+        "included). unreachable: no answer does, for a service that passes on its dependencies' failures (an "
+        "agent whose tool server is down is not itself broken). Either way a service that stops answering is "
+        "taken out by the gateway's active health check",
+    )
     open_for: Duration = Field(default=10.0, description="first open period; it grows with each trip")
     max_open: Duration = Field(default=300.0, description="the longest open period")
     max_requests: int = Field(default=1024, ge=1, description="concurrent requests to the backend")
-    max_pending: int = Field(default=1024, ge=1, description="requests waiting for a connection")
+    max_pending: int = Field(default=1024, ge=1, description="requests waiting for one of those max_requests to end; "
+                             "past them the gateway sheds: 503 overloaded with Retry-After")
 
 
 class RateLimit(Strict):

@@ -11,6 +11,7 @@ class Reply:
     error: str
     message: str
     fixed: bool = True  # False: the cause's own message wins when there is one (a token's, a policy's reason)
+    retry_after: int | None = None  # seconds, sent as Retry-After: the request was shed, not refused
 
 
 BAD_REQUEST = Reply(400, "bad_request", "the request is malformed", fixed=False)
@@ -36,7 +37,8 @@ RATE_LIMITED = Reply(429, "rate_limited", "too many requests; retry after the ti
 BAD_GATEWAY = Reply(502, "bad_gateway", "the backend could not be reached", fixed=False)
 CIRCUIT_OPEN = Reply(503, "circuit_open", "circuit open: the backend is taken out after consecutive failures; "
                      "retry later")
-OVERLOADED = Reply(503, "overloaded", "too many requests in flight to the backend")
+OVERLOADED = Reply(503, "overloaded", "too many requests in flight to the backend; retry after the time in "
+                   "Retry-After", retry_after=1)
 FAULT_INJECTED = Reply(503, "fault_injected", "fault injected by the gateway")
 POLICY_UNAVAILABLE = Reply(503, "policy_unavailable", "authorization service unavailable: the policy service did "
                            "not answer in time, so the request is refused (fail closed)")

@@ -197,6 +197,14 @@ def render_recording_rules(mesh: ResolvedMesh, interval: str | None = None) -> d
                  '(rate(envoy_cluster_outlier_detection_ejections_enforced_total{service!=""}[1m]))'},
         {"record": "finopti:upstream_overflows:rate1m",
          "expr": 'sum by (service, version) (rate(envoy_cluster_upstream_rq_pending_overflow{service!=""}[1m]))'},
+        # 1 while the gateway keeps a service version out (its circuit is open: ejected after consecutive bad
+        # answers, or failing its health check), else 0; callers get 503 circuit_open at once meanwhile.
+        {"record": "finopti:circuit_open",
+         "expr": 'max by (service, version) (envoy_cluster_membership_total{service!=""} '
+                 '- envoy_cluster_membership_healthy{service!=""})'},
+        # Requests answered 503 at once because no backend was in (an open circuit, or a failing health check).
+        {"record": "finopti:circuit_refused:rate1m",
+         "expr": 'sum by (service, version) (rate(envoy_cluster_upstream_cx_none_healthy{service!=""}[1m]))'},
         # Local rate limit stats are named by the filter's stat_prefix (finopti_ratelimit*), not by listener.
         {"record": "finopti:rate_limited:rate1m",
          "expr": "sum by (envoy_local_http_ratelimit_prefix) "
@@ -247,8 +255,8 @@ def _budget_rules() -> list[dict]:
 
 
 def render_alert_rules(mesh: ResolvedMesh, interval: str | None = None) -> dict:
-    """Error ratio high, circuit opened, rate limiting spike, targets down or missing, latency near timeout,
-    budget thresholds crossed."""
+    """Error ratio high, circuit opened (in the last 5 minutes) and open (now), load shed, rate limiting spike,
+    targets down or missing, latency near timeout, budget thresholds crossed."""
     pct = f"{ERROR_RATIO_THRESHOLD:.0%}"
     rules: list[dict] = [
         _alert("FinoptiRouteErrorRatioHigh", f"finopti:route_errors:ratio_rate1m > {ERROR_RATIO_THRESHOLD}", "2m",
@@ -262,6 +270,12 @@ def render_alert_rules(mesh: ResolvedMesh, interval: str | None = None) -> dict:
                '{service!=""}[5m])) > 0', "0m", "critical",
                "The gateway ejected {{ $labels.service }} {{ $labels.version }} (outlier detection) "
                "in the last 5 minutes"),
+        _alert("FinoptiCircuitOpen", "finopti:circuit_open > 0", "0m", "critical",
+               "The circuit of {{ $labels.service }} {{ $labels.version }} is open: the gateway keeps it out "
+               "(consecutive bad answers, or its health check fails) and answers its callers 503 circuit_open"),
+        _alert("FinoptiLoadShedding", "finopti:upstream_overflows:rate1m > 0", "1m", "warning",
+               "The gateway sheds {{ $value | humanize }} requests/s to {{ $labels.service }} "
+               "{{ $labels.version }} (503 overloaded: its concurrency limit is reached)"),
         _alert("FinoptiRateLimitingSpike", f"sum(finopti:rate_limited:rate1m) > {RATE_LIMITED_THRESHOLD:g}", "1m",
                "warning", "The gateway refuses {{ $value | humanize }} requests/s with 429 (local rate limit)"),
         _alert("FinoptiTargetDown", f'up{{job=~"{GATEWAY_JOB}|{SERVICES_JOB}"}} == 0', "1m", "critical",

@@ -2,7 +2,9 @@
 
 The gateway creates `traceparent` and `x-request-id` at the edge; every service continues them so one
 request has one trace id on every hop. The end user's token travels with the calls a service makes, so
-the gateway authorizes each hop for the same user.
+the gateway authorizes each hop for the same user. The drill header (`x-drill`) and W3C `baggage`
+travel the same way, so a fault scoped to a header (`finopti fault inject gcloud-agent --header x-drill=1`)
+meets the request a client marked at the edge on every hop, and no other request.
 """
 
 from contextvars import ContextVar
@@ -22,12 +24,28 @@ _provider = TracerProvider()
 tracer = _provider.get_tracer("finopti")
 
 
+DRILL_HEADER = "x-drill"
+# Sent on with every call made while serving a request that carries them (the gateway keeps them from services
+# outside the platform).
+CARRIED_HEADERS = (DRILL_HEADER, "baggage")
+
+
+def carried_headers(headers: list[tuple[str, str]]) -> dict[str, str]:
+    """The drill header and baggage of a request's (lowercase name, value) pairs; a repeated one as one list."""
+    carried: dict[str, str] = {}
+    for name, value in headers:
+        if name in CARRIED_HEADERS:
+            carried[name] = f"{carried[name]},{value}" if name in carried else value
+    return carried
+
+
 @dataclass
 class RequestContext:
     request_id: str = ""
     authorization: str = ""
     user: str = ""
     groups: list[str] = field(default_factory=list)
+    carried: dict[str, str] = field(default_factory=dict)  # the drill header and baggage (carried_headers)
     # Extra fields for this request's `request completed` line, set by whoever learns them (MCP method, tool).
     log_fields: dict = field(default_factory=dict)
 
@@ -76,10 +94,11 @@ def trace_ids() -> tuple[str, str]:
 
 
 def outgoing_headers() -> dict[str, str]:
-    """Headers for a call made while serving a request: trace context, request id, user's token."""
-    headers: dict[str, str] = {}
-    _propagator.inject(headers)
+    """Headers for a call made while serving a request: trace context, request id, user's token, drill header
+    and baggage."""
     ctx = current_request()
+    headers: dict[str, str] = dict(ctx.carried)
+    _propagator.inject(headers)
     if ctx.request_id:
         headers["x-request-id"] = ctx.request_id
     if ctx.authorization:

@@ -11,7 +11,14 @@ from starlette.routing import Match, Mount, Router
 
 from finopti.claims import groups_from_header
 from finopti.meshtls import source_from_xfcc
-from finopti.telemetry.context import RequestContext, extract_trace, reset_request, set_request, tracer
+from finopti.telemetry.context import (
+    RequestContext,
+    carried_headers,
+    extract_trace,
+    reset_request,
+    set_request,
+    tracer,
+)
 
 log = logging.getLogger("finopti.request")
 
@@ -73,6 +80,7 @@ class TelemetryMiddleware:
             authorization=headers.get("authorization", ""),
             user=headers.get("x-user-email", ""),
             groups=groups,
+            carried=carried_headers(pairs),
         )
         route = route_template(self.router, scope)
         request_token = set_request(ctx)

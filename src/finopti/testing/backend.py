@@ -29,16 +29,23 @@ class Control(BaseModel):
     fail_always: bool = False
     fail_status: int = Field(default=503, ge=400, le=599)
     delay_ms: int = Field(default=0, ge=0)
+    hold: bool = Field(default=False, description="keep every request waiting until hold is set false again")
 
 
 def create_app(settings: ServiceSettings) -> FastAPI:
     app = create_service_app(settings, "test backend")
-    state = {"control": Control(), "hits": {}}
+    state = {"control": Control(), "hits": {}, "in_flight": 0}
 
     @app.api_route("/echo", methods=["GET", "POST", "PUT", "DELETE"])
     @app.api_route("/echo/{rest:path}", methods=["GET", "POST", "PUT", "DELETE"])
     async def echo(request: Request, rest: str = "") -> JSONResponse:
         state["hits"]["echo"] = state["hits"].get("echo", 0) + 1
+        state["in_flight"] += 1
+        try:
+            while state["control"].hold:
+                await asyncio.sleep(0.02)
+        finally:
+            state["in_flight"] -= 1
         control: Control = state["control"]
         if control.delay_ms:
             await asyncio.sleep(control.delay_ms / 1000)
@@ -57,11 +64,11 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     @app.get("/hits")
     async def hits() -> dict:
-        return {"version": settings.version, **state["hits"]}
+        return {"version": settings.version, "in_flight": state["in_flight"], **state["hits"]}
 
     @app.post("/reset")
     async def reset() -> dict:
-        state.update(control=Control(), hits={})
+        state.update(control=Control(), hits={})  # requests held now are let go
         return {"reset": True}
 
     return app
