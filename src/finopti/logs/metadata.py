@@ -35,7 +35,8 @@ class Fields(msgspec.Struct, gc=False):
 
 
 _decode_fields = msgspec.json.Decoder(Fields).decode
-NOT_AN_OBJECT = (msgspec.DecodeError, UnicodeDecodeError)  # msgspec's ValidationError (an array...) is a DecodeError
+# msgspec's ValidationError (an array...) is a DecodeError; a line nested ~1,000 deep raises RecursionError.
+NOT_AN_OBJECT = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 
 
 def decode_fields(raw: bytes | str) -> Fields:
