@@ -18,8 +18,8 @@ import pytest
 from finopti.logs import wire
 from finopti.logs.collector import LinesBatch, LokiBatch, ParseStats, parse_line
 from finopti.logs.search import parse_cursor
-from finopti.logs.store import LogQuery, LogStore
-from finopti.logs.times import rfc3339_ns, second_cache
+from finopti.logs.store import Admission, LogQuery, LogStore
+from finopti.logs.times import OLDEST_NS, rfc3339_ns, second_cache
 
 NOW = 1_795_700_000_000_000_000  # 2026-11-26T13:33:20Z
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -57,6 +57,7 @@ def test_cached_seconds_agree_with_the_calendar():
     "2026-11-26T12:07:55,548Z", "2026-11-26T12:07:55.5481", "2026-11-26T12:07:55.548+01:00",
     "2026-11-26 12:07:55.548Z", "2026-11-26T12:07:55Z", "2026-11-26T12:07:55.548123Z", "2026-02-30T12:07:55.548Z",
     "2026-13-26T12:07:55.548Z", "0000-11-26T12:07:55.548Z", "yesterday at noon……Z", "",
+    "1969-12-31T23:59:59.999Z", "1969-12-31T23:59:58.500Z",  # before 1970: int(timestamp()) rounded towards 0
 ])
 def test_near_misses_of_the_cached_format_take_the_long_way(text):
     for _ in range(2):  # the second time, a second's text may be in the cache
@@ -67,6 +68,23 @@ def test_a_leap_second_is_the_next_second():
     """`…:60` (a leap second, which Python's ISO reader refuses) is read as the calendar counts it, not as the
     time of reading."""
     assert ts_of("2016-12-31T23:59:60.500Z") == reference_ns("2017-01-01T00:00:00.500Z", NOW)
+
+
+@pytest.mark.parametrize("raw", [b'{"ts": "0001-01-01T00:00:00.000Z", "message": "m"}',
+                                 b'{"ts": "1600-01-01T00:00:00+00:00", "message": "m"}',
+                                 b"0001-01-01 00:00:00 no such local time", b"1600-01-01 00:00:00,000 INFO m"])
+def test_a_time_before_1677_is_dropped_as_too_old_not_a_crash(tmp_path, raw):
+    """Times are int64 ns (1677-2262): an older one raised in the columns body (OverflowError) or, for a text line
+    dated in year 1, in the local-time conversion. Such a line reaches the store, which drops it as too old."""
+    parsed = parse_line(raw, "ui", NOW, ParseStats())
+    assert parsed.ts_ns in (OLDEST_NS, NOW)  # `0001-01-01 00:00:00` local: no such time, read as the time of reading
+    store = store_of(tmp_path, "old")
+    try:
+        admission = Admission()
+        store.push_lines(_batch(parsed).body(), now_ns=NOW, admission=admission)
+        assert admission.too_old == (parsed.ts_ns == OLDEST_NS)
+    finally:
+        store.close()
 
 
 HOSTILE = [None, True, 0, -1, 3.5, 10**30, "", " ", "²", "\u0000", "é" * 300, [], ["error"], {}, {"level": "error"},
@@ -129,7 +147,10 @@ def random_lines(rng: random.Random, now_ns: int, count: int) -> list[bytes]:
                 obj["bytes"] = 10**30  # valid JSON that orjson refuses (beyond 64 bits)
             if rng.random() < 0.05:
                 obj["route"] = f"/x?access_token={SECRET}"  # redacted in the line, so in its metadata too
-            out.append(json.dumps({k: v for k, v in obj.items() if v is not None or rng.random() < 0.5}).encode())
+            if rng.random() < 0.05:
+                obj["x"] = "BAD"  # a bad byte where the field decoder does not look
+            out.append(json.dumps({k: v for k, v in obj.items() if v is not None or rng.random() < 0.5}).encode()
+                       .replace(b"BAD", b"B\xffD"))
         elif kind < 0.8:
             out.append(f"[{ts}][7258][warning][main] {' '.join(rng.choices(words, k=4))}".encode())
         elif kind < 0.9:
@@ -182,21 +203,59 @@ def test_the_columns_body_stores_what_lokis_json_does(tmp_path):
             for q in queries:
                 assert fast.query(q), (stage, q)
                 assert comparable(fast.query(q)) == comparable(slow.query(q)), (stage, q)
+            # Every line whose metadata shows an id is found by a lookup of that id (the part's id hashes hold it).
+            for field in ("trace_id", "request_id"):
+                found = {v: {x["id"] for x in fast.query(LogQuery(limit=5000, **{field: v}))}
+                         for v in {x["metadata"].get(field) for x in lines} - {None}}
+                assert all(x["id"] in found[x["metadata"][field]] for x in lines if x["metadata"].get(field))
     finally:
         fast.close()
         slow.close()
 
 
-@pytest.mark.parametrize("raw", [b'{"x": "caf\xe9"}', b'{"caf\xe9": 1}', b'{"x": ["\xff"], "level": "error"}',
-                                 b'{"x": "\\ud800"}', b'{"message": "m", "x": NaN}', b"{'x': 1}"])
-def test_a_line_that_is_not_json_throughout_is_text(raw):
-    """Invalid UTF-8 in a field the collector does not read (which its decoder skips unchecked), a lone surrogate,
-    NaN, single quotes: text, with invalid bytes replaced, as any not-JSON line."""
+@pytest.mark.parametrize("raw", [b'{"x": "\\ud800"}', b'{"message": "m", "x": NaN}', b"{'x': 1}", b'{"x": "caf\xe9"',
+                                 b"[1, 2]"])
+def test_a_line_that_is_not_json_is_text(raw):
+    """A lone surrogate, NaN, single quotes, a cut line (with a bad byte), an array: text, bad bytes replaced."""
     stats = ParseStats()
     parsed = parse_line(raw, "ui", NOW, stats)
     assert parsed.obj is None and parsed.ts_ns == NOW and stats.not_json == 1
     assert parsed.text == raw.decode(errors="replace").encode()
     assert LokiBatch().add(parsed, 1_000_000)
+
+
+@pytest.mark.parametrize("raw", [b'{"x": "caf\xe9", "trace_id": "ab"}', b'{"caf\xe9": 1, "trace_id": "ab"}',
+                                 b'{"x": ["\xff"], "level": "error", "trace_id": "ab"}'])
+def test_a_json_line_with_a_bad_byte_stays_json(raw):
+    """Invalid UTF-8 anywhere in a JSON line (where msgspec looks, or in a field it skips unchecked): the byte is
+    replaced and the line read as JSON, as the store reads the stored line back: its trace id is indexed."""
+    stats = ParseStats()
+    parsed = parse_line(raw, "ui", NOW, stats)
+    assert parsed.text == raw.decode(errors="replace").encode() and stats.invalid_utf8 == 1 and not stats.not_json
+    assert parsed.obj is not None and parsed.metadata() == {"trace_id": "ab"}
+    [(_, columns)] = wire.decode(_batch(parsed).body())
+    assert columns.values() == [[str(parsed.ts_ns), parsed.text.decode(), {"trace_id": "ab"}]]
+
+
+def _batch(parsed) -> LinesBatch:
+    batch = LinesBatch()
+    assert batch.add(parsed, 1_000_000) and LokiBatch().add(parsed, 1_000_000)
+    return batch
+
+
+def test_a_line_nested_too_deep_is_text_and_can_be_queried(tmp_path):
+    """msgspec raises RecursionError (not a DecodeError) past ~1,000 levels: such a line is text, not a crash of
+    the collector's reader, nor of a query that reads it back."""
+    deep = b'{"trace_id": "ab", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    parsed = parse_line(deep, "ui", NOW, ParseStats())
+    assert parsed.obj is None and parsed.text == deep
+    store = store_of(tmp_path, "deep")
+    try:
+        store.push_lines(_batch(parsed).body(), now_ns=NOW)
+        [line] = store.query(LogQuery(start=0))
+        assert line["line"] == deep.decode() and line["metadata"] == {}
+    finally:
+        store.close()
 
 
 def test_random_bytes_never_stop_the_reader():

@@ -95,16 +95,20 @@ def test_a_clock_ahead_cannot_pin_the_store(pipeline):
 
 def test_odd_lines_and_file_names_do_not_stop_the_collector(pipeline):
     """Values that once raised in the collector's reader (which a restarted collector would read again, forever):
-    a millisecond field of `²` digits, a level that is a list or an object, a rotated file named `x.log.²`."""
+    a millisecond field of `²` digits, a level that is a list or an object, a line nested 5,000 deep, a rotated file
+    named `x.log.²`."""
     (pipeline.logs / "odd.log.²").write_bytes(b"")
     odd = [{"ts": "2026-11-26T12:07:55.²²²Z", "message": "superscript"}, {"level": ["error"], "message": "listed"},
            {"level": {"name": "warn"}, "message": "Traceback (most recent call last):"},
            {"level": 50, "message": "pino"}]
     with open(pipeline.logs / "odd.log", "ab") as f:
         f.write(b"".join(orjson.dumps({"service": "odd", **line}) + b"\n" for line in odd))
-    wait_for(lambda: len(query(pipeline, service="odd")) == 4, 30, "four odd lines")
-    assert [line["level"] for line in query(pipeline, service="odd", direction="forward")] == [
-        "info", "info", "error", "error"]
+        f.write(b'{"service": "odd", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}\n")  # text: too deep to be JSON
+    wait_for(lambda: len(query(pipeline, service="odd")) == 5, 30, "five odd lines")
+    levels = {line["line"]["message"] if isinstance(line["line"], dict) else "deep": line["level"]
+              for line in query(pipeline, service="odd")}
+    assert levels == {"superscript": "info", "listed": "info", "Traceback (most recent call last):": "error",
+                      "pino": "error", "deep": "info"}
     assert pipeline.collector.popen.poll() is None
     r = httpx.get(f"{pipeline.store_url}/api/logs", params={"cursor": "²:1"}, timeout=10)
     assert r.status_code == 400 and r.json()["param"] == "cursor"

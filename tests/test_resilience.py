@@ -150,6 +150,10 @@ def test_a_drill_marked_at_the_edge_meets_its_fault_on_the_agent_and_tool_hops(p
         assert _hop(platform, deep, "gcloud-agent")["status"] == 503  # reached the agent, which passed it on
         assert _hop(platform, deep, "gcloud-tools")["response_flags"] == "FI"
         assert _ask(platform).status_code == 200
+        # A header no service carries on cannot mark a drill for a mesh route: the CLI says so.
+        noted = platform.cli("fault", "inject", "monitoring-agent", "--abort", "503", "--header", "x-mine=1",
+                             check=True)
+        assert "services carry only x-drill and baggage" in " ".join(noted.stdout.split()), noted.stdout
     finally:
         platform.cli("fault", "clear", check=True)
     # Drilled 503s passed on by the orchestrator and the agent opened no circuit (failures: unreachable).

@@ -509,10 +509,18 @@ def fault_inject(
             _fail(FinoptiError(f"--header must be name=value, got {header!r}"))
         fault["header"] = {"name": name.strip().lower(), "value": value.strip()}
     try:
-        inject_fault(state_dir(), route, fault)
+        spec = inject_fault(state_dir(), route, fault)
     except FinoptiError as exc:
         _fail(exc)
     console.print(f"fault on route {route}: {json.dumps(fault)}")
+    if header is not None:
+        from finopti.telemetry.context import CARRIED_HEADERS, DRILL_HEADER
+
+        on_mesh = next(r for r in spec.routes if r.name == route).listener == "mesh"
+        if on_mesh and fault["header"]["name"] not in CARRIED_HEADERS:
+            console.print(f"[yellow]note:[/] services carry only {' and '.join(CARRIED_HEADERS)} on to the next hop: "
+                          f"a request marked with {fault['header']['name']} at the edge never meets this fault; "
+                          f"mark drills with --header {DRILL_HEADER}=VALUE")
 
 
 @fault_app.command("clear")

@@ -147,6 +147,11 @@ def parse_line(raw: bytes, component: str, now_ns: int, stats: ParseStats,
     try:
         obj = decode_fields(raw)  # also checks the bytes are UTF-8
     except NOT_AN_OBJECT:
+        try:
+            raw.decode()
+        except UnicodeDecodeError:  # a JSON line with a bad byte stays JSON, the byte replaced (U+FFFD), as the store
+            stats.invalid_utf8 += 1  # will read the stored line: its trace id is indexed, its level and time kept
+            return parse_line(raw.decode(errors="replace").encode(), component, now_ns, stats, grace_ns, own, redact)
         return _parse_text(raw, component, now_ns, stats, grace_ns)
     source = obj.source
     if source.__class__ is str and source in own:
@@ -337,8 +342,8 @@ class Metrics:
                                   "Credentials replaced in collected lines, by kind (a gateway or service leak)",
                                   ["kind"], registry=registry)
         self.unstructured = Counter("finopti_collector_lines_unstructured_total",
-                                    "Lines pushed as plain text, by reason (not_json, invalid_utf8)", ["reason"],
-                                    registry=registry)
+                                    "Lines pushed as plain text (not_json), lines whose invalid UTF-8 was replaced"
+                                    " (invalid_utf8)", ["reason"], registry=registry)
         self.push_errors = Counter("finopti_collector_push_errors_total", "Failed push attempts, by reason",
                                    ["reason"], registry=registry)
         self.push_seconds = Histogram("finopti_collector_push_seconds", "Time of one push request",

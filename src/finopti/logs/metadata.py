@@ -3,6 +3,9 @@ labels. A JSON line's metadata is taken from its own fields; the log store does 
 stored without it (the collector does not send what the line already says)."""
 
 import zlib
+from collections.abc import Iterator
+from itertools import repeat
+from operator import methodcaller
 from typing import Any
 
 import msgspec
@@ -32,7 +35,8 @@ class Fields(msgspec.Struct, gc=False):
 
 
 _decode_fields = msgspec.json.Decoder(Fields).decode
-NOT_AN_OBJECT = (msgspec.DecodeError, UnicodeDecodeError)  # msgspec's ValidationError (an array...) is a DecodeError
+# msgspec's ValidationError (an array...) is a DecodeError; a line nested ~1,000 deep raises RecursionError.
+NOT_AN_OBJECT = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 
 
 def decode_fields(raw: bytes | str) -> Fields:
@@ -60,8 +64,16 @@ def from_object(obj: dict | Fields) -> dict[str, str]:
 
 def key_hash(field: str, value: object) -> int:
     """The hash of an indexed value: CRC-32 of `<prefix><value as text>`, the prefix taken as a starting value."""
-    text = value if value.__class__ is str else str(value)
-    return zlib.crc32(text.encode("utf-8", "surrogatepass"), _SEEDS[field])
+    return next(key_hashes(field, [value]))
+
+
+_ENCODE = methodcaller("encode", "utf-8", "surrogatepass")
+
+
+def key_hashes(field: str, values: list) -> Iterator[int]:
+    """`key_hash` of each value, without a Python call per value: the store hashes every distinct id of every push."""
+    texts = [v if v.__class__ is str else str(v) for v in values] if not set(map(type, values)) <= {str} else values
+    return map(zlib.crc32, map(_ENCODE, texts), repeat(_SEEDS[field]))
 
 
 def indexed_values(metas) -> dict[str, set]:

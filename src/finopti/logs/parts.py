@@ -26,7 +26,7 @@ from functools import cached_property
 import cramjam
 import orjson
 
-from finopti.logs.metadata import fields_of, from_object, indexed_values, key_hash
+from finopti.logs.metadata import fields_of, from_object, indexed_values, key_hashes
 
 MAGIC = b"FLP2"
 DIRECTORY = struct.Struct("<4sBBIII")
@@ -61,7 +61,10 @@ def _array(typecode: str, data: bytes | memoryview) -> array:
 
 def hashes(values: dict[str, object]) -> array:
     """Sorted distinct hashes of indexed values ({field: values}, see `finopti.logs.metadata`)."""
-    return array("I", sorted({key_hash(field, v) for field, vs in values.items() for v in vs if v}))
+    distinct: set[int] = set()
+    for field, vs in values.items():
+        distinct.update(key_hashes(field, [v for v in vs if v] if not all(vs) else vs))
+    return array("I", sorted(distinct))
 
 
 @dataclass
