@@ -1,5 +1,6 @@
 """Console benchmark in a real headless Chromium through the real gateway: each page from navigation to drawn
-(overview on a desktop and on a phone, trace list), the chat from asking to the answer's chart, the trace view
+(overview on a desktop and on a phone, trace list), the chat from asking to the answer's chart (a cost breakdown's
+bars, a billing forecast's time series), the trace view
 rendering a synthetic 50-hop trace, the live tail's delay from a log write to the screen.
 
     .venv/bin/python -m benchmarks.bench_console [--loads 7]
@@ -108,6 +109,16 @@ def main() -> None:
                         "n => document.querySelectorAll('[data-testid=turn] [data-chart=bar] canvas').length > n",
                         arg=i, timeout=30000)
                     asks.append(page.evaluate("performance.now()") - started)
+                # 1e. Chat, a billing forecast: the Ask click -> its time series drawn (fit, intervals, 70+ points).
+                forecasts = []
+                for i in range(args.loads):
+                    page.fill("#prompt", "forecast this month's and next month's cost")
+                    started = page.evaluate("performance.now()")
+                    page.click("#ask")
+                    page.wait_for_function("n => document.querySelectorAll("
+                                           "'[data-testid=turn] [data-chart=timeseries] canvas').length > n",
+                                           arg=i, timeout=30000)
+                    forecasts.append(page.evaluate("performance.now()") - started)
                 # 2. Trace view of a synthetic 50-hop trace (the API answer injected by route interception).
                 body = json.dumps(synthetic_trace(50))
                 page.route("**/api/traces/**", lambda route: route.fulfill(
@@ -146,6 +157,8 @@ def main() -> None:
     print(f"trace list, navigation to table: p50 {med(list_loads):.0f} ms, max {max(list_loads):.0f} ms")
     print(f"chat, Ask click to the answer's bar chart (monthly cost by team): p50 {med(asks):.0f} ms, "
           f"max {max(asks):.0f} ms")
+    print(f"chat, Ask click to the forecast's time series (billing, 80/95% bands): p50 {med(forecasts):.0f} ms, "
+          f"max {max(forecasts):.0f} ms")
     print(f"trace view, synthetic 50-hop trace: render p50 {med(renders):.1f} ms (fetch + DOM), "
           f"page load to rendered p50 {med(totals):.0f} ms")
     print(f"live tail, log write to screen: p50 {med(delays):.0f} ms, max {max(delays):.0f} ms")

@@ -7,10 +7,19 @@ through the API (the documented sandbox's numbers are checked in test_finops_e2e
 import re
 
 import httpx
+import pytest
 import test_ui_browser as ui
 
 # The chat page's browser fixtures and helpers (Debian's Chromium; skipped with a reason without it).
 browser, page = ui.browser, ui.page
+SLOW_MS = 60_000  # a billing answer fits and sums on a shared, busy machine: wait generously for each
+
+
+@pytest.fixture
+def chat(page):
+    """The chat page, waiting up to a minute for each answer."""
+    page.set_default_timeout(SLOW_MS)
+    return page
 USER = "erin@finopti.dev"
 MONEY = re.compile(r"^-?\$[\d,]+\.\d\d$")
 
@@ -60,12 +69,12 @@ def hover_shows_dollars(turn) -> None:
     assert "$" in tip.inner_text(), tip.inner_text()
 
 
-def test_trends_forecasts_anomalies_and_budgets_are_time_series(platform, page):
-    ui.sign_in(page, platform.edge, USER)
+def test_trends_forecasts_anomalies_and_budgets_are_time_series(platform, chat):
+    ui.sign_in(chat, platform.edge, USER)
     turns = []
 
     # Daily cost: one line, its headline figures the answer's totals, the days behind a disclosure with a totals row.
-    daily, data = answered(platform, page, "daily cost last 30 days")
+    daily, data = answered(platform, chat, "daily cost last 30 days")
     chart = daily.locator("[data-chart=timeseries]")
     chart.locator("canvas").first.wait_for()
     assert chart.get_attribute("data-series") == "1"
@@ -85,7 +94,7 @@ def test_trends_forecasts_anomalies_and_budgets_are_time_series(platform, page):
     offered = httpx.get(f"{platform.edge}/api/suggestions", headers=platform.headers(USER), timeout=30).json()
     chip = next(s["prompt"] for s in offered["suggestions"] if s["action"] == "forecast_costs")
     assert {"compare_costs", "forecast_costs"} <= {s["action"] for s in offered["suggestions"]}
-    forecast, data = answered(platform, page, chip, chip=True)
+    forecast, data = answered(platform, chat, chip, chip=True)
     chart = forecast.locator("[data-chart=timeseries]")
     chart.locator("canvas").first.wait_for()
     legend = chart.locator(".lg-name").all_inner_texts()
@@ -97,7 +106,7 @@ def test_trends_forecasts_anomalies_and_budgets_are_time_series(platform, page):
     turns.append(forecast)
 
     # Anomalies: a line per flagged service, each anomaly a marked point, and the list with why under the chart.
-    anomalies, data = answered(platform, page, "find cost anomalies")
+    anomalies, data = answered(platform, chat, "find cost anomalies")
     assert data["anomalies"], "the sandbox documents a spike and a new service"
     chart = anomalies.locator("[data-chart=timeseries]")
     chart.locator("canvas").first.wait_for()
@@ -113,7 +122,7 @@ def test_trends_forecasts_anomalies_and_budgets_are_time_series(platform, page):
     turns.append(anomalies)
 
     # A budget: spent, forecast and the budget line over the month, the chance of going over, its thresholds.
-    budget, data = answered(platform, page, "are we going to stay under the budget for payments")
+    budget, data = answered(platform, chat, "are we going to stay under the budget for payments")
     chart = budget.locator("[data-chart=timeseries]")
     chart.locator("canvas").first.wait_for()
     assert chart.locator(".lg-name").all_inner_texts() == ["Actual", "Forecast", "Budget"]
@@ -124,24 +133,24 @@ def test_trends_forecasts_anomalies_and_budgets_are_time_series(platform, page):
     assert [dollars(t) for t in budget.locator("[data-rows-of=thresholds] td[data-key=amount] .cell").all_inner_texts()
             ] == [t["amount"] for t in data["thresholds"]]
     turns.append(budget)
-    ui.shot(page, "finops-series")
+    ui.shot(chat, "finops-series")
 
     # On a phone: every chart, headline and table on screen, nothing scrolls sideways.
-    ui.phone(page)
-    page.evaluate("window.scrollTo(0, 0)")
-    ui.assert_fits(page, "[data-chart=timeseries] canvas", "[data-testid=answer-stats] .stat-box",
+    ui.phone(chat)
+    chat.evaluate("window.scrollTo(0, 0)")
+    ui.assert_fits(chat, "[data-chart=timeseries] canvas", "[data-testid=answer-stats] .stat-box",
                    "[data-rows-of=anomalies] td[data-key=reason]", "[data-rows-of=thresholds] td[data-key=amount]")
     for turn in turns:
         assert turn.locator("[data-chart=timeseries] canvas").first.bounding_box()["width"] > 250
     anomalies.scroll_into_view_if_needed()
-    ui.shot(page, "finops-series")
+    ui.shot(chat, "finops-series")
 
 
-def test_breakdowns_comparisons_and_savings_are_bars_with_dollar_totals(platform, page):
-    ui.sign_in(page, platform.edge, USER)
+def test_breakdowns_comparisons_and_savings_are_bars_with_dollar_totals(platform, chat):
+    ui.sign_in(chat, platform.edge, USER)
 
     # Cost by service: a bar per service, money in dollars, a totals row that is the answer's own total.
-    by_service, data = answered(platform, page, "cost by service last 30 days")
+    by_service, data = answered(platform, chat, "cost by service last 30 days")
     chart = by_service.locator("[data-chart=bar]")
     chart.locator("canvas").wait_for()
     assert chart.get_attribute("data-bars") == str(len(data["groups"]))
@@ -156,7 +165,7 @@ def test_breakdowns_comparisons_and_savings_are_bars_with_dollar_totals(platform
     assert all(re.fullmatch(r"\d+(\.\d+)?%", s) for s in shares), shares
 
     # Why the bill went up: the two periods side by side per service, change and totals in dollars.
-    compare, data = answered(platform, page, "why did our bill go up last week")
+    compare, data = answered(platform, chat, "why did our bill go up last week")
     chart = compare.locator("[data-chart=bar]")
     chart.locator("canvas").wait_for()
     assert chart.get_attribute("data-series") == "2" and chart.get_attribute("data-bars") == str(len(data["drivers"]))
@@ -166,7 +175,7 @@ def test_breakdowns_comparisons_and_savings_are_bars_with_dollar_totals(platform
     assert data["current"]["period"]["start"] in " ".join(chart.locator(".lg-name").all_inner_texts())
 
     # Untagged spend: by service with the unlabelled total, and every resource behind it.
-    unlabeled, data = answered(platform, page, "what isn't labeled")
+    unlabeled, data = answered(platform, chat, "what isn't labeled")
     unlabeled.locator("[data-chart=bar] canvas").wait_for()
     assert totals(unlabeled.locator("[data-testid=answer-table]"), "net") == data["unlabeled"]["net"]
     resources = unlabeled.locator("[data-testid=further-table][data-rows-of=resources]")
@@ -175,7 +184,7 @@ def test_breakdowns_comparisons_and_savings_are_bars_with_dollar_totals(platform
     assert re.fullmatch(r"\d+(\.\d+)?%", stat(unlabeled, "Share of spend"))
 
     # Commitments: savings on 1- and 3-year plans per recommendation, nested figures as columns, the totals stated.
-    commitments, data = answered(platform, page, "should we buy a commitment")
+    commitments, data = answered(platform, chat, "should we buy a commitment")
     chart = commitments.locator("[data-chart=bar]")
     chart.locator("canvas").wait_for()
     assert chart.get_attribute("data-series") == "2"
@@ -191,7 +200,7 @@ def test_breakdowns_comparisons_and_savings_are_bars_with_dollar_totals(platform
     assert "{" not in table.inner_text(), "no JSON in the cells"
 
     # Budgets: spent, forecast and amount per budget as bars; percentages and money in their units.
-    budgets, data = answered(platform, page, "list budgets")
+    budgets, data = answered(platform, chat, "list budgets")
     chart = budgets.locator("[data-chart=bar]")
     chart.locator("canvas").wait_for()
     assert chart.get_attribute("data-series") == "3" and chart.get_attribute("data-bars") == str(len(data))
@@ -200,31 +209,31 @@ def test_breakdowns_comparisons_and_savings_are_bars_with_dollar_totals(platform
     assert [dollars(t) for t in money_cells(table, "amount")] == [b["amount"] for b in data]
 
     # Unused resources: a table, costliest first, the saving total as the answer states it.
-    unused, data = answered(platform, page, "find unused resources")
+    unused, data = answered(platform, chat, "find unused resources")
     table = unused.locator("[data-testid=answer-table]")
     costs = [dollars(t) for t in money_cells(table, "monthly_cost_usd")]
     assert costs == sorted(costs, reverse=True) and len(costs) == len(data["items"])
     assert totals(table, "monthly_cost_usd") == data["monthly_saving_usd"]
-    ui.shot(page, "finops-bars")
+    ui.shot(chat, "finops-bars")
 
     # On a phone: bars, headline figures and every money column on screen (rows become cards), nothing sideways.
-    ui.phone(page)
-    page.evaluate("window.scrollTo(0, 0)")
-    ui.assert_fits(page, "[data-chart=bar] canvas", "[data-testid=answer-stats] .stat-box",
+    ui.phone(chat)
+    chat.evaluate("window.scrollTo(0, 0)")
+    ui.assert_fits(chat, "[data-chart=bar] canvas", "[data-testid=answer-stats] .stat-box",
                    "[data-testid=totals] td.num", f"td[data-key='{three}']", "td[data-key=monthly_cost_usd]",
                    "[data-rows-of=resources] td[data-key=net]")
     for turn in (by_service, compare, commitments, budgets):
         assert turn.locator("[data-chart=bar] canvas").bounding_box()["width"] > 250
     compare.scroll_into_view_if_needed()
-    ui.shot(page, "finops-bars")
+    ui.shot(chat, "finops-bars")
 
 
-def test_a_finops_admin_confirms_a_budget_and_sees_it_drawn(platform, page):
+def test_a_finops_admin_confirms_a_budget_and_sees_it_drawn(platform, chat):
     """A budget is a change: its plan, Confirm, then the new budget drawn like a budget's status (spent, forecast
     and budget lines, the amount, the alert thresholds). Deleted again through the API afterwards."""
     admin, name = "fiona@finopti.dev", "browser-check"
-    ui.sign_in(page, platform.edge, admin)
-    turn = ui.ask(page, f'create budget "{name}" of 300 for env=dev')
+    ui.sign_in(chat, platform.edge, admin)
+    turn = ui.ask(chat, f'create budget "{name}" of 300 for env=dev')
     turn.locator("[data-testid=plan]").wait_for()
     turn.locator("[data-testid=confirm]").click()
     outcome = turn.locator("[data-testid=plan-outcome]")
@@ -236,9 +245,9 @@ def test_a_finops_admin_confirms_a_budget_and_sees_it_drawn(platform, page):
         thresholds = outcome.locator("[data-testid=further-table][data-rows-of='status.thresholds']")
         assert thresholds.locator("tbody tr").count() >= 1
         assert all(MONEY.match(t) for t in thresholds.locator("td[data-key=amount] .cell").all_inner_texts())
-        ui.shot(page, "finops-budget-created")
-        ui.phone(page)
-        ui.assert_fits(page, "[data-testid=plan-outcome] [data-chart=timeseries] canvas",
+        ui.shot(chat, "finops-budget-created")
+        ui.phone(chat)
+        ui.assert_fits(chat, "[data-testid=plan-outcome] [data-chart=timeseries] canvas",
                        "[data-testid=plan-outcome] td[data-key=amount]")
     finally:
         plan = platform.ask(f'delete budget "{name}"', admin)

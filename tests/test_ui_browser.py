@@ -84,16 +84,27 @@ VISIBLE_BOXES = ("els => els.filter(e => e.offsetParent !== null)"
                  ".map(e => { const r = e.getBoundingClientRect(); return [r.left, r.right]; })")
 
 
-def assert_fits(page, *selectors: str) -> None:
-    """Nothing scrolls sideways, and each selector's elements lie within the viewport's width."""
+def _misfits(page, selectors: tuple[str, ...]) -> list[str]:
     width = page.evaluate("window.innerWidth")
     scroll = page.evaluate("document.scrollingElement.scrollWidth")
-    assert scroll <= width, f"the page scrolls sideways: {scroll} px wide in a {width} px viewport"
+    found = [f"the page scrolls sideways: {scroll} px wide in a {width} px viewport"] if scroll > width else []
     for selector in selectors:
         boxes = page.eval_on_selector_all(selector, VISIBLE_BOXES)
-        assert boxes, f"{selector}: nothing visible"
         outside = [b for b in boxes if b[0] < -1 or b[1] > width + 1]
-        assert not outside, f"{selector}: {len(outside)} of {len(boxes)} off-screen ({width} px): {outside[:3]}"
+        if not boxes:
+            found.append(f"{selector}: nothing visible")
+        elif outside:
+            found.append(f"{selector}: {len(outside)} of {len(boxes)} off-screen ({width} px): {outside[:3]}")
+    return found
+
+
+def assert_fits(page, *selectors: str, timeout: float = 15) -> None:
+    """Nothing scrolls sideways, and each selector's elements lie within the viewport's width — once the page has
+    followed a new viewport (charts resize on their ResizeObserver, a frame or more after the change)."""
+    deadline = time.monotonic() + timeout
+    while (found := _misfits(page, selectors)) and time.monotonic() < deadline:
+        page.wait_for_timeout(200)
+    assert not found, found
 
 
 def sign_in(page, edge: str, email: str, path: str = "/") -> None:
