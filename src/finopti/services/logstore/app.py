@@ -21,7 +21,9 @@ import gzip
 import logging
 import os
 import re
+import sqlite3
 import time
+from pathlib import Path
 
 import orjson
 from fastapi import FastAPI, HTTPException, Request, Response
@@ -38,7 +40,8 @@ from finopti.logs.store import MAX_LIMIT, Admission, Delivery, LogQuery, LogStor
 from finopti.logs.times import parse_since, parse_time
 from finopti.logs.trace_search import TraceFilter, search_traces
 from finopti.mesh.model import parse_size
-from finopti.services.common import ServiceSettings, create_service_app, error_body
+from finopti.paths import StateDir
+from finopti.services.common import Health, ServiceSettings, create_service_app, error_body
 
 log = logging.getLogger("finopti.logstore")
 
@@ -213,9 +216,29 @@ class DeliveryOrder:
             self.changed.notify_all()
 
 
+def can_write(directory: Path) -> None:
+    """Raise unless a file can be created, written to disk and removed in `directory` (read-only, full, gone)."""
+    probe = directory / f".health-{os.getpid()}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, b"ok")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
+
+
 def create_app(settings: ServiceSettings) -> FastAPI:
+    path = StateDir(settings.home).logstore_db
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A store that cannot write does not start: the process manager tries again, with backoff, until it can.
+    can_write(path.parent)
+    health = Health(lambda: can_write(path.parent))
     store = LogStore(
-        settings.home / "logstore.db",
+        path,
         retention_seconds=parse_since(os.environ.get("FINOPTI_LOGSTORE_RETENTION", "7d")),
         max_bytes=parse_size(os.environ.get("FINOPTI_LOGSTORE_MAX_BYTES", "1GiB")),
         future_grace=parse_since(os.environ.get("FINOPTI_LOGSTORE_FUTURE_GRACE", "10m")),
@@ -225,6 +248,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app = create_service_app(settings, "FinOpti log store", quiet_paths=frozenset({PUSH_PATH}))
     app.router.redirect_slashes = False  # a redirect would carry an absolute path, wrong behind /logs/
     app.state.store = store
+    app.state.health = health
     app.state.arrived = asyncio.Event()
     order = DeliveryOrder(store)
 
@@ -239,11 +263,12 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):
-        task = asyncio.create_task(retention_loop())
+        tasks = [asyncio.create_task(retention_loop()), asyncio.create_task(health.watch(settings.service))]
         try:
             yield
         finally:
-            task.cancel()
+            for task in tasks:
+                task.cancel()
             store.close()
 
     app.router.lifespan_context = lifespan
@@ -269,10 +294,17 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                 return JSONResponse(error_body(409, "conflict",
                                                f"batch {delivery.prev} must be stored first: send it again"), 409)
             admission = Admission()
-            if streams is None:
-                stored = await run_in_threadpool(store.push_lines, body, delivery, None, admission)
-            else:
-                stored = await run_in_threadpool(store.push, streams, delivery, None, admission)
+            try:
+                if streams is None:
+                    stored = await run_in_threadpool(store.push_lines, body, delivery, None, admission)
+                else:
+                    stored = await run_in_threadpool(store.push, streams, delivery, None, admission)
+            except (sqlite3.Error, OSError) as exc:  # the store, not the push: unhealthy until a write succeeds
+                health.failed(f"cannot store: {exc}")
+                return JSONResponse(error_body(503, "store_unavailable",
+                                               f"the log store cannot write ({exc}); send the batch again"),
+                                    503, headers={"retry-after": "1"})
+            health.recovered()
             if delivery is not None:
                 await order.done(delivery)
         except (PushError, ValueError, OSError, IndexError, OverflowError) as exc:
