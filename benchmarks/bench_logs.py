@@ -285,8 +285,8 @@ def main() -> None:
             wall, cpu = measured(server, fn, repeat)
             print(f"  {name + ':':72} {wall * 1000:7.1f} ms  (store CPU {cpu * 1000:6.1f} ms)"
                   + (f"   target {target}" if target else ""))
-        db = (home / "logstore.db").stat().st_size
-        wal = sum(p.stat().st_size for p in home.glob("logstore.db-wal"))
+        db = (home / "logstore" / "logstore.db").stat().st_size
+        wal = sum(p.stat().st_size for p in (home / "logstore").glob("logstore.db-wal"))
         mib = 2**20
         print(f"store size: {db / mib:.1f} MiB for {n:,} lines = {db / size:.3f} × the raw {size / mib:.0f} MiB "
               f"(target ≤ 0.15 ×; parts {stats['parts']}, write-ahead log {wal / mib:.0f} MiB more, emptied at the "

@@ -472,7 +472,7 @@ def test_answers_are_json_and_show_their_work(cloud: SandboxCloud) -> None:
 
 def test_the_sandbox_is_a_cloud_backend(tmp_path: Path) -> None:
     backend = open_backend(tmp_path)
-    assert isinstance(backend, CloudBackend) and backend.db_path == tmp_path / "sandbox.db"
+    assert isinstance(backend, CloudBackend) and backend.db_path == tmp_path / "cloud" / "sandbox.db"
     with pytest.raises(ValueError, match="FINOPTI_CLOUD='gcp' is not available"):
         open_backend(tmp_path, {"FINOPTI_CLOUD": "gcp"})
 

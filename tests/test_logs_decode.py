@@ -18,8 +18,8 @@ import pytest
 from finopti.logs import wire
 from finopti.logs.collector import LinesBatch, LokiBatch, ParseStats, parse_line
 from finopti.logs.search import parse_cursor
-from finopti.logs.store import LogQuery, LogStore
-from finopti.logs.times import rfc3339_ns, second_cache
+from finopti.logs.store import Admission, LogQuery, LogStore
+from finopti.logs.times import OLDEST_NS, rfc3339_ns, second_cache
 
 NOW = 1_795_700_000_000_000_000  # 2026-11-26T13:33:20Z
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -57,6 +57,7 @@ def test_cached_seconds_agree_with_the_calendar():
     "2026-11-26T12:07:55,548Z", "2026-11-26T12:07:55.5481", "2026-11-26T12:07:55.548+01:00",
     "2026-11-26 12:07:55.548Z", "2026-11-26T12:07:55Z", "2026-11-26T12:07:55.548123Z", "2026-02-30T12:07:55.548Z",
     "2026-13-26T12:07:55.548Z", "0000-11-26T12:07:55.548Z", "yesterday at noon……Z", "",
+    "1969-12-31T23:59:59.999Z", "1969-12-31T23:59:58.500Z",  # before 1970: int(timestamp()) rounded towards 0
 ])
 def test_near_misses_of_the_cached_format_take_the_long_way(text):
     for _ in range(2):  # the second time, a second's text may be in the cache
@@ -67,6 +68,23 @@ def test_a_leap_second_is_the_next_second():
     """`…:60` (a leap second, which Python's ISO reader refuses) is read as the calendar counts it, not as the
     time of reading."""
     assert ts_of("2016-12-31T23:59:60.500Z") == reference_ns("2017-01-01T00:00:00.500Z", NOW)
+
+
+@pytest.mark.parametrize("raw", [b'{"ts": "0001-01-01T00:00:00.000Z", "message": "m"}',
+                                 b'{"ts": "1600-01-01T00:00:00+00:00", "message": "m"}',
+                                 b"0001-01-01 00:00:00 no such local time", b"1600-01-01 00:00:00,000 INFO m"])
+def test_a_time_before_1677_is_dropped_as_too_old_not_a_crash(tmp_path, raw):
+    """Times are int64 ns (1677-2262): an older one raised in the columns body (OverflowError) or, for a text line
+    dated in year 1, in the local-time conversion. Such a line reaches the store, which drops it as too old."""
+    parsed = parse_line(raw, "ui", NOW, ParseStats())
+    assert parsed.ts_ns in (OLDEST_NS, NOW)  # `0001-01-01 00:00:00` local: no such time, read as the time of reading
+    store = store_of(tmp_path, "old")
+    try:
+        admission = Admission()
+        store.push_lines(_batch(parsed).body(), now_ns=NOW, admission=admission)
+        assert admission.too_old == (parsed.ts_ns == OLDEST_NS)
+    finally:
+        store.close()
 
 
 HOSTILE = [None, True, 0, -1, 3.5, 10**30, "", " ", "²", "\u0000", "é" * 300, [], ["error"], {}, {"level": "error"},

@@ -510,5 +510,5 @@ def test_errors_are_sandbox_errors() -> None:
 
 
 def test_default_db_path() -> None:
-    assert default_db_path({"FINOPTI_HOME": "/srv/finopti"}) == Path("/srv/finopti/sandbox.db")
-    assert default_db_path({}) == Path(".finopti/sandbox.db")
+    assert default_db_path({"FINOPTI_HOME": "/srv/finopti"}) == Path("/srv/finopti/cloud/sandbox.db")
+    assert default_db_path({}) == Path(".finopti/cloud/sandbox.db")

@@ -237,6 +237,24 @@ def test_mesh_apply_under_load_drops_nothing(traffic, cpu_burner):
     assert _get(traffic, "/added/x").status_code == 200  # the change is in effect
 
 
+@pytest.mark.timeout(180)
+def test_drills_under_load_drop_nothing(traffic, cpu_burner):
+    """Faults scoped to a header no one sends, and canary weights, changed four times on the route under load."""
+    async def scenario():
+        load = asyncio.create_task(_steady_load(traffic, "/canary/x", rate=100, seconds=10))
+        await asyncio.sleep(2)
+        for command in (("fault", "inject", "canary", "--abort", "503", "--percent", "100", "--header", "x-drill=1"),
+                        ("canary", "set", "canary", "v2=50"), ("fault", "clear"), ("canary", "set", "canary", "v2=10")):
+            done = await asyncio.to_thread(traffic.cli, *command)
+            assert done.returncode == 0, done.stderr
+        return await load
+
+    results = asyncio.run(scenario())
+    assert len(results) == 1000
+    failed = [s for _, s in results if s != 200]
+    assert not failed, f"{len(failed)} failed requests: {sorted(set(failed))}"
+
+
 def _served_serial(port: int, cert: Path, key: Path, ca: Path) -> str | None:
     """The serial of the certificate a TLS server on loopback presents to a client holding `cert`, if it answers
     a request with it (with TLS 1.3 a server refuses a client's certificate only after the handshake); None if

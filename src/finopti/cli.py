@@ -176,7 +176,8 @@ def status(
         print(json.dumps({"running": running, "components": [s.__dict__ for s in statuses]}, indent=2))
     else:
         table = _table("component", "state", "pid", "address")
-        colours = {"healthy": "green", "starting": "yellow", "down": "red", "stopped": "dim"}
+        colours = {"healthy": "green", "starting": "yellow", "restarting": "yellow", "unhealthy": "red", "down": "red",
+                   "stopped": "dim"}
         for s in statuses:
             table.add_row(s.name, f"[{colours[s.state]}]{s.state}[/]", str(s.pid or "-"), s.address)
         console.print(table)

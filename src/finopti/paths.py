@@ -53,14 +53,34 @@ class StateDir:
     def supervisor_pidfile(self) -> Path:
         return self.root / "supervisord.pid"
 
+    # Each database in a directory of its own: a storage fault of one (a full or read-only directory) leaves the
+    # other working.
     @property
     def sandbox_db(self) -> Path:
-        return self.root / "sandbox.db"
+        """The sandbox cloud (the tool servers' data)."""
+        return self.root / "cloud" / "sandbox.db"
+
+    @property
+    def logstore_db(self) -> Path:
+        return self.root / "logstore" / "logstore.db"
 
     def ensure(self) -> "StateDir":
         for d in (self.root, self.logs, self.gateway, self.idp):
             d.mkdir(parents=True, exist_ok=True)
+        for db in (self.sandbox_db, self.logstore_db):
+            _move_database(self.root / db.name, db)
         return self
+
+
+def _move_database(old: Path, new: Path) -> None:
+    """A database from before it had a directory of its own moves there (with its WAL), if not there yet."""
+    if not old.exists() or new.exists():
+        return
+    new.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in ("-wal", "-shm", ""):  # the database file last: its presence says the move is done
+        source = old.with_name(old.name + suffix)
+        if source.exists():
+            os.replace(source, new.with_name(new.name + suffix))
 
 
 def state_dir() -> StateDir:

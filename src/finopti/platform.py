@@ -76,7 +76,7 @@ class Runtime:
 @dataclass
 class ComponentStatus:
     name: str
-    state: str  # healthy / starting / down / stopped (the platform is not running)
+    state: str  # healthy / unhealthy / starting / restarting / down / stopped (the platform is not running)
     pid: int | None
     address: str
 
@@ -373,9 +373,10 @@ def gateway_ready(rt: Runtime) -> bool:
         return False
 
 
-def service_health(rt: Runtime) -> dict[str, bool]:
-    """cluster -> passes the gateway's active health check. Only the gateway talks to services (mTLS), so
-    their health is read from the gateway's admin API rather than probed directly."""
+def service_health(rt: Runtime) -> dict[str, str]:
+    """cluster -> healthy / unhealthy (fails the gateway's active health check) / pending (not checked yet). Only
+    the gateway talks to services (mTLS), so their health is read from the gateway's admin API rather than probed
+    directly."""
     import httpx
 
     try:
@@ -384,14 +385,13 @@ def service_health(rt: Runtime) -> dict[str, bool]:
         return {}
     health = {}
     for cluster in clusters.get("cluster_statuses", []):
-        hosts = cluster.get("host_statuses", [])
-        flags = [h.get("health_status", {}) for h in hosts]
-        health[cluster["name"]] = bool(hosts) and all(
-            f.get("eds_health_status") == "HEALTHY"
-            and not f.get("failed_active_health_check")
-            and not f.get("pending_active_hc")
-            for f in flags
-        )
+        flags = [h.get("health_status", {}) for h in cluster.get("host_statuses", [])]
+        if any(f.get("failed_active_health_check") for f in flags):
+            health[cluster["name"]] = "unhealthy"
+        elif flags and all(f.get("eds_health_status") == "HEALTHY" and not f.get("pending_active_hc") for f in flags):
+            health[cluster["name"]] = "healthy"
+        else:
+            health[cluster["name"]] = "pending"
     return health
 
 
@@ -435,23 +435,29 @@ def platform_status(state: StateDir) -> list[ComponentStatus]:
             processes = {p["name"]: p for p in supervisor_rpc(state).getAllProcessInfo()}
         except (OSError, xmlrpc.client.Error):
             processes = {}
-    healthy = service_health(rt) if processes else {}
-    healthy["gateway"] = bool(processes) and gateway_ready(rt)
+    health = service_health(rt) if processes else {}
+    health["gateway"] = "healthy" if processes and gateway_ready(rt) else "pending"
     for name in rt.aux_ports:
-        healthy[name] = bool(processes) and aux_healthy(rt, name)
+        health[name] = "healthy" if processes and aux_healthy(rt, name) else "pending"
     clusters = {component: cluster_name(service, version) for component, service, version in components(spec)}
     statuses = []
     for name, address in component_addresses(spec, rt).items():
         info = processes.get(name)
         pid = info["pid"] if info and info["pid"] else None
-        if info is None or info["statename"] not in ("RUNNING", "STARTING", "BACKOFF"):
-            state_name = "down"
-        elif info["statename"] == "RUNNING" and healthy.get(clusters.get(name, name)):
-            state_name = "healthy"
-        else:
-            state_name = "starting"
-        statuses.append(ComponentStatus(name, state_name, pid, address))
+        statuses.append(ComponentStatus(name, _state(info, health.get(clusters.get(name, name), "pending")), pid,
+                                        address))
     return statuses
+
+
+def _state(process: dict | None, health: str) -> str:
+    """What `finopti status` says of a component: its process (supervisord) and whether it can do its job."""
+    if process is None or process["statename"] not in ("RUNNING", "STARTING", "BACKOFF"):
+        return "down"
+    if process["statename"] == "BACKOFF":
+        return "restarting"  # it exited soon after a start: started again after a growing pause
+    if process["statename"] == "RUNNING" and health in ("healthy", "unhealthy"):
+        return health
+    return "starting"
 
 
 def wait_healthy(

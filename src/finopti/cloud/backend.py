@@ -99,6 +99,8 @@ def open_backend(home: Path, env: Mapping[str, str] = os.environ) -> CloudBacken
     kind = env.get("FINOPTI_CLOUD", "sandbox")
     if kind != "sandbox":
         raise ValueError(f"FINOPTI_CLOUD={kind!r} is not available; the only backend is 'sandbox'.")
+    from finopti.paths import StateDir
+
     from .sandbox import SandboxCloud
 
-    return SandboxCloud(home / "sandbox.db")
+    return SandboxCloud(StateDir(home).sandbox_db)

@@ -50,8 +50,10 @@ def _scope(zone: str | None, label: str | None) -> analysis.Scope:
 
 
 def default_db_path(env: Mapping[str, str] = os.environ) -> Path:
-    """Where the services keep the sandbox: $FINOPTI_HOME/sandbox.db (FINOPTI_HOME defaults to ./.finopti)."""
-    return Path(env.get("FINOPTI_HOME") or ".finopti") / "sandbox.db"
+    """Where the services keep the sandbox: $FINOPTI_HOME/cloud/sandbox.db (FINOPTI_HOME defaults to ./.finopti)."""
+    from finopti.paths import StateDir
+
+    return StateDir(Path(env.get("FINOPTI_HOME") or ".finopti")).sandbox_db
 
 
 class SandboxCloud(SandboxFinOps):

@@ -12,6 +12,8 @@ second_cache: dict[str, int] = {}  # `2026-11-26T12:07:55` -> ns
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # A line dated further ahead than this is stored at its arrival time (Loki's `creation_grace_period` is 10 min).
 FUTURE_GRACE_SECONDS = 600.0
+# Times are int64 ns (1677-09-21 to 2262-04-11); an older one is read as this, which every retention drops.
+OLDEST_NS = -(2**63)
 
 
 def parse_since(text: str) -> float:
@@ -46,12 +48,18 @@ def rfc3339_ns(text: str) -> int:
     parsed = datetime.fromisoformat(text)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp()) * 1_000_000_000 + parsed.microsecond * 1000
+    return max(OLDEST_NS, _ns_since_epoch(parsed))
+
+
+def _ns_since_epoch(aware: datetime) -> int:
+    """Exact, before 1970 too (int(timestamp()) rounds -0.5 s to 0)."""
+    delta = aware - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
 
 
 # A text line that starts with its own time: Envoy's `[2026-11-26 12:08:17.666]`, supervisord's and Python
 # logging's `2026-11-26 12:07:43,954`; both write this machine's local time, without a zone.
-_LEADING_TIME = re.compile(r"\[?(\d{4})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(?:[.,](\d{1,9}))?(?![\d:])")
+_LEADING_TIME = re.compile(r"\[?(\d{4})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(?:[.,](\d{1,9}))?(?![\d:])", re.ASCII)
 
 
 def leading_time_ns(text: str) -> int | None:
@@ -61,10 +69,11 @@ def leading_time_ns(text: str) -> int | None:
         return None
     *fields, fraction = match.groups()
     try:
-        local = datetime(*map(int, fields))  # naive: timestamp() reads it in the local zone, as it was written
-    except ValueError:
+        local = datetime(*map(int, fields))  # naive: astimezone() reads it in the local zone, as it was written
+        aware = local.astimezone(UTC)
+    except (ValueError, OverflowError, OSError):  # `0001-01-01 00:00:00`: no such time in the local zone
         return None
-    return int(local.timestamp()) * 1_000_000_000 + int((fraction or "").ljust(9, "0"))
+    return max(OLDEST_NS, _ns_since_epoch(aware) + int((fraction or "").ljust(9, "0")))
 
 
 def parse_time(text: str) -> int:

@@ -64,15 +64,25 @@ def _quoted(name: str, value: str) -> str:
     return quote + value.replace("%", "%%") + quote
 
 
-def _program(name: str, command: str, rt: ProcessRuntime, environment: dict[str, str] | None = None) -> str:
+# How long a service must run before supervisord counts it started: longer than a Python service takes to start
+# on a busy machine, so one that exits at start because it cannot do its job (a store that cannot write) is
+# started again after growing pauses, not in a tight loop. Traffic does not wait for it: the gateway's health
+# check does.
+SERVICE_START_SECONDS = 5
+
+
+def _program(name: str, command: str, rt: ProcessRuntime, environment: dict[str, str] | None = None,
+             start_seconds: int = 1) -> str:
     lines = [
         f"[program:{name}]",
         f"command={command}",
         f"directory={rt.state_dir}",
         "autostart=true",
         "autorestart=true",
-        "startsecs=1",
-        "startretries=20",
+        f"startsecs={start_seconds}",
+        # A process that exits within startsecs of a start is started again after 1 s, 2 s, 3 s...: about half an
+        # hour of tries before supervisord gives up (FATAL).
+        "startretries=60",
         "stopsignal=TERM",
         "stopwaitsecs=10",
         "stopasgroup=true",
@@ -136,7 +146,8 @@ def render_supervisor(spec: MeshSpec, rt: ProcessRuntime) -> str:
         }
         if service.entrypoint == LOGSTORE_ENTRYPOINT:
             env.update(store_environment(spec.logs))
-        sections.append(_program(component, f"{rt.python} -m finopti.services.runner", rt, env))
+        sections.append(_program(component, f"{rt.python} -m finopti.services.runner", rt, env,
+                                 start_seconds=SERVICE_START_SECONDS))
     for program in rt.aux:
         sections.append(_program(program.name, program.command, rt, program.environment))
     return "\n\n".join(sections) + "\n"

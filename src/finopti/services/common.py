@@ -1,6 +1,11 @@
 """What every service is built from: settings from the environment and an app with the shared parts."""
 
+import asyncio
 import logging
+import os
+import signal
+import time
+from collections.abc import Callable
 from email.message import Message
 from http import HTTPStatus
 from pathlib import Path
@@ -74,6 +79,54 @@ def request_ids(request: Request | None = None) -> dict:
     return {"request_id": request_id or None, "trace_id": trace_id or None}
 
 
+class Health:
+    """Whether a service can do its job, not only answer. `probe` raises when it cannot (a store that cannot
+    write); `failed` records a failure seen in traffic, `recovered` clears it. While either holds, /healthz
+    answers 503 with the problem, so the gateway takes the service out of its pool and `finopti status` shows it
+    unhealthy; a service that stays so for `restart_after` seconds exits, and the process manager starts it
+    again (with backoff while it still cannot start)."""
+
+    def __init__(self, probe: Callable[[], None], restart_after: float = 10.0, every: float = 1.0):
+        self.probe, self.restart_after, self.every = probe, restart_after, every
+        self.probe_problem: str | None = None
+        self.traffic_problem: str | None = None
+        self.since: float | None = None
+
+    @property
+    def problem(self) -> str | None:
+        return self.probe_problem or self.traffic_problem
+
+    def _mark(self) -> None:
+        self.since = (self.since or time.monotonic()) if self.problem else None
+
+    def check(self) -> str | None:
+        try:
+            self.probe()
+            self.probe_problem = None
+        except Exception as exc:  # whatever keeps it from its job
+            self.probe_problem = f"{type(exc).__name__}: {exc}"
+        self._mark()
+        return self.problem
+
+    def failed(self, problem: str) -> None:
+        self.traffic_problem = problem
+        self._mark()
+
+    def recovered(self) -> None:
+        self.traffic_problem = None
+        self._mark()
+
+    async def watch(self, service: str) -> None:
+        while True:
+            await asyncio.sleep(self.every)
+            await asyncio.to_thread(self.check)
+            if self.since is not None and time.monotonic() - self.since >= self.restart_after:
+                log.error("%s cannot do its job for %.0fs (%s): exiting, to be started again", service,
+                          time.monotonic() - self.since, self.problem, extra={"event": "unhealthy_exit"})
+                os.kill(os.getpid(), signal.SIGTERM)  # a graceful stop; the process manager restarts it
+                return
+
+
 def error_body(status: int, error: str, message: str, **details) -> dict:
     """The project's error body; ids of the current request unless `details` names them."""
     return {"error": error, "message": message or HTTPStatus(status).phrase, "status": status, **request_ids(),
@@ -103,8 +156,12 @@ def create_service_app(settings: ServiceSettings, title: str, quiet_paths: froze
     app.state.settings = settings
 
     @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict:
-        return {"status": "ok", "service": settings.service, "version": settings.version}
+    async def healthz() -> JSONResponse:
+        health: Health | None = getattr(app.state, "health", None)
+        body = {"status": "ok", "service": settings.service, "version": settings.version}
+        if health is not None and health.problem:
+            return JSONResponse({**body, "status": "unhealthy", "problem": health.problem}, 503)
+        return JSONResponse(body)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> PlainTextResponse:

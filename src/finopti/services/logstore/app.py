@@ -18,10 +18,13 @@ FINOPTI_LOGSTORE_FUTURE_GRACE (`10m`), FINOPTI_LOGSTORE_RETENTION_INTERVAL (`60s
 import asyncio
 import contextlib
 import gzip
+import json
 import logging
 import os
 import re
+import sqlite3
 import time
+from pathlib import Path
 
 import orjson
 from fastapi import FastAPI, HTTPException, Request, Response
@@ -38,7 +41,8 @@ from finopti.logs.store import MAX_LIMIT, Admission, Delivery, LogQuery, LogStor
 from finopti.logs.times import parse_since, parse_time
 from finopti.logs.trace_search import TraceFilter, search_traces
 from finopti.mesh.model import parse_size
-from finopti.services.common import ServiceSettings, create_service_app, error_body
+from finopti.paths import StateDir
+from finopti.services.common import Health, ServiceSettings, create_service_app, error_body
 
 log = logging.getLogger("finopti.logstore")
 
@@ -172,7 +176,10 @@ def delivery_from(request: Request) -> Delivery | None:
     try:
         seq = int(request.headers["x-finopti-seq"])
         prev = int(request.headers.get("x-finopti-prev-seq", "0"))
-        positions = orjson.loads(request.headers.get("x-finopti-positions", "{}"))
+        # json, not orjson: positions are keyed by file path, and a name that is not UTF-8 comes as \udcXX
+        positions = json.loads(request.headers.get("x-finopti-positions", "{}"))
+        if not isinstance(positions, dict):
+            raise ValueError("x-finopti-positions must be a JSON object")
     except (KeyError, ValueError) as exc:
         raise PushError(f"x-finopti-seq / x-finopti-prev-seq / x-finopti-positions headers: {exc}") from None
     return Delivery(collector, seq, positions, prev)
@@ -213,9 +220,29 @@ class DeliveryOrder:
             self.changed.notify_all()
 
 
+def can_write(directory: Path) -> None:
+    """Raise unless a file can be created, written to disk and removed in `directory` (read-only, full, gone)."""
+    probe = directory / f".health-{os.getpid()}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, b"ok")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
+
+
 def create_app(settings: ServiceSettings) -> FastAPI:
+    path = StateDir(settings.home).logstore_db
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A store that cannot write does not start: the process manager tries again, with backoff, until it can.
+    can_write(path.parent)
+    health = Health(lambda: can_write(path.parent))
     store = LogStore(
-        settings.home / "logstore.db",
+        path,
         retention_seconds=parse_since(os.environ.get("FINOPTI_LOGSTORE_RETENTION", "7d")),
         max_bytes=parse_size(os.environ.get("FINOPTI_LOGSTORE_MAX_BYTES", "1GiB")),
         future_grace=parse_since(os.environ.get("FINOPTI_LOGSTORE_FUTURE_GRACE", "10m")),
@@ -225,6 +252,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app = create_service_app(settings, "FinOpti log store", quiet_paths=frozenset({PUSH_PATH}))
     app.router.redirect_slashes = False  # a redirect would carry an absolute path, wrong behind /logs/
     app.state.store = store
+    app.state.health = health
     app.state.arrived = asyncio.Event()
     order = DeliveryOrder(store)
 
@@ -239,11 +267,12 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):
-        task = asyncio.create_task(retention_loop())
+        tasks = [asyncio.create_task(retention_loop()), asyncio.create_task(health.watch(settings.service))]
         try:
             yield
         finally:
-            task.cancel()
+            for task in tasks:
+                task.cancel()
             store.close()
 
     app.router.lifespan_context = lifespan
@@ -269,10 +298,17 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                 return JSONResponse(error_body(409, "conflict",
                                                f"batch {delivery.prev} must be stored first: send it again"), 409)
             admission = Admission()
-            if streams is None:
-                stored = await run_in_threadpool(store.push_lines, body, delivery, None, admission)
-            else:
-                stored = await run_in_threadpool(store.push, streams, delivery, None, admission)
+            try:
+                if streams is None:
+                    stored = await run_in_threadpool(store.push_lines, body, delivery, None, admission)
+                else:
+                    stored = await run_in_threadpool(store.push, streams, delivery, None, admission)
+            except (sqlite3.Error, OSError) as exc:  # the store, not the push: unhealthy until a write succeeds
+                health.failed(f"cannot store: {exc}")
+                return JSONResponse(error_body(503, "store_unavailable",
+                                               f"the log store cannot write ({exc}); send the batch again"),
+                                    503, headers={"retry-after": "1"})
+            health.recovered()
             if delivery is not None:
                 await order.done(delivery)
         except (PushError, ValueError, OSError, IndexError, OverflowError) as exc:
@@ -359,12 +395,13 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return await run_in_threadpool(store.stats)
 
     @app.get("/api/collector/positions")
-    async def collector_positions(collector: str = "") -> dict:
+    async def collector_positions(collector: str = "") -> Response:
         if not collector:
             raise bad_request("collector", "required: the collector's name")
         delivered = await run_in_threadpool(store.delivered, collector)
-        return {"collector": collector, "seq": delivered.seq if delivered else 0,
-                "positions": delivered.positions if delivered else {}}
+        return Response(json.dumps({"collector": collector, "seq": delivered.seq if delivered else 0,
+                                    "positions": delivered.positions if delivered else {}}),
+                        media_type="application/json")
 
     return app
 

@@ -1,0 +1,108 @@
+"""Health that tells the truth, and self-repair (issue 13): a log store that cannot write says so, is restarted
+with backoff until it can, and loses nothing meanwhile; the sandbox cloud, in a directory of its own, keeps
+answering."""
+
+import contextlib
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import Platform, start_platform
+
+from finopti.platform import supervisor_rpc
+
+LINES_BEFORE, LINES_DURING = 100, 200
+
+
+@pytest.fixture(scope="module")
+def repair(tmp_path_factory) -> Platform:
+    plat = start_platform(tmp_path_factory.mktemp("repair"))
+    yield plat
+    plat.cli("down")
+
+
+@contextlib.contextmanager
+def read_only(directory: Path):
+    """`directory` read-only for real. Root is not stopped by permissions: a read-only bind mount of the directory
+    over itself (new files and new database connections fail with EROFS; descriptors opened before keep writing,
+    so the store's own probe is what notices). Anyone else: its mode."""
+    if os.geteuid() != 0:
+        mode = directory.stat().st_mode
+        directory.chmod(0o555)
+        try:
+            yield
+        finally:
+            directory.chmod(mode)
+        return
+    if subprocess.run(["mount", "--bind", str(directory), str(directory)], capture_output=True).returncode != 0:
+        pytest.skip("root without the right to mount: no way here to make a directory read-only for root")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(directory)], check=True, capture_output=True)
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], check=True)  # lazy: a process may still hold it
+
+
+def _states(platform: Platform) -> dict[str, str]:
+    components = json.loads(platform.cli("status", "--json").stdout)["components"]
+    return {c["name"]: c["state"] for c in components}
+
+
+def _wait(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        assert time.monotonic() < deadline, f"not within {timeout:.0f}s: {what}"
+        time.sleep(0.5)
+    return result
+
+
+def _write_lines(path: Path, start: int, count: int) -> None:
+    with path.open("a") as f:
+        for i in range(start, start + count):
+            f.write(json.dumps({"ts": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()), "level": "info",
+                                "service": "drill", "message": f"drill line {i}"}) + "\n")
+
+
+def _stored(platform: Platform) -> list[str]:
+    response = httpx.get(f"{platform.edge}/api/logs", params={"service": "drill", "limit": 1000},
+                         headers=platform.headers("carol@finopti.dev"), timeout=30)
+    lines = response.json()["lines"] if response.status_code == 200 else []
+    return [entry["line"]["message"] for entry in lines]
+
+
+def _collector_metric(platform: Platform, name: str) -> float:
+    text = httpx.get(f"http://127.0.0.1:{platform.runtime.aux_ports['collector']}/metrics", timeout=5).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+@pytest.mark.timeout(400)
+def test_a_store_that_cannot_write_is_unhealthy_restarted_until_it_can_and_loses_nothing(repair):
+    drill = repair.state.logs / "drill.log"
+    _write_lines(drill, 0, LINES_BEFORE)
+    _wait(lambda: len(_stored(repair)) == LINES_BEFORE, 60, "the first lines stored")
+    rpc = supervisor_rpc(repair.state)
+    first_pid = rpc.getProcessInfo("logstore")["pid"]
+    errors_before = _collector_metric(repair, "finopti_collector_push_errors_total")
+    seen: set[str] = set()
+
+    with read_only(repair.state.logstore_db.parent):
+        _write_lines(drill, LINES_BEFORE, LINES_DURING)
+        # It says it cannot do its job, then exits, and its restarts fail (with growing pauses) while it still cannot.
+        _wait(lambda: seen.add(_states(repair)["logstore"]) or "unhealthy" in seen, 60, "logstore unhealthy")
+        _wait(lambda: rpc.getProcessInfo("logstore")["statename"] == "BACKOFF", 90, "logstore restarting")
+        assert rpc.getProcessInfo("logstore")["pid"] != first_pid or rpc.getProcessInfo("logstore")["pid"] == 0
+        assert _states(repair)["logstore"] in ("restarting", "starting")
+        # The sandbox cloud lives elsewhere: questions are still answered.
+        assert repair.ask("list buckets", user="bob@finopti.dev").status_code == 200
+        # The collector keeps the lines (in the files, at most two batches in memory) and counts its failed pushes.
+        assert _collector_metric(repair, "finopti_collector_push_errors_total") > errors_before
+
+    _wait(lambda: _states(repair)["logstore"] == "healthy", 120, "logstore healthy again once it can write")
+    stored = _wait(lambda: (s := _stored(repair)) and len(s) >= LINES_BEFORE + LINES_DURING and s, 60,
+                   "the lines written during the fault stored")
+    assert sorted(stored) == sorted(f"drill line {i}" for i in range(LINES_BEFORE + LINES_DURING))  # once each
+    assert all(state == "healthy" for state in _states(repair).values())
