@@ -550,7 +550,7 @@ class Collector:
         self.metrics.files.set(len(self.tails))
 
     def _read(self, tail: FileTail, now_ns: int) -> bool:
-        component = tail.path.name[:-4]
+        component = os.fsencode(tail.path.name[:-4]).decode(errors="replace")  # a label: valid UTF-8
         progressed = False
         for _ in range(8):  # then the next file: one busy file does not starve the others
             chunk = tail.read(self.batch_lines - self.batch.lines)
@@ -741,8 +741,9 @@ class Collector:
                         self.queue.put(None)  # for the other senders
                         return
                     apply_positions(self._sent_positions, batch.positions)
-                    batch.sent_positions = orjson.dumps(
-                        {key: p.to_json() for key, p in self._sent_positions.items()}).decode()
+                    # ASCII JSON (a header): a file named `café.log`, or with bytes that are not UTF-8, is escaped
+                    batch.sent_positions = json.dumps(
+                        {key: p.to_json() for key, p in self._sent_positions.items()}, separators=(",", ":"))
                     if batch.lines:
                         batch.prev, self._last_pushed = self._last_pushed, batch.seq
                     with self._commit_lock:

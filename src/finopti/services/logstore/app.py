@@ -18,6 +18,7 @@ FINOPTI_LOGSTORE_FUTURE_GRACE (`10m`), FINOPTI_LOGSTORE_RETENTION_INTERVAL (`60s
 import asyncio
 import contextlib
 import gzip
+import json
 import logging
 import os
 import re
@@ -175,7 +176,10 @@ def delivery_from(request: Request) -> Delivery | None:
     try:
         seq = int(request.headers["x-finopti-seq"])
         prev = int(request.headers.get("x-finopti-prev-seq", "0"))
-        positions = orjson.loads(request.headers.get("x-finopti-positions", "{}"))
+        # json, not orjson: positions are keyed by file path, and a name that is not UTF-8 comes as \udcXX
+        positions = json.loads(request.headers.get("x-finopti-positions", "{}"))
+        if not isinstance(positions, dict):
+            raise ValueError("x-finopti-positions must be a JSON object")
     except (KeyError, ValueError) as exc:
         raise PushError(f"x-finopti-seq / x-finopti-prev-seq / x-finopti-positions headers: {exc}") from None
     return Delivery(collector, seq, positions, prev)
@@ -391,12 +395,13 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return await run_in_threadpool(store.stats)
 
     @app.get("/api/collector/positions")
-    async def collector_positions(collector: str = "") -> dict:
+    async def collector_positions(collector: str = "") -> Response:
         if not collector:
             raise bad_request("collector", "required: the collector's name")
         delivered = await run_in_threadpool(store.delivered, collector)
-        return {"collector": collector, "seq": delivered.seq if delivered else 0,
-                "positions": delivered.positions if delivered else {}}
+        return Response(json.dumps({"collector": collector, "seq": delivered.seq if delivered else 0,
+                                    "positions": delivered.positions if delivered else {}}),
+                        media_type="application/json")
 
     return app
 
