@@ -137,3 +137,11 @@ def test_files_named_in_any_bytes_are_collected_once_across_a_restart(pipeline):
     for service in names.values():
         wait_for(lambda s=service: len(query(pipeline, service=s)) >= 2, 30, f"the second line of {service}")
         assert sorted(line["line"]["message"] for line in query(pipeline, service=service)) == ["first", "second"]
+
+
+def test_a_logs_directory_under_a_name_that_is_not_ascii(tmp_path):
+    """The collector's name (host and logs directory) goes in a header, which must be ASCII: under /home/josé no
+    push could be sent, and none was retried into success."""
+    with running(tmp_path / "josé" / "home") as p:
+        (p.logs / "worker.log").write_text(json_line("worker", "hello") + "\n")
+        wait_for(lambda: query(p, service="worker"), 30, "the line")

@@ -421,7 +421,8 @@ class Collector:
         self.logs_dir = Path(logs_dir).resolve()  # positions are keyed by absolute path
         self.positions_path = Path(positions_path)
         self.base_url = push_base(url)
-        self.name = name or f"{socket.gethostname()}:{self.logs_dir.resolve()}"
+        # Sent as a header, which must be ASCII (a logs directory under /home/josé): escaped, the same everywhere.
+        self.name = (name or f"{socket.gethostname()}:{self.logs_dir}").encode("ascii", "backslashreplace").decode()
         self.exclude = exclude or set()
         # Our mesh identity (SPIFFE id): the lines our own pushes cause carry it as their verified `source`.
         self.own = own_sources(identity)
