@@ -619,3 +619,39 @@ def test_a_chunk_finds_the_same_lines_to_redact_as_each_line():
     for _ in range(200):
         lines = [b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 6))) for _ in range(rng.randint(1, 30))]
         assert lines_with_marks(lines) == {i for i, line in enumerate(lines) if suspect(line)}
+
+
+def test_a_line_or_a_batch_that_raises_is_skipped_and_counted(tmp_path, receiver, monkeypatch):
+    """The safety net for a case no test foresaw: a line whose parsing raises is skipped, a batch whose encoding
+    raises is dropped; both are counted, and the lines after them are pushed (before, the reader or a sender
+    thread died, and the pipeline stopped)."""
+    import finopti.logs.collector as collector_module
+
+    parse, body = collector_module.parse_line, collector_module.LokiBatch.body
+
+    def parse_or_raise(raw, *args, **kwargs):
+        if b"explodes" in raw:
+            raise RuntimeError("a case no test foresaw")
+        return parse(raw, *args, **kwargs)
+
+    def body_or_raise(batch):
+        if any(b"unencodable" in entry for entries in batch.streams.values() for entry in entries):
+            raise RuntimeError("a batch no test foresaw")
+        return body(batch)
+
+    monkeypatch.setattr(collector_module, "parse_line", parse_or_raise)
+    monkeypatch.setattr(collector_module.LokiBatch, "body", body_or_raise)
+    running = start(tmp_path, receiver.url)
+    log = tmp_path / "logs" / "ui.log"
+    log.write_text("".join(service_line("ui", m) + "\n" for m in ("before", "explodes", "after")))
+    wait_for(lambda: len(receiver.lines()) == 2, what="the lines around the one that raised")
+    with open(log, "a") as f:
+        f.write(service_line("ui", "unencodable") + "\n")
+    wait_for(lambda: metric(running.collector, "finopti_collector_lines_rejected_total", reason="unencodable") == 1,
+             what="the batch dropped")
+    with open(log, "a") as f:
+        f.write(service_line("ui", "later") + "\n")
+    wait_for(lambda: len(receiver.lines()) == 3, what="the line after the dropped batch")
+    assert [json.loads(line)["message"] for line in receiver.lines()] == ["before", "after", "later"]
+    assert metric(running.collector, "finopti_collector_lines_rejected_total", reason="unparseable") == 1
+    running.stop()

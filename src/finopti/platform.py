@@ -364,6 +364,13 @@ def start_supervisor(state: StateDir) -> None:
     )
     if result.returncode != 0:
         raise StartupError(f"supervisord did not start: {result.stderr.strip() or result.stdout.strip()}")
+    # supervisord daemonizes: its first process returns before the daemon writes its pidfile, and on a busy
+    # machine that can take a while. Until the pidfile names it, "not running" would be a false alarm.
+    deadline = time.monotonic() + 30
+    while not supervisor_pid(state):
+        if time.monotonic() > deadline:
+            raise StartupError(f"supervisord did not come up within 30s; see {state.logs / 'supervisord.log'}")
+        time.sleep(0.05)
 
 
 # --- health -----------------------------------------------------------------------------------------
@@ -481,7 +488,7 @@ def wait_healthy(
         if not pending:
             return
         if not supervisor_pid(state):
-            raise StartupError("the process manager exited during start; see .finopti/logs/supervisord.log")
+            raise StartupError(f"the process manager exited during start; see {state.logs / 'supervisord.log'}")
         if time.monotonic() - started > timeout:
             hints = "; ".join(f"{name}: see {state.logs / (name + '.log')}" for name in pending)
             raise StartupError(f"not healthy after {timeout:.0f}s: {', '.join(pending)} ({hints})")

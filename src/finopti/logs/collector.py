@@ -421,7 +421,8 @@ class Collector:
         self.logs_dir = Path(logs_dir).resolve()  # positions are keyed by absolute path
         self.positions_path = Path(positions_path)
         self.base_url = push_base(url)
-        self.name = name or f"{socket.gethostname()}:{self.logs_dir.resolve()}"
+        # Sent as a header, which must be ASCII (a logs directory under /home/josé): escaped, the same everywhere.
+        self.name = (name or f"{socket.gethostname()}:{self.logs_dir}").encode("ascii", "backslashreplace").decode()
         self.exclude = exclude or set()
         # Our mesh identity (SPIFFE id): the lines our own pushes cause carry it as their verified `source`.
         self.own = own_sources(identity)
@@ -550,7 +551,7 @@ class Collector:
         self.metrics.files.set(len(self.tails))
 
     def _read(self, tail: FileTail, now_ns: int) -> bool:
-        component = tail.path.name[:-4]
+        component = os.fsencode(tail.path.name[:-4]).decode(errors="replace")  # a label: valid UTF-8
         progressed = False
         for _ in range(8):  # then the next file: one busy file does not starve the others
             chunk = tail.read(self.batch_lines - self.batch.lines)
@@ -587,7 +588,10 @@ class Collector:
         suspects = lines_with_marks(chunk.lines)  # the lines redaction must look at, found for the whole chunk
         for i, (raw, line_end) in enumerate(zip(chunk.lines, chunk.ends, strict=True)):
             if joiner is None or (raw[:1] == b"{" and not joiner.lines):  # the common case: a whole JSON line
-                parsed = parse_line(raw, component, now_ns, stats, grace, own, i in suspects)
+                try:
+                    parsed = parse_line(raw, component, now_ns, stats, grace, own, i in suspects)
+                except Exception:
+                    parsed = self._unparseable(raw, component)
                 if parsed is not None and not self.batch.add(parsed, limit):
                     self._full(chunk, done_end, done_last)
                     self.batch.add(parsed, limit)
@@ -597,7 +601,10 @@ class Collector:
                 if b"\n" in entry.text:
                     self.metrics.multiline.inc()
                 stats.empty += entry.blank
-                parsed = parse_line(entry.text, component, entry.read_ns, stats, grace, own)
+                try:
+                    parsed = parse_line(entry.text, component, entry.read_ns, stats, grace, own)
+                except Exception:
+                    parsed = self._unparseable(entry.text, component)
                 if parsed is not None and not self.batch.add(parsed, limit):
                     self._full(chunk, done_end, done_last)
                     self.batch.add(parsed, limit)
@@ -613,6 +620,12 @@ class Collector:
         if self.batch.lines >= self.batch_lines or self.batch.bytes >= self.batch_bytes:
             self.flush()
 
+    def _unparseable(self, raw: bytes, component: str) -> None:
+        """A line that made parse_line raise (a case no test foresaw): skipped and counted, so that it cannot stop
+        the reader (a restarted collector would read it again, and stop again)."""
+        log.exception("skipping a line of %s that could not be parsed: %r", component, raw[:200])
+        self.metrics.rejected.labels("unparseable").inc()
+
     def _full(self, chunk: Chunk, done_end: int, done_last: bytes) -> None:
         """The batch cannot take the next entry: send it, with the position just after the entry before."""
         if done_end >= 0:  # else the previous chunk's position, already set
@@ -624,7 +637,10 @@ class Collector:
         if b"\n" in entry.text:
             self.metrics.multiline.inc()
         self.stats.empty += entry.blank
-        parsed = parse_line(entry.text, component, entry.read_ns, self.stats, self.grace_ns, self.own)
+        try:
+            parsed = parse_line(entry.text, component, entry.read_ns, self.stats, self.grace_ns, self.own)
+        except Exception:
+            parsed = self._unparseable(entry.text, component)
         if parsed is not None and not self.batch.add(parsed, self.batch_bytes):
             self.flush()
             self.batch.add(parsed, self.batch_bytes)
@@ -726,8 +742,9 @@ class Collector:
                         self.queue.put(None)  # for the other senders
                         return
                     apply_positions(self._sent_positions, batch.positions)
-                    batch.sent_positions = orjson.dumps(
-                        {key: p.to_json() for key, p in self._sent_positions.items()}).decode()
+                    # ASCII JSON (a header): a file named `café.log`, or with bytes that are not UTF-8, is escaped
+                    batch.sent_positions = json.dumps(
+                        {key: p.to_json() for key, p in self._sent_positions.items()}, separators=(",", ":"))
                     if batch.lines:
                         batch.prev, self._last_pushed = self._last_pushed, batch.seq
                     with self._commit_lock:
@@ -755,7 +772,12 @@ class Collector:
                 log.error("cannot write positions file %s: %s", self.positions_path, exc)
 
     def _push(self, batch: Batch, client: httpx.Client) -> bool:
-        body = batch.body()
+        try:
+            body = batch.body()
+        except Exception:  # as for a line: a batch that cannot be encoded must not stop the sender, nor the reader
+            log.exception("dropping a batch of %d lines that could not be encoded", batch.lines)
+            self.metrics.rejected.labels("unencodable").inc(batch.lines)
+            body = batch.empty_body  # stored as no lines, so the store does not wait for this batch number
         headers = {
             "content-type": batch.content_type,
             "user-agent": "finopti-collector",
