@@ -119,6 +119,8 @@ def test_trends_forecasts_anomalies_and_budgets_are_time_series(platform, chat):
     reasons = listed.locator("tbody td[data-key=reason]").all_inner_texts()
     assert sorted(reasons) == sorted(a["reason"] for a in data["anomalies"])
     assert [dollars(t) for t in money_cells(listed, "excess")] == [a["excess"] for a in data["anomalies"]]
+    unusual = listed.locator("tbody td[data-key=times_expected]").all_inner_texts()  # how unusual (none: new)
+    assert unusual == [f"{a['times_expected']:.2f}" if a["times_expected"] else "" for a in data["anomalies"]]
     turns.append(anomalies)
 
     # A budget: spent, forecast and the budget line over the month, the chance of going over, its thresholds.

@@ -295,9 +295,14 @@ def test_each_service_version_runs_the_compose_image_and_environment_with_mtls_b
         if stateful:  # one writer of its volume: one replica, replaced (not rolled), no autoscaler
             assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
             assert not hpa and claims and budget["maxUnavailable"] == 1
+            # The volume outlives the release (helm uninstall keeps it).
+            assert claims[0]["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
         else:
             assert hpa and not claims and budget["minAvailable"] == 1
             assert hpa[0]["spec"]["scaleTargetRef"]["name"] == backend.name
+    # What outlives an uninstall can be found by the release's label: cert-manager's Secrets too.
+    for certificate in (d for d in manifests if d["kind"] == "Certificate"):
+        assert certificate["spec"]["secretTemplate"]["labels"] == {"app.kubernetes.io/instance": "finopti"}
 
 
 def test_the_gateway_and_opa_scale_and_load_the_same_files_as_compose(manifests, compose):

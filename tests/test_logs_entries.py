@@ -1,6 +1,8 @@
 """What an entry is, against the real collector and log store (both as processes): a traceback joins the entry it
 belongs to and is found as an error; a clock far ahead cannot pin the store."""
 
+import os
+import signal
 import time
 
 import httpx
@@ -115,3 +117,31 @@ def test_odd_lines_and_file_names_do_not_stop_the_collector(pipeline):
     with httpx.stream("GET", f"{pipeline.store_url}/api/logs/tail", params={"service": "odd", "since": "1h"},
                       headers={"last-event-id": b"\xb2"}, timeout=10) as r:  # `²` in Latin-1
         assert r.status_code == 200
+
+
+def test_files_named_in_any_bytes_are_collected_once_across_a_restart(pipeline):
+    """A file named `café.log` put the name in the positions header, which httpx refuses to send (not ASCII): the
+    push was retried for ever and collection stopped. A name whose bytes are not UTF-8 could not be a label, nor be
+    written by orjson. Both are collected, as services `café` and `bad\ufffd`, and a restarted collector resumes
+    from the store's record of them without repeating a line."""
+    names = {"café": "café", os.fsdecode(b"bad\xff"): "bad\ufffd"}
+    for name in names:
+        (pipeline.logs / f"{name}.log").write_text(json_line("", "first") + "\n")
+    for service in names.values():
+        wait_for(lambda s=service: query(pipeline, service=s), 30, f"the line of {service}")
+    pipeline.collector.signal(signal.SIGTERM)
+    for name in names:
+        with open(pipeline.logs / f"{name}.log", "a") as f:
+            f.write(json_line("", "second") + "\n")
+    pipeline.start_collector()
+    for service in names.values():
+        wait_for(lambda s=service: len(query(pipeline, service=s)) >= 2, 30, f"the second line of {service}")
+        assert sorted(line["line"]["message"] for line in query(pipeline, service=service)) == ["first", "second"]
+
+
+def test_a_logs_directory_under_a_name_that_is_not_ascii(tmp_path):
+    """The collector's name (host and logs directory) goes in a header, which must be ASCII: under /home/josé no
+    push could be sent, and none was retried into success."""
+    with running(tmp_path / "josé" / "home") as p:
+        (p.logs / "worker.log").write_text(json_line("worker", "hello") + "\n")
+        wait_for(lambda: query(p, service="worker"), 30, "the line")

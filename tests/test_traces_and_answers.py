@@ -10,7 +10,8 @@ from test_logs_store import MS, entry, push
 
 from finopti.logs.store import LogStore
 from finopti.logs.trace_search import TraceFilter, search_traces, status_matches
-from finopti.presentation import answer_table, format_value
+from finopti.presentation import answer_table, answer_tables, format_value
+from finopti.services.gcloud_agent import finops_views
 
 # A minute ago: the store refuses lines older than its retention and dates lines from the future at arrival.
 T0 = time.time_ns() - 60_000 * MS
@@ -137,3 +138,27 @@ def test_detail_views_list_the_fields():
     ("2026-01-02T03:04:05Z", "datetime", "2026-01-02 03:04")])
 def test_values_read_as_text(value, unit, text):
     assert format_value(value, unit) == text
+
+
+def test_billing_views_as_the_cli_prints_them_nested_columns_stated_totals_further_tables():
+    """The view builders of gcloud-agent's billing answers, read by the CLI's side of the contract."""
+    data = {"currency": "USD", "total_net": 100.0, "share": 0.0883, "unlabeled": {"net": 10.01},
+            "by_service": [{"key": "Compute Engine", "net": 6.667}, {"key": "BigQuery", "net": 3.337}],
+            "resources": [
+                {"resource": "disk-a", "service": "Compute Engine", "project": "p", "missing": ["team", "env"],
+                 "net": 6.667},
+                {"resource": "(BigQuery)", "service": "BigQuery", "project": "p", "missing": ["team"], "net": 3.337}]}
+    by_service, resources = answer_tables({"data": data, "view": finops_views.unlabeled_spend(data, {})})
+    # The totals row states the answer's own figure ($10.01), not the sum of the rows ($10.00).
+    assert by_service.totals == ["Total (2)", "$10.01"] and resources.totals[-1] == "$10.01"
+    assert resources.title == "Resources without labels" and resources.rows[0][3] == "team, env"
+    plans = {"currency": "USD", "commitments": [], "total_monthly_saving": {"TWELVE_MONTH": 587.48,
+                                                                          "THIRTY_SIX_MONTH": 873.29},
+             "recommendations": [{"key": "N2 us-central1", "vcpus": {"recommended": 42},
+                                  "memory_gb": {"recommended": 200}, "on_demand_monthly": 1587.8,
+                                  "plans": {"THIRTY_SIX_MONTH": {"monthly_saving": 873.29}},
+                                  "monthly_saving_1y": 587.48, "reason": "steady"}]}
+    (table,) = answer_tables({"data": plans, "view": finops_views.commitment_recommendations(plans, {})})
+    assert table.rows == [["N2 us-central1", "42", "200 GB", "$1,587.80", "$587.48", "$873.29", "steady"]]
+    assert table.totals == ["Total (1)", "", "", "$1,587.80", "$587.48", "$873.29", ""]
+    assert format_value(0.0883, "percentunit") == "8.83%"

@@ -410,6 +410,17 @@ def test_overview_user_traffic_service_graph_and_charts(platform, page):
         names = [re.sub(r"\s+p\d\d$", "", n) for n in _legend(page, title)]
         assert len(set(colours)) == len(set(names)), (title, names, colours)
         assert panel.locator("[data-testid=legend]").evaluate("e => e.scrollHeight <= e.clientHeight + 1"), title
+    # Series that stayed at 0 (closed circuits, nothing shed) are named in one line, not a legend entry each.
+    zero_notes = {}
+    for title in states:
+        note = page.locator(f".panel[data-title='{title}'] [data-testid=zero-series]")
+        if note.count():
+            names = note.locator("[data-testid=zero-names]").text_content().split(", ")
+            zero_notes[title] = names
+            assert names and not set(_legend(page, title)) & set(names), (title, names)
+    assert {"Shed requests", "Circuit state"} & set(zero_notes), (zero_notes, states)
+    printed = [t for t in page.locator(".panel").all_inner_texts() if re.search(r"\b(null|undefined)\b", t)]
+    assert not printed, f"a missing part printed as text: {printed}"
     # However many routes: the page's own chart module gives 20 series 20 colours (18 routes once shared 12).
     colours = page.evaluate("() => import('/static/charts.js').then(m => "
                             "Array.from({length: 20}, (_, i) => m.colorFor(`route-${i}`)))")

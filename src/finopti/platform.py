@@ -231,8 +231,9 @@ def write_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-class _PlainDumper(yaml.SafeDumper):
-    """No `&id001` anchors: every fragment is written out where it is used."""
+class _PlainDumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):
+    """No `&id001` anchors: every fragment is written out where it is used. libyaml's emitter where PyYAML has
+    it: the gateway's files are megabytes, which the pure-Python one takes seconds to write on every change."""
 
     def ignore_aliases(self, data) -> bool:
         return True
@@ -257,8 +258,19 @@ def write_envoy_files(documents: dict[str, dict], out_dir: Path, xds_dir: Path) 
             write_atomically(out_dir / name, text)
             continue
         versions[name] = hashlib.sha256(text.encode()).hexdigest()[:16]
-        write_atomically(xds_dir / name, f"version_info: {versions[name]}\n{text}")
+        stamped = f"version_info: {versions[name]}\n{text}"
+        # Unchanged files are left alone: every file moved into the watched directory makes Envoy read all of them
+        # again, megabytes of YAML on its main thread.
+        if not _holds(xds_dir / name, stamped):
+            write_atomically(xds_dir / name, stamped)
     return versions
+
+
+def _holds(path: Path, text: str) -> bool:
+    try:
+        return path.read_text() == text
+    except OSError:
+        return False
 
 
 def render_policy_bundle(mesh: ResolvedMesh, source: Path, target: Path) -> None:
@@ -352,6 +364,13 @@ def start_supervisor(state: StateDir) -> None:
     )
     if result.returncode != 0:
         raise StartupError(f"supervisord did not start: {result.stderr.strip() or result.stdout.strip()}")
+    # supervisord daemonizes: its first process returns before the daemon writes its pidfile, and on a busy
+    # machine that can take a while. Until the pidfile names it, "not running" would be a false alarm.
+    deadline = time.monotonic() + 30
+    while not supervisor_pid(state):
+        if time.monotonic() > deadline:
+            raise StartupError(f"supervisord did not come up within 30s; see {state.logs / 'supervisord.log'}")
+        time.sleep(0.05)
 
 
 # --- health -----------------------------------------------------------------------------------------
@@ -469,7 +488,7 @@ def wait_healthy(
         if not pending:
             return
         if not supervisor_pid(state):
-            raise StartupError("the process manager exited during start; see .finopti/logs/supervisord.log")
+            raise StartupError(f"the process manager exited during start; see {state.logs / 'supervisord.log'}")
         if time.monotonic() - started > timeout:
             hints = "; ".join(f"{name}: see {state.logs / (name + '.log')}" for name in pending)
             raise StartupError(f"not healthy after {timeout:.0f}s: {', '.join(pending)} ({hints})")

@@ -130,6 +130,12 @@ def _issuer(name: str, spec: dict) -> dict:
     return {"apiVersion": CERT_MANAGER, "kind": "Issuer", "metadata": metadata(name, name, "pki"), "spec": spec}
 
 
+def _secret_template() -> dict:
+    """The release's label on the Secret cert-manager writes, so `kubectl delete secret -l` finds it after an
+    uninstall (cert-manager leaves Secrets behind unless it owns them by its own flag)."""
+    return {"labels": {"app.kubernetes.io/instance": Value(".Release.Name", quote=True)}}
+
+
 def _ca(name: str) -> list[dict]:
     """A CA certificate from the self-signed issuer, and the issuer that signs with it."""
     secret = f"finopti-{name}-ca"
@@ -141,6 +147,7 @@ def _ca(name: str) -> list[dict]:
             "isCA": True,
             "commonName": f"FinOptiAgents {name} CA",
             "secretName": secret,
+            "secretTemplate": _secret_template(),
             "duration": Value(".Values.certificates.caDuration", quote=True),
             "privateKey": {"algorithm": "ECDSA", "size": 256},
             "issuerRef": {"name": "finopti-selfsigned", "kind": "Issuer", "group": "cert-manager.io"},
@@ -158,6 +165,7 @@ def leaf_certificate(identity: str, common_name: str, issuer: str, dns_names: li
         "metadata": metadata(secret, secret, "pki"),
         "spec": {
             "secretName": secret,
+            "secretTemplate": _secret_template(),
             "commonName": common_name,
             "dnsNames": dns_names,
             "ipAddresses": ["127.0.0.1"],  # the service's own health probe, from inside its pod

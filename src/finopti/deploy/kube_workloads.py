@@ -158,10 +158,13 @@ def autoscaler(component: str, role: str, settings: str) -> tuple[dict, str]:
 
 
 def persistent_claim(name: str, component: str, role: str, size: Value) -> dict:
+    """A volume that outlives the release: `helm uninstall` leaves it (the sandbox database, logs, metrics)."""
+    meta = metadata(name, component, role)
+    meta["annotations"] = {**meta.get("annotations", {}), "helm.sh/resource-policy": "keep"}
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": metadata(name, component, role),
+        "metadata": meta,
         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}},
                  Fragment("finopti.storageClass"): None},
     }

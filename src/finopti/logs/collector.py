@@ -421,7 +421,8 @@ class Collector:
         self.logs_dir = Path(logs_dir).resolve()  # positions are keyed by absolute path
         self.positions_path = Path(positions_path)
         self.base_url = push_base(url)
-        self.name = name or f"{socket.gethostname()}:{self.logs_dir.resolve()}"
+        # Sent as a header, which must be ASCII (a logs directory under /home/josé): escaped, the same everywhere.
+        self.name = (name or f"{socket.gethostname()}:{self.logs_dir}").encode("ascii", "backslashreplace").decode()
         self.exclude = exclude or set()
         # Our mesh identity (SPIFFE id): the lines our own pushes cause carry it as their verified `source`.
         self.own = own_sources(identity)
@@ -550,7 +551,7 @@ class Collector:
         self.metrics.files.set(len(self.tails))
 
     def _read(self, tail: FileTail, now_ns: int) -> bool:
-        component = tail.path.name[:-4]
+        component = os.fsencode(tail.path.name[:-4]).decode(errors="replace")  # a label: valid UTF-8
         progressed = False
         for _ in range(8):  # then the next file: one busy file does not starve the others
             chunk = tail.read(self.batch_lines - self.batch.lines)
@@ -741,8 +742,9 @@ class Collector:
                         self.queue.put(None)  # for the other senders
                         return
                     apply_positions(self._sent_positions, batch.positions)
-                    batch.sent_positions = orjson.dumps(
-                        {key: p.to_json() for key, p in self._sent_positions.items()}).decode()
+                    # ASCII JSON (a header): a file named `café.log`, or with bytes that are not UTF-8, is escaped
+                    batch.sent_positions = json.dumps(
+                        {key: p.to_json() for key, p in self._sent_positions.items()}, separators=(",", ":"))
                     if batch.lines:
                         batch.prev, self._last_pushed = self._last_pushed, batch.seq
                     with self._commit_lock:

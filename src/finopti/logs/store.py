@@ -23,6 +23,7 @@ the catalog as it was when it started, whatever is merged meanwhile. Retired row
 start.
 """
 
+import json
 import logging
 import sqlite3
 import threading
@@ -459,7 +460,8 @@ class LogStore:
                     conn.execute(
                         "INSERT INTO collectors(name, seq, positions) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE"
                         " SET seq = excluded.seq, positions = excluded.positions",
-                        (delivery.collector, delivery.seq, orjson.dumps(delivery.positions).decode()),
+                        # json, not orjson: a file name that is not UTF-8 is a lone surrogate, escaped as \udcXX
+                        (delivery.collector, delivery.seq, json.dumps(delivery.positions)),
                     )
                 conn.execute("COMMIT")
             except BaseException:
@@ -476,7 +478,7 @@ class LogStore:
 
     def delivered(self, collector: str) -> Delivery | None:
         rows = self._reader().execute("SELECT seq, positions FROM collectors WHERE name = ?", (collector,)).fetchall()
-        return Delivery(collector, rows[0][0], orjson.loads(rows[0][1])) if rows else None
+        return Delivery(collector, rows[0][0], json.loads(rows[0][1])) if rows else None
 
     # --- merging level-0 parts ------------------------------------------------------------------------------
 

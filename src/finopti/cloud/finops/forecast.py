@@ -109,7 +109,12 @@ def fit(days: list[int], values: list[float]) -> Fit:
     if n >= 14:
         terms += [f"weekday:{w}" for w in WEEKDAYS[1:]]
     model, rss = _solve(days, values, terms)
+    # Sums of squares below this are rounding, not cost: an exactly fitted series must not "explain" its
+    # rounding noise with a shift (an F ratio of two noise values can be anything).
+    exact = 1e-12 * max(1.0, float(np.dot(values, values)))
     for _ in range(MAX_SHIFTS if n >= 14 else 0):
+        if rss <= exact:
+            break
         candidates = []
         for k in range(SHIFT_MIN_SIDE_DAYS, n - SHIFT_MIN_SIDE_DAYS + 1):
             term = f"shift:{iso_day(days[k])}"
@@ -119,7 +124,9 @@ def fit(days: list[int], values: list[float]) -> Fit:
             break
         best, best_rss, term = min(candidates, key=lambda c: c[1])
         dof = n - len(best.terms)
-        if dof <= 0 or best_rss <= 0 or (rss - best_rss) / (best_rss / dof) < SHIFT_MIN_F:
+        if dof <= 0 or rss - best_rss <= exact:
+            break
+        if best_rss > exact and (rss - best_rss) / (best_rss / dof) < SHIFT_MIN_F:
             break
         model, rss, terms = best, best_rss, best.terms
     return model

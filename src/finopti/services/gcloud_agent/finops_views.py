@@ -73,7 +73,7 @@ def _anomaly_table(cur: str) -> dict:
     return table(rows="anomalies", title="Anomalies", totals=["excess"],
                  columns=[col("date", "Date"), col("service", "Service"), col("kind", "Kind"),
                           *_money_columns(cur, ("actual", "Actual"), ("expected", "Expected"), ("excess", "Excess")),
-                          col("reason", "Why")])
+                          col("times_expected", "× usual"), col("reason", "Why")])
 
 
 def detect_cost_anomalies(data: Any, _: dict) -> dict:

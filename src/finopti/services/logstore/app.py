@@ -18,6 +18,7 @@ FINOPTI_LOGSTORE_FUTURE_GRACE (`10m`), FINOPTI_LOGSTORE_RETENTION_INTERVAL (`60s
 import asyncio
 import contextlib
 import gzip
+import json
 import logging
 import os
 import re
@@ -168,6 +169,26 @@ def json_streams(body: bytes) -> list[tuple[dict, list]]:
     return out
 
 
+def decoded(body: bytes, encoding: str, content_type: str) -> tuple[bytes, list | None]:
+    """A push body, uncompressed, and its streams (None: the collector's columns, which go to the store as they
+    are). Any fault of the body is a PushError (a 400): a truncated gzip, corrupt snappy or a malformed protobuf
+    raised errors of their own (a 500, which Promtail and Alloy retry for ever)."""
+    try:
+        if encoding == "gzip":
+            body = gzip.decompress(body)
+        elif encoding == "lz4":
+            body = wire.decompress(body)
+        if "protobuf" in content_type:
+            return body, decode_push(body)
+        if content_type.startswith(wire.CONTENT_TYPE):
+            return body, None
+        return body, json_streams(body)
+    except PushError:
+        raise
+    except Exception as exc:
+        raise PushError(f"invalid push body ({type(exc).__name__}): {exc}") from None
+
+
 def delivery_from(request: Request) -> Delivery | None:
     collector = request.headers.get("x-finopti-collector")
     if not collector:
@@ -175,7 +196,10 @@ def delivery_from(request: Request) -> Delivery | None:
     try:
         seq = int(request.headers["x-finopti-seq"])
         prev = int(request.headers.get("x-finopti-prev-seq", "0"))
-        positions = orjson.loads(request.headers.get("x-finopti-positions", "{}"))
+        # json, not orjson: positions are keyed by file path, and a name that is not UTF-8 comes as \udcXX
+        positions = json.loads(request.headers.get("x-finopti-positions", "{}"))
+        if not isinstance(positions, dict):
+            raise ValueError("x-finopti-positions must be a JSON object")
     except (KeyError, ValueError) as exc:
         raise PushError(f"x-finopti-seq / x-finopti-prev-seq / x-finopti-positions headers: {exc}") from None
     return Delivery(collector, seq, positions, prev)
@@ -278,17 +302,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         started = time.perf_counter()
         body = await request.body()
         try:
-            encoding = request.headers.get("content-encoding", "").lower()
-            if encoding == "gzip":
-                body = gzip.decompress(body)
-            elif encoding == "lz4":
-                body = wire.decompress(body)
-            content_type = request.headers.get("content-type", "")
-            streams = None  # the collector's columns go to the store as they are
-            if "protobuf" in content_type:
-                streams = decode_push(body)
-            elif not content_type.startswith(wire.CONTENT_TYPE):
-                streams = json_streams(body)
+            body, streams = decoded(body, request.headers.get("content-encoding", "").lower(),
+                                    request.headers.get("content-type", ""))
             delivery = delivery_from(request)
             if delivery is not None and not await order.wait_turn(delivery):
                 return JSONResponse(error_body(409, "conflict",
@@ -391,12 +406,13 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return await run_in_threadpool(store.stats)
 
     @app.get("/api/collector/positions")
-    async def collector_positions(collector: str = "") -> dict:
+    async def collector_positions(collector: str = "") -> Response:
         if not collector:
             raise bad_request("collector", "required: the collector's name")
         delivered = await run_in_threadpool(store.delivered, collector)
-        return {"collector": collector, "seq": delivered.seq if delivered else 0,
-                "positions": delivered.positions if delivered else {}}
+        return Response(json.dumps({"collector": collector, "seq": delivered.seq if delivered else 0,
+                                    "positions": delivered.positions if delivered else {}}),
+                        media_type="application/json")
 
     return app
 

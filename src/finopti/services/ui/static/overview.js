@@ -75,11 +75,22 @@ async function timeseries(panel, body) {
   }
   if (!series.some((s) => s.points.length)) return body.replaceChildren(emptyReason(panel));
   series.sort((a, b) => a.name.localeCompare(b.name));
+  // Series that stayed at 0 the whole window (a closed circuit, a service nothing was shed from) are named in one
+  // line rather than given a legend entry and a flat line each; when every series did, the line is the panel.
+  const moved = series.filter((s) => s.points.some((p) => p[1] !== 0));
+  const still = series.filter((s) => !moved.includes(s));
+  const zeros = el("details", { class: "muted small zero-series", "data-testid": "zero-series" },
+    el("summary", {}, `${moved.length ? `${still.length} more` : `All ${still.length}`} series at `
+      + `${formatValue(0, panel.unit)} throughout the window`),
+    el("p", { "data-testid": "zero-names" }, still.map((s) => s.name).join(", ")));
+  if (!moved.length && still.length > 3) return body.replaceChildren(zeros);
+  const drawn = moved.length ? moved : series;
   // A young platform has data only at the end of the window: start the axis near the first sample.
-  const first = Math.min(...series.flatMap((s) => s.points.map((p) => p[0])));
+  const first = Math.min(...drawn.flatMap((s) => s.points.map((p) => p[0])));
   const from = Math.max(start, Math.min(end - 60, first - 2 * step));
-  const fixedMax = panel.unit === "percentunit" && series.some((s) => s.points.some((p) => p[1] > 0.5)) ? 1 : undefined;
-  body.replaceChildren(timeSeries(series, { unit: panel.unit, start: from, end, height: 200, fixedMax }));
+  const fixedMax = panel.unit === "percentunit" && drawn.some((s) => s.points.some((p) => p[1] > 0.5)) ? 1 : undefined;
+  body.replaceChildren(timeSeries(drawn, { unit: panel.unit, start: from, end, height: 200, fixedMax }),
+    ...(moved.length && still.length ? [zeros] : []));
 }
 
 async function stat(panel, body) {
