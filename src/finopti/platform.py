@@ -231,8 +231,9 @@ def write_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-class _PlainDumper(yaml.SafeDumper):
-    """No `&id001` anchors: every fragment is written out where it is used."""
+class _PlainDumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):
+    """No `&id001` anchors: every fragment is written out where it is used. libyaml's emitter where PyYAML has
+    it: the gateway's files are megabytes, which the pure-Python one takes seconds to write on every change."""
 
     def ignore_aliases(self, data) -> bool:
         return True
@@ -257,8 +258,19 @@ def write_envoy_files(documents: dict[str, dict], out_dir: Path, xds_dir: Path) 
             write_atomically(out_dir / name, text)
             continue
         versions[name] = hashlib.sha256(text.encode()).hexdigest()[:16]
-        write_atomically(xds_dir / name, f"version_info: {versions[name]}\n{text}")
+        stamped = f"version_info: {versions[name]}\n{text}"
+        # Unchanged files are left alone: every file moved into the watched directory makes Envoy read all of them
+        # again, megabytes of YAML on its main thread.
+        if not _holds(xds_dir / name, stamped):
+            write_atomically(xds_dir / name, stamped)
     return versions
+
+
+def _holds(path: Path, text: str) -> bool:
+    try:
+        return path.read_text() == text
+    except OSError:
+        return False
 
 
 def render_policy_bundle(mesh: ResolvedMesh, source: Path, target: Path) -> None:
