@@ -139,9 +139,14 @@ def test_a_drill_marked_at_the_edge_meets_its_fault_on_the_agent_and_tool_hops(p
         drilled = _ask(platform, **{"x-drill": "1"})
         assert drilled.status_code == 503 and drilled.json()["error"] == "fault_injected", drilled.text
         assert _hop(platform, drilled, "gcloud-agent")["response_flags"] == "FI"
+        assert _hop(platform, drilled, "gcloud-agent")["drill"] == "1"
         for other in (_ask(platform), _ask(platform, **{"x-drill": "2"}), _ask(platform, "bob@finopti.dev")):
             assert other.status_code == 200, other.text
             assert _hop(platform, other, "gcloud-agent")["status"] == 200
+        # The mark travelled every hop of its request: the edge, the agent, the tool server.
+        marked = _ask(platform, **{"x-drill": "2"})
+        assert [_hop(platform, marked, r)["drill"] for r in ("ask", "gcloud-agent", "gcloud-tools")] == ["2"] * 3
+        assert _hop(platform, _ask(platform), "gcloud-tools")["drill"] is None
 
         platform.cli("fault", "inject", "gcloud-tools", "--abort", "503", "--percent", "100",
                      "--header", "x-drill=deep", check=True)

@@ -92,6 +92,7 @@ ACCESS_LOG_FIELDS = {
     "user": "$http_x_user_email",
     "source": "$finopti_source_id",
     "user_agent": "$http_user_agent",
+    "drill": "$http_x_drill",
 }
 LOG_VARIABLES = (PATH_VARIABLE, "finopti_route", "finopti_duration_ms", "finopti_upstream_ms",
                  "opentelemetry_trace_id", "opentelemetry_span_id", "opentelemetry_context_traceparent")

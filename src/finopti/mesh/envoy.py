@@ -344,6 +344,7 @@ def _access_log(listener: str) -> list[dict]:
         "user": "%REQ(X-USER-EMAIL)%",
         "source": "%DOWNSTREAM_PEER_URI_SAN%",
         "user_agent": "%REQ(USER-AGENT)%",
+        "drill": "%REQ(X-DRILL)%",  # a drill's mark, carried on by every service: which hops a drill request made
         **access_log_fields(),
         # Never a credential: no Authorization or Cookie value is logged, and the edge redacts the query.
     }

@@ -9,8 +9,6 @@ import { cellValue, dataTable, inferColumns, keyValues, pick } from "./tables.js
 const isRow = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
 const isRows = (v) => Array.isArray(v) && v.length > 0 && v.every(isRow);
 
-export { pick };
-
 /** A view's `totals`; as {key: dot path in data}, each path is read (the answer's own unrounded total). */
 function totalsOf(data, totals) {
   if (!isRow(totals)) return totals;
@@ -42,7 +40,7 @@ function aggregate(values, agg = "sum") {
 }
 
 /**
- * `markers` {rows, x, series, label?}: points of interest (an anomaly's day on its service's line) drawn as dots
+ * `markers` {rows, x, series, label?}: points of interest (an anomaly's day on its service's line) drawn as rings
  * on the line of the row's `series` value (or of the only line), as one more legend entry.
  */
 function markers(data, rows, view, x) {
