@@ -216,6 +216,12 @@ def test_breakdowns_comparisons_and_savings_are_bars_with_dollar_totals(platform
     costs = [dollars(t) for t in money_cells(table, "monthly_cost_usd")]
     assert costs == sorted(costs, reverse=True) and len(costs) == len(data["items"])
     assert totals(table, "monthly_cost_usd") == data["monthly_saving_usd"]
+    # The raw export rows: the nested BigQuery record read through its paths (no JSON in a cell), cost in dollars.
+    rows, data = answered(platform, chat, "billing export rows for yesterday")
+    table = rows.locator("[data-testid=answer-table]")
+    assert table.locator("tbody td[data-key='service.description']").all_inner_texts() == [
+        r["service"]["description"] for r in data["rows"]]
+    assert all(MONEY.match(t) for t in money_cells(table, "cost")) and "{" not in table.inner_text()
     ui.shot(chat, "finops-bars")
 
     # On a phone: bars, headline figures and every money column on screen (rows become cards), nothing sideways.

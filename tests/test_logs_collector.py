@@ -655,3 +655,18 @@ def test_a_line_or_a_batch_that_raises_is_skipped_and_counted(tmp_path, receiver
     assert [json.loads(line)["message"] for line in receiver.lines()] == ["before", "after", "later"]
     assert metric(running.collector, "finopti_collector_lines_rejected_total", reason="unparseable") == 1
     running.stop()
+
+
+def test_what_is_not_a_regular_file_is_not_followed(tmp_path, receiver):
+    """A named pipe `x.log` (opening it waited for a writer: the reader stopped), a symlink to itself (ELOOP raised),
+    a directory `x.log`: skipped; the regular files next to them are collected."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    os.mkfifo(logs / "pipe.log")
+    os.symlink(logs / "loop.log", logs / "loop.log")
+    (logs / "dir.log").mkdir()
+    running = start(tmp_path, receiver.url)
+    (logs / "ui.log").write_text(service_line("ui", "collected") + "\n")
+    wait_for(lambda: receiver.lines(), what="the regular file's line")
+    assert [json.loads(line)["message"] for line in receiver.lines()] == ["collected"]
+    running.stop()

@@ -529,7 +529,8 @@ class Collector:
 
     def scan(self) -> None:
         """Follow new `*.log` files; forget ones that are gone and fully read."""
-        present = {str(p): p for p in self.logs_dir.glob("*.log") if p.name[:-4] not in self.exclude}
+        # Regular files only: opening a named pipe waits for a writer, a symlink to itself raises.
+        present = {str(p): p for p in self.logs_dir.glob("*.log") if p.name[:-4] not in self.exclude and p.is_file()}
         for key, path in present.items():
             if key not in self.tails:
                 tail = FileTail(path, self.max_line_bytes, self.rotate_wait)

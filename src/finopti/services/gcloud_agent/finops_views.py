@@ -33,7 +33,7 @@ def cost_report(data: Any, _: dict) -> dict:
     stats = [stat("Net cost", "totals.net", cur), stat("Cost", "totals.cost", cur),
              stat("Credits", "totals.credits", cur)]
     sums = {"cost": "totals.cost", "credits": "totals.credits", "net": "totals.net"}
-    if data["group_by"] in ("day", "month"):
+    if data["group_by"] == "day":  # a trend; months (the last one partial) read better as bars
         return timeseries(rows="groups", x="key", y=["net"], unit=cur, labels={"net": "Net cost"}, columns=columns,
                           totals=sums, stats=stats)
     return bar(rows="groups", x="key", y=["net"], unit=cur, labels={"net": "Net cost"}, columns=columns, totals=sums,
@@ -159,4 +159,10 @@ def find_unused_resources(data: Any, _: dict) -> dict:
 
 
 def billing_export_rows(data: Any, _: dict) -> dict:
-    return table(rows="rows")
+    """The export's nested record (BigQuery schema) read through dot paths: what a person scans for."""
+    return table(rows="rows", totals=["cost"],
+                 columns=[col("usage_start_time", "Usage from"), col("service.description", "Service"),
+                          col("sku.description", "SKU"), col("project.id", "Project"),
+                          col("resource.name", "Resource"), col("location.region", "Region"),
+                          col("usage.amount_in_pricing_units", "Usage"), col("usage.pricing_unit", "Unit"),
+                          col("cost_type", "Type"), col("cost", "Cost", _currency(data))])
