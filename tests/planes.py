@@ -37,6 +37,11 @@ def traffic_mesh_file(directory: Path) -> Path:
     raw["routes"].append({"name": "delay", "listener": "edge", "path": "/delay/", "rewrite": "/echo/",
                           "backend": "steady", "roles": ["*"], "policy": {"fault": {"delay": delay, "header": header}}})
     # Decided by the policy service (Rego) on Envoy too, as every route is by OPA on APISIX.
+    # A drill marked by one W3C baggage member.
+    raw["routes"].append({"name": "baggage", "listener": "edge", "path": "/baggage/", "rewrite": "/echo/",
+                          "backend": "steady", "roles": ["*"], "policy": {"fault": {
+                              "abort": {"status": 503, "percent": 100},
+                              "header": {"name": "baggage", "value": "drill=1"}}}})
     raw["routes"].append({"name": "decided", "listener": "edge", "path": "/decided/", "rewrite": "/echo/",
                           "backend": "steady", "roles": ["*"], "authz": "rego"})
     # The mesh listener to a backend that echoes what reached it: the identity headers each gateway sets.

@@ -304,6 +304,14 @@ def test_fault_delay_and_abort_only_with_the_header(traffic):
     assert backend.hits == hits  # an aborted request never reaches the backend
 
 
+def test_a_drill_marked_by_a_baggage_member(traffic):
+    for baggage in ("drill=1", "team=ops, drill = 1;ttl=30, x=y"):
+        assert_error(traffic, get(traffic, "/baggage/x", headers={"baggage": baggage}), 503, "fault_injected")
+    for baggage in ("drill=10", "team=ops;drill=1", "xdrill=1"):
+        assert get(traffic, "/baggage/x", headers={"baggage": baggage}).status_code == 200, baggage
+    assert get(traffic, "/baggage/x").status_code == 200
+
+
 def test_retries_only_for_idempotent_requests(traffic):
     backend = traffic.backend("flaky")
     backend.control(fail_next=1, fail_status=503)

@@ -87,6 +87,11 @@ def test_trends_forecasts_anomalies_and_budgets_are_time_series(platform, chat):
     assert totals(table, "net") == data["totals"]["net"]
     assert all(MONEY.match(t) for t in money_cells(table, "net"))
     hover_shows_dollars(daily)
+    # How it was computed, part by part (like Amazon Q's "show the work"): data, period, filter, method.
+    daily.locator("details.explanation summary").click()
+    shown = daily.locator("[data-testid=explanation] dt").all_inner_texts()
+    assert shown == ["Data", "Period", "Filter", "Method"], shown
+    assert daily.locator("[data-testid=explanation] dd").nth(3).inner_text() == data["explanation"]["method"]
     turns.append(daily)
 
     # Forecast, from the chat's own suggestion (billing questions lead the chips of a user who may see costs):

@@ -3,6 +3,7 @@ both renderings; drills that follow one request through every hop; a burst at th
 queued without bound. Through the real Envoy of the shared platform."""
 
 import asyncio
+import re
 import time
 from pathlib import Path
 
@@ -155,6 +156,12 @@ def test_a_drill_marked_at_the_edge_meets_its_fault_on_the_agent_and_tool_hops(p
         assert _hop(platform, deep, "gcloud-agent")["status"] == 503  # reached the agent, which passed it on
         assert _hop(platform, deep, "gcloud-tools")["response_flags"] == "FI"
         assert _ask(platform).status_code == 200
+        # W3C baggage marks a drill too: the fault matches one member, among others and with properties.
+        platform.cli("fault", "inject", "gcloud-agent", "--abort", "503", "--percent", "100",
+                     "--header", "baggage=drill=b1", check=True)
+        assert _ask(platform, baggage="team=ops, drill=b1;ttl=30").json()["error"] == "fault_injected"
+        for unmarked in ("drill=b10", "team=ops;drill=b1", "xdrill=b1"):
+            assert _ask(platform, baggage=unmarked).status_code == 200, unmarked
         # A header no service carries on cannot mark a drill for a mesh route: the CLI says so.
         noted = platform.cli("fault", "inject", "monitoring-agent", "--abort", "503", "--header", "x-mine=1",
                              check=True)
@@ -163,6 +170,21 @@ def test_a_drill_marked_at_the_edge_meets_its_fault_on_the_agent_and_tool_hops(p
         platform.cli("fault", "clear", check=True)
     # Drilled 503s passed on by the orchestrator and the agent opened no circuit (failures: unreachable).
     assert _ask(platform, **{"x-drill": "1"}).status_code == 200
+
+
+def test_a_baggage_match_is_one_member_in_both_renderings():
+    from finopti.deploy.apisix import fault as apisix_fault
+    from finopti.mesh.envoy_traffic import route_fault
+    from finopti.mesh.model import Fault
+
+    drill = Fault.model_validate({"abort": {"status": 503}, "header": {"name": "baggage", "value": "drill=1"}})
+    regex = route_fault(drill)["headers"][0]["string_match"]["safe_regex"]["regex"]
+    assert apisix_fault(drill)["abort"]["vars"] == [[["http_baggage", "~~", regex]]]
+    for value, marked in (("drill=1", True), ("a=b, drill = 1;p=q, c=d", True), ("drill=10", False),
+                          ("a=drill=1", False), ("a=b;drill=1", False)):
+        assert (re.fullmatch(regex, value) is not None) == marked, value
+    with pytest.raises(ValueError, match="one member key=value"):
+        Fault.model_validate({"abort": {"status": 503}, "header": {"name": "baggage", "value": "drill"}})
 
 
 # --- a burst at the edge ------------------------------------------------------------------------------------

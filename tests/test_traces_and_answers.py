@@ -10,7 +10,7 @@ from test_logs_store import MS, entry, push
 
 from finopti.logs.store import LogStore
 from finopti.logs.trace_search import TraceFilter, search_traces, status_matches
-from finopti.presentation import answer_table, answer_tables, format_value
+from finopti.presentation import answer_stats, answer_table, answer_tables, format_value
 from finopti.services.gcloud_agent import finops_views
 
 # A minute ago: the store refuses lines older than its retention and dates lines from the future at arrival.
@@ -162,3 +162,7 @@ def test_billing_views_as_the_cli_prints_them_nested_columns_stated_totals_furth
     assert table.rows == [["N2 us-central1", "42", "200 GB", "$1,587.80", "$587.48", "$873.29", "steady"]]
     assert table.totals == ["Total (1)", "", "", "$1,587.80", "$587.48", "$873.29", ""]
     assert format_value(0.0883, "percentunit") == "8.83%"
+    assert answer_stats({"data": data, "view": finops_views.unlabeled_spend(data, {})}) == [
+        ("Without labels", "$10.01"), ("Share of spend", "8.83%"), ("All spend", "$100.00")]
+    assert answer_stats({"data": plans, "view": finops_views.commitment_recommendations(plans, {})}) == [
+        ("Saving per month, 1 year", "$587.48"), ("Saving per month, 3 years", "$873.29")]

@@ -309,12 +309,15 @@ def _show_answer(response, payload: dict) -> None:
 
 
 def _print_rows(payload: dict) -> None:
-    """The answer's rows as the chat shows them (its view): columns, units, order, totals; then its further
-    tables, each under its title."""
+    """The answer as the chat shows it (its view): the headline figures, the rows (columns, units, order,
+    totals), then its further tables, each under its title."""
     from rich import box
 
-    from finopti.presentation import answer_tables
+    from finopti.presentation import answer_stats, answer_tables
 
+    stats = answer_stats(payload)
+    if stats:
+        console.print("  ·  ".join(f"{label} [bold]{text}[/]" for label, text in stats), highlight=False)
     for rows in answer_tables(payload):
         if rows.title:
             console.print(f"[bold]{rows.title}[/]", highlight=False)

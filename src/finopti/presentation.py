@@ -136,6 +136,26 @@ def answer_table(payload: dict) -> AnswerTable | None:
     return _table(data, rows, view)
 
 
+def answer_stats(payload: dict) -> list[tuple[str, str]]:
+    """The view's headline figures as (label, text): a key's value in data, or an aggregate over the rows."""
+    view = payload.get("view") if isinstance(payload.get("view"), dict) else {}
+    data = payload.get("data")
+    rows = rows_of(data, view) or []
+    out = []
+    for s in view.get("stats") or []:
+        if s.get("key"):
+            value = _pick(data, s["key"])
+        elif s.get("of"):
+            xs = [v for r in rows if isinstance(v := cell(r, s["of"]), int | float)]
+            agg = {"max": max, "min": min, "avg": lambda v: sum(v) / len(v)}.get(s.get("agg") or "sum", sum)
+            value = agg(xs) if xs else None
+        else:
+            value = s.get("value")
+        label = s.get("label") or human_label(str(s.get("key") or s.get("of") or ""))
+        out.append((label, format_value(value, s.get("unit", view.get("unit", "")) or "") or "–"))
+    return out
+
+
 def answer_tables(payload: dict) -> list[AnswerTable]:
     """The answer's table, then each of its view's further `tables` that has rows (an anomaly list, the
     resources behind a breakdown), each with its title."""

@@ -276,7 +276,10 @@ def _percent(value: float) -> int:
 
 
 def fault(f: Fault) -> dict:
-    match = [[[f"http_{f.header.name.replace('-', '_')}", "==", f.header.value]]] if f.header else None
+    match = None
+    if f.header is not None:
+        variable, regex = f"http_{f.header.name.replace('-', '_')}", f.header.member_regex()
+        match = [[[variable, "~~", regex] if regex else [variable, "==", f.header.value]]]
     config: dict = {}
     if f.delay is not None:
         config["delay"] = {"duration": _num(f.delay.duration), "percentage": _percent(f.delay.percent)}

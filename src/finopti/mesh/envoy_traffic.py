@@ -116,7 +116,9 @@ def route_fault(fault: Fault) -> dict:
     if fault.abort is not None:
         config["abort"] = {"http_status": fault.abort.status, "percentage": _percent(fault.abort.percent)}
     if fault.header is not None:
-        config["headers"] = [{"name": fault.header.name, "string_match": {"exact": fault.header.value}}]
+        regex = fault.header.member_regex()
+        match = {"safe_regex": {"regex": regex}} if regex else {"exact": fault.header.value}
+        config["headers"] = [{"name": fault.header.name, "string_match": match}]
     return config
 
 

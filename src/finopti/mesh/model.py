@@ -126,9 +126,30 @@ class FaultAbort(Strict):
     percent: float = Field(default=100.0, ge=0, le=100)
 
 
+BAGGAGE = "baggage"
+_BAGGAGE_MEMBER = re.compile(r"^([A-Za-z0-9!#$%&'*+.^_`|~-]+)=([^\s,;\\\"]+)$")
+
+
 class HeaderMatch(Strict):
+    """Requests carrying this header with this value; for `baggage` (W3C), carrying the member `key=value`
+    among the others (properties after `;` allowed): `--header baggage=drill=1`."""
+
     name: str = Field(pattern=r"^[a-z0-9-]+$")
     value: str
+
+    @model_validator(mode="after")
+    def _one_member(self) -> "HeaderMatch":
+        if self.name == BAGGAGE and not _BAGGAGE_MEMBER.match(self.value):
+            raise ValueError(f"a baggage match is one member key=value (e.g. drill=1), got {self.value!r}")
+        return self
+
+    def member_regex(self) -> str | None:
+        """For baggage: a regular expression (RE2 and PCRE alike) the whole header value matches when it holds the
+        member; None for any other header (an exact match)."""
+        if self.name != BAGGAGE:
+            return None
+        key, value = _BAGGAGE_MEMBER.match(self.value).groups()
+        return rf"^(.*,)?[ \t]*{re.escape(key)}[ \t]*=[ \t]*{re.escape(value)}[ \t]*(;[^,]*)?(,.*)?$"
 
 
 class Fault(Strict):

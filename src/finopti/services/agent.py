@@ -10,14 +10,12 @@ from typing import Any
 import httpx
 from fastapi import Body, FastAPI, Header, HTTPException
 
-from finopti.services.common import ServiceSettings, create_service_app
+from finopti.services.common import CONFIRMATION_HEADER, ServiceSettings, create_service_app
 from finopti.services.mcp_tools import ToolError, call_tool, list_tools
 from finopti.services.meshclient import unanswered
 from finopti.telemetry import current_request
 
 ERROR_STATUS = {"NotFound": 404, "InvalidArgument": 400, "AlreadyExists": 409}
-# The orchestrator passes the id of the confirmation that authorised a change, for the audit record.
-CONFIRMATION_HEADER = "x-finopti-confirmation"
 
 audit_log = logging.getLogger("finopti.audit")
 # Actions every agent serves besides its own.

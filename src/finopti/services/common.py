@@ -23,6 +23,9 @@ from finopti.telemetry.traceparent import parse_traceparent
 
 log = logging.getLogger("finopti.service")
 
+# The orchestrator passes the id of the confirmation that authorised a change to the agent, for its audit record.
+CONFIRMATION_HEADER = "x-finopti-confirmation"
+
 
 class ServiceSettings(BaseSettings):
     """A service knows its own name, version and port, and only the gateway's mesh URL."""

@@ -15,8 +15,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from finopti.services.agent import CONFIRMATION_HEADER
-from finopti.services.common import ServiceSettings, create_service_app, error_body, request_ids
+from finopti.services.common import CONFIRMATION_HEADER, ServiceSettings, create_service_app, error_body, request_ids
 from finopti.services.meshclient import mesh_client, unanswered
 from finopti.services.orchestrator import examples, suggestions
 from finopti.services.orchestrator.catalog import action

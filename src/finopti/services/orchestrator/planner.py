@@ -19,10 +19,10 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
 import jsonschema
-import openai
 from prometheus_client import Counter, Histogram
 
 from finopti.services.meshclient import mesh_transport
@@ -30,6 +30,9 @@ from finopti.services.orchestrator.catalog import ACTIONS, SLOT_KINDS, ActionSpe
 from finopti.services.orchestrator.inventory import Inventory
 from finopti.services.orchestrator.parser import Intent, Option, Understanding, render_prompt
 from finopti.telemetry import outgoing_headers
+
+if TYPE_CHECKING:
+    import openai
 
 log = logging.getLogger("finopti.orchestrator.planner")
 
@@ -111,6 +114,8 @@ def tool_definitions(schemas: dict[str, dict]) -> dict[str, tuple[ActionSpec, di
 class LLMPlanner:
     def __init__(self, base_url: str, settings: PlannerSettings, verify,
                  schemas: Callable[[], Awaitable[dict[str, dict]]], source: str | None = None):
+        import openai  # only when the LLM planner is on: it costs the orchestrator ~0.6 s of every (re)start
+
         self.settings = settings
         self.schemas = schemas
         self.client = openai.AsyncOpenAI(
@@ -130,6 +135,8 @@ class LLMPlanner:
         definitions = [{"type": "function", "function": {"name": name, "description": spec.summary,
                                                            "parameters": schema}}
                        for name, (spec, schema) in tools.items()]
+        import openai
+
         started = time.perf_counter()
         try:
             response = await self.client.chat.completions.create(
@@ -209,6 +216,6 @@ class LLMPlanner:
         return Intent(spec.agent, spec.name, arguments)
 
 
-def _error_text(exc: openai.APIStatusError) -> str:
+def _error_text(exc: "openai.APIStatusError") -> str:
     body = exc.body if isinstance(exc.body, dict) else {}
     return str(body.get("message") or body.get("error") or exc.message)[:200]
