@@ -146,6 +146,7 @@ def test_trends_forecasts_anomalies_and_budgets_are_time_series(platform, chat):
     ui.phone(chat)
     chat.evaluate("window.scrollTo(0, 0)")
     ui.assert_fits(chat, "[data-chart=timeseries] canvas", "[data-testid=answer-stats] .stat-box",
+                   "[data-testid=explanation] dd",
                    "[data-rows-of=anomalies] td[data-key=reason]", "[data-rows-of=thresholds] td[data-key=amount]")
     for turn in turns:
         assert turn.locator("[data-chart=timeseries] canvas").first.bounding_box()["width"] > 250
