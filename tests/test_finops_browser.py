@@ -87,6 +87,11 @@ def test_trends_forecasts_anomalies_and_budgets_are_time_series(platform, chat):
     assert totals(table, "net") == data["totals"]["net"]
     assert all(MONEY.match(t) for t in money_cells(table, "net"))
     hover_shows_dollars(daily)
+    # How it was computed, part by part (like Amazon Q's "show the work"): data, period, filter, method.
+    daily.locator("details.explanation summary").click()
+    shown = daily.locator("[data-testid=explanation] dt").all_inner_texts()
+    assert shown == ["Data", "Period", "Filter", "Method"], shown
+    assert daily.locator("[data-testid=explanation] dd").nth(3).inner_text() == data["explanation"]["method"]
     turns.append(daily)
 
     # Forecast, from the chat's own suggestion (billing questions lead the chips of a user who may see costs):
@@ -141,6 +146,7 @@ def test_trends_forecasts_anomalies_and_budgets_are_time_series(platform, chat):
     ui.phone(chat)
     chat.evaluate("window.scrollTo(0, 0)")
     ui.assert_fits(chat, "[data-chart=timeseries] canvas", "[data-testid=answer-stats] .stat-box",
+                   "[data-testid=explanation] dd",
                    "[data-rows-of=anomalies] td[data-key=reason]", "[data-rows-of=thresholds] td[data-key=amount]")
     for turn in turns:
         assert turn.locator("[data-chart=timeseries] canvas").first.bounding_box()["width"] > 250

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from finopti.logs import wire
-from finopti.logs.collector import LinesBatch, LokiBatch, ParseStats, parse_line
+from finopti.logs.collector import MAX_SERVICES, LinesBatch, LokiBatch, ParseStats, parse_line
 from finopti.logs.search import parse_cursor
 from finopti.logs.store import Admission, LogQuery, LogStore
 from finopti.logs.times import OLDEST_NS, rfc3339_ns, second_cache
@@ -274,3 +274,23 @@ def test_random_bytes_never_stop_the_reader():
         parsed = parse_line(raw, "ui", NOW, ParseStats())
         if parsed is not None:
             assert LinesBatch().add(parsed, 1_000_000) and LokiBatch().add(parsed, 1_000_000)
+
+
+def test_labels_taken_from_lines_are_bounded(monkeypatch):
+    """`service` and `level` become labels, a stream per value: a writer that put a new value in every line would
+    make a stream per line. Past MAX_SERVICES names a line's file names its service; a level that is not a short
+    word is read from the message."""
+    import finopti.logs.collector as collector_module
+
+    monkeypatch.setattr(collector_module, "_services", set())
+    stats = ParseStats()
+
+    def parsed(**fields):
+        return parse_line(orjson.dumps({"message": "RuntimeError: boom", **fields}), "worker", NOW, stats)
+
+    services = {parsed(service=f"svc-{i}").service for i in range(MAX_SERVICES + 44)}
+    assert len(services) == MAX_SERVICES + 1 and "worker" in services and stats.capped == 44
+    assert parsed(service="svc-3").service == "svc-3"  # admitted before the cap: still its own
+    levels = {parsed(level=f"{random.Random(i).getrandbits(64):016x}").level for i in range(100)}
+    assert levels == {"error"}  # not a word: inferred from the message
+    assert {parsed(level=word).level for word in ("notice", "TRACE", "Verbose")} == {"notice", "trace", "verbose"}

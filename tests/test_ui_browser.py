@@ -419,6 +419,9 @@ def test_overview_user_traffic_service_graph_and_charts(platform, page):
             zero_notes[title] = names
             assert names and not set(_legend(page, title)) & set(names), (title, names)
     assert {"Shed requests", "Circuit state"} & set(zero_notes), (zero_notes, states)
+    # Top error messages count a message however often it was logged: a text line's own time is not part of it.
+    messages = page.locator(".panel[data-title='Top error messages'] td[data-label=message]").all_inner_texts()
+    assert not [m for m in messages if re.match(r"\[?\d{4}-\d\d-\d\d", m)], messages
     printed = [t for t in page.locator(".panel").all_inner_texts() if re.search(r"\b(null|undefined)\b", t)]
     assert not printed, f"a missing part printed as text: {printed}"
     # However many routes: the page's own chart module gives 20 series 20 colours (18 routes once shared 12).

@@ -81,14 +81,30 @@ _NUMERIC_LEVELS = {1: "debug", 2: "debug", 3: "info", 4: "warning", 5: "error", 
 
 
 def normalize_level(level: object, message: object = "") -> str:
-    """A JSON line's `level` as its stream's label: a word (`WARN` -> `warning`), a number as pino and bunyan
-    write them (30 info, 50 error); absent or anything else (a list, an object) inferred from the message."""
+    """A JSON line's `level` as its stream's label: a word (`WARN` -> `warning`; another word of at most 12
+    letters as it is, `notice`), a number as pino and bunyan write them (30 info, 50 error); absent or anything
+    else (a list, an object, `4f2a…`) inferred from the message: a label per odd value would be a stream each."""
     if level.__class__ is str:
         text = level.lower() or "info"
-        return _KNOWN_LEVELS.get(text) or _LEVELS.get(text, text)
-    if level.__class__ is int:
+        known = _KNOWN_LEVELS.get(text) or _LEVELS.get(text)
+        if known is not None or (text.isascii() and text.isalpha() and len(text) <= 12):
+            return known or text
+    elif level.__class__ is int:
         return _NUMERIC_LEVELS.get(level // 10, "info")
     return infer_level(message if message.__class__ is str else "")
+
+
+# Services named by the lines' own `service` field, each a label: at most this many per run of the collector (a
+# writer that put a new name in every line would make a stream per line); past it, a line's file names its service.
+MAX_SERVICES = 256
+_services: set[str] = set()
+
+
+def _admit_service(name: str) -> bool:
+    if len(_services) >= MAX_SERVICES or len(name) > 64:
+        return False
+    _services.add(name)
+    return True
 
 
 def service_of(component: str) -> str:
@@ -103,6 +119,7 @@ class ParseStats:
     empty: int = 0
     own: int = 0
     future: int = 0
+    capped: int = 0  # lines whose own service name was not taken as a label (MAX_SERVICES)
     redacted: dict[str, int] = field(default_factory=dict)  # kind -> credentials replaced (see line_guard)
 
     def count_redactions(self, counts: dict[str, int]) -> None:
@@ -163,7 +180,9 @@ def parse_line(raw: bytes, component: str, now_ns: int, stats: ParseStats,
             stats.count_redactions(redactions)
             obj = decode_fields(raw)  # the redacted values, as the store will read them back from the line
     service = obj.service
-    if service.__class__ is not str or not service:
+    if service.__class__ is not str or not service or (service not in _services and not _admit_service(service)):
+        if service.__class__ is str and service:
+            stats.capped += 1
         service = service_of(component)
     ts = obj.ts
     base = _SECONDS.get(ts[:19], -1) if ts.__class__ is str and len(ts) == 24 and ts[19] == "." else -1
@@ -359,6 +378,9 @@ class Metrics:
         self.future = Counter("finopti_collector_lines_future_total",
                               "Lines dated beyond the grace period ahead: stored at read time, their own time kept as"
                               " metadata original_ts", registry=registry)
+        self.capped = Counter("finopti_collector_services_capped_total",
+                              "Lines whose own service name was not taken as a label: more than MAX_SERVICES names"
+                              " (or one over 64 characters); their file names their service", registry=registry)
         self.multiline = Counter("finopti_collector_multiline_entries_total",
                                  "Entries of several lines joined by the multiline rule", registry=registry)
 
@@ -653,6 +675,8 @@ class Collector:
                 m.rejected.labels(reason).inc(n)
         if stats.future:
             m.future.inc(stats.future)
+        if stats.capped:
+            m.capped.inc(stats.capped)
         for reason, n in (("not_json", stats.not_json), ("invalid_utf8", stats.invalid_utf8)):
             if n:
                 m.unstructured.labels(reason).inc(n)

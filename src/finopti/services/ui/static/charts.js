@@ -26,6 +26,7 @@ export function colorFor(name, { single = false } = {}) {
 }
 
 const dashFor = (name) => DASH[(String(name).match(QUANTILE) || [])[1]];
+const WHOLE_STEPS = [1, 2, 5].flatMap((m) => [1, 10, 100, 1e3, 1e4, 1e5, 1e6].map((p) => m * p)).sort((a, b) => a - b);
 
 function niceMax(v) {
   if (!(v > 0)) return 1;
@@ -145,6 +146,8 @@ export function timeSeries(series, { unit = "", height = 220, start, end, fixedM
   let getPlot = () => null;
   const lg = legend(names, { unit, colorOf, onToggle: (i, single) => toggler(getPlot, names.length)(i, single) });
   const sparse = data.slice(1).every((ys) => ys.filter((v) => v !== null).length <= 3);
+  // Whole numbers only (a state that is 0 or 1, a count): whole-number ticks, never "0.25".
+  const whole = data.slice(1).every((ys) => ys.every((v) => v === null || Number.isInteger(v)));
   getPlot = mountWhenSized(host, (width) => {
     const u = new uPlot({
       width, height, legend: { show: false },
@@ -156,6 +159,7 @@ export function timeSeries(series, { unit = "", height = 220, start, end, fixedM
       axes: [
         { stroke: "#5f6b7a", grid: { stroke: "#edf1f6" }, ticks: { stroke: "#dde3ec" }, space: 70 },
         { stroke: "#5f6b7a", grid: { stroke: "#edf1f6" }, ticks: { show: false }, size: axisSize(),
+          ...(whole ? { incrs: WHOLE_STEPS } : {}),
           values: (_, splits) => splits.map((v) => formatValue(v, unit, { axis: true })) },
       ],
       series: [{}, ...series.map(({ name, band, marker, dashed }) => (marker ? {

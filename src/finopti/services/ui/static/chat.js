@@ -12,6 +12,17 @@ function turn(prompt) {
   return { node, body };
 }
 
+/** How the figure was computed: the answer's parts (data, period, filter, method) as a list when it has them. */
+function explanation(b) {
+  const parts = b.data && typeof b.data === "object" && !Array.isArray(b.data) ? b.data.explanation : null;
+  const listed = parts && typeof parts === "object" && !Array.isArray(parts)
+    ? Object.entries(parts).filter(([, v]) => v !== null && v !== undefined && v !== "") : [];
+  const body = listed.length
+    ? el("dl", { class: "kv-list", "data-testid": "explanation" }, listed.map(([k, v]) => [el("dt", {}, humanLabel(k)), el("dd", {}, String(v))]))
+    : el("p", { "data-testid": "explanation" }, b.explanation);
+  return el("details", { class: "explanation" }, el("summary", {}, "How this was computed"), body);
+}
+
 function argumentChips(args) {
   return Object.entries(args || {}).map(([k, v]) => el("span", { class: "chip", title: "argument" }, el("i", {}, humanLabel(k)),
     typeof v === "boolean" ? (v ? "yes" : "no") : typeof v === "object" ? JSON.stringify(v) : String(v)));
@@ -68,7 +79,7 @@ function outcome(r, onPick, canTrace) {
       Array.isArray(b.options) ? promptChips(b.options, onPick, "options") : null);
   } else if (r.ok) {
     parts.push(el("div", { class: "answer", "data-testid": "answer" }, b.answer || "(no summary)"));
-    if (b.explanation) parts.push(el("details", { class: "explanation" }, el("summary", {}, "How this was computed"), el("p", {}, b.explanation)));
+    if (b.explanation) parts.push(explanation(b));
     parts.push(renderView(b.data, b.view, { filename: `${b.action || "answer"}.csv` }));
   } else {
     parts.push(failure(r, b, onPick));

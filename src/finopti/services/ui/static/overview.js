@@ -114,6 +114,10 @@ async function logLines(q, services = []) {
   return (await query(`/api/logs?${params}`)).lines || [];
 }
 
+// A text line's own time (Envoy's `[2026-11-26 12:08:17.666]`, supervisord's `2026-11-26 12:07:43,954`): the line
+// is dated by it already, and left in the message it would make every repeat of a message a message of its own.
+const LEADING_TIME = /^\[?\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d{1,9})?\]?\s*/;
+
 async function logTable(panel, body) {
   const q = panel.queries.find((q) => q.type === "log");
   const services = (q.services || []).map((s) => (s.startsWith("$") ? selected[s.slice(1)] : s)).filter(Boolean);
@@ -122,7 +126,7 @@ async function logTable(panel, body) {
   const by = q.top_by && q.top_by.length ? q.top_by : ["service", "message"];
   const counts = new Map();
   for (const line of lines) {
-    const obj = line.line && typeof line.line === "object" ? line.line : { message: String(line.line) };
+    const obj = line.line && typeof line.line === "object" ? line.line : { message: String(line.line).replace(LEADING_TIME, "") };
     const key = by.map((k) => (k === "service" ? line.service : obj[k] ?? "")).map(String);
     const id = JSON.stringify(key);
     const item = counts.get(id) || { key, count: 0 };
