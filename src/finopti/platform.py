@@ -231,9 +231,8 @@ def write_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-class _PlainDumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):
-    """No `&id001` anchors: every fragment is written out where it is used. libyaml's emitter where PyYAML has
-    it: the gateway's files are megabytes, which the pure-Python one takes seconds to write on every change."""
+class _PlainDumper(yaml.SafeDumper):
+    """No `&id001` anchors: every fragment is written out where it is used."""
 
     def ignore_aliases(self, data) -> bool:
         return True
@@ -249,26 +248,29 @@ def _write_order(name: str) -> int:
 
 
 def write_envoy_files(documents: dict[str, dict], out_dir: Path, xds_dir: Path) -> dict[str, str]:
-    """The bootstrap goes in out_dir, the watched xDS files in xds_dir, each stamped with the hash of its content
-    as `version_info`. Returns file -> version, what `gateway_sync.wait_for_gateway` waits for."""
+    """The bootstrap goes in out_dir (YAML), the watched xDS files in xds_dir, each stamped with the hash of its
+    content as `version_info`. Returns file -> version, what `gateway_sync.wait_for_gateway` waits for.
+
+    The xDS files are megabytes (the mesh's route table): they are written as one line of JSON, which is YAML too
+    (PyYAML took 2-7 s to write them on a busy machine, and Envoy longer to read them), and a file that already
+    holds its version is left alone, since every file moved into the watched directory makes Envoy read all of
+    them again (its main thread, admin API included). `jq . FILE` shows one readably."""
     versions = {}
     for name in sorted(documents, key=_write_order):
-        text = yaml.dump(documents[name], Dumper=_PlainDumper, sort_keys=False)
         if name == BOOTSTRAP:
-            write_atomically(out_dir / name, text)
+            write_atomically(out_dir / name, yaml.dump(documents[name], Dumper=_PlainDumper, sort_keys=False))
             continue
-        versions[name] = hashlib.sha256(text.encode()).hexdigest()[:16]
-        stamped = f"version_info: {versions[name]}\n{text}"
-        # Unchanged files are left alone: every file moved into the watched directory makes Envoy read all of them
-        # again, megabytes of YAML on its main thread.
-        if not _holds(xds_dir / name, stamped):
-            write_atomically(xds_dir / name, stamped)
+        versions[name] = hashlib.sha256(json.dumps(documents[name]).encode()).hexdigest()[:16]
+        text = json.dumps({"version_info": versions[name], **documents[name]}, indent=None) + "\n"
+        if not _starts_with(xds_dir / name, text[:text.index(",") + 1]):
+            write_atomically(xds_dir / name, text)
     return versions
 
 
-def _holds(path: Path, text: str) -> bool:
+def _starts_with(path: Path, text: str) -> bool:
     try:
-        return path.read_text() == text
+        with path.open() as f:
+            return f.read(len(text)) == text
     except OSError:
         return False
 
