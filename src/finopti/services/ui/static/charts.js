@@ -48,10 +48,12 @@ function mountWhenSized(host, make) {
   return () => plot;
 }
 
-function axisSize() {
+/** The y axis's width from its longest label; at least `min` (a time axis's first date label is centred on the
+ * plot's left edge: half of it must fit in the y axis's width, or the canvas cuts it off). */
+function axisSize(min = 0) {
   return (u, values) => {
     const longest = Math.max(2, ...(values || []).map((v) => String(v).length));
-    return Math.ceil(longest * 6.6) + 16;
+    return Math.max(min, Math.ceil(longest * 6.6) + 16);
   };
 }
 
@@ -158,7 +160,7 @@ export function timeSeries(series, { unit = "", height = 220, start, end, fixedM
       },
       axes: [
         { stroke: "#5f6b7a", grid: { stroke: "#edf1f6" }, ticks: { stroke: "#dde3ec" }, space: 70 },
-        { stroke: "#5f6b7a", grid: { stroke: "#edf1f6" }, ticks: { show: false }, size: axisSize(),
+        { stroke: "#5f6b7a", grid: { stroke: "#edf1f6" }, ticks: { show: false }, size: axisSize(52),
           ...(whole ? { incrs: WHOLE_STEPS } : {}),
           values: (_, splits) => splits.map((v) => formatValue(v, unit, { axis: true })) },
       ],
