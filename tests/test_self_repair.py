@@ -93,9 +93,10 @@ def test_a_store_that_cannot_write_is_unhealthy_restarted_until_it_can_and_loses
         _write_lines(drill, LINES_BEFORE, LINES_DURING)
         # It says it cannot do its job, then exits, and its restarts fail (with growing pauses) while it still cannot.
         _wait(lambda: seen.add(_states(repair)["logstore"]) or "unhealthy" in seen, 60, "logstore unhealthy")
-        _wait(lambda: rpc.getProcessInfo("logstore")["statename"] == "BACKOFF", 90, "logstore restarting")
-        assert rpc.getProcessInfo("logstore")["pid"] != first_pid or rpc.getProcessInfo("logstore")["pid"] == 0
-        assert _states(repair)["logstore"] in ("restarting", "starting")
+        # BACKOFF: it exited within startsecs of a start, and supervisord waits longer before each next try.
+        _wait(lambda: rpc.getProcessInfo("logstore")["statename"] == "BACKOFF", 120, "logstore restarting")
+        assert rpc.getProcessInfo("logstore")["pid"] != first_pid
+        assert _states(repair)["logstore"] != "healthy"
         # The sandbox cloud lives elsewhere: questions are still answered.
         assert repair.ask("list buckets", user="bob@finopti.dev").status_code == 200
         # The collector keeps the lines (in the files, at most two batches in memory) and counts its failed pushes.
