@@ -4,6 +4,7 @@ import asyncio
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from email.message import Message
@@ -127,6 +128,9 @@ class Health:
                 log.error("%s cannot do its job for %.0fs (%s): exiting, to be started again", service,
                           time.monotonic() - self.since, self.problem, extra={"event": "unhealthy_exit"})
                 os.kill(os.getpid(), signal.SIGTERM)  # a graceful stop; the process manager restarts it
+                stuck = threading.Timer(self.restart_after, os._exit, args=(70,))  # unless the stop hangs
+                stuck.daemon = True
+                stuck.start()
                 return
 
 
