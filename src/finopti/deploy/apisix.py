@@ -564,6 +564,12 @@ def render_config_yaml(mesh: ResolvedMesh, topo: Topology, site: ApisixSite | No
                 "access_log_format_escape": "json",
                 # Envoy's buffer filter: a larger body is refused with 413.
                 "client_max_body_size": mesh.gateway.max_request_bytes,
+                # The edge's read bounds (gateway.edge in mesh.yaml), as nginx has them: headers within the
+                # header timeout (else 408); a body may pause at most the request timeout between two reads
+                # (nginx has no whole-body deadline as Envoy does); an idle keep-alive connection is closed.
+                "client_header_timeout": _nginx_time(mesh.gateway.edge.header_timeout),
+                "client_body_timeout": _nginx_time(mesh.gateway.edge.request_timeout),
+                "keepalive_timeout": _nginx_time(mesh.gateway.edge.idle_timeout),
             },
             "http_configuration_snippet": (
                 f"map $server_port $finopti_listener {{\n    default \"\";\n{listeners}\n}}\n"
@@ -588,6 +594,10 @@ def render_config_yaml(mesh: ResolvedMesh, topo: Topology, site: ApisixSite | No
             ),
         },
     }
+
+
+def _nginx_time(seconds: float) -> str:
+    return f"{round(seconds * 1000)}ms"
 
 
 def apisix_yaml_text(doc: dict) -> str:
