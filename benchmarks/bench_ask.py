@@ -27,6 +27,7 @@ import yaml
 from benchmarks.common import REPO, load, percentile, running_platform
 from finopti.idp import DevIdentityProvider
 from finopti.mesh.model import load_mesh
+from finopti.testing.load import send_on_schedule
 
 PROMPT = {"prompt": "list buckets"}
 
@@ -49,15 +50,7 @@ async def open_loop(url: str, token: str, rate: float, seconds: float) -> dict:
             if key:
                 errors[key] = errors.get(key, 0) + 1
 
-        started = time.perf_counter()
-        tasks = []
-        for i in range(total):
-            delay = started + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one()))
-        await asyncio.gather(*tasks)
-        wall = time.perf_counter() - started
+        wall = await send_on_schedule(rate, total, one)
     ms = [v * 1000 for v in latencies]
     return {"rate": rate, "requests": total, "p50_ms": round(statistics.median(ms), 1),
             "p99_ms": round(percentile(ms, 99), 1), "errors": errors, "completed_per_s": round(total / wall, 1)}

@@ -19,6 +19,7 @@ import httpx
 from benchmarks.common import FINOPTI, REPO, running_platform
 from finopti.idp import DevIdentityProvider
 from finopti.mesh.model import load_mesh
+from finopti.testing.load import send_on_schedule
 
 PROMPT = "list buckets"
 USER = "bob@finopti.dev"
@@ -35,13 +36,7 @@ async def steady_asks(edge: str, token: str, rate: int, seconds: float) -> list[
                 results.append((sent, response.status_code, time.monotonic() - sent))
             except httpx.HTTPError:
                 results.append((sent, 0, time.monotonic() - sent))
-        tasks, started = [], time.monotonic()
-        for i in range(int(rate * seconds)):
-            delay = started + i / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one()))
-        await asyncio.gather(*tasks)
+        await send_on_schedule(rate, int(rate * seconds), one)
     return sorted(results)
 
 

@@ -21,6 +21,7 @@ from planes import Backend
 from finopti.meshtls import client_context
 from finopti.pki import cert_info
 from finopti.ports import free_port
+from finopti.testing.load import send_on_schedule
 
 TRAFFIC_MESH = REPO / "tests" / "fixtures" / "traffic-mesh.yaml"
 
@@ -204,13 +205,7 @@ async def _steady_load(platform: Platform, path: str, rate: int, seconds: float)
                 results.append((sent, (await client.get(f"{platform.edge}{path}")).status_code))
             except httpx.HTTPError:
                 results.append((sent, 0))
-        tasks, started = [], time.monotonic()
-        for i in range(int(rate * seconds)):
-            delay = started + i / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one()))
-        await asyncio.gather(*tasks)
+        await send_on_schedule(rate, int(rate * seconds), one)
     return sorted(results)
 
 
