@@ -15,10 +15,11 @@ import yaml
 from conftest import REPO
 from typer.testing import CliRunner
 
-from finopti.deploy import BUNDLE_DIR, check_compose, render_compose_bundle, verify_compose, write_bundle
+from finopti.deploy import BUNDLE_DIR
 from finopti.deploy.commands import render_compose_cmd, verify_compose_cmd
-from finopti.deploy.compose import rendered_files
+from finopti.deploy.compose import render_compose_bundle, rendered_files, write_bundle
 from finopti.deploy.validate import validate_compose_schema
+from finopti.deploy.verify import check_compose, verify_compose
 from finopti.mesh.model import load_mesh
 from finopti.mesh.policy_data import render_route_data
 from finopti.mesh.resolved import resolve

@@ -14,14 +14,14 @@ from conftest import REPO
 from meshes import EVERY_POLICY, MESHES, policies_used
 from typer.testing import CliRunner
 
-from finopti.deploy import helm
+from finopti.deploy import CHART_DIR, helm
 from finopti.deploy.apisix_checks import check_loadable
 from finopti.deploy.commands import render_kubernetes_cmd
 from finopti.deploy.compose import render_compose_bundle, rendered_files, write_bundle
 from finopti.deploy.edge_controls import EDGE_RULE, guard_hosts
 from finopti.deploy.kube_validate import validate_manifest, validate_manifests
 from finopti.deploy.kube_workloads import REDIS, REDIS_PORT
-from finopti.deploy.kubernetes import CHART_DIR, render_kubernetes_chart
+from finopti.deploy.kubernetes import render_kubernetes_chart
 from finopti.deploy.topology import plan
 from finopti.mesh.model import load_mesh, parse_mesh
 from finopti.mesh.resolved import resolve

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from conftest import REPO
 
-from finopti.deploy.kubernetes import CHART_DIR
+from finopti.deploy import CHART_DIR
 from finopti.mesh.model import load_mesh
 from finopti.pki import ensure_pki
 from finopti.testing.apisix import ApisixUnavailable, find_runtime
@@ -26,7 +26,7 @@ def cluster():
         # Where mesh.yaml has rate limits, they count in the gateway replicas' shared store.
         platform = KubePlatform(load_mesh(REPO / "mesh.yaml"), REPO / CHART_DIR, runtime).start(PODS)
     except (ApisixUnavailable, StoreUnavailable) as exc:
-        pytest.skip(str(exc))
+        pytest.skip(f"needs the real APISIX and a Redis-protocol counter store: {exc}")
     try:
         yield platform
     finally:

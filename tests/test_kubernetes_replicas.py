@@ -29,7 +29,7 @@ def gateways(tmp_path_factory):
         runtime = find_runtime(REPO)
         find_server()
     except (ApisixUnavailable, StoreUnavailable) as exc:
-        pytest.skip(str(exc))
+        pytest.skip(f"needs the real APISIX and a Redis-protocol counter store: {exc}")
     spec = MESHES["traffic"]()
     chart = tmp_path_factory.mktemp("chart")
     write_bundle(render_kubernetes_chart(spec, REPO), chart)

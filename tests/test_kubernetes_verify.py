@@ -8,8 +8,8 @@ import pytest
 import yaml
 from conftest import FINOPTI, REPO
 
+from finopti.deploy import CHART_DIR
 from finopti.deploy.kube_verify import check_isolation, check_pod_security, load_manifests, verify_kubernetes
-from finopti.deploy.kubernetes import CHART_DIR
 
 CHART = REPO / CHART_DIR
 

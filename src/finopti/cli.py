@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from finopti.deploy import commands as deploy_commands
 from finopti.errors import FinoptiError, PlatformStateError
 from finopti.paths import state_dir
 
@@ -737,57 +738,11 @@ def trace(
         console.print(render_trace(response.json()))
 
 
-@render_app.command("compose")
-def render_compose_cmd(
-    out: Annotated[Path, typer.Option("--out", help="Directory to write the compose bundle to.")] = Path(
-        "deploy/compose"),
-    mesh: MeshOption = Path("mesh.yaml"),
-) -> None:
-    """Write the docker compose bundle (APISIX, OPA, services, Loki, Alloy, Prometheus, Grafana)."""
-    from finopti.deploy.commands import render_compose_cmd as render
-
-    render(out, mesh)
-
-
-@app.command("verify-compose")
-def verify_compose_cmd(
-    bundle: Annotated[Path, typer.Argument(help="The bundle directory or its docker-compose.yml.")] = Path(
-        "deploy/compose"),
-) -> None:
-    """Prove the bundle's isolation rules statically: no backend publishes a port, each backend shares its
-    network only with the gateway, every service-to-service URL points at the gateway."""
-    from finopti.deploy.commands import verify_compose_cmd as verify
-
-    verify(bundle)
-
-
-@render_app.command("kubernetes")
-def render_kubernetes_cmd(
-    out: Annotated[Path, typer.Option("--out", help="Directory to write the Helm chart to.")] = Path(
-        "deploy/kubernetes"),
-    mesh: MeshOption = Path("mesh.yaml"),
-) -> None:
-    """Write the Kubernetes package: a Helm chart (APISIX and OPA, a Deployment per service, NetworkPolicies,
-    cert-manager identities, Alloy, Loki, Prometheus, Grafana)."""
-    from finopti.deploy.commands import render_kubernetes_cmd as render
-
-    render(out, mesh)
-
-
-@app.command("verify-kubernetes")
-def verify_kubernetes_cmd(
-    source: Annotated[str, typer.Argument(help="The chart directory, a file of rendered manifests (helm template "
-                                               "output), or - for standard input.")] = "deploy/kubernetes",
-    values: Annotated[list[Path] | None, typer.Option("--values", "-f", help="Values files for the chart, as for "
-                                                                               "helm (later ones win).")] = None,
-    namespace: Annotated[str, typer.Option("--namespace", "-n", help="The release's namespace.")] = "finopti",
-) -> None:
-    """Prove from the rendered manifests alone that no backend pod can be reached but by the gateway (and
-    Prometheus, for /metrics) and that backends reach nothing but the gateway and DNS; check every pod's
-    security context and every manifest against Kubernetes' schemas."""
-    from finopti.deploy.commands import verify_kubernetes_cmd as verify
-
-    verify(source, values, namespace)
+# The bundles' commands, declared once in finopti.deploy.commands (light to import; each loads its renderer).
+render_app.command("compose")(deploy_commands.render_compose_cmd)
+app.command("verify-compose")(deploy_commands.verify_compose_cmd)
+render_app.command("kubernetes")(deploy_commands.render_kubernetes_cmd)
+app.command("verify-kubernetes")(deploy_commands.verify_kubernetes_cmd)
 
 
 def main() -> None:

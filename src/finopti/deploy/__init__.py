@@ -1,7 +1,9 @@
-"""The production bundle: docker compose with Apache APISIX, OPA, Loki, Alloy/Promtail, Prometheus and
-Grafana, every file rendered from mesh.yaml (see docs/deploy.md)."""
+"""The production bundles rendered from mesh.yaml: docker compose (`deploy.compose`) and a Helm chart
+(`deploy.kubernetes`), with Apache APISIX, OPA, Loki, Alloy/Promtail, Prometheus and Grafana (docs/deploy.md).
 
-from finopti.deploy.compose import BUNDLE_DIR, render_compose_bundle, write_bundle
-from finopti.deploy.verify import Problem, check_compose, verify_compose
+Kept light on purpose: the CLI registers `deploy.commands` at start-up, and importing a renderer costs time."""
 
-__all__ = ["BUNDLE_DIR", "Problem", "check_compose", "render_compose_bundle", "verify_compose", "write_bundle"]
+from pathlib import PurePosixPath
+
+BUNDLE_DIR = PurePosixPath("deploy/compose")
+CHART_DIR = PurePosixPath("deploy/kubernetes")

@@ -1,28 +1,27 @@
-"""Typer commands for the CLI; `cli.py` registers them:
-
-    render_app.command("compose")(render_compose_cmd)
-    app.command("verify-compose")(verify_compose_cmd)
-"""
+"""Typer commands for the CLI; `cli.py` registers them (`render compose`, `verify-compose`, `render kubernetes`,
+`verify-kubernetes`). Each imports its renderer or verifier when it runs: `finopti --help` stays fast."""
 
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from finopti.deploy.compose import BUNDLE_DIR, render_compose_bundle, write_bundle
-from finopti.deploy.kubernetes import CHART_DIR, render_kubernetes_chart
-from finopti.deploy.validate import default_apisix_schemas
-from finopti.deploy.verify import verify_compose
+from finopti.deploy import BUNDLE_DIR, CHART_DIR
 from finopti.errors import FinoptiError
-from finopti.mesh.model import load_mesh
+
+MeshOption = Annotated[Path, typer.Option("--mesh", "-m", help="The mesh spec.", envvar="FINOPTI_MESH")]
 
 
 def render_compose_cmd(
     out: Annotated[Path, typer.Option("--out", help="Directory to write the compose bundle to.")] = Path(BUNDLE_DIR),
-    mesh: Annotated[Path, typer.Option("--mesh", "-m", help="The mesh spec.", envvar="FINOPTI_MESH")] = Path(
-        "mesh.yaml"),
+    mesh: MeshOption = Path("mesh.yaml"),
 ) -> None:
     """Write the docker compose bundle (APISIX, OPA, services, Loki, Alloy, Prometheus, Grafana)."""
+    from finopti.deploy.compose import render_compose_bundle, write_bundle
+    from finopti.deploy.validate import default_apisix_schemas
+    from finopti.deploy.verify import verify_compose
+    from finopti.mesh.model import load_mesh
+
     try:
         spec = load_mesh(mesh)
     except FinoptiError as exc:
@@ -47,6 +46,9 @@ def verify_compose_cmd(
     """Prove the bundle statically: no backend publishes a port, each backend shares its network only with the
     gateway, every service-to-service URL points at the gateway, and APISIX would load its config whole (what
     APISIX checks in code at load; its JSON schemas too when available)."""
+    from finopti.deploy.validate import default_apisix_schemas
+    from finopti.deploy.verify import verify_compose
+
     schemas = apisix_schemas or default_apisix_schemas()
     if apisix_schemas is not None and not apisix_schemas.is_file():
         typer.secho(f"error: --apisix-schemas {apisix_schemas}: file not found", fg="red", err=True)
@@ -64,11 +66,14 @@ def verify_compose_cmd(
 
 def render_kubernetes_cmd(
     out: Annotated[Path, typer.Option("--out", help="Directory to write the Helm chart to.")] = Path(CHART_DIR),
-    mesh: Annotated[Path, typer.Option("--mesh", "-m", help="The mesh spec.", envvar="FINOPTI_MESH")] = Path(
-        "mesh.yaml"),
+    mesh: MeshOption = Path("mesh.yaml"),
 ) -> None:
     """Write the Kubernetes package: a Helm chart (APISIX and OPA, a Deployment per service, NetworkPolicies,
     cert-manager identities, Alloy, Loki, Prometheus, Grafana)."""
+    from finopti.deploy.compose import write_bundle
+    from finopti.deploy.kubernetes import render_kubernetes_chart
+    from finopti.mesh.model import load_mesh
+
     try:
         spec = load_mesh(mesh)
         files = render_kubernetes_chart(spec, repo_root=mesh.absolute().parent)

@@ -9,6 +9,7 @@ import os
 from pathlib import Path, PurePosixPath
 
 from finopti.dashboards.grafana import CONTAINER_DASHBOARDS, render_grafana
+from finopti.deploy import BUNDLE_DIR
 from finopti.deploy.apisix import (
     CERT_ENV,
     JWT_KEY_ENV,
@@ -48,7 +49,6 @@ from finopti.mesh.model import Identity, MeshSpec
 from finopti.mesh.policy_data import render_route_data
 from finopti.mesh.resolved import resolve
 
-BUNDLE_DIR = PurePosixPath("deploy/compose")
 # Pinned images. APISIX matches the schemas the bundle is validated against (../shared/apisix: 3.18.0);
 # Grafana matches the dashboards' schema (grafana-foundation-sdk for 11.6).
 IMAGES = {

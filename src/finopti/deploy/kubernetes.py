@@ -65,7 +65,6 @@ from finopti.mesh.model import MeshSpec
 from finopti.mesh.policy_data import render_route_data
 from finopti.mesh.resolved import ResolvedMesh, resolve
 
-CHART_DIR = PurePosixPath("deploy/kubernetes")
 # Placeholders in the rendered APISIX files for what the chart's values set (valid values of mesh.yaml, so
 # the same renderer takes them; `.invalid` is a reserved domain, never a real host).
 HOSTS_PLACEHOLDER = "finopti-edge-hosts.invalid"
