@@ -1,16 +1,59 @@
 """Ports: pick free ones, and say who holds a taken one."""
 
+import random
 import socket
+from pathlib import Path
 
 import psutil
 
 from finopti.errors import PortInUseError
 
+# A picked port is bound later, often by another process (Envoy, APISIX, a service). Two things can take it in
+# between, and the server then fails with "address already in use":
+# - the source port of any outgoing connection on the machine, which the kernel takes from its ephemeral range
+#   (a busy test run opens thousands); so ports are picked below that range;
+# - another pick: the OS's own pick (bind to port 0) may hand out the same port twice in a row; so this process
+#   never hands a port out twice, and picks at random so that two processes rarely meet.
+PICK_FLOOR = 20000
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_handed_out: set[int] = set()
+_random = random.Random()  # its own generator: a test seeding `random` must not make processes pick alike
+
+
+def _ephemeral_floor() -> int:
+    try:
+        return int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    """A port nothing listens on or connects from now, and that this process has not handed out before."""
+    ceiling = _ephemeral_floor()
+    if ceiling - PICK_FLOOR >= 1000:
+        for _ in range(200):
+            port = _random.randrange(PICK_FLOOR, ceiling)
+            if port not in _handed_out and _bindable(host, port):
+                _handed_out.add(port)
+                return port
+    # The ephemeral range covers (nearly) every port, or the range below it is full: the OS's pick.
+    for _ in range(200):
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+            port = sock.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise PortInUseError(f"no free port found on {host}")
 
 
 def port_owner(port: int) -> str | None:
