@@ -35,8 +35,9 @@ PAYLOAD_TOO_LARGE = Reply(413, "payload_too_large", "request body is larger than
 UPGRADE_REQUIRED = Reply(426, "upgrade_required", "HTTP/1.0 is not served: use HTTP/1.1 or later")
 RATE_LIMITED = Reply(429, "rate_limited", "too many requests; retry after the time in Retry-After")
 BAD_GATEWAY = Reply(502, "bad_gateway", "the backend could not be reached", fixed=False)
-CIRCUIT_OPEN = Reply(503, "circuit_open", "circuit open: the backend is taken out after consecutive failures; "
-                     "retry later")
+# Envoy also answers this when its active health check has taken the backend out (no healthy host).
+CIRCUIT_OPEN = Reply(503, "circuit_open", "circuit open: the backend is taken out of service after consecutive "
+                     "failures or failed health checks; retry later")
 OVERLOADED = Reply(503, "overloaded", "too many requests in flight to the backend; retry after the time in "
                    "Retry-After", retry_after=1)
 FAULT_INJECTED = Reply(503, "fault_injected", "fault injected by the gateway")
