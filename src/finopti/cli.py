@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from finopti.deploy import commands as deploy_commands
-from finopti.errors import FinoptiError, PlatformStateError
+from finopti.errors import FinoptiError, PlatformNotRunning, PlatformStateError
 from finopti.paths import state_dir
 
 app = typer.Typer(help="FinOptiAgents: a FinOps assistant behind a strict service mesh.", no_args_is_help=True)
@@ -107,13 +107,22 @@ def up(
         console.print("[yellow]note:[/] no `prometheus` binary found (Debian package `prometheus`; `make up` "
                       "installs it where apt-get exists): running without metrics history")
     started = time.monotonic()
+
+    def interrupted(*_):
+        raise KeyboardInterrupt  # SIGTERM while starting, like Ctrl-C: `up` stops what it started
+
+    signal.signal(signal.SIGTERM, interrupted)
     try:
         rt = platform.up(
             mesh, policies, state,
             on_healthy=lambda name, t: console.print(f"  [green]✓[/] {name:<20} healthy after {t:4.1f}s"),
+            on_note=lambda note: console.print(f"[yellow]note:[/] {note}", highlight=False),
         )
     except FinoptiError as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        err.print("interrupted: the platform was stopped")
+        raise typer.Exit(130) from None
     console.print(f"[bold green]all healthy[/] in {time.monotonic() - started:.1f}s")
     console.print(f"  chat UI      {rt.edge_url}/")
     console.print(f"  ask API      {rt.edge_url}/api/ask")
@@ -160,11 +169,11 @@ def status(
     from finopti import platform
 
     fmt = _output(output, as_json)
-    running = True
+    running, why = True, ""
     try:
         statuses = platform.platform_status(state_dir())
-    except PlatformStateError:
-        running = False
+    except PlatformNotRunning as exc:
+        running, why = False, str(exc)
         try:
             statuses = platform.stopped_status(_load_mesh(mesh))
         except FinoptiError as exc:
@@ -183,7 +192,7 @@ def status(
             table.add_row(s.name, f"[{colours[s.state]}]{s.state}[/]", str(s.pid or "-"), s.address)
         console.print(table)
         if not running:
-            console.print("the platform is not running: [bold]finopti up[/] starts it")
+            console.print(why, highlight=False)
     if any(s.state != "healthy" for s in statuses):
         raise typer.Exit(1)
 
