@@ -1,6 +1,7 @@
 """Times as the log pipeline reads and writes them: nanoseconds since the epoch, RFC 3339 text, durations."""
 
 import calendar
+import math
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -17,16 +18,24 @@ OLDEST_NS = -(2**63)
 
 
 def parse_since(text: str) -> float:
-    """`15m`, `1h30m`, `2d`, `90s`, `500ms` or a bare number of seconds -> seconds."""
+    """`15m`, `1h30m`, `2d`, `90s`, `500ms` or a bare number of seconds -> seconds: finite, not negative
+    (`nan`, `-5`, `inf` or 400 nines are not durations)."""
     text = text.strip().lower()
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
-        pass
-    parts = _DURATION.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
+        parts = _DURATION.findall(text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            raise ValueError(f"invalid duration {text!r} (expected e.g. 30s, 15m, 1h30m, 2d)") from None
+        seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    if not 0 <= seconds < math.inf:
         raise ValueError(f"invalid duration {text!r} (expected e.g. 30s, 15m, 1h30m, 2d)")
-    return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    return seconds
+
+
+def since_ns(text: str, now_ns: int) -> int:
+    """The start of `since=<duration>` back from `now_ns`; a duration back beyond 1677 (int64 ns) is from then."""
+    return max(OLDEST_NS, now_ns - int(min(parse_since(text), 1e11) * 1e9))
 
 
 def rfc3339_ns(text: str) -> int:
