@@ -413,6 +413,8 @@ def test_a_constant_series_forecasts_itself_exactly() -> None:
     ("last_week", "2026-11-09", "2026-11-15"), ("this_month", "2026-11-01", "2026-11-15"),
     ("month to date", "2026-11-01", "2026-11-15"), ("last_month", "2026-10-01", "2026-10-31"),
     ("2026-09", "2026-09-01", "2026-09-30"), ("last_90_days", "2026-08-18", "2026-11-15"),
+    ("q3", "2026-08-01", "2026-09-30"), ("last_quarter", "2026-08-01", "2026-09-30"),  # cut to the data
+    ("this_quarter", "2026-10-01", "2026-11-15"), ("q4", "2026-10-01", "2026-11-15"),
 ])  # fmt: skip
 def test_named_periods(name: str, start: str, end: str) -> None:
     period = periods.resolve(name, None, None, SANDBOX_NOW_TS, BILLING_START_TS)

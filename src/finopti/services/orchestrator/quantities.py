@@ -20,7 +20,8 @@ UNITS = {
     "month": ("d", 30), "months": ("d", 30),
 }
 CALENDAR = {"today": "today", "yesterday": "yesterday", "tonight": "today"}
-CALENDAR_PAIRS = {("this", "morning"): "this_morning", ("this", "week"): "this_week", ("this", "day"): "today"}
+CALENDAR_PAIRS = {("this", "morning"): "this_morning", ("this", "week"): "this_week", ("this", "day"): "today",
+                  ("since", "monday"): "this_week"}
 LEADING = frozenset({"last", "past", "previous", "recent", "the", "over", "in", "for", "during", "within", "from",
                      "since", "of"})
 PERCENT_WORDS = frozenset({"%", "percent", "pct", "per-cent"})
