@@ -54,7 +54,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from finopti.logs import wire
 from finopti.logs.line_guard import identity_of_certificate, lines_with_marks, own_sources, redact, redact_bytes
-from finopti.logs.metadata import INDEXED, NOT_AN_OBJECT, Fields, decode_fields, from_object
+from finopti.logs.metadata import INDEXED, NOT_AN_OBJECT, SCALARS, Fields, decode_fields, from_object
 from finopti.logs.multiline import (
     DEFAULT_FIRSTLINE,
     DEFAULT_MAX_LINES,
@@ -63,9 +63,17 @@ from finopti.logs.multiline import (
     Joiner,
     MultilineRule,
     infer_level,
+    strip_lead,
 )
 from finopti.logs.tail import ROTATE_WAIT, Chunk, FileTail, Position
-from finopti.logs.times import FUTURE_GRACE_SECONDS, leading_time_ns, ns_to_rfc3339, parse_since, rfc3339_ns
+from finopti.logs.times import (
+    FUTURE_GRACE_SECONDS,
+    epoch_ns,
+    leading_time_ns,
+    ns_to_rfc3339,
+    parse_since,
+    rfc3339_ns,
+)
 from finopti.logs.times import second_cache as _SECONDS
 
 log = logging.getLogger("finopti.collector")
@@ -85,10 +93,12 @@ def normalize_level(level: object, message: object = "") -> str:
     letters as it is, `notice`), a number as pino and bunyan write them (30 info, 50 error); absent or anything
     else (a list, an object, `4f2a…`) inferred from the message: a label per odd value would be a stream each."""
     if level.__class__ is str:
-        text = level.lower() or "info"
+        text = level.strip().lower() or "info"
         known = _KNOWN_LEVELS.get(text) or _LEVELS.get(text)
         if known is not None or (text.isascii() and text.isalpha() and len(text) <= 12):
             return known or text
+        if text.isascii() and text.isdigit() and len(text) <= 3:  # "50": pino's number, written as a string
+            return _NUMERIC_LEVELS.get(int(text) // 10, "info")
     elif level.__class__ is int:
         return _NUMERIC_LEVELS.get(level // 10, "info")
     return infer_level(message if message.__class__ is str else "")
@@ -144,6 +154,7 @@ class Parsed(NamedTuple):
         return {**from_object(self.obj), **self.extras} if self.extras else from_object(self.obj)
 
 
+_TRAILING = (b"\r", b"\x00")
 _new = tuple.__new__  # a NamedTuple without its Python-level __new__: this is the hot path
 
 
@@ -157,10 +168,13 @@ def parse_line(raw: bytes, component: str, now_ns: int, stats: ParseStats,
     of one dated more than `grace_ns` ahead (its own time is kept as metadata `original_ts`).
     The hot path of the collector: a JSON object line is parsed once, only the fields it reads, and never
     re-encoded."""
-    if raw[-1:] == b"\r":
-        raw = raw[:-1]
+    if raw[-1:] in _TRAILING:  # CRLF endings; NULs
+        raw = raw.rstrip(b"\r\x00")
     if raw[:1] != b"{":
-        return _parse_text(raw, component, now_ns, stats, grace_ns)
+        raw = strip_lead(raw)
+        if raw.lstrip(b" \t")[:1] != b"{":
+            return _parse_text(raw, component, now_ns, stats, grace_ns)
+        raw = raw.lstrip(b" \t")
     try:
         obj = decode_fields(raw)  # also checks the bytes are UTF-8
     except NOT_AN_OBJECT:
@@ -189,11 +203,13 @@ def parse_line(raw: bytes, component: str, now_ns: int, stats: ParseStats,
     millis = ts[20:23] if base >= 0 and ts[23] == "Z" else ""
     if millis.isascii() and millis.isdigit():  # the services' `…T12:07:55.548Z`, its second seen before
         ts_ns = base + int(millis) * 1_000_000
-    else:
+    elif ts.__class__ is str:
         try:
-            ts_ns = rfc3339_ns(ts) if ts.__class__ is str else now_ns
+            ts_ns = rfc3339_ns(ts)
         except ValueError:
-            ts_ns = now_ns
+            ts_ns = epoch_ns(ts) or now_ns
+    else:
+        ts_ns = epoch_ns(ts) or now_ns  # zap's 1764592075.123 s, pino's ms…; not a time (null, a list): when read
     extras = {"component": component} if component != service else None
     if ts_ns > now_ns + grace_ns:  # a clock ahead: such a line would stay the newest for good
         extras = {**(extras or {}), "original_ts": ns_to_rfc3339(ts_ns)}
@@ -302,12 +318,13 @@ def _indexed_values(lines: list[Fields]) -> dict[str, list]:
         values = map(attrgetter(name), lines)
         try:
             distinct = set(values)
-        except TypeError:  # a list or an object as a trace id
-            distinct = {v if v.__class__ is str else str(v) for v in map(attrgetter(name), lines)}
+        except TypeError:  # a list or an object as a trace id: not an id (see from_object)
+            distinct = {v for v in map(attrgetter(name), lines) if v.__class__ is str or v.__class__ in SCALARS}
         distinct.discard(None)
         distinct.discard("")
         if not set(map(type, distinct)) <= {str}:  # as text, as its metadata reads it (but not 0 or false)
-            distinct = {v if v.__class__ is str else str(v) for v in distinct if v}
+            distinct = {v if v.__class__ is str else str(v) for v in distinct
+                        if v and (v.__class__ is str or v.__class__ in SCALARS)}
         out[name] = list(distinct)
     return out
 

@@ -95,10 +95,34 @@ def parse_time(text: str) -> int:
         return rfc3339_ns(text)
     if not number.is_finite():
         raise ValueError(f"not a time: {text!r}")
+    return _unix_ns(number)
+
+
+def _unix_ns(number: Decimal) -> int:
+    """A Unix time in s, ms, µs or ns, told apart by magnitude (as Loki does) -> ns."""
     for limit, factor in ((10**11, 10**9), (10**14, 10**6), (10**17, 10**3)):
         if abs(number) < limit:
             return int(number * factor)
     return int(number)
+
+
+_EPOCH_TEXT = re.compile(r"\d{9,19}(\.\d{1,9})?", re.ASCII)
+_PLAUSIBLE_NS = (10**18, 2**63)  # 2001-09-09 to 2262: a number outside is a counter or a mistake, not a time
+
+
+def epoch_ns(value: object) -> int | None:
+    """A line's own time given as a Unix time (zap's `1764592075.123` s, pino's ms, ns; a number or its digits in a
+    string) -> ns; None for anything else, and for a number that would date the line before 2001 or after 2262
+    (0, -1, 10**30: the line is then dated when it was read, rather than dropped as too old or beyond int64)."""
+    cls = value.__class__
+    if cls is int or (cls is str and _EPOCH_TEXT.fullmatch(value)):
+        number = Decimal(value)
+    elif cls is float and math.isfinite(value):
+        number = Decimal(repr(value))  # the digits written: 1764592075.123, not its binary expansion
+    else:
+        return None
+    ns = _unix_ns(number)
+    return ns if _PLAUSIBLE_NS[0] <= ns < _PLAUSIBLE_NS[1] else None
 
 
 _second_text: dict[int, str] = {}
