@@ -272,6 +272,30 @@ def test_a_user_cannot_erase_their_own_actions_from_the_audit_trail(platform):
             platform.confirm(start)
 
 
+def test_a_request_sharing_a_chosen_trace_id_is_still_listed_on_its_own(platform):
+    """A client may continue a trace (W3C traceparent), so it may choose the id of a trace it has seen. The trace list
+    showed one row per trace: alice's stop, followed by an ask of bob's under the same trace id, was listed only as
+    bob's question. Each request is a row of its own, with its own user and prompt."""
+    trace_id = "".join(random.choices("0123456789abcdef", k=32))
+    parent = {"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}
+    first = httpx.post(f"{platform.edge}/api/ask", json={"prompt": "list buckets"}, timeout=60,
+                       headers={**platform.headers("alice@finopti.dev"), **parent})
+    second = httpx.post(f"{platform.edge}/api/ask", json={"prompt": "find idle instances"}, timeout=60,
+                        headers={**platform.headers("bob@finopti.dev"), **parent})
+    assert first.json()["trace_id"] == second.json()["trace_id"] == trace_id
+    wanted = {first.headers["x-request-id"]: ("alice@finopti.dev", "list buckets"),
+              second.headers["x-request-id"]: ("bob@finopti.dev", "find idle instances")}
+    deadline = time.monotonic() + 30
+    while True:
+        rows = httpx.get(f"{platform.edge}/api/traces/", params={"prefix": trace_id, "limit": 10},
+                         headers=platform.headers("carol@finopti.dev"), timeout=30).json()["traces"]
+        listed = {row["request_id"]: (row["user"], row["prompt"]) for row in rows}
+        if listed == wanted or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert listed == wanted
+
+
 @pytest.mark.parametrize("client_id, kept", [
     ("hunt-1.a:b_c", True), ("x" * 128, True), ("x" * 129, False), ("<script>", False), ("a b", False),
     ("ünïcode", False)])
