@@ -226,6 +226,8 @@ class SandboxFinOps:
             if amount is None:  # "how is the payments budget doing": the saved budget of exactly that slice
                 rows = conn.execute("SELECT * FROM budgets ORDER BY name").fetchall()
                 matching = [row for row in rows if json.loads(row["filter"]) == scope]
+                if not matching:  # "the search budget": the one saved budget inside that slice (search-prod)
+                    matching = [row for row in rows if _within(json.loads(row["filter"]), scope)]
                 if len(matching) != 1:
                     known = ", ".join(f"{r['name']} ({budgets.scope_text(json.loads(r['filter']))})" for r in rows)
                     what = "no saved budget covers" if not matching else "several saved budgets cover"
@@ -272,3 +274,9 @@ class SandboxFinOps:
         age = check_int("min_snapshot_age_days", min_snapshot_age_days, 1, 3650)
         with transaction(self.db_path) as conn:
             return unused_resources(conn, load_prices(conn), age)
+
+
+def _within(budget: dict, scope: dict) -> bool:
+    """Whether a budget's slice lies inside `scope`: every project, service and label the scope names, it has."""
+    return all(budget.get(key) == value for key, value in scope.items() if key != "labels") and \
+        all(budget.get("labels", {}).get(k) == v for k, v in scope.get("labels", {}).items())

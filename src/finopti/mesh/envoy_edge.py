@@ -48,7 +48,14 @@ CEL_FILTER = "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3
 UNKNOWN_HOST = "unknown_host"
 FOREIGN_ORIGIN = "foreign_origin"
 CROSS_SITE = "cross_site_request"
-REFUSAL_ROUTES = (UNKNOWN_HOST, FOREIGN_ORIGIN, CROSS_SITE)
+CONNECT_REFUSED = "connect_refused"
+REFUSAL_ROUTES = (UNKNOWN_HOST, FOREIGN_ORIGIN, CROSS_SITE, CONNECT_REFUSED)
+BUFFER_FILTER = "envoy.filters.http.buffer"
+BUFFER_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute"
+# CONNECT matches only routes with a connect matcher, never a path. With one, the connection manager refuses
+# the tunnel at once (no upgrade is configured: 403 upgrade_refused); without, the request went unrouted
+# through the filters and waited for a body that never ends, until request_timeout.
+CONNECT = {"connect_matcher": {}}
 REDACT_ONLY = "redact_only"
 
 _GUARD = QUERY_CREDENTIALS_LUA + """
@@ -200,6 +207,8 @@ def _answered_by_gateway() -> dict:
     everyone = {"permissions": [{"any": True}], "principals": [{"any": True}]}
     return {
         **{name: {"@type": FILTER_CONFIG, "disabled": True} for name in (JWT_AUTHN_FILTER, EXT_AUTHZ_FILTER)},
+        # Answered without waiting for a body (a CONNECT's never ends).
+        BUFFER_FILTER: {"@type": BUFFER_PER_ROUTE, "disabled": True},
         RBAC_FILTER: {"@type": RBAC_PER_ROUTE, "rbac": {"rules": {"action": "ALLOW", "policies": {
             "refusal": everyone}}, "rules_stat_prefix": RULES_PREFIX}},
     }
@@ -216,10 +225,12 @@ def _methods() -> dict:
 
 def origin_refusals(edge: EdgeListener, port: int) -> list[dict]:
     """Placed before the application routes: a state-changing request from a page of another origin (CSRF,
-    or DNS rebinding that got past the Host check) is refused. Requests without Origin (CLI, scripts) pass."""
+    or DNS rebinding that got past the Host check) is refused. Requests without Origin (CLI, scripts) pass.
+    CONNECT is refused at once (see `CONNECT`)."""
     foreign = [{"name": "origin", "string_match": {"exact": o, "ignore_case": True}, "invert_match": True}
                for o in origins(edge, port)]
     return [
+        _refusal(CONNECT_REFUSED, CONNECT, 405, "CONNECT is not served: this gateway is not a proxy"),
         _refusal(FOREIGN_ORIGIN, {"prefix": "/", "headers": [_methods(), {"name": "origin", "present_match": True},
                                                             *foreign]},
                  403, "a state-changing request from another origin is refused (CSRF): the page must be served "
@@ -240,9 +251,10 @@ def edge_virtual_hosts(edge: EdgeListener, port: int, routes: list[dict], vhost_
         {
             "name": "edge-unknown-host",
             "domains": ["*"],
-            "routes": [_refusal(UNKNOWN_HOST, {"prefix": "/"}, 421,
+            "routes": [_refusal(UNKNOWN_HOST, match, 421,
                                 f"this gateway serves only the hosts {hosts} (gateway.edge.hosts in mesh.yaml), "
-                                "with or without its port; the Host of this request is not one of them")],
+                                "with or without its port; the Host of this request is not one of them")
+                       for match in ({"prefix": "/"}, CONNECT)],
             "typed_per_filter_config": {**vhost_config.get("typed_per_filter_config", {}),
                                         EDGE_GUARD_FILTER: {"@type": LUA_PER_ROUTE, "name": REDACT_ONLY}},
         },
