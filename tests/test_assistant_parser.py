@@ -156,7 +156,7 @@ def test_a_rate_is_not_a_period(inventory):
 
 @pytest.mark.parametrize("prompt", [
     "don't stop ledger-db-prod-01", "do not delete notebook-dev-01", "never shut down query-cache-prod-02",
-    "please don't ever delete ledger-db-prod-01",
+    "please don't ever delete ledger-db-prod-01", "why didn't ledger-db-prod-01 stop",
 ])  # fmt: skip
 def test_a_change_said_with_not_is_no_change(inventory, prompt):
     assert understand(prompt, inventory).kind == "unknown"
@@ -200,3 +200,16 @@ def test_full_width_and_unknown_zones(inventory):
 def test_projects_filter_billing(inventory):
     got = understand("spend for the finopti-prod project last week", inventory).intent
     assert (got.action, got.arguments) == ("cost_report", {"period": "last_week", "project": "finopti-prod"})
+
+
+@pytest.mark.parametrize(("prompt", "action", "arguments"), [
+    ("which instances are not in prod", "list_instances", {}),
+    ("costs without bigquery last month", "cost_report", {"period": "last_month"}),
+    ("idle vms except the ones in prod", "find_idle_instances", {}),
+    ("list instances in us-central1-a in us-central1-a", "list_instances", {"zone": "us-central1-a"}),
+    ("spend year to date", "cost_report", {"period": "this_year"}),
+    ("per-service breakdown for october", "cost_report", {"period": "october", "group_by": "service"}),
+])  # fmt: skip
+def test_what_is_left_out_never_filters(inventory, prompt, action, arguments):
+    got = understand(prompt, inventory).intent
+    assert (got.action, got.arguments) == (action, arguments)

@@ -350,6 +350,38 @@ def test_own_log_is_not_collected_and_new_files_are(tmp_path, receiver):
     assert json.loads(receiver.lines()[0])["service"] == "late-comer"
 
 
+def test_more_files_than_it_may_hold_open(tmp_path, receiver):
+    """Hundreds of files and a low open-files limit: the collector took every descriptor and died (EMFILE, then
+    again under its process manager, collecting nothing). It holds at most `max_open_files`: a file read to its end
+    is closed and opened again, from where it was read to, once it changes — appended to, or rotated meanwhile."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    names = [f"s{n:02d}" for n in range(30)]
+
+    def write(name: str, numbers: range, path: Path | None = None) -> None:
+        with open(path or logs / f"{name}.log", "a") as f:
+            f.write("".join(service_line(name, f"{name} {i}") + "\n" for i in numbers))
+
+    for name in names:
+        write(name, range(5))
+    running = start(tmp_path, receiver.url, max_open_files=6, rotate_wait=0.1)  # a rotated file holds its slot
+    collector = running.collector
+    wait_for(lambda: len(receiver.lines()) == 150, 60, "the first 150 lines")
+    assert len(collector.tails) <= 6 and len(collector.tails) + len(collector.parked) == 30
+    for name in names[::2]:
+        write(name, range(5, 8))
+    for name in names[1::2]:  # rotated while closed: the rest of the old file, then the new one
+        write(name, range(5, 7))
+        os.rename(logs / f"{name}.log", logs / f"{name}.log.1")
+        write(name, range(7, 8))
+    wait_for(lambda: len(receiver.lines()) == 240, 60, "every line written since")
+    time.sleep(0.3)
+    running.stop()
+    messages = sorted(json.loads(line)["message"] for line in receiver.lines())
+    assert messages == sorted(f"{name} {i}" for name in names for i in range(8))
+    assert collector.health()["files"] == 30
+
+
 # --- FileTail: rotation and truncation, without a collector -------------------------------------------------
 
 

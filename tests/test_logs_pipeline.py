@@ -257,6 +257,25 @@ def test_a_full_disk_loses_nothing(pipeline):
     assert_each_line_once(pipeline, 30_000, "zeta", "eta")
 
 
+def test_hundreds_of_files_under_a_low_open_files_limit(pipeline):
+    """300 files, and a collector allowed 128 descriptors (it can raise its soft limit only to the hard one): it
+    died of EMFILE at once, under a process manager again and again. Now it keeps descriptors for its pushes, and
+    every line of every file is stored once."""
+    limited = ("import resource, runpy; resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128)); "
+               "runpy.run_module('finopti.logs.collector', run_name='__main__')")
+    pipeline.collector.args = [sys.executable, "-c", limited]
+    names = [f"many{n:03d}" for n in range(300)]
+    for name in names:
+        (pipeline.logs / f"{name}.log").write_bytes(
+            b"".join(orjson.dumps({"service": name, "message": "line", "seq": i}) + b"\n" for i in range(10)))
+    pipeline.start_store()
+    pipeline.start_collector()
+    wait_for(lambda: pipeline.stored() == 3_000, 120, "the 3,000 lines")
+    assert_each_line_once(pipeline, 10, *names)  # and each file once more, through its closed (parked) file
+    health = httpx.get(f"http://127.0.0.1:{pipeline.collector_port}/healthz").json()
+    assert health["files"] == 300 and health["files_open"] <= 128 - 64 and health["files_ok"]
+
+
 def test_store_stops_promptly_with_a_live_tail_open(pipeline):
     """supervisord stops the store with SIGTERM: an open SSE tail must not hold uvicorn's graceful shutdown."""
     pipeline.start_store()

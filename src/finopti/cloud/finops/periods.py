@@ -12,7 +12,7 @@ from ..errors import InvalidArgument
 DAY = 86400
 
 NAMED = ("yesterday", "last_7_days", "last_14_days", "last_30_days", "last_90_days", "this_week", "last_week",
-         "this_month", "month_to_date", "last_month", "this_quarter", "last_quarter")
+         "this_month", "month_to_date", "last_month", "this_quarter", "last_quarter", "this_year")
 LAST_DAYS = re.compile(r"^last_(\d{1,3})_days?$")  # any number of days: last_10_days
 QUARTERS = ("q1", "q2", "q3", "q4")  # the latest such quarter that has begun
 MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
@@ -98,6 +98,8 @@ def _named(name: str, today: date) -> tuple[date, date]:
             year = today.year if quarter <= current else today.year - 1
         first = date(year, 3 * quarter + 1, 1)
         return first, next_month_start(date(year, 3 * quarter + 3, 1)) - timedelta(days=1)
+    if name == "this_year":
+        return date(today.year, 1, 1), date(today.year, 12, 31)
     if name == "this_week":
         return monday, monday + timedelta(days=6)
     if name == "last_week":

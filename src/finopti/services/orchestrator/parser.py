@@ -113,7 +113,11 @@ CHANGE_VERBS = frozenset(phrase for spec in ACTIONS if spec.mutates for phrase i
 NEGATORS = frozenset({"not", "never"})
 # "all instances except X", "everything but X": what follows names what is left out, never what is meant.
 EXCLUDING = {("except",): 1, ("excluding",): 1, ("besides",): 1, ("other", "than"): 2, ("apart", "from"): 2,
-             ("aside", "from"): 2, ("but", "not"): 2}
+             ("aside", "from"): 2, ("but", "not"): 2, ("without",): 1}
+# "not in prod", "not ledger-db-prod-01": what comes right after "not" (or "not in/from/for/the") is left out.
+NOT_BEFORE = frozenset({"in", "from", "for", "the", "on", "of"})
+# Vocabulary values left out the same way ("costs without bigquery", "all instances except stopped ones").
+EXCLUDABLE_KINDS = frozenset({"cloud_service", "state"})
 EVERYTHING = frozenset({"all", "everything", "every", "everyone", "anything", "each"})
 EXCLUDED_REACH = 5  # tokens after the word within which a named thing is left out
 
@@ -140,7 +144,7 @@ for _rank, (_words, _phrase) in enumerate(_PHRASES):
     _BY_FIRST_WORD.setdefault(_words[0], []).append((_rank, _words, _phrase))
 
 
-def _match_phrases(tokens: tuple[str, ...], taken: set[int]) -> list[Phrase]:
+def _match_phrases(tokens: tuple[str, ...], taken: set[int], excluded: list[range] = ()) -> list[Phrase]:
     """Every catalogue phrase in the tokens, longest first; a token belongs to one phrase at most."""
     found: list[Phrase] = []
     used = set(taken)
@@ -148,7 +152,7 @@ def _match_phrases(tokens: tuple[str, ...], taken: set[int]) -> list[Phrase]:
     for i, token in enumerate(tokens):
         for rank, words, phrase in _BY_FIRST_WORD.get(token, ()):
             if "*" in words:
-                tail = next((j for j in range(i + 2, min(len(tokens), i + 6)) if tokens[j] == words[-1]), None)
+                tail = next((j for j in range(i + 2, min(len(tokens), i + 8)) if tokens[j] == words[-1]), None)
                 if tail is not None:
                     candidates.append((rank, i, (i, tail), phrase))
             elif tuple(tokens[i:i + len(words)]) == tuple(words):
@@ -162,31 +166,39 @@ def _match_phrases(tokens: tuple[str, ...], taken: set[int]) -> list[Phrase]:
             typo = _typo_of(token)
             if typo is not None:
                 found.append(Phrase(i, i + 1, typo, frozenset({i})))
-    return sorted((_negated(p, tokens) for p in found), key=lambda p: p.start)
+    found = [p for p in found if not (any(p.start in r for r in excluded) and _excludable(p.text))]
+    return sorted((_negated(p, tokens, taken) for p in found), key=lambda p: p.start)
 
 
-def _negated(phrase: Phrase, tokens: tuple[str, ...]) -> Phrase:
-    """"don't stop X", "never delete X", "please do not ever shut it down": a change said with "not" is no
-    request for it."""
+def _excludable(phrase: str) -> bool:
+    return all(m.startswith("slot:") and m[5:] in EXCLUDABLE_KINDS for m in LEXICON[phrase])
+
+
+def _negated(phrase: Phrase, tokens: tuple[str, ...], taken: set[int]) -> Phrase:
+    """"don't stop X", "never delete X", "please do not ever shut it down", "why didn't X stop": a change said
+    with "not" is no request for it (the names in between do not count)."""
     if phrase.text not in CHANGE_VERBS:
         return phrase
-    before = tokens[max(0, phrase.start - 2):phrase.start]
+    before = [t for k, t in enumerate(tokens[:phrase.start]) if k not in taken][-2:]
     if before and (before[-1] in NEGATORS or (len(before) == 2 and before[0] in NEGATORS
                                               and before[1] in ("ever", "to", "you", "please", "even"))):
         return replace(phrase, text=NEGATED_CHANGE)
     return phrase
 
 
-def _excluded(tokens: tuple[str, ...], mentions: list[Mention]) -> list[Mention]:
-    """The mentions a prompt leaves out ("stop all instances except ledger-db-prod-01")."""
-    starts = []
+def _excluded_ranges(tokens: tuple[str, ...]) -> list[range]:
+    """Where a prompt names what it leaves out ("stop all instances except ledger-db-prod-01", "not in prod")."""
+    out = []
     for i in range(len(tokens)):
         for words, size in EXCLUDING.items():
             if tokens[i:i + size] == words:
-                starts.append(i + size)
+                out.append(range(i + size, i + size + EXCLUDED_REACH))
         if tokens[i] == "but" and i > 0 and tokens[i - 1] in EVERYTHING:
-            starts.append(i + 1)
-    return [m for m in mentions if any(s <= m.start < s + EXCLUDED_REACH for s in starts)]
+            out.append(range(i + 1, i + 1 + EXCLUDED_REACH))
+        if tokens[i] == "not":
+            skip = 1 if i + 1 < len(tokens) and tokens[i + 1] in NOT_BEFORE else 0
+            out.append(range(i + 1 + skip, i + 2 + skip))
+    return out
 
 
 # ------------------------------------------------------------------ evidence and slot filling
@@ -273,6 +285,8 @@ def _assign_mentions(spec: ActionSpec, evidence: Evidence) -> dict[str, Fill]:
         fill = _mention_fill(slot, mention, reading, evidence)
         if mention.start > 0 and evidence.tokens[mention.start - 1] == "from" and slot.kind == "machine_type":
             continue  # "from e2-standard-4 to e2-standard-2": the first is what it is now
+        if slot.arg in fills and fills[slot.arg].value is not None and fills[slot.arg].value == fill.value:
+            continue  # the same thing said twice
         if slot.arg in fills:  # two things for one slot: ask which
             previous = fills[slot.arg]
             values = tuple(v for f in (previous, fill) for v in ((f.value,) if f.value else f.choices))
@@ -638,19 +652,21 @@ def understand(prompt: str, inventory: Inventory) -> Understanding:
     tokens = text.tokens
     mentions = find_mentions(tokens, inventory)
     taken = {i for m in mentions for i in range(m.start, m.end)}
-    excluded = _excluded(tokens, mentions)
+    ranges = _excluded_ranges(tokens)
+    excluded = [m for m in mentions if any(m.start in r for r in ranges)]
     mentions = [m for m in mentions if m not in excluded]
     quantities = find_quantities(tokens, taken)
     taken |= {i for q in quantities for i in range(q.start, q.end)}
-    evidence = Evidence(tokens, mentions, quantities, _match_phrases(tokens, taken), text.quoted, inventory,
-                        tuple(excluded))
-    mentioned = tuple(r.value for m in mentions for r in m.readings
+    phrases = _match_phrases(tokens, taken, ranges)
+    evidence = Evidence(tokens, mentions, quantities, phrases, text.quoted, inventory, tuple(excluded))
+    mentioned = tuple(r.value for m in (*mentions, *excluded) for r in m.readings
                       if r.value and r.quality in ("exact", "corrected", "partial") and r.kind != "label")
     decided = _decide(evidence, inventory)
     if excluded and decided.kind != "unknown":
         left_out = ", ".join(m.said for m in excluded)
-        decided = replace(decided, notes=(*decided.notes, f"left out “{left_out}”: I cannot act on all but some, "
-                                          "so it is not in the answer's filter"))
+        decided = replace(decided, notes=(*decided.notes, f"“{left_out}” was named to be left out: it is never "
+                                          "the target, but no filter here excludes it, so a listing or total still "
+                                          "counts it"))
     return replace(decided, mentioned=tuple(dict.fromkeys(mentioned)))
 
 

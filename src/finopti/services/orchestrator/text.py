@@ -48,6 +48,8 @@ def _split_token(raw: str) -> list[str]:
         return [stem, {"d": "would", "m": "am", "re": "are", "ve": "have"}[tail]]
     if token in _CONTRACTED:
         return list(_CONTRACTED[token])
+    if token.startswith("per-"):  # "per-service breakdown"
+        return ["per", token[4:]]
     return [token.strip("'")]
 
 
