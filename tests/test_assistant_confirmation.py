@@ -12,6 +12,7 @@ from finopti.cloud import SandboxCloud
 from finopti.services.orchestrator.confirmations import Confirmations
 
 ALICE, BOB, CAROL, ERIN = "alice@finopti.dev", "bob@finopti.dev", "carol@finopti.dev", "erin@finopti.dev"
+FIONA = "fiona@finopti.dev"  # finops_admin: makes budgets
 
 
 def state(platform, name: str) -> str:
@@ -263,3 +264,18 @@ def test_a_start_confirmed_after_a_resize_is_refused(platform):
     assert state(platform, "bastion-staging-02") == "TERMINATED"
     back = platform.confirm(planned(platform, "resize bastion-staging-02 to n2-highmem-4"))
     assert back.status_code == 200 and machine_type(platform, "bastion-staging-02") == "n2-highmem-4"
+
+
+def test_a_budget_plan_confirmed_after_its_name_was_taken_is_refused(platform):
+    """Both plans read the same (nothing before, the same budget after) but the first can no longer be carried
+    out: refused as a changed plan, before anything runs; the budget made in between keeps its amount."""
+    first = planned(platform, 'create budget "rt-race" of 100', user=FIONA)
+    assert first.json()["answer"].startswith("create budget rt-race: $100.00 a month")  # a plan, not "created"
+    second = planned(platform, 'create budget "rt-race" of 200', user=FIONA)
+    assert platform.confirm(second, user=FIONA).status_code == 200
+    refused = platform.confirm(first, user=FIONA)
+    assert refused.status_code == 409 and refused.json()["error"] == "plan_changed", refused.text
+    assert "already exists" in refused.json()["message"]
+    status = platform.ask('budget status of "rt-race"', user=FIONA)
+    assert status.status_code == 200 and status.json()["data"]["amount"] == 200.0, status.text
+    assert platform.confirm(planned(platform, 'delete budget "rt-race"', user=FIONA), user=FIONA).status_code == 200

@@ -293,7 +293,7 @@ def test_a_budget_plan_changes_nothing(fresh_sandbox: SandboxCloud) -> None:
     assert (plan["changed"], plan["blocked"], plan["before"]) == (True, None, None)
     assert plan["undo"] == 'delete budget "qa-limit"'
     assert plan["after"]["filter"] == {"labels": {"env": "dev"}}
-    assert plan["changes"][0] == "budget qa-limit created: $400.00 a month for env=dev"
+    assert plan["changes"][0] == "create budget qa-limit: $400.00 a month for env=dev"  # not "created": a plan
     assert "qa-limit" not in {b["name"] for b in fresh_sandbox.list_budgets()}
     with pytest.raises(NotFound, match="budget 'qa-limit' not found"):
         fresh_sandbox.plan_budget_change("delete_budget", "qa-limit")

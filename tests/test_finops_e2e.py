@@ -179,7 +179,7 @@ def test_a_budget_made_in_the_chat_is_a_plan_until_a_finops_admin_confirms(platf
     plan = platform.ask(prompt, user="fiona@finopti.dev")
     body = plan.json()
     assert body["kind"] == "plan" and body["plan"]["after"]["filter"] == {"labels": {"team": "data"}}
-    assert "budget e2e-chat created: $700.00 a month for team=data" in body["answer"]
+    assert "create budget e2e-chat: $700.00 a month for team=data" in body["answer"]
     assert "e2e-chat" not in {b["name"] for b in act(platform, "list_budgets").json()["data"]}  # nothing yet
     done = platform.confirm(plan, user="fiona@finopti.dev")
     assert done.status_code == 200, done.text

@@ -174,7 +174,7 @@ class SandboxFinOps:
                           "thresholds": budgets.check_thresholds(thresholds)}
                 report = budgets.status(export, budget)
                 plan.update(before=None, after=budget, undo=f'delete budget "{name}"', changes=[
-                    f"budget {name} created: {format_money(budget['amount'])} a month for "
+                    f"create budget {name}: {format_money(budget['amount'])} a month for "
                     f"{budgets.scope_text(budget['filter'])}",
                     "alerts at " + ", ".join(f"{t['percent']:g}% of {t['basis']}" for t in budget["thresholds"]),
                     f"this month so far {report['actual_percent']}% spent, forecast {report['forecast_percent']}%"])
@@ -183,7 +183,7 @@ class SandboxFinOps:
             else:
                 budget = _stored(_budget(self._budget_row(conn, name)))
                 labels_said = ",".join(f"{k}={v}" for k, v in budget["filter"].get("labels", {}).items())
-                plan.update(before=budget, after=None, changes=[f"budget {name} deleted; its alerts stop"],
+                plan.update(before=budget, after=None, changes=[f"delete budget {name}: its alerts stop"],
                             undo=f'create budget "{name}" of {budget["amount"]:g}'
                                  + (f" for {labels_said}" if labels_said else ""))
         return plan
