@@ -100,6 +100,29 @@ def test_the_metrics_probe_is_refused_and_the_store_never_holds_the_token(platfo
     assert "access_token=[REDACTED]" in json.dumps(stored)
 
 
+# A JWT in the path itself (a magic link, a token pasted into a URL) reached the services and was written, whole,
+# into gateway.log and the service's own log; `{jwt}` is the token.
+CREDENTIAL_PATHS = ["/static/{jwt}", "/console/trace/{jwt}", "/api/logs/{jwt}?limit=1", "/auth/x/{jwt}/y",
+                    "/api/ask/{jwt}"]
+
+
+@pytest.mark.parametrize("path", CREDENTIAL_PATHS)
+def test_a_token_in_the_path_is_refused_and_never_logged(platform, path):
+    token = platform.token("carol@finopti.dev")
+    status, headers, body = _get(platform, path.format(jwt=token), extra=f"Authorization: Bearer {token}\n")
+    assert status == 400
+    error = _error(status, headers, body, "credential_in_path")
+    assert "Authorization" in error["message"] and token not in body.decode()
+    line = _edge_line(platform, headers["x-request-id"])
+    assert "[REDACTED]" in line["path"] and token not in json.dumps(line)
+    assert not _lines_of(platform, headers["x-request-id"]), "the request went past the gateway"
+
+
+def test_paths_that_only_look_like_a_token_are_served(platform):
+    assert _get(platform, "/static/eyJnotajwt.js")[0] == 404  # the UI's answer: the guard let it through
+    assert _get(platform, "/auth/dev-users?q=eyJhbGciOi")[0] == 200
+
+
 def _wait_for_store(platform, request_id: str, minimum: int = 1, timeout: float = 15.0) -> list[dict]:
     deadline = time.monotonic() + timeout
     while True:

@@ -2,8 +2,9 @@
 
 - The edge route configuration has two virtual hosts: the declared host names (with and without the port),
   and a catch-all answering 421 for any other Host before any other filter acts on the request.
-- A Lua filter, first on the edge, refuses credentials in the query with 400 and rewrites `:path` with the
-  values redacted, so the access log never holds them (on the catch-all host it only redacts).
+- A Lua filter, first on the edge, refuses credentials in the URL (a query parameter, a JWT in the path) with 400
+  and rewrites `:path` with the values redacted, so the access log never holds them (on the catch-all host it
+  only redacts).
 - State-changing requests whose Origin is not one of the edge's own, or that a browser marks cross-site,
   meet a route answering 403 before the application routes.
 - Early header mutations run before Envoy's tracer and request-id generation: an invalid W3C `traceparent`
@@ -20,8 +21,10 @@ from finopti.mesh.edge_rules import (
     CLIENT_REQUEST_ID_CHARS,
     CLIENT_REQUEST_ID_HEADER,
     CLIENT_REQUEST_ID_MAX,
+    CREDENTIAL_IN_PATH,
     CREDENTIAL_IN_QUERY,
     CREDENTIAL_MESSAGE,
+    CREDENTIAL_PATH_MESSAGE,
     QUERY_CREDENTIALS_LUA,
     STATE_CHANGING_METHODS,
     authorities,
@@ -66,6 +69,10 @@ function envoy_on_request(request)
   headers:replace(":path", redacted)
   if FINOPTI_REFUSE then
     local meta = request:streamInfo():dynamicMetadata()
+    if not name then
+      meta:set(NAMESPACE, "error", PATH_ERROR)
+      return request:respond({[":status"] = "400"}, PATH_MESSAGE)
+    end
     meta:set(NAMESPACE, "error", ERROR)
     meta:set(NAMESPACE, "param", name)
     request:respond({[":status"] = "400"}, MESSAGE .. "'" .. name .. "'")
@@ -76,21 +83,26 @@ end
 
 def _guard_source(refuse: bool) -> str:
     constants = {"FINOPTI_REFUSE": "true" if refuse else "false", "NAMESPACE": lua_string(EDGE_METADATA),
-                 "ERROR": lua_string(CREDENTIAL_IN_QUERY), "MESSAGE": lua_string(CREDENTIAL_MESSAGE)}
+                 "ERROR": lua_string(CREDENTIAL_IN_QUERY), "MESSAGE": lua_string(CREDENTIAL_MESSAGE),
+                 "PATH_ERROR": lua_string(CREDENTIAL_IN_PATH), "PATH_MESSAGE": lua_string(CREDENTIAL_PATH_MESSAGE)}
     return "".join(f"local {k} = {v}\n" for k, v in constants.items()) + _GUARD
 
 
 def edge_guard_filter() -> dict:
-    """Runs first on the edge: refuse (and redact) credentials in the query. A request without a query is not
-    handed to Lua at all (a matcher skips the filter): most requests pay nothing for the guard."""
+    """Runs first on the edge: refuse (and redact) credentials in the URL. A request whose path has no query and
+    nothing that could begin a JWT (`eyJ`) is not handed to Lua at all (a matcher skips the filter): most requests
+    pay nothing for the guard."""
     lua = {
         "@type": LUA,
         "default_source_code": {"inline_string": _guard_source(refuse=True)},
         "source_codes": {REDACT_ONLY: {"inline_string": _guard_source(refuse=False)}},
     }
-    no_query = {"not_matcher": {"single_predicate": {
-        "input": {"name": "path", "typed_config": {"@type": HEADER_INPUT, "header_name": ":path"}},
-        "value_match": {"contains": "?"}}}}
+    def lacks(text: str) -> dict:
+        return {"not_matcher": {"single_predicate": {
+            "input": {"name": "path", "typed_config": {"@type": HEADER_INPUT, "header_name": ":path"}},
+            "value_match": {"contains": text}}}}
+
+    no_query = {"and_matcher": {"predicate": [lacks("?"), lacks("eyJ")]}}
     return {
         "name": EDGE_GUARD_FILTER,
         "typed_config": {
