@@ -520,6 +520,25 @@ def test_tail_skips_a_line_too_long_without_holding_it(tmp_path):
     assert lines == [b"short", b"after"] and tail.too_long == 1
 
 
+def test_tail_reads_the_line_after_a_hole(tmp_path):
+    """A writer without O_APPEND writes at its old offset into a file truncated under it: NULs up to there, then its
+    line. The NULs (300 KiB, over the line limit) were one line too long, skipped with the real line at its end."""
+    log = tmp_path / "x.log"
+    log.write_bytes(b"before\n" * 1000)
+    tail = FileTail(log, 256 * 1024)
+    tail.open(None)
+    assert read_all(tail) == [b"before"] * 1000
+    os.truncate(log, 0)
+    with open(log, "r+b") as writer:  # its offset, as it was
+        writer.seek(300 * 1024)
+        writer.write(b"after the hole\n" + b"\x00\x00 kept\n")
+    lines = []
+    while (chunk := tail.read(1000)) is not None:
+        assert all(len(f.buffer) <= 256 * 1024 for f in tail.files)
+        lines += chunk.lines
+    assert lines == [b"after the hole", b" kept"] and tail.too_long == 0
+
+
 def test_tail_hands_back_what_does_not_fit(tmp_path):
     log = tmp_path / "x.log"
     log.write_bytes(b"".join(b"%d\n" % i for i in range(10)))

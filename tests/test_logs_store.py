@@ -2,6 +2,7 @@
 (push JSON and protobuf, query API, 400s, SSE tail, trace waterfall, labels)."""
 
 import gzip
+import json
 import os
 import random
 import sqlite3
@@ -324,6 +325,25 @@ def test_query_api_over_http(server):
     assert len(get(since="99999999999d")) == 3  # back beyond 1677: everything
     # No redirect to an absolute URL (the store lives behind the gateway's /logs/ prefix).
     assert httpx.get(f"{server}/api/logs/").status_code == 404
+
+
+def test_words_beyond_ascii_are_found_in_either_case_and_either_json_form(server):
+    """Python's json.dumps writes `café` as `caf\\u00e9`: a search for a word with a letter beyond ASCII found only
+    the lines that hold it as UTF-8, and only in the case typed."""
+    labels = {"job": "finopti", "service": "unicode", "level": "info"}
+    values = [[str(T0), json.dumps({"message": "escaped café Ünï 東京"})],
+              [str(T0 + 1), json.dumps({"message": "raw café Ünï 東京"}, ensure_ascii=False)],
+              [str(T0 + 2), "text CAFÉ ünï"], [str(T0 + 3), "text cafe unrelated"]]
+    assert json_push(server, [(labels, values)]).status_code == 204
+
+    def found(q: str) -> list[int]:
+        lines = httpx.get(f"{server}/api/logs", params={"q": q, "service": "unicode", "direction": "forward"}).json()
+        return [line["ts_ns"] - T0 for line in lines["lines"]]
+
+    for q in ("café", "CAFÉ", "ünï", "ÜNÏ", "Café ünï"):
+        assert found(q) == [0, 1, 2], q
+    assert found("東京") == [0, 1]
+    assert found("cafe") == [3]
 
 
 def test_tail_streams_new_lines(server):

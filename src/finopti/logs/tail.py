@@ -192,6 +192,15 @@ def anchor_of(line: bytes | None) -> tuple[str, int]:
     return digest(tail), len(tail)
 
 
+def _without_holes(parts: list[bytes], rest: bytes, continuing: bool) -> tuple[list[bytes], bytes]:
+    """Lines without the NULs they start with: a writer that does not append (no O_APPEND) writes at its old offset
+    into a file truncated under it (`copytruncate`), leaving a hole of NULs as long as the file was before its next
+    line — one "line" far over the limit, which was skipped whole, the real line at its end with it. Only leading
+    NULs go (the first part's only when it starts a line), so a line's last bytes, its anchor, stay the file's."""
+    parts = [p.lstrip(b"\x00") if i or not continuing else p for i, p in enumerate(parts)]
+    return parts, rest.lstrip(b"\x00") if parts or not continuing else rest
+
+
 def _open(path: Path) -> BinaryIO | None:
     try:
         return open(path, "rb", buffering=0)  # held open across reads; closed by FileTail
@@ -435,6 +444,8 @@ class FileTail:
             rest = parts.pop()
             # Each line's end (in the file), with no loop in Python; the first line is what was held plus its rest.
             all_ends = list(map(add, accumulate(map(len, parts)), count(start + 1)))
+            if b"\x00" in data:
+                parts, rest = _without_holes(parts, rest, continuing=bool(f.buffer) or f.discarding)
             if parts and not f.discarding:
                 if f.buffer:
                     parts[0], f.buffer = f.buffer + parts[0], b""
