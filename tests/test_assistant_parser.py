@@ -141,7 +141,8 @@ def test_amounts_of_money(prompt, amount):
     ("what did we spend last week", "last_week"), ("what did we spend last month", "last_month"),
     ("what did we spend in the past week", "last_7_days"), ("cost report for the last 45 days", "last_45_days"),
     ("what did we spend yesterday", "yesterday"), ("what did we spend in october", "october"),
-    ("what did we spend so far this month", "this_month"),
+    ("what did we spend so far this month", "this_month"), ("what did we spend in Q3", "q3"),
+    ("what did we spend last quarter", "last_quarter"), ("what did we spend in the prior week", "last_week"),
 ])  # fmt: skip
 def test_billing_periods(inventory, prompt, period):
     got = understand(prompt, inventory).intent
@@ -151,3 +152,79 @@ def test_billing_periods(inventory, prompt, period):
 def test_a_rate_is_not_a_period(inventory):
     """"a month" is how often, not which days: still the inventory's monthly estimate."""
     assert understand("what do we spend a month", inventory).intent.action == "estimate_monthly_cost"
+
+
+@pytest.mark.parametrize("prompt", [
+    "don't stop ledger-db-prod-01", "do not delete notebook-dev-01", "never shut down query-cache-prod-02",
+    "please don't ever delete ledger-db-prod-01", "why didn't ledger-db-prod-01 stop",
+])  # fmt: skip
+def test_a_change_said_with_not_is_no_change(inventory, prompt):
+    assert understand(prompt, inventory).kind == "unknown"
+
+
+@pytest.mark.parametrize("prompt", [
+    "stop all instances except ledger-db-prod-01", "shut down everything but ledger-db-prod-01",
+    "stop every running vm other than ledger-db-prod-01",
+])  # fmt: skip
+def test_what_is_left_out_is_never_the_target(inventory, prompt):
+    """"all but X" names X only to leave it out: a question (never a plan for X), and X is not offered."""
+    got = understand(prompt, inventory)
+    assert got.kind == "clarify" and got.about == "stop_instance" and got.missing == "name", got
+    assert got.options and "ledger-db-prod-01" not in {o.intent.arguments["name"] for o in got.options}
+    assert any("left out" in note for note in got.notes)
+
+
+def test_instances_described_by_labels_are_a_question(inventory):
+    got = understand("stop all prod notebooks", inventory)
+    assert got.kind == "clarify" and got.about == "stop_instance"
+    assert {o.intent.arguments["name"] for o in got.options} == {"notebook-prod-01", "notebook-prod-02",
+                                                                 "notebook-prod-03"}
+    got = understand("can you stop the ledger staging db", inventory)  # even one fitting instance is asked
+    assert got.kind == "clarify" and [o.intent.arguments for o in got.options] == [{"name": "ledger-db-staging-01"}]
+
+
+def test_two_changes_in_one_prompt_offer_each(inventory):
+    got = understand("stop ledger-db-prod-01 then delete notebook-dev-01", inventory)
+    assert got.kind == "clarify"
+    assert {(o.intent.action, o.intent.arguments["name"]) for o in got.options} >= {
+        ("stop_instance", "ledger-db-prod-01"), ("delete_instance", "notebook-dev-01")}
+
+
+def test_full_width_and_unknown_zones(inventory):
+    full_width = understand("describe ＬＥＤＧＥＲ-ＤＢ-ＰＲＯＤ-０１", inventory).intent
+    assert full_width.arguments == {"name": "ledger-db-prod-01"}
+    # a zone we have nothing in is still a zone: the tool answers that it is unknown (not "no disk us-west2-a")
+    assert understand("list instances in us-west2-a", inventory).intent.arguments == {"zone": "us-west2-a"}
+
+
+def test_projects_filter_billing(inventory):
+    got = understand("spend for the finopti-prod project last week", inventory).intent
+    assert (got.action, got.arguments) == ("cost_report", {"period": "last_week", "project": "finopti-prod"})
+
+
+@pytest.mark.parametrize(("prompt", "action", "arguments"), [
+    ("which instances are not in prod", "list_instances", {}),
+    ("costs without bigquery last month", "cost_report", {"period": "last_month"}),
+    ("idle vms except the ones in prod", "find_idle_instances", {}),
+    ("list instances in us-central1-a in us-central1-a", "list_instances", {"zone": "us-central1-a"}),
+    ("spend year to date", "cost_report", {"period": "this_year"}),
+    ("per-service breakdown for october", "cost_report", {"period": "october", "group_by": "service"}),
+])  # fmt: skip
+def test_what_is_left_out_never_filters(inventory, prompt, action, arguments):
+    got = understand(prompt, inventory).intent
+    assert (got.action, got.arguments) == (action, arguments)
+
+
+def test_a_team_or_service_we_do_not_have_is_passed_on_never_dropped(inventory):
+    """Dropping it would answer with everyone's spend: passed on, the tool answers 0 or which services exist."""
+    got = understand("costs for the marketing team last month", inventory).intent
+    assert got.arguments == {"period": "last_month", "label": "team=marketing"}
+    assert understand("cloud sql spend last month", inventory).intent.arguments == {
+        "period": "last_month", "service": "Cloud SQL"}
+    assert understand("how much do our gpus cost", inventory).kind == "unknown"
+
+
+def test_asking_which_could_be_stopped_is_no_stop(inventory):
+    assert understand("are there vms we could turn off to save money", inventory).intent.action == \
+        "find_idle_instances"
+    assert understand("notebook-dev-01 should be stopped", inventory).intent.action == "stop_instance"

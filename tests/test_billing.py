@@ -256,6 +256,16 @@ def test_are_we_going_to_stay_under_5k_for_payments(cloud: SandboxCloud) -> None
     assert last["forecast"] == pytest.approx(answer["forecast"], abs=0.05)  # cumulative, from rounded days
 
 
+def test_a_slice_names_the_saved_budget_inside_it(cloud: SandboxCloud) -> None:
+    """"is the search budget on track": no budget is team=search alone; search-prod (finopti-prod, team=search)
+    is the one inside it. "the data budget" has none: a clear error listing the budgets."""
+    answer = cloud.budget_status(labels="team=search")
+    assert (answer["name"], answer["actual"], answer["forecast"], answer["saved"]) == (
+        "search-prod", 1602.46, 2300.15, True)
+    with pytest.raises(InvalidArgument, match="no saved budget covers exactly team=data.*search-prod"):
+        cloud.budget_status(team="data")
+
+
 def test_create_use_and_delete_a_budget(fresh_sandbox: SandboxCloud) -> None:
     cloud = fresh_sandbox
     created = cloud.create_budget("dev-tight", 500, project="finopti-dev", thresholds=[50, {"percent": 120,
@@ -283,7 +293,7 @@ def test_a_budget_plan_changes_nothing(fresh_sandbox: SandboxCloud) -> None:
     assert (plan["changed"], plan["blocked"], plan["before"]) == (True, None, None)
     assert plan["undo"] == 'delete budget "qa-limit"'
     assert plan["after"]["filter"] == {"labels": {"env": "dev"}}
-    assert plan["changes"][0] == "budget qa-limit created: $400.00 a month for env=dev"
+    assert plan["changes"][0] == "create budget qa-limit: $400.00 a month for env=dev"  # not "created": a plan
     assert "qa-limit" not in {b["name"] for b in fresh_sandbox.list_budgets()}
     with pytest.raises(NotFound, match="budget 'qa-limit' not found"):
         fresh_sandbox.plan_budget_change("delete_budget", "qa-limit")
@@ -413,6 +423,9 @@ def test_a_constant_series_forecasts_itself_exactly() -> None:
     ("last_week", "2026-11-09", "2026-11-15"), ("this_month", "2026-11-01", "2026-11-15"),
     ("month to date", "2026-11-01", "2026-11-15"), ("last_month", "2026-10-01", "2026-10-31"),
     ("2026-09", "2026-09-01", "2026-09-30"), ("last_90_days", "2026-08-18", "2026-11-15"),
+    ("q3", "2026-08-01", "2026-09-30"), ("last_quarter", "2026-08-01", "2026-09-30"),  # cut to the data
+    ("this_quarter", "2026-10-01", "2026-11-15"), ("q4", "2026-10-01", "2026-11-15"),
+    ("this_year", "2026-08-01", "2026-11-15"),
 ])  # fmt: skip
 def test_named_periods(name: str, start: str, end: str) -> None:
     period = periods.resolve(name, None, None, SANDBOX_NOW_TS, BILLING_START_TS)

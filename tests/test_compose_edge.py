@@ -144,7 +144,8 @@ def _apisix(runtime: Path, idp: OidcProvider):
                      "access_log_format_escape": "json"},
             "http_configuration_snippet": f'map $server_port $finopti_listener {{\n    default "";\n'
                                           f"    {edge} edge;\n    {mesh} mesh;\n}}\n",
-            "http_server_location_configuration_snippet": "set $finopti_path '';\n",
+            # The variables the edge guard and the identity function write (the bundle declares them all).
+            "http_server_location_configuration_snippet": "set $finopti_path '';\nset $finopti_user '';\n",
         },
     }
     upstream = {"type": "roundrobin", "nodes": {f"127.0.0.1:{echo.server_address[1]}": 1}}
@@ -211,6 +212,16 @@ def test_apisix_refuses_a_token_in_the_query_and_logs_it_redacted(apisix):
     status, headers, _ = raw_request(apisix["mesh"], f"GET /x?access_token={JWT} HTTP/1.1\nHost: apisix\n"
                                      "Connection: close\n")
     assert status == 200 and JWT not in _access(apisix, headers["x-request-id"])["path"]
+
+
+def test_apisix_refuses_a_token_in_the_path_and_logs_it_redacted(apisix):
+    status, headers, body = raw_request(apisix["edge"], f"GET /console/trace/{JWT} HTTP/1.1\nHost: localhost\n"
+                                        "Connection: close\n")
+    error = json.loads(body)
+    assert status == 400 and error["error"] == "credential_in_path" and error["message"], error
+    assert error["request_id"] == headers["x-request-id"]
+    line = _access(apisix, headers["x-request-id"])
+    assert JWT not in line["path"] and "[REDACTED]" in line["path"]
 
 
 @pytest.mark.parametrize("host", ["rebind.attacker.example:9080", "localhost.", "127.1", "[::ffff:127.0.0.1]",

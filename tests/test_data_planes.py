@@ -167,6 +167,20 @@ def test_identity_headers_come_only_from_the_verified_token(plane):
     assert seen and {line["user"] for line in seen} == {ALICE}
 
 
+def test_the_access_log_names_only_the_verified_user(plane):
+    """A request the edge refuses before it clears the identity headers (a credential in the query) was logged as
+    the user its x-user-email named; a signed-in request, as its token's user whatever the header says."""
+    forged = {"x-user-email": DAVE}
+    refused = httpx.get(f"{plane.edge}/api/ask", params={"access_token": "abc"}, headers=forged, timeout=30)
+    assert_error(plane, refused, 400, "credential_in_query")
+    answer = ask(plane, ALICE, headers=forged)
+    assert answer.status_code == 200, answer.text
+    users = {refused.headers["x-request-id"]: None, answer.headers["x-request-id"]: ALICE}
+    lines = plane.wait_access(lambda entry: entry.get("request_id") in users and entry.get("listener") == "edge",
+                              until=lambda found: len(found) >= 2)
+    assert {line["request_id"]: line.get("user") or None for line in lines} == users
+
+
 # --- the mesh listener: who may call whom -------------------------------------------------------------------
 
 

@@ -100,6 +100,29 @@ def test_the_metrics_probe_is_refused_and_the_store_never_holds_the_token(platfo
     assert "access_token=[REDACTED]" in json.dumps(stored)
 
 
+# A JWT in the path itself (a magic link, a token pasted into a URL) reached the services and was written, whole,
+# into gateway.log and the service's own log; `{jwt}` is the token.
+CREDENTIAL_PATHS = ["/static/{jwt}", "/console/trace/{jwt}", "/api/logs/{jwt}?limit=1", "/auth/x/{jwt}/y",
+                    "/api/ask/{jwt}"]
+
+
+@pytest.mark.parametrize("path", CREDENTIAL_PATHS)
+def test_a_token_in_the_path_is_refused_and_never_logged(platform, path):
+    token = platform.token("carol@finopti.dev")
+    status, headers, body = _get(platform, path.format(jwt=token), extra=f"Authorization: Bearer {token}\n")
+    assert status == 400
+    error = _error(status, headers, body, "credential_in_path")
+    assert "Authorization" in error["message"] and token not in body.decode()
+    line = _edge_line(platform, headers["x-request-id"])
+    assert "[REDACTED]" in line["path"] and token not in json.dumps(line)
+    assert not _lines_of(platform, headers["x-request-id"]), "the request went past the gateway"
+
+
+def test_paths_that_only_look_like_a_token_are_served(platform):
+    assert _get(platform, "/static/eyJnotajwt.js")[0] == 404  # the UI's answer: the guard let it through
+    assert _get(platform, "/auth/dev-users?q=eyJhbGciOi")[0] == 200
+
+
 def _wait_for_store(platform, request_id: str, minimum: int = 1, timeout: float = 15.0) -> list[dict]:
     deadline = time.monotonic() + timeout
     while True:
@@ -272,6 +295,30 @@ def test_a_user_cannot_erase_their_own_actions_from_the_audit_trail(platform):
             platform.confirm(start)
 
 
+def test_a_request_sharing_a_chosen_trace_id_is_still_listed_on_its_own(platform):
+    """A client may continue a trace (W3C traceparent), so it may choose the id of a trace it has seen. The trace list
+    showed one row per trace: alice's stop, followed by an ask of bob's under the same trace id, was listed only as
+    bob's question. Each request is a row of its own, with its own user and prompt."""
+    trace_id = "".join(random.choices("0123456789abcdef", k=32))
+    parent = {"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}
+    first = httpx.post(f"{platform.edge}/api/ask", json={"prompt": "list buckets"}, timeout=60,
+                       headers={**platform.headers("alice@finopti.dev"), **parent})
+    second = httpx.post(f"{platform.edge}/api/ask", json={"prompt": "find idle instances"}, timeout=60,
+                        headers={**platform.headers("bob@finopti.dev"), **parent})
+    assert first.json()["trace_id"] == second.json()["trace_id"] == trace_id
+    wanted = {first.headers["x-request-id"]: ("alice@finopti.dev", "list buckets"),
+              second.headers["x-request-id"]: ("bob@finopti.dev", "find idle instances")}
+    deadline = time.monotonic() + 30
+    while True:
+        rows = httpx.get(f"{platform.edge}/api/traces/", params={"prefix": trace_id, "limit": 10},
+                         headers=platform.headers("carol@finopti.dev"), timeout=30).json()["traces"]
+        listed = {row["request_id"]: (row["user"], row["prompt"]) for row in rows}
+        if listed == wanted or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert listed == wanted
+
+
 @pytest.mark.parametrize("client_id, kept", [
     ("hunt-1.a:b_c", True), ("x" * 128, True), ("x" * 129, False), ("<script>", False), ("a b", False),
     ("ünïcode", False)])
@@ -351,30 +398,100 @@ def _head(*fields: str) -> bytes:
             + "Connection: close\r\n\r\n").encode("latin-1")
 
 
-# Requests Envoy refuses while reading them (its codec), each with the error code of its JSON answer.
+def _line(request_line: str, *fields: str) -> bytes:
+    return (request_line + "\r\n" + "".join(f + "\r\n" for f in fields) + "Connection: close\r\n\r\n").encode()
+
+
+# Requests Envoy refuses while reading them (its codec, or before it gives them an id), each with the status,
+# error code and reason of its JSON answer. Beyond the first seven, found red-teaming the edge: a `#` fragment, an
+# encoded NUL, no Host and a Host that is no authority were a 400 with an empty message and no request id; an https
+# URL on the plain listener a text 403, an unknown Transfer-Encoding a text 501, HTTP/1.0 a 426 without an id; HTTP/2
+# was served.
 UNREAD = {
-    "bad request line": (b"GARBAGE / HTTP/1.1 x\r\n\r\n", 400, "malformed_request"),
-    "space in a header name": (_head("bad header: x"), 400, "malformed_request"),
+    "bad request line": (b"GARBAGE / HTTP/1.1 x\r\n\r\n", 400, "malformed_request", "http1."),
+    "space in a header name": (_head("bad header: x"), 400, "malformed_request", "http1."),
     "content-length and chunked": (b"POST /auth/dev-token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 3\r\n"
-                                   b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "malformed_request"),
+                                   b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "malformed_request", "http1."),
     "bad chunk size": (b"POST /auth/dev-token HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
-                       b"zz\r\n", 400, "malformed_request"),
-    "200 headers": (_head(*(f"x-h{i}: v" for i in range(200))), 431, "headers_too_large"),
-    "a 100 KB header": (_head("x-big: " + "a" * 100_000), 431, "headers_too_large"),
-    "underscore": (_head("x_user_email: carol@finopti.dev"), 400, "header_with_underscore"),
+                       b"zz\r\n", 400, "malformed_request", "http1."),
+    "200 headers": (_head(*(f"x-h{i}: v" for i in range(200))), 431, "headers_too_large", "http1."),
+    "a 100 KB header": (_head("x-big: " + "a" * 100_000), 431, "headers_too_large", "http1."),
+    "underscore": (_head("x_user_email: carol@finopti.dev"), 400, "header_with_underscore", "http1."),
+    "fragment": (_line("GET /api/logs#x HTTP/1.1", "Host: 127.0.0.1"), 400, "malformed_request",
+                 "path_normalization_failed"),
+    "encoded NUL": (_line("GET /api/logs%00 HTTP/1.1", "Host: 127.0.0.1"), 400, "malformed_request",
+                    "path_normalization_failed"),
+    "no Host": (_line("GET /auth/dev-users HTTP/1.1"), 400, "malformed_request", "missing_host_header"),
+    "Host no authority": (_line("GET /auth/dev-users HTTP/1.1", "Host: 127.0.0.1/x"), 400, "malformed_request",
+                          "http.invalid_authority"),
+    "https URL on plain HTTP": (_line("GET https://127.0.0.1/auth/dev-users HTTP/1.1", "Host: 127.0.0.1"), 400,
+                                "malformed_request", "http1.https_url_on_plaintext_connection"),
+    "unknown transfer-encoding": (_line("POST /auth/dev-token HTTP/1.1", "Host: 127.0.0.1",
+                                        "Transfer-Encoding: gzip, chunked") + b"0\r\n\r\n", 501,
+                                  "unsupported_transfer_encoding", "http1.invalid_transfer_encoding"),
+    "HTTP/1.0": (_line("GET /auth/dev-users HTTP/1.0", "Host: 127.0.0.1"), 426, "upgrade_required", "low_version"),
+    # Envoy took HTTP/2 with prior knowledge too, with its own refusals (a stream reset for `x_user_email`).
+    "HTTP/2 prior knowledge": (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400, "malformed_request", "http1."),
 }
 
 
 @pytest.mark.parametrize("case", list(UNREAD))
 def test_what_the_gateway_cannot_read_is_answered_in_json_with_ids(platform, case):
-    """Envoy's own answers to broken HTTP were text (431) or JSON without a request id: every one is the project's
-    error body, its request id in the header and on the gateway's access line."""
-    data, status, code = UNREAD[case]
+    """Envoy's own answers to broken HTTP were text (431, 403, 501) or JSON without a request id or message: every
+    one is the project's error body, its request id in the header and on the gateway's access line."""
+    data, status, code, reason = UNREAD[case]
     got, headers, body = _exchange(platform, data)
     assert got == status
     error = _error(got, headers, body, code)
-    assert error["reason"].startswith("http1."), error
+    assert error["reason"].startswith(reason), error
     assert _edge_line(platform, headers["x-request-id"])["status"] == status
+
+
+UPGRADES = {
+    "WebSocket": "GET /api/logs/tail HTTP/1.1\nHost: 127.0.0.1\nUpgrade: websocket\nConnection: Upgrade\n"
+                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\nSec-WebSocket-Version: 13\n",
+    "CONNECT": "CONNECT 127.0.0.1:443 HTTP/1.1\nHost: 127.0.0.1:443\n",
+    "CONNECT elsewhere": "CONNECT evil.example:443 HTTP/1.1\nHost: evil.example:443\n",
+}
+
+
+@pytest.mark.parametrize("case", list(UPGRADES))
+def test_upgrades_and_tunnels_are_refused_in_json(platform, case):
+    """A WebSocket upgrade got an empty 403; a CONNECT went unrouted and was held until request_timeout (408)."""
+    status, headers, body = raw_request(platform.edge_port, UPGRADES[case])
+    assert status == 403
+    _error(status, headers, body, "upgrade_refused")
+
+
+# Why the gateway refuses it -> the request's line and fields; the test adds a forged x-user-email to each.
+REFUSED_WITH_A_FORGED_USER = {
+    "credential in the query": "GET /api/logs?access_token=abc HTTP/1.1\nHost: 127.0.0.1\n",
+    "fragment": "GET /api/logs#x HTTP/1.1\nHost: 127.0.0.1\n",
+    "encoded NUL": "GET /api/logs%00 HTTP/1.1\nHost: 127.0.0.1\n",
+    "no Host": "GET /api/logs HTTP/1.1\n",
+    "unknown Host": "GET /api/logs HTTP/1.1\nHost: evil.example\n",
+    "foreign Origin": "DELETE /api/ask HTTP/1.1\nHost: 127.0.0.1\nOrigin: http://evil.example\n",
+    "no token": "GET /api/logs HTTP/1.1\nHost: 127.0.0.1\n",
+    "bad token": "GET /api/logs HTTP/1.1\nHost: 127.0.0.1\nAuthorization: Bearer a.b.c\n",
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED_WITH_A_FORGED_USER))
+def test_a_forged_identity_header_never_names_the_user_in_the_access_log(platform, case):
+    """The access line's `user` came from the x-user-email header: the gateway strips it from clients, but a
+    request refused before that (a credential in the query, a path it cannot read) was logged as any user the
+    client named. The user is now only ever a verified token's."""
+    forged = "X-User-Email: bob@finopti.dev\nX-User-Groups: finops-viewers\nConnection: close\n"
+    status, headers, _ = raw_request(platform.edge_port, REFUSED_WITH_A_FORGED_USER[case] + forged)
+    assert status >= 400
+    assert _edge_line(platform, headers["x-request-id"])["user"] is None
+
+
+def test_the_access_log_names_the_verified_user_not_the_forged_one(platform):
+    status, headers, _ = _get(platform, "/api/logs?limit=1", extra=f"Authorization: Bearer "
+                              f"{platform.token('carol@finopti.dev')}\nX-User-Email: bob@finopti.dev\n")
+    assert status == 200
+    assert _edge_line(platform, headers["x-request-id"])["user"] == "carol@finopti.dev"
 
 
 @pytest.mark.parametrize("name", ["x_user_email", "X_User_Groups", "x_finopti_source", "x_jwt_payload"])

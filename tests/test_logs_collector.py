@@ -215,7 +215,7 @@ def test_bad_lines_do_not_stop_the_pipeline(tmp_path, receiver):
     lines = receiver.lines()
     assert json.loads(lines[0])["message"] == "before"
     assert lines[1] == '{"ts": "2026-11-26T12:07:55.548Z", "message": "cut short'
-    assert lines[2] == "\x00\x01binary \ufffd\ufffd bytes"
+    assert lines[2] == "\x01binary \ufffd\ufffd bytes"  # leading NULs are a writer's hole, not text
     assert json.loads(lines[3])["message"] == "after"
     assert lines[4] == '{"message": "half written at last"}'
     assert metric(collector, "finopti_collector_lines_rejected_total", reason="too_long") == 1
@@ -348,6 +348,38 @@ def test_own_log_is_not_collected_and_new_files_are(tmp_path, receiver):
     time.sleep(0.3)
     running.stop()
     assert json.loads(receiver.lines()[0])["service"] == "late-comer"
+
+
+def test_more_files_than_it_may_hold_open(tmp_path, receiver):
+    """Hundreds of files and a low open-files limit: the collector took every descriptor and died (EMFILE, then
+    again under its process manager, collecting nothing). It holds at most `max_open_files`: a file read to its end
+    is closed and opened again, from where it was read to, once it changes — appended to, or rotated meanwhile."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    names = [f"s{n:02d}" for n in range(30)]
+
+    def write(name: str, numbers: range, path: Path | None = None) -> None:
+        with open(path or logs / f"{name}.log", "a") as f:
+            f.write("".join(service_line(name, f"{name} {i}") + "\n" for i in numbers))
+
+    for name in names:
+        write(name, range(5))
+    running = start(tmp_path, receiver.url, max_open_files=6, rotate_wait=0.1)  # a rotated file holds its slot
+    collector = running.collector
+    wait_for(lambda: len(receiver.lines()) == 150, 60, "the first 150 lines")
+    assert len(collector.tails) <= 6 and len(collector.tails) + len(collector.parked) == 30
+    for name in names[::2]:
+        write(name, range(5, 8))
+    for name in names[1::2]:  # rotated while closed: the rest of the old file, then the new one
+        write(name, range(5, 7))
+        os.rename(logs / f"{name}.log", logs / f"{name}.log.1")
+        write(name, range(7, 8))
+    wait_for(lambda: len(receiver.lines()) == 240, 60, "every line written since")
+    time.sleep(0.3)
+    running.stop()
+    messages = sorted(json.loads(line)["message"] for line in receiver.lines())
+    assert messages == sorted(f"{name} {i}" for name in names for i in range(8))
+    assert collector.health()["files"] == 30
 
 
 # --- FileTail: rotation and truncation, without a collector -------------------------------------------------
@@ -486,6 +518,25 @@ def test_tail_skips_a_line_too_long_without_holding_it(tmp_path):
         assert all(len(f.buffer) <= 100 for f in tail.files)
         lines += chunk.lines
     assert lines == [b"short", b"after"] and tail.too_long == 1
+
+
+def test_tail_reads_the_line_after_a_hole(tmp_path):
+    """A writer without O_APPEND writes at its old offset into a file truncated under it: NULs up to there, then its
+    line. The NULs (300 KiB, over the line limit) were one line too long, skipped with the real line at its end."""
+    log = tmp_path / "x.log"
+    log.write_bytes(b"before\n" * 1000)
+    tail = FileTail(log, 256 * 1024)
+    tail.open(None)
+    assert read_all(tail) == [b"before"] * 1000
+    os.truncate(log, 0)
+    with open(log, "r+b") as writer:  # its offset, as it was
+        writer.seek(300 * 1024)
+        writer.write(b"after the hole\n" + b"\x00\x00 kept\n")
+    lines = []
+    while (chunk := tail.read(1000)) is not None:
+        assert all(len(f.buffer) <= 256 * 1024 for f in tail.files)
+        lines += chunk.lines
+    assert lines == [b"after the hole", b" kept"] and tail.too_long == 0
 
 
 def test_tail_hands_back_what_does_not_fit(tmp_path):

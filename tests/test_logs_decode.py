@@ -106,9 +106,28 @@ def test_no_value_of_any_field_stops_the_reader(field):
             assert decoded.values() == orjson.loads(loki.body())["streams"][0]["values"]
 
 
+@pytest.mark.parametrize(("ts", "expected"), [
+    (1_795_699_000, 1_795_699_000 * 10**9), (1_795_699_000.125, 1_795_699_000_125_000_000),  # s (zap: a fraction)
+    (1_795_699_000_125, 1_795_699_000_125_000_000), (1_795_699_000_125_001, 1_795_699_000_125_001_000),  # ms, µs
+    (1_795_699_000_125_000_001, 1_795_699_000_125_000_001), ("1795699000", 1_795_699_000 * 10**9),  # ns; digits
+    ("1795699000.5", 1_795_699_000_500_000_000),
+    # Not a time (a counter, a mistake): dated when read, not dropped as too old nor beyond int64.
+    (0, NOW), (-1, NOW), (5, NOW), (2**64 - 1, NOW), (True, NOW), ("١٧٩٥٦٩٩٠٠٠", NOW), (float("nan"), NOW), ([], NOW),
+])
+def test_a_time_written_as_a_unix_number(ts, expected):
+    assert ts_of(ts) == expected
+
+
+def test_an_object_is_not_an_id():
+    """A trace id that is an object or a list is no trace id: it was kept as its Python repr (`{'id': …}`)."""
+    raw = orjson.dumps({"message": "m", "trace_id": {"id": "ab" * 16}, "request_id": ["r"], "user": 7, "span_id": True})
+    assert parse_line(raw, "ui", NOW, ParseStats()).metadata() == {"user": "7"}
+
+
 @pytest.mark.parametrize(("level", "expected"), [
     ("ERROR", "error"), ("Warn", "warning"), ("warning", "warning"), ("", "info"), ("notice", "notice"),
     (30, "info"), (40, "warning"), (50, "error"), (60, "critical"), (10, "debug"), (0, "info"),  # pino, bunyan
+    (" error ", "error"), ("50", "error"), ("30", "info"),  # padded; pino's number as text
     (None, "error"), (["error"], "error"), ({}, "error"), (True, "error"),  # not a level: read from the message
 ])
 def test_levels(level, expected):

@@ -119,6 +119,34 @@ def test_odd_lines_and_file_names_do_not_stop_the_collector(pipeline):
         assert r.status_code == 200
 
 
+def test_what_writers_put_around_a_json_line_does_not_cost_its_trace_id_or_its_time(pipeline):
+    """A byte order mark before a file's first line (PowerShell, .NET), NULs before a line (the hole a writer leaves
+    when it writes at its old offset into a file truncated under it), spaces, CRLF endings and NULs after: each line
+    stays JSON, found by its trace id and dated by its own time. So does a time written as a Unix number (zap's
+    seconds with a fraction, pino's milliseconds, nanoseconds, digits in a string), and a level in odd dress."""
+    base = time.time_ns() // 10**9 * 10**9 - 60 * 10**9  # a minute ago, whole seconds
+    ts = ns_to_rfc3339(base)
+    lines = [
+        (b"\xef\xbb\xbf", {"ts": ts}, b"\n"), (b"\x00" * 3000, {"ts": ts}, b"\n"), (b"  ", {"ts": ts}, b"\r\n"),
+        (b"", {"ts": ts}, b"\x00\x00\n"), (b"", {"ts": (base + 10**9) / 1e9 + 0.25}, b"\n"),
+        (b"", {"ts": (base + 2 * 10**9) // 10**6}, b"\n"), (b"", {"ts": base + 3 * 10**9 + 7}, b"\n"),
+        (b"", {"ts": str((base + 4 * 10**9) // 10**9)}, b"\n"), (b"", {"ts": ts, "level": " ERROR "}, b"\n"),
+        (b"", {"ts": ts, "level": "50"}, b"\n"),
+    ]
+    trace_ids = [os.urandom(16).hex() for _ in lines]
+    with open(pipeline.logs / "wrapped.log", "ab") as f:
+        for (before, fields, after), trace_id in zip(lines, trace_ids, strict=True):
+            f.write(before + orjson.dumps({"level": "info", "service": "wrapped", "message": "m", **fields,
+                                           "trace_id": trace_id}) + after)
+    wait_for(lambda: len(query(pipeline, service="wrapped")) == len(lines), 30, "every wrapped line")
+    found = [query(pipeline, trace_id=trace_id) for trace_id in trace_ids]
+    assert [len(f) for f in found] == [1] * len(lines)
+    assert [f[0]["ts_ns"] for f in found] == [base] * 4 + [
+        base + 1_250_000_000, base + 2 * 10**9, base + 3 * 10**9 + 7, base + 4 * 10**9, base, base]
+    assert [f[0]["level"] for f in found] == ["info"] * 8 + ["error", "error"]
+    assert all(isinstance(f[0]["line"], dict) for f in found)
+
+
 def test_files_named_in_any_bytes_are_collected_once_across_a_restart(pipeline):
     """A file named `café.log` put the name in the positions header, which httpx refuses to send (not ASCII): the
     push was retried for ever and collection stopped. A name whose bytes are not UTF-8 could not be a label, nor be

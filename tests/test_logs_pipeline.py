@@ -5,6 +5,7 @@ stored exactly once, in order per file, across a SIGKILLed collector, rotations 
 import contextlib
 import os
 import random
+import resource
 import signal
 import subprocess
 import sys
@@ -231,6 +232,48 @@ def test_store_outage_loses_nothing(pipeline):
     assert pipeline.seqs_by_service()["epsilon"] == list(range(2_000)) + list(range(6_001))
     metrics = httpx.get(f"http://127.0.0.1:{pipeline.collector_port}/metrics").text
     assert "finopti_collector_push_errors_total" in metrics and 'reason="ConnectError"' in metrics
+
+
+def test_a_full_disk_loses_nothing(pipeline):
+    """The store's disk fills mid-ingest (a file-size limit on the store's process: its writes fail with EFBIG, as
+    on a full disk): pushes fail with 503 and are retried; once there is room, every line is stored once. (If the
+    store stayed unhealthy long enough to exit, it is started again, as supervisord would.)"""
+    pipeline.start_store()
+    pid = pipeline.store.popen.pid
+    resource.prlimit(pid, resource.RLIMIT_FSIZE, (2_000_000, resource.RLIM_INFINITY))
+    pipeline.start_collector()
+    writer = pipeline.write(30_000, 30_000, "zeta", "eta")
+    wait_for(lambda: not pipeline._up(f"{pipeline.store_url}/healthz"), 60, "the store to find its disk full")
+    if pipeline.store.popen.poll() is None:
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    assert writer.wait(60) == 0
+
+    def room_again() -> bool:
+        if pipeline.store.popen.poll() is not None:
+            pipeline.start_store()
+        return pipeline._up(f"{pipeline.store_url}/healthz")
+
+    wait_for(room_again, 60, "the store to write again")
+    assert_each_line_once(pipeline, 30_000, "zeta", "eta")
+
+
+def test_hundreds_of_files_under_a_low_open_files_limit(pipeline):
+    """300 files, and a collector allowed 128 descriptors (it can raise its soft limit only to the hard one): it
+    died of EMFILE at once, under a process manager again and again. Now it keeps descriptors for its pushes, and
+    every line of every file is stored once."""
+    limited = ("import resource, runpy; resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128)); "
+               "runpy.run_module('finopti.logs.collector', run_name='__main__')")
+    pipeline.collector.args = [sys.executable, "-c", limited]
+    names = [f"many{n:03d}" for n in range(300)]
+    for name in names:
+        (pipeline.logs / f"{name}.log").write_bytes(
+            b"".join(orjson.dumps({"service": name, "message": "line", "seq": i}) + b"\n" for i in range(10)))
+    pipeline.start_store()
+    pipeline.start_collector()
+    wait_for(lambda: pipeline.stored() == 3_000, 120, "the 3,000 lines")
+    assert_each_line_once(pipeline, 10, *names)  # and each file once more, through its closed (parked) file
+    health = httpx.get(f"http://127.0.0.1:{pipeline.collector_port}/healthz").json()
+    assert health["files"] == 300 and health["files_open"] <= 128 - 64 and health["files_ok"]
 
 
 def test_store_stops_promptly_with_a_live_tail_open(pipeline):

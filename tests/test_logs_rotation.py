@@ -107,6 +107,23 @@ def test_c3_copytruncate_while_a_writer_appends(pipeline):
     assert settled(pipeline, "c3", log, 40) == numbers(range(40))
 
 
+def test_copytruncate_under_a_writer_that_does_not_append(pipeline):
+    """The writer (no O_APPEND) goes on at its offset after the truncation: the file is a hole of NULs as long as it
+    was (here over 256 KiB, the line limit) and then its lines. The first of them was skipped with the hole."""
+    log = pipeline.logs / "holey.log"
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"".join(line("holey", n) for n in range(3_500)))
+        assert os.lseek(fd, 0, os.SEEK_CUR) > 256 * 1024
+        read_by_collector(pipeline, "holey", 3_500)
+        shutil.copyfile(log, pipeline.logs / "holey.log.1")
+        os.truncate(log, 0)
+        os.write(fd, b"".join(line("holey", n) for n in range(3_500, 3_510)))
+    finally:
+        os.close(fd)
+    assert settled(pipeline, "holey", log, 3_510) == numbers(range(3_510))
+
+
 def test_rename_rotation_mid_stream(pipeline):
     log = pipeline.logs / "renamed.log"
     append(log, "renamed", range(1))

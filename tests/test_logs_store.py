@@ -2,6 +2,7 @@
 (push JSON and protobuf, query API, 400s, SSE tail, trace waterfall, labels)."""
 
 import gzip
+import json
 import os
 import random
 import sqlite3
@@ -123,6 +124,24 @@ def test_a_delivery_is_stored_once(store):
     assert messages(store.query(LogQuery(direction="forward"))) == ["one", "two", "three"]
     assert store.delivered("c1") == Delivery("c1", 2, {"/x.log": [1, 20]})
     assert store.delivered("nobody") is None
+
+
+def test_a_push_that_fails_for_a_full_disk_leaves_nothing_behind(store):
+    """A full disk (here: the database may not grow by a page) fails the push's transaction, and SQLite rolls it
+    back itself. A new stream's id must not outlive it: it was cached, the next new stream got the same id, and the
+    first stream's later lines were filed under the second's labels."""
+    push(store, entry(T0, "a", "one"))
+    pages = store._writer.execute("PRAGMA page_count").fetchone()[0]
+    store._writer.execute(f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(sqlite3.OperationalError, match="full"):  # not "cannot rollback - no transaction is active"
+        push(store, *[entry(T0 + i, "b", os.urandom(3000).hex()) for i in range(1, 51)])
+    store._writer.execute("PRAGMA max_page_count = 1073741823")  # space again
+    push(store, entry(T0 + 60, "c", "from c"))
+    push(store, entry(T0 + 61, "b", "from b"))
+    lines = store.query(LogQuery(direction="forward"))
+    assert [(line["service"], line["line"]["message"]) for line in lines] == [
+        ("a", "one"), ("c", "from c"), ("b", "from b")]
+    assert store.label_values("service") == ["a", "b", "c"]
 
 
 def test_retention_by_age_and_size(tmp_path):
@@ -273,6 +292,9 @@ def test_any_broken_push_body_is_a_400(server):
     ({"start": "yesterday"}, "start"),
     ({"start": "2026-11-26T12:00:00Z", "end": "2026-11-26T11:00:00Z"}, "end"),
     ({"since": "15 parsecs"}, "since"),
+    ({"since": "9" * 400 + "s"}, "since"),  # infinite seconds: was a 500 (OverflowError)
+    ({"since": "nan"}, "since"),
+    ({"since": "-5"}, "since"),
     ({"direction": "sideways"}, "direction"),
     ({"trace_id": "a b"}, "trace_id"),
     ({"services": "ui"}, "services"),
@@ -300,8 +322,28 @@ def test_query_api_over_http(server):
     assert get(request_id="r-1", service="gcloud-agent") == ["boom"]
     assert get(start=str((T0 + MS) / 1e9), end="2099-01-01T00:00:00Z") == ["idle instances found", "boom"]
     assert get(since="1h") == []  # T0 is in 2026-11; all older than an hour
+    assert len(get(since="99999999999d")) == 3  # back beyond 1677: everything
     # No redirect to an absolute URL (the store lives behind the gateway's /logs/ prefix).
     assert httpx.get(f"{server}/api/logs/").status_code == 404
+
+
+def test_words_beyond_ascii_are_found_in_either_case_and_either_json_form(server):
+    """Python's json.dumps writes `café` as `caf\\u00e9`: a search for a word with a letter beyond ASCII found only
+    the lines that hold it as UTF-8, and only in the case typed."""
+    labels = {"job": "finopti", "service": "unicode", "level": "info"}
+    values = [[str(T0), json.dumps({"message": "escaped café Ünï 東京"})],
+              [str(T0 + 1), json.dumps({"message": "raw café Ünï 東京"}, ensure_ascii=False)],
+              [str(T0 + 2), "text CAFÉ ünï"], [str(T0 + 3), "text cafe unrelated"]]
+    assert json_push(server, [(labels, values)]).status_code == 204
+
+    def found(q: str) -> list[int]:
+        lines = httpx.get(f"{server}/api/logs", params={"q": q, "service": "unicode", "direction": "forward"}).json()
+        return [line["ts_ns"] - T0 for line in lines["lines"]]
+
+    for q in ("café", "CAFÉ", "ünï", "ÜNÏ", "Café ünï"):
+        assert found(q) == [0, 1, 2], q
+    assert found("東京") == [0, 1]
+    assert found("cafe") == [3]
 
 
 def test_tail_streams_new_lines(server):

@@ -4,6 +4,7 @@ import json
 import os
 import signal
 import time
+import xmlrpc.client
 
 import httpx
 import jwt
@@ -11,6 +12,7 @@ import pytest
 
 from finopti.cloud import SandboxCloud
 from finopti.idp import generate_key
+from finopti.platform import supervisor_rpc
 
 ZONE = "us-central1-a"
 
@@ -28,6 +30,22 @@ def test_status_json_lists_every_component_healthy(platform):
         assert host == "127.0.0.1" and port.isdigit() and c["pid"] > 0
     gateway = next(c for c in components if c["name"] == "gateway")
     assert gateway["address"] == f"127.0.0.1:{platform.edge_port}"
+
+
+def test_the_process_manager_starts_without_a_critical_line_and_its_socket_wants_a_password(platform):
+    """supervisord logs CRIT when it runs as root without saying so and when its control socket has no
+    password; a fresh platform's console would list those among its top errors."""
+    log = (platform.state.logs / "supervisord.log").read_text()
+    assert [line for line in log.splitlines() if " CRIT " in line] == []
+    assert platform.state.supervisor_secret.stat().st_mode & 0o077 == 0
+    assert platform.state.supervisor_conf.stat().st_mode & 0o077 == 0
+    from supervisor.xmlrpc import SupervisorTransport
+
+    anonymous = SupervisorTransport(None, None, f"unix://{platform.state.supervisor_socket}")
+    with pytest.raises(xmlrpc.client.ProtocolError) as refused:
+        xmlrpc.client.ServerProxy("http://127.0.0.1", transport=anonymous).supervisor.getState()
+    assert refused.value.errcode == 401
+    assert supervisor_rpc(platform.state).getState()["statename"] == "RUNNING"
 
 
 def test_ask_lists_instances_of_one_zone_only(platform):

@@ -600,14 +600,14 @@ def _log_params(service: list[str] | None, level: str | None, trace: str | None,
                 since: str | None) -> list[tuple[str, str]]:
     import time
 
-    from finopti.logs.times import parse_since
+    from finopti.logs.times import since_ns
 
     params: list[tuple[str, str]] = [("service", s) for s in service or []]
     for key, value in (("level", level), ("trace_id", trace), ("q", grep)):
         if value:
             params.append((key, value))
     if since:
-        params.append(("start", str(time.time_ns() - int(parse_since(since) * 1e9))))
+        params.append(("start", str(since_ns(since, time.time_ns()))))
     return params
 
 

@@ -53,6 +53,12 @@ class StateDir:
     def supervisor_pidfile(self) -> Path:
         return self.root / "supervisord.pid"
 
+    @property
+    def supervisor_secret(self) -> Path:
+        """The password of supervisord's control socket (made once, kept across renders: supervisord reads it
+        only when it starts)."""
+        return self.root / "supervisor.secret"
+
     # Each database in a directory of its own: a storage fault of one (a full or read-only directory) leaves the
     # other working.
     @property

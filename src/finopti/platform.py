@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -245,11 +246,15 @@ def gateway_runtime(state: StateDir, rt: Runtime, identity: Identity | None = No
     )
 
 
-def write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str, private: bool = False) -> None:
+    """`private`: readable by its owner only (the file holds a secret)."""
     # Envoy watches the directory for moves: a rename makes it see a whole file, never half of one.
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
+    tmp.unlink(missing_ok=True)
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o644), "w",
+                   encoding="utf-8") as f:
+        f.write(text)
     os.replace(tmp, path)
 
 
@@ -346,10 +351,12 @@ def render_platform(spec: MeshSpec, state: StateDir, rt: Runtime) -> None:
         policy_dir=state.policy,
         pki_dir=state.pki,
         aux=_aux_programs(spec, state, rt),
+        user="root" if os.geteuid() == 0 else None,
+        rpc_credentials=supervisor_credentials(state),
     )
     if "prometheus" in rt.aux_ports:
         render_prometheus(spec, mesh, state, rt)
-    write_atomically(state.supervisor_conf, render_supervisor(spec, process_rt))
+    write_atomically(state.supervisor_conf, render_supervisor(spec, process_rt), private=True)
 
 
 # --- supervisord ------------------------------------------------------------------------------------
@@ -370,10 +377,23 @@ def supervisor_pid(state: StateDir) -> int | None:
     return None
 
 
+def supervisor_credentials(state: StateDir) -> tuple[str, str]:
+    """The user and password of supervisord's control socket: made once per state dir, readable by its owner."""
+    try:
+        fd = os.open(state.supervisor_secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(24))
+    return "finopti", state.supervisor_secret.read_text().strip()
+
+
 def supervisor_rpc(state: StateDir):
     from supervisor.xmlrpc import SupervisorTransport
 
-    transport = SupervisorTransport(None, None, f"unix://{state.supervisor_socket}")
+    user, password = supervisor_credentials(state)
+    transport = SupervisorTransport(user, password, f"unix://{state.supervisor_socket}")
     return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport).supervisor
 
 

@@ -156,6 +156,9 @@ class SandboxCloud(SandboxFinOps):
                 for r in conn.execute("SELECT name, location FROM buckets ORDER BY name")
             ]
             prices = load_prices(conn)
+            projects = [r[0] for r in conn.execute(
+                "SELECT project FROM instances UNION SELECT project FROM disks UNION SELECT project FROM buckets "
+                "ORDER BY 1")]
         return {
             "instances": [{k: i[k] for k in ("name", "zone", "machine_type", "state", "labels")} for i in instances],
             "disks": disks,
@@ -165,6 +168,7 @@ class SandboxCloud(SandboxFinOps):
                 {"name": m.name, "downsize_to": m.smaller, "upsize_to": m.larger}
                 for m in prices.machine_types.values()
             ],
+            "projects": projects,
         }
 
     def list_instances(

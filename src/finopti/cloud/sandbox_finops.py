@@ -174,7 +174,7 @@ class SandboxFinOps:
                           "thresholds": budgets.check_thresholds(thresholds)}
                 report = budgets.status(export, budget)
                 plan.update(before=None, after=budget, undo=f'delete budget "{name}"', changes=[
-                    f"budget {name} created: {format_money(budget['amount'])} a month for "
+                    f"create budget {name}: {format_money(budget['amount'])} a month for "
                     f"{budgets.scope_text(budget['filter'])}",
                     "alerts at " + ", ".join(f"{t['percent']:g}% of {t['basis']}" for t in budget["thresholds"]),
                     f"this month so far {report['actual_percent']}% spent, forecast {report['forecast_percent']}%"])
@@ -183,7 +183,7 @@ class SandboxFinOps:
             else:
                 budget = _stored(_budget(self._budget_row(conn, name)))
                 labels_said = ",".join(f"{k}={v}" for k, v in budget["filter"].get("labels", {}).items())
-                plan.update(before=budget, after=None, changes=[f"budget {name} deleted; its alerts stop"],
+                plan.update(before=budget, after=None, changes=[f"delete budget {name}: its alerts stop"],
                             undo=f'create budget "{name}" of {budget["amount"]:g}'
                                  + (f" for {labels_said}" if labels_said else ""))
         return plan
@@ -226,6 +226,8 @@ class SandboxFinOps:
             if amount is None:  # "how is the payments budget doing": the saved budget of exactly that slice
                 rows = conn.execute("SELECT * FROM budgets ORDER BY name").fetchall()
                 matching = [row for row in rows if json.loads(row["filter"]) == scope]
+                if not matching:  # "the search budget": the one saved budget inside that slice (search-prod)
+                    matching = [row for row in rows if _within(json.loads(row["filter"]), scope)]
                 if len(matching) != 1:
                     known = ", ".join(f"{r['name']} ({budgets.scope_text(json.loads(r['filter']))})" for r in rows)
                     what = "no saved budget covers" if not matching else "several saved budgets cover"
@@ -272,3 +274,9 @@ class SandboxFinOps:
         age = check_int("min_snapshot_age_days", min_snapshot_age_days, 1, 3650)
         with transaction(self.db_path) as conn:
             return unused_resources(conn, load_prices(conn), age)
+
+
+def _within(budget: dict, scope: dict) -> bool:
+    """Whether a budget's slice lies inside `scope`: every project, service and label the scope names, it has."""
+    return all(budget.get(key) == value for key, value in scope.items() if key != "labels") and \
+        all(budget.get("labels", {}).get(k) == v for k, v in scope.get("labels", {}).items())

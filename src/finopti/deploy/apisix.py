@@ -89,12 +89,14 @@ ACCESS_LOG_FIELDS = {
     "client_request_id": "$http_x_client_request_id",
     "trace_id": "$opentelemetry_trace_id",
     "span_id": "$opentelemetry_span_id",
-    "user": "$http_x_user_email",
+    # Set only from verified claims: a request refused before the identity headers are cleared (the edge
+    # guard's refusals, nginx's own) would otherwise be logged as whoever its x-user-email names.
+    "user": "$finopti_user",
     "source": "$finopti_source_id",
     "user_agent": "$http_user_agent",
     "drill": "$http_x_drill",
 }
-LOG_VARIABLES = (PATH_VARIABLE, "finopti_route", "finopti_duration_ms", "finopti_upstream_ms",
+LOG_VARIABLES = (PATH_VARIABLE, "finopti_route", "finopti_duration_ms", "finopti_upstream_ms", "finopti_user",
                  "opentelemetry_trace_id", "opentelemetry_span_id", "opentelemetry_context_traceparent")
 
 PLUGINS = [

@@ -50,7 +50,10 @@ IDENTITY = """return function(conf, ctx)
       return core.response.exit(401, {error = "unauthorized", message = "token audience is not " .. %(audience)s})
     end
     local email, groups = finopti_claim_text(claims[%(email_claim)s]), finopti_claim_text(claims[%(groups_claim)s])
-    if email then core.request.set_header(ctx, "x-user-email", email) end
+    if email then
+      core.request.set_header(ctx, "x-user-email", email)
+      ngx.var.finopti_user = email  -- the access log's user: only ever a verified token's
+    end
     if groups then core.request.set_header(ctx, "x-user-groups", groups) end
   end
   -- The opa plugin (next, access phase) sends the request's headers to OPA from this cache: credentials stay

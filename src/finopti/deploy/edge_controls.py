@@ -18,8 +18,10 @@ import yaml
 
 from finopti.mesh import replies
 from finopti.mesh.edge_rules import (
+    CREDENTIAL_IN_PATH,
     CREDENTIAL_IN_QUERY,
     CREDENTIAL_MESSAGE,
+    CREDENTIAL_PATH_MESSAGE,
     CREDENTIAL_WORDS,
     QUERY_CREDENTIALS_LUA,
     REDACTED,
@@ -77,6 +79,9 @@ return function(conf, ctx)
   if not (HOSTS[ngx.var.host] and HOSTS[host_name(ngx.var.http_host)]) then
     return refuse(421, "unknown_host", UNKNOWN_HOST_MESSAGE)
   end
+  if redacted and not name then
+    return refuse(400, PATH_CREDENTIAL_ERROR, PATH_CREDENTIAL_MESSAGE)
+  end
   if redacted then
     return refuse(400, CREDENTIAL_ERROR, CREDENTIAL_MESSAGE .. "'" .. name .. "'", {param = name})
   end
@@ -114,6 +119,8 @@ def edge_guard_function(edge: EdgeListener) -> str:
                       f"message = {lua_string(replies.HEADER_WITH_UNDERSCORE.message)}}}",
         "CREDENTIAL_ERROR": lua_string(CREDENTIAL_IN_QUERY),
         "CREDENTIAL_MESSAGE": lua_string(CREDENTIAL_MESSAGE),
+        "PATH_CREDENTIAL_ERROR": lua_string(CREDENTIAL_IN_PATH),
+        "PATH_CREDENTIAL_MESSAGE": lua_string(CREDENTIAL_PATH_MESSAGE),
         "UNKNOWN_HOST_MESSAGE": lua_string(f"this gateway serves only the hosts {hosts} (gateway.edge.hosts in "
                                            "mesh.yaml); the Host of this request is not one of them"),
         "FOREIGN_ORIGIN_MESSAGE": lua_string("a state-changing request from another origin is refused (CSRF): the "

@@ -31,12 +31,15 @@ FINOPTI_TLS_CERT / FINOPTI_TLS_KEY / FINOPTI_MESH_CA (its mesh identity, to push
 """
 
 import collections
+import contextlib
+import errno
 import functools
 import json
 import logging
 import os
 import queue
 import re
+import resource
 import signal
 import socket
 import sys
@@ -54,7 +57,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from finopti.logs import wire
 from finopti.logs.line_guard import identity_of_certificate, lines_with_marks, own_sources, redact, redact_bytes
-from finopti.logs.metadata import INDEXED, NOT_AN_OBJECT, Fields, decode_fields, from_object
+from finopti.logs.metadata import INDEXED, NOT_AN_OBJECT, SCALARS, Fields, decode_fields, from_object
 from finopti.logs.multiline import (
     DEFAULT_FIRSTLINE,
     DEFAULT_MAX_LINES,
@@ -63,9 +66,17 @@ from finopti.logs.multiline import (
     Joiner,
     MultilineRule,
     infer_level,
+    strip_lead,
 )
-from finopti.logs.tail import ROTATE_WAIT, Chunk, FileTail, Position
-from finopti.logs.times import FUTURE_GRACE_SECONDS, leading_time_ns, ns_to_rfc3339, parse_since, rfc3339_ns
+from finopti.logs.tail import ROTATE_WAIT, Chunk, FileTail, Position, digest
+from finopti.logs.times import (
+    FUTURE_GRACE_SECONDS,
+    epoch_ns,
+    leading_time_ns,
+    ns_to_rfc3339,
+    parse_since,
+    rfc3339_ns,
+)
 from finopti.logs.times import second_cache as _SECONDS
 
 log = logging.getLogger("finopti.collector")
@@ -85,10 +96,12 @@ def normalize_level(level: object, message: object = "") -> str:
     letters as it is, `notice`), a number as pino and bunyan write them (30 info, 50 error); absent or anything
     else (a list, an object, `4f2a…`) inferred from the message: a label per odd value would be a stream each."""
     if level.__class__ is str:
-        text = level.lower() or "info"
+        text = level.strip().lower() or "info"
         known = _KNOWN_LEVELS.get(text) or _LEVELS.get(text)
         if known is not None or (text.isascii() and text.isalpha() and len(text) <= 12):
             return known or text
+        if text.isascii() and text.isdigit() and len(text) <= 3:  # "50": pino's number, written as a string
+            return _NUMERIC_LEVELS.get(int(text) // 10, "info")
     elif level.__class__ is int:
         return _NUMERIC_LEVELS.get(level // 10, "info")
     return infer_level(message if message.__class__ is str else "")
@@ -144,6 +157,7 @@ class Parsed(NamedTuple):
         return {**from_object(self.obj), **self.extras} if self.extras else from_object(self.obj)
 
 
+_TRAILING = (b"\r", b"\x00")
 _new = tuple.__new__  # a NamedTuple without its Python-level __new__: this is the hot path
 
 
@@ -157,10 +171,13 @@ def parse_line(raw: bytes, component: str, now_ns: int, stats: ParseStats,
     of one dated more than `grace_ns` ahead (its own time is kept as metadata `original_ts`).
     The hot path of the collector: a JSON object line is parsed once, only the fields it reads, and never
     re-encoded."""
-    if raw[-1:] == b"\r":
-        raw = raw[:-1]
+    if raw[-1:] in _TRAILING:  # CRLF endings; NULs
+        raw = raw.rstrip(b"\r\x00")
     if raw[:1] != b"{":
-        return _parse_text(raw, component, now_ns, stats, grace_ns)
+        raw = strip_lead(raw)
+        if raw.lstrip(b" \t")[:1] != b"{":
+            return _parse_text(raw, component, now_ns, stats, grace_ns)
+        raw = raw.lstrip(b" \t")
     try:
         obj = decode_fields(raw)  # also checks the bytes are UTF-8
     except NOT_AN_OBJECT:
@@ -189,11 +206,13 @@ def parse_line(raw: bytes, component: str, now_ns: int, stats: ParseStats,
     millis = ts[20:23] if base >= 0 and ts[23] == "Z" else ""
     if millis.isascii() and millis.isdigit():  # the services' `…T12:07:55.548Z`, its second seen before
         ts_ns = base + int(millis) * 1_000_000
-    else:
+    elif ts.__class__ is str:
         try:
-            ts_ns = rfc3339_ns(ts) if ts.__class__ is str else now_ns
+            ts_ns = rfc3339_ns(ts)
         except ValueError:
-            ts_ns = now_ns
+            ts_ns = epoch_ns(ts) or now_ns
+    else:
+        ts_ns = epoch_ns(ts) or now_ns  # zap's 1764592075.123 s, pino's ms…; not a time (null, a list): when read
     extras = {"component": component} if component != service else None
     if ts_ns > now_ns + grace_ns:  # a clock ahead: such a line would stay the newest for good
         extras = {**(extras or {}), "original_ts": ns_to_rfc3339(ts_ns)}
@@ -302,12 +321,13 @@ def _indexed_values(lines: list[Fields]) -> dict[str, list]:
         values = map(attrgetter(name), lines)
         try:
             distinct = set(values)
-        except TypeError:  # a list or an object as a trace id
-            distinct = {v if v.__class__ is str else str(v) for v in map(attrgetter(name), lines)}
+        except TypeError:  # a list or an object as a trace id: not an id (see from_object)
+            distinct = {v for v in map(attrgetter(name), lines) if v.__class__ is str or v.__class__ in SCALARS}
         distinct.discard(None)
         distinct.discard("")
         if not set(map(type, distinct)) <= {str}:  # as text, as its metadata reads it (but not 0 or false)
-            distinct = {v if v.__class__ is str else str(v) for v in distinct if v}
+            distinct = {v if v.__class__ is str else str(v) for v in distinct
+                        if v and (v.__class__ is str or v.__class__ in SCALARS)}
         out[name] = list(distinct)
     return out
 
@@ -383,6 +403,10 @@ class Metrics:
                               " (or one over 64 characters); their file names their service", registry=registry)
         self.multiline = Counter("finopti_collector_multiline_entries_total",
                                  "Entries of several lines joined by the multiline rule", registry=registry)
+        self.file_errors = Counter("finopti_collector_file_errors_total",
+                                   "Looks at a log file (or the positions file) that failed, by errno (EMFILE: no"
+                                   " file descriptor left); the file is tried again at the next look",
+                                   ["reason"], registry=registry)
 
 
 def _mesh_tls():
@@ -439,6 +463,7 @@ class Collector:
         rotate_wait: float = ROTATE_WAIT,
         registry: CollectorRegistry | None = None,
         identity: str | None = None,
+        max_open_files: int | None = None,
     ):
         self.logs_dir = Path(logs_dir).resolve()  # positions are keyed by absolute path
         self.positions_path = Path(positions_path)
@@ -457,6 +482,12 @@ class Collector:
         self.rotate_wait = rotate_wait
         self.metrics = Metrics(registry or CollectorRegistry())
         self.tails: dict[str, FileTail] = {}
+        # Files held open at most (default: the open-files limit, less what pushes, the HTTP server and imports need).
+        # Past it, files read to their end are closed ("parked") and opened again when they change: with hundreds of
+        # files the collector took every descriptor and died (EMFILE), then again under its process manager.
+        self.max_open_files = max_open_files or open_files_budget()
+        self.parked: dict[str, tuple[Position, tuple]] = {}  # path -> (where it was read to, its stat when parked)
+        self.last_active: dict[str, float] = {}  # path -> monotonic time of its last line
         self.joiners: dict[str, Joiner] = {}  # per position key: the entry being joined
         self.committed: dict[str, Position] = {}  # where every pushed line of each file ends
         self.committed_seq = 0
@@ -468,7 +499,9 @@ class Collector:
         self.stopping = threading.Event()
         self.abandon = threading.Event()  # stop retrying: shutdown deadline passed
         self.receiver_up = True
-        self.last_push: float | None = None
+        self.last_push: float | None = None  # monotonic
+        self.file_trouble = float("-inf")  # monotonic time of the last failed look at a file
+        self._file_error_logged = float("-inf")
         self.ready = threading.Event()
         self.in_flight = in_flight
         self._positions_lock = threading.Lock()
@@ -528,8 +561,21 @@ class Collector:
     def _write_positions(self) -> None:
         doc = {"seq": self.committed_seq, "positions": {key: p.to_json() for key, p in self.committed.items()}}
         tmp = self.positions_path.with_name(self.positions_path.name + ".tmp")
-        tmp.write_text(json.dumps(doc, indent=1))
-        os.replace(tmp, self.positions_path)
+        try:
+            tmp.write_text(json.dumps(doc, indent=1))
+            os.replace(tmp, self.positions_path)
+        except OSError as exc:  # a full disk, no descriptor left: the next write catches up (the store keeps them too)
+            self._file_error(exc, self.positions_path)
+
+    def _file_error(self, exc: OSError, path: Path) -> None:
+        """A look at a file failed (no descriptor left, a full disk...): counted, logged at most every 10 s; the
+        collector goes on and looks again (it used to die, and under a process manager die again at once)."""
+        reason = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+        self.metrics.file_errors.labels(reason=reason).inc()
+        self.file_trouble = time.monotonic()
+        if time.monotonic() - self._file_error_logged >= 10.0:
+            self._file_error_logged = time.monotonic()
+            log.warning("cannot use %s (%s): trying again", path, exc, extra={"event": "collector_file_error"})
 
     def restore(self) -> None:
         seq, positions = self._load_positions()
@@ -552,13 +598,35 @@ class Collector:
     def scan(self) -> None:
         """Follow new `*.log` files; forget ones that are gone and fully read."""
         # Regular files only: opening a named pipe waits for a writer, a symlink to itself raises.
-        present = {str(p): p for p in self.logs_dir.glob("*.log") if p.name[:-4] not in self.exclude and p.is_file()}
+        try:
+            present = {str(p): p for p in self.logs_dir.glob("*.log")
+                       if p.name[:-4] not in self.exclude and p.is_file()}
+        except OSError as exc:  # no descriptor left to list the directory: the next look
+            self._file_error(exc, self.logs_dir)
+            return
+        held = sum(len(t.files) for t in self.tails.values())
         for key, path in present.items():
             if key not in self.tails:
+                parked = self.parked.get(key)
+                if parked is not None and _stat_token(path) == parked[1]:
+                    continue  # unchanged since it was closed
+                if held >= self.max_open_files and not self._park_one():
+                    continue  # every open file is busy: this one waits for the next look
                 tail = FileTail(path, self.max_line_bytes, self.rotate_wait)
-                saved = {k: p for k, p in self.committed.items() if path_of(k) == key}
-                if tail.open(saved):
+                if parked is not None:
+                    saved = {key: parked[0]}
+                else:
+                    saved = {k: p for k, p in self.committed.items() if path_of(k) == key}
+                try:
+                    opened = tail.open(saved)
+                except OSError as exc:  # no descriptor left (EMFILE): this file waits for the next look
+                    tail.close()
+                    self._file_error(exc, path)
+                    continue
+                self.parked.pop(key, None)
+                if opened:
                     self.tails[key] = tail
+                    held += len(tail.files)
                 else:
                     tail.close()
                 for gone in saved.keys() - set(tail.keys()):  # files no longer there
@@ -571,16 +639,41 @@ class Collector:
         open_files = {(f.dev, f.inode) for t in self.tails.values() for f in t.files}
         for file_id in self.joiners.keys() - open_files:
             del self.joiners[file_id]
-        self.metrics.files.set(len(self.tails))
+        self.metrics.files.set(len(self.tails) + len(self.parked))
+
+    def _park_one(self) -> bool:
+        """Close the least recently active file that is read to its end (one file, nothing held): it is opened
+        again, from where it was read to, once its size or times change. False when every open file is busy."""
+        for key in sorted(self.tails, key=lambda k: self.last_active.get(k, 0.0)):
+            tail = self.tails[key]
+            if len(tail.files) != 1 or not tail.idle:
+                continue
+            f = tail.files[0]
+            joiner = self.joiners.get((f.dev, f.inode))
+            st = os.fstat(f.fh.fileno())
+            if (joiner is not None and joiner.holding) or st.st_size != f.offset:
+                continue
+            dev, inode, fp, fp_len = f.identity()
+            self.parked[key] = (Position(dev, inode, f.offset, fp, fp_len, digest(f.window), len(f.window)),
+                                (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+            del self.tails[key]
+            tail.close()
+            return True
+        return False
 
     def _read(self, tail: FileTail, now_ns: int) -> bool:
         component = os.fsencode(tail.path.name[:-4]).decode(errors="replace")  # a label: valid UTF-8
         progressed = False
         for _ in range(8):  # then the next file: one busy file does not starve the others
-            chunk = tail.read(self.batch_lines - self.batch.lines)
+            try:
+                chunk = tail.read(self.batch_lines - self.batch.lines)
+            except OSError as exc:  # no descriptor left to open a rotated file: nothing changed, read again later
+                self._file_error(exc, tail.path)
+                break
             if chunk is None:
                 break
             progressed = True
+            self.last_active[str(tail.path)] = time.monotonic()
             self._take(chunk, component, now_ns)
         for key in tail.take_forgotten():
             self.batch.positions[key] = None
@@ -820,7 +913,7 @@ class Collector:
                 if r.status_code < 300:
                     if body is not batch.empty_body:
                         self.metrics.pushed.inc(batch.lines)
-                    self.receiver_up, self.last_push = True, time.time()
+                    self.receiver_up, self.last_push = True, time.monotonic()  # a clock jump moves no age
                     return True
                 if r.status_code in DROP_STATUSES:
                     if body is batch.empty_body:
@@ -847,14 +940,17 @@ class Collector:
             delay = min(delay * 2, self.max_backoff)
 
     def health(self) -> dict:
+        files_ok = time.monotonic() - self.file_trouble > 10.0
         return {
-            "status": "ok" if self.receiver_up else "degraded",
+            "status": "ok" if self.receiver_up and files_ok else "degraded",
+            "files_ok": files_ok,  # no look at a file failed in the last 10 s (finopti_collector_file_errors_total)
             "service": "collector",
             "receiver": self.base_url,
             "receiver_up": self.receiver_up,
-            "files": len(self.tails),
+            "files": len(self.tails) + len(self.parked),
+            "files_open": len(self.tails),
             "batches_waiting": self.queue.qsize() + len(self._sending),
-            "last_push_seconds_ago": round(time.time() - self.last_push, 3) if self.last_push else None,
+            "last_push_seconds_ago": round(time.monotonic() - self.last_push, 3) if self.last_push else None,
         }
 
 
@@ -885,11 +981,38 @@ def serve_http(collector: Collector, port: int, host: str = "127.0.0.1") -> Thre
     return server
 
 
+def _stat_token(path: Path) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+OPEN_FILES_RESERVE = 64  # descriptors kept for pushes, the HTTP server, the positions file, imports
+
+
+def open_files_budget() -> int:
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return max(4, (soft if soft != resource.RLIM_INFINITY else 1 << 20) - OPEN_FILES_RESERVE)
+
+
+def raise_open_files_limit() -> None:
+    """Every followed file is held open (and a rotated one still read): the soft limit on open files (often 1,024,
+    whatever supervisord's minfds) is raised to the hard one, as Go programs (Promtail, Alloy) do at start."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
 def main() -> None:
     from finopti.telemetry import configure_logging
 
     service = os.environ.get("FINOPTI_SERVICE", "collector")
     configure_logging(service, os.environ.get("FINOPTI_VERSION", "v1"))
+    raise_open_files_limit()
     home = Path(os.environ.get("FINOPTI_HOME", ".finopti"))
     url = os.environ.get("FINOPTI_LOKI_URL") or os.environ.get("FINOPTI_LOGSTORE_URL")
     if not url:

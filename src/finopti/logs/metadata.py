@@ -54,12 +54,17 @@ def fields_of(raw: bytes | str) -> Fields | None:
         return None
 
 
+# A number is an id as its digits; an object, a list or true is not an id (its Python repr, `{'id': …}`, was kept).
+SCALARS = (int, float)
+
+
 def from_object(obj: dict | Fields) -> dict[str, str]:
-    """A JSON line's metadata: its non-empty `METADATA_KEYS` fields, as text. The collector and the store read it
-    with the same decoder (`fields_of`), so they agree on which lines are JSON (orjson refuses integers beyond 64
-    bits, for one)."""
+    """A JSON line's metadata: its non-empty `METADATA_KEYS` fields that are text or numbers, as text. The collector
+    and the store read it with the same decoder (`fields_of`), so they agree on which lines are JSON (orjson refuses
+    integers beyond 64 bits, for one)."""
     get = obj.get if obj.__class__ is dict else obj.__getattribute__
-    return {k: v if v.__class__ is str else str(v) for k in METADATA_KEYS if (v := get(k))}
+    return {k: v if v.__class__ is str else str(v) for k in METADATA_KEYS
+            if (v := get(k)) and (v.__class__ is str or v.__class__ in SCALARS)}
 
 
 def key_hash(field: str, value: object) -> int:
@@ -81,6 +86,6 @@ def indexed_values(metas) -> dict[str, set]:
     out: dict[str, set] = {field: set() for field in INDEXED}
     for meta in metas:
         for field, values in out.items():
-            if value := meta.get(field):
+            if (value := meta.get(field)) and (value.__class__ is str or value.__class__ in SCALARS):
                 values.add(value if value.__class__ is str else str(value))
     return out

@@ -48,6 +48,17 @@ def infer_level(text: str) -> str:
     return level
 
 
+BOM = b"\xef\xbb\xbf"
+_LEAD = (b"\x00", BOM[:1])
+
+
+def strip_lead(raw: bytes) -> bytes:
+    """A line without what comes before its text that no writer meant: NULs (the hole a writer leaves when it writes
+    at its old offset into a file truncated under it) and a byte order mark (a file's first line, from PowerShell,
+    .NET, Notepad). A JSON line behind them is still JSON: its trace id indexed, its time and level read."""
+    return raw.lstrip(b"\x00").removeprefix(BOM) if raw[:1] in _LEAD else raw
+
+
 @dataclass(frozen=True)
 class MultilineRule:
     firstline: str = DEFAULT_FIRSTLINE
@@ -89,7 +100,7 @@ class Joiner:
         out: list[Entry] = []
         first = self.firstline.match
         for line, end in zip(lines, ends, strict=True):
-            if line[:1] == b"{":  # a JSON object line is a whole entry
+            if line[:1] == b"{" or (line[:1] in _LEAD and strip_lead(line)[:1] == b"{"):  # a JSON line: a whole entry
                 if self.lines:
                     out.append(self._take())
                 out.append(Entry(line, end, line, now_ns))

@@ -72,16 +72,41 @@ class TextPattern:
         return self.phrase.search(text, concurrent=True)
 
 
+def _json_escape(c: str) -> bytes:
+    """`é` as an ASCII JSON writer puts it (`\\u00e9`; a surrogate pair beyond the BMP), as a pattern."""
+    code = ord(c)
+    if code < 0x10000:
+        return rb"\\u%04x" % code
+    code -= 0x10000
+    return rb"\\u%04x\\u%04x" % (0xD800 + (code >> 10), 0xDC00 + (code & 0x3FF))
+
+
+def _word(word: str) -> bytes:
+    """A word as a pattern of bytes. A letter beyond ASCII is found in either case (`é`, `É`) and in either form a
+    line may hold it: UTF-8, or the `\\u00e9` of a JSON writer that escapes it (Python's json.dumps does, so a
+    service's `café` was never found)."""
+    if word.isascii():
+        return regex.escape(word.encode())
+    out = []
+    for c in word:
+        if c.isascii():
+            out.append(regex.escape(c.encode()))
+            continue
+        forms = sorted({v for v in (c, c.lower(), c.upper()) if len(v) == 1})  # not `ß` -> `SS`
+        out.append(b"(?:" + b"|".join(f for v in forms for f in (regex.escape(v.encode()), _json_escape(v))) + b")")
+    return b"".join(out)
+
+
 def text_pattern(text: str) -> TextPattern | None:
-    """What a person types -> the words in order, whole words, case-insensitive (ASCII), anywhere in the line:
+    """What a person types -> the words in order, whole words, case-insensitive, anywhere in the line:
     `us-central1-a` is the phrase "us central1 a"; a trailing `*` makes the last word a prefix (`instance*`).
     None when there is no word to look for."""
     words = "".join(c if c.isalnum() else " " for c in text).split()
     if not words:
         return None
-    body = _SEPARATOR.join(regex.escape(word.encode()) for word in words)
+    body = _SEPARATOR.join(map(_word, words))
     tail = b"" if text.rstrip().endswith("*") else _NOT_BEFORE
-    longest = regex.escape(max(words, key=len).encode())
+    longest = _word(max(words, key=len))
     return TextPattern(regex.compile(_NOT_AFTER + body + tail, regex.IGNORECASE),
                        regex.compile(longest, regex.IGNORECASE))
 

@@ -226,6 +226,15 @@ def line_dict(view: View, i: int, service: str, level: str) -> dict:
             "line": line, "metadata": meta}
 
 
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back the transaction that failed, if SQLite has not already: a COMMIT that fails for a full disk
+    (SQLITE_FULL, an I/O error) rolls it back itself, and a ROLLBACK then raises "no transaction is active",
+    hiding the error and skipping what the caller undoes after it (a stream id cached but never stored: the next
+    push's lines would be filed under a stream that does not exist)."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
 class LogStore:
     def __init__(self, path: Path, retention_seconds: float = DEFAULT_RETENTION_SECONDS,
                  max_bytes: int = DEFAULT_MAX_BYTES, future_grace: float = FUTURE_GRACE_SECONDS,
@@ -465,9 +474,9 @@ class LogStore:
                     )
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
                 for stream_key in self._new_streams:  # rolled back: looked up again next time
                     self._stream_labels.pop(self._streams.pop(stream_key), None)
+                _rollback(conn)
                 raise
             stored = next_id - self._next_id
             self._next_id = next_id
@@ -541,7 +550,7 @@ class LogStore:
                 conn.execute(f"UPDATE parts SET retired = 1 WHERE id IN ({','.join(map(str, gone))})")
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
             self._retire(gone, (part,))
 

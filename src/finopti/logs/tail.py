@@ -192,6 +192,15 @@ def anchor_of(line: bytes | None) -> tuple[str, int]:
     return digest(tail), len(tail)
 
 
+def _without_holes(parts: list[bytes], rest: bytes, continuing: bool) -> tuple[list[bytes], bytes]:
+    """Lines without the NULs they start with: a writer that does not append (no O_APPEND) writes at its old offset
+    into a file truncated under it (`copytruncate`), leaving a hole of NULs as long as the file was before its next
+    line — one "line" far over the limit, which was skipped whole, the real line at its end with it. Only leading
+    NULs go (the first part's only when it starts a line), so a line's last bytes, its anchor, stay the file's."""
+    parts = [p.lstrip(b"\x00") if i or not continuing else p for i, p in enumerate(parts)]
+    return parts, rest.lstrip(b"\x00") if parts or not continuing else rest
+
+
 def _open(path: Path) -> BinaryIO | None:
     try:
         return open(path, "rb", buffering=0)  # held open across reads; closed by FileTail
@@ -235,7 +244,15 @@ class FileTail:
         """Start where `saved` (this path's positions: `path` and `path@dev:inode` keys) says, or at the
         beginning. False if there is no file at the path."""
         chain = [*rotated_siblings(self.path), self.path]
-        handles = [_open(p) for p in chain]
+        handles: list[BinaryIO | None] = []
+        try:
+            for p in chain:
+                handles.append(_open(p))
+        except OSError:  # no file descriptor left (EMFILE): nothing kept open, tried again at the next look
+            for fh in handles:
+                if fh is not None:
+                    fh.close()
+            raise
         starts: dict[int, OpenFile] = {}
         # The furthest first: two keys naming one file (it rotated before the newer key was saved) resume once.
         for key, position in sorted((saved or {}).items(), key=lambda kv: -kv[1].offset):
@@ -302,12 +319,17 @@ class FileTail:
         fh = _open(self.path)
         if fh is None:
             return
+        try:
+            newer = self._newer_siblings()
+        except OSError:  # no file descriptor left: nothing changed, looked at again at the next read
+            fh.close()
+            raise
         if current is not None:
             current.rotated = True
             current.key = self._rotated_key(current)
             current.last_growth = time.monotonic()
             self.rotations += 1
-        for sibling in self._newer_siblings():
+        for sibling in newer:
             f = OpenFile.at(sibling, "", 0)
             f.rotated, f.key = True, self._rotated_key(f)
             self.files.append(f)
@@ -325,21 +347,26 @@ class FileTail:
             return []
         known = {(f.dev, f.inode) for f in self.files}
         out = []
-        for path, file_id in zip(chain[ids.index(newest) + 1:], ids[ids.index(newest) + 1:], strict=True):
-            fh = _open(path) if file_id not in known else None
-            if fh is None:
-                continue
-            st = os.fstat(fh.fileno())
-            if (st.st_dev, st.st_ino) != file_id:  # rotated again meanwhile
+        try:
+            for path, file_id in zip(chain[ids.index(newest) + 1:], ids[ids.index(newest) + 1:], strict=True):
+                fh = _open(path) if file_id not in known else None
+                if fh is None:
+                    continue
+                st = os.fstat(fh.fileno())
+                if (st.st_dev, st.st_ino) != file_id:  # rotated again meanwhile
+                    fh.close()
+                    continue
+                out.append(fh)
+        except OSError:
+            for fh in out:
                 fh.close()
-                continue
-            out.append(fh)
+            raise
         return out
 
     def _truncated(self, f: OpenFile) -> None:
         """`f` no longer holds what we read. If a rotated sibling holds it up to our offset (a copy), the rest is
-        read from there; `f` is read again from 0."""
-        self.truncations += 1
+        read from there; `f` is read again from 0. (No file descriptor left to look at the siblings: OSError, and
+        nothing changed; the next read sees the truncation again.)"""
         if f.offset and f.prefix:
             saved = Position(f.dev, f.inode, f.offset, digest(f.prefix), len(f.prefix), "")
             for sibling in reversed(rotated_siblings(self.path)):
@@ -357,6 +384,7 @@ class FileTail:
                     self.files.insert(self.files.index(f), copy)
                     break
                 fh.close()
+        self.truncations += 1
         f.restart()
 
     def read(self, max_lines: int) -> Chunk | None:
@@ -416,6 +444,8 @@ class FileTail:
             rest = parts.pop()
             # Each line's end (in the file), with no loop in Python; the first line is what was held plus its rest.
             all_ends = list(map(add, accumulate(map(len, parts)), count(start + 1)))
+            if b"\x00" in data:
+                parts, rest = _without_holes(parts, rest, continuing=bool(f.buffer) or f.discarding)
             if parts and not f.discarding:
                 if f.buffer:
                     parts[0], f.buffer = f.buffer + parts[0], b""

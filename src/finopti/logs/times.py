@@ -1,6 +1,7 @@
 """Times as the log pipeline reads and writes them: nanoseconds since the epoch, RFC 3339 text, durations."""
 
 import calendar
+import math
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -17,16 +18,24 @@ OLDEST_NS = -(2**63)
 
 
 def parse_since(text: str) -> float:
-    """`15m`, `1h30m`, `2d`, `90s`, `500ms` or a bare number of seconds -> seconds."""
+    """`15m`, `1h30m`, `2d`, `90s`, `500ms` or a bare number of seconds -> seconds: finite, not negative
+    (`nan`, `-5`, `inf` or 400 nines are not durations)."""
     text = text.strip().lower()
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
-        pass
-    parts = _DURATION.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
+        parts = _DURATION.findall(text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            raise ValueError(f"invalid duration {text!r} (expected e.g. 30s, 15m, 1h30m, 2d)") from None
+        seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    if not 0 <= seconds < math.inf:
         raise ValueError(f"invalid duration {text!r} (expected e.g. 30s, 15m, 1h30m, 2d)")
-    return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    return seconds
+
+
+def since_ns(text: str, now_ns: int) -> int:
+    """The start of `since=<duration>` back from `now_ns`; a duration back beyond 1677 (int64 ns) is from then."""
+    return max(OLDEST_NS, now_ns - int(min(parse_since(text), 1e11) * 1e9))
 
 
 def rfc3339_ns(text: str) -> int:
@@ -86,10 +95,34 @@ def parse_time(text: str) -> int:
         return rfc3339_ns(text)
     if not number.is_finite():
         raise ValueError(f"not a time: {text!r}")
+    return _unix_ns(number)
+
+
+def _unix_ns(number: Decimal) -> int:
+    """A Unix time in s, ms, µs or ns, told apart by magnitude (as Loki does) -> ns."""
     for limit, factor in ((10**11, 10**9), (10**14, 10**6), (10**17, 10**3)):
         if abs(number) < limit:
             return int(number * factor)
     return int(number)
+
+
+_EPOCH_TEXT = re.compile(r"\d{9,19}(\.\d{1,9})?", re.ASCII)
+_PLAUSIBLE_NS = (10**18, 2**63)  # 2001-09-09 to 2262: a number outside is a counter or a mistake, not a time
+
+
+def epoch_ns(value: object) -> int | None:
+    """A line's own time given as a Unix time (zap's `1764592075.123` s, pino's ms, ns; a number or its digits in a
+    string) -> ns; None for anything else, and for a number that would date the line before 2001 or after 2262
+    (0, -1, 10**30: the line is then dated when it was read, rather than dropped as too old or beyond int64)."""
+    cls = value.__class__
+    if cls is int or (cls is str and _EPOCH_TEXT.fullmatch(value)):
+        number = Decimal(value)
+    elif cls is float and math.isfinite(value):
+        number = Decimal(repr(value))  # the digits written: 1764592075.123, not its binary expansion
+    else:
+        return None
+    ns = _unix_ns(number)
+    return ns if _PLAUSIBLE_NS[0] <= ns < _PLAUSIBLE_NS[1] else None
 
 
 _second_text: dict[int, str] = {}

@@ -89,9 +89,12 @@ def search_traces(store: LogStore, f: TraceFilter) -> dict:
     rows, seen = [], set()
     for entry in lines:
         row = request_row(entry)
-        if row is None or row["trace_id"] in seen or not matches(row, f):
+        # One row per request, not per trace: a client may send a valid traceparent of a trace it has seen,
+        # and a row per trace would list its request under another one (a change under a later harmless ask).
+        key = row and (row["request_id"] or row["trace_id"])
+        if row is None or key in seen or not matches(row, f):
             continue
-        seen.add(row["trace_id"])
+        seen.add(key)
         rows.append(row)
         if len(rows) >= f.limit:
             break
@@ -99,8 +102,9 @@ def search_traces(store: LogStore, f: TraceFilter) -> dict:
         # The prompt of each request, from the orchestrator's `ask` line of its trace (same window).
         first = min(r["ts_ns"] for r in rows)
         asks = store.query(LogQuery(start=first, end=f.end, services=["orchestrator"], text="ask", limit=SCAN_LINES))
-        prompts = {a["line"].get("trace_id"): a["line"].get("prompt") for a in asks
-                   if isinstance(a["line"], dict) and a["line"].get("event") == "ask"}
-        for row in rows:
-            row["prompt"] = prompts.get(row["trace_id"])
+        prompts = {key: a["line"].get("prompt") for a in asks
+                   if isinstance(a["line"], dict) and a["line"].get("event") == "ask"
+                   for key in (a["line"].get("trace_id"), a["line"].get("request_id")) if key}
+        for row in rows:  # the request's own prompt; its trace's for lines without a request id
+            row["prompt"] = prompts.get(row["request_id"], prompts.get(row["trace_id"]))
     return {"traces": rows, "scanned": len(lines), "truncated": len(lines) >= SCAN_LINES}

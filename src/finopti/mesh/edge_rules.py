@@ -1,7 +1,8 @@
 """The front door's rules in engine-neutral terms, shared by the Envoy and APISIX renderings.
 
 - Credentials travel only in `Authorization: Bearer`. A query parameter whose (decoded, case-folded) name
-  contains a credential word, or whose value is a JWT, is refused with 400 and redacted from the access log.
+  contains a credential word, or whose value is a JWT, and a JWT in the path itself, are refused with 400 and
+  redacted from the access log.
   Both data planes run Lua, so the scanner is one Lua chunk (`QUERY_CREDENTIALS_LUA`) used by both.
 - The edge serves only the host names of `gateway.edge.hosts`, with or without the listener's port, and a
   state-changing browser request must come from one of those origins.
@@ -21,9 +22,11 @@ CLIENT_REQUEST_ID_CHARS = "A-Za-z0-9._:-"
 CLIENT_REQUEST_ID_MAX = 128
 
 CREDENTIAL_IN_QUERY = "credential_in_query"
-CREDENTIAL_MESSAGE = ("credentials belong in the Authorization header (Authorization: Bearer <token>), never in "
-                      "the URL, where logs, browser history and Referer headers keep them; remove the query "
-                      "parameter ")
+CREDENTIAL_IN_PATH = "credential_in_path"
+_WHERE = ("credentials belong in the Authorization header (Authorization: Bearer <token>), never in the URL, where "
+          "logs, browser history and Referer headers keep them; ")
+CREDENTIAL_MESSAGE = _WHERE + "remove the query parameter "
+CREDENTIAL_PATH_MESSAGE = _WHERE + "this request's path holds a token (a JWT)"
 
 
 def authorities(edge: EdgeListener, port: int) -> list[str]:
@@ -41,11 +44,13 @@ def lua_string(text: str) -> str:
 
 
 # The scanner: `finopti_scan_query(path)` -> (path with credential values redacted, first credential's
-# name) or nil. Names are percent-decoded up to three times (a double-encoded `access%255Ftoken` is still
-# `access_token` to some parser down the line), `+` is a space, and `&` and `;` both separate pairs.
+# name) or nil; the name is nil when only the path itself held a credential (a JWT in a segment: a magic link,
+# a token pasted into a URL). Names are percent-decoded up to three times (a double-encoded `access%255Ftoken`
+# is still `access_token` to some parser down the line), `+` is a space, and `&` and `;` both separate pairs.
 QUERY_CREDENTIALS_LUA = """
 local FINOPTI_CREDENTIAL_WORDS = {FINOPTI_WORDS}
 local FINOPTI_REDACTED = FINOPTI_REDACTED_TEXT
+local FINOPTI_JWT = "eyJ[%w_-]+%.eyJ[%w_-]+%.[%w_-]*"
 
 local function finopti_unescape(s)
   for _ = 1, 3 do
@@ -63,13 +68,17 @@ local function finopti_is_credential(name, value)
   for _, word in ipairs(FINOPTI_CREDENTIAL_WORDS) do
     if lower:find(word, 1, true) then return true end
   end
-  return value:find("eyJ[%w_-]+%.eyJ[%w_-]+%.") ~= nil
+  return value:find(FINOPTI_JWT) ~= nil
 end
 
 function finopti_scan_query(path)
   local mark = path:find("?", 1, true)
-  if not mark then return nil end
-  local out, found = {path:sub(1, mark)}, nil
+  local segments, in_path = (mark and path:sub(1, mark - 1) or path):gsub(FINOPTI_JWT, FINOPTI_REDACTED)
+  if not mark then
+    if in_path == 0 then return nil end
+    return segments, nil
+  end
+  local out, found = {segments .. "?"}, nil
   for pair, sep in path:sub(mark + 1):gmatch("([^&;]*)([&;]?)") do
     local eq = pair:find("=", 1, true)
     local name = finopti_unescape(eq and pair:sub(1, eq - 1) or pair)
@@ -83,7 +92,7 @@ function finopti_scan_query(path)
     end
     out[#out + 1] = pair .. sep
   end
-  if not found then return nil end
+  if not found and in_path == 0 then return nil end
   return table.concat(out), found
 end
 """.replace("{FINOPTI_WORDS}", "{" + ", ".join(lua_string(w) for w in CREDENTIAL_WORDS) + "}").replace(

@@ -13,6 +13,7 @@ from finopti.mesh import replies
 from finopti.mesh.edge_rules import CLIENT_REQUEST_ID_HEADER
 from finopti.mesh.envoy_authz import (
     EXT_AUTHZ_FILTER,
+    JWT_NAMESPACE,
     JWT_PAYLOAD,
     RBAC_NAMESPACE,
     REASON,
@@ -318,7 +319,7 @@ def _external_cluster(backend: ResolvedBackend) -> dict:
     return cluster
 
 
-def _access_log(listener: str) -> list[dict]:
+def _access_log(listener: str, email_claim: str) -> list[dict]:
     fields = {
         "ts": "%START_TIME(%Y-%m-%dT%H:%M:%S.%3fZ)%",
         "level": "info",
@@ -341,7 +342,9 @@ def _access_log(listener: str) -> list[dict]:
         "trace_id": "%TRACE_ID%",
         # This hop's span: the traceparent the upstream gets names it as parent (the trace view's exact match).
         "span_id": "%SPAN_ID%",
-        "user": "%REQ(X-USER-EMAIL)%",
+        # Only a verified token names the user: a request refused before the gateway strips the identity
+        # headers (a credential in the query, a path it cannot read) still carries a client's x-user-email.
+        "user": f"%CEL(metadata.filter_metadata['{JWT_NAMESPACE}']['{JWT_PAYLOAD}']['{email_claim}'])%",
         "source": "%DOWNSTREAM_PEER_URI_SAN%",
         "user_agent": "%REQ(USER-AGENT)%",
         "drill": "%REQ(X-DRILL)%",  # a drill's mark, carried on by every service: which hops a drill request made
@@ -397,13 +400,28 @@ def _local_replies(mesh: ResolvedMesh, listener: str) -> dict:
                     "value": {"present_match": True}},
         "match_if_key_not_found": False}}]}}
     jwt_refused["status_code"] = 401
+    # Refused by the codec, or before the gateway gave the request its id (a `#` or an encoded NUL in the path,
+    # no Host, a Host that is no authority): nothing of it was handled.
+    codec = "response.code_details.startsWith('http1.') || response.code_details.startsWith('http2.')"
+    not_handled = f"{codec} || !('x-request-id' in request.headers)"
+    # The codec's refusals with a status of their own: an https URL on this plain listener (403) is as
+    # malformed as the rest.
+    other_codec = unread(replies.MALFORMED)
+    other_codec["filter"] = cel_filter(f"response.code != 501 && ({codec})")
+    other_codec["status_code"] = replies.MALFORMED.status
+    upgrade = mapper(replies.UPGRADE_REFUSED)
+    upgrade["filter"] = {"and_filter": {"filters": [upgrade["filter"], cel_filter(
+        "response.code_details == 'upgrade_failed'")]}}
     return {
         "mappers": [
             unread(replies.HEADER_WITH_UNDERSCORE, "response.code_details == 'http1.unexpected_underscore'"),
-            unread(replies.MALFORMED, "response.code_details.startsWith('http1.') || "
-                   "response.code_details.startsWith('http2.')"),
+            unread(replies.MALFORMED, not_handled),
             unread(replies.HEADERS_TOO_LARGE),
             unread(replies.REQUEST_TIMEOUT),
+            unread(replies.UNSUPPORTED_TRANSFER_ENCODING),
+            unread(replies.UPGRADE_REQUIRED),
+            other_codec,
+            upgrade,
             *refusal_reply_mappers(_reply_fields()),
             # Then: a token that is missing leaves a jwt_failure too (the route may allow that), so the
             # authorization's own refusals must not be taken for token failures.
@@ -413,7 +431,6 @@ def _local_replies(mesh: ResolvedMesh, listener: str) -> dict:
             mapper(replies.UNAUTHORIZED),
             mapper(replies.NOT_FOUND),
             mapper(replies.PAYLOAD_TOO_LARGE),
-            mapper(replies.UPGRADE_REQUIRED),
             mapper(replies.RATE_LIMITED),
             mapper(replies.BAD_GATEWAY),
             _flagged(mapper(replies.CIRCUIT_OPEN), "UH"),
@@ -590,7 +607,7 @@ def _listener(name: str, mesh: ResolvedMesh, rt: GatewayRuntime) -> dict:
             },
         },
         "rds": {"route_config_name": name, "config_source": _file_source(rt, f"rds-{name}.yaml")},
-        "access_log": _access_log(name),
+        "access_log": _access_log(name, mesh.identity.email_claim),
         "local_reply_config": _local_replies(mesh, name),
         "http_filters": _http_filters(mesh, rt, name),
         # Envoy and the policy see the same path: no `..` or `//` tricks around a route's prefix.

@@ -2,8 +2,9 @@
 
 - The edge route configuration has two virtual hosts: the declared host names (with and without the port),
   and a catch-all answering 421 for any other Host before any other filter acts on the request.
-- A Lua filter, first on the edge, refuses credentials in the query with 400 and rewrites `:path` with the
-  values redacted, so the access log never holds them (on the catch-all host it only redacts).
+- A Lua filter, first on the edge, refuses credentials in the URL (a query parameter, a JWT in the path) with 400
+  and rewrites `:path` with the values redacted, so the access log never holds them (on the catch-all host it
+  only redacts).
 - State-changing requests whose Origin is not one of the edge's own, or that a browser marks cross-site,
   meet a route answering 403 before the application routes.
 - Early header mutations run before Envoy's tracer and request-id generation: an invalid W3C `traceparent`
@@ -11,8 +12,8 @@
   id, and the gateway's own error answers can name it), and at the edge a client's `x-request-id` is moved to
   `x-client-request-id` when it is short and plain, dropped otherwise; the gateway always makes its own
   request id there.
-- The edge reads requests with bounds: headers and the whole request must arrive in time (408), an idle
-  connection is closed, header count and size are limited (431), and header names with `_` are refused.
+- The edge reads requests with bounds: HTTP/1.1 only, headers and the whole request must arrive in time (408), an
+  idle connection is closed, header count and size are limited (431), and header names with `_` are refused.
 """
 
 from finopti.mesh import replies
@@ -20,8 +21,10 @@ from finopti.mesh.edge_rules import (
     CLIENT_REQUEST_ID_CHARS,
     CLIENT_REQUEST_ID_HEADER,
     CLIENT_REQUEST_ID_MAX,
+    CREDENTIAL_IN_PATH,
     CREDENTIAL_IN_QUERY,
     CREDENTIAL_MESSAGE,
+    CREDENTIAL_PATH_MESSAGE,
     QUERY_CREDENTIALS_LUA,
     STATE_CHANGING_METHODS,
     authorities,
@@ -48,7 +51,14 @@ CEL_FILTER = "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3
 UNKNOWN_HOST = "unknown_host"
 FOREIGN_ORIGIN = "foreign_origin"
 CROSS_SITE = "cross_site_request"
-REFUSAL_ROUTES = (UNKNOWN_HOST, FOREIGN_ORIGIN, CROSS_SITE)
+CONNECT_REFUSED = "connect_refused"
+REFUSAL_ROUTES = (UNKNOWN_HOST, FOREIGN_ORIGIN, CROSS_SITE, CONNECT_REFUSED)
+BUFFER_FILTER = "envoy.filters.http.buffer"
+BUFFER_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute"
+# CONNECT matches only routes with a connect matcher, never a path. With one, the connection manager refuses
+# the tunnel at once (no upgrade is configured: 403 upgrade_refused); without, the request went unrouted
+# through the filters and waited for a body that never ends, until request_timeout.
+CONNECT = {"connect_matcher": {}}
 REDACT_ONLY = "redact_only"
 
 _GUARD = QUERY_CREDENTIALS_LUA + """
@@ -59,6 +69,10 @@ function envoy_on_request(request)
   headers:replace(":path", redacted)
   if FINOPTI_REFUSE then
     local meta = request:streamInfo():dynamicMetadata()
+    if not name then
+      meta:set(NAMESPACE, "error", PATH_ERROR)
+      return request:respond({[":status"] = "400"}, PATH_MESSAGE)
+    end
     meta:set(NAMESPACE, "error", ERROR)
     meta:set(NAMESPACE, "param", name)
     request:respond({[":status"] = "400"}, MESSAGE .. "'" .. name .. "'")
@@ -69,21 +83,26 @@ end
 
 def _guard_source(refuse: bool) -> str:
     constants = {"FINOPTI_REFUSE": "true" if refuse else "false", "NAMESPACE": lua_string(EDGE_METADATA),
-                 "ERROR": lua_string(CREDENTIAL_IN_QUERY), "MESSAGE": lua_string(CREDENTIAL_MESSAGE)}
+                 "ERROR": lua_string(CREDENTIAL_IN_QUERY), "MESSAGE": lua_string(CREDENTIAL_MESSAGE),
+                 "PATH_ERROR": lua_string(CREDENTIAL_IN_PATH), "PATH_MESSAGE": lua_string(CREDENTIAL_PATH_MESSAGE)}
     return "".join(f"local {k} = {v}\n" for k, v in constants.items()) + _GUARD
 
 
 def edge_guard_filter() -> dict:
-    """Runs first on the edge: refuse (and redact) credentials in the query. A request without a query is not
-    handed to Lua at all (a matcher skips the filter): most requests pay nothing for the guard."""
+    """Runs first on the edge: refuse (and redact) credentials in the URL. A request whose path has no query and
+    nothing that could begin a JWT (`eyJ`) is not handed to Lua at all (a matcher skips the filter): most requests
+    pay nothing for the guard."""
     lua = {
         "@type": LUA,
         "default_source_code": {"inline_string": _guard_source(refuse=True)},
         "source_codes": {REDACT_ONLY: {"inline_string": _guard_source(refuse=False)}},
     }
-    no_query = {"not_matcher": {"single_predicate": {
-        "input": {"name": "path", "typed_config": {"@type": HEADER_INPUT, "header_name": ":path"}},
-        "value_match": {"contains": "?"}}}}
+    def lacks(text: str) -> dict:
+        return {"not_matcher": {"single_predicate": {
+            "input": {"name": "path", "typed_config": {"@type": HEADER_INPUT, "header_name": ":path"}},
+            "value_match": {"contains": text}}}}
+
+    no_query = {"and_matcher": {"predicate": [lacks("?"), lacks("eyJ")]}}
     return {
         "name": EDGE_GUARD_FILTER,
         "typed_config": {
@@ -178,6 +197,10 @@ def edge_protocol_options(edge: EdgeListener) -> dict:
     """The edge's connection manager settings for reading requests. Envoy's defaults wait for ever for headers
     and body (a client at 1 byte/s holds a connection as long as it likes) and accept `_` in header names."""
     return {
+        # HTTP/1.1 only, as browsers speak to a plain-HTTP origin and as the compose bundle's nginx serves: by
+        # default Envoy also took HTTP/2 with prior knowledge (h2c), a second protocol and its own refusals (a
+        # header name with `_` was a stream reset, no JSON, no request id) for no client of ours.
+        "codec_type": "HTTP1",
         "request_headers_timeout": _seconds(edge.header_timeout),
         "request_timeout": _seconds(edge.request_timeout),
         "max_request_headers_kb": replies.MAX_HEADERS_KB,
@@ -200,6 +223,8 @@ def _answered_by_gateway() -> dict:
     everyone = {"permissions": [{"any": True}], "principals": [{"any": True}]}
     return {
         **{name: {"@type": FILTER_CONFIG, "disabled": True} for name in (JWT_AUTHN_FILTER, EXT_AUTHZ_FILTER)},
+        # Answered without waiting for a body (a CONNECT's never ends).
+        BUFFER_FILTER: {"@type": BUFFER_PER_ROUTE, "disabled": True},
         RBAC_FILTER: {"@type": RBAC_PER_ROUTE, "rbac": {"rules": {"action": "ALLOW", "policies": {
             "refusal": everyone}}, "rules_stat_prefix": RULES_PREFIX}},
     }
@@ -216,10 +241,12 @@ def _methods() -> dict:
 
 def origin_refusals(edge: EdgeListener, port: int) -> list[dict]:
     """Placed before the application routes: a state-changing request from a page of another origin (CSRF,
-    or DNS rebinding that got past the Host check) is refused. Requests without Origin (CLI, scripts) pass."""
+    or DNS rebinding that got past the Host check) is refused. Requests without Origin (CLI, scripts) pass.
+    CONNECT is refused at once (see `CONNECT`)."""
     foreign = [{"name": "origin", "string_match": {"exact": o, "ignore_case": True}, "invert_match": True}
                for o in origins(edge, port)]
     return [
+        _refusal(CONNECT_REFUSED, CONNECT, 405, "CONNECT is not served: this gateway is not a proxy"),
         _refusal(FOREIGN_ORIGIN, {"prefix": "/", "headers": [_methods(), {"name": "origin", "present_match": True},
                                                             *foreign]},
                  403, "a state-changing request from another origin is refused (CSRF): the page must be served "
@@ -240,9 +267,10 @@ def edge_virtual_hosts(edge: EdgeListener, port: int, routes: list[dict], vhost_
         {
             "name": "edge-unknown-host",
             "domains": ["*"],
-            "routes": [_refusal(UNKNOWN_HOST, {"prefix": "/"}, 421,
+            "routes": [_refusal(UNKNOWN_HOST, match, 421,
                                 f"this gateway serves only the hosts {hosts} (gateway.edge.hosts in mesh.yaml), "
-                                "with or without its port; the Host of this request is not one of them")],
+                                "with or without its port; the Host of this request is not one of them")
+                       for match in ({"prefix": "/"}, CONNECT)],
             "typed_per_filter_config": {**vhost_config.get("typed_per_filter_config", {}),
                                         EDGE_GUARD_FILTER: {"@type": LUA_PER_ROUTE, "name": REDACT_ONLY}},
         },

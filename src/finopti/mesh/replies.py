@@ -21,6 +21,9 @@ MALFORMED = Reply(400, "malformed_request", "the request is not valid HTTP/1.1 a
 HEADER_WITH_UNDERSCORE = Reply(400, "header_with_underscore", "header names with an underscore are refused: some "
                                "servers read `x_user_email` as `x-user-email`, so it could pass for a header the "
                                "gateway strips; use '-' in header names")
+UNSUPPORTED_TRANSFER_ENCODING = Reply(501, "unsupported_transfer_encoding", "the request's Transfer-Encoding is "
+                                      "not one the gateway reads: send the body with Content-Length or "
+                                      "Transfer-Encoding: chunked")
 REQUEST_TIMEOUT = Reply(408, "request_timeout", "the request did not arrive in time: its headers or its body "
                         "came too slowly, and the gateway closed the connection")
 # What the edge accepts of a request's headers (Envoy's defaults, stated).
@@ -32,7 +35,11 @@ UNAUTHORIZED = Reply(401, "unauthorized", "a valid bearer token is required", fi
 FORBIDDEN = Reply(403, "forbidden", "the request is not allowed", fixed=False)
 NOT_FOUND = Reply(404, "not_found", "no route matches this path")
 PAYLOAD_TOO_LARGE = Reply(413, "payload_too_large", "request body is larger than the gateway accepts")
-UPGRADE_REQUIRED = Reply(426, "upgrade_required", "HTTP/1.0 is not served: use HTTP/1.1 or later")
+UPGRADE_REQUIRED = Reply(426, "upgrade_required", "this HTTP version is not served (HTTP/1.0 and 0.9 are not): "
+                         "use HTTP/1.1")
+# A protocol upgrade or a tunnel on a route that does not take one (WebSocket, CONNECT).
+UPGRADE_REFUSED = Reply(403, "upgrade_refused", "protocol upgrades and tunnels (WebSocket, CONNECT) are not served "
+                        "here: send plain HTTP/1.1 requests")
 RATE_LIMITED = Reply(429, "rate_limited", "too many requests; retry after the time in Retry-After")
 BAD_GATEWAY = Reply(502, "bad_gateway", "the backend could not be reached", fixed=False)
 # Envoy also answers this when its active health check has taken the backend out (no healthy host).

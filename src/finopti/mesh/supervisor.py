@@ -43,6 +43,11 @@ class ProcessRuntime:
     policy_dir: Path
     pki_dir: Path
     aux: tuple[AuxProgram, ...] = ()
+    # "root" when supervisord runs as root: said, it does not log CRIT "running as root" (any other user it does
+    # not log; naming one that has no passwd entry would stop it). The credentials of its control socket: without
+    # them it logs CRIT "running without any HTTP authentication checking".
+    user: str | None = None
+    rpc_credentials: tuple[str, str] | None = None
 
 
 def component_name(service: str, version: str, first_version: str) -> str:
@@ -110,17 +115,19 @@ def _program(name: str, command: str, rt: ProcessRuntime, environment: dict[str,
 
 
 def render_supervisor(spec: MeshSpec, rt: ProcessRuntime) -> str:
+    credentials = f"\nusername={rt.rpc_credentials[0]}\npassword={rt.rpc_credentials[1]}" if rt.rpc_credentials else ""
     sections = [
         "; Rendered by finopti from mesh.yaml; do not edit.",
-        f"[unix_http_server]\nfile={rt.socket_path}\nchmod=0700",
+        f"[unix_http_server]\nfile={rt.socket_path}\nchmod=0700{credentials}",
         "[supervisord]\n"
+        + (f"user={rt.user}\n" if rt.user else "") +
         f"logfile={rt.logs_dir / 'supervisord.log'}\n"
         f"pidfile={rt.pidfile}\n"
         f"childlogdir={rt.logs_dir}\n"
         "logfile_maxbytes=5MB\nlogfile_backups=2\nloglevel=info\nnodaemon=false\nsilent=true\n"
         f"environment={PLATFORM_MARK}={_quoted(PLATFORM_MARK, str(rt.state_dir))}",
         "[rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
-        f"[supervisorctl]\nserverurl=unix://{rt.socket_path}",
+        f"[supervisorctl]\nserverurl=unix://{rt.socket_path}{credentials}",
         _program(
             "gateway",
             # Flush the access log every 200 ms (default 10 s) so a request is in the log right after it.

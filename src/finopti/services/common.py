@@ -189,7 +189,11 @@ def create_service_app(settings: ServiceSettings, title: str, quiet_paths: froze
         problems = [
             {"field": ".".join(str(p) for p in e["loc"] if p != "body"), "problem": e["msg"]} for e in errors
         ]
-        return JSONResponse(error_body(422, "invalid_request", "request body is invalid", problems=problems), 422)
+        # The message names the first problem ("prompt: String should have at most 2000 characters"): a chat
+        # or a CLI shows the message, not the list.
+        first = problems[0] if problems else {"field": "", "problem": "not what this endpoint takes"}
+        message = f"request body is invalid: {first['field'] or 'body'}: {first['problem']}"
+        return JSONResponse(error_body(422, "invalid_request", message, problems=problems), 422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

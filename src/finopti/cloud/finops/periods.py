@@ -12,8 +12,9 @@ from ..errors import InvalidArgument
 DAY = 86400
 
 NAMED = ("yesterday", "last_7_days", "last_14_days", "last_30_days", "last_90_days", "this_week", "last_week",
-         "this_month", "month_to_date", "last_month")
+         "this_month", "month_to_date", "last_month", "this_quarter", "last_quarter", "this_year")
 LAST_DAYS = re.compile(r"^last_(\d{1,3})_days?$")  # any number of days: last_10_days
+QUARTERS = ("q1", "q2", "q3", "q4")  # the latest such quarter that has begun
 MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
           "november", "december")
 
@@ -86,6 +87,19 @@ def _named(name: str, today: date) -> tuple[date, date]:
         year = today.year if month <= today.month else today.year - 1
         first = date(year, month, 1)
         return first, next_month_start(first) - timedelta(days=1)
+    if name in QUARTERS or name in ("this_quarter", "last_quarter"):
+        current = (today.month - 1) // 3
+        if name == "this_quarter":
+            quarter, year = current, today.year
+        elif name == "last_quarter":
+            quarter, year = (current - 1) % 4, today.year - (current == 0)
+        else:
+            quarter = QUARTERS.index(name)
+            year = today.year if quarter <= current else today.year - 1
+        first = date(year, 3 * quarter + 1, 1)
+        return first, next_month_start(date(year, 3 * quarter + 3, 1)) - timedelta(days=1)
+    if name == "this_year":
+        return date(today.year, 1, 1), date(today.year, 12, 31)
     if name == "this_week":
         return monday, monday + timedelta(days=6)
     if name == "last_week":
@@ -121,11 +135,12 @@ def resolve(period: str | None, start: str | None, end: str | None, today_ts: in
             except ValueError:
                 raise InvalidArgument(f"period {period!r} is not a real month.") from None
             last = next_month_start(first) - timedelta(days=1)
-        elif name in NAMED or name in MONTHS or (LAST_DAYS.match(name) and int(LAST_DAYS.match(name)[1]) > 0):
+        elif name in NAMED or name in MONTHS or name in QUARTERS or (
+                LAST_DAYS.match(name) and int(LAST_DAYS.match(name)[1]) > 0):
             first, last = _named(name, today)
         else:
             raise InvalidArgument(f"unknown period {period!r}; use one of {', '.join(NAMED)}, last_<n>_days, a "
-                                  "month's name or YYYY-MM, or start/end dates YYYY-MM-DD.")
+                                  "month's name, q1-q4 or YYYY-MM, or start/end dates YYYY-MM-DD.")
         label = name
     if last < first:
         raise InvalidArgument(f"the period ends ({last.isoformat()}) before it starts ({first.isoformat()}).")

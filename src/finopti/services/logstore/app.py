@@ -38,7 +38,7 @@ from finopti.logs import wire
 from finopti.logs.lokipb import decode_push
 from finopti.logs.search import format_cursor, parse_cursor
 from finopti.logs.store import MAX_LIMIT, Admission, Delivery, LogQuery, LogStore, PushError
-from finopti.logs.times import parse_since, parse_time
+from finopti.logs.times import parse_since, parse_time, since_ns
 from finopti.logs.trace_search import TraceFilter, search_traces
 from finopti.mesh.model import parse_size
 from finopti.paths import StateDir
@@ -86,7 +86,7 @@ def log_query(params: QueryParams, *, default_limit: int = 100) -> LogQuery:
                 raise bad_request(name, "expected RFC 3339 (2026-11-26T12:00:00Z) or a Unix timestamp") from None
     if params.get("since"):
         try:
-            q.start = time.time_ns() - int(parse_since(params["since"]) * 1e9)
+            q.start = since_ns(params["since"], time.time_ns())
         except ValueError as exc:
             raise bad_request("since", str(exc)) from None
     if q.start is not None and q.end is not None and q.start >= q.end:

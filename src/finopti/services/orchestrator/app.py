@@ -229,12 +229,16 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         replanned, failure = await call(confirmation.agent, f"plan_{confirmation.action}", confirmation.arguments)
         if failure is not None:
             return failure
-        digest = plan_digest(confirmation.agent, confirmation.action, confirmation.arguments, replanned["data"])
+        now = replanned["data"]
+        digest = plan_digest(confirmation.agent, confirmation.action, confirmation.arguments, now)
         try:
-            if digest != confirmation.plan_digest:
+            # A plan that can no longer be carried out ("budget X already exists" since) or would now change
+            # nothing is no longer the plan that was confirmed, even where its before/after read the same.
+            if digest != confirmation.plan_digest or now.get("blocked") or not now.get("changed", True):
                 confirmations.spend(confirmation, "refused (plan changed)")
-                raise ConfirmationError(409, "plan_changed", "the instance changed since this plan was made; "
-                                        f"ask again for a new plan ({replanned.get('summary', '')})")
+                raise ConfirmationError(409, "plan_changed", "what this plan would change is not as it was when "
+                                        "the plan was made; ask again for a new plan (now: "
+                                        f"{now.get('blocked') or replanned.get('summary', '')})")
             confirmations.spend(confirmation, "confirmed")
         except ConfirmationError as exc:
             return refused(exc)

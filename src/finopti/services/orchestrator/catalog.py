@@ -47,6 +47,7 @@ SLOT_KINDS = {
     "cost_group": "how to break costs down (service, project, sku, region, resource, day, month or a label)",
     "amount": "an amount of money",
     "label_key": "a label key that spend lacks (team, env)",
+    "project": "a project's name (billing actions' filter)",
 }
 
 
@@ -94,7 +95,8 @@ METRIC_WORDS = {
     "overloaded": "cpu", "working": "cpu", "how hard": "cpu", "compute load": "cpu",
     "memory": "memory", "ram": "memory", "mem": "memory", "short on memory": "memory",
     "running out of ram": "memory", "running out of memory": "memory", "memory pressure": "memory",
-    "low on memory": "memory", "out of ram": "memory", "how idle": "cpu", "maxing out": "cpu",
+    "low on memory": "memory", "out of ram": "memory", "how idle": "cpu", "maxing out": "cpu", "maxed out": "cpu",
+    "pegged": "cpu", "maxed": "cpu",
 }
 SEVERITY_WORDS = {
     "warning": "WARNING", "warnings": "WARNING", "warn": "WARNING", "unusual": "WARNING",
@@ -130,6 +132,9 @@ GROUP_WORDS: dict[str, tuple[str, str | None]] = {
        for word in words
        for which in ("which", "what")},
     **{f"most expensive {word}": ("instance", None) for word in _GROUP_KEYS[("instance", None)]},
+    **{f"{word} {verb} the most": ("instance", None) for word in _GROUP_KEYS[("instance", None)]
+       for verb in ("cost", "costs", "that cost", "that costs")},
+    **{f"{verb} the most": ("instance", None) for verb in ("costing us", "costing", "costs us", "cost us")},
 }
 # Billing periods said in words (windows such as "last week" or "past 30 days" come from quantities.py).
 MONTH_NAMES = ("january", "february", "march", "april", "june", "july", "august", "september", "october",
@@ -139,6 +144,14 @@ PERIOD_WORDS = {
     "so far this month": "this_month", "current month": "this_month", "this month so far": "this_month",
     "month over month": "last_month", "month-over-month": "last_month", "week over week": "last_week",
     "week-over-week": "last_week", "previous month": "last_month", "the month before": "last_month",
+    "month on month": "last_month", "week on week": "last_week", "prior month": "last_month",
+    "prior week": "last_week",
+    # quarters: q1..q4 is the latest such quarter that has begun
+    **{q: q for q in ("q1", "q2", "q3", "q4")},
+    **{f"{n} quarter": f"q{i}" for i, n in enumerate(("first", "second", "third", "fourth"), 1)},
+    "last quarter": "last_quarter", "previous quarter": "last_quarter", "prior quarter": "last_quarter",
+    "this quarter": "this_quarter", "quarter to date": "this_quarter", "qtd": "this_quarter",
+    "this year": "this_year", "year to date": "this_year", "ytd": "this_year", "so far this year": "this_year",
     **{m: m for m in MONTH_NAMES}, **{f"in {m}": m for m in MONTH_NAMES},
     **{m[:3]: m for m in MONTH_NAMES if m[:3] not in ("mar", "jun", "jul")}, "sept": "september",
 }
@@ -148,6 +161,11 @@ CLOUD_SERVICE_WORDS = {
     "networking": "Networking", "network": "Networking", "egress": "Networking", "bandwidth": "Networking",
     "data transfer": "Networking", "compute engine": "Compute Engine", "gce": "Compute Engine",
     "cloud storage": "Cloud Storage", "gcs": "Cloud Storage",
+    # services this project does not use: passed on, so the tool says which ones it knows (never the total)
+    "cloud sql": "Cloud SQL", "gke": "Kubernetes Engine", "kubernetes engine": "Kubernetes Engine",
+    "kubernetes": "Kubernetes Engine", "cloud run": "Cloud Run", "cloud functions": "Cloud Functions",
+    "pubsub": "Pub/Sub", "pub/sub": "Pub/Sub", "spanner": "Cloud Spanner", "bigtable": "Cloud Bigtable",
+    "dataflow": "Dataflow", "vertex ai": "Vertex AI", "memorystore": "Memorystore",
 }
 _COST_GROUPS = {
     ("service", None): ("service", "services"), ("project", None): ("project", "projects"),
@@ -159,7 +177,8 @@ COST_GROUP_WORDS: dict[str, tuple[str, str | None]] = {
        for group, words in {**_COST_GROUPS, **{g: w for g, w in _GROUP_KEYS.items() if g[0] == "label"}}.items()
        for word in words
        for prep in ("by", "per", "each", "for each", "for every", "across", "broken down by", "grouped by",
-                    "split by")},
+                    "split by")
+       if not (word == "month" and prep in ("per", "each", "for each", "for every"))},  # "per month": a rate
     **{f"{which} {word}": group
        for group, words in {**_COST_GROUPS, **{g: w for g, w in _GROUP_KEYS.items() if g[0] == "label"}}.items()
        for word in words if group[0] not in ("day", "month")
@@ -169,6 +188,10 @@ COST_GROUP_WORDS: dict[str, tuple[str, str | None]] = {
 }
 LABEL_KEY_SAID = {
     **{f"{key} {noun}": key for key in ("team", "env") for noun in ("label", "labels", "tag", "tags")},
+    # "what isn't tagged with an env", "resources with no team"
+    **{f"{how} {key}": key for key in ("team", "env")
+       for how in ("tagged with a", "tagged with an", "labeled with a", "labeled with an", "labelled with a",
+                   "labelled with an", "no", "without a", "without an")},
     "environment label": "env", "environment tag": "env", "environment labels": "env",
 }
 # Values a slot kind takes from the vocabulary above.
@@ -188,6 +211,13 @@ INSTANCE_NOUNS = {"instance": 0.8, "instances": 1.5, "vm": 0.8, "vms": 1.5, "ser
                   "machine": 0.8, "machines": 1.5, "node": 1.0, "nodes": 1.0, "boxes": 1.0, "fleet": 1.0,
                   "compute engine": 1.5}
 _THE_INSTANCE = {"instance": 0.5, "vm": 0.5, "server": 0.5, "machine": 0.5, "box": 0.5}
+
+
+def _if_we(*done: str) -> dict[str, float]:
+    """"how much would we save if we stopped X": a change asked about is a plan of it (the plan says what it
+    would do and changes nothing), so these are the change's verbs."""
+    return {f"if {who} {verb}": 3.0 for who in ("we", "i", "you") for verb in done}
+
 # Money words every billing action shares, weakly: the action is said by its own words and its slots
 # ("last month" makes a cost report, "forecast" a forecast), so the monthly estimate keeps "what do we spend".
 COST_WORDS = {"cost": 1.0, "costs": 1.0, "costing": 1.0, "spend": 1.0, "spends": 1.0, "spending": 1.0,
@@ -229,7 +259,8 @@ ACTIONS: tuple[ActionSpec, ...] = (
         verbs={"stop": 3.0, "halt": 3.0, "shut down": 3.0, "shutdown": 3.0, "shut off": 3.0, "turn off": 3.0,
                "power off": 3.0, "switch off": 3.0, "kill": 3.0, "terminate": 3.0, "pause": 2.5, "suspend": 2.5,
                "spin down": 3.0, "be stopped": 3.0, "turn * off": 3.0, "shut * down": 3.0, "power * off": 3.0,
-               "switch * off": 3.0},
+               "switch * off": 3.0, "power down": 3.0, "power * down": 3.0, "shut * off": 3.0, "spin * down": 3.0,
+               "take * offline": 3.0, "stopping": 3.0, **_if_we("stopped", "stop", "shut down", "turned off")},
         words=_THE_INSTANCE,
         slots=(Slot("name", "instance", required=True, weight=2.0, ask="Which instance should I stop?"),),
         mutates=True,
@@ -241,7 +272,8 @@ ACTIONS: tuple[ActionSpec, ...] = (
         verbs={"start": 3.0, "boot": 3.0, "boot up": 3.0, "bring up": 3.0, "bring * up": 3.0, "power on": 3.0,
                "power up": 3.0, "turn on": 3.0, "turn * on": 3.0, "switch on": 3.0, "spin up": 3.0,
                "resume": 3.0, "wake up": 3.0, "wake * up": 3.0, "start up": 3.0, "fire up": 3.0,
-               "be started": 3.0, "unpause": 3.0, "bring * back": 3.0},
+               "be started": 3.0, "unpause": 3.0, "bring * back": 3.0, "fire * up": 3.0, "spin * up": 3.0,
+               "start * up": 3.0, "starting": 3.0, **_if_we("started", "start")},
         words=_THE_INSTANCE,
         slots=(Slot("name", "instance", required=True, weight=2.0, ask="Which instance should I start?"),),
         mutates=True,
@@ -250,7 +282,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "gcloud-agent", "resize_instance", "Change a stopped instance's machine type",
         template="resize instance {name} to {machine_type}",
         example={"name": "{stopped}", "machine_type": "{smaller}"},
-        verbs={"resize": 3.0, "be resized": 3.0},
+        verbs={"resize": 3.0, "be resized": 3.0, "resizing": 3.0, **_if_we("resized", "resize")},
         words={**_THE_INSTANCE, "downgrade": 2.0, "upgrade": 2.0, "downsize": 2.0, "upsize": 2.0,
                "scale up": 2.0, "scale down": 2.0, "scale * up": 2.0, "scale * down": 2.0, "scale": 1.5,
                "switch": 1.5, "change": 1.5, "make": 1.0, "move": 1.5, "set": 1.0, "convert": 1.5, "put": 1.0,
@@ -267,7 +299,8 @@ ACTIONS: tuple[ActionSpec, ...] = (
         example={"name": "{stopped}"},
         verbs={"delete": 3.0, "remove": 3.0, "destroy": 3.0, "get rid of": 3.0, "decommission": 3.0,
                "tear down": 3.0, "tear * down": 3.0, "nuke": 3.0, "trash": 3.0, "scrap": 3.0, "erase": 3.0,
-               "drop": 2.0, "be deleted": 3.0, "be removed": 3.0, "throw away": 3.0, "wipe": 3.0},
+               "drop": 2.0, "be deleted": 3.0, "be removed": 3.0, "throw away": 3.0, "wipe": 3.0, "deleting": 3.0,
+               "removing": 3.0, "decommissioning": 3.0, **_if_we("deleted", "delete", "removed")},
         words=_THE_INSTANCE,
         slots=(Slot("name", "instance", required=True, weight=2.0, ask="Which instance should I delete?"),),
         mutates=True,
@@ -295,10 +328,16 @@ ACTIONS: tuple[ActionSpec, ...] = (
         template="find idle instances[ below {cpu_threshold}% cpu][ over the last {days} days][ in {zone}]"
                  "[ with label {label}]",
         example={"cpu_threshold": 5.0, "days": 7},
-        words={"idle": 3.0, "unused": 2.0, "underused": 3.0, "underutilized": 3.0, "underutilised": 3.0,
+        words={"idle": 3.0, "idling": 3.0, "idles": 3.0, "unused": 2.0, "underused": 3.0, "underutilized": 3.0,
+               "underutilised": 3.0,
                "under-utilized": 3.0, "under-utilised": 3.0, "doing nothing": 3.0, "not doing anything": 3.0,
                "zombie": 3.0, "zombies": 3.0, "sitting idle": 3.0, "wasting money": 2.0, "wasting": 1.5,
                "save money": 2.0, "can we stop": 3.0, "could we stop": 3.0, "should we stop": 3.0,
+               # "vms we could turn off": asking which could be stopped is no stop
+               # ("X should be stopped" names one: that is a stop, planned)
+               **{phrase: 3.5 for modal in ("could", "can", "should") for verb in ("stop", "turn off", "shut down")
+                  for phrase in (f"{modal} we {verb}", f"we {modal} {verb}")},
+               "safe to stop": 3.5, "safe to turn off": 3.5,
                "mostly idle": 3.0, "cpu": 1.0, "averaging": 1.0, "quiet": 1.5, "unutilized": 3.0,
                "do nothing": 3.0, "does nothing": 3.0, "did nothing": 3.0, "nobody is using": 2.0,
                "not being used": 2.0, "no one is using": 2.0,
@@ -317,7 +356,8 @@ ACTIONS: tuple[ActionSpec, ...] = (
                "too large": 3.0, "too small": 3.0, "bigger machine": 3.0, "smaller machine": 3.0,
                "bigger machine type": 3.0, "smaller machine type": 3.0, "recommendations": 1.0,
                "recommendation": 1.0, "suggestions": 0.5, "instances": 0.5, "vms": 0.5, "machines": 0.5,
-               "bigger than": 3.0, "larger than": 3.0, "more than they need": 3.0, "bigger than needed": 3.0},
+               "bigger than": 3.0, "larger than": 3.0, "more than they need": 3.0, "bigger than needed": 3.0,
+               "downsized": 3.0, "upsized": 3.0, "rightsized": 3.0, "right-sized": 3.0, "too beefy": 3.0},
         slots=(Slot("days", "days"), Slot("zone", "zone"), Slot("label", "label")),
     ),
     ActionSpec(
@@ -328,7 +368,11 @@ ACTIONS: tuple[ActionSpec, ...] = (
         words={"cost": 2.5, "costs": 2.5, "costing": 2.5, "spend": 2.5, "spends": 2.5, "spending": 2.5, "spent": 2.5,
                **{f"most expensive {w}": 2.5 for w in _GROUP_KEYS[("instance", None)]},
                "bill": 2.5, "billing": 2.0, "pay": 2.0, "paying": 2.0, "price": 2.0, "expensive": 2.0,
-               "money": 1.0, "monthly": 0.5, "how much": 0.5, "total": 0.5, "run rate": 2.5, "run-rate": 2.5},
+               "money": 1.0, "monthly": 0.5, "how much": 0.5, "total": 0.5, "run rate": 2.5, "run-rate": 2.5,
+               "burn rate": 2.5, "burn": 1.5,
+               # the run rate is compute, disks and buckets: "what does bigquery (or gke) cost" is not its total
+               **{said: -2.0 for said, service in CLOUD_SERVICE_WORDS.items()
+                  if service not in ("Compute Engine", "Cloud Storage")}},
         slots=(Slot("group_by", "group_by", weight=1.5), Slot("instance", "instance", weight=1.5),
                Slot("label", "label")),
     ),
@@ -341,7 +385,8 @@ ACTIONS: tuple[ActionSpec, ...] = (
                "graph": 1.0, "plot": 1.0, "chart": 1.0, "short on memory": 3.0, "running out of ram": 3.0,
                "running out of memory": 3.0, "memory pressure": 3.0, "low on memory": 3.0, "out of ram": 3.0,
                "performance": 1.0, "time series": 2.0, "trend": 1.0, "using": 0.5, "mem": 2.0, "processor": 2.0,
-               "how idle": 2.5, "maxing out": 2.5, "history": 1.0, "peak": 1.0, "slow": 1.5},
+               "how idle": 2.5, "maxing out": 2.5, "history": 1.0, "peak": 1.0, "slow": 1.5, "maxed out": 2.5,
+               "pegged": 2.5, "maxed": 2.0},
         slots=(Slot("instance", "instance", required=True, weight=2.0, ask="Which instance's utilization?"),
                Slot("metric", "metric", default="cpu"), Slot("days", "days")),
     ),
@@ -377,17 +422,20 @@ ACTIONS: tuple[ActionSpec, ...] = (
 BILLING_ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec(
         "gcloud-agent", "cost_report", "Billed cost over a period (by service, project, SKU, team, label or day)",
-        template="cost report[ for {period}][ {group_by}][ for service {service}][ with label {label}]",
+        template="cost report[ for {period}][ {group_by}][ for service {service}][ with label {label}]"
+                 "[ in project {project}]",
         example={"period": "last_month", "group_by": "service"},
         words={**COST_WORDS, "cost report": 3.0, "billing report": 3.0, "breakdown": 1.0, "break down": 1.0,
-               "invoice": 2.0, "invoiced": 2.0, "actual": 1.0, "what did we": 0.5, "how much did": 0.5},
-        slots=(Slot("period", "period", weight=3.0), Slot("group_by", "cost_group", weight=2.0),
+               "invoice": 2.0, "invoiced": 2.0, "actual": 1.0, "what did we": 0.5, "how much did": 0.5,
+               "credits": 2.0, "credit": 1.5},
+        slots=(Slot("project", "project"),
+               Slot("period", "period", weight=3.0), Slot("group_by", "cost_group", weight=2.0),
                Slot("service", "cloud_service", weight=1.5), Slot("label", "label")),
     ),
     ActionSpec(
         "gcloud-agent", "compare_costs", "Compare a period's cost with the one before and find what drove it",
         template="compare costs[ for {period}] with the period before[ {group_by}][ for service {service}]"
-                 "[ with label {label}]",
+                 "[ with label {label}][ in project {project}]",
         example={"period": "last_week"},
         words={**COST_WORDS, "compare": 3.0, "comparison": 3.0, "compared": 3.0, "go up": 3.0, "went up": 3.0,
                "gone up": 3.0, "going up": 2.5, "go down": 3.0, "went down": 3.0, "increase": 3.0, "increased": 3.0,
@@ -396,13 +444,15 @@ BILLING_ACTIONS: tuple[ActionSpec, ...] = (
                "more than": 1.0, "less than": 1.0, "drove": 3.0, "drivers": 3.5, "driver": 3.5, "driving": 3.0,
                "caused": 2.0, "why": 1.5, "changed": 3.0, "change": 3.0, "changes": 3.0, "difference": 3.0,
                "month over month": 2.0, "week over week": 2.0, "the week before": 2.0, "the month before": 2.0,
+               "month on month": 2.0, "week on week": 2.0, "diff": 2.0,
                "period before": 2.0, "versus": 2.5, "vs": 2.5},
-        slots=(Slot("period", "period", weight=2.0), Slot("group_by", "cost_group", weight=0.5),
+        slots=(Slot("project", "project"),
+               Slot("period", "period", weight=2.0), Slot("group_by", "cost_group", weight=0.5),
                Slot("service", "cloud_service", weight=1.5), Slot("label", "label")),
     ),
     ActionSpec(
         "gcloud-agent", "forecast_costs", "Forecast this month's and next month's cost (80 % and 95 % intervals)",
-        template="forecast costs[ for service {service}][ with label {label}]",
+        template="forecast costs[ for service {service}][ with label {label}][ in project {project}]",
         example={},
         words={**COST_WORDS, "forecast": 3.5, "forecasts": 3.5, "forecasted": 3.5, "predict": 3.5,
                "prediction": 3.5, "projected": 3.5, "projection": 3.5, "end of the month": 3.5,
@@ -410,28 +460,33 @@ BILLING_ACTIONS: tuple[ActionSpec, ...] = (
                "going to spend": 3.0, "going to cost": 3.0, "will cost": 2.5, "will be": 1.0, "expected": 2.0,
                "expect": 2.0, "land": 1.5, "on pace": 2.5, "trajectory": 2.5, "outlook": 2.5,
                "end the month": 3.5, "finish the month": 3.5, "end up": 2.5, "where will": 1.0},
-        slots=(Slot("service", "cloud_service", weight=1.5), Slot("label", "label")),
+        slots=(Slot("project", "project"),
+               Slot("service", "cloud_service", weight=1.5), Slot("label", "label")),
     ),
     ActionSpec(
         "gcloud-agent", "detect_cost_anomalies", "Find days on which a service cost unusually much, and why",
-        template="cost anomalies[ for {period}][ for service {service}][ with label {label}]",
+        template="cost anomalies[ for {period}][ for service {service}][ with label {label}][ in project {project}]",
         example={"period": "last_30_days"},
         words={**COST_WORDS, "anomaly": 3.0, "anomalies": 3.0, "anomalous": 3.0, "cost anomalies": 4.5,
                "spend anomalies": 4.5, "spike": 3.0, "spikes": 3.0, "spiked": 3.0, "spiking": 3.0, "surge": 3.0,
                "outlier": 3.0, "outliers": 3.0, "unusual": 2.5, "unexpected": 2.5, "weird": 1.5, "odd": 1.5,
-               "sudden": 1.5, "log": -2.0, "logs": -2.0},
-        slots=(Slot("period", "period", weight=1.5), Slot("service", "cloud_service", weight=1.5),
+               "sudden": 1.5, "anything weird": 3.0, "anything odd": 3.0, "log": -2.0, "logs": -2.0},
+        slots=(Slot("project", "project"),
+               Slot("period", "period", weight=1.5), Slot("service", "cloud_service", weight=1.5),
                Slot("label", "label")),
     ),
     ActionSpec(
         "gcloud-agent", "budget_status", "Will a budget hold: spend so far, forecast, thresholds crossed",
-        template="budget status[ of a {amount} budget][ for {labels}][ for service {service}]",
+        template="budget status[ of \"{name}\"][ of a {amount} budget][ for {labels}][ for service {service}]"
+                 "[ in project {project}]",
         example={"amount": 5000, "labels": "team=payments"},
         words={"budget": 2.5, "budgets": 1.0, "stay under": 3.0, "stay within": 3.0, "stay below": 3.0, "on track": 3.0,
                "go over": 3.0, "going over": 3.0, "exceed": 3.0, "overrun": 3.0, "blow": 1.5, "within": 1.0,
                "under": 0.5, "doing": 1.0, "status": 1.0, "hold": 1.0, "afford": 2.0, "budget status": 4.0,
-               "spend": 0.5, "spending": 0.5},
-        slots=(Slot("amount", "amount", weight=2.5), Slot("labels", "label"),
+               "spend": 0.5, "spending": 0.5, "at risk": 2.5, "keep * under": 3.0, "keep * below": 3.0,
+               "keep * within": 3.0},
+        slots=(Slot("project", "project"),
+               Slot("name", "text", weight=1.0), Slot("amount", "amount", weight=2.5), Slot("labels", "label"),
                Slot("service", "cloud_service", weight=1.0)),
     ),
     ActionSpec(
@@ -444,12 +499,13 @@ BILLING_ACTIONS: tuple[ActionSpec, ...] = (
     ),
     ActionSpec(
         "gcloud-agent", "create_budget", "Create a monthly budget with alert thresholds (FinOps admins)",
-        template="create budget \"{name}\" of {amount}[ for {labels}][ for service {service}]",
+        template="create budget \"{name}\" of {amount}[ for {labels}][ for service {service}][ in project {project}]",
         example={"name": "qa-limit", "amount": 400, "labels": "env=dev"},
         verbs={"create * budget": 4.0, "set up * budget": 4.0, "set * budget": 4.0, "add * budget": 4.0,
                "new budget": 4.0, "make * budget": 4.0, "create budget": 4.0, "define * budget": 4.0},
         words={**BUDGET_WORDS, "called": 0.5, "named": 0.5, "monthly": 0.5},
-        slots=(Slot("name", "text", required=True, weight=1.0,
+        slots=(Slot("project", "project"),
+               Slot("name", "text", required=True, weight=1.0,
                     ask="What should the budget be called? Say the name in quotes."),
                Slot("amount", "amount", required=True, weight=2.0, ask="How much a month?"),
                Slot("labels", "label"), Slot("service", "cloud_service", weight=1.0)),
@@ -467,15 +523,17 @@ BILLING_ACTIONS: tuple[ActionSpec, ...] = (
     ),
     ActionSpec(
         "gcloud-agent", "unlabeled_spend", "Spend on resources without a team or env label",
-        template="spend without labels[ for {period}][ missing the {keys} label]",
+        template="spend without labels[ for {period}][ missing the {keys} label][ in project {project}]",
         example={},
         words={**COST_WORDS, "unlabeled": 4.5, "unlabelled": 4.5, "untagged": 4.5, "not labeled": 4.5,
                "not labelled": 4.5, "not tagged": 4.5, "no label": 3.0, "no labels": 3.0, "missing labels": 3.5,
                "missing label": 3.5, "missing tags": 3.5, "without labels": 3.5, "without a label": 3.5,
                "labeled": 1.5, "labelled": 1.5, "tagged": 1.5, "labels": 1.0, "label": 1.0, "tags": 1.0,
                "missing": 1.0, "without": 0.5, "no": 0.3, "owner": 1.0, "unowned": 3.0, "unallocated": 3.0,
+               "have no": 1.5, "has no": 1.5, "lack": 2.0, "lacks": 2.0, "lacking": 2.0,
                "resources": 0.5},
-        slots=(Slot("period", "period", weight=1.0), Slot("keys", "label_key", weight=2.0)),
+        slots=(Slot("project", "project"),
+               Slot("period", "period", weight=1.0), Slot("keys", "label_key", weight=2.0)),
     ),
     ActionSpec(
         "gcloud-agent", "commitment_recommendations", "Committed use discounts to buy, and how ours are used",
@@ -501,15 +559,21 @@ BILLING_ACTIONS: tuple[ActionSpec, ...] = (
     ),
     ActionSpec(
         "gcloud-agent", "billing_export_rows", "Raw rows of the billing export (BigQuery schema)",
-        template="billing export rows[ for {period}][ with label {label}][ for service {service}]",
+        template="billing export rows[ for {period}][ with label {label}][ for service {service}]"
+                 "[ in project {project}]",
         example={"period": "yesterday"},
         words={**COST_WORDS, "billing export": 4.0, "export": 2.0, "raw": 2.0, "rows": 2.0, "line items": 4.0,
                "line item": 4.0, "records": 1.5},
-        slots=(Slot("period", "period", weight=1.0), Slot("label", "label"),
+        slots=(Slot("project", "project"),
+               Slot("period", "period", weight=1.0), Slot("label", "label"),
                Slot("service", "cloud_service", weight=1.0)),
     ),
 )
 ACTIONS = ACTIONS + BILLING_ACTIONS
+
+# A change's verb said with "not" or "never" ("don't stop X"): the parser puts this phrase in its place, and it
+# is out of scope (no token can be it: "(" is stripped off tokens).
+NEGATED_CHANGE = "(not a change)"
 
 # Things people ask that no action does: when these words win, the answer is a 422 with what can be asked.
 OUT_OF_SCOPE = ActionSpec(
@@ -519,7 +583,11 @@ OUT_OF_SCOPE = ActionSpec(
            "deploy": 3.0, "install": 3.0, "upload": 3.0, "download": 3.0, "provision": 3.0, "sing": 3.0,
            "poem": 3.0, "haiku": 3.0, "joke": 3.0, "weather": 3.0, "pizza": 3.0, "song": 3.0, "write": 2.0,
            "translate": 3.0, "email": 3.0, "new vm": 3.0, "new instance": 3.0, "copy": 3.0, "password": 3.0,
-           "machine types": 3.0},
+           "machine types": 3.0,
+           # things this cloud has none of: a cost "of the kafka cluster" is not the project's total
+           "cluster": 3.0, "clusters": 3.0, "aws": 3.0, "azure": 3.0, "ec2": 3.0, "s3": 3.0, "lambda": 3.0,
+           "gpu": 3.0, "gpus": 3.0, "tpu": 3.0, "tpus": 3.0,
+           NEGATED_CHANGE: 3.0},
 )
 
 

@@ -34,6 +34,7 @@ class Inventory:
     zones: dict[str, str] = field(default_factory=dict)  # zone -> region
     machine_types: dict[str, dict] = field(default_factory=dict)  # name -> {downsize_to, upsize_to}
     services: tuple[str, ...] = ()
+    projects: tuple[str, ...] = ()
     fetched_at: float = 0.0
 
     @classmethod
@@ -49,6 +50,7 @@ class Inventory:
             zones={z["name"]: z["region"] for z in data.get("zones", [])},
             machine_types={m["name"]: m for m in data.get("machine_types", [])},
             services=tuple(services),
+            projects=tuple(data.get("projects", [])),
             fetched_at=time.time() if fetched_at is None else fetched_at,
         )
 

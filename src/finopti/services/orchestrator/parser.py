@@ -15,7 +15,15 @@ from dataclasses import dataclass, field, replace
 from rapidfuzz import process
 from rapidfuzz.distance import OSA
 
-from finopti.services.orchestrator.catalog import ACTIONS, OUT_OF_SCOPE, VOCABULARY, ActionSpec, Slot, action
+from finopti.services.orchestrator.catalog import (
+    ACTIONS,
+    NEGATED_CHANGE,
+    OUT_OF_SCOPE,
+    VOCABULARY,
+    ActionSpec,
+    Slot,
+    action,
+)
 from finopti.services.orchestrator.entities import STOPWORDS, Mention, Reading, find_mentions
 from finopti.services.orchestrator.inventory import Inventory
 from finopti.services.orchestrator.quantities import Quantity, Window, find_quantities
@@ -25,9 +33,10 @@ from finopti.services.orchestrator.text import normalize
 FILL_WEIGHT = {"instance": 1.5, "disk": 1.5, "bucket": 1.5, "zone": 1.0, "machine_type": 1.5, "label": 1.0,
                "service": 2.0, "state": 1.0, "metric": 0.0, "severity": 1.5, "group_by": 1.5, "unattached": 1.5,
                "percent": 1.5, "days": 0.5, "window": 0.5, "text": 1.0, "period": 1.0, "cloud_service": 1.5,
-               "cost_group": 1.5, "amount": 2.0, "label_key": 1.5}
+               "cost_group": 1.5, "amount": 2.0, "label_key": 1.5, "project": 1.5}
 # What leaving a named thing unused costs an action: naming an instance and getting a listing is wrong.
 UNUSED_MENTION = {"instance": 2.0, "disk": 2.0, "bucket": 2.0, "service": 2.0, "name": 1.0, "machine_type": 1.0,
+                  "project": 1.0,
                   "zone": 0.5, "region": 0.5, "label": 0.5}
 UNUSED_WORD = 0.3
 UNUSED_QUANTITY = 0.3
@@ -41,7 +50,7 @@ QUALITY_RANK = {"exact": 4, "corrected": 3, "partial": 1, "near": 1, "unknown": 
 # Which readings can fill a slot of each kind, best first.
 READS = {"instance": ("instance", "name"), "disk": ("disk", "name"), "bucket": ("bucket", "name"),
          "zone": ("zone", "region"), "machine_type": ("machine_type",), "label": ("label",),
-         "service": ("service",)}
+         "service": ("service",), "project": ("project",)}
 MAX_OPTIONS = 6
 
 
@@ -100,6 +109,17 @@ def _lexicon() -> dict[str, set[str]]:
 LEXICON = _lexicon()
 _PHRASES = sorted(((p.split(), p) for p in LEXICON), key=lambda item: -len(item[0]))
 STRONG_VERBS = {phrase: spec.name for spec in (*ACTIONS, OUT_OF_SCOPE) for phrase in spec.verbs}
+CHANGE_VERBS = frozenset(phrase for spec in ACTIONS if spec.mutates for phrase in spec.verbs)
+NEGATORS = frozenset({"not", "never"})
+# "all instances except X", "everything but X": what follows names what is left out, never what is meant.
+EXCLUDING = {("except",): 1, ("excluding",): 1, ("besides",): 1, ("other", "than"): 2, ("apart", "from"): 2,
+             ("aside", "from"): 2, ("but", "not"): 2, ("without",): 1}
+# "not in prod", "not ledger-db-prod-01": what comes right after "not" (or "not in/from/for/the") is left out.
+NOT_BEFORE = frozenset({"in", "from", "for", "the", "on", "of"})
+# Vocabulary values left out the same way ("costs without bigquery", "all instances except stopped ones").
+EXCLUDABLE_KINDS = frozenset({"cloud_service", "state"})
+EVERYTHING = frozenset({"all", "everything", "every", "everyone", "anything", "each"})
+EXCLUDED_REACH = 5  # tokens after the word within which a named thing is left out
 
 
 _SINGLE_WORDS = sorted(p for p in LEXICON if " " not in p and len(p) >= 4 and p.isalpha())
@@ -124,7 +144,7 @@ for _rank, (_words, _phrase) in enumerate(_PHRASES):
     _BY_FIRST_WORD.setdefault(_words[0], []).append((_rank, _words, _phrase))
 
 
-def _match_phrases(tokens: tuple[str, ...], taken: set[int]) -> list[Phrase]:
+def _match_phrases(tokens: tuple[str, ...], taken: set[int], excluded: list[range] = ()) -> list[Phrase]:
     """Every catalogue phrase in the tokens, longest first; a token belongs to one phrase at most."""
     found: list[Phrase] = []
     used = set(taken)
@@ -132,7 +152,7 @@ def _match_phrases(tokens: tuple[str, ...], taken: set[int]) -> list[Phrase]:
     for i, token in enumerate(tokens):
         for rank, words, phrase in _BY_FIRST_WORD.get(token, ()):
             if "*" in words:
-                tail = next((j for j in range(i + 2, min(len(tokens), i + 6)) if tokens[j] == words[-1]), None)
+                tail = next((j for j in range(i + 2, min(len(tokens), i + 8)) if tokens[j] == words[-1]), None)
                 if tail is not None:
                     candidates.append((rank, i, (i, tail), phrase))
             elif tuple(tokens[i:i + len(words)]) == tuple(words):
@@ -146,7 +166,39 @@ def _match_phrases(tokens: tuple[str, ...], taken: set[int]) -> list[Phrase]:
             typo = _typo_of(token)
             if typo is not None:
                 found.append(Phrase(i, i + 1, typo, frozenset({i})))
-    return sorted(found, key=lambda p: p.start)
+    found = [p for p in found if not (any(p.start in r for r in excluded) and _excludable(p.text))]
+    return sorted((_negated(p, tokens, taken) for p in found), key=lambda p: p.start)
+
+
+def _excludable(phrase: str) -> bool:
+    return any(m.startswith("slot:") and m[5:] in EXCLUDABLE_KINDS for m in LEXICON[phrase])
+
+
+def _negated(phrase: Phrase, tokens: tuple[str, ...], taken: set[int]) -> Phrase:
+    """"don't stop X", "never delete X", "please do not ever shut it down", "why didn't X stop": a change said
+    with "not" is no request for it (the names in between do not count)."""
+    if phrase.text not in CHANGE_VERBS:
+        return phrase
+    before = [t for k, t in enumerate(tokens[:phrase.start]) if k not in taken][-2:]
+    if before and (before[-1] in NEGATORS or (len(before) == 2 and before[0] in NEGATORS
+                                              and before[1] in ("ever", "to", "you", "please", "even"))):
+        return replace(phrase, text=NEGATED_CHANGE)
+    return phrase
+
+
+def _excluded_ranges(tokens: tuple[str, ...]) -> list[range]:
+    """Where a prompt names what it leaves out ("stop all instances except ledger-db-prod-01", "not in prod")."""
+    out = []
+    for i in range(len(tokens)):
+        for words, size in EXCLUDING.items():
+            if tokens[i:i + size] == words:
+                out.append(range(i + size, i + size + EXCLUDED_REACH))
+        if tokens[i] == "but" and i > 0 and tokens[i - 1] in EVERYTHING:
+            out.append(range(i + 1, i + 1 + EXCLUDED_REACH))
+        if tokens[i] == "not":
+            skip = 1 if i + 1 < len(tokens) and tokens[i + 1] in NOT_BEFORE else 0
+            out.append(range(i + 1 + skip, i + 2 + skip))
+    return out
 
 
 # ------------------------------------------------------------------ evidence and slot filling
@@ -159,6 +211,7 @@ class Evidence:
     phrases: list[Phrase]
     quoted: tuple[str, ...]
     inventory: Inventory
+    excluded: tuple[Mention, ...] = ()  # named only to be left out
 
 
 @dataclass
@@ -170,6 +223,7 @@ class Fill:
     note: str | None = None
     choices: tuple[str, ...] = ()  # several values fit: ask which
     problem: str | None = None  # "ambiguous", "near", "region"
+    weight: float | None = None  # how much it says "this action", when less than the slot's own
 
 
 @dataclass
@@ -231,6 +285,8 @@ def _assign_mentions(spec: ActionSpec, evidence: Evidence) -> dict[str, Fill]:
         fill = _mention_fill(slot, mention, reading, evidence)
         if mention.start > 0 and evidence.tokens[mention.start - 1] == "from" and slot.kind == "machine_type":
             continue  # "from e2-standard-4 to e2-standard-2": the first is what it is now
+        if slot.arg in fills and fills[slot.arg].value is not None and fills[slot.arg].value == fill.value:
+            continue  # the same thing said twice
         if slot.arg in fills:  # two things for one slot: ask which
             previous = fills[slot.arg]
             values = tuple(v for f in (previous, fill) for v in ((f.value,) if f.value else f.choices))
@@ -347,6 +403,36 @@ def _fits(inst, mention: Mention) -> bool:
     return True
 
 
+# Instances an action that takes one could mean, from what describes them: the labels said ("the notebook",
+# "all prod instances", "the ledger staging db"), a zone, and words that are parts of their names. Always a
+# question (never a guess), worth less than a name.
+DESCRIBED_WEIGHT = 0.5
+
+
+def _described_instances(spec: ActionSpec, fills: dict[str, Fill], evidence: Evidence) -> Fill | None:
+    used = {id(src) for f in fills.values() for src in f.sources}
+    said = [m for m in evidence.mentions if id(m) not in used
+            and any(r.kind in ("label", "zone") and r.value for r in m.readings) and not m.reading("instance")]
+    if not said:
+        return None
+    fitting = [i for i in evidence.inventory.instances if all(_fits(i, m) for m in said)]
+    words = {w for k, t in enumerate(evidence.tokens) if t not in STOPWORDS
+             and not any(m.start <= k < m.end for m in evidence.mentions) for w in (t, t.removesuffix("s"))}
+    named = [i for i in fitting if words & set(i.name.split("-"))]
+    fitting = named or fitting
+    wanted = {"stop_instance": "RUNNING", "start_instance": "TERMINATED"}.get(spec.name)
+    fitting = [i for i in fitting if i.state == wanted] or fitting if wanted else fitting
+    excluded = _excluded_names(evidence)
+    choices = tuple(i.name for i in fitting if i.name not in excluded)
+    if not choices:
+        return None
+    return Fill(None, tuple(said), choices=choices, problem="described", weight=DESCRIBED_WEIGHT)
+
+
+def _excluded_names(evidence: Evidence) -> set[str]:
+    return {r.value for m in evidence.excluded for r in m.readings if r.value}
+
+
 def _score(spec: ActionSpec, evidence: Evidence) -> Candidate:
     score = 0.0
     said = 0.0
@@ -356,6 +442,8 @@ def _score(spec: ActionSpec, evidence: Evidence) -> Candidate:
     for slot in spec.slots:
         if slot.arg not in fills:
             fill = _vocabulary_fill(slot, evidence) or _quantity_fill(slot, evidence)
+            if fill is None and slot.kind == "instance" and slot.required:
+                fill = _described_instances(spec, fills, evidence)
             if fill is not None:
                 fills[slot.arg] = fill
     slot_kinds = {s.kind for s in spec.slots}
@@ -373,6 +461,7 @@ def _score(spec: ActionSpec, evidence: Evidence) -> Candidate:
     for arg, fill in fills.items():
         slot = spec.slot(arg)
         weight = slot.weight if slot.weight is not None else FILL_WEIGHT[slot.kind]
+        weight = weight if fill.weight is None else min(weight, fill.weight)
         score += weight
         if slot.kind in VOCABULARY and any(isinstance(src, Phrase) for src in fill.sources):
             said += weight  # "errors", "stopped", "per team": the action's own vocabulary
@@ -501,6 +590,8 @@ def _value_question(candidate: Candidate, slot: Slot, fill: Fill) -> Understandi
         question = f"{said} has several zones; which one?"
     elif fill.problem == "several":
         question = f"I can {_verb(candidate.spec)} one {slot.kind.replace('_', ' ')} at a time; which one?"
+    elif fill.problem == "described":
+        question = f"Which {slot.kind.replace('_', ' ')} do you mean? These fit “{said}”."
     else:
         question = f"“{said}” could be several {slot.kind.replace('_', ' ')}s; which one?"
     options = tuple(_option(v, _intent(candidate, **{slot.arg: v})) for v in fill.choices[:MAX_OPTIONS])
@@ -517,7 +608,7 @@ def _suggested_values(candidate: Candidate, slot: Slot, inventory: Inventory) ->
     if slot.kind == "instance":
         wanted_state = {"stop_instance": "RUNNING", "start_instance": "TERMINATED"}.get(candidate.spec.name)
         names = [i.name for i in inventory.instances if wanted_state in (None, i.state)]
-        return names[:MAX_OPTIONS]
+        return names
     if slot.kind == "machine_type":
         name = candidate.fills.get("name")
         current = inventory.instance(str(name.value)) if name and name.value else None
@@ -530,22 +621,27 @@ def _suggested_values(candidate: Candidate, slot: Slot, inventory: Inventory) ->
     return []
 
 
-def _missing_question(candidate: Candidate, slot: Slot, inventory: Inventory) -> Understanding:
-    values = _suggested_values(candidate, slot, inventory)
+def _missing_question(candidate: Candidate, slot: Slot, evidence: Evidence) -> Understanding:
+    excluded = _excluded_names(evidence)
+    values = [v for v in _suggested_values(candidate, slot, evidence.inventory) if v not in excluded]
     options = tuple(_option(v, _intent(candidate, **{slot.arg: v})) for v in values
                     if all(s.arg == slot.arg or not s.required or s.arg in candidate.fills
                            for s in candidate.spec.slots))
     question = slot.ask or f"Which {slot.kind.replace('_', ' ')}?"
-    return Understanding(question=question, about=candidate.spec.name, missing=slot.arg, options=options,
+    return Understanding(question=question, about=candidate.spec.name, missing=slot.arg, options=options[:MAX_OPTIONS],
                          notes=_notes(candidate))
 
 
 def _which_action(candidates: list[Candidate]) -> Understanding:
     options = []
     for c in candidates:
-        if c.missing or c.questions:
+        if c.missing or len(c.questions) > 1:
             continue
-        options.append(_option(c.spec.summary, _intent(c)))
+        if not c.questions:
+            options.append(_option(c.spec.summary, _intent(c)))
+            continue
+        slot, fill = c.questions[0]  # "stop X then delete Y": each action with each value
+        options += [_option(c.spec.summary, _intent(c, **{slot.arg: v})) for v in fill.choices[:MAX_OPTIONS]]
     names = ", ".join(c.spec.summary.split(" (")[0].lower() for c in candidates)
     return Understanding(question=f"Do you mean: {names}?", options=tuple(options),
                          ranking=tuple((c.spec.name, c.score) for c in candidates))
@@ -556,12 +652,22 @@ def understand(prompt: str, inventory: Inventory) -> Understanding:
     tokens = text.tokens
     mentions = find_mentions(tokens, inventory)
     taken = {i for m in mentions for i in range(m.start, m.end)}
+    ranges = _excluded_ranges(tokens)
+    excluded = [m for m in mentions if any(m.start in r for r in ranges)]
+    mentions = [m for m in mentions if m not in excluded]
     quantities = find_quantities(tokens, taken)
     taken |= {i for q in quantities for i in range(q.start, q.end)}
-    evidence = Evidence(tokens, mentions, quantities, _match_phrases(tokens, taken), text.quoted, inventory)
-    mentioned = tuple(r.value for m in mentions for r in m.readings
+    phrases = _match_phrases(tokens, taken, ranges)
+    evidence = Evidence(tokens, mentions, quantities, phrases, text.quoted, inventory, tuple(excluded))
+    mentioned = tuple(r.value for m in (*mentions, *excluded) for r in m.readings
                       if r.value and r.quality in ("exact", "corrected", "partial") and r.kind != "label")
-    return replace(_decide(evidence, inventory), mentioned=tuple(dict.fromkeys(mentioned)))
+    decided = _decide(evidence, inventory)
+    if excluded and decided.kind != "unknown":
+        left_out = ", ".join(m.said for m in excluded)
+        decided = replace(decided, notes=(*decided.notes, f"“{left_out}” was named to be left out: it is never "
+                                          "the target, but no filter here excludes it, so a listing or total still "
+                                          "counts it"))
+    return replace(decided, mentioned=tuple(dict.fromkeys(mentioned)))
 
 
 def _decide(evidence: Evidence, inventory: Inventory) -> Understanding:
@@ -578,7 +684,7 @@ def _decide(evidence: Evidence, inventory: Inventory) -> Understanding:
     for slot, fill in best.questions:
         return _replace(_value_question(best, slot, fill), ranking)
     for slot in best.missing:
-        return _replace(_missing_question(best, slot, inventory), ranking)
+        return _replace(_missing_question(best, slot, evidence), ranking)
     return Understanding(intent=_intent(best), notes=_notes(best), ranking=ranking)
 
 

@@ -20,7 +20,8 @@ UNITS = {
     "month": ("d", 30), "months": ("d", 30),
 }
 CALENDAR = {"today": "today", "yesterday": "yesterday", "tonight": "today"}
-CALENDAR_PAIRS = {("this", "morning"): "this_morning", ("this", "week"): "this_week", ("this", "day"): "today"}
+CALENDAR_PAIRS = {("this", "morning"): "this_morning", ("this", "week"): "this_week", ("this", "day"): "today",
+                  ("since", "monday"): "this_week"}
 LEADING = frozenset({"last", "past", "previous", "recent", "the", "over", "in", "for", "during", "within", "from",
                      "since", "of"})
 PERCENT_WORDS = frozenset({"%", "percent", "pct", "per-cent"})
@@ -127,7 +128,7 @@ def _money_at(tokens: tuple[str, ...], i: int) -> tuple[int, float] | None:
         value *= MONEY_SCALES[m["scale"]]
     if nxt in MONEY_UNITS:
         return used + 1, value
-    near_budget = BUDGET_WORDS & set(tokens[max(0, i - 3):i + used + 1])
+    near_budget = BUDGET_WORDS & set(tokens[max(0, i - 3):i + used + 2])  # "a 9,500 monthly budget"
     if m["dollar"] or m["scale"] or used == 2 or (near_budget and value >= 1):
         return used, value
     return None

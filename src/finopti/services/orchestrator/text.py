@@ -1,9 +1,11 @@
-"""A prompt as tokens: lower case, punctuation off the edges, contractions opened, quoted text set aside.
+"""A prompt as tokens: compatibility forms folded (NFKC), lower case, punctuation off the edges, contractions
+opened, quoted text set aside.
 
 Tokens keep what names are made of (`ledger-db-prod-01`, `env=prod`, `1.5%`); `parts()` splits a token the
 way names split (on `-` and `_`), which is how entity matching compares them."""
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 _QUOTED = re.compile(r"[\"“”„«»]([^\"“”„«»]{1,200})[\"“”„«»]|(?<![\w])'([^']{1,200})'(?![\w])")
@@ -46,11 +48,14 @@ def _split_token(raw: str) -> list[str]:
         return [stem, {"d": "would", "m": "am", "re": "are", "ve": "have"}[tail]]
     if token in _CONTRACTED:
         return list(_CONTRACTED[token])
+    if token.startswith("per-"):  # "per-service breakdown"
+        return ["per", token[4:]]
     return [token.strip("'")]
 
 
 def normalize(prompt: str) -> Prompt:
-    text = prompt.translate(_DASHES)
+    # NFKC: full-width letters and digits ("ＬＥＤＧＥＲ-０１"), ligatures and the like as their plain forms
+    text = unicodedata.normalize("NFKC", prompt).translate(_DASHES)
     quoted = tuple(q.strip() for m in _QUOTED.finditer(text) for q in m.groups() if q and q.strip())
     text = _QUOTED.sub(" ", text).lower()
     tokens: list[str] = []
