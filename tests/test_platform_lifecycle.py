@@ -206,7 +206,7 @@ def test_a_platform_whose_process_manager_died_is_said_so_and_recovered(tmp_path
         # Some may have ended meanwhile (Envoy, on its next write to the pipe supervisord held): those left, named.
         assert said and {int(pid) for pid in said.group(1).split(", ")} <= set(left), said
         serial = (plat.state.pki / "gateway.crt").read_bytes()
-        for command in (("mesh", "apply"), ("pki", "rotate"), ("fault", "clear")):
+        for command in (("mesh", "apply"), ("pki", "rotate"), ("fault", "clear"), ("logs",), ("trace", "--last")):
             refused = plat.cli(*command, timeout=20)  # at once, not after a wait for a gateway that is gone
             assert refused.returncode != 0 and "the platform is not running" in refused.stderr, refused.stderr
         assert (plat.state.pki / "gateway.crt").read_bytes() == serial
@@ -239,3 +239,28 @@ def test_two_ups_at_once_start_one_platform(tmp_path):
         assert all(c["state"] == "healthy" for c in json.loads(status.stdout)["components"])
     finally:
         run_cli("down", home=home)
+
+
+@pytest.mark.timeout(180)
+def test_up_terminated_while_starting_stops_what_it_started(tmp_path):
+    """SIGTERM (a service manager, a CI timeout) while `up --detach` waits for health: like Ctrl-C, not a
+    platform left starting with no one waiting for it."""
+    import signal
+
+    from finopti.paths import StateDir
+
+    home = tmp_path / "state"
+    env = {**os.environ, "FINOPTI_HOME": str(home), "FINOPTI_EDGE_PORT": str(free_port())}
+    proc = subprocess.Popen([FINOPTI, "up", "--detach"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    line = ""
+    while "healthy after" not in line:
+        line = proc.stdout.readline()
+        assert line, f"finopti up ended before a component was healthy: {proc.communicate()}"
+    pids = platform_pids(StateDir(home))
+    assert pids
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=90)
+    assert proc.returncode == 130 and "interrupted: the platform was stopped" in stderr, stderr
+    assert not _alive(pids)
+    assert run_cli("status", home=home).returncode == 1

@@ -408,3 +408,46 @@ def test_damaged_drills_file_is_named_and_nothing_is_applied(traffic):
         if kept is not None:
             drills.write_text(kept)
     assert _get(traffic, "/steady/x").status_code == 200
+
+
+def _wait_gateway(platform: Platform, predicate, what: str) -> None:
+    """Until predicate(state, pid) holds for the gateway in `finopti status`."""
+    deadline = time.monotonic() + 120
+    while True:
+        gateway = json.loads(platform.cli("status", "--json").stdout)["components"][0]
+        if predicate(gateway["state"], gateway["pid"]):
+            return
+        assert time.monotonic() < deadline, f"the gateway never {what}"
+        time.sleep(0.5)
+
+
+@pytest.mark.timeout(300)
+def test_a_damaged_gateway_file_is_reported_and_written_again_by_apply(traffic):
+    """An xDS file truncated by hand, then a gateway restart: the gateway refuses the file, so every edge request
+    is a 404 while Envoy is live; `status` says unhealthy (it said healthy), and `mesh apply` writes the file again
+    (it skipped it: the damaged file still began with its version stamp)."""
+    routes = traffic.state.gateway / "xds" / "rds-edge.yaml"
+    whole = routes.read_text()
+    damaged = routes.with_name(".damaged")
+    damaged.write_text(whole[:3000])
+    os.replace(damaged, routes)
+    pid = _pid(traffic, "gateway")
+    os.kill(pid, signal.SIGKILL)  # the platform's gateway, by its pid; supervisord starts it again
+    _wait_gateway(traffic, lambda state, now: state == "unhealthy" and now not in (pid, None), "reported unhealthy")
+    applied = traffic.cli("mesh", "apply")
+    assert applied.returncode == 0, applied.stderr
+    assert routes.read_text() == whole
+    _wait_gateway(traffic, lambda state, _: state == "healthy", "became healthy again")
+    assert _get(traffic, "/steady/x").status_code == 200
+
+
+def test_a_damaged_record_of_the_running_mesh_is_named_and_written_again_by_apply(traffic):
+    record = traffic.state.running_mesh
+    whole = record.read_text()
+    record.write_text("routes: [")
+    shown = traffic.cli("mesh", "show")
+    assert shown.returncode != 0 and f"{record}: not valid YAML" in shown.stderr, shown.stderr
+    assert "`finopti mesh apply` writes it again" in shown.stderr
+    traffic.cli("mesh", "apply", check=True)
+    assert record.read_text() == whole
+    assert traffic.cli("mesh", "show").returncode == 0

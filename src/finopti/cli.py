@@ -580,12 +580,23 @@ TRACE_ID_LENGTH = 32
 def _log_api(user: str):
     """(edge URL, headers) for the log API: read through the gateway like any user, as `user`."""
     from finopti.idp import DevIdentityProvider
-    from finopti.platform import Runtime
+    from finopti.platform import running_runtime
 
     state = state_dir()
-    rt = Runtime.load(state)
+    rt = running_runtime(state)
     jwt_token = DevIdentityProvider(state.idp, _load_mesh(rt.mesh_file).identity).issue(user)
     return rt.edge_url, {"authorization": f"Bearer {jwt_token}"}
+
+
+def _api_get(url: str, **kwargs):
+    """GET on the platform's API; a gateway that does not answer is a FinoptiError naming it, not a traceback."""
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=30, **kwargs)
+    except httpx.HTTPError as exc:
+        raise PlatformStateError(f"cannot reach the gateway at {url.split('/api/')[0]}: {exc}; "
+                                 "`finopti status` shows each component") from None
 
 
 def _api_error(response) -> FinoptiError:
@@ -650,7 +661,10 @@ def logs(
         print(json.dumps(line) if as_json else format_line(line, color), flush=follow)
 
     def fetch(page_params: list[tuple[str, str]]) -> dict:
-        response = httpx.get(f"{edge}/api/logs", params=page_params, headers=headers, timeout=30)
+        try:
+            response = _api_get(f"{edge}/api/logs", params=page_params, headers=headers)
+        except FinoptiError as exc:
+            _fail(exc)
         if not response.is_success:
             _fail(_api_error(response))
         return response.json()
@@ -681,12 +695,10 @@ def logs(
 def _unique_trace(edge: str, headers: dict, prefix: str) -> str:
     """The one trace id starting with `prefix` among the requests of the last week; an error naming the
     candidates when several do, or none."""
-    import httpx
-
     if not prefix or any(c not in "0123456789abcdefABCDEF" for c in prefix):
         raise FinoptiError(f"{prefix!r} is not a trace id: expected {TRACE_ID_LENGTH} hex digits, or the first few")
-    response = httpx.get(f"{edge}/api/traces/", headers=headers, timeout=30,
-                         params={"prefix": prefix, "since": "7d", "traffic": "all", "limit": "10"})
+    response = _api_get(f"{edge}/api/traces/", headers=headers,
+                        params={"prefix": prefix, "since": "7d", "traffic": "all", "limit": "10"})
     if not response.is_success:
         raise _api_error(response)
     found = sorted({t["trace_id"] for t in response.json()["traces"]})
@@ -698,10 +710,8 @@ def _unique_trace(edge: str, headers: dict, prefix: str) -> str:
 
 
 def _newest_trace(edge: str, headers: dict) -> str:
-    import httpx
-
-    response = httpx.get(f"{edge}/api/traces/", headers=headers, timeout=30,
-                         params={"since": "1d", "traffic": "user", "limit": "1"})
+    response = _api_get(f"{edge}/api/traces/", headers=headers,
+                        params={"since": "1d", "traffic": "user", "limit": "1"})
     if not response.is_success:
         raise _api_error(response)
     traces = response.json()["traces"]
@@ -721,8 +731,6 @@ def trace(
     """A request's lifecycle: each hop in order with service, route, status, duration and its log lines."""
     import json
 
-    import httpx
-
     from finopti.logs.cli_support import render_trace
 
     if (trace_id is None) == (not last):
@@ -735,7 +743,10 @@ def trace(
             trace_id = _unique_trace(edge, headers, trace_id)
     except FinoptiError as exc:
         _fail(exc)
-    response = httpx.get(f"{edge}/api/traces/{trace_id}", headers=headers, timeout=30)
+    try:
+        response = _api_get(f"{edge}/api/traces/{trace_id}", headers=headers)
+    except FinoptiError as exc:
+        _fail(exc)
     if response.status_code == 404:
         _fail(FinoptiError(f"trace {trace_id} not found: no component logged a line with it (lines are kept "
                            "for the log store's retention, 7 days by default)"))

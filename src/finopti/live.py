@@ -56,20 +56,36 @@ def with_overrides(spec: MeshSpec, overrides: dict, source: str) -> MeshSpec:
     return parse_mesh(raw, source=f"{source} + drills in {OVERRIDES}")
 
 
-def _same_processes(old: MeshSpec, new: MeshSpec, source: Path) -> None:
+def _running_record(state: StateDir, rt: Runtime) -> MeshSpec:
+    """The mesh the platform runs (mesh.running.yaml, as last started or applied). A damaged record is named, with
+    the way out: `mesh apply` writes it again (see `apply_mesh`)."""
+    if not state.running_mesh.exists():
+        return load_mesh(rt.mesh_file)
+    try:
+        return load_mesh(state.running_mesh)
+    except MeshSpecError as exc:
+        raise MeshSpecError(f"the record of the running mesh is damaged ({exc}); `finopti mesh apply` writes it "
+                            "again") from None
+
+
+def _same_processes(old: MeshSpec | None, new: MeshSpec, source: Path, rt: Runtime) -> None:
     """What only a restart changes: the services (processes) and where the gateway listens (its ports were chosen
-    and bound at `up`, and are not re-rendered live)."""
+    and bound at `up`, and are not re-rendered live). Without a readable record of the running mesh (`old`), the
+    services and versions running are those the platform chose ports for."""
     def processes(spec: MeshSpec) -> dict:
+        if old is None:
+            return {s.name: tuple(s.versions) for s in spec.services}
         return {s.name: (tuple(s.versions), s.entrypoint, s.health) for s in spec.services}
 
-    before, after = processes(old), processes(new)
+    before = processes(old) if old is not None else {name: tuple(ports) for name, ports in rt.service_ports.items()}
+    after = processes(new)
     if before != after:
         changed = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
         raise PlatformStateError(
             f"{source}: services changed ({', '.join(changed)}): `mesh apply` changes routes and policies live; "
             "new or changed services need `finopti down` and `finopti up`"
         )
-    for name in ("edge", "mesh"):
+    for name in ("edge", "mesh") if old is not None else ():
         was, now = getattr(old.gateway, name), getattr(new.gateway, name)
         for field in ("host", "port"):
             if getattr(was, field) != getattr(now, field):
@@ -90,9 +106,12 @@ def apply_mesh(state: StateDir, mesh_file: Path | None = None, wait: float = 30.
     with operation(state.root, what):
         rt = running_runtime(state)
         mesh_file = Path(mesh_file or rt.mesh_file).resolve()
-        running = load_mesh(state.running_mesh) if state.running_mesh.exists() else load_mesh(rt.mesh_file)
         base = load_mesh(mesh_file)
-        _same_processes(running, base, mesh_file)
+        try:
+            running = _running_record(state, rt)
+        except MeshSpecError:
+            running = None  # damaged: this apply writes it again
+        _same_processes(running, base, mesh_file, rt)
         drills = load_overrides(state) if overrides is None else overrides
         spec = with_overrides(base, drills, str(mesh_file))
         _, versions = render_gateway(spec, state, rt)
@@ -121,8 +140,7 @@ def refresh_policies(state: StateDir) -> MeshSpec:
 
 def effective_spec(state: StateDir) -> MeshSpec:
     rt = Runtime.load(state)
-    base = load_mesh(state.running_mesh) if state.running_mesh.exists() else load_mesh(rt.mesh_file)
-    return with_overrides(base, load_overrides(state), rt.mesh_file)
+    return with_overrides(_running_record(state, rt), load_overrides(state), rt.mesh_file)
 
 
 def inject_fault(state: StateDir, route: str, fault: dict) -> MeshSpec:

@@ -280,7 +280,7 @@ def write_envoy_files(documents: dict[str, dict], out_dir: Path, xds_dir: Path) 
 
     The xDS files are megabytes (the mesh's route table): they are written as one line of JSON, which is YAML too
     (PyYAML took 2-7 s to write them on a busy machine, and Envoy longer to read them), and a file that already
-    holds its version is left alone, since every file moved into the watched directory makes Envoy read all of
+    holds exactly its content is left alone, since every file moved into the watched directory makes Envoy read all of
     them again (its main thread, admin API included). `jq . FILE` shows one readably."""
     versions = {}
     for name in sorted(documents, key=_write_order):
@@ -289,16 +289,17 @@ def write_envoy_files(documents: dict[str, dict], out_dir: Path, xds_dir: Path) 
             continue
         versions[name] = hashlib.sha256(json.dumps(documents[name]).encode()).hexdigest()[:16]
         text = json.dumps({"version_info": versions[name], **documents[name]}, indent=None) + "\n"
-        if not _starts_with(xds_dir / name, text[:text.index(",") + 1]):
+        if not _holds(xds_dir / name, text):
             write_atomically(xds_dir / name, text)
     return versions
 
 
-def _starts_with(path: Path, text: str) -> bool:
+def _holds(path: Path, text: str) -> bool:
+    """The whole file, not its version stamp alone: a file damaged by hand (truncated, edited) is written again
+    by the next `mesh apply` or `up`, whose stamp it still carried."""
     try:
-        with path.open() as f:
-            return f.read(len(text)) == text
-    except OSError:
+        return path.read_text() == text
+    except (OSError, UnicodeDecodeError):
         return False
 
 
@@ -421,15 +422,20 @@ def start_supervisor(state: StateDir) -> None:
 
 
 def gateway_ready(rt: Runtime) -> bool:
-    """Envoy is live and serves both listeners: a listener it could not bind (its port taken when it started)
-    leaves Envoy live and its admin API answering, but nothing reaches the platform."""
+    """Envoy is live, every xDS file has been taken once, and both listeners are served. A file Envoy refused when
+    it started (damaged by hand; a listener whose port was taken) leaves Envoy live and its admin API answering
+    while nothing, or every request a 404, reaches the platform."""
     import httpx
 
     try:
         if httpx.get(f"{rt.admin_url}/ready", timeout=1.0).status_code != 200:
             return False
         listeners = httpx.get(f"{rt.admin_url}/listeners", params={"format": "json"}, timeout=1.0).json()
-    except (httpx.HTTPError, ValueError):
+        stats = httpx.get(f"{rt.admin_url}/stats", params={"format": "json", "filter": "version_text$"},
+                          timeout=1.0).json()["stats"]
+    except (httpx.HTTPError, ValueError, KeyError):
+        return False
+    if not stats or not all(s.get("value") for s in stats):  # a subscription that never took its file
         return False
     return set(GATEWAY_LISTENERS) <= {entry.get("name") for entry in listeners.get("listener_statuses", [])}
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from finopti.errors import FinoptiError
 from finopti.paths import StateDir
 
-RESTART_AFTER = 20.0
+RESTART_AFTER = 30.0  # as a Kubernetes liveness probe by default (3 failures, 10 s apart)
 KILL_AFTER = 10.0
 MAX_BACKOFF = 8
 
