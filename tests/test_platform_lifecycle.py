@@ -132,7 +132,8 @@ def test_damaged_runtime_file_is_named(tmp_path):
 def _hold_lock(home, what: str) -> subprocess.Popen:
     """A process holding the platform's operation lock (as an operation does) until it is killed."""
     code = ("import sys, time; from pathlib import Path; from finopti.oplock import operation\n"
-            f"with operation(Path({str(home)!r}), {what!r}):\n    print('held', flush=True); time.sleep(600)")
+            f"with operation(Path({str(home)!r}), {what!r}, create=True):\n"
+            "    print('held', flush=True); time.sleep(600)")
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
     return holder
@@ -264,3 +265,21 @@ def test_up_terminated_while_starting_stops_what_it_started(tmp_path):
     assert proc.returncode == 130 and "interrupted: the platform was stopped" in stderr, stderr
     assert not _alive(pids)
     assert run_cli("status", home=home).returncode == 1
+
+
+def test_a_state_dir_that_is_a_file_is_named_by_every_command(tmp_path):
+    home = tmp_path / "state"
+    home.write_text("not a directory")
+    for command in (("up", "--detach"), ("status",), ("down",), ("mesh", "apply"), ("pki", "rotate"),
+                    ("fault", "clear"), ("logs",), ("token", "alice@finopti.dev")):
+        result = run_cli(*command, home=home, edge_port=free_port())
+        assert result.returncode != 0 and str(home) in result.stderr, (command, result.stderr)
+        assert "Traceback" not in result.stderr and "not a directory" in result.stderr.lower(), (command, result.stderr)
+
+
+def test_commands_without_a_platform_leave_no_state_dir_behind(tmp_path):
+    home = tmp_path / "never-started"
+    for command in (("down",), ("mesh", "apply"), ("fault", "clear"), ("pki", "rotate"), ("status",)):
+        result = run_cli(*command, home=home)
+        assert "Traceback" not in result.stderr and "not running" in result.stdout + result.stderr, result
+    assert not home.exists()

@@ -212,7 +212,11 @@ def token(
     except FinoptiError as exc:
         _fail(exc)
     idp = DevIdentityProvider(state_dir().idp, spec.identity)
-    print(idp.issue(email, [g for g in groups.split(",") if g], ttl))
+    try:
+        print(idp.issue(email, [g for g in groups.split(",") if g], ttl))
+    except OSError as exc:  # the state dir is a file, or not ours to write
+        _fail(FinoptiError(f"{exc.filename or state_dir().idp}: {exc.strerror or exc}: the development identity "
+                           "provider keeps its key there (FINOPTI_HOME names another state dir)"))
 
 
 @app.command()

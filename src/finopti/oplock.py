@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from finopti.errors import PlatformStateError
+from finopti.paths import unusable
 
 LOCK_FILE = "operation.lock"
 WAIT_SECONDS = 180.0  # longer than the slowest operation (`up` waits up to 90 s for health)
@@ -35,10 +36,11 @@ def holder(root: Path) -> str:
 
 
 @contextmanager
-def operation(root: Path, what: str, wait: float = WAIT_SECONDS,
-              on_wait: Callable[[str], None] = _say) -> Iterator[None]:
+def operation(root: Path, what: str, wait: float = WAIT_SECONDS, on_wait: Callable[[str], None] = _say,
+              create: bool = False) -> Iterator[None]:
     """Hold the platform's operation lock for `what` (e.g. '`finopti mesh apply`'); waits up to `wait` seconds for
-    another operation to finish, then raises PlatformStateError naming it."""
+    another operation to finish, then raises PlatformStateError naming it. A state dir that does not exist is made
+    only with `create` (`up`): no other operation has anything to change there, nor litters a directory."""
     path = (root / LOCK_FILE).resolve()
     key = (path, threading.get_ident())
     if key in _held:
@@ -48,8 +50,16 @@ def operation(root: Path, what: str, wait: float = WAIT_SECONDS,
         finally:
             _held[key] -= 1
         return
-    root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    if not root.exists() and not create:
+        yield
+        return
+    if root.exists() and not root.is_dir():
+        raise unusable(root, "is not a directory")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise unusable(root, exc.strerror or str(exc)) from None
     try:
         if not _try_lock(fd):
             other = holder(root)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -23,7 +24,7 @@ from finopti.errors import PlatformNotRunning, PlatformStateError, StartupError
 from finopti.mesh.model import Identity, MeshSpec, load_mesh
 from finopti.mesh.supervisor import PLATFORM_MARK, AuxProgram, ProcessRuntime, components, render_supervisor
 from finopti.oplock import operation
-from finopti.paths import StateDir
+from finopti.paths import StateDir, unusable
 from finopti.ports import ensure_free, free_port
 
 # Rendering needs the Envoy renderer, the PKI, the identity provider and Prometheus's rules; `finopti status`
@@ -74,6 +75,8 @@ class Runtime:
         except FileNotFoundError:
             raise PlatformNotRunning(f"the platform is not running (no {state.runtime_file}): `finopti up` starts it"
                                      ) from None
+        except NotADirectoryError:
+            raise unusable(state.root, "is not a directory") from None
         except (OSError, ValueError, TypeError) as exc:  # unreadable, not JSON, not the fields a Runtime has
             raise PlatformStateError(f"{state.runtime_file} is damaged ({exc}); `finopti down` stops whatever runs "
                                      f"from {state.root}, then `finopti up` starts afresh") from None
@@ -421,6 +424,15 @@ def start_supervisor(state: StateDir) -> None:
 # --- health -----------------------------------------------------------------------------------------
 
 
+@functools.cache
+def _loopback():
+    """One plain-HTTP client for the health probes on loopback: each `httpx.get` built a client and loaded the
+    system's CA bundle first, ~0.1 s of CPU a probe, six probes a `finopti status` (and a watchdog tick)."""
+    import httpx
+
+    return httpx.Client(timeout=1.0, verify=False, trust_env=False)
+
+
 def gateway_ready(rt: Runtime) -> bool:
     """Envoy is live, every xDS file has been taken once, and both listeners are served. A file Envoy refused when
     it started (damaged by hand; a listener whose port was taken) leaves Envoy live and its admin API answering
@@ -428,11 +440,11 @@ def gateway_ready(rt: Runtime) -> bool:
     import httpx
 
     try:
-        if httpx.get(f"{rt.admin_url}/ready", timeout=1.0).status_code != 200:
+        if _loopback().get(f"{rt.admin_url}/ready").status_code != 200:
             return False
-        listeners = httpx.get(f"{rt.admin_url}/listeners", params={"format": "json"}, timeout=1.0).json()
-        stats = httpx.get(f"{rt.admin_url}/stats", params={"format": "json", "filter": "version_text$"},
-                          timeout=1.0).json()["stats"]
+        listeners = _loopback().get(f"{rt.admin_url}/listeners", params={"format": "json"}).json()
+        stats = _loopback().get(f"{rt.admin_url}/stats", params={"format": "json", "filter": "version_text$"}
+                                ).json()["stats"]
     except (httpx.HTTPError, ValueError, KeyError):
         return False
     if not stats or not all(s.get("value") for s in stats):  # a subscription that never took its file
@@ -450,7 +462,7 @@ def service_health(rt: Runtime) -> dict[str, str]:
     import httpx
 
     try:
-        clusters = httpx.get(f"{rt.admin_url}/clusters?format=json", timeout=1.0).json()
+        clusters = _loopback().get(f"{rt.admin_url}/clusters?format=json").json()
     except (httpx.HTTPError, ValueError):
         return {}
     health = {}
@@ -473,7 +485,7 @@ def aux_healthy(rt: Runtime, name: str) -> bool:
     import httpx
 
     try:
-        return httpx.get(f"http://127.0.0.1:{rt.aux_ports[name]}{AUX_HEALTH[name]}", timeout=1.0).status_code == 200
+        return _loopback().get(f"http://127.0.0.1:{rt.aux_ports[name]}{AUX_HEALTH[name]}").status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -578,7 +590,7 @@ def up(
     on_note: Callable[[str], None] = lambda _: None,
 ) -> Runtime:
     """Render everything and start the platform; returns once every component is healthy."""
-    with operation(state.root, "`finopti up`"):
+    with operation(state.root, "`finopti up`", create=True):
         return _up(mesh_file, policy_dir, state, on_healthy, on_note)
 
 
