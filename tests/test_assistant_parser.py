@@ -213,3 +213,18 @@ def test_projects_filter_billing(inventory):
 def test_what_is_left_out_never_filters(inventory, prompt, action, arguments):
     got = understand(prompt, inventory).intent
     assert (got.action, got.arguments) == (action, arguments)
+
+
+def test_a_team_or_service_we_do_not_have_is_passed_on_never_dropped(inventory):
+    """Dropping it would answer with everyone's spend: passed on, the tool answers 0 or which services exist."""
+    got = understand("costs for the marketing team last month", inventory).intent
+    assert got.arguments == {"period": "last_month", "label": "team=marketing"}
+    assert understand("cloud sql spend last month", inventory).intent.arguments == {
+        "period": "last_month", "service": "Cloud SQL"}
+    assert understand("how much do our gpus cost", inventory).kind == "unknown"
+
+
+def test_asking_which_could_be_stopped_is_no_stop(inventory):
+    assert understand("are there vms we could turn off to save money", inventory).intent.action == \
+        "find_idle_instances"
+    assert understand("notebook-dev-01 should be stopped", inventory).intent.action == "stop_instance"

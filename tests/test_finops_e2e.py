@@ -154,6 +154,13 @@ def test_a_budget_over_its_thresholds_fires_prometheus_alerts(platform):
     ("what isn't labeled", "unlabeled_spend", ("unlabeled", "net"), 939.44),
     ("should we buy a commitment", "commitment_recommendations", ("total_monthly_saving", "TWELVE_MONTH"), 1871.08),
     ("where will we end the month?", "forecast_costs", ("month_end", "forecast"), 10610.44),
+    # red team (docs/performance.md): said another way, the same documented figures
+    ("how did spend change week on week", "compare_costs", ("change",), 989.91),
+    ("is the search budget on track", "budget_status", ("forecast",), 2300.15),
+    ("eom forecast", "forecast_costs", ("month_end", "forecast"), 10610.44),
+    ("what isn't tagged with an env", "unlabeled_spend", ("unlabeled", "net"), 743.64),
+    # a team with no resources costs 0, never everyone's spend
+    ("costs for the marketing team last month", "cost_report", ("totals", "net"), 0.0),
 ])  # fmt: skip
 def test_the_questions_of_the_issue_asked_in_plain_english(platform, prompt, action, path, expected):
     """Through the edge: the orchestrator's parser picks the action, the answer keeps its view and explanation."""

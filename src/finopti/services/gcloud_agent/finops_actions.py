@@ -32,7 +32,8 @@ def _report(data: Any, _: dict) -> str:
     cur, t = data["currency"], data["totals"]
     top = ", ".join(f"{g['key']} {_money(g['net'], cur)} ({g['share']:.0%})" for g in data["groups"][:3])
     dim = data["group_by"].removeprefix("label:")
-    by = "" if dim in ("day", "month") else f"; largest by {dim}: {top}"
+    by = "" if dim in ("day", "month") else f"; largest by {dim}: {top}" if top else \
+        "; nothing was billed to this slice in the period"  # a team with no resources, a service not used
     return (f"net cost {_span(data['period'])}{_filter(data)}: {_money(t['net'], cur)} (cost {_money(t['cost'], cur)},"
             f" credits {_money(t['credits'], cur)}){by}")
 

@@ -134,6 +134,7 @@ GROUP_WORDS: dict[str, tuple[str, str | None]] = {
     **{f"most expensive {word}": ("instance", None) for word in _GROUP_KEYS[("instance", None)]},
     **{f"{word} {verb} the most": ("instance", None) for word in _GROUP_KEYS[("instance", None)]
        for verb in ("cost", "costs", "that cost", "that costs")},
+    **{f"{verb} the most": ("instance", None) for verb in ("costing us", "costing", "costs us", "cost us")},
 }
 # Billing periods said in words (windows such as "last week" or "past 30 days" come from quantities.py).
 MONTH_NAMES = ("january", "february", "march", "april", "june", "july", "august", "september", "october",
@@ -160,6 +161,11 @@ CLOUD_SERVICE_WORDS = {
     "networking": "Networking", "network": "Networking", "egress": "Networking", "bandwidth": "Networking",
     "data transfer": "Networking", "compute engine": "Compute Engine", "gce": "Compute Engine",
     "cloud storage": "Cloud Storage", "gcs": "Cloud Storage",
+    # services this project does not use: passed on, so the tool says which ones it knows (never the total)
+    "cloud sql": "Cloud SQL", "gke": "Kubernetes Engine", "kubernetes engine": "Kubernetes Engine",
+    "kubernetes": "Kubernetes Engine", "cloud run": "Cloud Run", "cloud functions": "Cloud Functions",
+    "pubsub": "Pub/Sub", "pub/sub": "Pub/Sub", "spanner": "Cloud Spanner", "bigtable": "Cloud Bigtable",
+    "dataflow": "Dataflow", "vertex ai": "Vertex AI", "memorystore": "Memorystore",
 }
 _COST_GROUPS = {
     ("service", None): ("service", "services"), ("project", None): ("project", "projects"),
@@ -327,6 +333,11 @@ ACTIONS: tuple[ActionSpec, ...] = (
                "under-utilized": 3.0, "under-utilised": 3.0, "doing nothing": 3.0, "not doing anything": 3.0,
                "zombie": 3.0, "zombies": 3.0, "sitting idle": 3.0, "wasting money": 2.0, "wasting": 1.5,
                "save money": 2.0, "can we stop": 3.0, "could we stop": 3.0, "should we stop": 3.0,
+               # "vms we could turn off": asking which could be stopped is no stop
+               # ("X should be stopped" names one: that is a stop, planned)
+               **{phrase: 3.5 for modal in ("could", "can", "should") for verb in ("stop", "turn off", "shut down")
+                  for phrase in (f"{modal} we {verb}", f"we {modal} {verb}")},
+               "safe to stop": 3.5, "safe to turn off": 3.5,
                "mostly idle": 3.0, "cpu": 1.0, "averaging": 1.0, "quiet": 1.5, "unutilized": 3.0,
                "do nothing": 3.0, "does nothing": 3.0, "did nothing": 3.0, "nobody is using": 2.0,
                "not being used": 2.0, "no one is using": 2.0,
@@ -358,7 +369,10 @@ ACTIONS: tuple[ActionSpec, ...] = (
                **{f"most expensive {w}": 2.5 for w in _GROUP_KEYS[("instance", None)]},
                "bill": 2.5, "billing": 2.0, "pay": 2.0, "paying": 2.0, "price": 2.0, "expensive": 2.0,
                "money": 1.0, "monthly": 0.5, "how much": 0.5, "total": 0.5, "run rate": 2.5, "run-rate": 2.5,
-               "burn rate": 2.5, "burn": 1.5},
+               "burn rate": 2.5, "burn": 1.5,
+               # the run rate is compute, disks and buckets: "what does bigquery (or gke) cost" is not its total
+               **{said: -2.0 for said, service in CLOUD_SERVICE_WORDS.items()
+                  if service not in ("Compute Engine", "Cloud Storage")}},
         slots=(Slot("group_by", "group_by", weight=1.5), Slot("instance", "instance", weight=1.5),
                Slot("label", "label")),
     ),
@@ -571,8 +585,8 @@ OUT_OF_SCOPE = ActionSpec(
            "translate": 3.0, "email": 3.0, "new vm": 3.0, "new instance": 3.0, "copy": 3.0, "password": 3.0,
            "machine types": 3.0,
            # things this cloud has none of: a cost "of the kafka cluster" is not the project's total
-           "cluster": 3.0, "clusters": 3.0, "kubernetes": 3.0, "gke": 3.0, "cloud sql": 3.0, "cloud run": 3.0,
-           "cloud functions": 3.0, "aws": 3.0, "azure": 3.0, "ec2": 3.0, "s3": 3.0, "lambda": 3.0,
+           "cluster": 3.0, "clusters": 3.0, "aws": 3.0, "azure": 3.0, "ec2": 3.0, "s3": 3.0, "lambda": 3.0,
+           "gpu": 3.0, "gpus": 3.0, "tpu": 3.0, "tpus": 3.0,
            NEGATED_CHANGE: 3.0},
 )
 

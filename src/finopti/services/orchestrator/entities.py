@@ -55,6 +55,9 @@ SERVICE_ALIASES = {
 _LABEL_TOKEN = re.compile(r"^([a-z][a-z0-9_]*)[=:]([a-z0-9][a-z0-9_.-]*)$")
 _NAME_SHAPED = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)+$")
 _MACHINE_SHAPED = re.compile(r"^[a-z]\d[a-z]?-")
+NEW_LABEL_KEYS = {"team": "team", "env": "env", "environment": "env"}
+NOT_A_VALUE = frozenset({"each", "every", "whole", "entire", "their", "which", "what", "one", "same", "other",
+                         "another", "new", "own", "single", "per", "by", "cost", "costs", "spend", "label", "tag"})
 _ZONE_SHAPED = re.compile(r"^[a-z]+-[a-z]+\d+-[a-z]$")  # us-west2-a: a zone, even one we have no instance in
 
 
@@ -305,10 +308,19 @@ def find_mentions(tokens: tuple[str, ...], inventory: Inventory) -> list[Mention
 
 
 def _with_unknown_names(tokens: tuple[str, ...], mentions: list[Mention]) -> list[Mention]:
-    """Tokens shaped like resource names (`web-dev-01`) that no inventory knows: the tools will answer for them."""
+    """Tokens shaped like resource names (`web-dev-01`) or zones (`us-west2-a`) that no inventory knows, and a
+    word before "team" or "env" ("the marketing team"): the tools will answer for them (a 404, the valid zones,
+    a team's spend of 0 rather than everyone's)."""
     taken = {i for m in mentions for i in range(m.start, m.end)}
     for i, token in enumerate(tokens):
-        if i in taken or not _NAME_SHAPED.match(token) or _MACHINE_SHAPED.match(token):
+        if i in taken:
+            continue
+        after = tokens[i + 1] if i + 1 < len(tokens) else ""
+        if after in NEW_LABEL_KEYS and token.isalpha() and len(token) > 2 and token not in STOPWORDS | NOT_A_VALUE:
+            value = f"{NEW_LABEL_KEYS[after]}={token}"
+            mentions.append(Mention(i, i + 1, token, [Reading("label", value, "unknown")]))
+            continue
+        if not _NAME_SHAPED.match(token) or _MACHINE_SHAPED.match(token):
             continue
         named = i > 0 and tokens[i - 1] in ("named", "called", "instance", "vm", "server", "disk", "bucket")
         if _ZONE_SHAPED.match(token):

@@ -171,7 +171,7 @@ def _match_phrases(tokens: tuple[str, ...], taken: set[int], excluded: list[rang
 
 
 def _excludable(phrase: str) -> bool:
-    return all(m.startswith("slot:") and m[5:] in EXCLUDABLE_KINDS for m in LEXICON[phrase])
+    return any(m.startswith("slot:") and m[5:] in EXCLUDABLE_KINDS for m in LEXICON[phrase])
 
 
 def _negated(phrase: Phrase, tokens: tuple[str, ...], taken: set[int]) -> Phrase:

@@ -128,7 +128,7 @@ def _money_at(tokens: tuple[str, ...], i: int) -> tuple[int, float] | None:
         value *= MONEY_SCALES[m["scale"]]
     if nxt in MONEY_UNITS:
         return used + 1, value
-    near_budget = BUDGET_WORDS & set(tokens[max(0, i - 3):i + used + 1])
+    near_budget = BUDGET_WORDS & set(tokens[max(0, i - 3):i + used + 2])  # "a 9,500 monthly budget"
     if m["dollar"] or m["scale"] or used == 2 or (near_budget and value >= 1):
         return used, value
     return None
