@@ -405,7 +405,8 @@ def _line(request_line: str, *fields: str) -> bytes:
 # Requests Envoy refuses while reading them (its codec, or before it gives them an id), each with the status,
 # error code and reason of its JSON answer. Beyond the first seven, found red-teaming the edge: a `#` fragment, an
 # encoded NUL, no Host and a Host that is no authority were a 400 with an empty message and no request id; an https
-# URL on the plain listener a text 403, an unknown Transfer-Encoding a text 501, HTTP/1.0 a 426 without an id.
+# URL on the plain listener a text 403, an unknown Transfer-Encoding a text 501, HTTP/1.0 a 426 without an id; HTTP/2
+# was served.
 UNREAD = {
     "bad request line": (b"GARBAGE / HTTP/1.1 x\r\n\r\n", 400, "malformed_request", "http1."),
     "space in a header name": (_head("bad header: x"), 400, "malformed_request", "http1."),
@@ -429,6 +430,8 @@ UNREAD = {
                                         "Transfer-Encoding: gzip, chunked") + b"0\r\n\r\n", 501,
                                   "unsupported_transfer_encoding", "http1.invalid_transfer_encoding"),
     "HTTP/1.0": (_line("GET /auth/dev-users HTTP/1.0", "Host: 127.0.0.1"), 426, "upgrade_required", "low_version"),
+    # Envoy took HTTP/2 with prior knowledge too, with its own refusals (a stream reset for `x_user_email`).
+    "HTTP/2 prior knowledge": (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400, "malformed_request", "http1."),
 }
 
 

@@ -12,8 +12,8 @@
   id, and the gateway's own error answers can name it), and at the edge a client's `x-request-id` is moved to
   `x-client-request-id` when it is short and plain, dropped otherwise; the gateway always makes its own
   request id there.
-- The edge reads requests with bounds: headers and the whole request must arrive in time (408), an idle
-  connection is closed, header count and size are limited (431), and header names with `_` are refused.
+- The edge reads requests with bounds: HTTP/1.1 only, headers and the whole request must arrive in time (408), an
+  idle connection is closed, header count and size are limited (431), and header names with `_` are refused.
 """
 
 from finopti.mesh import replies
@@ -197,6 +197,10 @@ def edge_protocol_options(edge: EdgeListener) -> dict:
     """The edge's connection manager settings for reading requests. Envoy's defaults wait for ever for headers
     and body (a client at 1 byte/s holds a connection as long as it likes) and accept `_` in header names."""
     return {
+        # HTTP/1.1 only, as browsers speak to a plain-HTTP origin and as the compose bundle's nginx serves: by
+        # default Envoy also took HTTP/2 with prior knowledge (h2c), a second protocol and its own refusals (a
+        # header name with `_` was a stream reset, no JSON, no request id) for no client of ours.
+        "codec_type": "HTTP1",
         "request_headers_timeout": _seconds(edge.header_timeout),
         "request_timeout": _seconds(edge.request_timeout),
         "max_request_headers_kb": replies.MAX_HEADERS_KB,
