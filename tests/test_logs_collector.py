@@ -401,8 +401,9 @@ def test_tail_follows_rotation_and_joins_a_split_line(tmp_path):
     os.rename(log, tmp_path / "x.log.1")  # supervisord rotates mid-line
     log.write_bytes(b"ee\nfour\n")
     assert read_all(tail) == [b"three", b"four"]
-    assert tail.rotations == 1 and [f.inode for f in tail.files] == [os.stat(log).st_ino]
-    assert tail.files[0].offset == 8
+    assert tail.rotations == 1 and tail.files[-1].inode == os.stat(log).st_ino
+    assert tail.files[-1].offset == 8
+    assert len(tail.files) == 2  # the old file is still followed (ROTATE_WAIT): a writer may still write there
 
 
 def test_tail_follows_truncation(tmp_path):
@@ -468,6 +469,26 @@ def test_tail_follows_a_rotated_file_still_being_written(tmp_path):
     assert tail.keys() == [rotated_key, str(log)]
     time.sleep(0.6)
     assert read_all(tail) == [] and tail.take_forgotten() == [rotated_key] and tail.keys() == [str(log)]
+
+
+def test_tail_follows_a_file_rotated_mid_line_that_is_still_written(tmp_path):
+    """logrotate's `create` under a writer that flushes mid-line (stdio's block buffering) and reopens its file only
+    later: the old file ends in half a line when the new one appears. That half starts the new file's first line (as
+    supervisord splits a line), but the old file is still followed: the writer's next lines there were lost."""
+    log = tmp_path / "x.log"
+    writer = open(log, "ab", buffering=0)  # noqa: SIM115 - a writer that keeps its file across the rotation
+    writer.write(b"A\nhal")
+    tail = FileTail(log, 1024, rotate_wait=60)  # never let go during the test
+    tail.open(None)
+    assert read_all(tail) == [b"A"]
+    os.rename(log, tmp_path / "x.log.1")
+    log.write_bytes(b"")
+    assert read_all(tail) == []
+    writer.write(b"f\nB\n")  # before its reopen
+    writer.close()
+    with open(log, "ab") as reopened:
+        reopened.write(b"C\n")
+    assert sorted(read_all(tail)) == [b"B", b"f", b"halC"]  # B was lost; the split of `half` cannot be known
 
 
 def test_tail_resumes_in_a_rotated_file(tmp_path):

@@ -254,7 +254,7 @@ def _label_context(tokens: tuple[str, ...], start: int, end: int) -> bool:
     return start > 0 and (after in RESOURCE_NOUNS or after in COST_NOUNS)
 
 
-DISK_NOUNS = frozenset({"disk", "disks", "volume", "volumes", "boot"})
+ONE_DISK = frozenset({"disk", "volume", "boot"})
 # "the search budget", "data spend": a label value before a money word is a slice of spend.
 COST_NOUNS = frozenset({"budget", "budgets", "spend", "spending", "cost", "costs", "bill"})
 BUDGET_CONTEXT = frozenset({"stay", "under", "within", "exceed", "afford", "forecast", "spent", "billing"})
@@ -265,9 +265,10 @@ def _keep(reading: Reading, said: tuple[str, ...], tokens: tuple[str, ...], star
     if reading.kind == "label" and len(said) == 1 and said[0] in COMMON_WORDS:
         return _label_context(tokens, start, end)
     if reading.kind == "disk" and any(r.kind == "instance" and r.value == reading.value for r in readings):
-        # A boot disk is named after its instance: the name means the disk only when a disk is spoken of.
+        # A boot disk is named after its instance: the name means the disk only when a disk is spoken of
+        # ("the disk ledger-db-prod-01"); "what disks does ledger-db-prod-01 have" asks about the instance's.
         near = set(tokens[max(0, start - 2):start]) | set(tokens[end:end + 1])
-        return bool(near & DISK_NOUNS)
+        return bool(near & ONE_DISK)
     return True
 
 

@@ -343,6 +343,8 @@ def _quantity_fill(slot: Slot, evidence: Evidence) -> Fill | None:
         return Fill(evidence.quoted[0], ())
     if slot.kind == "period":
         for q in evidence.quantities:
+            if q.kind == "date":
+                return Fill(q.value, (q,))
             period = _period_of(q, evidence.tokens) if q.kind == "window" else None
             if period:
                 return Fill(period, (q,))
@@ -393,6 +395,21 @@ def _narrow(fills: dict[str, Fill], spec: ActionSpec, evidence: Evidence) -> Non
             fills[arg] = Fill(None, fill.sources + tuple(others), choices=tuple(kept), problem=fill.problem)
 
 
+def _side_by_side(fills: dict[str, Fill], spec: ActionSpec) -> None:
+    """"compare prod and staging costs": two values of one label key, for an action that can break costs down,
+    are a breakdown by that key (not a question which one)."""
+    label = next((s for s in spec.slots if s.kind == "label"), None)
+    group = next((s for s in spec.slots if s.kind in ("group_by", "cost_group")), None)
+    fill = fills.get(label.arg) if label else None
+    if fill is None or group is None or group.arg in fills or fill.problem != "several":
+        return
+    keys = {choice.partition("=")[0] for choice in fill.choices}
+    if len(keys) == 1:
+        del fills[label.arg]
+        key = keys.pop()
+        fills[group.arg] = Fill(("label", key), fill.sources, note=f"read {' and '.join(fill.choices)} as by {key}")
+
+
 def _fits(inst, mention: Mention) -> bool:
     """Whether an instance matches what a label or zone mention says (other mentions say nothing of it)."""
     for reading in mention.readings:
@@ -439,6 +456,7 @@ def _score(spec: ActionSpec, evidence: Evidence) -> Candidate:
     verb = False
     fills = _assign_mentions(spec, evidence)
     _narrow(fills, spec, evidence)
+    _side_by_side(fills, spec)
     for slot in spec.slots:
         if slot.arg not in fills:
             fill = _vocabulary_fill(slot, evidence) or _quantity_fill(slot, evidence)
@@ -560,6 +578,8 @@ def _spoken(arguments: dict, spec: ActionSpec) -> dict[str, str]:
 
 
 def _spoken_period(period: str) -> str:
+    if period[:4].isdigit():
+        return f"on {period}"
     if period.startswith("last_") and period.endswith("_days"):
         return f"the last {period.split('_')[1]} days"
     return period.replace("_", " ")
