@@ -4,6 +4,7 @@ Threat model and the test behind each row: docs/security.md."""
 
 import json
 import random
+import resource
 import shutil
 import socket
 import string
@@ -445,6 +446,52 @@ def test_what_the_gateway_cannot_read_is_answered_in_json_with_ids(platform, cas
     error = _error(got, headers, body, code)
     assert error["reason"].startswith(reason), error
     assert _edge_line(platform, headers["x-request-id"])["status"] == status
+
+
+def _refused_at_once(port: int) -> bool:
+    """True if the edge closes a new connection without an answer (its connections are all taken)."""
+    try:
+        return _exchange_on(port, _head())[0] == 0
+    except (OSError, IndexError, ValueError):
+        return True
+
+
+def _exchange_on(port: int, data: bytes) -> tuple[int, bytes]:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(data)
+        received = sock.recv(65536)
+    return (int(received.split()[1]) if received else 0), received
+
+
+def test_clients_at_the_edge_cannot_take_the_mesh_listeners_connections(platform):
+    """The exact probe: 10,200 idle connections opened at the edge (a second's work for one local client) took every
+    connection the gateway holds, both listeners together, and the mesh listener refused every service's call —
+    the whole platform down while they stayed open. The edge now has its own share (gateway.edge.max_connections)."""
+    from finopti.mesh.model import GATEWAY_MAX_CONNECTIONS
+
+    count = GATEWAY_MAX_CONNECTIONS + 200
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < count + 500:
+        pytest.skip(f"needs {count + 500} open files, the limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (count + 500 if hard == resource.RLIM_INFINITY else hard, hard))
+    held: list[socket.socket] = []
+    try:
+        for _ in range(count):  # the kernel accepts them all; the gateway closes what is past its limit
+            held.append(socket.create_connection(("127.0.0.1", platform.edge_port), timeout=30))
+        deadline = time.monotonic() + 60
+        while not _refused_at_once(platform.edge_port):  # until the gateway has taken what it will take
+            assert time.monotonic() < deadline, "the edge still answers with every connection open"
+            time.sleep(0.5)
+        answer = platform.mesh("cli", "GET", "/logstore/api/logs?limit=1", user="carol@finopti.dev")
+        assert answer.status_code == 200, answer.text
+    finally:
+        for sock in held:
+            sock.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    deadline = time.monotonic() + 60
+    while _refused_at_once(platform.edge_port):
+        assert time.monotonic() < deadline, "the edge did not serve again once the connections closed"
+        time.sleep(0.5)
 
 
 UPGRADES = {

@@ -12,8 +12,9 @@
   id, and the gateway's own error answers can name it), and at the edge a client's `x-request-id` is moved to
   `x-client-request-id` when it is short and plain, dropped otherwise; the gateway always makes its own
   request id there.
-- The edge reads requests with bounds: HTTP/1.1 only, headers and the whole request must arrive in time (408), an
-  idle connection is closed, header count and size are limited (431), and header names with `_` are refused.
+- The edge reads requests with bounds: HTTP/1.1 only, at most `max_connections` connections (the rest of the
+  gateway's are the mesh listener's), headers and the whole request must arrive in time (408), an idle connection
+  is closed, header count and size are limited (431), and header names with `_` are refused.
 """
 
 from finopti.mesh import replies
@@ -212,6 +213,15 @@ def edge_protocol_options(edge: EdgeListener) -> dict:
             "headers_with_underscores_action": "REJECT_REQUEST",
         },
     }
+
+
+def edge_connection_limit(edge: EdgeListener) -> dict:
+    """The edge's own share of the gateway's connections. The overload manager's limit counts both listeners:
+    10,000 idle connections opened at the edge (1 s of work for one local client) left the mesh listener refusing
+    every service's call, the whole platform down, while they stayed open."""
+    return {"name": "envoy.filters.network.connection_limit", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit",
+        "stat_prefix": "edge", "max_connections": edge.max_connections}}
 
 
 # --- host names and origins ---------------------------------------------------------------------------------

@@ -324,6 +324,8 @@ def _vocabulary_fill(slot: Slot, evidence: Evidence) -> Fill | None:
     if slot.kind == "severity":  # "warnings and errors": the least severe level asked for
         order = ["WARNING", "ERROR", "CRITICAL"]
         values = [min(values, key=order.index)]
+    if slot.kind == "period" and len(values) > 1:  # "september and october": one period at a time; which?
+        return Fill(None, tuple(hits), choices=tuple(values), problem="several")
     return Fill(values[0], tuple(hits))
 
 
@@ -462,6 +464,8 @@ def _score(spec: ActionSpec, evidence: Evidence) -> Candidate:
             fill = _vocabulary_fill(slot, evidence) or _quantity_fill(slot, evidence)
             if fill is None and slot.kind == "instance" and slot.required:
                 fill = _described_instances(spec, fills, evidence)
+            if fill is not None and fill.choices and slot.kind == "period" and spec.name == "compare_costs":
+                fill = replace(fill, value=fill.choices[0], choices=(), problem=None)  # "oct vs sept": the first
             if fill is not None:
                 fills[slot.arg] = fill
     slot_kinds = {s.kind for s in spec.slots}
