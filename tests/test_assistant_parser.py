@@ -157,6 +157,7 @@ def test_a_rate_is_not_a_period(inventory):
 @pytest.mark.parametrize("prompt", [
     "don't stop ledger-db-prod-01", "do not delete notebook-dev-01", "never shut down query-cache-prod-02",
     "please don't ever delete ledger-db-prod-01", "why didn't ledger-db-prod-01 stop",
+    "please do NOT restart or stop ledger-db-prod-01", "i do not want you to delete notebook-dev-01",
 ])  # fmt: skip
 def test_a_change_said_with_not_is_no_change(inventory, prompt):
     assert understand(prompt, inventory).kind == "unknown"
