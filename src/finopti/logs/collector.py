@@ -526,7 +526,7 @@ class Collector:
             return int(doc.get("seq", 0)), {p: Position.from_json(v) for p, v in doc["positions"].items()}
         except FileNotFoundError:
             return 0, {}
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, OSError) as exc:  # OSError: unreadable (a directory, EIO, EACCES)
             log.warning("ignoring unreadable positions file %s: %s", self.positions_path, exc)
             return 0, {}
 
