@@ -322,6 +322,8 @@ def test_any_broken_push_body_is_a_400(server):
     ({"direction": "sideways"}, "direction"),
     ({"trace_id": "a b"}, "trace_id"),
     ({"services": "ui"}, "services"),
+    ({"q": "*"}, "q"),  # no word: it matched nothing, silently
+    ({"q": "%\x00 ->"}, "q"),
 ])
 def test_bad_query_params_are_400s_naming_them(server, params, param):
     r = httpx.get(f"{server}/api/logs", params=params)

@@ -37,7 +37,7 @@ from starlette.datastructures import QueryParams
 
 from finopti.logs import wire
 from finopti.logs.lokipb import decode_push
-from finopti.logs.search import format_cursor, parse_cursor
+from finopti.logs.search import format_cursor, parse_cursor, text_pattern
 from finopti.logs.store import MAX_LIMIT, Admission, Delivery, LogQuery, LogStore, PushError
 from finopti.logs.times import parse_since, parse_time, since_ns
 from finopti.logs.trace_search import TraceFilter, search_traces
@@ -106,6 +106,8 @@ def log_query(params: QueryParams, *, default_limit: int = 100) -> LogQuery:
         except ValueError as exc:
             raise bad_request("cursor", f"{exc} (the next_cursor of the page before)") from None
     q.text = params.get("q") or None
+    if q.text is not None and text_pattern(q.text) is None:  # it matched nothing, silently: `*`, `%`, `->`
+        raise bad_request("q", "expected a word to look for (letters or digits): punctuation alone is not searched")
     if "limit" in params:
         try:
             q.limit = int(params["limit"])
