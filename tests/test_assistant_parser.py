@@ -157,6 +157,7 @@ def test_a_rate_is_not_a_period(inventory):
 @pytest.mark.parametrize("prompt", [
     "don't stop ledger-db-prod-01", "do not delete notebook-dev-01", "never shut down query-cache-prod-02",
     "please don't ever delete ledger-db-prod-01", "why didn't ledger-db-prod-01 stop",
+    "please do NOT restart or stop ledger-db-prod-01", "i do not want you to delete notebook-dev-01",
 ])  # fmt: skip
 def test_a_change_said_with_not_is_no_change(inventory, prompt):
     assert understand(prompt, inventory).kind == "unknown"
@@ -247,3 +248,10 @@ def test_a_change_of_disks_or_addresses_is_no_instance_change(inventory):
         assert got.intent is None or not got.intent.action.endswith("_instance"), (prompt, got)
     # the disks an instance has are the instance's (describe lists them all), not its boot disk alone
     assert understand("what disks does ledger-db-prod-01 have", inventory).intent.action == "describe_instance"
+
+
+def test_two_periods_are_a_question_except_in_a_comparison(inventory):
+    got = understand("spend for september and october by month", inventory)
+    assert got.kind == "clarify" and got.missing == "period"
+    assert {o.intent.arguments["period"] for o in got.options} == {"september", "october"}
+    assert understand("compare oct and sept spend", inventory).intent.arguments == {"period": "october"}

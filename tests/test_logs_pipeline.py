@@ -189,6 +189,19 @@ def test_sigkilled_collector_loses_and_repeats_nothing(pipeline):
     assert_each_line_once(pipeline, 50_000, "alpha", "beta")
 
 
+def test_sigkilled_collector_whose_positions_file_never_lands(pipeline):
+    """Every SIGKILL lands between a push and the positions file: the file cannot be written (its path is a
+    directory: it was also unreadable at start, and the collector did not start). The store's record alone says
+    where to resume."""
+    (pipeline.home / "collector-positions.json").mkdir()
+    pipeline.start_store()
+    pipeline.start_collector()
+    writer = pipeline.write(20_000, 10_000, "iota")
+    kill_repeatedly(pipeline.collector, pipeline.start_collector, seed=3, kills=4)
+    assert writer.wait(60) == 0
+    assert_each_line_once(pipeline, 20_000, "iota")
+
+
 def test_sigkilled_store_loses_and_repeats_nothing(pipeline):
     pipeline.start_store()
     pipeline.start_collector()

@@ -526,7 +526,7 @@ class Collector:
             return int(doc.get("seq", 0)), {p: Position.from_json(v) for p, v in doc["positions"].items()}
         except FileNotFoundError:
             return 0, {}
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, OSError) as exc:  # OSError: unreadable (a directory, EIO, EACCES)
             log.warning("ignoring unreadable positions file %s: %s", self.positions_path, exc)
             return 0, {}
 
@@ -707,7 +707,7 @@ class Collector:
                 try:
                     parsed = parse_line(raw, component, now_ns, stats, grace, own, i in suspects)
                 except Exception:
-                    parsed = self._unparseable(raw, component)
+                    parsed = self._unparseable(raw, component, now_ns)
                 if parsed is not None and not self.batch.add(parsed, limit):
                     self._full(chunk, done_end, done_last)
                     self.batch.add(parsed, limit)
@@ -720,7 +720,7 @@ class Collector:
                 try:
                     parsed = parse_line(entry.text, component, entry.read_ns, stats, grace, own)
                 except Exception:
-                    parsed = self._unparseable(entry.text, component)
+                    parsed = self._unparseable(entry.text, component, entry.read_ns)
                 if parsed is not None and not self.batch.add(parsed, limit):
                     self._full(chunk, done_end, done_last)
                     self.batch.add(parsed, limit)
@@ -736,11 +736,23 @@ class Collector:
         if self.batch.lines >= self.batch_lines or self.batch.bytes >= self.batch_bytes:
             self.flush()
 
-    def _unparseable(self, raw: bytes, component: str) -> None:
-        """A line that made parse_line raise (a case no test foresaw): skipped and counted, so that it cannot stop
-        the reader (a restarted collector would read it again, and stop again)."""
-        log.exception("skipping a line of %s that could not be parsed: %r", component, raw[:200])
-        self.metrics.rejected.labels("unparseable").inc()
+    def _unparseable(self, raw: bytes, component: str, now_ns: int) -> Parsed | None:
+        """A line that made parse_line raise (a case no test foresaw, or no descriptor left for a lazy import): kept
+        as plain text of its file's service, dated when read, its credentials redacted (`unstructured`,
+        reason="unparseable"), so that it can neither stop the reader (a restarted collector would read it again,
+        and stop again) nor be lost. Skipped and counted only if even that raises."""
+        log.exception("a line of %s could not be parsed, kept as text: %r", component, raw[:200])
+        try:
+            text, _ = redact(raw.decode(errors="replace"))
+            service = service_of(component)
+            extras = {"component": component} if component != service else None
+            parsed = _new(Parsed, (service, "info", now_ns, text.encode(), None, extras))
+        except Exception:
+            log.exception("skipping a line of %s that could not be kept", component)
+            self.metrics.rejected.labels("unparseable").inc()
+            return None
+        self.metrics.unstructured.labels("unparseable").inc()
+        return parsed
 
     def _full(self, chunk: Chunk, done_end: int, done_last: bytes) -> None:
         """The batch cannot take the next entry: send it, with the position just after the entry before."""

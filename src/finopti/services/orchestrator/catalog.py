@@ -218,7 +218,8 @@ _THE_INSTANCE = {"instance": 0.5, "vm": 0.5, "server": 0.5, "machine": 0.5, "box
                                             "snapshots", "ips", "ip", "addresses", "address", "old snapshots",
                                             "external ips", "external ip", "static ips", "ip addresses",
                                             "unused resources", "idle resources", "orphaned resources",
-                                            "wasted resources", "persistent disks", "storage buckets")}}
+                                            "wasted resources", "persistent disks", "storage buckets", "idle ips",
+                                            "idle ip", "idle addresses", "idle external ips")}}
 
 
 def _if_we(*done: str) -> dict[str, float]:
@@ -281,7 +282,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
                "power up": 3.0, "turn on": 3.0, "turn * on": 3.0, "switch on": 3.0, "spin up": 3.0,
                "resume": 3.0, "wake up": 3.0, "wake * up": 3.0, "start up": 3.0, "fire up": 3.0,
                "be started": 3.0, "unpause": 3.0, "bring * back": 3.0, "fire * up": 3.0, "spin * up": 3.0,
-               "start * up": 3.0, "starting": 3.0, **_if_we("started", "start")},
+               "start * up": 3.0, "starting": 3.0, "power * on": 3.0, **_if_we("started", "start")},
         words=_THE_INSTANCE,
         slots=(Slot("name", "instance", required=True, weight=2.0, ask="Which instance should I start?"),),
         mutates=True,
@@ -437,7 +438,7 @@ BILLING_ACTIONS: tuple[ActionSpec, ...] = (
         example={"period": "last_month", "group_by": "service"},
         words={**COST_WORDS, "cost report": 3.0, "billing report": 3.0, "breakdown": 1.0, "break down": 1.0,
                "invoice": 2.0, "invoiced": 2.0, "actual": 1.0, "what did we": 0.5, "how much did": 0.5,
-               "credits": 2.0, "credit": 1.5},
+               "credits": 2.0, "credit": 1.5, "money going": 3.0, "where is the money": 3.0},
         slots=(Slot("project", "project"),
                Slot("period", "period", weight=3.0), Slot("group_by", "cost_group", weight=2.0),
                Slot("service", "cloud_service", weight=1.5), Slot("label", "label")),
@@ -564,6 +565,7 @@ BILLING_ACTIONS: tuple[ActionSpec, ...] = (
                "clean up": 3.0, "cleanup": 3.0, "cleaning up": 3.0, "clean-up": 3.0, "old snapshots": 4.0,
                "snapshots": 3.0, "external ips": 3.5,
                "external ip": 3.5, "ip addresses": 3.0, "ips": 3.0, "static ips": 3.5, "addresses": 2.0,
+               "idle ips": 4.0, "idle ip": 4.0, "idle addresses": 4.0, "idle external ips": 4.5,
                "resources": 1.0, "orphaned resources": 4.0, "what can we delete": 4.0, "could delete": 2.5,
                "can delete": 2.5, "save money": 1.0, "save": 0.5, "idle": 1.0, "leftovers": 2.0, "garbage": 2.0},
     ),

@@ -188,7 +188,9 @@ class EntityIndex:
         i = 0
         while i < len(said):
             for size in range(len(said) - i, 0, -1):
-                pairs = self.label_values.get(tuple(_CANONICAL_PART.get(p, _norm(p)) for p in said[i:i + size]))
+                key = tuple(_CANONICAL_PART.get(p, _norm(p)) for p in said[i:i + size])
+                # "notebooks", "bastions": a value said in the plural
+                pairs = self.label_values.get(key) or self.label_values.get((*key[:-1], key[-1].removesuffix("s")))
                 if pairs:
                     key, _, value = pairs[0].partition("=")
                     if key in found:
