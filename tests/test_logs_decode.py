@@ -142,6 +142,19 @@ def test_a_time_written_as_a_unix_number(ts, expected):
     assert ts_of(ts) == expected
 
 
+@pytest.mark.parametrize(("fields", "expected"), [
+    ({"time": 1_795_699_000_123}, 1_795_699_000_123_000_000),  # pino
+    ({"time": "2026-11-26T14:00:00+02:00"}, 1_795_694_400_000_000_000),  # Go's slog, logrus, bunyan
+    ({"timestamp": "2026-11-26T12:00:00.5Z"}, 1_795_694_400_500_000_000),  # structlog
+    ({"@timestamp": "2026-11-26T12:00:00Z"}, 1_795_694_400_000_000_000),  # Elastic's ECS
+    ({"ts": "2026-11-26T12:00:00Z", "time": 1_795_699_000_123}, 1_795_694_400_000_000_000),  # `ts` first
+    ({"time": None, "timestamp": "nonsense"}, NOW),
+])
+def test_a_time_under_another_name(fields, expected):
+    raw = orjson.dumps({"msg": "m", **fields})
+    assert parse_line(raw, "ui", NOW, ParseStats(), grace_ns=10**30).ts_ns == expected
+
+
 def test_an_object_is_not_an_id():
     """A trace id that is an object or a list is no trace id: it was kept as its Python repr (`{'id': …}`)."""
     raw = orjson.dumps({"message": "m", "trace_id": {"id": "ab" * 16}, "request_id": ["r"], "user": 7, "span_id": True})

@@ -202,6 +202,8 @@ def parse_line(raw: bytes, component: str, now_ns: int, stats: ParseStats,
             stats.capped += 1
         service = service_of(component)
     ts = obj.ts
+    if ts is None:  # slog, logrus, bunyan, pino: `time`; structlog: `timestamp`; ECS: `@timestamp`
+        ts = obj.time if obj.time is not None else obj.timestamp if obj.timestamp is not None else obj.at_timestamp
     base = _SECONDS.get(ts[:19], -1) if ts.__class__ is str and len(ts) == 24 and ts[19] == "." else -1
     millis = ts[20:23] if base >= 0 and ts[23] == "Z" else ""
     if millis.isascii() and millis.isdigit():  # the services' `…T12:07:55.548Z`, its second seen before
