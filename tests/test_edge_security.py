@@ -157,6 +157,39 @@ def test_a_client_cannot_choose_the_path_the_access_log_shows(platform):
     assert _edge_line(platform, headers["x-request-id"])["path"] == "/auth/dev-users"
 
 
+# Spellings of /api/logs (route logs-api: observability_admin only) that a parser might read as that route while
+# another does not: dot segments, doubled slashes, escaped dots and slashes, `;` parameters, backslashes, case,
+# trailing dots and spaces, overlong UTF-8, a route with fewer roles in front.
+PATH_TRICKS = ["/api/./logs", "/api//logs", "//api/logs", "/api/x/../logs", "/api/%2e%2e/api/logs", "/api/%2E/logs",
+               "/static/%2e%2e/api/logs", "/console/..;/api/logs", "/api/logs;x=1", "/api\\logs", "/api/logs.",
+               "/api/logs%20", "/API/LOGS", "/api%2Flogs", "/static/..%2F..%2Fapi/logs",
+               "/api/ask%2F..%2F..%2Fapi/logs", "/static/..%5C..%5Capi%5Clogs", "/api/%c0%ae%c0%ae/api/logs",
+               "/api/ask/../logs",
+               "http://127.0.0.1/api/logs"]
+
+
+@pytest.mark.parametrize("target", PATH_TRICKS)
+def test_no_spelling_of_a_path_reaches_a_backend_around_its_role_rule(platform, target):
+    """alice (gcloud_admin) may not read the logs. Whatever the spelling, the request is decided as logs-api's
+    (403), or is no route (404), or is refused unread (400: escaped slashes, which a backend may decode); it never
+    reaches the log store."""
+    status, headers, _ = _get(platform, target, extra=f"Authorization: Bearer {platform.token('alice@finopti.dev')}\n")
+    assert status in (400, 403, 404), (target, status)
+    assert not _lines_of(platform, headers["x-request-id"], components=("logstore",))
+
+
+def test_escaped_slashes_cannot_reach_a_backends_other_endpoints(platform):
+    """Prometheus read `/api/metrics/..%2F..%2F-%2Freload` (Envoy: route metrics-api) as `/-/reload`, its lifecycle
+    API, and redirected there: the gateway refuses escaped slashes in the path before any route."""
+    carol = f"Authorization: Bearer {platform.token('carol@finopti.dev')}\n"
+    for target in ("/api/metrics/..%2F..%2F-%2Freload", "/api/metrics/..%2f..%2f-%2fhealthy",
+                   "/api/metrics/..%5C..%5C-%5Chealthy"):
+        status, headers, body = _post(platform, target, {}, extra=carol)
+        assert status == 400, target
+        assert _error(status, headers, body, "malformed_request")["reason"] == "path_normalization_failed"
+    assert _get(platform, "/api/metrics/query?query=up&x=a%2Fb", extra=carol)[0] == 200  # in the query: a value
+
+
 # --- 2. Host and Origin: DNS rebinding and CSRF --------------------------------------------------------------
 
 def _foreign_hosts(port: int) -> list[str]:

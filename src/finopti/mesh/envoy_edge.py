@@ -202,6 +202,10 @@ def edge_protocol_options(edge: EdgeListener) -> dict:
         # default Envoy also took HTTP/2 with prior knowledge (h2c), a second protocol and its own refusals (a
         # header name with `_` was a stream reset, no JSON, no request id) for no client of ours.
         "codec_type": "HTTP1",
+        # `%2F` and `%5C` are refused: Envoy routes on the path with them escaped, a backend may read them as `/` and
+        # `\` (Prometheus answered `/api/metrics/..%2F..%2F-%2Freload` with a redirect to its lifecycle API). No
+        # path of ours has one, so the gateway and every backend see the same path segments.
+        "path_with_escaped_slashes_action": "REJECT_REQUEST",
         "request_headers_timeout": _seconds(edge.header_timeout),
         "request_timeout": _seconds(edge.request_timeout),
         "max_request_headers_kb": replies.MAX_HEADERS_KB,
