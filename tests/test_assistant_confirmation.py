@@ -230,6 +230,8 @@ def test_consent_written_in_the_prompt_is_still_only_a_plan(platform, prompt):
 @pytest.mark.parametrize("prompt", [
     "don't stop ledger-db-prod-01", "never delete ledger-db-prod-01", "stop all instances except ledger-db-prod-01",
     "shut down everything but ledger-db-prod-01", "why didn't ledger-db-prod-01 stop",
+    "delete all unattached disks",  # no instance's deletion, and no question offering instances to delete
+    "please do NOT restart or stop ledger-db-prod-01",
 ])  # fmt: skip
 def test_an_instance_said_with_not_or_except_gets_no_plan(platform, prompt):
     answer = platform.ask(prompt)

@@ -157,6 +157,7 @@ def test_a_rate_is_not_a_period(inventory):
 @pytest.mark.parametrize("prompt", [
     "don't stop ledger-db-prod-01", "do not delete notebook-dev-01", "never shut down query-cache-prod-02",
     "please don't ever delete ledger-db-prod-01", "why didn't ledger-db-prod-01 stop",
+    "please do NOT restart or stop ledger-db-prod-01", "i do not want you to delete notebook-dev-01",
 ])  # fmt: skip
 def test_a_change_said_with_not_is_no_change(inventory, prompt):
     assert understand(prompt, inventory).kind == "unknown"
@@ -228,3 +229,29 @@ def test_asking_which_could_be_stopped_is_no_stop(inventory):
     assert understand("are there vms we could turn off to save money", inventory).intent.action == \
         "find_idle_instances"
     assert understand("notebook-dev-01 should be stopped", inventory).intent.action == "stop_instance"
+
+
+@pytest.mark.parametrize(("prompt", "period"), [
+    ("what did networking cost on november 12", "november_12"), ("spend on 2026-11-10", "2026-11-10"),
+    ("cost report for 12th nov", "november_12"),
+])  # fmt: skip
+def test_one_day_is_a_period(inventory, prompt, period):
+    got = understand(prompt, inventory).intent
+    assert got.action == "cost_report" and got.arguments["period"] == period
+
+
+def test_a_change_of_disks_or_addresses_is_no_instance_change(inventory):
+    """Never a question offering instances to delete: disks, buckets, addresses are out of scope for changes."""
+    for prompt in ("delete all unattached disks", "remove the old snapshots", "stop the idle ips"):
+        got = understand(prompt, inventory)
+        assert got.kind == "unknown" or got.about not in ("delete_instance", "stop_instance"), (prompt, got)
+        assert got.intent is None or not got.intent.action.endswith("_instance"), (prompt, got)
+    # the disks an instance has are the instance's (describe lists them all), not its boot disk alone
+    assert understand("what disks does ledger-db-prod-01 have", inventory).intent.action == "describe_instance"
+
+
+def test_two_periods_are_a_question_except_in_a_comparison(inventory):
+    got = understand("spend for september and october by month", inventory)
+    assert got.kind == "clarify" and got.missing == "period"
+    assert {o.intent.arguments["period"] for o in got.options} == {"september", "october"}
+    assert understand("compare oct and sept spend", inventory).intent.arguments == {"period": "october"}

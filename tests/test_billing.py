@@ -425,7 +425,8 @@ def test_a_constant_series_forecasts_itself_exactly() -> None:
     ("2026-09", "2026-09-01", "2026-09-30"), ("last_90_days", "2026-08-18", "2026-11-15"),
     ("q3", "2026-08-01", "2026-09-30"), ("last_quarter", "2026-08-01", "2026-09-30"),  # cut to the data
     ("this_quarter", "2026-10-01", "2026-11-15"), ("q4", "2026-10-01", "2026-11-15"),
-    ("this_year", "2026-08-01", "2026-11-15"),
+    ("this_year", "2026-08-01", "2026-11-15"), ("november_12", "2026-11-12", "2026-11-12"),
+    ("2026-11-10", "2026-11-10", "2026-11-10"), ("october_31", "2026-10-31", "2026-10-31"),
 ])  # fmt: skip
 def test_named_periods(name: str, start: str, end: str) -> None:
     period = periods.resolve(name, None, None, SANDBOX_NOW_TS, BILLING_START_TS)

@@ -259,7 +259,8 @@ def test_every_policy_renders_to_both_envoy_and_apisix(mesh):
             continue
         seen |= _check_route(spec, route, envoy, apisix, config)
     # Gateway-wide: the body limit, and the same policy for every route (ext_authz / opa, same Rego).
-    hcm = envoy["lds.yaml"]["resources"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm = next(f["typed_config"] for f in envoy["lds.yaml"]["resources"][0]["filter_chains"][0]["filters"]
+               if f["name"] == "envoy.filters.network.http_connection_manager")
     buffer = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.buffer")
     assert buffer["typed_config"]["max_request_bytes"] == config["nginx_config"]["http"]["client_max_body_size"]
     assert apisix["plugin_configs"][0]["plugins"]["opa"]["policy"] == "finopti/authz"

@@ -4,6 +4,7 @@ Threat model and the test behind each row: docs/security.md."""
 
 import json
 import random
+import resource
 import shutil
 import socket
 import string
@@ -103,7 +104,7 @@ def test_the_metrics_probe_is_refused_and_the_store_never_holds_the_token(platfo
 # A JWT in the path itself (a magic link, a token pasted into a URL) reached the services and was written, whole,
 # into gateway.log and the service's own log; `{jwt}` is the token.
 CREDENTIAL_PATHS = ["/static/{jwt}", "/console/trace/{jwt}", "/api/logs/{jwt}?limit=1", "/auth/x/{jwt}/y",
-                    "/api/ask/{jwt}"]
+                    "/api/ask/{jwt}", "/static/x{jwt}.js"]
 
 
 @pytest.mark.parametrize("path", CREDENTIAL_PATHS)
@@ -119,8 +120,12 @@ def test_a_token_in_the_path_is_refused_and_never_logged(platform, path):
 
 
 def test_paths_that_only_look_like_a_token_are_served(platform):
+    """Served as the route says. The last two are what a pattern tried at every "eyJ" took quadratic time on (5 s of
+    a gateway worker each); the scanner reads them in one pass (docs/security.md)."""
     assert _get(platform, "/static/eyJnotajwt.js")[0] == 404  # the UI's answer: the guard let it through
     assert _get(platform, "/auth/dev-users?q=eyJhbGciOi")[0] == 200
+    assert _get(platform, "/static/" + "eyJ" * 19_000)[0] == 404
+    assert _get(platform, "/auth/dev-users?q=" + "eyJ" * 19_000)[0] == 200
 
 
 def _wait_for_store(platform, request_id: str, minimum: int = 1, timeout: float = 15.0) -> list[dict]:
@@ -150,6 +155,39 @@ def test_a_client_cannot_choose_the_path_the_access_log_shows(platform):
     status, headers, _ = _get(platform, "/auth/dev-users", extra="X-Envoy-Original-Path: /hidden\n")
     assert status == 200
     assert _edge_line(platform, headers["x-request-id"])["path"] == "/auth/dev-users"
+
+
+# Spellings of /api/logs (route logs-api: observability_admin only) that a parser might read as that route while
+# another does not: dot segments, doubled slashes, escaped dots and slashes, `;` parameters, backslashes, case,
+# trailing dots and spaces, overlong UTF-8, a route with fewer roles in front.
+PATH_TRICKS = ["/api/./logs", "/api//logs", "//api/logs", "/api/x/../logs", "/api/%2e%2e/api/logs", "/api/%2E/logs",
+               "/static/%2e%2e/api/logs", "/console/..;/api/logs", "/api/logs;x=1", "/api\\logs", "/api/logs.",
+               "/api/logs%20", "/API/LOGS", "/api%2Flogs", "/static/..%2F..%2Fapi/logs",
+               "/api/ask%2F..%2F..%2Fapi/logs", "/static/..%5C..%5Capi%5Clogs", "/api/%c0%ae%c0%ae/api/logs",
+               "/api/ask/../logs",
+               "http://127.0.0.1/api/logs"]
+
+
+@pytest.mark.parametrize("target", PATH_TRICKS)
+def test_no_spelling_of_a_path_reaches_a_backend_around_its_role_rule(platform, target):
+    """alice (gcloud_admin) may not read the logs. Whatever the spelling, the request is decided as logs-api's
+    (403), or is no route (404), or is refused unread (400: escaped slashes, which a backend may decode); it never
+    reaches the log store."""
+    status, headers, _ = _get(platform, target, extra=f"Authorization: Bearer {platform.token('alice@finopti.dev')}\n")
+    assert status in (400, 403, 404), (target, status)
+    assert not _lines_of(platform, headers["x-request-id"], components=("logstore",))
+
+
+def test_escaped_slashes_cannot_reach_a_backends_other_endpoints(platform):
+    """Prometheus read `/api/metrics/..%2F..%2F-%2Freload` (Envoy: route metrics-api) as `/-/reload`, its lifecycle
+    API, and redirected there: the gateway refuses escaped slashes in the path before any route."""
+    carol = f"Authorization: Bearer {platform.token('carol@finopti.dev')}\n"
+    for target in ("/api/metrics/..%2F..%2F-%2Freload", "/api/metrics/..%2f..%2f-%2fhealthy",
+                   "/api/metrics/..%5C..%5C-%5Chealthy"):
+        status, headers, body = _post(platform, target, {}, extra=carol)
+        assert status == 400, target
+        assert _error(status, headers, body, "malformed_request")["reason"] == "path_normalization_failed"
+    assert _get(platform, "/api/metrics/query?query=up&x=a%2Fb", extra=carol)[0] == 200  # in the query: a value
 
 
 # --- 2. Host and Origin: DNS rebinding and CSRF --------------------------------------------------------------
@@ -445,6 +483,52 @@ def test_what_the_gateway_cannot_read_is_answered_in_json_with_ids(platform, cas
     error = _error(got, headers, body, code)
     assert error["reason"].startswith(reason), error
     assert _edge_line(platform, headers["x-request-id"])["status"] == status
+
+
+def _refused_at_once(port: int) -> bool:
+    """True if the edge closes a new connection without an answer (its connections are all taken)."""
+    try:
+        return _exchange_on(port, _head())[0] == 0
+    except (OSError, IndexError, ValueError):
+        return True
+
+
+def _exchange_on(port: int, data: bytes) -> tuple[int, bytes]:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(data)
+        received = sock.recv(65536)
+    return (int(received.split()[1]) if received else 0), received
+
+
+def test_clients_at_the_edge_cannot_take_the_mesh_listeners_connections(platform):
+    """The exact probe: 10,200 idle connections opened at the edge (a second's work for one local client) took every
+    connection the gateway holds, both listeners together, and the mesh listener refused every service's call —
+    the whole platform down while they stayed open. The edge now has its own share (gateway.edge.max_connections)."""
+    from finopti.mesh.model import GATEWAY_MAX_CONNECTIONS
+
+    count = GATEWAY_MAX_CONNECTIONS + 200
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < count + 500:
+        pytest.skip(f"needs {count + 500} open files, the limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (count + 500 if hard == resource.RLIM_INFINITY else hard, hard))
+    held: list[socket.socket] = []
+    try:
+        for _ in range(count):  # the kernel accepts them all; the gateway closes what is past its limit
+            held.append(socket.create_connection(("127.0.0.1", platform.edge_port), timeout=30))
+        deadline = time.monotonic() + 60
+        while not _refused_at_once(platform.edge_port):  # until the gateway has taken what it will take
+            assert time.monotonic() < deadline, "the edge still answers with every connection open"
+            time.sleep(0.5)
+        answer = platform.mesh("cli", "GET", "/logstore/api/logs?limit=1", user="carol@finopti.dev")
+        assert answer.status_code == 200, answer.text
+    finally:
+        for sock in held:
+            sock.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    deadline = time.monotonic() + 60
+    while _refused_at_once(platform.edge_port):
+        assert time.monotonic() < deadline, "the edge did not serve again once the connections closed"
+        time.sleep(0.5)
 
 
 UPGRADES = {

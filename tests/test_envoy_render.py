@@ -16,6 +16,7 @@ from finopti.pki import ensure_pki
 from finopti.platform import envoy_binary, plan_placeholder_runtime
 
 GOLDEN = Path(__file__).parent / "golden" / "envoy"
+HCM_FILTER = "envoy.filters.network.http_connection_manager"
 MESHES = {"platform": REPO / "mesh.yaml", "traffic": REPO / "tests" / "fixtures" / "traffic-mesh.yaml"}
 
 
@@ -56,7 +57,7 @@ def test_real_envoy_accepts_the_rendered_config(tmp_path, mesh):
     routes = {r["name"]: r for name in ("rds-edge.yaml", "rds-mesh.yaml") for r in docs[name]["resources"]}
     listeners = []
     for listener in docs["lds.yaml"]["resources"]:
-        hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        hcm = next(f["typed_config"] for f in listener["filter_chains"][0]["filters"] if f["name"] == HCM_FILTER)
         rds = hcm.pop("rds")
         hcm["route_config"] = {k: v for k, v in routes[rds["route_config_name"]].items() if k != "@type"}
         for f in hcm["http_filters"]:

@@ -19,7 +19,7 @@ from finopti.logs import wire
 from finopti.logs.collector import MAX_SERVICES, LinesBatch, LokiBatch, ParseStats, parse_line
 from finopti.logs.search import parse_cursor
 from finopti.logs.store import Admission, LogQuery, LogStore
-from finopti.logs.times import OLDEST_NS, rfc3339_ns, second_cache
+from finopti.logs.times import OLDEST_NS, ns_to_rfc3339, rfc3339_ns, second_cache
 
 NOW = 1_795_700_000_000_000_000  # 2026-11-26T13:33:20Z
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -87,6 +87,30 @@ def test_a_time_before_1677_is_dropped_as_too_old_not_a_crash(tmp_path, raw):
         store.close()
 
 
+@pytest.fixture
+def new_york_winter(monkeypatch):
+    """The machine's zone 5 hours behind UTC (a POSIX zone string: no tz database needed)."""
+    monkeypatch.setenv("TZ", "EST+5")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("2026-11-26T12:07:43.123Z INFO zap's console", "2026-11-26T12:07:43.123000Z"),
+    ("2026-11-26T12:07:43+02:00 an offset", "2026-11-26T10:07:43.000000Z"),
+    ("2026-11-26T12:07:43.5-0130 another", "2026-11-26T13:37:43.500000Z"),
+    ("2026-11-26 12:07:43,954 INFO no zone: local", "2026-11-26T17:07:43.954000Z"),
+    ("[2026-11-26 12:08:17.666][1][info] Envoy: local", "2026-11-26T17:08:17.666000Z"),
+])
+def test_a_text_line_dated_in_a_zone_of_its_own(new_york_winter, text, expected):
+    """A text line's leading time was read in the machine's zone even when it names its own (`Z`, `+02:00`): on a
+    machine not on UTC, such lines were hours off, out of order with the JSON lines of the same request."""
+    parsed = parse_line(text.encode(), "worker", NOW, ParseStats(), grace_ns=10**30)
+    assert ns_to_rfc3339(parsed.ts_ns) == expected
+
+
 HOSTILE = [None, True, 0, -1, 3.5, 10**30, "", " ", "²", "\u0000", "é" * 300, [], ["error"], {}, {"level": "error"},
            [[[]]]]
 
@@ -116,6 +140,19 @@ def test_no_value_of_any_field_stops_the_reader(field):
 ])
 def test_a_time_written_as_a_unix_number(ts, expected):
     assert ts_of(ts) == expected
+
+
+@pytest.mark.parametrize(("fields", "expected"), [
+    ({"time": 1_795_699_000_123}, 1_795_699_000_123_000_000),  # pino
+    ({"time": "2026-11-26T14:00:00+02:00"}, 1_795_694_400_000_000_000),  # Go's slog, logrus, bunyan
+    ({"timestamp": "2026-11-26T12:00:00.5Z"}, 1_795_694_400_500_000_000),  # structlog
+    ({"@timestamp": "2026-11-26T12:00:00Z"}, 1_795_694_400_000_000_000),  # Elastic's ECS
+    ({"ts": "2026-11-26T12:00:00Z", "time": 1_795_699_000_123}, 1_795_694_400_000_000_000),  # `ts` first
+    ({"time": None, "timestamp": "nonsense"}, NOW),
+])
+def test_a_time_under_another_name(fields, expected):
+    raw = orjson.dumps({"msg": "m", **fields})
+    assert parse_line(raw, "ui", NOW, ParseStats(), grace_ns=10**30).ts_ns == expected
 
 
 def test_an_object_is_not_an_id():

@@ -123,7 +123,8 @@ def test_what_writers_put_around_a_json_line_does_not_cost_its_trace_id_or_its_t
     """A byte order mark before a file's first line (PowerShell, .NET), NULs before a line (the hole a writer leaves
     when it writes at its old offset into a file truncated under it), spaces, CRLF endings and NULs after: each line
     stays JSON, found by its trace id and dated by its own time. So does a time written as a Unix number (zap's
-    seconds with a fraction, pino's milliseconds, nanoseconds, digits in a string), and a level in odd dress."""
+    seconds with a fraction, pino's milliseconds, nanoseconds, digits in a string) or under another name (`time`,
+    `@timestamp`), and a level in odd dress."""
     base = time.time_ns() // 10**9 * 10**9 - 60 * 10**9  # a minute ago, whole seconds
     ts = ns_to_rfc3339(base)
     lines = [
@@ -132,6 +133,9 @@ def test_what_writers_put_around_a_json_line_does_not_cost_its_trace_id_or_its_t
         (b"", {"ts": (base + 2 * 10**9) // 10**6}, b"\n"), (b"", {"ts": base + 3 * 10**9 + 7}, b"\n"),
         (b"", {"ts": str((base + 4 * 10**9) // 10**9)}, b"\n"), (b"", {"ts": ts, "level": " ERROR "}, b"\n"),
         (b"", {"ts": ts, "level": "50"}, b"\n"),
+        (b"", {"time": (base + 5 * 10**9) // 10**6, "level": 30}, b"\n"),  # pino: `time`, epoch ms
+        (b"", {"time": ns_to_rfc3339(base + 6 * 10**9).replace("Z", "+00:00")}, b"\n"),  # Go's slog, logrus
+        (b"", {"@timestamp": ns_to_rfc3339(base + 7 * 10**9)}, b"\n"),  # Elastic's ECS
     ]
     trace_ids = [os.urandom(16).hex() for _ in lines]
     with open(pipeline.logs / "wrapped.log", "ab") as f:
@@ -142,8 +146,9 @@ def test_what_writers_put_around_a_json_line_does_not_cost_its_trace_id_or_its_t
     found = [query(pipeline, trace_id=trace_id) for trace_id in trace_ids]
     assert [len(f) for f in found] == [1] * len(lines)
     assert [f[0]["ts_ns"] for f in found] == [base] * 4 + [
-        base + 1_250_000_000, base + 2 * 10**9, base + 3 * 10**9 + 7, base + 4 * 10**9, base, base]
-    assert [f[0]["level"] for f in found] == ["info"] * 8 + ["error", "error"]
+        base + 1_250_000_000, base + 2 * 10**9, base + 3 * 10**9 + 7, base + 4 * 10**9, base, base,
+        base + 5 * 10**9, base + 6 * 10**9, base + 7 * 10**9]
+    assert [f[0]["level"] for f in found] == ["info"] * 8 + ["error", "error"] + ["info"] * 3
     assert all(isinstance(f[0]["line"], dict) for f in found)
 
 

@@ -189,6 +189,19 @@ def test_sigkilled_collector_loses_and_repeats_nothing(pipeline):
     assert_each_line_once(pipeline, 50_000, "alpha", "beta")
 
 
+def test_sigkilled_collector_whose_positions_file_never_lands(pipeline):
+    """Every SIGKILL lands between a push and the positions file: the file cannot be written (its path is a
+    directory: it was also unreadable at start, and the collector did not start). The store's record alone says
+    where to resume."""
+    (pipeline.home / "collector-positions.json").mkdir()
+    pipeline.start_store()
+    pipeline.start_collector()
+    writer = pipeline.write(20_000, 10_000, "iota")
+    kill_repeatedly(pipeline.collector, pipeline.start_collector, seed=3, kills=4)
+    assert writer.wait(60) == 0
+    assert_each_line_once(pipeline, 20_000, "iota")
+
+
 def test_sigkilled_store_loses_and_repeats_nothing(pipeline):
     pipeline.start_store()
     pipeline.start_collector()
@@ -274,6 +287,24 @@ def test_hundreds_of_files_under_a_low_open_files_limit(pipeline):
     assert_each_line_once(pipeline, 10, *names)  # and each file once more, through its closed (parked) file
     health = httpx.get(f"http://127.0.0.1:{pipeline.collector_port}/healthz").json()
     assert health["files"] == 300 and health["files_open"] <= 128 - 64 and health["files_ok"]
+
+
+def test_text_lines_in_a_zone_of_their_own_on_a_machine_not_on_utc(pipeline, monkeypatch):
+    """The collector on a machine 5 hours behind UTC: a text line that names its zone (`…Z`, `+02:00`) is dated by
+    it (it was read as local time: 5 hours off); one that names none is local time, as supervisord writes it."""
+    monkeypatch.setenv("TZ", "EST+5")  # the store's and the collector's zone
+    pipeline.start_store()
+    pipeline.start_collector()
+    base = time.time_ns() // 10**9 * 10**9 - 60 * 10**9
+    utc = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(base / 1e9))
+    plus_two = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(base / 1e9 + 7200))
+    local = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(base / 1e9 - 5 * 3600))
+    text = f"{utc}.250Z INFO one\n{plus_two}+02:00 INFO two\n{local},500 INFO three\n"
+    (pipeline.logs / "zoned.log").write_text(text)
+    wait_for(lambda: pipeline.stored() == 3, 30, "three lines")
+    lines = httpx.get(f"{pipeline.store_url}/api/logs", params={"direction": "forward"}, timeout=10).json()["lines"]
+    assert [(line["ts_ns"] - base, line["line"].split()[-1]) for line in lines] == [
+        (0, "two"), (250_000_000, "one"), (500_000_000, "three")]
 
 
 def test_store_stops_promptly_with_a_live_tail_open(pipeline):

@@ -261,6 +261,30 @@ def test_bad_push_is_a_400_naming_the_field(server, body, problem):
     assert problem in r.json()["message"]
 
 
+def test_a_push_body_too_large_once_uncompressed_is_refused_before_it_is_uncompressed(server):
+    """5 bytes of LZ4 declaring 2 GiB made the store allocate 2 GiB (and die of it under a memory limit); a snappy
+    body can declare as much, a gzip bomb inflates 1,000-fold. A size the body cannot hold is a 400; a real body
+    over 64 MiB uncompressed a 413 naming the limit; the store goes on."""
+    lines_before = httpx.get(f"{server}/api/stats").json()["lines"]
+    limit = 64 * 1024 * 1024
+    snappy_2gib = bytes([0xFF, 0xFF, 0xFF, 0xFF, 0x07]) + b"\x00"
+    big = b" " * (limit + 1)
+    bodies = [((0x7FFFFFFF).to_bytes(4, "little") + b"\x00", "lz4", wire.CONTENT_TYPE, 400),
+              (snappy_2gib, "", "application/x-protobuf", 400),
+              (gzip.compress(snappy_2gib), "gzip", "application/x-protobuf", 400),
+              (bytes(cramjam.lz4.compress_block(big)), "lz4", wire.CONTENT_TYPE, 413),
+              (bytes(cramjam.snappy.compress_raw(big)), "", "application/x-protobuf", 413),
+              (gzip.compress(big), "gzip", "application/json", 413)]
+    for body, encoding, content_type, status in bodies:
+        headers = {"content-type": content_type, **({"content-encoding": encoding} if encoding else {})}
+        r = httpx.post(f"{server}/loki/api/v1/push", content=body, headers=headers, timeout=30)
+        assert r.status_code == status, (encoding, content_type, r.text)
+        assert ("declares" if status == 400 else str(limit)) in r.json()["message"]
+        assert r.json()["error"] == ("bad_request" if status == 400 else "payload_too_large")
+    assert push_entries(server, entry(T0, "after", "still here")).status_code == 204
+    assert httpx.get(f"{server}/api/stats").json()["lines"] == lines_before + 1
+
+
 def test_any_broken_push_body_is_a_400(server):
     """Bodies broken in every way a wire can break them: a 400, never a 500 (which Promtail and Alloy retry for
     ever). Before, a truncated gzip (EOFError), corrupt snappy (cramjam's own error) or a protobuf with a byte
@@ -298,6 +322,8 @@ def test_any_broken_push_body_is_a_400(server):
     ({"direction": "sideways"}, "direction"),
     ({"trace_id": "a b"}, "trace_id"),
     ({"services": "ui"}, "services"),
+    ({"q": "*"}, "q"),  # no word: it matched nothing, silently
+    ({"q": "%\x00 ->"}, "q"),
 ])
 def test_bad_query_params_are_400s_naming_them(server, params, param):
     r = httpx.get(f"{server}/api/logs", params=params)
@@ -344,6 +370,25 @@ def test_words_beyond_ascii_are_found_in_either_case_and_either_json_form(server
         assert found(q) == [0, 1, 2], q
     assert found("東京") == [0, 1]
     assert found("cafe") == [3]
+
+
+def test_levels_pushed_by_another_agent_are_found_as_the_collectors_are(server):
+    """Alloy and Promtail push the `level` a line says as it is (Go's slog: `ERROR`, `WARN`): `level=error` and
+    the console's level filter missed those lines; the label values listed `ERROR` beside `error`."""
+    spec = [("ERROR", "one"), ("err", "two"), ("WARN", "three"), (" Info ", "four"), ("notice", "five")]
+    streams = [({"job": "alloy", "service": "slogger", "level": level}, [[str(T0 + i), message]])
+               for i, (level, message) in enumerate(spec)]
+    assert json_push(server, streams).status_code == 204
+
+    def found(*levels: str) -> list[str]:
+        params = {"service": "slogger", "level": list(levels), "direction": "forward"}
+        return [line["line"] for line in httpx.get(f"{server}/api/logs", params=params).json()["lines"]]
+
+    assert found("error") == found("ERROR") == ["one", "two"]
+    assert found("warning") == found("warn") == ["three"]
+    assert found("info") == ["four"] and found("notice") == ["five"]
+    values = httpx.get(f"{server}/loki/api/v1/label/level/values").json()["data"]
+    assert {"error", "warning", "info", "notice"} <= set(values) and not {"ERROR", "WARN", "err"} & set(values)
 
 
 def test_tail_streams_new_lines(server):

@@ -35,3 +35,20 @@ def test_a_port_in_use_is_never_picked(monkeypatch):
         monkeypatch.setattr(ports, "_random", Scripted())
         monkeypatch.setattr(ports, "_ephemeral_floor", lambda: 60000)
         assert free_port() not in taken
+
+
+def test_a_claimed_port_is_not_handed_out(monkeypatch):
+    """The edge port a user chose is free until the gateway binds it; the platform's other listeners are picked
+    before that and must not get it."""
+    claimed = free_port()
+    ports._handed_out.discard(claimed)
+    ports.claim(claimed)
+    offered = iter([claimed, claimed])
+
+    class Scripted:
+        def randrange(self, low, high):
+            return next(offered, claimed + 1)
+
+    monkeypatch.setattr(ports, "_random", Scripted())
+    monkeypatch.setattr(ports, "_ephemeral_floor", lambda: 60000)
+    assert free_port() != claimed

@@ -56,6 +56,12 @@ def free_port(host: str = "127.0.0.1") -> int:
     raise PortInUseError(f"no free port found on {host}")
 
 
+def claim(port: int) -> None:
+    """A port chosen elsewhere (declared, or picked by the caller's process) that this process must not hand
+    out: it may not be bound yet."""
+    _handed_out.add(port)
+
+
 def port_owner(port: int) -> str | None:
     """'envoy (pid 123)' for a listening TCP port, when the OS lets us see it."""
     try:

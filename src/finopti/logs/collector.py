@@ -56,6 +56,7 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from finopti.logs import wire
+from finopti.logs.levels import KNOWN, level_word
 from finopti.logs.line_guard import identity_of_certificate, lines_with_marks, own_sources, redact, redact_bytes
 from finopti.logs.metadata import INDEXED, NOT_AN_OBJECT, SCALARS, Fields, decode_fields, from_object
 from finopti.logs.multiline import (
@@ -84,8 +85,7 @@ log = logging.getLogger("finopti.collector")
 PUSH_PATH = "/loki/api/v1/push"
 DROP_STATUSES = {400, 413, 422}
 JOB = "finopti"
-_LEVELS = {"warn": "warning", "err": "error", "crit": "critical", "fatal": "critical", "dbg": "debug"}
-_KNOWN_LEVELS = {name: name for name in ("debug", "info", "warning", "error", "critical")}
+_KNOWN_LEVELS = KNOWN
 
 
 _NUMERIC_LEVELS = {1: "debug", 2: "debug", 3: "info", 4: "warning", 5: "error", 6: "critical"}  # pino, bunyan
@@ -96,10 +96,10 @@ def normalize_level(level: object, message: object = "") -> str:
     letters as it is, `notice`), a number as pino and bunyan write them (30 info, 50 error); absent or anything
     else (a list, an object, `4f2a…`) inferred from the message: a label per odd value would be a stream each."""
     if level.__class__ is str:
-        text = level.strip().lower() or "info"
-        known = _KNOWN_LEVELS.get(text) or _LEVELS.get(text)
-        if known is not None or (text.isascii() and text.isalpha() and len(text) <= 12):
-            return known or text
+        word = level_word(level) if level.strip() else "info"
+        if word is not None:
+            return word
+        text = level.strip()
         if text.isascii() and text.isdigit() and len(text) <= 3:  # "50": pino's number, written as a string
             return _NUMERIC_LEVELS.get(int(text) // 10, "info")
     elif level.__class__ is int:
@@ -202,6 +202,8 @@ def parse_line(raw: bytes, component: str, now_ns: int, stats: ParseStats,
             stats.capped += 1
         service = service_of(component)
     ts = obj.ts
+    if ts is None:  # slog, logrus, bunyan, pino: `time`; structlog: `timestamp`; ECS: `@timestamp`
+        ts = obj.time if obj.time is not None else obj.timestamp if obj.timestamp is not None else obj.at_timestamp
     base = _SECONDS.get(ts[:19], -1) if ts.__class__ is str and len(ts) == 24 and ts[19] == "." else -1
     millis = ts[20:23] if base >= 0 and ts[23] == "Z" else ""
     if millis.isascii() and millis.isdigit():  # the services' `…T12:07:55.548Z`, its second seen before
@@ -526,7 +528,7 @@ class Collector:
             return int(doc.get("seq", 0)), {p: Position.from_json(v) for p, v in doc["positions"].items()}
         except FileNotFoundError:
             return 0, {}
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, OSError) as exc:  # OSError: unreadable (a directory, EIO, EACCES)
             log.warning("ignoring unreadable positions file %s: %s", self.positions_path, exc)
             return 0, {}
 
@@ -707,7 +709,7 @@ class Collector:
                 try:
                     parsed = parse_line(raw, component, now_ns, stats, grace, own, i in suspects)
                 except Exception:
-                    parsed = self._unparseable(raw, component)
+                    parsed = self._unparseable(raw, component, now_ns)
                 if parsed is not None and not self.batch.add(parsed, limit):
                     self._full(chunk, done_end, done_last)
                     self.batch.add(parsed, limit)
@@ -720,7 +722,7 @@ class Collector:
                 try:
                     parsed = parse_line(entry.text, component, entry.read_ns, stats, grace, own)
                 except Exception:
-                    parsed = self._unparseable(entry.text, component)
+                    parsed = self._unparseable(entry.text, component, entry.read_ns)
                 if parsed is not None and not self.batch.add(parsed, limit):
                     self._full(chunk, done_end, done_last)
                     self.batch.add(parsed, limit)
@@ -736,11 +738,23 @@ class Collector:
         if self.batch.lines >= self.batch_lines or self.batch.bytes >= self.batch_bytes:
             self.flush()
 
-    def _unparseable(self, raw: bytes, component: str) -> None:
-        """A line that made parse_line raise (a case no test foresaw): skipped and counted, so that it cannot stop
-        the reader (a restarted collector would read it again, and stop again)."""
-        log.exception("skipping a line of %s that could not be parsed: %r", component, raw[:200])
-        self.metrics.rejected.labels("unparseable").inc()
+    def _unparseable(self, raw: bytes, component: str, now_ns: int) -> Parsed | None:
+        """A line that made parse_line raise (a case no test foresaw, or no descriptor left for a lazy import): kept
+        as plain text of its file's service, dated when read, its credentials redacted (`unstructured`,
+        reason="unparseable"), so that it can neither stop the reader (a restarted collector would read it again,
+        and stop again) nor be lost. Skipped and counted only if even that raises."""
+        log.exception("a line of %s could not be parsed, kept as text: %r", component, raw[:200])
+        try:
+            text, _ = redact(raw.decode(errors="replace"))
+            service = service_of(component)
+            extras = {"component": component} if component != service else None
+            parsed = _new(Parsed, (service, "info", now_ns, text.encode(), None, extras))
+        except Exception:
+            log.exception("skipping a line of %s that could not be kept", component)
+            self.metrics.rejected.labels("unparseable").inc()
+            return None
+        self.metrics.unstructured.labels("unparseable").inc()
+        return parsed
 
     def _full(self, chunk: Chunk, done_end: int, done_last: bytes) -> None:
         """The batch cannot take the next entry: send it, with the position just after the entry before."""

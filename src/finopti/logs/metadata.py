@@ -23,6 +23,11 @@ class Fields(msgspec.Struct, gc=False):
     of the collector's time per line."""
 
     ts: Any = None
+    # A line's time under the other names loggers give it (read when there is no `ts`): `time` (Go's slog, logrus,
+    # bunyan; pino's epoch ms), `timestamp` (structlog), `@timestamp` (Elastic's ECS, logstash).
+    time: Any = None
+    timestamp: Any = None
+    at_timestamp: Any = msgspec.field(default=None, name="@timestamp")
     level: Any = None
     service: Any = None
     message: Any = None

@@ -407,10 +407,12 @@ class FileTail:
             newer = self.files[index + 1] if index + 1 < len(self.files) else None
             if f.buffer and newer is not None:
                 # Rotated mid-line: the rest of the line starts the next file, which waits (unread) while an
-                # older file holds half a line.
+                # older file holds half a line. The old file is still followed for rotate_wait: a writer that holds
+                # it (logrotate's `create`, until its reopen) may yet write the rest there, and lines after it,
+                # which were lost when the file was let go here.
                 newer.buffer, newer.discarding = f.buffer + newer.buffer, f.discarding or newer.discarding
                 newer.forget_on_emit.append(f.key)
-                self._drop(f)
+                f.buffer, f.discarding, f.last_growth = b"", False, time.monotonic()
                 continue
             if not f.buffer and time.monotonic() - f.last_growth >= self.rotate_wait:
                 self.forgotten.append(f.key)

@@ -4,7 +4,7 @@ import calendar
 import math
 import re
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
@@ -67,19 +67,26 @@ def _ns_since_epoch(aware: datetime) -> int:
 
 
 # A text line that starts with its own time: Envoy's `[2026-11-26 12:08:17.666]`, supervisord's and Python
-# logging's `2026-11-26 12:07:43,954`; both write this machine's local time, without a zone.
-_LEADING_TIME = re.compile(r"\[?(\d{4})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(?:[.,](\d{1,9}))?(?![\d:])", re.ASCII)
+# logging's `2026-11-26 12:07:43,954`; both write this machine's local time, without a zone. A zone written after
+# it (`2026-11-26T12:07:43.123Z`, zap's console, Go; `+02:00`) is the line's own.
+_LEADING_TIME = re.compile(r"\[?(\d{4})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(?:[.,](\d{1,9}))?"
+                           r"(?:([Zz])|([+-])(\d\d):?(\d\d))?(?![\d:])", re.ASCII)
 
 
 def leading_time_ns(text: str) -> int | None:
-    """The time a text line starts with, read in the local time zone, in ns; None when it starts with none."""
+    """The time a text line starts with, in its own zone if it names one, else read in the local time zone, in ns;
+    None when it starts with none."""
     match = _LEADING_TIME.match(text)
     if match is None:
         return None
-    *fields, fraction = match.groups()
+    *fields, fraction, utc, sign, hours, minutes = match.groups()
     try:
-        local = datetime(*map(int, fields))  # naive: astimezone() reads it in the local zone, as it was written
-        aware = local.astimezone(UTC)
+        written = datetime(*map(int, fields))
+        if utc or sign:
+            offset = timedelta(hours=int(hours), minutes=int(minutes)) if sign else timedelta(0)
+            aware = written.replace(tzinfo=timezone(-offset if sign == "-" else offset))
+        else:
+            aware = written.astimezone(UTC)  # naive: astimezone() reads it in the local zone, as it was written
     except (ValueError, OverflowError, OSError):  # `0001-01-01 00:00:00`: no such time in the local zone
         return None
     return max(OLDEST_NS, _ns_since_epoch(aware) + int((fraction or "").ljust(9, "0")))

@@ -50,7 +50,33 @@ def lua_string(text: str) -> str:
 QUERY_CREDENTIALS_LUA = """
 local FINOPTI_CREDENTIAL_WORDS = {FINOPTI_WORDS}
 local FINOPTI_REDACTED = FINOPTI_REDACTED_TEXT
-local FINOPTI_JWT = "eyJ[%w_-]+%.eyJ[%w_-]+%.[%w_-]*"
+
+-- JWTs replaced, and how many: a header and a payload of base64url JSON ("eyJ" and at least four more characters,
+-- the header's "eyJ" anywhere in its segment), a dot after each, then the signature. Found in one pass over runs of
+-- the token alphabet split at their dots, never by a pattern tried at every "eyJ": on a path of "eyJeyJ…" that was
+-- quadratic (5 s of a gateway worker for one 57 KB request).
+local function finopti_redact_jwts(s)
+  local count = 0
+  local redacted = s:gsub("[%w_%.%-]+", function(run)
+    if not run:find("eyJ", 1, true) then return nil end
+    local parts, out, i = {}, {}, 1
+    for part in (run .. "."):gmatch("([^.]*)%.") do parts[#parts + 1] = part end
+    while i <= #parts do
+      local at = parts[i]:find("eyJ", 1, true)
+      if at and #parts[i] - at >= 6 and i + 2 <= #parts and parts[i + 1]:sub(1, 3) == "eyJ"
+          and #parts[i + 1] >= 7 then
+        out[#out + 1] = parts[i]:sub(1, at - 1) .. FINOPTI_REDACTED
+        count = count + 1
+        i = i + 3
+      else
+        out[#out + 1] = parts[i]
+        i = i + 1
+      end
+    end
+    return table.concat(out, ".")
+  end)
+  return redacted, count
+end
 
 local function finopti_unescape(s)
   for _ = 1, 3 do
@@ -68,12 +94,13 @@ local function finopti_is_credential(name, value)
   for _, word in ipairs(FINOPTI_CREDENTIAL_WORDS) do
     if lower:find(word, 1, true) then return true end
   end
-  return value:find(FINOPTI_JWT) ~= nil
+  local _, jwts = finopti_redact_jwts(value)
+  return jwts > 0
 end
 
 function finopti_scan_query(path)
   local mark = path:find("?", 1, true)
-  local segments, in_path = (mark and path:sub(1, mark - 1) or path):gsub(FINOPTI_JWT, FINOPTI_REDACTED)
+  local segments, in_path = finopti_redact_jwts(mark and path:sub(1, mark - 1) or path)
   if not mark then
     if in_path == 0 then return nil end
     return segments, nil

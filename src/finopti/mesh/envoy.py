@@ -31,6 +31,7 @@ from finopti.mesh.envoy_edge import (
     TRACE_ID,
     cel_filter,
     early_header_mutations,
+    edge_connection_limit,
     edge_guard_filter,
     edge_protocol_options,
     edge_virtual_hosts,
@@ -50,7 +51,7 @@ from finopti.mesh.envoy_traffic import (
     route_fault,
     route_rate_limit,
 )
-from finopti.mesh.model import RoutePolicy
+from finopti.mesh.model import GATEWAY_MAX_CONNECTIONS, RoutePolicy
 from finopti.mesh.resolved import ResolvedBackend, ResolvedMesh, ResolvedRoute, most_specific_first
 from finopti.observability.envoy_stats import envoy_stats_config, route_stat_prefix
 from finopti.pki import TRUST_DOMAIN
@@ -129,7 +130,7 @@ def _bootstrap(rt: GatewayRuntime) -> dict:
                     "typed_config": {
                         "@type": "type.googleapis.com/envoy.extensions.resource_monitors."
                         "downstream_connections.v3.DownstreamConnectionsConfig",
-                        "max_active_downstream_connections": 10000,
+                        "max_active_downstream_connections": GATEWAY_MAX_CONNECTIONS,
                     },
                 }
             ]
@@ -616,7 +617,9 @@ def _listener(name: str, mesh: ResolvedMesh, rt: GatewayRuntime) -> dict:
         # Bounds on reading a request from outside: timeouts for slow clients, header limits, no `_` in names.
         **(edge_protocol_options(mesh.gateway.edge) if name == "edge" else {}),
     }
-    chain: dict = {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+    hcm_filter = {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
+    limit = [edge_connection_limit(mesh.gateway.edge)] if name == "edge" else []
+    chain: dict = {"filters": [*limit, hcm_filter]}
     if name == "mesh" and rt.mtls:
         chain["transport_socket"] = _downstream_tls(rt)
     return {

@@ -12,8 +12,9 @@
   id, and the gateway's own error answers can name it), and at the edge a client's `x-request-id` is moved to
   `x-client-request-id` when it is short and plain, dropped otherwise; the gateway always makes its own
   request id there.
-- The edge reads requests with bounds: HTTP/1.1 only, headers and the whole request must arrive in time (408), an
-  idle connection is closed, header count and size are limited (431), and header names with `_` are refused.
+- The edge reads requests with bounds: HTTP/1.1 only, at most `max_connections` connections (the rest of the
+  gateway's are the mesh listener's), headers and the whole request must arrive in time (408), an idle connection
+  is closed, header count and size are limited (431), and header names with `_` are refused.
 """
 
 from finopti.mesh import replies
@@ -201,6 +202,10 @@ def edge_protocol_options(edge: EdgeListener) -> dict:
         # default Envoy also took HTTP/2 with prior knowledge (h2c), a second protocol and its own refusals (a
         # header name with `_` was a stream reset, no JSON, no request id) for no client of ours.
         "codec_type": "HTTP1",
+        # `%2F` and `%5C` are refused: Envoy routes on the path with them escaped, a backend may read them as `/` and
+        # `\` (Prometheus answered `/api/metrics/..%2F..%2F-%2Freload` with a redirect to its lifecycle API). No
+        # path of ours has one, so the gateway and every backend see the same path segments.
+        "path_with_escaped_slashes_action": "REJECT_REQUEST",
         "request_headers_timeout": _seconds(edge.header_timeout),
         "request_timeout": _seconds(edge.request_timeout),
         "max_request_headers_kb": replies.MAX_HEADERS_KB,
@@ -212,6 +217,15 @@ def edge_protocol_options(edge: EdgeListener) -> dict:
             "headers_with_underscores_action": "REJECT_REQUEST",
         },
     }
+
+
+def edge_connection_limit(edge: EdgeListener) -> dict:
+    """The edge's own share of the gateway's connections. The overload manager's limit counts both listeners:
+    10,000 idle connections opened at the edge (1 s of work for one local client) left the mesh listener refusing
+    every service's call, the whole platform down, while they stayed open."""
+    return {"name": "envoy.filters.network.connection_limit", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit",
+        "stat_prefix": "edge", "max_connections": edge.max_connections}}
 
 
 # --- host names and origins ---------------------------------------------------------------------------------

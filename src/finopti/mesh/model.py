@@ -237,6 +237,8 @@ class Listener(Strict):
 # A host name, an IPv4 address or a bracketed IPv6 address, lowercase and without a port.
 HOST_PATTERN = r"^(\[[0-9a-f:.]+\]|[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?)$"
 LOOPBACK_HOSTS = ["localhost", "127.0.0.1", "[::1]"]
+# Connections the gateway holds at most, both listeners together (Envoy's overload manager).
+GATEWAY_MAX_CONNECTIONS = 10000
 
 
 class EdgeListener(Listener):
@@ -254,6 +256,10 @@ class EdgeListener(Listener):
                                       "arrive within this long (408 otherwise); the answer may take longer")
     idle_timeout: Duration = Field(default=60.0, gt=0, description="a connection with no request in flight is "
                                    "closed after this long")
+    # Clients at the front door must not take the connections the services need to reach each other.
+    max_connections: int = Field(default=8000, gt=0, lt=GATEWAY_MAX_CONNECTIONS, description="connections the "
+                                 f"edge holds at most (a new one past them is closed at once); the rest of the "
+                                 f"gateway's {GATEWAY_MAX_CONNECTIONS} are the mesh listener's")
 
     @model_validator(mode="after")
     def _valid_hosts(self) -> "EdgeListener":

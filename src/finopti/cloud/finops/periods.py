@@ -14,6 +14,7 @@ DAY = 86400
 NAMED = ("yesterday", "last_7_days", "last_14_days", "last_30_days", "last_90_days", "this_week", "last_week",
          "this_month", "month_to_date", "last_month", "this_quarter", "last_quarter", "this_year")
 LAST_DAYS = re.compile(r"^last_(\d{1,3})_days?$")  # any number of days: last_10_days
+MONTH_DAY = re.compile(r"^([a-z]+)_(\d{1,2})$")  # november_12: the latest November 12 that has begun
 QUARTERS = ("q1", "q2", "q3", "q4")  # the latest such quarter that has begun
 MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
           "november", "december")
@@ -111,6 +112,21 @@ def _named(name: str, today: date) -> tuple[date, date]:
     raise AssertionError(name)
 
 
+def _one_day(name: str, today: date) -> date:
+    """`2026-11-12`, or `november_12`: the latest such day before today."""
+    try:
+        if name[:4].isdigit():
+            return date.fromisoformat(name)
+        month, day = MONTH_DAY.match(name).groups()  # type: ignore[union-attr]
+        for year in (today.year, today.year - 1):
+            found = date(year, MONTHS.index(month) + 1, int(day)) if int(day) <= 31 else None
+            if found and found < today:
+                return found
+    except ValueError:
+        pass
+    raise InvalidArgument(f"period {name!r} is not a real day.")
+
+
 def resolve(period: str | None, start: str | None, end: str | None, today_ts: int, first_ts: int,
             default: str = "last_30_days") -> Period:
     """A period from a name, a month (YYYY-MM) or start/end dates (both inclusive), inside the data's range
@@ -127,9 +143,12 @@ def resolve(period: str | None, start: str | None, end: str | None, today_ts: in
         if not isinstance(period, str):
             raise InvalidArgument(f"period must be a string, got {period!r}.")
         name = period.strip()
-        if not re.fullmatch(r"\d{4}-\d{2}", name):
+        if not re.fullmatch(r"\d{4}-\d{2}(-\d{2})?", name):
             name = name.lower().replace(" ", "_").replace("-", "_")
-        if re.fullmatch(r"\d{4}-\d{2}", name):
+        day = MONTH_DAY.match(name)
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", name) or (day and day[1] in MONTHS):
+            first = last = _one_day(name, today)
+        elif re.fullmatch(r"\d{4}-\d{2}", name):
             try:
                 first = date.fromisoformat(f"{name}-01")
             except ValueError:
@@ -140,7 +159,8 @@ def resolve(period: str | None, start: str | None, end: str | None, today_ts: in
             first, last = _named(name, today)
         else:
             raise InvalidArgument(f"unknown period {period!r}; use one of {', '.join(NAMED)}, last_<n>_days, a "
-                                  "month's name, q1-q4 or YYYY-MM, or start/end dates YYYY-MM-DD.")
+                                  "month's name, q1-q4, YYYY-MM, one day (YYYY-MM-DD or november_12), or start/end "
+                                  "dates YYYY-MM-DD.")
         label = name
     if last < first:
         raise InvalidArgument(f"the period ends ({last.isoformat()}) before it starts ({first.isoformat()}).")

@@ -18,6 +18,7 @@ FINOPTI_LOGSTORE_FUTURE_GRACE (`10m`), FINOPTI_LOGSTORE_RETENTION_INTERVAL (`60s
 import asyncio
 import contextlib
 import gzip
+import io
 import json
 import logging
 import os
@@ -35,8 +36,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import QueryParams
 
 from finopti.logs import wire
+from finopti.logs.levels import level_word
 from finopti.logs.lokipb import decode_push
-from finopti.logs.search import format_cursor, parse_cursor
+from finopti.logs.search import format_cursor, parse_cursor, text_pattern
 from finopti.logs.store import MAX_LIMIT, Admission, Delivery, LogQuery, LogStore, PushError
 from finopti.logs.times import parse_since, parse_time, since_ns
 from finopti.logs.trace_search import TraceFilter, search_traces
@@ -92,7 +94,7 @@ def log_query(params: QueryParams, *, default_limit: int = 100) -> LogQuery:
     if q.start is not None and q.end is not None and q.start >= q.end:
         raise bad_request("end", "must be after start")
     q.services = [s for s in params.getlist("service") if s]
-    q.levels = [s.lower() for s in params.getlist("level") if s]
+    q.levels = [level_word(s) or s.strip().lower() for s in params.getlist("level") if s.strip()]
     for name in ("trace_id", "request_id"):
         value = params.get(name)
         if value is not None and not _ID.match(value):
@@ -105,6 +107,8 @@ def log_query(params: QueryParams, *, default_limit: int = 100) -> LogQuery:
         except ValueError as exc:
             raise bad_request("cursor", f"{exc} (the next_cursor of the page before)") from None
     q.text = params.get("q") or None
+    if q.text is not None and text_pattern(q.text) is None:  # it matched nothing, silently: `*`, `%`, `->`
+        raise bad_request("q", "expected a word to look for (letters or digits): punctuation alone is not searched")
     if "limit" in params:
         try:
             q.limit = int(params["limit"])
@@ -169,21 +173,74 @@ def json_streams(body: bytes) -> list[tuple[dict, list]]:
     return out
 
 
-def decoded(body: bytes, encoding: str, content_type: str) -> tuple[bytes, list | None]:
+# A push body at most, compressed or not (Loki's distributor takes 100 MB; Promtail's batches are 1 MiB, the
+# collector's 1 MB). The sizes that LZ4 and snappy bodies declare are checked before anything is allocated: a
+# 5-byte LZ4 body declaring 2 GiB made the store allocate it, and die of it under a memory limit.
+MAX_PUSH_BYTES = 64 * 1024 * 1024
+
+
+class BodyTooLarge(Exception):
+    """A push body over MAX_PUSH_BYTES (as sent, or once uncompressed): a 413."""
+
+
+async def read_body(request: Request, limit: int = MAX_PUSH_BYTES) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"the push body is {int(declared)} bytes, over {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"the push body is over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# The most a byte of each format can stand for: an LZ4 block 255 (a match length byte), snappy 64 (a 2-byte copy).
+_MAX_RATIO = {"LZ4": 255, "snappy": 32}
+
+
+def _check_declared(size: int, what: str, body: bytes, limit: int) -> None:
+    """Before anything is allocated: a size the body cannot hold is a 400, one over `limit` a 413."""
+    if size > _MAX_RATIO[what] * len(body) + 64:
+        raise PushError(f"invalid push body: it declares {size} bytes uncompressed, which {len(body)} bytes of"
+                        f" {what} cannot hold")
+    if size > limit:
+        raise BodyTooLarge(f"the push body declares {size} bytes uncompressed ({what}), over {limit}")
+
+
+def _snappy_size(body: bytes) -> int:
+    """The uncompressed size a raw snappy body starts with (a varint)."""
+    size, shift = 0, 0
+    for byte in body[:10]:
+        size |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            break
+    return size
+
+
+def decoded(body: bytes, encoding: str, content_type: str, limit: int = MAX_PUSH_BYTES) -> tuple[bytes, list | None]:
     """A push body, uncompressed, and its streams (None: the collector's columns, which go to the store as they
     are). Any fault of the body is a PushError (a 400): a truncated gzip, corrupt snappy or a malformed protobuf
-    raised errors of their own (a 500, which Promtail and Alloy retry for ever)."""
+    raised errors of their own (a 500, which Promtail and Alloy retry for ever); one over `limit` once uncompressed
+    is BodyTooLarge (a 413), found before it is uncompressed."""
     try:
         if encoding == "gzip":
-            body = gzip.decompress(body)
+            with gzip.GzipFile(fileobj=io.BytesIO(body)) as unzipped:
+                body = unzipped.read(limit + 1)
+            if len(body) > limit:
+                raise BodyTooLarge(f"the push body is over {limit} bytes uncompressed")
         elif encoding == "lz4":
+            _check_declared(int.from_bytes(body[:4], "little"), "LZ4", body, limit)
             body = wire.decompress(body)
         if "protobuf" in content_type:
+            _check_declared(_snappy_size(body), "snappy", body, limit)
             return body, decode_push(body)
         if content_type.startswith(wire.CONTENT_TYPE):
             return body, None
         return body, json_streams(body)
-    except PushError:
+    except (PushError, BodyTooLarge):
         raise
     except Exception as exc:
         raise PushError(f"invalid push body ({type(exc).__name__}): {exc}") from None
@@ -300,8 +357,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     @app.post(PUSH_PATH)
     async def push(request: Request) -> Response:
         started = time.perf_counter()
-        body = await request.body()
         try:
+            body = await read_body(request)
             body, streams = decoded(body, request.headers.get("content-encoding", "").lower(),
                                     request.headers.get("content-type", ""))
             delivery = delivery_from(request)
@@ -322,6 +379,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             health.recovered()
             if delivery is not None:
                 await order.done(delivery)
+        except BodyTooLarge as exc:
+            REJECTED.inc()
+            return JSONResponse(error_body(413, "payload_too_large", str(exc)), 413)
         except (PushError, ValueError, OSError, IndexError, OverflowError) as exc:
             REJECTED.inc()
             message = str(exc) if isinstance(exc, PushError) else f"invalid push body: {exc}"

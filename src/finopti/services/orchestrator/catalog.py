@@ -131,7 +131,8 @@ GROUP_WORDS: dict[str, tuple[str, str | None]] = {
        for group, words in _GROUP_KEYS.items() if group[0] == "label"
        for word in words
        for which in ("which", "what")},
-    **{f"most expensive {word}": ("instance", None) for word in _GROUP_KEYS[("instance", None)]},
+    **{f"{most} {word}": ("instance", None) for word in _GROUP_KEYS[("instance", None)]
+       for most in ("most expensive", "cheapest", "least expensive", "top *")},
     **{f"{word} {verb} the most": ("instance", None) for word in _GROUP_KEYS[("instance", None)]
        for verb in ("cost", "costs", "that cost", "that costs")},
     **{f"{verb} the most": ("instance", None) for verb in ("costing us", "costing", "costs us", "cost us")},
@@ -182,7 +183,7 @@ COST_GROUP_WORDS: dict[str, tuple[str, str | None]] = {
     **{f"{which} {word}": group
        for group, words in {**_COST_GROUPS, **{g: w for g, w in _GROUP_KEYS.items() if g[0] == "label"}}.items()
        for word in words if group[0] not in ("day", "month")
-       for which in ("which", "what", "top", "biggest", "largest", "most expensive")},
+       for which in ("which", "what", "top", "top *", "biggest", "largest", "most expensive")},  # top 3 services
     "daily": ("day", None), "day by day": ("day", None), "per day": ("day", None), "each day": ("day", None),
     "month by month": ("month", None),
 }
@@ -210,7 +211,15 @@ VOCABULARY: dict[str, dict] = {
 INSTANCE_NOUNS = {"instance": 0.8, "instances": 1.5, "vm": 0.8, "vms": 1.5, "server": 0.8, "servers": 1.5,
                   "machine": 0.8, "machines": 1.5, "node": 1.0, "nodes": 1.0, "boxes": 1.0, "fleet": 1.0,
                   "compute engine": 1.5}
-_THE_INSTANCE = {"instance": 0.5, "vm": 0.5, "server": 0.5, "machine": 0.5, "box": 0.5}
+_THE_INSTANCE = {"instance": 0.5, "vm": 0.5, "server": 0.5, "machine": 0.5, "box": 0.5,
+                 # "delete all unattached disks" is no instance's deletion (out of scope, never a question
+                 # offering instances to delete)
+                 **{noun: -2.0 for noun in ("disk", "disks", "volume", "volumes", "bucket", "buckets", "snapshot",
+                                            "snapshots", "ips", "ip", "addresses", "address", "old snapshots",
+                                            "external ips", "external ip", "static ips", "ip addresses",
+                                            "unused resources", "idle resources", "orphaned resources",
+                                            "wasted resources", "persistent disks", "storage buckets", "idle ips",
+                                            "idle ip", "idle addresses", "idle external ips")}}
 
 
 def _if_we(*done: str) -> dict[str, float]:
@@ -273,7 +282,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
                "power up": 3.0, "turn on": 3.0, "turn * on": 3.0, "switch on": 3.0, "spin up": 3.0,
                "resume": 3.0, "wake up": 3.0, "wake * up": 3.0, "start up": 3.0, "fire up": 3.0,
                "be started": 3.0, "unpause": 3.0, "bring * back": 3.0, "fire * up": 3.0, "spin * up": 3.0,
-               "start * up": 3.0, "starting": 3.0, **_if_we("started", "start")},
+               "start * up": 3.0, "starting": 3.0, "power * on": 3.0, **_if_we("started", "start")},
         words=_THE_INSTANCE,
         slots=(Slot("name", "instance", required=True, weight=2.0, ask="Which instance should I start?"),),
         mutates=True,
@@ -367,6 +376,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
         example={"group_by": "label", "label_key": "team"},
         words={"cost": 2.5, "costs": 2.5, "costing": 2.5, "spend": 2.5, "spends": 2.5, "spending": 2.5, "spent": 2.5,
                **{f"most expensive {w}": 2.5 for w in _GROUP_KEYS[("instance", None)]},
+               **{f"cheapest {w}": 2.5 for w in _GROUP_KEYS[("instance", None)]}, "cheapest": 1.5,
                "bill": 2.5, "billing": 2.0, "pay": 2.0, "paying": 2.0, "price": 2.0, "expensive": 2.0,
                "money": 1.0, "monthly": 0.5, "how much": 0.5, "total": 0.5, "run rate": 2.5, "run-rate": 2.5,
                "burn rate": 2.5, "burn": 1.5,
@@ -386,6 +396,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
                "running out of memory": 3.0, "memory pressure": 3.0, "low on memory": 3.0, "out of ram": 3.0,
                "performance": 1.0, "time series": 2.0, "trend": 1.0, "using": 0.5, "mem": 2.0, "processor": 2.0,
                "how idle": 2.5, "maxing out": 2.5, "history": 1.0, "peak": 1.0, "slow": 1.5, "maxed out": 2.5,
+               "idle": 1.5,
                "pegged": 2.5, "maxed": 2.0},
         slots=(Slot("instance", "instance", required=True, weight=2.0, ask="Which instance's utilization?"),
                Slot("metric", "metric", default="cpu"), Slot("days", "days")),
@@ -427,7 +438,7 @@ BILLING_ACTIONS: tuple[ActionSpec, ...] = (
         example={"period": "last_month", "group_by": "service"},
         words={**COST_WORDS, "cost report": 3.0, "billing report": 3.0, "breakdown": 1.0, "break down": 1.0,
                "invoice": 2.0, "invoiced": 2.0, "actual": 1.0, "what did we": 0.5, "how much did": 0.5,
-               "credits": 2.0, "credit": 1.5},
+               "credits": 2.0, "credit": 1.5, "money going": 3.0, "where is the money": 3.0},
         slots=(Slot("project", "project"),
                Slot("period", "period", weight=3.0), Slot("group_by", "cost_group", weight=2.0),
                Slot("service", "cloud_service", weight=1.5), Slot("label", "label")),
@@ -554,6 +565,7 @@ BILLING_ACTIONS: tuple[ActionSpec, ...] = (
                "clean up": 3.0, "cleanup": 3.0, "cleaning up": 3.0, "clean-up": 3.0, "old snapshots": 4.0,
                "snapshots": 3.0, "external ips": 3.5,
                "external ip": 3.5, "ip addresses": 3.0, "ips": 3.0, "static ips": 3.5, "addresses": 2.0,
+               "idle ips": 4.0, "idle ip": 4.0, "idle addresses": 4.0, "idle external ips": 4.5,
                "resources": 1.0, "orphaned resources": 4.0, "what can we delete": 4.0, "could delete": 2.5,
                "can delete": 2.5, "save money": 1.0, "save": 0.5, "idle": 1.0, "leftovers": 2.0, "garbage": 2.0},
     ),

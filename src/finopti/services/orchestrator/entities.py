@@ -188,7 +188,9 @@ class EntityIndex:
         i = 0
         while i < len(said):
             for size in range(len(said) - i, 0, -1):
-                pairs = self.label_values.get(tuple(_CANONICAL_PART.get(p, _norm(p)) for p in said[i:i + size]))
+                key = tuple(_CANONICAL_PART.get(p, _norm(p)) for p in said[i:i + size])
+                # "notebooks", "bastions": a value said in the plural
+                pairs = self.label_values.get(key) or self.label_values.get((*key[:-1], key[-1].removesuffix("s")))
                 if pairs:
                     key, _, value = pairs[0].partition("=")
                     if key in found:
@@ -254,7 +256,7 @@ def _label_context(tokens: tuple[str, ...], start: int, end: int) -> bool:
     return start > 0 and (after in RESOURCE_NOUNS or after in COST_NOUNS)
 
 
-DISK_NOUNS = frozenset({"disk", "disks", "volume", "volumes", "boot"})
+ONE_DISK = frozenset({"disk", "volume", "boot"})
 # "the search budget", "data spend": a label value before a money word is a slice of spend.
 COST_NOUNS = frozenset({"budget", "budgets", "spend", "spending", "cost", "costs", "bill"})
 BUDGET_CONTEXT = frozenset({"stay", "under", "within", "exceed", "afford", "forecast", "spent", "billing"})
@@ -265,9 +267,10 @@ def _keep(reading: Reading, said: tuple[str, ...], tokens: tuple[str, ...], star
     if reading.kind == "label" and len(said) == 1 and said[0] in COMMON_WORDS:
         return _label_context(tokens, start, end)
     if reading.kind == "disk" and any(r.kind == "instance" and r.value == reading.value for r in readings):
-        # A boot disk is named after its instance: the name means the disk only when a disk is spoken of.
+        # A boot disk is named after its instance: the name means the disk only when a disk is spoken of
+        # ("the disk ledger-db-prod-01"); "what disks does ledger-db-prod-01 have" asks about the instance's.
         near = set(tokens[max(0, start - 2):start]) | set(tokens[end:end + 1])
-        return bool(near & DISK_NOUNS)
+        return bool(near & ONE_DISK)
     return True
 
 

@@ -111,6 +111,11 @@ _PHRASES = sorted(((p.split(), p) for p in LEXICON), key=lambda item: -len(item[
 STRONG_VERBS = {phrase: spec.name for spec in (*ACTIONS, OUT_OF_SCOPE) for phrase in spec.verbs}
 CHANGE_VERBS = frozenset(phrase for spec in ACTIONS if spec.mutates for phrase in spec.verbs)
 NEGATORS = frozenset({"not", "never"})
+# What may stand between "not" and the verb it negates: "do not ever stop", "do NOT restart or stop X".
+NEGATION_CARRIES = frozenset({"ever", "to", "you", "please", "even", "or", "and", "nor", "either", "want", "need",
+                              "wish"}) | frozenset(
+    word for phrase in STRONG_VERBS for word in phrase.split() if word != "*")
+NEGATION_REACH = 4
 # "all instances except X", "everything but X": what follows names what is left out, never what is meant.
 EXCLUDING = {("except",): 1, ("excluding",): 1, ("besides",): 1, ("other", "than"): 2, ("apart", "from"): 2,
              ("aside", "from"): 2, ("but", "not"): 2, ("without",): 1}
@@ -179,10 +184,12 @@ def _negated(phrase: Phrase, tokens: tuple[str, ...], taken: set[int]) -> Phrase
     with "not" is no request for it (the names in between do not count)."""
     if phrase.text not in CHANGE_VERBS:
         return phrase
-    before = [t for k, t in enumerate(tokens[:phrase.start]) if k not in taken][-2:]
-    if before and (before[-1] in NEGATORS or (len(before) == 2 and before[0] in NEGATORS
-                                              and before[1] in ("ever", "to", "you", "please", "even"))):
-        return replace(phrase, text=NEGATED_CHANGE)
+    before = [t for k, t in enumerate(tokens[:phrase.start]) if k not in taken][-NEGATION_REACH:]
+    for token in reversed(before):
+        if token in NEGATORS:
+            return replace(phrase, text=NEGATED_CHANGE)
+        if token not in NEGATION_CARRIES:
+            break
     return phrase
 
 
@@ -324,6 +331,8 @@ def _vocabulary_fill(slot: Slot, evidence: Evidence) -> Fill | None:
     if slot.kind == "severity":  # "warnings and errors": the least severe level asked for
         order = ["WARNING", "ERROR", "CRITICAL"]
         values = [min(values, key=order.index)]
+    if slot.kind == "period" and len(values) > 1:  # "september and october": one period at a time; which?
+        return Fill(None, tuple(hits), choices=tuple(values), problem="several")
     return Fill(values[0], tuple(hits))
 
 
@@ -343,6 +352,8 @@ def _quantity_fill(slot: Slot, evidence: Evidence) -> Fill | None:
         return Fill(evidence.quoted[0], ())
     if slot.kind == "period":
         for q in evidence.quantities:
+            if q.kind == "date":
+                return Fill(q.value, (q,))
             period = _period_of(q, evidence.tokens) if q.kind == "window" else None
             if period:
                 return Fill(period, (q,))
@@ -393,6 +404,21 @@ def _narrow(fills: dict[str, Fill], spec: ActionSpec, evidence: Evidence) -> Non
             fills[arg] = Fill(None, fill.sources + tuple(others), choices=tuple(kept), problem=fill.problem)
 
 
+def _side_by_side(fills: dict[str, Fill], spec: ActionSpec) -> None:
+    """"compare prod and staging costs": two values of one label key, for an action that can break costs down,
+    are a breakdown by that key (not a question which one)."""
+    label = next((s for s in spec.slots if s.kind == "label"), None)
+    group = next((s for s in spec.slots if s.kind in ("group_by", "cost_group")), None)
+    fill = fills.get(label.arg) if label else None
+    if fill is None or group is None or group.arg in fills or fill.problem != "several":
+        return
+    keys = {choice.partition("=")[0] for choice in fill.choices}
+    if len(keys) == 1:
+        del fills[label.arg]
+        key = keys.pop()
+        fills[group.arg] = Fill(("label", key), fill.sources, note=f"read {' and '.join(fill.choices)} as by {key}")
+
+
 def _fits(inst, mention: Mention) -> bool:
     """Whether an instance matches what a label or zone mention says (other mentions say nothing of it)."""
     for reading in mention.readings:
@@ -439,11 +465,14 @@ def _score(spec: ActionSpec, evidence: Evidence) -> Candidate:
     verb = False
     fills = _assign_mentions(spec, evidence)
     _narrow(fills, spec, evidence)
+    _side_by_side(fills, spec)
     for slot in spec.slots:
         if slot.arg not in fills:
             fill = _vocabulary_fill(slot, evidence) or _quantity_fill(slot, evidence)
             if fill is None and slot.kind == "instance" and slot.required:
                 fill = _described_instances(spec, fills, evidence)
+            if fill is not None and fill.choices and slot.kind == "period" and spec.name == "compare_costs":
+                fill = replace(fill, value=fill.choices[0], choices=(), problem=None)  # "oct vs sept": the first
             if fill is not None:
                 fills[slot.arg] = fill
     slot_kinds = {s.kind for s in spec.slots}
@@ -560,6 +589,8 @@ def _spoken(arguments: dict, spec: ActionSpec) -> dict[str, str]:
 
 
 def _spoken_period(period: str) -> str:
+    if period[:4].isdigit():
+        return f"on {period}"
     if period.startswith("last_") and period.endswith("_days"):
         return f"the last {period.split('_')[1]} days"
     return period.replace("_", " ")

@@ -32,6 +32,11 @@ MONEY = re.compile(r"^(?P<dollar>\$)?(?P<number>\d[\d,]*(?:\.\d+)?)(?P<scale>[km
 MONEY_UNITS = frozenset({"dollar", "dollars", "usd", "bucks", "$"})
 MONEY_SCALES = {"k": 1_000, "m": 1_000_000, "thousand": 1_000, "grand": 1_000, "million": 1_000_000}
 BUDGET_WORDS = frozenset({"budget", "budgets", "budgeted"})
+MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
+          "november", "december")
+MONTH_OF = {**{m: m for m in MONTHS}, **{m[:3]: m for m in MONTHS}, "sept": "september"}
+ISO_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+DAY_OF_MONTH = re.compile(r"^(\d{1,2})(?:st|nd|rd|th)?$")
 
 
 @dataclass(frozen=True)
@@ -54,8 +59,9 @@ class Quantity:
     start: int
     end: int
     kind: str  # window, percent, below (a bare number after "under"/"below"), above (a percentage after "over"),
-    # money (an amount: "$2,500", "5k", "3000 dollars", a number next to "budget")
-    value: float | Window
+    # money (an amount: "$2,500", "5k", "3000 dollars", a number next to "budget"), date (one day: "2026-11-12",
+    # or "november_12" for "on november 12" / "12 nov": the latest such day, as the tools read month names)
+    value: float | Window | str
 
 
 def _amount(token: str, next_token: str) -> float | None:
@@ -134,12 +140,36 @@ def _money_at(tokens: tuple[str, ...], i: int) -> tuple[int, float] | None:
     return None
 
 
+def _day(token: str) -> int | None:
+    m = DAY_OF_MONTH.match(token)
+    return int(m[1]) if m and 1 <= int(m[1]) <= 31 else None
+
+
+def _date_at(tokens: tuple[str, ...], i: int) -> tuple[int, str] | None:
+    """One day at token i: `2026-11-12`, "november 12", "nov 12th", "12 november"."""
+    token = tokens[i]
+    nxt = tokens[i + 1] if i + 1 < len(tokens) else ""
+    if ISO_DAY.match(token):
+        return 1, token
+    if token in MONTH_OF and _day(nxt) is not None:
+        return 2, f"{MONTH_OF[token]}_{_day(nxt)}"
+    if _day(token) is not None and nxt in MONTH_OF and nxt != "may":
+        return 2, f"{MONTH_OF[nxt]}_{_day(token)}"
+    return None
+
+
 def find_quantities(tokens: tuple[str, ...], taken: set[int]) -> list[Quantity]:
     found: list[Quantity] = []
     i = 0
     while i < len(tokens):
         if i in taken:
             i += 1
+            continue
+        date = _date_at(tokens, i)
+        if date is not None:
+            used, day = date
+            found.append(Quantity(i, i + used, "date", day))  # type: ignore[arg-type]
+            i += used
             continue
         window = _window_at(tokens, i)
         if window is not None:
