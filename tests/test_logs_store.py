@@ -372,6 +372,25 @@ def test_words_beyond_ascii_are_found_in_either_case_and_either_json_form(server
     assert found("cafe") == [3]
 
 
+def test_levels_pushed_by_another_agent_are_found_as_the_collectors_are(server):
+    """Alloy and Promtail push the `level` a line says as it is (Go's slog: `ERROR`, `WARN`): `level=error` and
+    the console's level filter missed those lines; the label values listed `ERROR` beside `error`."""
+    spec = [("ERROR", "one"), ("err", "two"), ("WARN", "three"), (" Info ", "four"), ("notice", "five")]
+    streams = [({"job": "alloy", "service": "slogger", "level": level}, [[str(T0 + i), message]])
+               for i, (level, message) in enumerate(spec)]
+    assert json_push(server, streams).status_code == 204
+
+    def found(*levels: str) -> list[str]:
+        params = {"service": "slogger", "level": list(levels), "direction": "forward"}
+        return [line["line"] for line in httpx.get(f"{server}/api/logs", params=params).json()["lines"]]
+
+    assert found("error") == found("ERROR") == ["one", "two"]
+    assert found("warning") == found("warn") == ["three"]
+    assert found("info") == ["four"] and found("notice") == ["five"]
+    values = httpx.get(f"{server}/loki/api/v1/label/level/values").json()["data"]
+    assert {"error", "warning", "info", "notice"} <= set(values) and not {"ERROR", "WARN", "err"} & set(values)
+
+
 def test_tail_streams_new_lines(server):
     received: list[dict] = []
     opened = threading.Event()

@@ -56,6 +56,7 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from finopti.logs import wire
+from finopti.logs.levels import KNOWN, level_word
 from finopti.logs.line_guard import identity_of_certificate, lines_with_marks, own_sources, redact, redact_bytes
 from finopti.logs.metadata import INDEXED, NOT_AN_OBJECT, SCALARS, Fields, decode_fields, from_object
 from finopti.logs.multiline import (
@@ -84,8 +85,7 @@ log = logging.getLogger("finopti.collector")
 PUSH_PATH = "/loki/api/v1/push"
 DROP_STATUSES = {400, 413, 422}
 JOB = "finopti"
-_LEVELS = {"warn": "warning", "err": "error", "crit": "critical", "fatal": "critical", "dbg": "debug"}
-_KNOWN_LEVELS = {name: name for name in ("debug", "info", "warning", "error", "critical")}
+_KNOWN_LEVELS = KNOWN
 
 
 _NUMERIC_LEVELS = {1: "debug", 2: "debug", 3: "info", 4: "warning", 5: "error", 6: "critical"}  # pino, bunyan
@@ -96,10 +96,10 @@ def normalize_level(level: object, message: object = "") -> str:
     letters as it is, `notice`), a number as pino and bunyan write them (30 info, 50 error); absent or anything
     else (a list, an object, `4f2a…`) inferred from the message: a label per odd value would be a stream each."""
     if level.__class__ is str:
-        text = level.strip().lower() or "info"
-        known = _KNOWN_LEVELS.get(text) or _LEVELS.get(text)
-        if known is not None or (text.isascii() and text.isalpha() and len(text) <= 12):
-            return known or text
+        word = level_word(level) if level.strip() else "info"
+        if word is not None:
+            return word
+        text = level.strip()
         if text.isascii() and text.isdigit() and len(text) <= 3:  # "50": pino's number, written as a string
             return _NUMERIC_LEVELS.get(int(text) // 10, "info")
     elif level.__class__ is int:

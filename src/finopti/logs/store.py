@@ -38,6 +38,7 @@ from pathlib import Path
 import orjson
 
 from finopti.logs import wire
+from finopti.logs.levels import level_word
 from finopti.logs.metadata import key_hash
 from finopti.logs.parts import LZ4, ZSTD, Columns, View, may_hold
 from finopti.logs.search import LogQuery, matching, text_pattern
@@ -214,9 +215,11 @@ def _checked(values: list) -> list[int]:
 
 
 def stream_service_level(labels: dict[str, str]) -> tuple[str, str]:
+    """The service and level a stream is found by. A level label is read as the collector reads a line's
+    (`finopti.logs.levels`): Alloy or Promtail push Go's `ERROR`, `WARN` as they are, and `level=error` missed them."""
     service = labels.get("service") or labels.get("service_name") or labels.get("job") or "unknown"
     level = labels.get("level") or labels.get("detected_level") or "info"
-    return service, level
+    return service, level_word(level) or level.strip().lower() or "info"
 
 
 def line_dict(view: View, i: int, service: str, level: str) -> dict:
@@ -750,7 +753,10 @@ class LogStore:
         return sorted({name for _, _, labels in list(self._stream_labels.values()) for name in labels})
 
     def label_values(self, name: str) -> list[str]:
-        return sorted({labels[name] for _, _, labels in list(self._stream_labels.values()) if name in labels})
+        streams = list(self._stream_labels.values())
+        if name == "level":  # as the streams are found (`ERROR` pushed by Alloy is `error`)
+            return sorted({level for _, level, labels in streams if name in labels})
+        return sorted({labels[name] for _, _, labels in streams if name in labels})
 
     def stats(self) -> dict:
         catalog = self._catalog

@@ -36,6 +36,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import QueryParams
 
 from finopti.logs import wire
+from finopti.logs.levels import level_word
 from finopti.logs.lokipb import decode_push
 from finopti.logs.search import format_cursor, parse_cursor, text_pattern
 from finopti.logs.store import MAX_LIMIT, Admission, Delivery, LogQuery, LogStore, PushError
@@ -93,7 +94,7 @@ def log_query(params: QueryParams, *, default_limit: int = 100) -> LogQuery:
     if q.start is not None and q.end is not None and q.start >= q.end:
         raise bad_request("end", "must be after start")
     q.services = [s for s in params.getlist("service") if s]
-    q.levels = [s.lower() for s in params.getlist("level") if s]
+    q.levels = [level_word(s) or s.strip().lower() for s in params.getlist("level") if s.strip()]
     for name in ("trace_id", "request_id"):
         value = params.get(name)
         if value is not None and not _ID.match(value):
