@@ -543,6 +543,9 @@ def render_config_yaml(mesh: ResolvedMesh, topo: Topology, site: ApisixSite | No
         "apisix": {
             "node_listen": [_listen(address) for name, address in site.listen.items() if name not in tls_listeners],
             "enable_ipv6": False,
+            # HTTP/1.1 only, as the local gateway's edge: APISIX's default turns `http2 on`, which also served
+            # HTTP/2 with prior knowledge (h2c) on the plain listeners, a protocol no client of ours speaks.
+            "enable_http2": False,
             # Nothing here uses APISIX's control API; TLS listeners only where callers are known by certificate.
             "enable_control": False,
             "ssl": ssl,

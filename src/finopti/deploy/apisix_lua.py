@@ -223,8 +223,11 @@ def body_filter() -> str:
 # nginx's own early errors (a body over client_max_body_size, a malformed request) happen before APISIX's
 # phases run: `error_page` sends them to this location. No trace context was set up yet: continue the
 # client's traceparent, or start a trace id, and keep or make the request id as the request-id plugin would.
-EARLY_ERROR_LOCATION = """error_page 400 413 414 494 @finopti_early_error;
-location @finopti_early_error {
+# A URI, not a named location: nginx cannot redirect a request whose request line it could not read (a `%00`, a
+# URI over its buffers, CONNECT) to a named one ("empty URI"), and answered those with its own HTML 500.
+EARLY_ERROR_LOCATION = """error_page 400 413 414 494 501 /__finopti_early_error;
+location = /__finopti_early_error {
+    internal;
     default_type application/json;
     content_by_lua_block {
         local replies = %(replies)s

@@ -53,7 +53,7 @@ local FINOPTI_REDACTED = FINOPTI_REDACTED_TEXT
 
 -- JWTs replaced, and how many: a header and a payload of base64url JSON ("eyJ" and at least four more characters,
 -- the header's "eyJ" anywhere in its segment), a dot after each, then the signature. Found in one pass over runs of
--- the token alphabet split at their dots, never by a pattern tried at every "eyJ": on a path of "eyJeyJ…" that was
+-- the token alphabet split at their dots, never by a pattern tried at every "eyJ": on a path of "eyJeyJ..." that was
 -- quadratic (5 s of a gateway worker for one 57 KB request).
 local function finopti_redact_jwts(s)
   local count = 0

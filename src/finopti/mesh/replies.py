@@ -55,4 +55,5 @@ TIMEOUT = Reply(504, "timeout", "the backend did not answer in time")
 
 # The reply for a status when nothing more specific is known.
 BY_STATUS = {r.status: r for r in (BAD_REQUEST, UNAUTHORIZED, FORBIDDEN, NOT_FOUND, PAYLOAD_TOO_LARGE,
-                                   UPGRADE_REQUIRED, RATE_LIMITED, BAD_GATEWAY, UNAVAILABLE, TIMEOUT)}
+                                   UPGRADE_REQUIRED, RATE_LIMITED, UNSUPPORTED_TRANSFER_ENCODING, BAD_GATEWAY,
+                                   UNAVAILABLE, TIMEOUT)}
