@@ -341,6 +341,11 @@ def test_canary_set_validates_versions(traffic):
     assert result.returncode != 0 and "unknown version 'v9'" in result.stderr
 
 
+def test_fault_clear_of_an_unknown_route_is_refused(traffic):
+    result = traffic.cli("fault", "clear", "stedy")
+    assert result.returncode != 0 and "no route named 'stedy'" in result.stderr, result.stdout + result.stderr
+
+
 def _policies(platform: Platform) -> dict[str, dict]:
     shown = json.loads(platform.cli("mesh", "show", "--json", check=True).stdout)["routes"]
     return {r["route"]: r["policy"] for r in shown}

@@ -143,20 +143,25 @@ def effective_spec(state: StateDir) -> MeshSpec:
     return with_overrides(_running_record(state, rt), load_overrides(state), rt.mesh_file)
 
 
+def _known_route(spec: MeshSpec, route: str) -> None:
+    if route not in {r.name for r in spec.routes}:
+        raise MeshSpecError(f"no route named '{route}' (routes: {', '.join(r.name for r in spec.routes)})")
+
+
 def inject_fault(state: StateDir, route: str, fault: dict) -> MeshSpec:
     def change(spec: MeshSpec, overrides: dict) -> None:
-        if route not in {r.name for r in spec.routes}:
-            raise MeshSpecError(f"no route named '{route}' (routes: {', '.join(r.name for r in spec.routes)})")
+        _known_route(spec, route)
         overrides.setdefault("faults", {})[route] = fault
 
     return _apply_drill(state, "`finopti fault inject`", change)
 
 
 def clear_faults(state: StateDir, route: str | None = None) -> MeshSpec:
-    def clear(_: MeshSpec, overrides: dict) -> None:
+    def clear(spec: MeshSpec, overrides: dict) -> None:
         if route is None:
             overrides["faults"] = {}
         else:
+            _known_route(spec, route)  # a typo is said, not reported as cleared
             overrides.setdefault("faults", {}).pop(route, None)
 
     return _apply_drill(state, "`finopti fault clear`", clear)
