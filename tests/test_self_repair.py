@@ -107,3 +107,72 @@ def test_a_store_that_cannot_write_is_unhealthy_restarted_until_it_can_and_loses
                    "the lines written during the fault stored")
     assert sorted(stored) == sorted(f"drill line {i}" for i in range(LINES_BEFORE + LINES_DURING))  # once each
     assert all(state == "healthy" for state in _states(repair).values())
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_watchdog_restarts_what_stays_unhealthy_then_kills_what_ignores_term_and_backs_off():
+    from finopti.watchdog import Watchdog
+
+    clock = _Clock()
+    dog = Watchdog(restart_after=20, kill_after=10, clock=clock)
+    assert dog.tick({"a": ("unhealthy", 1), "b": ("starting", 2), "c": ("down", None)}) == []
+    clock.now = 19
+    assert dog.tick({"a": ("unhealthy", 1)}) == []
+    clock.now = 20
+    assert dog.tick({"a": ("unhealthy", 1)}) == [("a", "CONT"), ("a", "TERM")]
+    clock.now = 25
+    assert dog.tick({"a": ("unhealthy", 1)}) == []  # TERM takes its time
+    clock.now = 30
+    assert dog.tick({"a": ("unhealthy", 1)}) == [("a", "KILL")]
+    clock.now = 31
+    assert dog.tick({"a": ("starting", 3)}) == []  # started again by supervisord
+    clock.now = 40
+    dog.tick({"a": ("unhealthy", 3)})
+    clock.now = 79  # unhealthy again without having been healthy: twice as long before the next restart
+    assert dog.tick({"a": ("unhealthy", 3)}) == []
+    clock.now = 80
+    assert dog.tick({"a": ("unhealthy", 3)}) == [("a", "CONT"), ("a", "TERM")]
+    clock.now = 81
+    dog.tick({"a": ("healthy", 4)})
+    clock.now = 82
+    dog.tick({"a": ("unhealthy", 4)})
+    clock.now = 101  # healthy in between: back to the first pause; a flap resets the count of unhealthy seconds
+    assert dog.tick({"a": ("healthy", 4)}) == []
+    clock.now = 102
+    assert dog.tick({"a": ("unhealthy", 4)}) == []
+    clock.now = 122
+    assert dog.tick({"a": ("unhealthy", 4)}) == [("a", "CONT"), ("a", "TERM")]
+
+
+def _component(platform: Platform, name: str) -> dict:
+    components = json.loads(platform.cli("status", "--json").stdout)["components"]
+    return next(c for c in components if c["name"] == name)
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize("name", ["monitoring-agent", "gateway"])
+def test_a_hung_component_is_reported_unhealthy_and_restarted(repair, name):
+    """SIGSTOP (a hang: the process neither answers nor exits): `status` says unhealthy, the watchdog restarts it,
+    and it serves again; for the gateway, the edge answers again."""
+    import signal
+
+    pid = _component(repair, name)["pid"]
+    os.kill(pid, signal.SIGSTOP)  # the platform's process, by its pid
+    try:
+        _wait(lambda: _component(repair, name)["state"] == "unhealthy", 120, f"{name} reported unhealthy")
+        _wait(lambda: _component(repair, name)["pid"] not in (pid, None), 180, f"{name} restarted")
+        _wait(lambda: _component(repair, name)["state"] == "healthy", 180, f"{name} healthy again")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+    _wait(lambda: all(state == "healthy" for state in _states(repair).values()), 180, "every component healthy")
+    assert repair.ask("list instances in us-central1-a").status_code == 200
+    restarts = [line for line in repair.log_lines("watchdog") if line.get("event") == "watchdog_restart"]
+    assert any(line.get("component") == name and line.get("pid") == pid for line in restarts), restarts

@@ -339,3 +339,115 @@ def test_apply_refuses_a_broken_mesh_and_keeps_the_running_one(traffic, tmp_path
 def test_canary_set_validates_versions(traffic):
     result = traffic.cli("canary", "set", "canary", "v9=10")
     assert result.returncode != 0 and "unknown version 'v9'" in result.stderr
+
+
+def _policies(platform: Platform) -> dict[str, dict]:
+    shown = json.loads(platform.cli("mesh", "show", "--json", check=True).stdout)["routes"]
+    return {r["route"]: r["policy"] for r in shown}
+
+
+@pytest.mark.timeout(300)
+def test_operations_at_once_run_one_after_another_and_none_is_lost(traffic):
+    """A drill, a canary change, `mesh apply` and `pki rotate` started together: each waits for the one before
+    (no drill lost to another's write, no wait failing on another's files), and the gateway serves all of it."""
+    commands = [("fault", "inject", "fault", "--abort", "503", "--header", "x-drill=together"),
+                ("canary", "set", "canary", "v2=30"), ("mesh", "apply"), ("pki", "rotate")]
+
+    async def together():
+        return await asyncio.gather(*(asyncio.to_thread(traffic.cli, *command) for command in commands))
+
+    try:
+        for command, done in zip(commands, asyncio.run(together()), strict=True):
+            assert done.returncode == 0, f"{command}: {done.stderr}"
+            assert "Traceback" not in done.stderr
+        policies = _policies(traffic)
+        assert policies["fault"]["fault"]["header"] == {"name": "x-drill", "value": "together"}
+        assert policies["canary"]["canary"]["weights"] == {"v1": 70, "v2": 30}
+        assert _get(traffic, "/fault/x", headers={"x-drill": "together"}).status_code == 503
+        assert _get(traffic, "/fault/x").status_code == 200
+    finally:
+        traffic.cli("fault", "clear", check=True)
+        traffic.cli("canary", "set", "canary", "v2=10", check=True)
+
+
+def _broken_files(tmp_path: Path, running: str) -> list[tuple[Path, str]]:
+    """(mesh file, what the refusal must say) for files `mesh apply` must refuse without changing anything."""
+    directory = tmp_path / "a-directory.yaml"
+    directory.mkdir()
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00 not a mesh")
+    moved = tmp_path / "moved-listener.yaml"
+    moved.write_text(running.replace("mesh: {host: 127.0.0.1, port: 0}", "mesh: {host: 127.0.0.1, port: 8443}"))
+    return [(directory, "is a directory"), (binary, "not UTF-8 text"),
+            (moved, "gateway.mesh.port changed (0 -> 8443)")]
+
+
+def test_apply_refuses_unreadable_files_and_listener_moves_changing_nothing(traffic, tmp_path):
+    running = (traffic.home / "mesh.yaml").read_text()
+    records = [traffic.state.running_mesh.read_text(), traffic.state.runtime_file.read_text()]
+    for path, expected in _broken_files(tmp_path, running):
+        result = traffic.cli("mesh", "apply", "--mesh", str(path))
+        assert result.returncode != 0 and str(path) in result.stderr and expected in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+    assert [traffic.state.running_mesh.read_text(), traffic.state.runtime_file.read_text()] == records
+    assert _get(traffic, "/steady/x").status_code == 200
+
+
+def test_damaged_drills_file_is_named_and_nothing_is_applied(traffic):
+    drills = traffic.home / "overrides.json"
+    kept = drills.read_text() if drills.exists() else None
+    try:
+        for damage in ('{"faults": {', '["not", "drills"]'):
+            drills.write_text(damage)
+            for command in (("mesh", "show"), ("fault", "clear"), ("mesh", "apply")):
+                result = traffic.cli(*command)
+                assert result.returncode != 0 and str(drills) in result.stderr, (command, result.stderr)
+                assert "Traceback" not in result.stderr
+    finally:
+        drills.unlink()
+        if kept is not None:
+            drills.write_text(kept)
+    assert _get(traffic, "/steady/x").status_code == 200
+
+
+def _wait_gateway(platform: Platform, predicate, what: str) -> None:
+    """Until predicate(state, pid) holds for the gateway in `finopti status`."""
+    deadline = time.monotonic() + 120
+    while True:
+        gateway = json.loads(platform.cli("status", "--json").stdout)["components"][0]
+        if predicate(gateway["state"], gateway["pid"]):
+            return
+        assert time.monotonic() < deadline, f"the gateway never {what}"
+        time.sleep(0.5)
+
+
+@pytest.mark.timeout(300)
+def test_a_damaged_gateway_file_is_reported_and_written_again_by_apply(traffic):
+    """An xDS file truncated by hand, then a gateway restart: the gateway refuses the file, so every edge request
+    is a 404 while Envoy is live; `status` says unhealthy (it said healthy), and `mesh apply` writes the file again
+    (it skipped it: the damaged file still began with its version stamp)."""
+    routes = traffic.state.gateway / "xds" / "rds-edge.yaml"
+    whole = routes.read_text()
+    damaged = routes.with_name(".damaged")
+    damaged.write_text(whole[:3000])
+    os.replace(damaged, routes)
+    pid = _pid(traffic, "gateway")
+    os.kill(pid, signal.SIGKILL)  # the platform's gateway, by its pid; supervisord starts it again
+    _wait_gateway(traffic, lambda state, now: state == "unhealthy" and now not in (pid, None), "reported unhealthy")
+    applied = traffic.cli("mesh", "apply")
+    assert applied.returncode == 0, applied.stderr
+    assert routes.read_text() == whole
+    _wait_gateway(traffic, lambda state, _: state == "healthy", "became healthy again")
+    assert _get(traffic, "/steady/x").status_code == 200
+
+
+def test_a_damaged_record_of_the_running_mesh_is_named_and_written_again_by_apply(traffic):
+    record = traffic.state.running_mesh
+    whole = record.read_text()
+    record.write_text("routes: [")
+    shown = traffic.cli("mesh", "show")
+    assert shown.returncode != 0 and f"{record}: not valid YAML" in shown.stderr, shown.stderr
+    assert "`finopti mesh apply` writes it again" in shown.stderr
+    traffic.cli("mesh", "apply", check=True)
+    assert record.read_text() == whole
+    assert traffic.cli("mesh", "show").returncode == 0

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from finopti.deploy import commands as deploy_commands
-from finopti.errors import FinoptiError, PlatformStateError
+from finopti.errors import FinoptiError, PlatformNotRunning, PlatformStateError
 from finopti.paths import state_dir
 
 app = typer.Typer(help="FinOptiAgents: a FinOps assistant behind a strict service mesh.", no_args_is_help=True)
@@ -107,13 +107,22 @@ def up(
         console.print("[yellow]note:[/] no `prometheus` binary found (Debian package `prometheus`; `make up` "
                       "installs it where apt-get exists): running without metrics history")
     started = time.monotonic()
+
+    def interrupted(*_):
+        raise KeyboardInterrupt  # SIGTERM while starting, like Ctrl-C: `up` stops what it started
+
+    signal.signal(signal.SIGTERM, interrupted)
     try:
         rt = platform.up(
             mesh, policies, state,
             on_healthy=lambda name, t: console.print(f"  [green]✓[/] {name:<20} healthy after {t:4.1f}s"),
+            on_note=lambda note: console.print(f"[yellow]note:[/] {note}", highlight=False),
         )
     except FinoptiError as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        err.print("interrupted: the platform was stopped")
+        raise typer.Exit(130) from None
     console.print(f"[bold green]all healthy[/] in {time.monotonic() - started:.1f}s")
     console.print(f"  chat UI      {rt.edge_url}/")
     console.print(f"  ask API      {rt.edge_url}/api/ask")
@@ -160,11 +169,11 @@ def status(
     from finopti import platform
 
     fmt = _output(output, as_json)
-    running = True
+    running, why = True, ""
     try:
         statuses = platform.platform_status(state_dir())
-    except PlatformStateError:
-        running = False
+    except PlatformNotRunning as exc:
+        running, why = False, str(exc)
         try:
             statuses = platform.stopped_status(_load_mesh(mesh))
         except FinoptiError as exc:
@@ -183,7 +192,7 @@ def status(
             table.add_row(s.name, f"[{colours[s.state]}]{s.state}[/]", str(s.pid or "-"), s.address)
         console.print(table)
         if not running:
-            console.print("the platform is not running: [bold]finopti up[/] starts it")
+            console.print(why, highlight=False)
     if any(s.state != "healthy" for s in statuses):
         raise typer.Exit(1)
 
@@ -203,7 +212,11 @@ def token(
     except FinoptiError as exc:
         _fail(exc)
     idp = DevIdentityProvider(state_dir().idp, spec.identity)
-    print(idp.issue(email, [g for g in groups.split(",") if g], ttl))
+    try:
+        print(idp.issue(email, [g for g in groups.split(",") if g], ttl))
+    except OSError as exc:  # the state dir is a file, or not ours to write
+        _fail(FinoptiError(f"{exc.filename or state_dir().idp}: {exc.strerror or exc}: the development identity "
+                           "provider keeps its key there (FINOPTI_HOME names another state dir)"))
 
 
 @app.command()
@@ -571,12 +584,23 @@ TRACE_ID_LENGTH = 32
 def _log_api(user: str):
     """(edge URL, headers) for the log API: read through the gateway like any user, as `user`."""
     from finopti.idp import DevIdentityProvider
-    from finopti.platform import Runtime
+    from finopti.platform import running_runtime
 
     state = state_dir()
-    rt = Runtime.load(state)
+    rt = running_runtime(state)
     jwt_token = DevIdentityProvider(state.idp, _load_mesh(rt.mesh_file).identity).issue(user)
     return rt.edge_url, {"authorization": f"Bearer {jwt_token}"}
+
+
+def _api_get(url: str, **kwargs):
+    """GET on the platform's API; a gateway that does not answer is a FinoptiError naming it, not a traceback."""
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=30, **kwargs)
+    except httpx.HTTPError as exc:
+        raise PlatformStateError(f"cannot reach the gateway at {url.split('/api/')[0]}: {exc}; "
+                                 "`finopti status` shows each component") from None
 
 
 def _api_error(response) -> FinoptiError:
@@ -641,7 +665,10 @@ def logs(
         print(json.dumps(line) if as_json else format_line(line, color), flush=follow)
 
     def fetch(page_params: list[tuple[str, str]]) -> dict:
-        response = httpx.get(f"{edge}/api/logs", params=page_params, headers=headers, timeout=30)
+        try:
+            response = _api_get(f"{edge}/api/logs", params=page_params, headers=headers)
+        except FinoptiError as exc:
+            _fail(exc)
         if not response.is_success:
             _fail(_api_error(response))
         return response.json()
@@ -672,12 +699,10 @@ def logs(
 def _unique_trace(edge: str, headers: dict, prefix: str) -> str:
     """The one trace id starting with `prefix` among the requests of the last week; an error naming the
     candidates when several do, or none."""
-    import httpx
-
     if not prefix or any(c not in "0123456789abcdefABCDEF" for c in prefix):
         raise FinoptiError(f"{prefix!r} is not a trace id: expected {TRACE_ID_LENGTH} hex digits, or the first few")
-    response = httpx.get(f"{edge}/api/traces/", headers=headers, timeout=30,
-                         params={"prefix": prefix, "since": "7d", "traffic": "all", "limit": "10"})
+    response = _api_get(f"{edge}/api/traces/", headers=headers,
+                        params={"prefix": prefix, "since": "7d", "traffic": "all", "limit": "10"})
     if not response.is_success:
         raise _api_error(response)
     found = sorted({t["trace_id"] for t in response.json()["traces"]})
@@ -689,10 +714,8 @@ def _unique_trace(edge: str, headers: dict, prefix: str) -> str:
 
 
 def _newest_trace(edge: str, headers: dict) -> str:
-    import httpx
-
-    response = httpx.get(f"{edge}/api/traces/", headers=headers, timeout=30,
-                         params={"since": "1d", "traffic": "user", "limit": "1"})
+    response = _api_get(f"{edge}/api/traces/", headers=headers,
+                        params={"since": "1d", "traffic": "user", "limit": "1"})
     if not response.is_success:
         raise _api_error(response)
     traces = response.json()["traces"]
@@ -712,8 +735,6 @@ def trace(
     """A request's lifecycle: each hop in order with service, route, status, duration and its log lines."""
     import json
 
-    import httpx
-
     from finopti.logs.cli_support import render_trace
 
     if (trace_id is None) == (not last):
@@ -726,7 +747,10 @@ def trace(
             trace_id = _unique_trace(edge, headers, trace_id)
     except FinoptiError as exc:
         _fail(exc)
-    response = httpx.get(f"{edge}/api/traces/{trace_id}", headers=headers, timeout=30)
+    try:
+        response = _api_get(f"{edge}/api/traces/{trace_id}", headers=headers)
+    except FinoptiError as exc:
+        _fail(exc)
     if response.status_code == 404:
         _fail(FinoptiError(f"trace {trace_id} not found: no component logged a line with it (lines are kept "
                            "for the log store's retention, 7 days by default)"))

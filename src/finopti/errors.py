@@ -21,5 +21,9 @@ class PlatformStateError(FinoptiError):
     """The platform is (or is not) running when a command needs the opposite."""
 
 
+class PlatformNotRunning(PlatformStateError):
+    """No platform runs from this state dir (never started, stopped, or its process manager is gone)."""
+
+
 class StartupError(FinoptiError):
     """A component did not become healthy in time."""

@@ -4,6 +4,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from finopti.errors import PlatformStateError
+
 
 @dataclass(frozen=True)
 class StateDir:
@@ -92,3 +94,8 @@ def _move_database(old: Path, new: Path) -> None:
 def state_dir() -> StateDir:
     home = os.environ.get("FINOPTI_HOME")
     return StateDir(Path(home).resolve() if home else (Path.cwd() / ".finopti").resolve())
+
+
+def unusable(root: Path, why: str) -> PlatformStateError:
+    """The error for a state dir that cannot be one (a file, no permission)."""
+    return PlatformStateError(f"{root}: {why}, so it cannot be the platform's state dir; FINOPTI_HOME names another")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -19,10 +20,11 @@ from typing import TYPE_CHECKING
 import psutil
 import yaml
 
-from finopti.errors import PlatformStateError, StartupError
+from finopti.errors import PlatformNotRunning, PlatformStateError, StartupError
 from finopti.mesh.model import Identity, MeshSpec, load_mesh
-from finopti.mesh.supervisor import AuxProgram, ProcessRuntime, components, render_supervisor
-from finopti.paths import StateDir
+from finopti.mesh.supervisor import PLATFORM_MARK, AuxProgram, ProcessRuntime, components, render_supervisor
+from finopti.oplock import operation
+from finopti.paths import StateDir, unusable
 from finopti.ports import claim, ensure_free, free_port
 
 # Rendering needs the Envoy renderer, the PKI, the identity provider and Prometheus's rules; `finopti status`
@@ -71,7 +73,30 @@ class Runtime:
         try:
             return cls(**json.loads(state.runtime_file.read_text()))
         except FileNotFoundError:
-            raise PlatformStateError(f"the platform is not running (no {state.runtime_file})") from None
+            raise PlatformNotRunning(f"the platform is not running (no {state.runtime_file}): `finopti up` starts it"
+                                     ) from None
+        except NotADirectoryError:
+            raise unusable(state.root, "is not a directory") from None
+        except (OSError, ValueError, TypeError) as exc:  # unreadable, not JSON, not the fields a Runtime has
+            raise PlatformStateError(f"{state.runtime_file} is damaged ({exc}); `finopti down` stops whatever runs "
+                                     f"from {state.root}, then `finopti up` starts afresh") from None
+
+
+def running_runtime(state: StateDir) -> Runtime:
+    """The Runtime of the platform running from `state`; PlatformNotRunning if none is (a state dir whose process
+    manager is gone included), before an operation changes anything."""
+    rt = Runtime.load(state)
+    if not supervisor_pid(state):
+        raise PlatformNotRunning(not_running_message(state))
+    return rt
+
+
+def not_running_message(state: StateDir) -> str:
+    left = leftover_pids(state)
+    if left:
+        return (f"the platform is not running: its process manager is gone, {len(left)} of its processes are left "
+                f"(pids {', '.join(map(str, left))}); `finopti down` stops them")
+    return f"the platform is not running (state in {state.root}): `finopti up` starts it"
 
 
 @dataclass
@@ -260,7 +285,7 @@ def write_envoy_files(documents: dict[str, dict], out_dir: Path, xds_dir: Path) 
 
     The xDS files are megabytes (the mesh's route table): they are written as one line of JSON, which is YAML too
     (PyYAML took 2-7 s to write them on a busy machine, and Envoy longer to read them), and a file that already
-    holds its version is left alone, since every file moved into the watched directory makes Envoy read all of
+    holds exactly its content is left alone, since every file moved into the watched directory makes Envoy read all of
     them again (its main thread, admin API included). `jq . FILE` shows one readably."""
     versions = {}
     for name in sorted(documents, key=_write_order):
@@ -269,16 +294,17 @@ def write_envoy_files(documents: dict[str, dict], out_dir: Path, xds_dir: Path) 
             continue
         versions[name] = hashlib.sha256(json.dumps(documents[name]).encode()).hexdigest()[:16]
         text = json.dumps({"version_info": versions[name], **documents[name]}, indent=None) + "\n"
-        if not _starts_with(xds_dir / name, text[:text.index(",") + 1]):
+        if not _holds(xds_dir / name, text):
             write_atomically(xds_dir / name, text)
     return versions
 
 
-def _starts_with(path: Path, text: str) -> bool:
+def _holds(path: Path, text: str) -> bool:
+    """The whole file, not its version stamp alone: a file damaged by hand (truncated, edited) is written again
+    by the next `mesh apply` or `up`, whose stamp it still carried."""
     try:
-        with path.open() as f:
-            return f.read(len(text)) == text
-    except OSError:
+        return path.read_text() == text
+    except (OSError, UnicodeDecodeError):
         return False
 
 
@@ -400,13 +426,35 @@ def start_supervisor(state: StateDir) -> None:
 # --- health -----------------------------------------------------------------------------------------
 
 
+@functools.cache
+def _loopback():
+    """One plain-HTTP client for the health probes on loopback: each `httpx.get` built a client and loaded the
+    system's CA bundle first, ~0.1 s of CPU a probe, six probes a `finopti status` (and a watchdog tick)."""
+    import httpx
+
+    return httpx.Client(timeout=1.0, verify=False, trust_env=False)
+
+
 def gateway_ready(rt: Runtime) -> bool:
+    """Envoy is live, every xDS file has been taken once, and both listeners are served. A file Envoy refused when
+    it started (damaged by hand; a listener whose port was taken) leaves Envoy live and its admin API answering
+    while nothing, or every request a 404, reaches the platform."""
     import httpx
 
     try:
-        return httpx.get(f"{rt.admin_url}/ready", timeout=1.0).status_code == 200
-    except httpx.HTTPError:
+        if _loopback().get(f"{rt.admin_url}/ready").status_code != 200:
+            return False
+        listeners = _loopback().get(f"{rt.admin_url}/listeners", params={"format": "json"}).json()
+        stats = _loopback().get(f"{rt.admin_url}/stats", params={"format": "json", "filter": "version_text$"}
+                                ).json()["stats"]
+    except (httpx.HTTPError, ValueError, KeyError):
         return False
+    if not stats or not all(s.get("value") for s in stats):  # a subscription that never took its file
+        return False
+    return set(GATEWAY_LISTENERS) <= {entry.get("name") for entry in listeners.get("listener_statuses", [])}
+
+
+GATEWAY_LISTENERS = ("edge", "mesh")
 
 
 def service_health(rt: Runtime) -> dict[str, str]:
@@ -416,7 +464,7 @@ def service_health(rt: Runtime) -> dict[str, str]:
     import httpx
 
     try:
-        clusters = httpx.get(f"{rt.admin_url}/clusters?format=json", timeout=1.0).json()
+        clusters = _loopback().get(f"{rt.admin_url}/clusters?format=json").json()
     except (httpx.HTTPError, ValueError):
         return {}
     health = {}
@@ -439,7 +487,7 @@ def aux_healthy(rt: Runtime, name: str) -> bool:
     import httpx
 
     try:
-        return httpx.get(f"http://127.0.0.1:{rt.aux_ports[name]}{AUX_HEALTH[name]}", timeout=1.0).status_code == 200
+        return _loopback().get(f"http://127.0.0.1:{rt.aux_ports[name]}{AUX_HEALTH[name]}").status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -461,20 +509,21 @@ def stopped_status(spec: MeshSpec) -> list[ComponentStatus]:
 
 
 def platform_status(state: StateDir) -> list[ComponentStatus]:
-    rt = Runtime.load(state)
+    """Each component's state; PlatformNotRunning when no platform runs from `state`."""
+    rt = running_runtime(state)
     from finopti.mesh.envoy import cluster_name  # once running: a stopped platform's status needs no renderer
 
     spec = load_mesh(rt.mesh_file)
-    processes: dict[str, dict] = {}
-    if supervisor_pid(state):
-        try:
-            processes = {p["name"]: p for p in supervisor_rpc(state).getAllProcessInfo()}
-        except (OSError, xmlrpc.client.Error):
-            processes = {}
+    try:
+        processes = {p["name"]: p for p in supervisor_rpc(state).getAllProcessInfo()}
+    except (OSError, xmlrpc.client.Error):
+        processes = {}
     health = service_health(rt) if processes else {}
-    health["gateway"] = "healthy" if processes and gateway_ready(rt) else "pending"
+    # The gateway and the collector/Prometheus are asked directly: one that does not answer once it has had time to
+    # start is hung (stopped, deadlocked), not starting.
+    health["gateway"] = _answers(processes.get("gateway"), gateway_ready(rt) if processes else False)
     for name in rt.aux_ports:
-        health[name] = "healthy" if processes and aux_healthy(rt, name) else "pending"
+        health[name] = _answers(processes.get(name), aux_healthy(rt, name) if processes else False)
     clusters = {component: cluster_name(service, version) for component, service, version in components(spec)}
     statuses = []
     for name, address in component_addresses(spec, rt).items():
@@ -483,6 +532,18 @@ def platform_status(state: StateDir) -> list[ComponentStatus]:
         statuses.append(ComponentStatus(name, _state(info, health.get(clusters.get(name, name), "pending")), pid,
                                         address))
     return statuses
+
+
+# How long a process may run without answering before it counts as unhealthy rather than starting.
+ANSWER_GRACE_SECONDS = 15
+
+
+def _answers(process: dict | None, answered: bool) -> str:
+    if answered:
+        return "healthy"
+    if process and process["statename"] == "RUNNING" and process["now"] - process["start"] > ANSWER_GRACE_SECONDS:
+        return "unhealthy"
+    return "pending"
 
 
 def _state(process: dict | None, health: str) -> str:
@@ -502,6 +563,8 @@ def wait_healthy(
     started = time.monotonic()
     announced: set[str] = set()
     while True:
+        if not supervisor_pid(state):
+            raise StartupError(f"the process manager exited during start; see {state.logs / 'supervisord.log'}")
         statuses = platform_status(state)
         for s in statuses:
             if s.state == "healthy" and s.name not in announced:
@@ -511,10 +574,9 @@ def wait_healthy(
         pending = [s.name for s in statuses if s.state != "healthy"]
         if not pending:
             return
-        if not supervisor_pid(state):
-            raise StartupError(f"the process manager exited during start; see {state.logs / 'supervisord.log'}")
         if time.monotonic() - started > timeout:
-            hints = "; ".join(f"{name}: see {state.logs / (name + '.log')}" for name in pending)
+            hints = "; ".join(f"{name}: see {state.logs / (name + ('.err' if name == 'gateway' else '') + '.log')}"
+                              for name in pending)
             raise StartupError(f"not healthy after {timeout:.0f}s: {', '.join(pending)} ({hints})")
         time.sleep(0.2)
 
@@ -527,8 +589,15 @@ def up(
     policy_dir: Path,
     state: StateDir,
     on_healthy: Callable[[str, float], None] | None = None,
+    on_note: Callable[[str], None] = lambda _: None,
 ) -> Runtime:
     """Render everything and start the platform; returns once every component is healthy."""
+    with operation(state.root, "`finopti up`", create=True):
+        return _up(mesh_file, policy_dir, state, on_healthy, on_note)
+
+
+def _up(mesh_file: Path, policy_dir: Path, state: StateDir, on_healthy: Callable[[str, float], None] | None,
+        on_note: Callable[[str], None]) -> Runtime:
     pid = supervisor_pid(state)
     if pid:
         raise PlatformStateError(
@@ -536,43 +605,77 @@ def up(
             "run `finopti down` first"
         )
     spec = load_mesh(mesh_file)
+    left = leftover_pids(state)
+    if left:  # a platform whose process manager died: its processes hold the ports and files this one needs
+        down(state)
+        on_note(f"stopped {len(left)} processes left by the last run, whose process manager was gone")
     state.ensure()
     rt = plan_runtime(spec, mesh_file, policy_dir)
     render_platform(spec, state, rt)
     write_atomically(state.running_mesh, yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True)))
     (state.root / "overrides.json").unlink(missing_ok=True)  # drills end with the platform
     rt.save(state)
-    start_supervisor(state)
     try:
+        start_supervisor(state)
         wait_healthy(state, on_healthy=on_healthy)
-    except BaseException:
+    except BaseException:  # not healthy in time, Ctrl-C or SIGTERM: stop what was started
         down(state)
         raise
     return rt
 
 
 def platform_pids(state: StateDir) -> list[int]:
-    """supervisord and every process under it."""
+    """supervisord and every process under it; without supervisord, the processes it left (`leftover_pids`)."""
     pid = supervisor_pid(state)
     if not pid:
-        return []
+        return leftover_pids(state)
     try:
         proc = psutil.Process(pid)
-        return [pid] + [child.pid for child in proc.children(recursive=True)]
+        children = [child.pid for child in proc.children(recursive=True)]
     except psutil.Error:
-        return [pid]
+        children = []
+    return [pid] + sorted(set(children) | set(leftover_pids(state)))
+
+
+def leftover_pids(state: StateDir) -> list[int]:
+    """Processes of this state dir's platform no supervisord looks after: its programs run in the state dir with
+    PLATFORM_MARK naming it (supervisord passes it to each); a SIGKILLed supervisord leaves them running, holding
+    their ports, files and log positions."""
+    root, manager = str(state.root), supervisor_pid(state)
+    found = []
+    for proc in psutil.process_iter(["pid", "ppid", "cwd"]):
+        if proc.info["cwd"] != root or proc.info["pid"] == os.getpid() or proc.info["ppid"] == manager:
+            continue
+        try:
+            if proc.environ().get(PLATFORM_MARK) == root:
+                found.append(proc.info["pid"])
+        except psutil.Error:
+            continue
+    return sorted(found)
 
 
 def down(state: StateDir, timeout: float = 30.0) -> int:
     """Stop every process of the platform; returns how many were running."""
+    with operation(state.root, "`finopti down`"):
+        return _down(state, timeout)
+
+
+def _down(state: StateDir, timeout: float) -> int:
     pids = platform_pids(state)
     if not pids:
         state.runtime_file.unlink(missing_ok=True)
         return 0
-    try:
-        supervisor_rpc(state).shutdown()
-    except (OSError, xmlrpc.client.Error):
-        os.kill(pids[0], 15)
+    manager = supervisor_pid(state)
+    if manager:
+        try:
+            supervisor_rpc(state).shutdown()
+        except (OSError, xmlrpc.client.Error):
+            os.kill(manager, 15)
+    for pid in leftover_pids(state):  # left by a supervisord that is gone: each one ours, by pid
+        try:
+            os.kill(pid, 15)
+        except OSError:
+            pass
     procs = []
     for pid in pids:
         try:

@@ -14,9 +14,10 @@ import httpx
 from finopti.errors import StartupError
 from finopti.mesh.model import load_mesh
 from finopti.meshtls import SERVICE_CALLERS, write_callers_bundle
+from finopti.oplock import operation
 from finopti.paths import StateDir
 from finopti.pki import cert_info, ensure_pki, promote, rotate, stage, staged_paths
-from finopti.platform import Runtime, mesh_identities
+from finopti.platform import Runtime, mesh_identities, running_runtime
 
 
 def served_serials(rt: Runtime) -> set[str]:
@@ -37,8 +38,14 @@ def _wait(predicate: Callable[[], bool], failure: str, timeout: float = 30.0) ->
 
 
 def rotate_certificates(state: StateDir, progress: Callable[[str], None] = lambda _: None) -> list[str]:
+    """One operation (`oplock`): a `mesh apply` or drill meanwhile waits. Refused, changing nothing, when no
+    platform runs (its gateway could not take the new certificates)."""
+    with operation(state.root, "`finopti pki rotate`"):
+        return _rotate(state, running_runtime(state), progress)
+
+
+def _rotate(state: StateDir, rt: Runtime, progress: Callable[[str], None]) -> list[str]:
     started = time.monotonic()
-    rt = Runtime.load(state)
     identities = mesh_identities(load_mesh(rt.mesh_file))
     pki = ensure_pki(state.pki, identities)
     callers = list(SERVICE_CALLERS)

@@ -469,6 +469,12 @@ def load_mesh(path: Path | str) -> MeshSpec:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise MeshSpecError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise MeshSpecError(f"{path}: is a directory, not a mesh file") from None
+    except OSError as exc:  # no permission, an I/O error
+        raise MeshSpecError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise MeshSpecError(f"{path}: not UTF-8 text (byte {exc.start}): not a mesh file") from None
     except yaml.YAMLError as exc:
         raise MeshSpecError(f"{path}: not valid YAML: {exc}") from None
     return parse_mesh(raw, source=str(path))

@@ -14,6 +14,9 @@ LOG_BACKUPS = 3
 # drain over 10 minutes). Longer than a client keeps an idle connection (httpx: 5 s), so that close never races
 # a request.
 DRAIN_SECONDS = 6
+# In every program's environment (from supervisord's), naming the state dir: a process of the platform can be
+# found even when the supervisord that started it is gone (`platform.leftover_pids`).
+PLATFORM_MARK = "FINOPTI_PLATFORM"
 ENVOY_DRAIN_ARGS = ("--drain-strategy", "immediate", "--drain-time-s", str(DRAIN_SECONDS))
 
 
@@ -121,7 +124,8 @@ def render_supervisor(spec: MeshSpec, rt: ProcessRuntime) -> str:
         f"logfile={rt.logs_dir / 'supervisord.log'}\n"
         f"pidfile={rt.pidfile}\n"
         f"childlogdir={rt.logs_dir}\n"
-        "logfile_maxbytes=5MB\nlogfile_backups=2\nloglevel=info\nnodaemon=false\nsilent=true",
+        "logfile_maxbytes=5MB\nlogfile_backups=2\nloglevel=info\nnodaemon=false\nsilent=true\n"
+        f"environment={PLATFORM_MARK}={_quoted(PLATFORM_MARK, str(rt.state_dir))}",
         "[rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
         f"[supervisorctl]\nserverurl=unix://{rt.socket_path}{credentials}",
         _program(
@@ -157,4 +161,26 @@ def render_supervisor(spec: MeshSpec, rt: ProcessRuntime) -> str:
                                  start_seconds=SERVICE_START_SECONDS))
     for program in rt.aux:
         sections.append(_program(program.name, program.command, rt, program.environment))
+    sections.append(_watchdog(rt))
     return "\n\n".join(sections) + "\n"
+
+
+def _watchdog(rt: ProcessRuntime) -> str:
+    """`finopti.watchdog`: restarts a component that hangs (supervisord restarts only those that exit). An event
+    listener: stdout is supervisord's protocol, its log is stderr."""
+    env = {"FINOPTI_SERVICE": "watchdog", "FINOPTI_HOME": str(rt.state_dir), "PYTHONUNBUFFERED": "1"}
+    return "\n".join([
+        "[eventlistener:watchdog]",
+        f"command={rt.python} -m finopti.watchdog",
+        f"directory={rt.state_dir}",
+        "events=TICK_5",
+        "autostart=true",
+        "autorestart=true",
+        "startretries=60",
+        "stopsignal=TERM",
+        "stopwaitsecs=5",
+        f"stderr_logfile={rt.logs_dir / 'watchdog.log'}",
+        f"stderr_logfile_maxbytes={LOG_MAX_BYTES}",
+        f"stderr_logfile_backups={LOG_BACKUPS}",
+        f"environment={','.join(f'{k}={_quoted(k, v)}' for k, v in env.items())}",
+    ])
