@@ -195,29 +195,32 @@ def test_a_platform_whose_process_manager_died_is_said_so_and_recovered(tmp_path
     from finopti.platform import supervisor_pid
 
     plat = start_platform(tmp_path / "state")
-    for _ in range(2):
-        manager, pids = supervisor_pid(plat.state), platform_pids(plat.state)
-        os.kill(manager, signal.SIGKILL)  # the platform's own process manager, by its pid
-        _wait_gone([manager])
-        left = sorted(set(_alive(pids)) - {manager})
-        assert left  # its processes run on
-        status = plat.cli("status", "--json")
-        assert status.returncode == 1 and json.loads(status.stdout)["running"] is False
-        said = re.search(r"of its processes are left \(pids ([\d, ]+)\)", plat.cli("status").stdout)
-        # Some may have ended meanwhile (Envoy, on its next write to the pipe supervisord held): those left, named.
-        assert said and {int(pid) for pid in said.group(1).split(", ")} <= set(left), said
-        serial = (plat.state.pki / "gateway.crt").read_bytes()
-        for command in (("mesh", "apply"), ("pki", "rotate"), ("fault", "clear"), ("logs",), ("trace", "--last")):
-            refused = plat.cli(*command, timeout=20)  # at once, not after a wait for a gateway that is gone
-            assert refused.returncode != 0 and "the platform is not running" in refused.stderr, refused.stderr
-        assert (plat.state.pki / "gateway.crt").read_bytes() == serial
-        if _ == 0:
-            again = plat.cli("up", "--detach", check=True)
-            assert "processes left by the last run" in again.stdout, again.stdout
-            assert not _alive(left)
-        else:
-            assert plat.cli("down", check=True).stdout.startswith("stopped ")
-            _wait_gone(left)
+    try:
+        for round_ in range(2):
+            manager, pids = supervisor_pid(plat.state), platform_pids(plat.state)
+            os.kill(manager, signal.SIGKILL)  # the platform's own process manager, by its pid
+            _wait_gone([manager])
+            left = sorted(set(_alive(pids)) - {manager})
+            assert left  # its processes run on
+            status = plat.cli("status", "--json")
+            assert status.returncode == 1 and json.loads(status.stdout)["running"] is False
+            said = re.search(r"of its processes are left \(pids ([\d, ]+)\)", plat.cli("status").stdout)
+            # Some may have ended meanwhile (Envoy, on its next write to the pipe supervisord held): those left, named.
+            assert said and {int(pid) for pid in said.group(1).split(", ")} <= set(left), said
+            serial = (plat.state.pki / "gateway.crt").read_bytes()
+            for command in (("mesh", "apply"), ("pki", "rotate"), ("fault", "clear"), ("logs",), ("trace", "--last")):
+                refused = plat.cli(*command, timeout=20)  # at once, not after a wait for a gateway that is gone
+                assert refused.returncode != 0 and "the platform is not running" in refused.stderr, refused.stderr
+            assert (plat.state.pki / "gateway.crt").read_bytes() == serial
+            if round_ == 0:
+                again = plat.cli("up", "--detach", check=True)
+                assert "processes left by the last run" in again.stdout, again.stdout
+                assert not _alive(left)
+            else:
+                assert plat.cli("down", check=True).stdout.startswith("stopped ")
+                _wait_gone(left)
+    finally:
+        plat.cli("down")  # leaves nothing behind, even when an assertion failed midway
     assert plat.cli("status").returncode == 1
 
 
@@ -259,12 +262,15 @@ def test_up_terminated_while_starting_stops_what_it_started(tmp_path):
         line = proc.stdout.readline()
         assert line, f"finopti up ended before a component was healthy: {proc.communicate()}"
     pids = platform_pids(StateDir(home))
-    assert pids
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=90)
-    assert proc.returncode == 130 and "interrupted: the platform was stopped" in stderr, stderr
-    assert not _alive(pids)
-    assert run_cli("status", home=home).returncode == 1
+    try:
+        assert pids
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=90)
+        assert proc.returncode == 130 and "interrupted: the platform was stopped" in stderr, stderr
+        assert not _alive(pids)
+        assert run_cli("status", home=home).returncode == 1
+    finally:
+        run_cli("down", home=home)
 
 
 def test_a_state_dir_that_is_a_file_is_named_by_every_command(tmp_path):
