@@ -13,6 +13,7 @@ import shutil
 import socket
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -275,14 +276,22 @@ def test_the_gateway_counts_requests_per_route_and_prometheus_reaches_every_serv
 
 
 def test_every_access_log_line_carries_its_trace_span_and_request_ids(plane):
-    """Every line the gateway wrote, whoever answered (a service, the gateway's own 401/403/404/413), on both
-    listeners: JSON with the trace id, a span id and the request id."""
+    """Every line the gateway wrote while this test ran, whoever answered (a service, the gateway's own
+    401/403/404/413), on both listeners: JSON with the trace id, a span id and the request id. (Earlier lines are
+    not this test's: a request the gateway refused unread has no trace id, by design — see UNREAD below.)"""
+    # APISIX dates its lines in whole seconds: start at the next one, so a line dated from it on is this test's.
+    started = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+    time.sleep(max(0.0, (started - datetime.now(UTC)).total_seconds()))
+
+    def since_start(line: dict) -> bool:
+        return datetime.fromisoformat(line["ts"]) >= started
+
     answers = [ask(plane, ALICE), ask(plane, DAVE), ask(plane, None), httpx.get(f"{plane.edge}/nowhere", timeout=30),
                httpx.post(f"{plane.edge}/api/ask", content=b"{" + b" " * (1024 * 1024) + b"}", timeout=60,
                           headers={**plane.auth(ALICE), "content-type": "application/json"})]
     assert [a.status_code for a in answers] == [200, 403, 401, 404, 413]
     ids = {a.headers["x-request-id"] for a in answers}
-    lines = plane.wait_access(lambda line: True, until=lambda found: ids <= {x.get("request_id") for x in found})
+    lines = plane.wait_access(since_start, until=lambda found: ids <= {x.get("request_id") for x in found})
     assert ids <= {line.get("request_id") for line in lines}
     assert {line.get("listener") for line in lines} >= {"edge", "mesh"}
     for line in lines:
@@ -293,7 +302,7 @@ def test_every_access_log_line_carries_its_trace_span_and_request_ids(plane):
 
 # Requests a gateway refuses before it has read them. APISIX answered the first three with nginx's HTML 500 (it could
 # not send a request whose request line it had not read to its named error location), a `Transfer-Encoding` it does
-# not read with HTML 501, and both gateways served HTTP/2 with prior knowledge. After the test above: the access
+# not read with HTML 501, and both gateways served HTTP/2 with prior knowledge. The access
 # lines of these have no trace id (and APISIX's no request id: nginx had not read the request line).
 UNREAD = {
     "an encoded NUL in the path": b"GET /api/logs%00 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
