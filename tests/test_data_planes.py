@@ -125,6 +125,15 @@ def test_anonymous_page_and_each_users_answer(plane):
     assert_error(plane, httpx.get(f"{plane.edge}/api/logs", headers=plane.auth(ALICE), timeout=30), 403, "forbidden")
 
 
+def test_the_bearer_scheme_is_read_in_either_spelling_clients_send(plane):
+    """`Authorization: bearer <token>` is the same credential (the scheme is case-insensitive); the token is
+    checked all the same."""
+    token = plane.auth(ALICE)["authorization"].removeprefix("Bearer ")
+    answer = ask(plane, None, headers={"authorization": f"bearer {token}"})
+    assert answer.status_code == 200, answer.text
+    assert_error(plane, ask(plane, None, headers={"authorization": f"bearer {token[:-4]}AAAA"}), 401)
+
+
 def test_tokens_that_do_not_verify_get_401(plane, tmp_path):
     from finopti.idp import generate_key
 

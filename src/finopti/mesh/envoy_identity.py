@@ -30,7 +30,9 @@ def jwt_provider(identity: Identity, jwks_path: str, jwks_uri: str, failure_key:
         "audiences": [identity.audience],
         # Only from the Authorization header: by default Envoy also takes `access_token` from the query,
         # where URLs put it into logs, history and Referer headers.
-        "from_headers": [{"name": "authorization", "value_prefix": "Bearer "}],
+        # The scheme is case-insensitive (RFC 9110 §11.1) but Envoy matches the prefix exactly: the two spellings
+        # clients send, as APISIX's jwt-auth reads them.
+        "from_headers": [{"name": "authorization", "value_prefix": prefix} for prefix in ("Bearer ", "bearer ")],
         # The token travels on so each mesh hop is authorized for the same user.
         "forward": True,
         "failed_status_in_metadata": failure_key,
