@@ -383,8 +383,12 @@ def supervisor_pid(state: StateDir) -> int | None:
     return None
 
 
+SUPERVISOR_USER = "finopti"
+
+
 def supervisor_credentials(state: StateDir) -> tuple[str, str]:
-    """The user and password of supervisord's control socket: made once per state dir, readable by its owner."""
+    """The user and password of supervisord's control socket, for its config: made once per state dir, readable
+    by its owner."""
     try:
         fd = os.open(state.supervisor_secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -392,14 +396,17 @@ def supervisor_credentials(state: StateDir) -> tuple[str, str]:
     else:
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(24))
-    return "finopti", state.supervisor_secret.read_text().strip()
+    return SUPERVISOR_USER, state.supervisor_secret.read_text().strip()
 
 
 def supervisor_rpc(state: StateDir):
     from supervisor.xmlrpc import SupervisorTransport
 
-    user, password = supervisor_credentials(state)
-    transport = SupervisorTransport(user, password, f"unix://{state.supervisor_socket}")
+    try:
+        password = state.supervisor_secret.read_text().strip()
+    except FileNotFoundError:  # a platform started before its socket had a password
+        password = None
+    transport = SupervisorTransport(SUPERVISOR_USER if password else None, password, f"unix://{state.supervisor_socket}")
     return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport).supervisor
 
 

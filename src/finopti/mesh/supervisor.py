@@ -119,13 +119,10 @@ def render_supervisor(spec: MeshSpec, rt: ProcessRuntime) -> str:
     sections = [
         "; Rendered by finopti from mesh.yaml; do not edit.",
         f"[unix_http_server]\nfile={rt.socket_path}\nchmod=0700{credentials}",
-        "[supervisord]\n"
-        + (f"user={rt.user}\n" if rt.user else "") +
-        f"logfile={rt.logs_dir / 'supervisord.log'}\n"
-        f"pidfile={rt.pidfile}\n"
-        f"childlogdir={rt.logs_dir}\n"
-        "logfile_maxbytes=5MB\nlogfile_backups=2\nloglevel=info\nnodaemon=false\nsilent=true\n"
-        f"environment={PLATFORM_MARK}={_quoted(PLATFORM_MARK, str(rt.state_dir))}",
+        "\n".join(["[supervisord]", *([f"user={rt.user}"] if rt.user else []),
+                   f"logfile={rt.logs_dir / 'supervisord.log'}", f"pidfile={rt.pidfile}", f"childlogdir={rt.logs_dir}",
+                   "logfile_maxbytes=5MB\nlogfile_backups=2\nloglevel=info\nnodaemon=false\nsilent=true",
+                   f"environment={PLATFORM_MARK}={_quoted(PLATFORM_MARK, str(rt.state_dir))}"]),
         "[rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
         f"[supervisorctl]\nserverurl=unix://{rt.socket_path}{credentials}",
         _program(
