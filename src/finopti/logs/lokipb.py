@@ -17,7 +17,8 @@ _ESCAPE = re.compile(r"\\(.)")
 _LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
 
 
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+def varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """The protobuf varint at `pos` (also how snappy states its uncompressed size), and the position after it."""
     result = shift = 0
     while True:
         byte = buf[pos]
@@ -34,12 +35,12 @@ def _fields(buf: bytes) -> Iterator[tuple[int, int | bytes]]:
     """(field number, value) for every field of a message: ints for varints, bytes for length-delimited."""
     pos, end = 0, len(buf)
     while pos < end:
-        tag, pos = _varint(buf, pos)
+        tag, pos = varint(buf, pos)
         number, wire = tag >> 3, tag & 7
         if wire == 0:
-            value, pos = _varint(buf, pos)
+            value, pos = varint(buf, pos)
         elif wire == 2:
-            size, pos = _varint(buf, pos)
+            size, pos = varint(buf, pos)
             if pos + size > end:
                 raise ValueError("truncated message")
             value, pos = buf[pos:pos + size], pos + size

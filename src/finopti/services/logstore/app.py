@@ -37,7 +37,7 @@ from starlette.datastructures import QueryParams
 
 from finopti.logs import wire
 from finopti.logs.levels import level_word
-from finopti.logs.lokipb import decode_push
+from finopti.logs.lokipb import decode_push, varint
 from finopti.logs.search import format_cursor, parse_cursor, text_pattern
 from finopti.logs.store import MAX_LIMIT, Admission, Delivery, LogQuery, LogStore, PushError
 from finopti.logs.times import parse_since, parse_time, since_ns
@@ -209,17 +209,6 @@ def _check_declared(size: int, what: str, body: bytes, limit: int) -> None:
         raise BodyTooLarge(f"the push body declares {size} bytes uncompressed ({what}), over {limit}")
 
 
-def _snappy_size(body: bytes) -> int:
-    """The uncompressed size a raw snappy body starts with (a varint)."""
-    size, shift = 0, 0
-    for byte in body[:10]:
-        size |= (byte & 0x7F) << shift
-        shift += 7
-        if byte < 0x80:
-            break
-    return size
-
-
 def decoded(body: bytes, encoding: str, content_type: str, limit: int = MAX_PUSH_BYTES) -> tuple[bytes, list | None]:
     """A push body, uncompressed, and its streams (None: the collector's columns, which go to the store as they
     are). Any fault of the body is a PushError (a 400): a truncated gzip, corrupt snappy or a malformed protobuf
@@ -235,7 +224,7 @@ def decoded(body: bytes, encoding: str, content_type: str, limit: int = MAX_PUSH
             _check_declared(int.from_bytes(body[:4], "little"), "LZ4", body, limit)
             body = wire.decompress(body)
         if "protobuf" in content_type:
-            _check_declared(_snappy_size(body), "snappy", body, limit)
+            _check_declared(varint(body, 0)[0], "snappy", body, limit)  # snappy opens with its size
             return body, decode_push(body)
         if content_type.startswith(wire.CONTENT_TYPE):
             return body, None
