@@ -52,6 +52,8 @@ READS = {"instance": ("instance", "name"), "disk": ("disk", "name"), "bucket": (
          "zone": ("zone", "region"), "machine_type": ("machine_type",), "label": ("label",),
          "service": ("service",), "project": ("project",)}
 MAX_OPTIONS = 6
+# The state an instance must be in for an action to change it.
+STATE_BEFORE = {"stop_instance": "RUNNING", "start_instance": "TERMINATED"}
 
 
 @dataclass(frozen=True)
@@ -446,7 +448,7 @@ def _described_instances(spec: ActionSpec, fills: dict[str, Fill], evidence: Evi
              and not any(m.start <= k < m.end for m in evidence.mentions) for w in (t, t.removesuffix("s"))}
     named = [i for i in fitting if words & set(i.name.split("-"))]
     fitting = named or fitting
-    wanted = {"stop_instance": "RUNNING", "start_instance": "TERMINATED"}.get(spec.name)
+    wanted = STATE_BEFORE.get(spec.name)
     fitting = [i for i in fitting if i.state == wanted] or fitting if wanted else fitting
     excluded = _excluded_names(evidence)
     choices = tuple(i.name for i in fitting if i.name not in excluded)
@@ -637,7 +639,7 @@ def _verb(spec: ActionSpec) -> str:
 def _suggested_values(candidate: Candidate, slot: Slot, inventory: Inventory) -> list[str]:
     """Values worth offering for a missing argument, from what exists."""
     if slot.kind == "instance":
-        wanted_state = {"stop_instance": "RUNNING", "start_instance": "TERMINATED"}.get(candidate.spec.name)
+        wanted_state = STATE_BEFORE.get(candidate.spec.name)
         names = [i.name for i in inventory.instances if wanted_state in (None, i.state)]
         return names
     if slot.kind == "machine_type":
