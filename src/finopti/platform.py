@@ -25,7 +25,7 @@ from finopti.mesh.model import Identity, MeshSpec, load_mesh
 from finopti.mesh.supervisor import PLATFORM_MARK, AuxProgram, ProcessRuntime, components, render_supervisor
 from finopti.oplock import operation
 from finopti.paths import StateDir, unusable
-from finopti.ports import claim, ensure_free, free_port
+from finopti.ports import ensure_free, free_port
 
 # Rendering needs the Envoy renderer, the PKI, the identity provider and Prometheus's rules; `finopti status`
 # and other quick commands need none of them: imported where used, so those commands start fast.
@@ -119,10 +119,8 @@ def edge_port_setting(spec: MeshSpec) -> int:
 def plan_runtime(spec: MeshSpec, mesh_file: Path, policy_dir: Path) -> Runtime:
     edge_port = edge_port_setting(spec)
     ensure_free(spec.gateway.edge.host, edge_port, "gateway edge listener")
-    claim(edge_port)  # free now, bound only when the gateway starts: no other listener may get it meanwhile
     if spec.gateway.mesh.port:
         ensure_free(spec.gateway.mesh.host, spec.gateway.mesh.port, "gateway mesh listener")
-        claim(spec.gateway.mesh.port)
     mesh_port = spec.gateway.mesh.port or free_port(spec.gateway.mesh.host)
     return Runtime(
         edge_host=spec.gateway.edge.host,

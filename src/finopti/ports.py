@@ -127,6 +127,8 @@ def port_owner(port: int) -> str | None:
 
 
 def ensure_free(host: str, port: int, what: str) -> None:
+    """Raise, naming its holder, unless `port` is free; then it is claimed: free now, bound later, no pick may
+    hand it out meanwhile."""
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -138,3 +140,4 @@ def ensure_free(host: str, port: int, what: str) -> None:
                 f"port {port} ({what}) on {host} is already in use{held}; "
                 "stop that process or choose another port (FINOPTI_EDGE_PORT for the edge)"
             ) from None
+    claim(port)
